@@ -1,0 +1,146 @@
+# recordd build. Out of tree into $(BUILD); generated code in $(BUILD)/gen.
+#   make            build recordd (and the test binaries' library)
+#   make run        install missing Debian packages, build, start the server
+#   make test       install, build, run unit + e2e tests
+#   make check      the same tests under ASan + UBSan (separate build dir)
+#   make fmt        clang-format every source file
+#   make clean
+
+BUILD   ?= build
+GEN     := $(BUILD)/gen
+SAN     ?=
+CC      ?= cc
+PYTHON  ?= /usr/bin/python3
+
+# Debian packages the build, the tests and `make run` need.
+DEB_PKGS := build-essential pkg-config protobuf-compiler protobuf-c-compiler libprotobuf-dev \
+            libprotobuf-c-dev libgrpc-dev grpc-proto golang-github-gogo-googleapis-dev \
+            libsqlite3-dev libsodium-dev libjansson-dev libmicrohttpd-dev libcmocka-dev xxd \
+            python3-grpcio python3-protobuf python3-requests python3-pytest sqlite3 nodejs npm
+
+PROTO_INC := -Iproto -I/usr/include -I/usr/share/grpc-proto \
+             -I/usr/share/gocode/src/github.com/gogo/googleapis
+
+# Our protos plus every import the C code needs; the descriptor set carries
+# their transitive closure for reflection and the HTTP gateway.
+OWN_PROTOS  := $(wildcard proto/recordd/v1/*.proto)
+DEP_PROTOS  := google/protobuf/struct.proto google/protobuf/timestamp.proto \
+               google/protobuf/wrappers.proto google/protobuf/descriptor.proto \
+               google/protobuf/any.proto google/protobuf/duration.proto \
+               google/api/annotations.proto google/api/http.proto \
+               google/rpc/status.proto google/rpc/error_details.proto \
+               grpc/health/v1/health.proto grpc/reflection/v1/reflection.proto \
+               grpc/reflection/v1alpha/reflection.proto
+PROTO_NAMES := $(OWN_PROTOS:proto/%=%) $(DEP_PROTOS)
+GEN_C       := $(addprefix $(GEN)/,$(PROTO_NAMES:.proto=.pb-c.c))
+GEN_H       := $(GEN_C:.c=.h)
+DESC_SET    := $(BUILD)/descriptors.binpb
+DESC_C      := $(GEN)/descriptor_set.c
+
+PKGS    := grpc libprotobuf-c sqlite3 libsodium jansson libmicrohttpd
+WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror
+OPT     ?= -O2
+BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(OPT) -pthread -I. -I$(GEN) \
+               $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+ifeq ($(SAN),1)
+BASE_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SAN_LDFLAGS := -fsanitize=address,undefined
+endif
+LDLIBS  := -lgrpc -lgpr -lprotobuf-c -lsqlite3 -lsodium -ljansson -lmicrohttpd -pthread -lm
+
+LIB_SRC := $(wildcard common/*.c store/*.c auth/*.c) $(filter-out service/main.c,$(wildcard service/*.c))
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(GEN_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o) \
+           $(BUILD)/obj/gen/descriptor_set.o
+LIB     := $(BUILD)/librecordd.a
+BIN     := $(BUILD)/recordd
+TOOLS   := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps run test unit e2e check fmt clean
+.DEFAULT_GOAL := all
+.SECONDARY:
+
+all: $(BIN) $(TOOLS) $(UNIT_BIN)
+
+# --- dependencies -------------------------------------------------------
+deps:
+	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages (run as root or install): $$missing"; exit 1; fi; \
+	fi
+
+# --- generated code -----------------------------------------------------
+$(GEN)/.stamp: $(OWN_PROTOS) Makefile
+	@mkdir -p $(GEN)
+	protoc $(PROTO_INC) --c_out=$(GEN) $(PROTO_NAMES)
+	@touch $@
+
+$(GEN_C) $(GEN_H): $(GEN)/.stamp
+
+$(DESC_SET): $(OWN_PROTOS) Makefile
+	@mkdir -p $(BUILD)
+	protoc $(PROTO_INC) --include_imports --include_source_info \
+	    --descriptor_set_out=$@ $(OWN_PROTOS) grpc/health/v1/health.proto \
+	    grpc/reflection/v1/reflection.proto grpc/reflection/v1alpha/reflection.proto
+
+$(DESC_C): $(DESC_SET)
+	@mkdir -p $(GEN)
+	xxd -i -n rd_descriptor_set $< > $@
+
+# --- objects ------------------------------------------------------------
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) -w -c $< -o $@
+
+$(BUILD)/obj/%.o: %.c $(GEN)/.stamp
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(WARN) -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BIN): $(BUILD)/obj/service/main.o $(LIB)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%: $(BUILD)/obj/tools/%.o $(LIB)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# --- running ------------------------------------------------------------
+run: deps all
+	@sh tools/run.sh $(BIN)
+
+# --- tests --------------------------------------------------------------
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+e2e: $(BIN) $(TOOLS)
+	RECORDD_BIN=$(abspath $(BIN)) RECORDD_BUILD=$(abspath $(BUILD)) \
+	  $(PYTHON) -m pytest -q tests/e2e
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) e2e
+
+check: deps
+	$(MAKE) BUILD=build/san SAN=1 OPT=-O1 all
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  $(MAKE) BUILD=build/san SAN=1 OPT=-O1 unit e2e
+
+fmt:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build

@@ -1,0 +1,352 @@
+/* recordd common base: error table accessors, errors, the arena and small
+ * helpers shared by every module. */
+#include "common/rd.h"
+
+#include <protobuf-c/protobuf-c.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const struct {
+    const char *str;
+    int grpc;
+    int http;
+} code_rows[] = {
+#define RD_X_ROW(name, str, grpc, http) {str, grpc, http},
+    RD_CODE_TABLE(RD_X_ROW)
+#undef RD_X_ROW
+};
+
+const char *rd_code_str(rd_code c)
+{
+    return (unsigned)c < RD_CODE_COUNT ? code_rows[c].str : "internal";
+}
+
+int rd_code_grpc(rd_code c)
+{
+    return (unsigned)c < RD_CODE_COUNT ? code_rows[c].grpc : 13;
+}
+
+int rd_code_http(rd_code c)
+{
+    return (unsigned)c < RD_CODE_COUNT ? code_rows[c].http : 500;
+}
+
+rd_code rd_errf(rd_err *e, rd_code code, const char *field, const char *fmt, ...)
+{
+    if (e == NULL)
+        return code;
+    e->code = code;
+    snprintf(e->field, sizeof e->field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return code;
+}
+
+/* ---- arena ---------------------------------------------------------------- */
+
+typedef struct rd_block {
+    struct rd_block *next;
+    size_t size;
+    size_t used;
+    max_align_t data[];
+} rd_block;
+
+struct rd_arena {
+    rd_block *head;  /* current block, newest first */
+    rd_block *first; /* kept across resets */
+    size_t total;
+    size_t cap;
+};
+
+enum { RD_ARENA_FIRST = 8192 };
+
+static rd_block *block_new(size_t size)
+{
+    rd_block *b = malloc(sizeof *b + size);
+    if (b == NULL)
+        return NULL;
+    b->next = NULL;
+    b->size = size;
+    b->used = 0;
+    return b;
+}
+
+rd_arena *rd_arena_new(size_t cap_bytes)
+{
+    rd_arena *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    a->first = block_new(RD_ARENA_FIRST);
+    if (a->first == NULL) {
+        free(a);
+        return NULL;
+    }
+    a->head = a->first;
+    a->total = RD_ARENA_FIRST;
+    a->cap = cap_bytes;
+    return a;
+}
+
+static void free_blocks_until(rd_block *b, rd_block *stop)
+{
+    while (b != NULL && b != stop) {
+        rd_block *n = b->next;
+        free(b);
+        b = n;
+    }
+}
+
+void rd_arena_free(rd_arena *a)
+{
+    if (a == NULL)
+        return;
+    free_blocks_until(a->head, NULL);
+    free(a);
+}
+
+void rd_arena_reset(rd_arena *a)
+{
+    free_blocks_until(a->head, a->first);
+    a->head = a->first;
+    a->first->used = 0;
+    a->first->next = NULL;
+    a->total = a->first->size;
+}
+
+void *rd_arena_alloc(rd_arena *a, size_t n)
+{
+    const size_t align = sizeof(max_align_t);
+    n = (n + align - 1) & ~(align - 1);
+    if (n == 0)
+        n = align;
+    rd_block *b = a->head;
+    if (b->size - b->used < n) {
+        size_t size = b->size * 2;
+        if (size < n)
+            size = n;
+        if (a->total + size > a->cap)
+            return NULL;
+        rd_block *nb = block_new(size);
+        if (nb == NULL)
+            return NULL;
+        nb->next = a->head;
+        a->head = nb;
+        a->total += size;
+        b = nb;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += n;
+    return p;
+}
+
+void *rd_arena_calloc(rd_arena *a, size_t n)
+{
+    void *p = rd_arena_alloc(a, n);
+    if (p != NULL)
+        memset(p, 0, n);
+    return p;
+}
+
+char *rd_arena_strndup(rd_arena *a, const char *s, size_t n)
+{
+    char *p = rd_arena_alloc(a, n + 1);
+    if (p == NULL)
+        return NULL;
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *rd_arena_strdup(rd_arena *a, const char *s)
+{
+    return rd_arena_strndup(a, s, strlen(s));
+}
+
+char *rd_arena_printf(rd_arena *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *p = rd_arena_alloc(a, (size_t)n + 1);
+    if (p == NULL)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+static void *pb_alloc(void *ctx, size_t n)
+{
+    return rd_arena_alloc(ctx, n);
+}
+
+static void pb_free(void *ctx, void *p)
+{
+    (void)ctx;
+    (void)p;
+}
+
+void rd_arena_pb_allocator(rd_arena *a, ProtobufCAllocator *out)
+{
+    out->alloc = pb_alloc;
+    out->free = pb_free;
+    out->allocator_data = a;
+}
+
+/* ---- utilities ------------------------------------------------------------ */
+
+int64_t rd_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int rd_utf8_valid(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = p[i];
+        size_t len;
+        unsigned min;
+        if (c == 0)
+            return 0;
+        if (c < 0x80) {
+            i++;
+            continue;
+        } else if ((c & 0xE0) == 0xC0) {
+            len = 2, min = 0x80, c &= 0x1F;
+        } else if ((c & 0xF0) == 0xE0) {
+            len = 3, min = 0x800, c &= 0x0F;
+        } else if ((c & 0xF8) == 0xF0) {
+            len = 4, min = 0x10000, c &= 0x07;
+        } else {
+            return 0;
+        }
+        if (i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((p[i + k] & 0xC0) != 0x80)
+                return 0;
+            c = (c << 6) | (p[i + k] & 0x3F);
+        }
+        if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+char *rd_rfc3339(int64_t t_us, char *buf, size_t len)
+{
+    time_t sec = (time_t)(t_us / 1000000);
+    int64_t frac = t_us % 1000000;
+    if (frac < 0) {
+        frac += 1000000;
+        sec -= 1;
+    }
+    struct tm tm;
+    gmtime_r(&sec, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (frac == 0)
+        snprintf(buf + n, len - n, "Z");
+    else if (frac % 1000 == 0)
+        snprintf(buf + n, len - n, ".%03dZ", (int)(frac / 1000));
+    else
+        snprintf(buf + n, len - n, ".%06dZ", (int)frac);
+    return buf;
+}
+
+static int digits(const char *s, int n, int *out)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int rd_parse_rfc3339(const char *s, int64_t *t_us)
+{
+    int Y, M, D, h, m, sec;
+    if (strlen(s) < 20 || digits(s, 4, &Y) || s[4] != '-' || digits(s + 5, 2, &M) ||
+        s[7] != '-' || digits(s + 8, 2, &D) || (s[10] != 'T' && s[10] != 't') ||
+        digits(s + 11, 2, &h) || s[13] != ':' || digits(s + 14, 2, &m) || s[16] != ':' ||
+        digits(s + 17, 2, &sec))
+        return -1;
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (M < 1 || M > 12 || D < 1 || D > mdays[M - 1] || h > 23 || m > 59 || sec > 60)
+        return -1;
+    int leap = (Y % 4 == 0 && Y % 100 != 0) || Y % 400 == 0;
+    if (M == 2 && D == 29 && !leap)
+        return -1;
+    if (sec == 60)
+        sec = 59; /* leap second: clamp, as protobuf's Timestamp does */
+    const char *p = s + 19;
+    int64_t frac = 0;
+    if (*p == '.') {
+        p++;
+        int nd = 0;
+        while (*p >= '0' && *p <= '9') {
+            if (nd < 6)
+                frac = frac * 10 + (*p - '0');
+            nd++;
+            p++;
+        }
+        if (nd == 0 || nd > 9)
+            return -1;
+        for (int i = nd; i < 6; i++)
+            frac *= 10;
+    }
+    int off = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        if (digits(p + 1, 2, &oh) || p[3] != ':' || digits(p + 4, 2, &om) || oh > 23 || om > 59)
+            return -1;
+        off = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
+        p += 6;
+    } else {
+        return -1;
+    }
+    if (*p != '\0')
+        return -1;
+    /* days from civil (Howard Hinnant's algorithm) */
+    int y = Y - (M <= 2);
+    int era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (unsigned)(M + (M > 2 ? -3 : 9)) + 2) / 5 + (unsigned)D - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = (int64_t)era * 146097 + (int64_t)doe - 719468;
+    int64_t secs = days * 86400 + h * 3600 + m * 60 + sec - off;
+    *t_us = secs * 1000000 + frac;
+    return 0;
+}
+
+void rd_random_id(const char *prefix, char *buf, size_t n)
+{
+    static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
+    size_t plen = strlen(prefix);
+    memcpy(buf, prefix, plen);
+    unsigned char rnd[64];
+    if (n > sizeof rnd)
+        n = sizeof rnd;
+    randombytes_buf(rnd, n);
+    for (size_t i = 0; i < n; i++)
+        buf[plen + i] = alphabet[rnd[i] & 31];
+    buf[plen + n] = '\0';
+}

@@ -1,0 +1,32 @@
+/* receipt: the only place that turns a store outcome into a CommitReceipt,
+ * a gRPC status with google.rpc.Status details, or an HTTP status
+ * (DESIGN.md §2, §7). */
+#ifndef RECEIPT_H
+#define RECEIPT_H
+
+#include "recordd/v1/records.pb-c.h"
+#include "service/svc.h"
+
+/* Finishes call with an error that has no receipt (bad request, not found,
+ * internal): status from the error table, details = google.rpc.Status with
+ * ErrorInfo {reason = code string, domain "recordd", metadata field} and a
+ * BadRequest field violation when err->field is set. */
+void receipt_fail(svc_call *call, const rd_err *err);
+
+/* Builds the receipt of a finished write in the call's arena. client_tx_id
+ * is echoed, or generated when empty. */
+Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write *w,
+                                               const char *client_tx_id, bool with_record,
+                                               const char *model);
+
+/* Finishes a write call: OK with the receipt when it succeeded, otherwise
+ * the error status with the rejected receipt in the details. */
+void receipt_finish(svc_call *call, const store_write *w, Recordd__V1__CommitReceipt *receipt);
+
+/* Serializes google.rpc.Status {code, message, details: ErrorInfo,
+ * BadRequest (when err->field is set), and the receipt (when not NULL)}
+ * into the arena. */
+uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
+                                const Recordd__V1__CommitReceipt *receipt, size_t *len);
+
+#endif
