@@ -1,0 +1,19 @@
+/* Handlers of the recordd.v1 RPCs, one per row of the method table. Each
+ * runs on a worker thread and finishes its call exactly once. */
+#ifndef SVC_HANDLERS_H
+#define SVC_HANDLERS_H
+
+#include "service/svc.h"
+
+/* recordd.v1.Records (service/svc_records.c) */
+void svc_create_record(svc_call *call, const ProtobufCMessage *req);
+void svc_get_record(svc_call *call, const ProtobufCMessage *req);
+void svc_update_record(svc_call *call, const ProtobufCMessage *req);
+void svc_replace_record(svc_call *call, const ProtobufCMessage *req);
+void svc_delete_record(svc_call *call, const ProtobufCMessage *req);
+
+/* recordd.v1.Schemas (service/svc_schema.c) */
+void svc_push_schema(svc_call *call, const ProtobufCMessage *req);
+void svc_get_schema(svc_call *call, const ProtobufCMessage *req);
+
+#endif
