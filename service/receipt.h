@@ -6,6 +6,7 @@
 
 #include "recordd/v1/records.pb-c.h"
 #include "service/svc.h"
+#include "service/svc_convert.h"
 
 /* Finishes call with an error that has no receipt (bad request, not found,
  * internal): status from the error table, details = google.rpc.Status with
@@ -13,15 +14,21 @@
  * BadRequest field violation when err->field is set. */
 void receipt_fail(svc_call *call, const rd_err *err);
 
+/* A new receipt in the call's arena: object "commit_receipt", status
+ * REJECTED until filled in, client_tx_id echoed or generated when empty.
+ * NULL when out of memory. */
+Recordd__V1__CommitReceipt *receipt_new(svc_call *call, const char *client_tx_id);
+
 /* Builds the receipt of a finished write in the call's arena. client_tx_id
- * is echoed, or generated when empty. */
+ * is echoed, or generated when empty. model names the record's model. */
 Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write *w,
                                                const char *client_tx_id, bool with_record,
                                                const char *model);
 
-/* Finishes a write call: OK with the receipt when it succeeded, otherwise
- * the error status with the rejected receipt in the details. */
-void receipt_finish(svc_call *call, const store_write *w, Recordd__V1__CommitReceipt *receipt);
+/* Finishes a write call: OK with the receipt when err->code is RD_OK,
+ * otherwise the error status with the rejected receipt (its error filled
+ * from err when empty) in the details. receipt NULL means out of memory. */
+void receipt_finish(svc_call *call, const rd_err *err, Recordd__V1__CommitReceipt *receipt);
 
 /* Serializes google.rpc.Status {code, message, details: ErrorInfo,
  * BadRequest (when err->field is set), and the receipt (when not NULL)}

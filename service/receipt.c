@@ -1,0 +1,165 @@
+/* receipt: turns store outcomes into CommitReceipts and errors into gRPC
+ * statuses with google.rpc.Status details. Handlers never build a status or
+ * a receipt themselves; the HTTP gateway takes its statuses from here too. */
+#include "service/receipt.h"
+
+#include <string.h>
+
+#include "google/protobuf/any.pb-c.h"
+#include "google/rpc/error_details.pb-c.h"
+#include "google/rpc/status.pb-c.h"
+
+#define TYPE_URL_PREFIX "type.googleapis.com/"
+
+/* Packs msg into an Any in the arena. */
+static Google__Protobuf__Any *pack_any(rd_arena *a, const ProtobufCMessage *msg)
+{
+    Google__Protobuf__Any *any = rd_arena_alloc(a, sizeof *any);
+    size_t len = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = rd_arena_alloc(a, len ? len : 1);
+    if (any == NULL || buf == NULL)
+        return NULL;
+    google__protobuf__any__init(any);
+    protobuf_c_message_pack(msg, buf);
+    any->type_url = rd_arena_printf(a, TYPE_URL_PREFIX "%s", msg->descriptor->name);
+    any->value.data = buf;
+    any->value.len = len;
+    return any->type_url ? any : NULL;
+}
+
+uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
+                                const Recordd__V1__CommitReceipt *receipt, size_t *len)
+{
+    Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+    Google__Protobuf__Any *details[3];
+    st.code = rd_code_grpc(err->code);
+    st.message = (char *)err->msg;
+    st.details = details;
+
+    Google__Rpc__ErrorInfo info = GOOGLE__RPC__ERROR_INFO__INIT;
+    Google__Rpc__ErrorInfo__MetadataEntry field_md = GOOGLE__RPC__ERROR_INFO__METADATA_ENTRY__INIT;
+    Google__Rpc__ErrorInfo__MetadataEntry *md[1] = {&field_md};
+    info.reason = (char *)rd_code_str(err->code);
+    info.domain = "recordd";
+    if (err->field[0] != '\0') {
+        field_md.key = "field";
+        field_md.value = (char *)err->field;
+        info.metadata = md;
+        info.n_metadata = 1;
+    }
+    details[st.n_details++] = pack_any(a, &info.base);
+
+    Google__Rpc__BadRequest br = GOOGLE__RPC__BAD_REQUEST__INIT;
+    Google__Rpc__BadRequest__FieldViolation fv = GOOGLE__RPC__BAD_REQUEST__FIELD_VIOLATION__INIT;
+    Google__Rpc__BadRequest__FieldViolation *fvs[1] = {&fv};
+    if (err->field[0] != '\0' && rd_code_grpc(err->code) == 3 /* INVALID_ARGUMENT */) {
+        fv.field = (char *)err->field;
+        fv.description = (char *)err->msg;
+        br.field_violations = fvs;
+        br.n_field_violations = 1;
+        details[st.n_details++] = pack_any(a, &br.base);
+    }
+    if (receipt != NULL)
+        details[st.n_details++] = pack_any(a, &receipt->base);
+    for (size_t i = 0; i < st.n_details; i++)
+        if (details[i] == NULL)
+            return NULL;
+
+    *len = google__rpc__status__get_packed_size(&st);
+    uint8_t *buf = rd_arena_alloc(a, *len ? *len : 1);
+    if (buf != NULL)
+        google__rpc__status__pack(&st, buf);
+    return buf;
+}
+
+static void fail_with(svc_call *call, const rd_err *err, const Recordd__V1__CommitReceipt *receipt)
+{
+    size_t len = 0;
+    uint8_t *details = receipt_status_details(svc_call_arena(call), err, receipt, &len);
+    svc_fail(call, rd_code_grpc(err->code), err->msg, details, details ? len : 0);
+}
+
+void receipt_fail(svc_call *call, const rd_err *err)
+{
+    fail_with(call, err, NULL);
+}
+
+static Recordd__V1__ReceiptError *receipt_error(rd_arena *a, const rd_err *err)
+{
+    Recordd__V1__ReceiptError *e = rd_arena_alloc(a, sizeof *e);
+    if (e == NULL)
+        return NULL;
+    recordd__v1__receipt_error__init(e);
+    e->code = (char *)rd_code_str(err->code);
+    e->message = rd_arena_strdup(a, err->msg);
+    e->field = rd_arena_strdup(a, err->field);
+    return (e->message && e->field) ? e : NULL;
+}
+
+Recordd__V1__CommitReceipt *receipt_new(svc_call *call, const char *client_tx_id)
+{
+    rd_arena *a = svc_call_arena(call);
+    Recordd__V1__CommitReceipt *r = rd_arena_alloc(a, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    recordd__v1__commit_receipt__init(r);
+    r->object = "commit_receipt";
+    if (client_tx_id != NULL && client_tx_id[0] != '\0') {
+        r->client_tx_id = (char *)client_tx_id;
+    } else {
+        char id[48];
+        rd_random_id("ctx_", id, 20);
+        r->client_tx_id = rd_arena_strdup(a, id);
+        if (r->client_tx_id == NULL)
+            return NULL;
+    }
+    r->status = RECORDD__V1__COMMIT_STATUS__REJECTED;
+    return r;
+}
+
+Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write *w,
+                                               const char *client_tx_id, bool with_record,
+                                               const char *model)
+{
+    rd_arena *a = svc_call_arena(call);
+    Recordd__V1__CommitReceipt *r = receipt_new(call, client_tx_id);
+    if (r == NULL)
+        return NULL;
+    r->server_tx_id = rd_arena_strdup(a, w->server_tx_id);
+    r->last_sync_id = w->last_sync_id;
+    r->ops = w->ops;
+    r->success = w->err.code == RD_OK;
+    if (r->success) {
+        r->status = RECORDD__V1__COMMIT_STATUS__CONFIRMED;
+        if (with_record && w->record.data != NULL) {
+            r->record = svc_record_to_pb(a, w->org, model, &w->record, w->last_sync_id);
+            if (r->record == NULL)
+                return NULL;
+        }
+    } else {
+        r->error = receipt_error(a, &w->err);
+        if (r->error == NULL)
+            return NULL;
+    }
+    return r->server_tx_id ? r : NULL;
+}
+
+void receipt_finish(svc_call *call, const rd_err *err, Recordd__V1__CommitReceipt *receipt)
+{
+    if (receipt == NULL) {
+        rd_err oom;
+        rd_errf(&oom, RD_INTERNAL, NULL, "out of memory building the receipt");
+        fail_with(call, &oom, NULL);
+        return;
+    }
+    if (err->code == RD_OK) {
+        svc_reply(call, &receipt->base);
+        return;
+    }
+    if (receipt->error == NULL) {
+        receipt->success = false;
+        receipt->status = RECORDD__V1__COMMIT_STATUS__REJECTED;
+        receipt->error = receipt_error(svc_call_arena(call), err);
+    }
+    fail_with(call, err, receipt);
+}

@@ -1,0 +1,269 @@
+/* svc_convert: wire <-> store conversions for record data and records (see
+ * svc_convert.h). Handlers call these between decoding a request and
+ * submitting it to the store, and when building replies. */
+#include "service/svc_convert.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+static rd_code value_to_json(const Google__Protobuf__Value *v, const char *field, int depth,
+                             json_t **out, rd_err *err);
+
+static rd_code struct_to_json(const Google__Protobuf__Struct *s, const char *field, int depth,
+                              json_t **out, rd_err *err)
+{
+    json_t *obj = json_object();
+    if (obj == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    for (size_t i = 0; s != NULL && i < s->n_fields; i++) {
+        const Google__Protobuf__Struct__FieldsEntry *e = s->fields[i];
+        const char *name = field ? field : e->key;
+        json_t *child = NULL;
+        if (value_to_json(e->value, name, depth + 1, &child, err) != RD_OK) {
+            json_decref(obj);
+            return err->code;
+        }
+        if (json_object_set_new(obj, e->key, child) != 0) {
+            json_decref(obj);
+            return rd_errf(err, RD_INVALID_BODY, name, "%s: key is not valid UTF-8", name);
+        }
+    }
+    *out = obj;
+    return RD_OK;
+}
+
+static rd_code value_to_json(const Google__Protobuf__Value *v, const char *field, int depth,
+                             json_t **out, rd_err *err)
+{
+    if (depth > STORE_MAX_DEPTH + 1)
+        return rd_errf(err, RD_VALIDATION_FAILED, field,
+                       "%s: value is nested deeper than %d levels", field, STORE_MAX_DEPTH);
+    json_t *j = NULL;
+    switch (v ? v->kind_case : GOOGLE__PROTOBUF__VALUE__KIND__NOT_SET) {
+    case GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE:
+        j = json_null();
+        break;
+    case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE: {
+        double d = v->number_value;
+        if (!isfinite(d))
+            return rd_errf(err, RD_VALIDATION_FAILED, field, "%s: number is not finite", field);
+        if (d == floor(d) && fabs(d) <= 9007199254740992.0)
+            j = json_integer((json_int_t)d);
+        else
+            j = json_real(d);
+        break;
+    }
+    case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
+        j = json_string(v->string_value);
+        if (j == NULL)
+            return rd_errf(err, RD_INVALID_BODY, field, "%s: string is not valid UTF-8", field);
+        break;
+    case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE:
+        j = json_boolean(v->bool_value);
+        break;
+    case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
+        return struct_to_json(v->struct_value, field, depth, out, err);
+    case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE: {
+        const Google__Protobuf__ListValue *l = v->list_value;
+        j = json_array();
+        for (size_t i = 0; j != NULL && l != NULL && i < l->n_values; i++) {
+            json_t *child = NULL;
+            if (value_to_json(l->values[i], field, depth + 1, &child, err) != RD_OK) {
+                json_decref(j);
+                return err->code;
+            }
+            json_array_append_new(j, child);
+        }
+        break;
+    }
+    default:
+        return rd_errf(err, RD_VALIDATION_FAILED, field, "%s: value has no kind", field);
+    }
+    if (j == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    *out = j;
+    return RD_OK;
+}
+
+rd_code svc_struct_to_json(const Google__Protobuf__Struct *s, json_t **out, rd_err *err)
+{
+    return struct_to_json(s, NULL, 0, out, err);
+}
+
+rd_code svc_value_to_json(const Google__Protobuf__Value *v, const char *path, json_t **out,
+                          rd_err *err)
+{
+    return value_to_json(v, path, 1, out, err);
+}
+
+Google__Protobuf__Value *svc_json_to_value(rd_arena *a, const json_t *j)
+{
+    Google__Protobuf__Value *v = rd_arena_alloc(a, sizeof *v);
+    if (v == NULL)
+        return NULL;
+    google__protobuf__value__init(v);
+    switch (json_typeof(j)) {
+    case JSON_NULL:
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE;
+        v->null_value = GOOGLE__PROTOBUF__NULL_VALUE__NULL_VALUE;
+        break;
+    case JSON_TRUE:
+    case JSON_FALSE:
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
+        v->bool_value = json_is_true(j);
+        break;
+    case JSON_INTEGER:
+    case JSON_REAL:
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
+        v->number_value = json_number_value(j);
+        break;
+    case JSON_STRING:
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+        v->string_value = rd_arena_strndup(a, json_string_value(j), json_string_length(j));
+        if (v->string_value == NULL)
+            return NULL;
+        break;
+    case JSON_OBJECT:
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
+        v->struct_value = svc_json_to_struct(a, j);
+        if (v->struct_value == NULL)
+            return NULL;
+        break;
+    case JSON_ARRAY: {
+        Google__Protobuf__ListValue *l = rd_arena_alloc(a, sizeof *l);
+        if (l == NULL)
+            return NULL;
+        google__protobuf__list_value__init(l);
+        l->n_values = json_array_size(j);
+        l->values = rd_arena_alloc(a, (l->n_values + 1) * sizeof *l->values);
+        if (l->values == NULL)
+            return NULL;
+        for (size_t i = 0; i < l->n_values; i++) {
+            l->values[i] = svc_json_to_value(a, json_array_get(j, i));
+            if (l->values[i] == NULL)
+                return NULL;
+        }
+        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
+        v->list_value = l;
+        break;
+    }
+    }
+    return v;
+}
+
+Google__Protobuf__Struct *svc_json_to_struct(rd_arena *a, const json_t *obj)
+{
+    Google__Protobuf__Struct *s = rd_arena_alloc(a, sizeof *s);
+    if (s == NULL)
+        return NULL;
+    google__protobuf__struct__init(s);
+    size_t n = json_is_object(obj) ? json_object_size(obj) : 0;
+    s->fields = rd_arena_alloc(a, (n + 1) * sizeof *s->fields);
+    if (s->fields == NULL)
+        return NULL;
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)obj, key, val)
+    {
+        Google__Protobuf__Struct__FieldsEntry *e = rd_arena_alloc(a, sizeof *e);
+        if (e == NULL)
+            return NULL;
+        google__protobuf__struct__fields_entry__init(e);
+        e->key = rd_arena_strdup(a, key);
+        e->value = svc_json_to_value(a, val);
+        if (e->key == NULL || e->value == NULL)
+            return NULL;
+        s->fields[s->n_fields++] = e;
+    }
+    return s;
+}
+
+Google__Protobuf__Timestamp *svc_timestamp(rd_arena *a, int64_t t_us)
+{
+    Google__Protobuf__Timestamp *t = rd_arena_alloc(a, sizeof *t);
+    if (t == NULL)
+        return NULL;
+    google__protobuf__timestamp__init(t);
+    int64_t sec = t_us / 1000000, us = t_us % 1000000;
+    if (us < 0) {
+        us += 1000000;
+        sec -= 1;
+    }
+    t->seconds = sec;
+    t->nanos = (int32_t)(us * 1000);
+    return t;
+}
+
+Recordd__V1__Record *svc_record_to_pb(rd_arena *a, const char *org, const char *model,
+                                      const store_record *rec, int64_t read_at)
+{
+    Recordd__V1__Record *r = rd_arena_alloc(a, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    recordd__v1__record__init(r);
+    r->model = rd_arena_strdup(a, model);
+    r->id = rd_arena_strdup(a, rec->id);
+    r->group = rd_arena_strdup(a, rec->group);
+    r->created_by = rd_arena_strdup(a, rec->created_by);
+    r->updated_by = rd_arena_strdup(a, rec->updated_by);
+    r->organization_id = rd_arena_strdup(a, org);
+    r->version = rec->version;
+    r->sync_id = rec->sync_id;
+    r->read_at = read_at;
+    r->created_at = svc_timestamp(a, rec->created_at_us);
+    r->updated_at = svc_timestamp(a, rec->updated_at_us);
+    r->data = svc_json_to_struct(a, rec->data);
+    if (!r->model || !r->id || !r->group || !r->created_by || !r->updated_by ||
+        !r->organization_id || !r->created_at || !r->updated_at || !r->data)
+        return NULL;
+    return r;
+}
+
+/* ---- UTF-8 walk ---------------------------------------------------------- */
+
+static rd_code check_utf8(const ProtobufCMessage *m, char *path, size_t plen, size_t cap,
+                          rd_err *err)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    for (unsigned i = 0; i < d->n_fields; i++) {
+        const ProtobufCFieldDescriptor *f = &d->fields[i];
+        if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+            continue;
+        const char *base = (const char *)m + f->offset;
+        size_t n = 1;
+        const void *const *items = (const void *const *)base;
+        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+            n = *(const size_t *)((const char *)m + f->quantifier_offset);
+            items = *(const void *const *const *)base;
+        } else if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
+            uint32_t which = *(const uint32_t *)((const char *)m + f->quantifier_offset);
+            if (which != f->id)
+                continue;
+        }
+        int w = snprintf(path + plen, cap - plen, "%s%s", plen ? "." : "", f->name);
+        size_t np = plen + (w > 0 ? (size_t)w : 0);
+        if (np >= cap)
+            np = cap - 1;
+        for (size_t k = 0; k < n; k++) {
+            const void *item = items[k];
+            if (item == NULL)
+                continue;
+            if (f->type == PROTOBUF_C_TYPE_STRING) {
+                if (!rd_utf8_valid(item, strlen(item)))
+                    return rd_errf(err, RD_INVALID_BODY, path, "%s: string is not valid UTF-8",
+                                   path);
+            } else if (check_utf8(item, path, np, cap, err) != RD_OK) {
+                return err->code;
+            }
+        }
+        path[plen] = '\0';
+    }
+    return RD_OK;
+}
+
+rd_code svc_check_utf8(const ProtobufCMessage *m, rd_err *err)
+{
+    char path[256] = "";
+    return check_utf8(m, path, 0, sizeof path, err);
+}

@@ -1,0 +1,38 @@
+/* svc_convert: conversions between the wire types (protobuf-c) and the
+ * store's types (jansson data, store_record). Everything built for the wire
+ * is allocated in the call's arena; jansson values are owned by the caller. */
+#ifndef SVC_CONVERT_H
+#define SVC_CONVERT_H
+
+#include <jansson.h>
+
+#include "google/protobuf/struct.pb-c.h"
+#include "google/protobuf/timestamp.pb-c.h"
+#include "recordd/v1/records.pb-c.h"
+#include "store/store.h"
+
+/* Converts record data (a Struct; NULL = empty object) into a new jansson
+ * object. Rejects (RD_VALIDATION_FAILED, field = the top-level key) values
+ * nested deeper than STORE_MAX_DEPTH, numbers that are not finite and values
+ * without a kind. Integral numbers within ±2^53 become JSON integers. */
+rd_code svc_struct_to_json(const Google__Protobuf__Struct *s, json_t **out, rd_err *err);
+/* A single Value; path names it in errors. */
+rd_code svc_value_to_json(const Google__Protobuf__Value *v, const char *path, json_t **out,
+                          rd_err *err);
+
+/* Builds a Struct / Value in the arena from jansson. NULL when out of memory. */
+Google__Protobuf__Struct *svc_json_to_struct(rd_arena *a, const json_t *obj);
+Google__Protobuf__Value *svc_json_to_value(rd_arena *a, const json_t *v);
+
+Google__Protobuf__Timestamp *svc_timestamp(rd_arena *a, int64_t t_us);
+
+/* A Record in the arena from a stored record. */
+Recordd__V1__Record *svc_record_to_pb(rd_arena *a, const char *org, const char *model,
+                                      const store_record *rec, int64_t read_at);
+
+/* Walks every string of a decoded message (recursively, through nested
+ * messages, repeated fields and map entries) and rejects invalid UTF-8 with
+ * RD_INVALID_BODY naming the field path. protobuf-c does not check it. */
+rd_code svc_check_utf8(const ProtobufCMessage *m, rd_err *err);
+
+#endif

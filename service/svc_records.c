@@ -1,0 +1,276 @@
+/* recordd.v1.Records handlers: decode → validate against the schema →
+ * hand the write to the store's writer → receipt. Reads run on the worker
+ * with its own read connection. */
+#include <pthread.h>
+#include <string.h>
+
+#include "service/receipt.h"
+#include "service/svc_convert.h"
+#include "service/svc_handlers.h"
+
+/* One write in flight: the store's request plus what the receipt needs.
+ * Lives in the call's arena. */
+typedef struct write_call {
+    store_write w;
+    svc_call *call;
+    const char *client_tx_id;
+    bool with_record;
+} write_call;
+
+/* ---- per-thread read connection ---------------------------------------- */
+
+static pthread_key_t conn_key;
+static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
+
+static void conn_destroy(void *c)
+{
+    store_conn_close(c);
+}
+
+static void conn_key_init(void)
+{
+    pthread_key_create(&conn_key, conn_destroy);
+}
+
+/* The calling thread's read connection, opened on first use and closed when
+ * the thread exits (worker threads exit before the store closes). */
+static store_conn *thread_conn(store *db, rd_err *err)
+{
+    pthread_once(&conn_once, conn_key_init);
+    store_conn *c = pthread_getspecific(conn_key);
+    if (c == NULL && store_conn_open(db, &c, err) == RD_OK)
+        pthread_setspecific(conn_key, c);
+    return c;
+}
+
+/* ---- shared steps ------------------------------------------------------- */
+
+static rd_code require(const char *value, const char *field, rd_err *err)
+{
+    if (value == NULL || value[0] == '\0')
+        return rd_errf(err, RD_VALIDATION_FAILED, field, "%s is required", field);
+    return RD_OK;
+}
+
+/* Rejects concurrency and retry options this server does not implement,
+ * rather than silently ignoring them. */
+static rd_code refuse_unsupported(svc_call *call, const Google__Protobuf__Int64Value *read_at,
+                                  const char *claim, const char *idempotency_key, rd_err *err)
+{
+    if (read_at != NULL)
+        return rd_errf(err, RD_UNIMPLEMENTED, "read_at", "read_at is not supported yet");
+    if (claim != NULL && claim[0] != '\0')
+        return rd_errf(err, RD_UNIMPLEMENTED, "claim", "claims are not supported yet");
+    if ((idempotency_key != NULL && idempotency_key[0] != '\0') ||
+        svc_call_metadata(call, "idempotency-key") != NULL)
+        return rd_errf(err, RD_UNIMPLEMENTED, "idempotency_key",
+                       "idempotency keys are not supported yet");
+    return RD_OK;
+}
+
+/* Checks the request strings, the model and (when data is given) the data
+ * against the organisation's current schema; *out gets the data as JSON.
+ * The store checks again inside its transaction: this early pass keeps bad
+ * writes out of the writer's queue. */
+static rd_code check_write(svc_call *call, const char *model, const Google__Protobuf__Struct *data,
+                           store_check_mode mode, json_t **out, rd_err *err)
+{
+    svc_ctx *ctx = svc_call_ctx(call);
+    if (require(model, "model", err) != RD_OK)
+        return err->code;
+    store_schema *schema = store_schema_get(ctx->db, ctx->dev_org);
+    const store_model *m = store_schema_model(schema, model);
+    if (m == NULL) {
+        rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", model);
+        goto done;
+    }
+    if (out == NULL)
+        goto done;
+    if (svc_struct_to_json(data, out, err) != RD_OK)
+        goto done;
+    if (store_check_data(m, *out, mode, err) != RD_OK) {
+        json_decref(*out);
+        *out = NULL;
+    }
+done:
+    store_schema_release(schema);
+    return err->code;
+}
+
+/* Finishes a write that failed before reaching the store: the error with a
+ * rejected receipt (no server transaction) in its details. */
+static void fail_write(svc_call *call, const rd_err *err, const char *client_tx_id)
+{
+    receipt_finish(call, err, receipt_new(call, client_tx_id));
+}
+
+/* Runs on the writer thread once the write is durable or failed. Everything
+ * the store allocated is released before the call is finished, because
+ * finishing frees the arena holding wc. */
+static void write_done(store_write *w)
+{
+    write_call *wc = w->ctx;
+    Recordd__V1__CommitReceipt *r =
+        receipt_from_write(wc->call, w, wc->client_tx_id, wc->with_record, w->model);
+    rd_err err = w->err;
+    json_decref(w->data);
+    store_record_clear(&w->record);
+    receipt_finish(wc->call, &err, r);
+}
+
+/* Fills the common part of a write and queues it. */
+static void submit(svc_call *call, write_call *wc, store_op op, const char *model, const char *id,
+                   json_t *data, const char *client_tx_id, bool with_record)
+{
+    svc_ctx *ctx = svc_call_ctx(call);
+    wc->call = call;
+    wc->client_tx_id = client_tx_id;
+    wc->with_record = with_record;
+    wc->w.op = op;
+    wc->w.org = ctx->dev_org;
+    wc->w.actor = ctx->dev_actor;
+    wc->w.model = model;
+    wc->w.id = id;
+    wc->w.data = data;
+    wc->w.deadline_us = svc_call_deadline_us(call);
+    wc->w.done = write_done;
+    wc->w.ctx = wc;
+    store_submit(ctx->db, &wc->w);
+}
+
+static write_call *new_write(svc_call *call, rd_err *err)
+{
+    write_call *wc = rd_arena_calloc(svc_call_arena(call), sizeof *wc);
+    if (wc == NULL)
+        rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    return wc;
+}
+
+/* ---- handlers ------------------------------------------------------------ */
+
+void svc_create_record(svc_call *call, const ProtobufCMessage *msg)
+{
+    const Recordd__V1__CreateRecordRequest *req = (const void *)msg;
+    rd_err err;
+    json_t *data = NULL;
+    rd_err_clear(&err);
+    if (svc_check_utf8(msg, &err) != RD_OK ||
+        refuse_unsupported(call, NULL, NULL, req->idempotency_key, &err) != RD_OK ||
+        check_write(call, req->model, req->data, STORE_CHECK_CREATE, &data, &err) != RD_OK)
+        goto fail;
+    write_call *wc = new_write(call, &err);
+    if (wc == NULL)
+        goto fail;
+    wc->w.group = req->group;
+    submit(call, wc, STORE_OP_CREATE, req->model, req->id, data, req->client_tx_id,
+           req->return_record);
+    return;
+fail:
+    json_decref(data);
+    fail_write(call, &err, req->client_tx_id);
+}
+
+void svc_get_record(svc_call *call, const ProtobufCMessage *msg)
+{
+    const Recordd__V1__GetRecordRequest *req = (const void *)msg;
+    svc_ctx *ctx = svc_call_ctx(call);
+    store_record rec = {0};
+    int64_t read_at = 0;
+    rd_err err;
+    rd_err_clear(&err);
+    if (svc_check_utf8(msg, &err) != RD_OK || require(req->model, "model", &err) != RD_OK ||
+        require(req->id, "id", &err) != RD_OK)
+        goto fail;
+    store_conn *conn = thread_conn(ctx->db, &err);
+    if (conn == NULL)
+        goto fail;
+    if (store_get(conn, ctx->dev_org, req->model, req->id, &rec, &read_at, &err) != RD_OK)
+        goto fail;
+    Recordd__V1__Record *out =
+        svc_record_to_pb(svc_call_arena(call), ctx->dev_org, req->model, &rec, read_at);
+    store_record_clear(&rec);
+    if (out == NULL) {
+        rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
+        goto fail;
+    }
+    svc_reply(call, &out->base);
+    return;
+fail:
+    store_record_clear(&rec);
+    receipt_fail(call, &err);
+}
+
+/* The fields UpdateRecord and ReplaceRecord have in common. */
+typedef struct change_args {
+    const char *model, *id, *claim, *idempotency_key, *client_tx_id;
+    const Google__Protobuf__Struct *data;
+    const Google__Protobuf__Int64Value *expected_version, *read_at;
+    bool return_record;
+} change_args;
+
+static void update_or_replace(svc_call *call, const ProtobufCMessage *msg, const change_args *a,
+                              store_op op)
+{
+    store_check_mode mode = op == STORE_OP_UPDATE ? STORE_CHECK_PATCH : STORE_CHECK_REPLACE;
+    rd_err err;
+    json_t *data = NULL;
+    rd_err_clear(&err);
+    if (svc_check_utf8(msg, &err) != RD_OK ||
+        refuse_unsupported(call, a->read_at, a->claim, a->idempotency_key, &err) != RD_OK ||
+        require(a->id, "id", &err) != RD_OK ||
+        check_write(call, a->model, a->data, mode, &data, &err) != RD_OK)
+        goto fail;
+    write_call *wc = new_write(call, &err);
+    if (wc == NULL)
+        goto fail;
+    if (a->expected_version != NULL) {
+        wc->w.has_expected_version = true;
+        wc->w.expected_version = a->expected_version->value;
+    }
+    submit(call, wc, op, a->model, a->id, data, a->client_tx_id, a->return_record);
+    return;
+fail:
+    json_decref(data);
+    fail_write(call, &err, a->client_tx_id);
+}
+
+void svc_update_record(svc_call *call, const ProtobufCMessage *msg)
+{
+    const Recordd__V1__UpdateRecordRequest *r = (const void *)msg;
+    change_args a = {r->model,         r->id,   r->claim,
+                     r->idempotency_key, r->client_tx_id, r->data,
+                     r->expected_version, r->read_at, r->return_record};
+    update_or_replace(call, msg, &a, STORE_OP_UPDATE);
+}
+
+void svc_replace_record(svc_call *call, const ProtobufCMessage *msg)
+{
+    const Recordd__V1__ReplaceRecordRequest *r = (const void *)msg;
+    change_args a = {r->model,         r->id,   r->claim,
+                     r->idempotency_key, r->client_tx_id, r->data,
+                     r->expected_version, r->read_at, r->return_record};
+    update_or_replace(call, msg, &a, STORE_OP_REPLACE);
+}
+
+void svc_delete_record(svc_call *call, const ProtobufCMessage *msg)
+{
+    const Recordd__V1__DeleteRecordRequest *req = (const void *)msg;
+    rd_err err;
+    rd_err_clear(&err);
+    if (svc_check_utf8(msg, &err) != RD_OK ||
+        refuse_unsupported(call, req->read_at, req->claim, req->idempotency_key, &err) != RD_OK ||
+        require(req->id, "id", &err) != RD_OK ||
+        check_write(call, req->model, NULL, STORE_CHECK_PATCH, NULL, &err) != RD_OK)
+        goto fail;
+    write_call *wc = new_write(call, &err);
+    if (wc == NULL)
+        goto fail;
+    if (req->expected_version != NULL) {
+        wc->w.has_expected_version = true;
+        wc->w.expected_version = req->expected_version->value;
+    }
+    submit(call, wc, STORE_OP_DELETE, req->model, req->id, NULL, req->client_tx_id, false);
+    return;
+fail:
+    fail_write(call, &err, req->client_tx_id);
+}

@@ -1,0 +1,270 @@
+/* recordd.v1.Schemas handlers: PushSchema converts the wire schema into the
+ * store's definition and hands it to the writer (the store validates it and
+ * applies the DDL atomically); GetSchema renders the current snapshot. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "recordd/v1/schema.pb-c.h"
+#include "service/receipt.h"
+#include "service/svc_convert.h"
+#include "service/svc_handlers.h"
+
+/* Copies n strings into a malloc'd array (the store frees it with the
+ * schema); NULL when out of memory. */
+static char **dup_strings(char *const *src, size_t n)
+{
+    char **out = calloc(n + 1, sizeof *out);
+    for (size_t i = 0; out != NULL && i < n; i++) {
+        out[i] = strdup(src[i]);
+        if (out[i] == NULL) {
+            while (i > 0)
+                free(out[--i]);
+            free(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* Fills dst (zeroed) from the wire field; the store owns what it allocates. */
+static rd_code field_from_pb(store_field *dst, const Recordd__V1__Field *f, const char *path,
+                             rd_err *err)
+{
+    dst->name = strdup(f->name);
+    dst->type = (store_type)f->type;
+    dst->required = f->required;
+    dst->max_length = f->max_length;
+    if (f->min != NULL) {
+        dst->has_min = true;
+        dst->min = f->min->value;
+    }
+    if (f->max != NULL) {
+        dst->has_max = true;
+        dst->max = f->max->value;
+    }
+    dst->unique = f->unique;
+    dst->immutable = f->immutable;
+    dst->enum_values = dup_strings(f->enum_values, f->n_enum_values);
+    dst->n_enum_values = f->n_enum_values;
+    dst->writable_by = dup_strings(f->writable_by, f->n_writable_by);
+    dst->n_writable_by = f->n_writable_by;
+    if (dst->name == NULL || dst->enum_values == NULL || dst->writable_by == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    if (f->type < RECORDD__V1__FIELD_TYPE__STRING || f->type > RECORDD__V1__FIELD_TYPE__ENUM)
+        return rd_errf(err, RD_VALIDATION_FAILED, path, "%s: type is missing or unknown", path);
+    if (f->default_value != NULL &&
+        f->default_value->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE)
+        return svc_value_to_json(f->default_value, path, &dst->default_value, err);
+    return RD_OK;
+}
+
+/* Converts the wire schema into a new store definition (*out, refcount 1). */
+static rd_code schema_from_pb(const Recordd__V1__Schema *src, store_schema **out, rd_err *err)
+{
+    store_schema *s = store_schema_new();
+    size_t nm = src ? src->n_models : 0;
+    char path[96];
+    if (s == NULL || (s->models = calloc(nm + 1, sizeof *s->models)) == NULL)
+        goto oom;
+    for (size_t i = 0; i < nm; i++) {
+        const Recordd__V1__Model *pm = src->models[i];
+        store_model *m = &s->models[s->n_models++];
+        m->name = strdup(pm->name);
+        m->fields = calloc(pm->n_fields + 1, sizeof *m->fields);
+        m->unique_together = calloc(pm->n_unique_together + 1, sizeof *m->unique_together);
+        if (m->name == NULL || m->fields == NULL || m->unique_together == NULL)
+            goto oom;
+        for (size_t j = 0; j < pm->n_fields; j++) {
+            snprintf(path, sizeof path, "models[%zu].fields[%zu]", i, j);
+            if (field_from_pb(&m->fields[m->n_fields++], pm->fields[j], path, err) != RD_OK)
+                goto fail;
+        }
+        for (size_t j = 0; j < pm->n_unique_together; j++) {
+            store_unique *u = &m->unique_together[m->n_unique_together++];
+            u->fields = dup_strings(pm->unique_together[j]->fields,
+                                    pm->unique_together[j]->n_fields);
+            u->n_fields = pm->unique_together[j]->n_fields;
+            if (u->fields == NULL)
+                goto oom;
+        }
+    }
+    *out = s;
+    return RD_OK;
+oom:
+    rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+fail:
+    store_schema_release(s);
+    return err->code;
+}
+
+/* Renders a store schema into the arena; NULL when out of memory. */
+static Recordd__V1__Schema *schema_to_pb(rd_arena *a, const store_schema *s)
+{
+    Recordd__V1__Schema *out = rd_arena_alloc(a, sizeof *out);
+    if (out == NULL)
+        return NULL;
+    recordd__v1__schema__init(out);
+    out->revision = s->revision;
+    out->n_models = s->n_models;
+    out->models = rd_arena_calloc(a, (s->n_models + 1) * sizeof *out->models);
+    if (out->models == NULL)
+        return NULL;
+    for (size_t i = 0; i < s->n_models; i++) {
+        const store_model *m = &s->models[i];
+        Recordd__V1__Model *pm = rd_arena_alloc(a, sizeof *pm);
+        if (pm == NULL)
+            return NULL;
+        recordd__v1__model__init(pm);
+        out->models[i] = pm;
+        pm->name = m->name;
+        pm->n_fields = m->n_fields;
+        pm->fields = rd_arena_calloc(a, (m->n_fields + 1) * sizeof *pm->fields);
+        pm->n_unique_together = m->n_unique_together;
+        pm->unique_together =
+            rd_arena_calloc(a, (m->n_unique_together + 1) * sizeof *pm->unique_together);
+        if (pm->fields == NULL || pm->unique_together == NULL)
+            return NULL;
+        for (size_t j = 0; j < m->n_fields; j++) {
+            const store_field *f = &m->fields[j];
+            Recordd__V1__Field *pf = rd_arena_alloc(a, sizeof *pf);
+            if (pf == NULL)
+                return NULL;
+            recordd__v1__field__init(pf);
+            pm->fields[j] = pf;
+            pf->name = f->name;
+            pf->type = (Recordd__V1__FieldType)f->type;
+            pf->required = f->required;
+            pf->max_length = f->max_length;
+            pf->unique = f->unique;
+            pf->immutable = f->immutable;
+            pf->enum_values = f->enum_values;
+            pf->n_enum_values = f->n_enum_values;
+            pf->writable_by = f->writable_by;
+            pf->n_writable_by = f->n_writable_by;
+            if (f->has_min) {
+                pf->min = rd_arena_alloc(a, sizeof *pf->min);
+                if (pf->min == NULL)
+                    return NULL;
+                google__protobuf__double_value__init(pf->min);
+                pf->min->value = f->min;
+            }
+            if (f->has_max) {
+                pf->max = rd_arena_alloc(a, sizeof *pf->max);
+                if (pf->max == NULL)
+                    return NULL;
+                google__protobuf__double_value__init(pf->max);
+                pf->max->value = f->max;
+            }
+            if (f->default_value != NULL) {
+                pf->default_value = svc_json_to_value(a, f->default_value);
+                if (pf->default_value == NULL)
+                    return NULL;
+            }
+        }
+        for (size_t j = 0; j < m->n_unique_together; j++) {
+            Recordd__V1__UniqueConstraint *u = rd_arena_alloc(a, sizeof *u);
+            if (u == NULL)
+                return NULL;
+            recordd__v1__unique_constraint__init(u);
+            u->fields = m->unique_together[j].fields;
+            u->n_fields = m->unique_together[j].n_fields;
+            pm->unique_together[j] = u;
+        }
+    }
+    return out;
+}
+
+/* A push in flight. The snapshot it answers with is taken after the commit;
+ * its strings are referenced by the reply, so the reply is packed before the
+ * snapshot is released. */
+typedef struct push_call {
+    store_write w;
+    svc_call *call;
+} push_call;
+
+static void push_done(store_write *w)
+{
+    push_call *pc = w->ctx;
+    svc_call *call = pc->call;
+    rd_arena *a = svc_call_arena(call);
+    rd_err err = w->err;
+    json_t *changes = w->changes;
+    store_schema_release(w->schema);
+    if (err.code != RD_OK) {
+        json_decref(changes);
+        receipt_fail(call, &err);
+        return;
+    }
+    svc_ctx *ctx = svc_call_ctx(call);
+    store_schema *now = store_schema_get(ctx->db, w->org);
+    Recordd__V1__PushSchemaResponse resp = RECORDD__V1__PUSH_SCHEMA_RESPONSE__INIT;
+    resp.schema = schema_to_pb(a, now);
+    resp.n_changes = json_array_size(changes);
+    resp.changes = rd_arena_calloc(a, (resp.n_changes + 1) * sizeof *resp.changes);
+    for (size_t i = 0; resp.changes != NULL && i < resp.n_changes; i++)
+        resp.changes[i] = rd_arena_strdup(a, json_string_value(json_array_get(changes, i)));
+    json_decref(changes);
+    if (resp.schema == NULL || resp.changes == NULL) {
+        store_schema_release(now);
+        rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
+        receipt_fail(call, &err);
+        return;
+    }
+    svc_reply(call, &resp.base); /* packs at once: now may go after */
+    store_schema_release(now);
+}
+
+void svc_push_schema(svc_call *call, const ProtobufCMessage *msg)
+{
+    const Recordd__V1__PushSchemaRequest *req = (const void *)msg;
+    svc_ctx *ctx = svc_call_ctx(call);
+    store_schema *def = NULL;
+    rd_err err;
+    rd_err_clear(&err);
+    if (svc_check_utf8(msg, &err) != RD_OK)
+        goto fail;
+    if (req->schema == NULL) {
+        rd_errf(&err, RD_VALIDATION_FAILED, "schema", "schema is required");
+        goto fail;
+    }
+    if (schema_from_pb(req->schema, &def, &err) != RD_OK ||
+        store_schema_validate(def, &err) != RD_OK)
+        goto fail;
+    push_call *pc = rd_arena_calloc(svc_call_arena(call), sizeof *pc);
+    if (pc == NULL) {
+        rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
+        goto fail;
+    }
+    pc->call = call;
+    pc->w.op = STORE_OP_PUSH_SCHEMA;
+    pc->w.org = ctx->dev_org;
+    pc->w.actor = ctx->dev_actor;
+    pc->w.schema = def;
+    pc->w.force = req->force;
+    pc->w.deadline_us = svc_call_deadline_us(call);
+    pc->w.done = push_done;
+    pc->w.ctx = pc;
+    store_submit(ctx->db, &pc->w);
+    return;
+fail:
+    if (def != NULL)
+        store_schema_release(def);
+    receipt_fail(call, &err);
+}
+
+void svc_get_schema(svc_call *call, const ProtobufCMessage *msg)
+{
+    (void)msg;
+    svc_ctx *ctx = svc_call_ctx(call);
+    store_schema *s = store_schema_get(ctx->db, ctx->dev_org);
+    Recordd__V1__Schema *out = schema_to_pb(svc_call_arena(call), s);
+    if (out == NULL) {
+        store_schema_release(s);
+        rd_err err;
+        rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
+        receipt_fail(call, &err);
+        return;
+    }
+    svc_reply(call, &out->base); /* packs at once: s may go after */
+    store_schema_release(s);
+}
