@@ -267,3 +267,70 @@ rd_code svc_check_utf8(const ProtobufCMessage *m, rd_err *err)
     char path[256] = "";
     return check_utf8(m, path, 0, sizeof path, err);
 }
+
+/* ---- depth pre-scan ------------------------------------------------------ */
+
+/* Reads a varint at *p (< end); 0 on success. */
+static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
+{
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        v |= (uint64_t)(b & 0x7F) << shift;
+        if ((b & 0x80) == 0) {
+            *out = v;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* 1 = within limits (or malformed: the unpacker reports that), 0 = too deep. */
+static int depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+                    int left)
+{
+    if (left <= 0)
+        return 0;
+    while (p < end) {
+        uint64_t key, n;
+        if (read_varint(&p, end, &key) != 0)
+            return 1;
+        switch (key & 7) {
+        case 0:
+            if (read_varint(&p, end, &n) != 0)
+                return 1;
+            break;
+        case 1:
+        case 5: {
+            size_t w = (key & 7) == 1 ? 8 : 4;
+            if ((size_t)(end - p) < w)
+                return 1;
+            p += w;
+            break;
+        }
+        case 2: {
+            if (read_varint(&p, end, &n) != 0 || n > (uint64_t)(end - p))
+                return 1;
+            const ProtobufCFieldDescriptor *f =
+                protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3));
+            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+                !depth_ok(f->descriptor, p, p + n, left - 1))
+                return 0;
+            p += n;
+            break;
+        }
+        default:
+            return 1;
+        }
+    }
+    return 1;
+}
+
+rd_code svc_pb_check_depth(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
+                           int max_depth, rd_err *err)
+{
+    if (!depth_ok(d, buf, buf + len, max_depth))
+        return rd_errf(err, RD_INVALID_BODY, NULL, "request is nested deeper than %d messages",
+                       max_depth);
+    return RD_OK;
+}

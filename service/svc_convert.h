@@ -36,3 +36,16 @@ Recordd__V1__Record *svc_record_to_pb(rd_arena *a, const char *org, const char *
 rd_code svc_check_utf8(const ProtobufCMessage *m, rd_err *err);
 
 #endif
+
+/* Nesting limit for decoded requests, counted in protobuf messages. A
+ * Struct level costs three (Struct, entry, Value), so this admits about 200
+ * JSON levels: deep enough that the data checks (STORE_MAX_DEPTH) report
+ * the offending field, shallow enough for a worker's stack. */
+#define SVC_MAX_PB_DEPTH 600
+
+/* Walks the wire bytes of a message of type d without decoding it and
+ * rejects (RD_INVALID_BODY) messages nested deeper than max_depth, before
+ * protobuf-c's recursive unpacker could exhaust the stack. Malformed bytes
+ * are left for the unpacker to reject. */
+rd_code svc_pb_check_depth(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
+                           int max_depth, rd_err *err);

@@ -237,18 +237,30 @@ fail:
 void svc_update_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__UpdateRecordRequest *r = (const void *)msg;
-    change_args a = {r->model,         r->id,   r->claim,
-                     r->idempotency_key, r->client_tx_id, r->data,
-                     r->expected_version, r->read_at, r->return_record};
+    change_args a = {r->model,
+                     r->id,
+                     r->claim,
+                     r->idempotency_key,
+                     r->client_tx_id,
+                     r->data,
+                     r->expected_version,
+                     r->read_at,
+                     r->return_record};
     update_or_replace(call, msg, &a, STORE_OP_UPDATE);
 }
 
 void svc_replace_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__ReplaceRecordRequest *r = (const void *)msg;
-    change_args a = {r->model,         r->id,   r->claim,
-                     r->idempotency_key, r->client_tx_id, r->data,
-                     r->expected_version, r->read_at, r->return_record};
+    change_args a = {r->model,
+                     r->id,
+                     r->claim,
+                     r->idempotency_key,
+                     r->client_tx_id,
+                     r->data,
+                     r->expected_version,
+                     r->read_at,
+                     r->return_record};
     update_or_replace(call, msg, &a, STORE_OP_REPLACE);
 }
 

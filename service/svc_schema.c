@@ -81,8 +81,8 @@ static rd_code schema_from_pb(const Recordd__V1__Schema *src, store_schema **out
         }
         for (size_t j = 0; j < pm->n_unique_together; j++) {
             store_unique *u = &m->unique_together[m->n_unique_together++];
-            u->fields = dup_strings(pm->unique_together[j]->fields,
-                                    pm->unique_together[j]->n_fields);
+            u->fields =
+                dup_strings(pm->unique_together[j]->fields, pm->unique_together[j]->n_fields);
             u->n_fields = pm->unique_together[j]->n_fields;
             if (u->fields == NULL)
                 goto oom;

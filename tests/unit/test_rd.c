@@ -1,0 +1,190 @@
+/* Unit tests for common/rd.c: the error table, the arena, UTF-8 and
+ * RFC 3339 helpers. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "common/rd.h"
+
+/* Every row of DESIGN.md §7, checked against the generated table. */
+static void test_error_table_matches_design(void **state)
+{
+    (void)state;
+    static const struct {
+        rd_code code;
+        const char *str;
+        int grpc, http;
+    } rows[] = {
+        {RD_OK, "ok", 0, 200},
+        {RD_INVALID_BODY, "invalid_body", 3, 400},
+        {RD_UNKNOWN_FIELD, "unknown_field", 3, 422},
+        {RD_VALIDATION_FAILED, "validation_failed", 3, 422},
+        {RD_FILTER_REQUIRED, "filter_required", 3, 422},
+        {RD_TOO_MANY_OPERATIONS, "too_many_operations", 3, 422},
+        {RD_UNAUTHENTICATED, "unauthenticated", 16, 401},
+        {RD_TOKEN_EXPIRED, "token_expired", 16, 401},
+        {RD_PERMISSION_DENIED, "permission_denied", 7, 403},
+        {RD_NOT_FOUND, "not_found", 5, 404},
+        {RD_DUPLICATE_RECORD, "duplicate_record", 6, 409},
+        {RD_IDEMPOTENCY_KEY_REUSED, "idempotency_key_reused", 6, 409},
+        {RD_VERSION_CONFLICT, "version_conflict", 10, 409},
+        {RD_STALE_CONTEXT, "stale_context", 10, 409},
+        {RD_CLAIMED, "claimed", 10, 409},
+        {RD_IDEMPOTENCY_IN_PROGRESS, "idempotency_in_progress", 10, 409},
+        {RD_RATE_LIMITED, "rate_limited", 8, 429},
+        {RD_DEADLINE_EXCEEDED, "deadline_exceeded", 4, 504},
+        {RD_UNAVAILABLE, "unavailable", 14, 503},
+        {RD_INTERNAL, "internal", 13, 500},
+        {RD_DESTRUCTIVE_CHANGE, "destructive_change", 9, 409},
+        {RD_UNIMPLEMENTED, "unimplemented", 12, 501},
+    };
+    assert_int_equal(sizeof rows / sizeof rows[0], RD_CODE_COUNT);
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        assert_string_equal(rd_code_str(rows[i].code), rows[i].str);
+        assert_int_equal(rd_code_grpc(rows[i].code), rows[i].grpc);
+        assert_int_equal(rd_code_http(rows[i].code), rows[i].http);
+    }
+}
+
+static void test_error_codes_are_unique_strings(void **state)
+{
+    (void)state;
+    for (int i = 0; i < RD_CODE_COUNT; i++)
+        for (int j = i + 1; j < RD_CODE_COUNT; j++)
+            assert_string_not_equal(rd_code_str(i), rd_code_str(j));
+}
+
+static void test_out_of_range_code_is_internal(void **state)
+{
+    (void)state;
+    assert_string_equal(rd_code_str(RD_CODE_COUNT), "internal");
+    assert_int_equal(rd_code_grpc(RD_CODE_COUNT), 13);
+    assert_int_equal(rd_code_http(RD_CODE_COUNT), 500);
+}
+
+static void test_errf_formats_field_and_message(void **state)
+{
+    (void)state;
+    rd_err e;
+    assert_int_equal(rd_errf(&e, RD_NOT_FOUND, "id", "record '%s' not found", "s1"), RD_NOT_FOUND);
+    assert_int_equal(e.code, RD_NOT_FOUND);
+    assert_string_equal(e.field, "id");
+    assert_string_equal(e.msg, "record 's1' not found");
+    rd_errf(&e, RD_INTERNAL, NULL, "x");
+    assert_string_equal(e.field, "");
+}
+
+static void test_arena_allocations_are_aligned_and_distinct(void **state)
+{
+    (void)state;
+    rd_arena *a = rd_arena_new(1 << 20);
+    char *p = rd_arena_alloc(a, 3), *q = rd_arena_alloc(a, 5);
+    assert_non_null(p);
+    assert_true(q >= p + 3);
+    assert_int_equal((uintptr_t)q % sizeof(max_align_t), 0);
+    char *s = rd_arena_printf(a, "%s-%d", "tx", 42);
+    assert_string_equal(s, "tx-42");
+    rd_arena_free(a);
+}
+
+static void test_arena_grows_past_first_block(void **state)
+{
+    (void)state;
+    rd_arena *a = rd_arena_new(1 << 22);
+    for (int i = 0; i < 1000; i++)
+        memset(rd_arena_alloc(a, 1000), 0xAB, 1000);
+    void *big = rd_arena_alloc(a, 100000);
+    assert_non_null(big);
+    rd_arena_reset(a);
+    assert_non_null(rd_arena_alloc(a, 16));
+    rd_arena_free(a);
+}
+
+static void test_arena_refuses_beyond_cap(void **state)
+{
+    (void)state;
+    rd_arena *a = rd_arena_new(64 * 1024);
+    assert_null(rd_arena_alloc(a, 1 << 20));
+    assert_non_null(rd_arena_alloc(a, 100));
+    rd_arena_free(a);
+}
+
+static void test_utf8_accepts_valid_text(void **state)
+{
+    (void)state;
+    const char *ok[] = {"", "plain", "caf\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        assert_true(rd_utf8_valid(ok[i], strlen(ok[i])));
+}
+
+static void test_utf8_rejects_malformed_sequences(void **state)
+{
+    (void)state;
+    const char *bad[] = {
+        "\xff",             /* invalid byte */
+        "\xc3",             /* truncated */
+        "\xc0\xaf",         /* overlong */
+        "\xed\xa0\x80",     /* surrogate */
+        "\xf4\x90\x80\x80", /* above U+10FFFF */
+        "\x80",             /* lone continuation */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(rd_utf8_valid(bad[i], strlen(bad[i])));
+    assert_false(rd_utf8_valid("a\0b", 3));
+}
+
+static void test_rfc3339_round_trip(void **state)
+{
+    (void)state;
+    int64_t t;
+    char buf[40];
+    assert_int_equal(rd_parse_rfc3339("2024-02-29T12:34:56Z", &t), 0);
+    assert_string_equal(rd_rfc3339(t, buf, sizeof buf), "2024-02-29T12:34:56Z");
+    assert_int_equal(rd_parse_rfc3339("1970-01-01T00:00:00.5Z", &t), 0);
+    assert_int_equal(t, 500000);
+    assert_string_equal(rd_rfc3339(t, buf, sizeof buf), "1970-01-01T00:00:00.500Z");
+    assert_int_equal(rd_parse_rfc3339("1970-01-01T01:00:00+01:00", &t), 0);
+    assert_int_equal(t, 0);
+    assert_int_equal(rd_parse_rfc3339("1969-12-31T23:59:59.000001Z", &t), 0);
+    assert_int_equal(t, -999999);
+    assert_string_equal(rd_rfc3339(t, buf, sizeof buf), "1969-12-31T23:59:59.000001Z");
+}
+
+static void test_rfc3339_rejects_malformed(void **state)
+{
+    (void)state;
+    const char *bad[] = {"",
+                         "2024-02-30T00:00:00Z",
+                         "2023-02-29T00:00:00Z",
+                         "2024-01-01 00:00:00Z",
+                         "2024-01-01T00:00:00",
+                         "2024-01-01T24:00:00Z",
+                         "2024-01-01T00:00:00.Z",
+                         "2024-01-01T00:00:00Zjunk",
+                         "tomorrow"};
+    int64_t t;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_not_equal(rd_parse_rfc3339(bad[i], &t), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_table_matches_design),
+        cmocka_unit_test(test_error_codes_are_unique_strings),
+        cmocka_unit_test(test_out_of_range_code_is_internal),
+        cmocka_unit_test(test_errf_formats_field_and_message),
+        cmocka_unit_test(test_arena_allocations_are_aligned_and_distinct),
+        cmocka_unit_test(test_arena_grows_past_first_block),
+        cmocka_unit_test(test_arena_refuses_beyond_cap),
+        cmocka_unit_test(test_utf8_accepts_valid_text),
+        cmocka_unit_test(test_utf8_rejects_malformed_sequences),
+        cmocka_unit_test(test_rfc3339_round_trip),
+        cmocka_unit_test(test_rfc3339_rejects_malformed),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
