@@ -1,0 +1,551 @@
+/* ddl.c: PUSH_SCHEMA on the writer thread. Validates the new definition,
+ * diffs it against the organisation's current schema and applies the DDL
+ * (tables, columns, unique indexes) inside the writer's savepoint, then
+ * records the new revision in _rd_schema. The rules and the reasons behind
+ * them are in docs/internals/store.md ("Schema changes"). */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_int.h"
+
+typedef struct push {
+    store *s;
+    store_write *w;
+    const char *org;
+    json_t *changes; /* human-readable lines */
+    rd_err *err;
+} push;
+
+static const char *column_type(store_type t)
+{
+    switch (t) {
+    case STORE_T_NUMBER:
+        return "REAL";
+    case STORE_T_INTEGER:
+    case STORE_T_BOOLEAN:
+    case STORE_T_TIMESTAMP:
+        return "INTEGER";
+    default:
+        return "TEXT";
+    }
+}
+
+static rd_code oom(push *p)
+{
+    return rd_errf(p->err, RD_INTERNAL, NULL, "out of memory");
+}
+
+/* Appends one line to the push's change list. */
+static rd_code change(push *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static rd_code change(push *p, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (json_array_append_new(p->changes, json_string(line)) != 0)
+        return oom(p);
+    return RD_OK;
+}
+
+/* Runs the statement in b (uncached) and empties b. */
+static rd_code run(push *p, store_sbuf *b)
+{
+    rd_code code = RD_OK;
+    if (b->oom) {
+        code = oom(p);
+    } else {
+        int rc = store_exec(p->s->wdb, b->p);
+        if (rc != SQLITE_OK)
+            code = store_sql_err(p->s->wdb, rc, p->err);
+    }
+    store_sbuf_free(b);
+    return code;
+}
+
+/* "a, b" for messages and change lines. */
+static void join_names(char *const *names, size_t n, char *out, size_t cap, const char *sep)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n; i++) {
+        int w = snprintf(out + len, cap - len, "%s%s", i ? sep : "", names[i]);
+        if (w < 0 || (size_t)w >= cap - len)
+            break;
+        len += (size_t)w;
+    }
+}
+
+/* Appends the quoted name of a unique index: "r_<org>__<model>:u:<field>"
+ * for a single field, ":ut:<a>,<b>" for a composite. The separators cannot
+ * occur in identifiers, so names never collide. */
+static void index_name(store_sbuf *b, const push *p, const char *model, char *const *fields,
+                       size_t n, bool composite)
+{
+    char list[STORE_MAX_FIELDS * 65];
+    join_names(fields, n, list, sizeof list, ",");
+    store_sbuf_addf(b, "\"r_%s__%s:%s:%s\"", p->org, model, composite ? "ut" : "u", list);
+}
+
+static rd_code create_unique(push *p, const char *model, char *const *fields, size_t n,
+                             bool composite)
+{
+    store_sbuf b = {0};
+    char list[STORE_MAX_FIELDS * 65];
+    store_sbuf_add(&b, "CREATE UNIQUE INDEX ");
+    index_name(&b, p, model, fields, n, composite);
+    store_sbuf_add(&b, " ON ");
+    store_sbuf_table(&b, p->org, model);
+    store_sbuf_add(&b, " (");
+    for (size_t i = 0; i < n; i++) {
+        store_sbuf_add(&b, i ? ", " : "");
+        store_sbuf_ident(&b, fields[i]);
+    }
+    store_sbuf_add(&b, ")");
+    rd_code code = run(p, &b);
+    if (code == RD_DUPLICATE_RECORD) {
+        join_names(fields, n, list, sizeof list, ",");
+        rd_errf(p->err, RD_DUPLICATE_RECORD, list,
+                "cannot add a unique constraint on %s.%s%s%s: existing records share a value",
+                model, n > 1 ? "(" : "", list, n > 1 ? ")" : "");
+    }
+    return code;
+}
+
+static rd_code drop_unique(push *p, const char *model, char *const *fields, size_t n,
+                           bool composite)
+{
+    store_sbuf b = {0};
+    store_sbuf_add(&b, "DROP INDEX IF EXISTS ");
+    index_name(&b, p, model, fields, n, composite);
+    return run(p, &b);
+}
+
+/* Adds the value column and the per-field sync id column of f. */
+static rd_code add_columns(push *p, const char *model, const store_field *f)
+{
+    store_sbuf b = {0};
+    rd_code code;
+    for (int k = 0; k < 2; k++) {
+        store_sbuf_add(&b, "ALTER TABLE ");
+        store_sbuf_table(&b, p->org, model);
+        store_sbuf_add(&b, " ADD COLUMN ");
+        store_sbuf_ident2(&b, k ? "_s_" : "", f->name);
+        store_sbuf_addf(&b, " %s", k ? "INTEGER" : column_type(f->type));
+        code = run(p, &b);
+        if (code != RD_OK)
+            return code;
+    }
+    return RD_OK;
+}
+
+static rd_code drop_columns(push *p, const char *model, const char *field)
+{
+    store_sbuf b = {0};
+    rd_code code;
+    for (int k = 0; k < 2; k++) {
+        store_sbuf_add(&b, "ALTER TABLE ");
+        store_sbuf_table(&b, p->org, model);
+        store_sbuf_add(&b, " DROP COLUMN ");
+        store_sbuf_ident2(&b, k ? "_s_" : "", field);
+        code = run(p, &b);
+        if (code != RD_OK)
+            return code;
+    }
+    return RD_OK;
+}
+
+/* Writes f's default into every existing row (their per-field sync id
+ * stays NULL: no write changed the field). */
+static rd_code backfill_default(push *p, const char *model, const store_field *f)
+{
+    store_sbuf b = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code = RD_OK;
+    json_t *v = store_normalize(f, f->default_value);
+    store_sbuf_add(&b, "UPDATE ");
+    store_sbuf_table(&b, p->org, model);
+    store_sbuf_add(&b, " SET ");
+    store_sbuf_ident(&b, f->name);
+    store_sbuf_add(&b, " = ?1");
+    if (b.oom || v == NULL) {
+        code = oom(p);
+        goto done;
+    }
+    int rc = sqlite3_prepare_v2(p->s->wdb, b.p, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = store_bind_value(st, 1, f, v);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        code = store_sql_err(p->s->wdb, rc, p->err);
+done:
+    sqlite3_finalize(st);
+    store_sbuf_free(&b);
+    json_decref(v);
+    return code;
+}
+
+/* 1 when the model's table has at least one row, 0 when empty, -1 on error
+ * (p->err set). */
+static int has_rows(push *p, const char *model)
+{
+    store_sbuf b = {0};
+    sqlite3_stmt *st = NULL;
+    int result = -1;
+    store_sbuf_add(&b, "SELECT 1 FROM ");
+    store_sbuf_table(&b, p->org, model);
+    store_sbuf_add(&b, " LIMIT 1");
+    if (b.oom) {
+        oom(p);
+        goto done;
+    }
+    int rc = sqlite3_prepare_v2(p->s->wdb, b.p, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        result = 1;
+    else if (rc == SQLITE_DONE)
+        result = 0;
+    else
+        store_sql_err(p->s->wdb, rc, p->err);
+done:
+    sqlite3_finalize(st);
+    store_sbuf_free(&b);
+    return result;
+}
+
+static rd_code create_model(push *p, const store_model *m)
+{
+    store_sbuf b = {0};
+    store_sbuf_add(&b, "CREATE TABLE ");
+    store_sbuf_table(&b, p->org, m->name);
+    store_sbuf_add(&b, " (_id TEXT PRIMARY KEY NOT NULL, _group TEXT NOT NULL,"
+                       " _version INTEGER NOT NULL, _sync_id INTEGER NOT NULL,"
+                       " _created_at INTEGER NOT NULL, _updated_at INTEGER NOT NULL,"
+                       " _created_by TEXT NOT NULL, _updated_by TEXT NOT NULL");
+    for (size_t i = 0; i < m->n_fields; i++) {
+        store_sbuf_add(&b, ", ");
+        store_sbuf_ident(&b, m->fields[i].name);
+        store_sbuf_addf(&b, " %s, ", column_type(m->fields[i].type));
+        store_sbuf_ident2(&b, "_s_", m->fields[i].name);
+        store_sbuf_add(&b, " INTEGER");
+    }
+    store_sbuf_add(&b, ")");
+    rd_code code = run(p, &b);
+    for (size_t i = 0; code == RD_OK && i < m->n_fields; i++)
+        if (m->fields[i].unique)
+            code = create_unique(p, m->name, &m->fields[i].name, 1, false);
+    for (size_t i = 0; code == RD_OK && i < m->n_unique_together; i++)
+        code = create_unique(p, m->name, m->unique_together[i].fields,
+                             m->unique_together[i].n_fields, true);
+    if (code == RD_OK)
+        code = change(p, "create model %s", m->name);
+    return code;
+}
+
+static rd_code drop_model(push *p, const store_model *m)
+{
+    store_sbuf b = {0};
+    store_sbuf_add(&b, "DROP TABLE ");
+    store_sbuf_table(&b, p->org, m->name);
+    rd_code code = run(p, &b);
+    if (code == RD_OK)
+        code = change(p, "drop model %s (forced)", m->name);
+    return code;
+}
+
+/* 1 when field name survives the push with the same type. */
+static int field_kept(const store_model *om, const store_model *nm, const char *name)
+{
+    const store_field *of = store_model_field(om, name), *nf = store_model_field(nm, name);
+    return of != NULL && nf != NULL && of->type == nf->type;
+}
+
+static int unique_equal(const store_unique *a, const store_unique *b)
+{
+    if (a->n_fields != b->n_fields)
+        return 0;
+    for (size_t i = 0; i < a->n_fields; i++)
+        if (strcmp(a->fields[i], b->fields[i]) != 0)
+            return 0;
+    return 1;
+}
+
+/* 1 when m has the composite u. */
+static int has_unique(const store_model *m, const store_unique *u)
+{
+    for (size_t i = 0; i < m->n_unique_together; i++)
+        if (unique_equal(&m->unique_together[i], u))
+            return 1;
+    return 0;
+}
+
+/* 1 when composite u (of om) keeps its index through the push: nm has it
+ * and every field it covers keeps its column. */
+static int unique_kept(const store_model *om, const store_model *nm, const store_unique *u)
+{
+    if (!has_unique(nm, u))
+        return 0;
+    for (size_t i = 0; i < u->n_fields; i++)
+        if (!field_kept(om, nm, u->fields[i]))
+            return 0;
+    return 1;
+}
+
+/* 1 when the definitions of a and b differ in anything but type and
+ * uniqueness (metadata: constraints, default, roles). */
+static int metadata_changed(const store_field *a, const store_field *b)
+{
+    json_t *x = store_field_to_json(a), *y = store_field_to_json(b);
+    int changed = 1;
+    if (x != NULL && y != NULL) {
+        json_object_del(x, "unique");
+        json_object_del(y, "unique");
+        changed = !json_equal(x, y);
+    }
+    json_decref(x);
+    json_decref(y);
+    return changed;
+}
+
+/* Refuses, unless forced, a push that would drop a column of om. */
+static rd_code check_destructive(push *p, const store_model *om, const store_model *nm)
+{
+    char path[160];
+    for (size_t i = 0; i < om->n_fields; i++) {
+        const store_field *of = &om->fields[i];
+        const store_field *nf = store_model_field(nm, of->name);
+        snprintf(path, sizeof path, "%s.%s", om->name, of->name);
+        if (p->w->force || (nf != NULL && nf->type == of->type))
+            continue;
+        if (nf == NULL)
+            return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, path,
+                           "would drop field %s and its values; use force", path);
+        return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, path,
+                       "would change the type of %s from %s to %s and drop its values; use force",
+                       path, store_type_name(of->type), store_type_name(nf->type));
+    }
+    return RD_OK;
+}
+
+/* Applies the difference between two versions of one model. */
+static rd_code alter_model(push *p, const store_model *om, const store_model *nm)
+{
+    const char *model = nm->name;
+    char list[STORE_MAX_FIELDS * 65];
+    int rows = -2; /* not yet known */
+    rd_code code = check_destructive(p, om, nm);
+    if (code != RD_OK)
+        return code;
+
+    /* 1. unique indexes that go away or cover a column about to be dropped */
+    for (size_t i = 0; i < om->n_fields; i++) {
+        const store_field *of = &om->fields[i];
+        const store_field *nf = store_model_field(nm, of->name);
+        if (!of->unique || (field_kept(om, nm, of->name) && nf->unique))
+            continue;
+        code = drop_unique(p, model, &of->name, 1, false);
+        if (code == RD_OK && field_kept(om, nm, of->name))
+            code = change(p, "drop unique %s.%s", model, of->name);
+        if (code != RD_OK)
+            return code;
+    }
+    for (size_t i = 0; i < om->n_unique_together; i++) {
+        const store_unique *u = &om->unique_together[i];
+        if (unique_kept(om, nm, u))
+            continue;
+        code = drop_unique(p, model, u->fields, u->n_fields, true);
+        join_names(u->fields, u->n_fields, list, sizeof list, ", ");
+        if (code == RD_OK && !has_unique(nm, u))
+            code = change(p, "drop unique %s(%s)", model, list);
+        if (code != RD_OK)
+            return code;
+    }
+
+    /* 2. columns dropped or retyped (forced, checked above) */
+    for (size_t i = 0; i < om->n_fields; i++) {
+        const store_field *of = &om->fields[i];
+        const store_field *nf = store_model_field(nm, of->name);
+        if (field_kept(om, nm, of->name))
+            continue;
+        code = drop_columns(p, model, of->name);
+        if (code == RD_OK && nf == NULL)
+            code = change(p, "drop field %s.%s (forced)", model, of->name);
+        else if (code == RD_OK)
+            code = change(p, "change type of %s.%s from %s to %s (forced)", model, of->name,
+                          store_type_name(of->type), store_type_name(nf->type));
+        if (code != RD_OK)
+            return code;
+    }
+
+    /* 3. columns added (new fields, retyped fields) */
+    for (size_t i = 0; i < nm->n_fields; i++) {
+        const store_field *nf = &nm->fields[i];
+        const store_field *of = store_model_field(om, nf->name);
+        bool has_default = nf->default_value != NULL && !json_is_null(nf->default_value);
+        if (field_kept(om, nm, nf->name))
+            continue;
+        if (rows == -2)
+            rows = has_rows(p, model);
+        if (rows < 0)
+            return p->err->code;
+        if (nf->required && !has_default && rows > 0)
+            return rd_errf(p->err, RD_VALIDATION_FAILED, nf->name,
+                           "cannot add required field %s.%s without a default value: the model "
+                           "already has records",
+                           model, nf->name);
+        code = add_columns(p, model, nf);
+        if (code == RD_OK && has_default && rows > 0)
+            code = backfill_default(p, model, nf);
+        if (code == RD_OK && of == NULL)
+            code = change(p, "add field %s.%s", model, nf->name);
+        if (code != RD_OK)
+            return code;
+    }
+
+    /* 4. unique indexes added (or rebuilt over a retyped column) */
+    for (size_t i = 0; i < nm->n_fields; i++) {
+        const store_field *nf = &nm->fields[i];
+        const store_field *of = store_model_field(om, nf->name);
+        bool kept = field_kept(om, nm, nf->name);
+        if (!nf->unique || (kept && of->unique))
+            continue;
+        code = create_unique(p, model, &nf->name, 1, false);
+        if (code == RD_OK && (of == NULL || !of->unique))
+            code = change(p, "add unique %s.%s", model, nf->name);
+        if (code != RD_OK)
+            return code;
+    }
+    for (size_t i = 0; i < nm->n_unique_together; i++) {
+        const store_unique *u = &nm->unique_together[i];
+        if (has_unique(om, u) && unique_kept(om, nm, u))
+            continue;
+        code = create_unique(p, model, u->fields, u->n_fields, true);
+        join_names(u->fields, u->n_fields, list, sizeof list, ", ");
+        if (code == RD_OK && !has_unique(om, u))
+            code = change(p, "add unique %s(%s)", model, list);
+        if (code != RD_OK)
+            return code;
+    }
+
+    /* 5. metadata only */
+    for (size_t i = 0; i < nm->n_fields; i++) {
+        const store_field *nf = &nm->fields[i];
+        const store_field *of = store_model_field(om, nf->name);
+        if (!field_kept(om, nm, nf->name) || !metadata_changed(of, nf))
+            continue;
+        code = change(p, "update field %s.%s", model, nf->name);
+        if (code != RD_OK)
+            return code;
+    }
+    return RD_OK;
+}
+
+/* Applies every difference between cur and next. */
+static rd_code apply_diff(push *p, const store_schema *cur, const store_schema *next)
+{
+    rd_code code = RD_OK;
+    for (size_t i = 0; i < cur->n_models; i++) {
+        const store_model *om = &cur->models[i];
+        if (store_schema_model(next, om->name) != NULL)
+            continue;
+        if (!p->w->force)
+            return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, om->name,
+                           "would drop model %s and its records; use force", om->name);
+        code = drop_model(p, om);
+        if (code != RD_OK)
+            return code;
+    }
+    for (size_t i = 0; i < next->n_models; i++) {
+        const store_model *nm = &next->models[i];
+        const store_model *om = store_schema_model(cur, nm->name);
+        code = om != NULL ? alter_model(p, om, nm) : create_model(p, nm);
+        if (code != RD_OK)
+            return code;
+    }
+    if (json_array_size(p->changes) == 0)
+        code = change(p, "reorder models or fields");
+    return code;
+}
+
+static rd_code record_revision(push *p, const json_t *doc, int64_t revision)
+{
+    sqlite3_stmt *st = NULL;
+    rd_code code = RD_OK;
+    char *text = json_dumps(doc, JSON_COMPACT);
+    if (text == NULL)
+        return oom(p);
+    int rc = sqlite3_prepare_v2(p->s->wdb,
+                                "INSERT INTO _rd_schema (org, revision, doc, created_at)"
+                                " VALUES (?1, ?2, ?3, ?4)",
+                                -1, &st, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, p->org, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, revision);
+        sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, rd_now_us());
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE)
+        code = store_sql_err(p->s->wdb, rc, p->err);
+    sqlite3_finalize(st);
+    free(text);
+    return code;
+}
+
+rd_code store_push_schema(store *s, store_write *w, store_schema **published)
+{
+    push p = {s, w, w->org, NULL, &w->err};
+    store_schema *cur = NULL, *next = NULL;
+    json_t *doc = NULL, *curdoc = NULL;
+    rd_code code;
+    *published = NULL;
+    if (w->org == NULL || !store_org_valid(w->org))
+        return rd_errf(&w->err, RD_VALIDATION_FAILED, "organizationId",
+                       "organization id '%.64s' cannot hold a schema (letters, digits, _ and -; "
+                       "no \"__\"; at most %d characters)",
+                       w->org ? w->org : "", STORE_ORG_MAX);
+    code = store_schema_validate(w->schema, &w->err);
+    if (code != RD_OK)
+        return code;
+    cur = store_writer_schema(s, w->org);
+    doc = store_schema_to_json(w->schema);
+    curdoc = store_schema_to_json(cur);
+    p.changes = json_array();
+    if (doc == NULL || curdoc == NULL || p.changes == NULL) {
+        code = oom(&p);
+        goto done;
+    }
+    if (json_equal(doc, curdoc)) {
+        /* identical: nothing to do, the revision stays */
+        w->schema_revision = cur->revision;
+        goto finish;
+    }
+    next = store_schema_from_json(doc, cur->revision + 1);
+    if (next == NULL) {
+        code = oom(&p);
+        goto done;
+    }
+    code = apply_diff(&p, cur, next);
+    if (code == RD_OK)
+        code = record_revision(&p, doc, next->revision);
+    if (code != RD_OK)
+        goto done;
+    w->schema_revision = next->revision;
+    *published = next;
+    next = NULL;
+finish:
+    w->changes = p.changes;
+    p.changes = NULL;
+done:
+    json_decref(p.changes);
+    json_decref(doc);
+    json_decref(curdoc);
+    store_schema_release(next);
+    store_schema_release(cur);
+    return code;
+}

@@ -1,0 +1,793 @@
+/* store.c: opening and closing the store, read connections and store_get,
+ * plus the pieces every other store file shares: the SQL text builder, the
+ * prepared-statement cache, the one SQLite -> rd_code mapping, naming rules
+ * and the conversion between typed columns and JSON values. */
+#include <math.h>
+#include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "store/store_int.h"
+
+/* ---- SQL text builder ------------------------------------------------------ */
+
+static bool sbuf_grow(store_sbuf *b, size_t extra)
+{
+    if (b->oom)
+        return false;
+    if (b->len + extra + 1 <= b->cap)
+        return true;
+    size_t want = b->len + extra + 1;
+    if (want > STORE_SBUF_MAX) {
+        b->oom = true;
+        return false;
+    }
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < want)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (p == NULL) {
+        b->oom = true;
+        return false;
+    }
+    b->p = p;
+    b->cap = cap;
+    return true;
+}
+
+void store_sbuf_add(store_sbuf *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (!sbuf_grow(b, n))
+        return;
+    memcpy(b->p + b->len, s, n + 1);
+    b->len += n;
+}
+
+void store_sbuf_addf(store_sbuf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !sbuf_grow(b, (size_t)n)) {
+        b->oom = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void store_sbuf_ident2(store_sbuf *b, const char *prefix, const char *name)
+{
+    size_t n = strlen(prefix) + strlen(name);
+    if (!sbuf_grow(b, 2 * n + 2))
+        return;
+    char *p = b->p + b->len;
+    *p++ = '"';
+    for (int part = 0; part < 2; part++) {
+        for (const char *q = part == 0 ? prefix : name; *q; q++) {
+            if (*q == '"')
+                *p++ = '"';
+            *p++ = *q;
+        }
+    }
+    *p++ = '"';
+    *p = '\0';
+    b->len = (size_t)(p - b->p);
+}
+
+void store_sbuf_ident(store_sbuf *b, const char *name)
+{
+    store_sbuf_ident2(b, "", name);
+}
+
+void store_sbuf_free(store_sbuf *b)
+{
+    free(b->p);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---- names ------------------------------------------------------------------- */
+
+static int is_alpha(int c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+static int is_digit(int c)
+{
+    return c >= '0' && c <= '9';
+}
+
+int store_ident_valid(const char *s)
+{
+    if (s == NULL || !is_alpha((unsigned char)s[0]))
+        return 0;
+    size_t i = 1;
+    for (; s[i] != '\0'; i++) {
+        int c = (unsigned char)s[i];
+        if (i >= 63 || !(is_alpha(c) || is_digit(c) || c == '_'))
+            return 0;
+    }
+    return 1;
+}
+
+int store_org_valid(const char *org)
+{
+    if (org == NULL || !(is_alpha((unsigned char)org[0]) || is_digit((unsigned char)org[0])))
+        return 0;
+    for (size_t i = 1; org[i] != '\0'; i++) {
+        int c = (unsigned char)org[i];
+        if (i >= STORE_ORG_MAX || !(is_alpha(c) || is_digit(c) || c == '_' || c == '-'))
+            return 0;
+        if (c == '_' && org[i - 1] == '_')
+            return 0;
+    }
+    return 1;
+}
+
+int store_id_valid(const char *s)
+{
+    if (s == NULL || s[0] == '\0')
+        return 0;
+    size_t i = 0;
+    for (; s[i] != '\0'; i++) {
+        int c = (unsigned char)s[i];
+        if (i >= STORE_ID_MAX)
+            return 0;
+        if (!(is_alpha(c) || is_digit(c) || c == '.' || c == '_' || c == '~' || c == ':' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+static const char *const system_fields[] = {
+    "id",      "createdAt", "updatedAt", "organizationId", "createdBy", "updatedBy",
+    "version", "syncId",    "group",     "model",          "readAt",
+};
+
+int store_is_system_field(const char *name)
+{
+    for (size_t i = 0; i < sizeof system_fields / sizeof system_fields[0]; i++)
+        if (strcasecmp(name, system_fields[i]) == 0)
+            return 1;
+    return 0;
+}
+
+void store_sbuf_table(store_sbuf *b, const char *org, const char *model)
+{
+    store_sbuf_addf(b, "\"r_%s__%s\"", org, model);
+}
+
+/* ---- statement cache ------------------------------------------------------- */
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 14695981039346656037ull;
+    for (; *s; s++) {
+        h ^= (unsigned char)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+int store_stmt_get(store_stmt_cache *c, const char *sql, sqlite3_stmt **out)
+{
+    uint64_t h = fnv1a(sql);
+    store_stmt_ent *victim = NULL;
+    *out = NULL;
+    for (int i = 0; i < STORE_STMT_CACHE; i++) {
+        store_stmt_ent *e = &c->ent[i];
+        if (e->st != NULL && e->hash == h && strcmp(e->sql, sql) == 0) {
+            e->used = ++c->tick;
+            *out = e->st;
+            return SQLITE_OK;
+        }
+        if (e->st == NULL) {
+            if (victim == NULL || victim->st != NULL)
+                victim = e;
+        } else if (!sqlite3_stmt_busy(e->st) &&
+                   (victim == NULL || (victim->st != NULL && e->used < victim->used))) {
+            victim = e;
+        }
+    }
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    char *copy = strdup(sql);
+    if (copy == NULL || victim == NULL) {
+        /* out of memory, or every slot holds a running statement: an
+         * uncached statement would leak through store_stmt_put, so fail */
+        free(copy);
+        sqlite3_finalize(st);
+        return SQLITE_NOMEM;
+    }
+    if (victim->st != NULL)
+        sqlite3_finalize(victim->st);
+    free(victim->sql);
+    victim->st = st;
+    victim->sql = copy;
+    victim->hash = h;
+    victim->used = ++c->tick;
+    *out = st;
+    return SQLITE_OK;
+}
+
+void store_stmt_put(sqlite3_stmt *st)
+{
+    if (st == NULL)
+        return;
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+void store_stmt_cache_clear(store_stmt_cache *c)
+{
+    for (int i = 0; i < STORE_STMT_CACHE; i++) {
+        sqlite3_finalize(c->ent[i].st);
+        free(c->ent[i].sql);
+        memset(&c->ent[i], 0, sizeof c->ent[i]);
+    }
+}
+
+/* ---- errors -------------------------------------------------------------------- */
+
+/* Extracts the column names from SQLite's "UNIQUE constraint failed: t.a,
+ * t.b" into out as "a,b" ("_id" becomes "id"). */
+static void unique_columns(const char *msg, char *out, size_t cap)
+{
+    const char *p = strstr(msg, "failed: ");
+    size_t n = 0;
+    out[0] = '\0';
+    if (p == NULL)
+        return;
+    p += strlen("failed: ");
+    while (*p != '\0') {
+        const char *end = strstr(p, ", ");
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        const char *col = p;
+        for (size_t i = 0; i < len; i++)
+            if (p[i] == '.')
+                col = p + i + 1;
+        size_t clen = len - (size_t)(col - p);
+        if (clen == 3 && strncmp(col, "_id", 3) == 0) {
+            col = "id";
+            clen = 2;
+        }
+        if (n + clen + 2 > cap)
+            break;
+        if (n > 0)
+            out[n++] = ',';
+        memcpy(out + n, col, clen);
+        n += clen;
+        out[n] = '\0';
+        if (end == NULL)
+            break;
+        p = end + 2;
+    }
+}
+
+rd_code store_sql_err(sqlite3 *db, int rc, rd_err *err)
+{
+    int primary = rc & 0xff;
+    if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
+        return rd_errf(err, RD_UNAVAILABLE, NULL, "the database is busy; retry later");
+    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+        char cols[128];
+        unique_columns(db != NULL ? sqlite3_errmsg(db) : "", cols, sizeof cols);
+        if (strcmp(cols, "id") == 0)
+            return rd_errf(err, RD_DUPLICATE_RECORD, "id", "a record with this id already exists");
+        return rd_errf(err, RD_DUPLICATE_RECORD, cols,
+                       "another record already has the same %s (unique constraint on %s)",
+                       strchr(cols, ',') ? "values" : "value", cols[0] ? cols : "a field");
+    }
+    return rd_errf(err, RD_INTERNAL, NULL, "storage error: %s", sqlite3_errstr(rc));
+}
+
+int store_exec(sqlite3 *db, const char *sql)
+{
+    return sqlite3_exec(db, sql, NULL, NULL, NULL);
+}
+
+/* ---- typed columns <-> JSON ------------------------------------------------- */
+
+int store_bind_value(sqlite3_stmt *st, int idx, const store_field *f, const json_t *v)
+{
+    if (v == NULL || json_is_null(v))
+        return sqlite3_bind_null(st, idx);
+    switch (f->type) {
+    case STORE_T_STRING:
+    case STORE_T_ENUM:
+        if (!json_is_string(v))
+            return SQLITE_MISMATCH;
+        return sqlite3_bind_text(st, idx, json_string_value(v), (int)json_string_length(v),
+                                 SQLITE_TRANSIENT);
+    case STORE_T_INTEGER:
+        if (json_is_integer(v))
+            return sqlite3_bind_int64(st, idx, json_integer_value(v));
+        return sqlite3_bind_int64(st, idx, (sqlite3_int64)json_number_value(v));
+    case STORE_T_NUMBER:
+        return sqlite3_bind_double(st, idx, json_number_value(v));
+    case STORE_T_BOOLEAN:
+        return sqlite3_bind_int(st, idx, json_is_true(v) ? 1 : 0);
+    case STORE_T_TIMESTAMP: {
+        int64_t t;
+        if (!json_is_string(v) || rd_parse_rfc3339(json_string_value(v), &t) != 0)
+            return SQLITE_MISMATCH;
+        return sqlite3_bind_int64(st, idx, t);
+    }
+    case STORE_T_JSON: {
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (text == NULL)
+            return SQLITE_NOMEM;
+        return sqlite3_bind_text(st, idx, text, -1, free);
+    }
+    }
+    return SQLITE_MISMATCH;
+}
+
+/* The JSON value of column i for field f (NULL for SQL NULL). Falls back to
+ * the column's storage class when it does not fit the field's type (a read
+ * racing a forced type change). *bad is set when a JSON column does not
+ * parse. */
+static json_t *column_json(sqlite3_stmt *st, int i, const store_field *f, bool *bad)
+{
+    int ct = sqlite3_column_type(st, i);
+    if (ct == SQLITE_NULL)
+        return NULL;
+    switch (f->type) {
+    case STORE_T_STRING:
+    case STORE_T_ENUM:
+        if (ct == SQLITE_TEXT)
+            return json_stringn((const char *)sqlite3_column_text(st, i),
+                                (size_t)sqlite3_column_bytes(st, i));
+        break;
+    case STORE_T_INTEGER:
+        if (ct == SQLITE_INTEGER)
+            return json_integer(sqlite3_column_int64(st, i));
+        break;
+    case STORE_T_NUMBER:
+        if (ct == SQLITE_INTEGER || ct == SQLITE_FLOAT)
+            return json_real(sqlite3_column_double(st, i));
+        break;
+    case STORE_T_BOOLEAN:
+        if (ct == SQLITE_INTEGER)
+            return json_boolean(sqlite3_column_int64(st, i) != 0);
+        break;
+    case STORE_T_TIMESTAMP:
+        if (ct == SQLITE_INTEGER) {
+            char buf[48];
+            return json_string(rd_rfc3339(sqlite3_column_int64(st, i), buf, sizeof buf));
+        }
+        break;
+    case STORE_T_JSON:
+        if (ct == SQLITE_TEXT) {
+            json_t *v = json_loadb((const char *)sqlite3_column_text(st, i),
+                                   (size_t)sqlite3_column_bytes(st, i), JSON_DECODE_ANY, NULL);
+            if (v == NULL)
+                *bad = true;
+            return v;
+        }
+        break;
+    }
+    switch (ct) {
+    case SQLITE_INTEGER:
+        return json_integer(sqlite3_column_int64(st, i));
+    case SQLITE_FLOAT:
+        return json_real(sqlite3_column_double(st, i));
+    case SQLITE_TEXT:
+        return json_stringn((const char *)sqlite3_column_text(st, i),
+                            (size_t)sqlite3_column_bytes(st, i));
+    default:
+        return NULL;
+    }
+}
+
+static void copy_text(char *dst, size_t cap, sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+    snprintf(dst, cap, "%s", t ? (const char *)t : "");
+}
+
+rd_code store_row_read(sqlite3_stmt *st, const store_model *m, store_record *out, rd_err *err)
+{
+    int n = sqlite3_column_count(st);
+    size_t hint = 0;
+    bool bad = false;
+    memset(out, 0, sizeof *out);
+    out->data = json_object();
+    if (out->data == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    for (int i = 0; i < n; i++) {
+        const char *col = sqlite3_column_name(st, i);
+        if (col == NULL)
+            continue;
+        if (col[0] == '_') {
+            if (strcmp(col, "_id") == 0)
+                copy_text(out->id, sizeof out->id, st, i);
+            else if (strcmp(col, "_group") == 0)
+                copy_text(out->group, sizeof out->group, st, i);
+            else if (strcmp(col, "_created_by") == 0)
+                copy_text(out->created_by, sizeof out->created_by, st, i);
+            else if (strcmp(col, "_updated_by") == 0)
+                copy_text(out->updated_by, sizeof out->updated_by, st, i);
+            else if (strcmp(col, "_version") == 0)
+                out->version = sqlite3_column_int64(st, i);
+            else if (strcmp(col, "_sync_id") == 0)
+                out->sync_id = sqlite3_column_int64(st, i);
+            else if (strcmp(col, "_created_at") == 0)
+                out->created_at_us = sqlite3_column_int64(st, i);
+            else if (strcmp(col, "_updated_at") == 0)
+                out->updated_at_us = sqlite3_column_int64(st, i);
+            continue;
+        }
+        /* columns come in schema order, so the next field is the best guess */
+        const store_field *f = NULL;
+        if (hint < m->n_fields && strcmp(m->fields[hint].name, col) == 0)
+            f = &m->fields[hint];
+        for (size_t j = 0; f == NULL && j < m->n_fields; j++)
+            if (strcmp(m->fields[j].name, col) == 0)
+                f = &m->fields[j];
+        if (f == NULL)
+            continue;
+        hint = (size_t)(f - m->fields) + 1;
+        json_t *v = column_json(st, i, f, &bad);
+        if (v != NULL && json_object_set_new(out->data, f->name, v) != 0)
+            bad = true;
+    }
+    if (bad) {
+        store_record_clear(out);
+        return rd_errf(err, RD_INTERNAL, NULL, "a stored value could not be decoded");
+    }
+    return RD_OK;
+}
+
+void store_record_clear(store_record *rec)
+{
+    if (rec == NULL)
+        return;
+    json_decref(rec->data);
+    memset(rec, 0, sizeof *rec);
+}
+
+/* ---- opening ---------------------------------------------------------------- */
+
+static const char *const layout_sql[] = {
+    "CREATE TABLE IF NOT EXISTS _rd_schema ("
+    " org TEXT NOT NULL, revision INTEGER NOT NULL, doc TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, PRIMARY KEY (org, revision))",
+    "CREATE TABLE IF NOT EXISTS _rd_sync_log ("
+    " sync_id INTEGER PRIMARY KEY, server_tx_id TEXT NOT NULL, org TEXT NOT NULL,"
+    " model TEXT NOT NULL, record_id TEXT NOT NULL, op TEXT NOT NULL, fields TEXT NOT NULL,"
+    " actor TEXT NOT NULL, grp TEXT NOT NULL, committed_at INTEGER NOT NULL)",
+};
+
+/* Creates the system tables on a new database (user_version 0) and refuses
+ * a layout newer than this code. Runs in one IMMEDIATE transaction so two
+ * processes opening a new file do not race. */
+static rd_code ensure_layout(sqlite3 *db, rd_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store_exec(db, "BEGIN IMMEDIATE");
+    if (rc != SQLITE_OK)
+        return store_sql_err(db, rc, err);
+    rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
+    if (rc != SQLITE_OK)
+        goto fail;
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        goto fail;
+    int version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (version > STORE_LAYOUT_VERSION) {
+        store_exec(db, "ROLLBACK");
+        return rd_errf(err, RD_INTERNAL, NULL,
+                       "database layout version %d is newer than this server's (%d)", version,
+                       STORE_LAYOUT_VERSION);
+    }
+    if (version == 0) {
+        for (size_t i = 0; i < sizeof layout_sql / sizeof layout_sql[0]; i++) {
+            rc = store_exec(db, layout_sql[i]);
+            if (rc != SQLITE_OK)
+                goto fail;
+        }
+        char sql[64];
+        snprintf(sql, sizeof sql, "PRAGMA user_version = %d", STORE_LAYOUT_VERSION);
+        rc = store_exec(db, sql);
+        if (rc != SQLITE_OK)
+            goto fail;
+    }
+    rc = store_exec(db, "COMMIT");
+    if (rc != SQLITE_OK)
+        goto fail;
+    return RD_OK;
+fail:
+    sqlite3_finalize(st);
+    store_sql_err(db, rc, err);
+    store_exec(db, "ROLLBACK");
+    return err ? err->code : RD_INTERNAL;
+}
+
+/* Loads the latest schema of every organisation and the highest sync id. */
+static rd_code load_state(store *s, rd_err *err)
+{
+    static const char sql[] = "SELECT org, revision, doc FROM _rd_schema AS a"
+                              " WHERE revision = (SELECT max(revision) FROM _rd_schema"
+                              " WHERE org = a.org)";
+    sqlite3_stmt *st = NULL;
+    rd_code code = RD_OK;
+    int rc = sqlite3_prepare_v2(s->wdb, sql, -1, &st, NULL);
+    while (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc != SQLITE_ROW)
+            break;
+        rc = SQLITE_OK;
+        const char *org = (const char *)sqlite3_column_text(st, 0);
+        const char *text = (const char *)sqlite3_column_text(st, 2);
+        json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
+        store_schema *sch = doc ? store_schema_from_json(doc, sqlite3_column_int64(st, 1)) : NULL;
+        json_decref(doc);
+        if (sch == NULL || org == NULL) {
+            code = rd_errf(err, RD_INTERNAL, NULL, "a stored schema could not be decoded");
+            goto done;
+        }
+        store_snap_publish(s, org, sch);
+    }
+    if (rc != SQLITE_DONE) {
+        code = store_sql_err(s->wdb, rc, err);
+        goto done;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    rc = sqlite3_prepare_v2(s->wdb, "SELECT coalesce(max(sync_id), 0) FROM _rd_sync_log", -1, &st,
+                            NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        code = store_sql_err(s->wdb, rc, err);
+        goto done;
+    }
+    s->sync_id = sqlite3_column_int64(st, 0);
+done:
+    sqlite3_finalize(st);
+    return code;
+}
+
+/* Opens a connection with the settings every connection shares. */
+static int open_db(const char *path, int flags, sqlite3 **out)
+{
+    int rc = sqlite3_open_v2(path, out, flags | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    sqlite3_extended_result_codes(*out, 1);
+    return sqlite3_busy_timeout(*out, STORE_BUSY_TIMEOUT_MS);
+}
+
+static void store_free(store *s)
+{
+    if (s->wdb != NULL) {
+        store_stmt_cache_clear(&s->wcache);
+        sqlite3_close(s->wdb);
+    }
+    store_snaps_free(s);
+    if (s->empty != NULL)
+        store_schema_release(s->empty);
+    pthread_mutex_destroy(&s->qmu);
+    pthread_cond_destroy(&s->qcv);
+    pthread_mutex_destroy(&s->smu);
+    free(s->pending);
+    free(s->path);
+    free(s);
+}
+
+rd_code store_open(const store_options *opt, store **out, rd_err *err)
+{
+    store *s = NULL;
+    rd_code code = RD_OK;
+    int rc;
+    *out = NULL;
+    if (opt == NULL || opt->path == NULL || opt->path[0] == '\0')
+        return rd_errf(err, RD_INTERNAL, NULL, "store_open: no database path");
+    if (sodium_init() < 0)
+        return rd_errf(err, RD_INTERNAL, NULL, "libsodium could not be initialised");
+    s = calloc(1, sizeof *s);
+    if (s == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    pthread_mutex_init(&s->qmu, NULL);
+    pthread_cond_init(&s->qcv, NULL);
+    pthread_mutex_init(&s->smu, NULL);
+    s->path = strdup(opt->path);
+    s->sync_normal = opt->sync_normal;
+    s->max_batch = opt->max_batch > 0 ? opt->max_batch : STORE_DEFAULT_BATCH;
+    s->empty = store_schema_new();
+    if (s->path == NULL || s->empty == NULL) {
+        code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        goto fail;
+    }
+    rc = open_db(s->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &s->wdb);
+    if (rc != SQLITE_OK) {
+        code =
+            rd_errf(err, RD_UNAVAILABLE, NULL, "cannot open the database: %s", sqlite3_errstr(rc));
+        goto fail;
+    }
+    s->wcache.db = s->wdb;
+    rc = store_exec(s->wdb, "PRAGMA journal_mode = WAL");
+    if (rc == SQLITE_OK)
+        rc = store_exec(s->wdb, s->sync_normal ? "PRAGMA synchronous = NORMAL"
+                                               : "PRAGMA synchronous = FULL");
+    if (rc == SQLITE_OK)
+        rc = store_exec(s->wdb, "PRAGMA foreign_keys = OFF");
+    if (rc != SQLITE_OK) {
+        code = store_sql_err(s->wdb, rc, err);
+        goto fail;
+    }
+    code = ensure_layout(s->wdb, err);
+    if (code == RD_OK)
+        code = load_state(s, err);
+    if (code != RD_OK)
+        goto fail;
+    if (pthread_create(&s->writer, NULL, store_writer_main, s) != 0) {
+        code = rd_errf(err, RD_INTERNAL, NULL, "cannot start the writer thread");
+        goto fail;
+    }
+    s->writer_started = true;
+    *out = s;
+    return RD_OK;
+fail:
+    store_free(s);
+    return code;
+}
+
+void store_close(store *s)
+{
+    if (s == NULL)
+        return;
+    pthread_mutex_lock(&s->qmu);
+    s->closing = true;
+    pthread_cond_broadcast(&s->qcv);
+    pthread_mutex_unlock(&s->qmu);
+    if (s->writer_started)
+        pthread_join(s->writer, NULL);
+    store_stmt_cache_clear(&s->wcache);
+    store_exec(s->wdb, "PRAGMA wal_checkpoint(TRUNCATE)");
+    store_free(s);
+}
+
+/* ---- reads --------------------------------------------------------------------- */
+
+rd_code store_conn_open(store *s, store_conn **out, rd_err *err)
+{
+    store_conn *c = calloc(1, sizeof *c);
+    *out = NULL;
+    if (c == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    c->s = s;
+    int rc = open_db(s->path, SQLITE_OPEN_READONLY, &c->db);
+    if (rc != SQLITE_OK) {
+        rd_errf(err, RD_UNAVAILABLE, NULL, "cannot open a read connection: %s", sqlite3_errstr(rc));
+        sqlite3_close(c->db);
+        free(c);
+        return RD_UNAVAILABLE;
+    }
+    c->cache.db = c->db;
+    *out = c;
+    return RD_OK;
+}
+
+void store_conn_close(store_conn *c)
+{
+    if (c == NULL)
+        return;
+    store_stmt_cache_clear(&c->cache);
+    sqlite3_close(c->db);
+    free(c);
+}
+
+/* Runs a cached statement that returns no rows. */
+static int conn_exec(store_conn *c, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store_stmt_get(&c->cache, sql, &st);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    store_stmt_put(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+rd_code store_get(store_conn *c, const char *org, const char *model, const char *id,
+                  store_record *out, int64_t *read_at, rd_err *err)
+{
+    store_schema *sch = NULL;
+    sqlite3_stmt *st = NULL;
+    store_sbuf sql = {0};
+    rd_code code = RD_OK;
+    int rc;
+    memset(out, 0, sizeof *out);
+    if (org == NULL || model == NULL || id == NULL || !store_org_valid(org) ||
+        !store_ident_valid(model)) {
+        return rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
+                       model ? model : "");
+    }
+    sch = store_schema_get(c->s, org);
+    const store_model *m = store_schema_model(sch, model);
+    if (m == NULL) {
+        code = rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", model);
+        goto done;
+    }
+    if (!store_id_valid(id)) {
+        code =
+            rd_errf(err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'", id, model);
+        goto done;
+    }
+    store_sbuf_add(&sql, "SELECT * FROM ");
+    store_sbuf_table(&sql, org, model);
+    store_sbuf_add(&sql, " WHERE _id = ?1");
+    if (sql.oom) {
+        code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        goto done;
+    }
+    rc = conn_exec(c, "BEGIN");
+    if (rc != SQLITE_OK)
+        goto sqlfail;
+    rc = store_stmt_get(&c->cache, "SELECT coalesce(max(sync_id), 0) FROM _rd_sync_log", &st);
+    if (rc != SQLITE_OK)
+        goto sqlfail;
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        goto sqlfail;
+    int64_t at = sqlite3_column_int64(st, 0);
+    store_stmt_put(st);
+    st = NULL;
+    rc = store_stmt_get(&c->cache, sql.p, &st);
+    if (rc == SQLITE_ERROR && strncmp(sqlite3_errmsg(c->db), "no such table", 13) == 0) {
+        /* the model was dropped after this snapshot of the schema was taken */
+        code = rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", model);
+        goto done;
+    }
+    if (rc != SQLITE_OK)
+        goto sqlfail;
+    rc = sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (rc != SQLITE_OK)
+        goto sqlfail;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        code =
+            rd_errf(err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'", id, model);
+        goto done;
+    }
+    if (rc != SQLITE_ROW)
+        goto sqlfail;
+    code = store_row_read(st, m, out, err);
+    if (code != RD_OK)
+        goto done;
+    store_stmt_put(st);
+    st = NULL;
+    rc = conn_exec(c, "COMMIT");
+    if (rc != SQLITE_OK) {
+        store_record_clear(out);
+        goto sqlfail;
+    }
+    if (read_at != NULL)
+        *read_at = at;
+    goto done;
+sqlfail:
+    code = store_sql_err(c->db, rc, err);
+done:
+    store_stmt_put(st);
+    if (!sqlite3_get_autocommit(c->db))
+        conn_exec(c, "ROLLBACK");
+    store_sbuf_free(&sql);
+    if (sch != NULL)
+        store_schema_release(sch);
+    return code;
+}

@@ -1,0 +1,203 @@
+/* store internals shared by the files of store/ (never included from outside
+ * the module). The layout of struct store, the SQL string builder, the
+ * prepared-statement cache, the one SQLite -> rd_code mapping, the table
+ * naming rules and the row <-> JSON conversions. docs/internals/store.md has
+ * the storage layout and the writer's group commit. */
+#ifndef STORE_INT_H
+#define STORE_INT_H
+
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+/* PRAGMA user_version of the layout this code writes. */
+#define STORE_LAYOUT_VERSION 1
+
+#define STORE_MAX_MODELS 200
+#define STORE_MAX_FIELDS 200
+#define STORE_ID_MAX 128
+#define STORE_ORG_MAX 64
+#define STORE_DEFAULT_BATCH 256
+#define STORE_BUSY_TIMEOUT_MS 5000
+
+/* ---- SQL text builder ----------------------------------------------------
+ * A growable string with a hard cap; after an allocation failure or when the
+ * cap is hit, oom is set and further appends do nothing. */
+typedef struct store_sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} store_sbuf;
+
+#define STORE_SBUF_MAX (1u << 20)
+
+void store_sbuf_add(store_sbuf *b, const char *s);
+void store_sbuf_addf(store_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends name as a double-quoted SQL identifier ('"' doubled). */
+void store_sbuf_ident(store_sbuf *b, const char *name);
+/* Appends the quoted identifier prefix + name ("_s_age"). */
+void store_sbuf_ident2(store_sbuf *b, const char *prefix, const char *name);
+void store_sbuf_free(store_sbuf *b);
+
+/* ---- prepared-statement cache --------------------------------------------
+ * A small LRU of statements keyed by SQL text, one per connection. A
+ * statement returned by store_stmt_get is reset and unbound; give it back
+ * with store_stmt_put (reset + clear bindings) before the next use. */
+#define STORE_STMT_CACHE 64
+
+typedef struct store_stmt_ent {
+    uint64_t hash;
+    uint64_t used;
+    char *sql;
+    sqlite3_stmt *st;
+} store_stmt_ent;
+
+typedef struct store_stmt_cache {
+    sqlite3 *db;
+    uint64_t tick;
+    store_stmt_ent ent[STORE_STMT_CACHE];
+} store_stmt_cache;
+
+/* *out = the cached (or newly prepared) statement for sql. Returns an
+ * SQLite result code. */
+int store_stmt_get(store_stmt_cache *c, const char *sql, sqlite3_stmt **out);
+void store_stmt_put(sqlite3_stmt *st);
+void store_stmt_cache_clear(store_stmt_cache *c);
+
+/* ---- errors ----------------------------------------------------------------
+ * THE mapping from an SQLite result to an rd_code: BUSY/LOCKED ->
+ * RD_UNAVAILABLE, CONSTRAINT_UNIQUE/PRIMARYKEY -> RD_DUPLICATE_RECORD with
+ * err->field naming the column(s) ("id" for the primary key), anything else
+ * -> RD_INTERNAL. Messages carry column names and SQLite's generic result
+ * text, never data values. */
+rd_code store_sql_err(sqlite3 *db, int rc, rd_err *err);
+
+/* Runs one statement that returns no rows, without caching it (DDL,
+ * transaction control). Returns an SQLite result code. */
+int store_exec(sqlite3 *db, const char *sql);
+
+/* ---- the store ----------------------------------------------------------- */
+
+/* One organisation's published schema. */
+typedef struct store_snap {
+    char *org;
+    store_schema *schema;
+} store_snap;
+
+/* A schema pushed in the batch being written, published after COMMIT. */
+typedef struct store_pending {
+    char *org;
+    store_schema *schema;
+} store_pending;
+
+struct store {
+    char *path;
+    bool sync_normal;
+    int max_batch;
+
+    /* writer: the write connection and everything below is touched only by
+     * the writer thread once it runs (and by open/close around it). */
+    sqlite3 *wdb;
+    store_stmt_cache wcache;
+    int64_t sync_id;        /* highest committed sync id */
+    store_pending *pending; /* schemas pushed in the current batch */
+    size_t n_pending, cap_pending;
+    pthread_t writer;
+    bool writer_started;
+
+    /* queue */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;
+    store_write *qhead, *qtail;
+    bool closing;
+
+    /* published schema snapshots */
+    pthread_mutex_t smu;
+    store_snap *snaps;
+    size_t n_snaps, cap_snaps;
+    store_schema *empty; /* revision 0, handed out for unknown orgs */
+};
+
+struct store_conn {
+    store *s;
+    sqlite3 *db;
+    store_stmt_cache cache;
+};
+
+/* ---- names ----------------------------------------------------------------- */
+
+/* 1 when org is a usable organisation id: ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$
+ * without "__" (so table names cannot collide across organisations). */
+int store_org_valid(const char *org);
+/* 1 when s matches ^[A-Za-z][A-Za-z0-9_]{0,62}$. */
+int store_ident_valid(const char *s);
+/* 1 when s is 1..128 bytes of [A-Za-z0-9._~:-] (record ids and groups). */
+int store_id_valid(const char *s);
+/* 1 when name is a system field name (case-insensitive). */
+int store_is_system_field(const char *name);
+/* Appends the quoted table name of (org, model): "r_<org>__<model>". */
+void store_sbuf_table(store_sbuf *b, const char *org, const char *model);
+
+/* ---- schema internals (schema.c) ---------------------------------------- */
+
+/* Canonical JSON of s without its revision (the form stored in
+ * _rd_schema.doc). NULL when out of memory. */
+json_t *store_schema_to_json(const store_schema *s);
+/* Builds a schema (refcount 1) from the canonical JSON. NULL on malformed
+ * input or out of memory. */
+store_schema *store_schema_from_json(const json_t *doc, int64_t revision);
+/* Canonical JSON of one field (the member of a model's "fields"). */
+json_t *store_field_to_json(const store_field *f);
+const char *store_type_name(store_type t);
+/* The published snapshot for org, swapped in under the mutex; takes over
+ * the caller's reference to schema. */
+void store_snap_publish(store *s, const char *org, store_schema *schema);
+void store_snaps_free(store *s);
+
+/* ---- data internals (data.c) ---------------------------------------------- */
+
+/* Checks one non-null value against field f's type and constraints; the
+ * message starts with the field name. */
+rd_code store_check_value(const store_field *f, const json_t *v, rd_err *err);
+/* Checks every value in data (types, enum, length, range, system and
+ * unknown fields, depth; nulls for required fields in PATCH mode) but not
+ * the presence of required fields. */
+rd_code store_check_values(const store_model *m, const json_t *data, store_check_mode mode,
+                           rd_err *err);
+/* Checks that every required field of m is present and non-null in data
+ * (a complete document: defaults already applied). */
+rd_code store_check_required(const store_model *m, const json_t *data, rd_err *err);
+/* Nesting depth of v: 0 for a scalar, 1 + the deepest child for an array or
+ * object; stops counting past limit. */
+int store_json_depth(const json_t *v, int limit);
+/* The stored form of a valid value of field f as JSON (INTEGER as integer,
+ * NUMBER as real, TIMESTAMP as canonical RFC 3339 in UTC; others as is).
+ * New reference; NULL for null or out of memory. */
+json_t *store_normalize(const store_field *f, const json_t *v);
+
+/* ---- rows (store.c) --------------------------------------------------------- */
+
+/* Binds the value of field f (a valid, non-null value) or NULL (v NULL or
+ * json null) to parameter idx. Returns an SQLite result code. */
+int store_bind_value(sqlite3_stmt *st, int idx, const store_field *f, const json_t *v);
+/* Fills out from the current row of a "SELECT *" over a model table: system
+ * columns and the data object (null columns omitted). Columns without a
+ * field in m are ignored. Returns RD_OK or RD_INTERNAL. */
+rd_code store_row_read(sqlite3_stmt *st, const store_model *m, store_record *out, rd_err *err);
+
+/* ---- writer (writer.c) / DDL (ddl.c) ---------------------------------------- */
+
+void *store_writer_main(void *arg);
+/* The schema of org as the writer sees it right now: pushed earlier in the
+ * current batch, else published. New reference. */
+store_schema *store_writer_schema(store *s, const char *org);
+/* Executes a PUSH_SCHEMA write inside the writer's savepoint: validates,
+ * applies the DDL, records the revision. *published gets the new snapshot
+ * (NULL when the push changed nothing), to publish after COMMIT. */
+rd_code store_push_schema(store *s, store_write *w, store_schema **published);
+
+#endif

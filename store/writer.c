@@ -1,0 +1,792 @@
+/* writer.c: the single writer thread and group commit. store_submit queues
+ * a write; the writer takes every queued write (up to max_batch), runs each
+ * in its own SAVEPOINT inside one IMMEDIATE transaction, commits once (one
+ * fsync for the batch) and only then runs the completions. Also the record
+ * writes themselves: create, merge-patch update, replace and delete, each
+ * appending one row to the sync log. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_int.h"
+
+/* ---- queue ----------------------------------------------------------------------- */
+
+static void init_outputs(store_write *w)
+{
+    rd_err_clear(&w->err);
+    rd_random_id("tx_", w->server_tx_id, 20);
+    w->last_sync_id = 0;
+    w->ops = 0;
+    memset(&w->record, 0, sizeof w->record);
+    w->schema_revision = 0;
+    w->changes = NULL;
+}
+
+/* Drops whatever a failed write had produced. */
+static void reset_outputs(store_write *w)
+{
+    store_record_clear(&w->record);
+    json_decref(w->changes);
+    w->changes = NULL;
+    w->last_sync_id = 0;
+    w->ops = 0;
+    w->schema_revision = 0;
+}
+
+void store_submit(store *s, store_write *w)
+{
+    init_outputs(w);
+    w->next_ = NULL;
+    pthread_mutex_lock(&s->qmu);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->qmu);
+        rd_errf(&w->err, RD_UNAVAILABLE, NULL, "the store is shutting down");
+        if (w->done != NULL)
+            w->done(w);
+        return;
+    }
+    if (w->op == STORE_OP_PUSH_SCHEMA)
+        store_schema_ref(w->schema);
+    if (s->qtail != NULL)
+        s->qtail->next_ = w;
+    else
+        s->qhead = w;
+    s->qtail = w;
+    pthread_cond_signal(&s->qcv);
+    pthread_mutex_unlock(&s->qmu);
+}
+
+typedef struct waiter {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool done;
+    void *ctx; /* the caller's ctx, restored afterwards */
+} waiter;
+
+static void wait_done(store_write *w)
+{
+    waiter *wt = w->ctx;
+    pthread_mutex_lock(&wt->mu);
+    wt->done = true;
+    pthread_cond_signal(&wt->cv);
+    pthread_mutex_unlock(&wt->mu);
+}
+
+rd_code store_submit_wait(store *s, store_write *w)
+{
+    waiter wt;
+    pthread_mutex_init(&wt.mu, NULL);
+    pthread_cond_init(&wt.cv, NULL);
+    wt.done = false;
+    wt.ctx = w->ctx;
+    w->ctx = &wt;
+    w->done = wait_done;
+    store_submit(s, w);
+    pthread_mutex_lock(&wt.mu);
+    while (!wt.done)
+        pthread_cond_wait(&wt.cv, &wt.mu);
+    pthread_mutex_unlock(&wt.mu);
+    pthread_mutex_destroy(&wt.mu);
+    pthread_cond_destroy(&wt.cv);
+    w->ctx = wt.ctx;
+    w->done = NULL;
+    return w->err.code;
+}
+
+/* ---- helpers --------------------------------------------------------------------- */
+
+/* Runs a cached statement on the write connection that returns no rows. */
+static int wexec(store *s, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store_stmt_get(&s->wcache, sql, &st);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    store_stmt_put(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+store_schema *store_writer_schema(store *s, const char *org)
+{
+    for (size_t i = 0; i < s->n_pending; i++)
+        if (strcmp(s->pending[i].org, org) == 0)
+            return store_schema_ref(s->pending[i].schema);
+    return store_schema_get(s, org);
+}
+
+/* Remembers a schema pushed in this batch (takes over the reference). */
+static bool pending_put(store *s, const char *org, store_schema *sch)
+{
+    for (size_t i = 0; i < s->n_pending; i++)
+        if (strcmp(s->pending[i].org, org) == 0) {
+            store_schema_release(s->pending[i].schema);
+            s->pending[i].schema = sch;
+            return true;
+        }
+    if (s->n_pending == s->cap_pending) {
+        size_t cap = s->cap_pending ? s->cap_pending * 2 : 4;
+        store_pending *n = realloc(s->pending, cap * sizeof *n);
+        if (n == NULL)
+            return false;
+        s->pending = n;
+        s->cap_pending = cap;
+    }
+    char *copy = strdup(org);
+    if (copy == NULL)
+        return false;
+    s->pending[s->n_pending].org = copy;
+    s->pending[s->n_pending].schema = sch;
+    s->n_pending++;
+    return true;
+}
+
+/* After COMMIT (publish) or after a failed batch (discard). */
+static void pending_finish(store *s, bool publish)
+{
+    for (size_t i = 0; i < s->n_pending; i++) {
+        if (publish)
+            store_snap_publish(s, s->pending[i].org, s->pending[i].schema);
+        else
+            store_schema_release(s->pending[i].schema);
+        free(s->pending[i].org);
+    }
+    s->n_pending = 0;
+}
+
+/* ---- one record write -------------------------------------------------------------
+ * Everything a record write needs, filled by begin_write. */
+typedef struct wctx {
+    store *s;
+    store_write *w;
+    store_schema *sch;
+    const store_model *m;
+    const char *actor;
+    int64_t sid; /* the sync id this write takes */
+    int64_t now;
+} wctx;
+
+static rd_code sql_fail(wctx *c, int rc)
+{
+    return store_sql_err(c->s->wdb, rc, &c->w->err);
+}
+
+static rd_code oom(wctx *c)
+{
+    return rd_errf(&c->w->err, RD_INTERNAL, NULL, "out of memory");
+}
+
+/* Resolves the model; RD_NOT_FOUND when the organisation has no such model. */
+static rd_code begin_write(wctx *c, store *s, store_write *w)
+{
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    c->w = w;
+    c->actor = w->actor != NULL ? w->actor : "";
+    c->sid = s->sync_id + 1;
+    c->now = rd_now_us();
+    if (w->org == NULL || w->model == NULL || !store_org_valid(w->org))
+        return rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
+                       w->model ? w->model : "");
+    c->sch = store_writer_schema(s, w->org);
+    c->m = store_schema_model(c->sch, w->model);
+    if (c->m == NULL)
+        return rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
+                       w->model);
+    if (w->op != STORE_OP_CREATE && (w->id == NULL || w->id[0] == '\0'))
+        return rd_errf(&w->err, RD_VALIDATION_FAILED, "id", "id is required");
+    return RD_OK;
+}
+
+static void end_write(wctx *c)
+{
+    store_schema_release(c->sch);
+}
+
+/* The complete stored document for create/replace: every sent value in its
+ * stored form, defaults for absent or null fields, no nulls. */
+static json_t *complete_doc(const store_model *m, const json_t *data)
+{
+    json_t *doc = json_object();
+    for (size_t i = 0; doc != NULL && i < m->n_fields; i++) {
+        const store_field *f = &m->fields[i];
+        json_t *v = json_object_get(data, f->name);
+        if (v == NULL || json_is_null(v))
+            v = f->default_value;
+        if (v == NULL || json_is_null(v))
+            continue;
+        json_t *n = store_normalize(f, v);
+        if (n == NULL || json_object_set_new(doc, f->name, n) != 0) {
+            json_decref(doc);
+            return NULL;
+        }
+    }
+    return doc;
+}
+
+/* Loads the current row of id into *out; RD_NOT_FOUND when there is none. */
+static rd_code load_row(wctx *c, store_record *out)
+{
+    store_sbuf sql = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code = RD_OK;
+    store_sbuf_add(&sql, "SELECT * FROM ");
+    store_sbuf_table(&sql, c->w->org, c->w->model);
+    store_sbuf_add(&sql, " WHERE _id = ?1");
+    if (sql.oom) {
+        code = oom(c);
+        goto done;
+    }
+    int rc = store_stmt_get(&c->s->wcache, sql.p, &st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, c->w->id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        code = rd_errf(&c->w->err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'",
+                       c->w->id, c->w->model);
+        goto done;
+    }
+    if (rc != SQLITE_ROW) {
+        code = sql_fail(c, rc);
+        goto done;
+    }
+    code = store_row_read(st, c->m, out, &c->w->err);
+done:
+    store_stmt_put(st);
+    store_sbuf_free(&sql);
+    return code;
+}
+
+static rd_code check_version(wctx *c, const store_record *cur)
+{
+    if (c->w->has_expected_version && c->w->expected_version != cur->version)
+        return rd_errf(&c->w->err, RD_VERSION_CONFLICT, "expectedVersion",
+                       "version conflict: expected version %lld but the record is at version %lld",
+                       (long long)c->w->expected_version, (long long)cur->version);
+    return RD_OK;
+}
+
+/* Refuses a change to an immutable field that already holds a value. */
+static rd_code check_immutable(wctx *c, const json_t *before, const json_t *after)
+{
+    for (size_t i = 0; i < c->m->n_fields; i++) {
+        const store_field *f = &c->m->fields[i];
+        json_t *old = json_object_get(before, f->name);
+        if (!f->immutable || old == NULL)
+            continue;
+        json_t *now = json_object_get(after, f->name);
+        if (now == NULL || !json_equal(old, now))
+            return rd_errf(&c->w->err, RD_VALIDATION_FAILED, f->name,
+                           "%s: the field is immutable and already has a value", f->name);
+    }
+    return RD_OK;
+}
+
+/* 1 when field f has a different value in a and b (absent = null). */
+static int field_changed(const store_field *f, const json_t *a, const json_t *b)
+{
+    json_t *x = json_object_get(a, f->name), *y = json_object_get(b, f->name);
+    if (x == NULL || y == NULL)
+        return x != y;
+    return !json_equal(x, y);
+}
+
+/* Appends the write's row to the sync log. */
+static rd_code log_change(wctx *c, const char *id, const char *group, const char *op,
+                          const json_t *fields)
+{
+    static const char sql[] =
+        "INSERT INTO _rd_sync_log (sync_id, server_tx_id, org, model, record_id, op, fields,"
+        " actor, grp, committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+    sqlite3_stmt *st = NULL;
+    char *text = json_dumps(fields, JSON_COMPACT);
+    if (text == NULL)
+        return oom(c);
+    int rc = store_stmt_get(&c->s->wcache, sql, &st);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, c->sid);
+        sqlite3_bind_text(st, 2, c->w->server_tx_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, c->w->org, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, c->w->model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 6, op, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 7, text, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 8, c->actor, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 9, group, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 10, c->now);
+        rc = sqlite3_step(st);
+    }
+    store_stmt_put(st);
+    free(text);
+    if (rc != SQLITE_DONE && rc != SQLITE_OK)
+        return sql_fail(c, rc);
+    return RD_OK;
+}
+
+/* Steps a prepared write statement to completion. */
+static rd_code step_write(wctx *c, sqlite3_stmt *st)
+{
+    int rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(c, rc);
+    return RD_OK;
+}
+
+static void fill_record(store_record *r, const char *id, const char *group)
+{
+    snprintf(r->id, sizeof r->id, "%s", id);
+    snprintf(r->group, sizeof r->group, "%s", group);
+}
+
+/* CREATE: a new row with defaults applied, every field's sync id set. */
+static rd_code do_create(wctx *c)
+{
+    store_write *w = c->w;
+    const store_model *m = c->m;
+    char idbuf[STORE_ID_MAX + 1];
+    const char *id = w->id;
+    const char *group = w->group != NULL && w->group[0] != '\0' ? w->group : "default";
+    json_t *doc = NULL, *fields = NULL;
+    store_sbuf sql = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code;
+    int rc;
+    if (id == NULL || id[0] == '\0') {
+        rd_random_id("", idbuf, 20);
+        id = idbuf;
+    } else if (!store_id_valid(id)) {
+        return rd_errf(&w->err, RD_VALIDATION_FAILED, "id",
+                       "id must be 1 to %d characters of A-Z a-z 0-9 . _ ~ : -", STORE_ID_MAX);
+    }
+    if (!store_id_valid(group))
+        return rd_errf(&w->err, RD_VALIDATION_FAILED, "group",
+                       "group must be 1 to %d characters of A-Z a-z 0-9 . _ ~ : -", STORE_ID_MAX);
+    code = store_check_values(m, w->data, STORE_CHECK_CREATE, &w->err);
+    if (code != RD_OK)
+        return code;
+    doc = complete_doc(m, w->data);
+    fields = json_array();
+    if (doc == NULL || fields == NULL) {
+        code = oom(c);
+        goto done;
+    }
+    code = store_check_required(m, doc, &w->err);
+    if (code != RD_OK)
+        goto done;
+
+    /* ?1 id ?2 group ?3 sync id ?4 now ?5 actor, field j at ?(6 + j) */
+    store_sbuf_add(&sql, "INSERT INTO ");
+    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_add(&sql, " (_id, _group, _version, _sync_id, _created_at, _updated_at,"
+                         " _created_by, _updated_by");
+    for (size_t i = 0; i < m->n_fields; i++) {
+        store_sbuf_add(&sql, ", ");
+        store_sbuf_ident(&sql, m->fields[i].name);
+        store_sbuf_add(&sql, ", ");
+        store_sbuf_ident2(&sql, "_s_", m->fields[i].name);
+    }
+    store_sbuf_add(&sql, ") VALUES (?1, ?2, 1, ?3, ?4, ?4, ?5, ?5");
+    for (size_t i = 0; i < m->n_fields; i++)
+        store_sbuf_addf(&sql, ", ?%zu, ?3", i + 6);
+    store_sbuf_add(&sql, ")");
+    if (sql.oom) {
+        code = oom(c);
+        goto done;
+    }
+    rc = store_stmt_get(&c->s->wcache, sql.p, &st);
+    if (rc != SQLITE_OK) {
+        code = sql_fail(c, rc);
+        goto done;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, group, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, c->sid);
+    sqlite3_bind_int64(st, 4, c->now);
+    sqlite3_bind_text(st, 5, c->actor, -1, SQLITE_STATIC);
+    for (size_t i = 0; i < m->n_fields; i++) {
+        json_t *v = json_object_get(doc, m->fields[i].name);
+        rc = store_bind_value(st, (int)i + 6, &m->fields[i], v);
+        if (rc == SQLITE_OK && v != NULL)
+            rc = json_array_append_new(fields, json_string(m->fields[i].name)) ? SQLITE_NOMEM
+                                                                               : SQLITE_OK;
+        if (rc != SQLITE_OK) {
+            code = sql_fail(c, rc);
+            goto done;
+        }
+    }
+    code = step_write(c, st);
+    if (code == RD_OK)
+        code = log_change(c, id, group, "CREATE", fields);
+    if (code != RD_OK)
+        goto done;
+    store_record *r = &w->record;
+    fill_record(r, id, group);
+    snprintf(r->created_by, sizeof r->created_by, "%s", c->actor);
+    snprintf(r->updated_by, sizeof r->updated_by, "%s", c->actor);
+    r->version = 1;
+    r->sync_id = c->sid;
+    r->created_at_us = r->updated_at_us = c->now;
+    r->data = doc;
+    doc = NULL;
+    w->last_sync_id = c->sid;
+    w->ops = 1;
+done:
+    store_stmt_put(st);
+    store_sbuf_free(&sql);
+    json_decref(doc);
+    json_decref(fields);
+    return code;
+}
+
+/* The data an UPDATE produces: the current data with the patch merged per
+ * field (json fields whose old and new values are objects merge
+ * recursively; anything else is replaced; null clears). */
+static json_t *merge_fields(const store_model *m, const json_t *cur, const json_t *patch)
+{
+    const char *key;
+    json_t *v;
+    json_t *out = json_copy((json_t *)cur);
+    if (out == NULL)
+        return NULL;
+    json_object_foreach((json_t *)patch, key, v)
+    {
+        const store_field *f = store_model_field(m, key);
+        json_t *old = json_object_get(out, key);
+        json_t *next;
+        if (f == NULL)
+            continue;
+        if (json_is_null(v)) {
+            json_object_del(out, key);
+            continue;
+        }
+        if (f->type == STORE_T_JSON && json_is_object(old) && json_is_object(v))
+            next = store_merge_patch(json_deep_copy(old), v);
+        else
+            next = store_normalize(f, v);
+        if (next == NULL || json_object_set_new(out, key, next) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* UPDATE and REPLACE: load the row, build the new data, write the changed
+ * columns (UPDATE) or every column (REPLACE), set the per-field sync id of
+ * each field whose value changed. */
+static rd_code do_change(wctx *c)
+{
+    store_write *w = c->w;
+    const store_model *m = c->m;
+    bool replace = w->op == STORE_OP_REPLACE;
+    store_record cur = {0};
+    json_t *next = NULL, *fields = json_array();
+    store_sbuf sql = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code;
+    int rc;
+    if (fields == NULL)
+        return oom(c);
+    code =
+        store_check_values(m, w->data, replace ? STORE_CHECK_REPLACE : STORE_CHECK_PATCH, &w->err);
+    if (code == RD_OK)
+        code = load_row(c, &cur);
+    if (code == RD_OK)
+        code = check_version(c, &cur);
+    if (code != RD_OK)
+        goto done;
+    next = replace ? complete_doc(m, w->data) : merge_fields(m, cur.data, w->data);
+    if (next == NULL) {
+        code = oom(c);
+        goto done;
+    }
+    code = store_check_required(m, next, &w->err);
+    for (size_t i = 0; code == RD_OK && i < m->n_fields; i++) {
+        const store_field *f = &m->fields[i];
+        if (f->type == STORE_T_JSON &&
+            store_json_depth(json_object_get(next, f->name), STORE_MAX_DEPTH) > STORE_MAX_DEPTH)
+            code = rd_errf(&w->err, RD_VALIDATION_FAILED, f->name,
+                           "%s: value is nested deeper than %d levels", f->name, STORE_MAX_DEPTH);
+    }
+    if (code == RD_OK)
+        code = check_immutable(c, cur.data, next);
+    if (code != RD_OK)
+        goto done;
+
+    /* ?1 sync id ?2 now ?3 actor ?4 id, field i at ?(5 + i) */
+    store_sbuf_add(&sql, "UPDATE ");
+    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_add(&sql, " SET _version = _version + 1, _sync_id = ?1, _updated_at = ?2,"
+                         " _updated_by = ?3");
+    for (size_t i = 0; i < m->n_fields; i++) {
+        const store_field *f = &m->fields[i];
+        int changed = field_changed(f, cur.data, next);
+        if (changed && json_array_append_new(fields, json_string(f->name)) != 0) {
+            code = oom(c);
+            goto done;
+        }
+        if (!changed && !replace)
+            continue;
+        store_sbuf_add(&sql, ", ");
+        store_sbuf_ident(&sql, f->name);
+        store_sbuf_addf(&sql, " = ?%zu", i + 5);
+        if (changed) {
+            store_sbuf_add(&sql, ", ");
+            store_sbuf_ident2(&sql, "_s_", f->name);
+            store_sbuf_add(&sql, " = ?1");
+        }
+    }
+    store_sbuf_add(&sql, " WHERE _id = ?4");
+    if (sql.oom) {
+        code = oom(c);
+        goto done;
+    }
+    rc = store_stmt_get(&c->s->wcache, sql.p, &st);
+    if (rc != SQLITE_OK) {
+        code = sql_fail(c, rc);
+        goto done;
+    }
+    sqlite3_bind_int64(st, 1, c->sid);
+    sqlite3_bind_int64(st, 2, c->now);
+    sqlite3_bind_text(st, 3, c->actor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, w->id, -1, SQLITE_STATIC);
+    for (size_t i = 0; i < m->n_fields; i++) {
+        const store_field *f = &m->fields[i];
+        if (!replace && !field_changed(f, cur.data, next))
+            continue;
+        rc = store_bind_value(st, (int)i + 5, f, json_object_get(next, f->name));
+        if (rc != SQLITE_OK) {
+            code = sql_fail(c, rc);
+            goto done;
+        }
+    }
+    code = step_write(c, st);
+    if (code == RD_OK)
+        code = log_change(c, cur.id, cur.group, replace ? "REPLACE" : "UPDATE", fields);
+    if (code != RD_OK)
+        goto done;
+    store_record *r = &w->record;
+    *r = cur; /* system fields; cur.data (the old data) is released below */
+    r->data = next;
+    next = NULL;
+    r->version = cur.version + 1;
+    r->sync_id = c->sid;
+    r->updated_at_us = c->now;
+    snprintf(r->updated_by, sizeof r->updated_by, "%s", c->actor);
+    w->last_sync_id = c->sid;
+    w->ops = 1;
+done:
+    store_stmt_put(st);
+    store_sbuf_free(&sql);
+    store_record_clear(&cur);
+    json_decref(next);
+    json_decref(fields);
+    return code;
+}
+
+/* DELETE: the before-image goes to w->record; the log row names every
+ * field of the model. */
+static rd_code do_delete(wctx *c)
+{
+    store_write *w = c->w;
+    store_record cur = {0};
+    json_t *fields = json_array();
+    store_sbuf sql = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code;
+    if (fields == NULL)
+        return oom(c);
+    for (size_t i = 0; i < c->m->n_fields; i++)
+        if (json_array_append_new(fields, json_string(c->m->fields[i].name)) != 0) {
+            code = oom(c);
+            goto done;
+        }
+    code = load_row(c, &cur);
+    if (code == RD_OK)
+        code = check_version(c, &cur);
+    if (code != RD_OK)
+        goto done;
+    store_sbuf_add(&sql, "DELETE FROM ");
+    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_add(&sql, " WHERE _id = ?1");
+    if (sql.oom) {
+        code = oom(c);
+        goto done;
+    }
+    int rc = store_stmt_get(&c->s->wcache, sql.p, &st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+    if (rc != SQLITE_OK) {
+        code = sql_fail(c, rc);
+        goto done;
+    }
+    code = step_write(c, st);
+    if (code == RD_OK)
+        code = log_change(c, cur.id, cur.group, "DELETE", fields);
+    if (code != RD_OK)
+        goto done;
+    w->record = cur;
+    cur.data = NULL;
+    w->last_sync_id = c->sid;
+    w->ops = 1;
+done:
+    store_stmt_put(st);
+    store_sbuf_free(&sql);
+    store_record_clear(&cur);
+    json_decref(fields);
+    return code;
+}
+
+/* Executes one write inside its savepoint. *published gets a schema pushed
+ * by it. */
+static rd_code apply(store *s, store_write *w, store_schema **published)
+{
+    wctx c;
+    rd_code code;
+    *published = NULL;
+    if (w->op == STORE_OP_PUSH_SCHEMA)
+        return store_push_schema(s, w, published);
+    if (w->op < STORE_OP_CREATE || w->op > STORE_OP_DELETE)
+        return rd_errf(&w->err, RD_INTERNAL, NULL, "unknown store operation %d", (int)w->op);
+    code = begin_write(&c, s, w);
+    if (code == RD_OK) {
+        switch (w->op) {
+        case STORE_OP_CREATE:
+            code = do_create(&c);
+            break;
+        case STORE_OP_UPDATE:
+        case STORE_OP_REPLACE:
+            code = do_change(&c);
+            break;
+        default:
+            code = do_delete(&c);
+            break;
+        }
+    }
+    end_write(&c);
+    return code;
+}
+
+/* ---- the batch ------------------------------------------------------------------------ */
+
+/* Fails every write of the batch that had succeeded (the transaction did not
+ * commit) with err. */
+static void fail_committed(store_write *head, const rd_err *err)
+{
+    for (store_write *w = head; w != NULL; w = w->next_) {
+        if (w->err.code != RD_OK)
+            continue;
+        reset_outputs(w);
+        w->err = *err;
+    }
+}
+
+/* One group commit: every write in its own savepoint, one COMMIT, then the
+ * completions in order. */
+static void run_batch(store *s, store_write *head)
+{
+    int64_t committed = s->sync_id;
+    bool broken = false;
+    rd_err err;
+    rd_err_clear(&err);
+    int rc = wexec(s, "BEGIN IMMEDIATE");
+    if (rc != SQLITE_OK) {
+        store_sql_err(s->wdb, rc, &err);
+        fail_committed(head, &err);
+        goto complete;
+    }
+    for (store_write *w = head; w != NULL; w = w->next_) {
+        store_schema *published = NULL;
+        if (broken) {
+            rd_errf(&w->err, RD_INTERNAL, NULL, "the batch was rolled back");
+            continue;
+        }
+        if (w->deadline_us != 0 && rd_now_us() > w->deadline_us) {
+            rd_errf(&w->err, RD_DEADLINE_EXCEEDED, NULL,
+                    "the deadline passed before the write could be applied");
+            continue;
+        }
+        rc = wexec(s, "SAVEPOINT w");
+        if (rc != SQLITE_OK) {
+            store_sql_err(s->wdb, rc, &w->err);
+            continue;
+        }
+        rd_code code = apply(s, w, &published);
+        if (code == RD_OK) {
+            rc = wexec(s, "RELEASE w");
+            if (rc != SQLITE_OK)
+                code = store_sql_err(s->wdb, rc, &w->err);
+        }
+        if (code == RD_OK) {
+            if (w->last_sync_id > s->sync_id)
+                s->sync_id = w->last_sync_id;
+            if (published != NULL && !pending_put(s, w->org, published)) {
+                store_schema_release(published);
+                reset_outputs(w);
+                rd_errf(&w->err, RD_INTERNAL, NULL, "out of memory");
+                broken = true;
+            }
+            continue;
+        }
+        store_schema_release(published);
+        reset_outputs(w);
+        rc = wexec(s, "ROLLBACK TO w");
+        if (rc == SQLITE_OK)
+            rc = wexec(s, "RELEASE w");
+        if (rc != SQLITE_OK)
+            broken = true;
+    }
+    if (!broken) {
+        rc = wexec(s, "COMMIT");
+        if (rc != SQLITE_OK) {
+            store_sql_err(s->wdb, rc, &err);
+            if (err.code != RD_UNAVAILABLE)
+                rd_errf(&err, RD_INTERNAL, NULL, "the commit failed: %s", sqlite3_errstr(rc));
+        }
+    } else {
+        rd_errf(&err, RD_INTERNAL, NULL, "the batch was rolled back");
+    }
+    if (broken || err.code != RD_OK) {
+        if (!sqlite3_get_autocommit(s->wdb))
+            wexec(s, "ROLLBACK");
+        fail_committed(head, &err);
+        s->sync_id = committed;
+        pending_finish(s, false);
+    } else {
+        pending_finish(s, true);
+    }
+complete:
+    for (store_write *w = head, *next; w != NULL; w = next) {
+        next = w->next_;
+        w->next_ = NULL;
+        if (w->op == STORE_OP_PUSH_SCHEMA)
+            store_schema_release(w->schema);
+        if (w->done != NULL)
+            w->done(w);
+    }
+}
+
+void *store_writer_main(void *arg)
+{
+    store *s = arg;
+    pthread_mutex_lock(&s->qmu);
+    for (;;) {
+        while (s->qhead == NULL && !s->closing)
+            pthread_cond_wait(&s->qcv, &s->qmu);
+        if (s->qhead == NULL)
+            break;
+        store_write *head = s->qhead, *tail = head;
+        for (int n = 1; n < s->max_batch && tail->next_ != NULL; n++)
+            tail = tail->next_;
+        s->qhead = tail->next_;
+        if (s->qhead == NULL)
+            s->qtail = NULL;
+        tail->next_ = NULL;
+        pthread_mutex_unlock(&s->qmu);
+        run_batch(s, head);
+        pthread_mutex_lock(&s->qmu);
+    }
+    pthread_mutex_unlock(&s->qmu);
+    return NULL;
+}
