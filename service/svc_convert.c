@@ -220,54 +220,6 @@ Recordd__V1__Record *svc_record_to_pb(rd_arena *a, const char *org, const char *
     return r;
 }
 
-/* ---- UTF-8 walk ---------------------------------------------------------- */
-
-static rd_code check_utf8(const ProtobufCMessage *m, char *path, size_t plen, size_t cap,
-                          rd_err *err)
-{
-    const ProtobufCMessageDescriptor *d = m->descriptor;
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        const ProtobufCFieldDescriptor *f = &d->fields[i];
-        if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
-            continue;
-        const char *base = (const char *)m + f->offset;
-        size_t n = 1;
-        const void *const *items = (const void *const *)base;
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            n = *(const size_t *)((const char *)m + f->quantifier_offset);
-            items = *(const void *const *const *)base;
-        } else if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
-            uint32_t which = *(const uint32_t *)((const char *)m + f->quantifier_offset);
-            if (which != f->id)
-                continue;
-        }
-        int w = snprintf(path + plen, cap - plen, "%s%s", plen ? "." : "", f->name);
-        size_t np = plen + (w > 0 ? (size_t)w : 0);
-        if (np >= cap)
-            np = cap - 1;
-        for (size_t k = 0; k < n; k++) {
-            const void *item = items[k];
-            if (item == NULL)
-                continue;
-            if (f->type == PROTOBUF_C_TYPE_STRING) {
-                if (!rd_utf8_valid(item, strlen(item)))
-                    return rd_errf(err, RD_INVALID_BODY, path, "%s: string is not valid UTF-8",
-                                   path);
-            } else if (check_utf8(item, path, np, cap, err) != RD_OK) {
-                return err->code;
-            }
-        }
-        path[plen] = '\0';
-    }
-    return RD_OK;
-}
-
-rd_code svc_check_utf8(const ProtobufCMessage *m, rd_err *err)
-{
-    char path[256] = "";
-    return check_utf8(m, path, 0, sizeof path, err);
-}
-
 /* ---- depth pre-scan ------------------------------------------------------ */
 
 /* Reads a varint at *p (< end); 0 on success. */
@@ -285,52 +237,63 @@ static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out)
     return -1;
 }
 
-/* 1 = within limits (or malformed: the unpacker reports that), 0 = too deep. */
-static int depth_ok(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
-                    int left)
+/* Scans one message's fields; path holds the field path so far (plen
+ * bytes). Malformed framing is left for the unpacker to reject. */
+static rd_code scan(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+                    int left, char *path, size_t plen, size_t cap, rd_err *err)
 {
     if (left <= 0)
-        return 0;
+        return rd_errf(err, RD_INVALID_BODY, path, "request is nested deeper than %d messages",
+                       SVC_MAX_PB_DEPTH);
     while (p < end) {
         uint64_t key, n;
         if (read_varint(&p, end, &key) != 0)
-            return 1;
+            return RD_OK;
         switch (key & 7) {
         case 0:
             if (read_varint(&p, end, &n) != 0)
-                return 1;
+                return RD_OK;
             break;
         case 1:
         case 5: {
             size_t w = (key & 7) == 1 ? 8 : 4;
             if ((size_t)(end - p) < w)
-                return 1;
+                return RD_OK;
             p += w;
             break;
         }
         case 2: {
             if (read_varint(&p, end, &n) != 0 || n > (uint64_t)(end - p))
-                return 1;
+                return RD_OK;
             const ProtobufCFieldDescriptor *f =
                 protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3));
-            if (f != NULL && f->type == PROTOBUF_C_TYPE_MESSAGE &&
-                !depth_ok(f->descriptor, p, p + n, left - 1))
-                return 0;
+            if (f != NULL &&
+                (f->type == PROTOBUF_C_TYPE_STRING || f->type == PROTOBUF_C_TYPE_MESSAGE)) {
+                int w = snprintf(path + plen, cap - plen, "%s%s", plen ? "." : "", f->name);
+                size_t np = w < 0 || (size_t)w >= cap - plen ? plen : plen + (size_t)w;
+                rd_code rc = RD_OK;
+                if (f->type == PROTOBUF_C_TYPE_MESSAGE)
+                    rc = scan(f->descriptor, p, p + n, left - 1, path, np, cap, err);
+                else if (!rd_utf8_valid((const char *)p, (size_t)n))
+                    rc = rd_errf(err, RD_INVALID_BODY, path,
+                                 "%s: string is not valid UTF-8 or contains a NUL character", path);
+                if (rc != RD_OK)
+                    return rc;
+                path[plen] = '\0';
+            }
             p += n;
             break;
         }
         default:
-            return 1;
+            return RD_OK;
         }
     }
-    return 1;
+    return RD_OK;
 }
 
-rd_code svc_pb_check_depth(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
-                           int max_depth, rd_err *err)
+rd_code svc_pb_precheck(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
+                        rd_err *err)
 {
-    if (!depth_ok(d, buf, buf + len, max_depth))
-        return rd_errf(err, RD_INVALID_BODY, NULL, "request is nested deeper than %d messages",
-                       max_depth);
-    return RD_OK;
+    char path[256] = "";
+    return scan(d, buf, buf + len, SVC_MAX_PB_DEPTH, path, 0, sizeof path, err);
 }

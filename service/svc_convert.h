@@ -30,22 +30,19 @@ Google__Protobuf__Timestamp *svc_timestamp(rd_arena *a, int64_t t_us);
 Recordd__V1__Record *svc_record_to_pb(rd_arena *a, const char *org, const char *model,
                                       const store_record *rec, int64_t read_at);
 
-/* Walks every string of a decoded message (recursively, through nested
- * messages, repeated fields and map entries) and rejects invalid UTF-8 with
- * RD_INVALID_BODY naming the field path. protobuf-c does not check it. */
-rd_code svc_check_utf8(const ProtobufCMessage *m, rd_err *err);
-
-#endif
-
-/* Nesting limit for decoded requests, counted in protobuf messages. A
- * Struct level costs three (Struct, entry, Value), so this admits about 200
- * JSON levels: deep enough that the data checks (STORE_MAX_DEPTH) report
- * the offending field, shallow enough for a worker's stack. */
+/* Nesting limit for requests, counted in protobuf messages. A Struct
+ * level costs three (Struct, entry, Value), so this admits about 200 JSON
+ * levels: deep enough that the data checks (STORE_MAX_DEPTH) name the
+ * offending field, shallow enough for a worker's stack. */
 #define SVC_MAX_PB_DEPTH 600
 
-/* Walks the wire bytes of a message of type d without decoding it and
- * rejects (RD_INVALID_BODY) messages nested deeper than max_depth, before
- * protobuf-c's recursive unpacker could exhaust the stack. Malformed bytes
- * are left for the unpacker to reject. */
-rd_code svc_pb_check_depth(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
-                           int max_depth, rd_err *err);
+/* The gate in front of protobuf-c's unpacker: walks the wire bytes of a
+ * message of type d without decoding it and rejects (RD_INVALID_BODY, field
+ * = the field path) messages nested deeper than SVC_MAX_PB_DEPTH, which
+ * would exhaust the stack of the recursive unpacker, and strings that are
+ * not UTF-8 or hold a NUL, which protobuf-c would silently truncate.
+ * Malformed framing is left for the unpacker to reject. */
+rd_code svc_pb_precheck(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
+                        rd_err *err);
+
+#endif

@@ -154,8 +154,7 @@ void svc_create_record(svc_call *call, const ProtobufCMessage *msg)
     rd_err err;
     json_t *data = NULL;
     rd_err_clear(&err);
-    if (svc_check_utf8(msg, &err) != RD_OK ||
-        refuse_unsupported(call, NULL, NULL, req->idempotency_key, &err) != RD_OK ||
+    if (refuse_unsupported(call, NULL, NULL, req->idempotency_key, &err) != RD_OK ||
         check_write(call, req->model, req->data, STORE_CHECK_CREATE, &data, &err) != RD_OK)
         goto fail;
     write_call *wc = new_write(call, &err);
@@ -178,8 +177,7 @@ void svc_get_record(svc_call *call, const ProtobufCMessage *msg)
     int64_t read_at = 0;
     rd_err err;
     rd_err_clear(&err);
-    if (svc_check_utf8(msg, &err) != RD_OK || require(req->model, "model", &err) != RD_OK ||
-        require(req->id, "id", &err) != RD_OK)
+    if (require(req->model, "model", &err) != RD_OK || require(req->id, "id", &err) != RD_OK)
         goto fail;
     store_conn *conn = thread_conn(ctx->db, &err);
     if (conn == NULL)
@@ -208,15 +206,13 @@ typedef struct change_args {
     bool return_record;
 } change_args;
 
-static void update_or_replace(svc_call *call, const ProtobufCMessage *msg, const change_args *a,
-                              store_op op)
+static void update_or_replace(svc_call *call, const change_args *a, store_op op)
 {
     store_check_mode mode = op == STORE_OP_UPDATE ? STORE_CHECK_PATCH : STORE_CHECK_REPLACE;
     rd_err err;
     json_t *data = NULL;
     rd_err_clear(&err);
-    if (svc_check_utf8(msg, &err) != RD_OK ||
-        refuse_unsupported(call, a->read_at, a->claim, a->idempotency_key, &err) != RD_OK ||
+    if (refuse_unsupported(call, a->read_at, a->claim, a->idempotency_key, &err) != RD_OK ||
         require(a->id, "id", &err) != RD_OK ||
         check_write(call, a->model, a->data, mode, &data, &err) != RD_OK)
         goto fail;
@@ -246,7 +242,7 @@ void svc_update_record(svc_call *call, const ProtobufCMessage *msg)
                      r->expected_version,
                      r->read_at,
                      r->return_record};
-    update_or_replace(call, msg, &a, STORE_OP_UPDATE);
+    update_or_replace(call, &a, STORE_OP_UPDATE);
 }
 
 void svc_replace_record(svc_call *call, const ProtobufCMessage *msg)
@@ -261,7 +257,7 @@ void svc_replace_record(svc_call *call, const ProtobufCMessage *msg)
                      r->expected_version,
                      r->read_at,
                      r->return_record};
-    update_or_replace(call, msg, &a, STORE_OP_REPLACE);
+    update_or_replace(call, &a, STORE_OP_REPLACE);
 }
 
 void svc_delete_record(svc_call *call, const ProtobufCMessage *msg)
@@ -269,8 +265,7 @@ void svc_delete_record(svc_call *call, const ProtobufCMessage *msg)
     const Recordd__V1__DeleteRecordRequest *req = (const void *)msg;
     rd_err err;
     rd_err_clear(&err);
-    if (svc_check_utf8(msg, &err) != RD_OK ||
-        refuse_unsupported(call, req->read_at, req->claim, req->idempotency_key, &err) != RD_OK ||
+    if (refuse_unsupported(call, req->read_at, req->claim, req->idempotency_key, &err) != RD_OK ||
         require(req->id, "id", &err) != RD_OK ||
         check_write(call, req->model, NULL, STORE_CHECK_PATCH, NULL, &err) != RD_OK)
         goto fail;

@@ -221,8 +221,6 @@ void svc_push_schema(svc_call *call, const ProtobufCMessage *msg)
     store_schema *def = NULL;
     rd_err err;
     rd_err_clear(&err);
-    if (svc_check_utf8(msg, &err) != RD_OK)
-        goto fail;
     if (req->schema == NULL) {
         rd_errf(&err, RD_VALIDATION_FAILED, "schema", "schema is required");
         goto fail;

@@ -460,8 +460,10 @@ static json_t *merge_fields(const store_model *m, const json_t *cur, const json_
             json_object_del(out, key);
             continue;
         }
-        if (f->type == STORE_T_JSON && json_is_object(old) && json_is_object(v))
-            next = store_merge_patch(json_deep_copy(old), v);
+        /* RFC 7396: an object patch merges into the current value, or into
+         * {} when there is none or it is not an object (nulls vanish). */
+        if (f->type == STORE_T_JSON && json_is_object(v))
+            next = store_merge_patch(old ? json_deep_copy(old) : NULL, v);
         else
             next = store_normalize(f, v);
         if (next == NULL || json_object_set_new(out, key, next) != 0) {

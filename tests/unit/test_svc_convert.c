@@ -116,30 +116,85 @@ static void test_nesting_at_the_limit_is_accepted(void **state)
     rd_arena_free(a);
 }
 
-static void test_invalid_utf8_in_nested_value_is_rejected_with_path(void **state)
+/* Packs a CreateRecordRequest for model "students" with data
+ * {"firstName": "ABCD"}, then overwrites the first occurrence of `find` in
+ * the wire bytes with `repl` (same length). */
+static uint8_t *pack_patched(rd_arena *a, const char *find, const char *repl, size_t *len)
+{
+    Recordd__V1__CreateRecordRequest req = RECORDD__V1__CREATE_RECORD_REQUEST__INIT;
+    req.model = "students";
+    req.data = struct_of(a, "{\"firstName\":\"ABCD\"}");
+    *len = recordd__v1__create_record_request__get_packed_size(&req);
+    uint8_t *buf = rd_arena_alloc(a, *len);
+    recordd__v1__create_record_request__pack(&req, buf);
+    uint8_t *at = memmem(buf, *len, find, strlen(find));
+    assert_non_null(at);
+    memcpy(at, repl, strlen(find));
+    return buf;
+}
+
+static rd_code precheck(const uint8_t *buf, size_t len, rd_err *err)
+{
+    return svc_pb_precheck(&recordd__v1__create_record_request__descriptor, buf, len, err);
+}
+
+static void test_precheck_accepts_clean_strings(void **state)
 {
     (void)state;
     rd_arena *a = rd_arena_new(1 << 20);
-    Recordd__V1__CreateRecordRequest req = RECORDD__V1__CREATE_RECORD_REQUEST__INIT;
-    req.model = "students";
-    req.data = struct_of(a, "{\"firstName\":\"ok\"}");
+    size_t len;
+    uint8_t *buf = pack_patched(a, "ABCD", "ABCD", &len);
     rd_err err;
-    assert_int_equal(svc_check_utf8(&req.base, &err), RD_OK);
-    req.data->fields[0]->value->string_value = "bad\xff";
-    assert_int_equal(svc_check_utf8(&req.base, &err), RD_INVALID_BODY);
+    assert_int_equal(precheck(buf, len, &err), RD_OK);
+    rd_arena_free(a);
+}
+
+static void test_precheck_rejects_invalid_utf8_in_nested_value_with_path(void **state)
+{
+    (void)state;
+    rd_arena *a = rd_arena_new(1 << 20);
+    size_t len;
+    uint8_t *buf = pack_patched(a, "ABCD", "AB\xff\xfe", &len);
+    rd_err err;
+    assert_int_equal(precheck(buf, len, &err), RD_INVALID_BODY);
     assert_string_equal(err.field, "data.fields.value.string_value");
     rd_arena_free(a);
 }
 
-static void test_invalid_utf8_in_top_level_string_is_rejected(void **state)
+static void test_precheck_rejects_nul_that_protobuf_c_would_truncate(void **state)
 {
     (void)state;
-    Recordd__V1__GetRecordRequest req = RECORDD__V1__GET_RECORD_REQUEST__INIT;
-    req.model = "stu\xc3";
-    req.id = "x";
+    rd_arena *a = rd_arena_new(1 << 20);
+    size_t len;
+    uint8_t *buf = pack_patched(a, "ABCD", "AB\0D", &len);
     rd_err err;
-    assert_int_equal(svc_check_utf8(&req.base, &err), RD_INVALID_BODY);
+    assert_int_equal(precheck(buf, len, &err), RD_INVALID_BODY);
+    assert_non_null(strstr(err.msg, "NUL"));
+    rd_arena_free(a);
+}
+
+static void test_precheck_rejects_nul_in_map_key(void **state)
+{
+    (void)state;
+    rd_arena *a = rd_arena_new(1 << 20);
+    size_t len;
+    uint8_t *buf = pack_patched(a, "firstName", "first\0ame", &len);
+    rd_err err;
+    assert_int_equal(precheck(buf, len, &err), RD_INVALID_BODY);
+    assert_string_equal(err.field, "data.fields.key");
+    rd_arena_free(a);
+}
+
+static void test_precheck_rejects_bad_top_level_string(void **state)
+{
+    (void)state;
+    rd_arena *a = rd_arena_new(1 << 20);
+    size_t len;
+    uint8_t *buf = pack_patched(a, "students", "stud\xc3nts", &len);
+    rd_err err;
+    assert_int_equal(precheck(buf, len, &err), RD_INVALID_BODY);
     assert_string_equal(err.field, "model");
+    rd_arena_free(a);
 }
 
 /* Packs a CreateRecordRequest whose data nests `levels` JSON levels. */
@@ -156,40 +211,34 @@ static uint8_t *pack_nested(rd_arena *a, int levels, size_t *len)
     return buf;
 }
 
-static void test_depth_scan_accepts_ordinary_requests(void **state)
+static void test_precheck_accepts_ordinary_requests(void **state)
 {
     (void)state;
     rd_arena *a = rd_arena_new(1 << 24);
     size_t len;
     uint8_t *buf = pack_nested(a, 100, &len);
     rd_err err;
-    assert_int_equal(svc_pb_check_depth(&recordd__v1__create_record_request__descriptor, buf, len,
-                                        SVC_MAX_PB_DEPTH, &err),
-                     RD_OK);
+    assert_int_equal(precheck(buf, len, &err), RD_OK);
     rd_arena_free(a);
 }
 
-static void test_depth_scan_rejects_pathological_nesting(void **state)
+static void test_precheck_rejects_pathological_nesting(void **state)
 {
     (void)state;
     rd_arena *a = rd_arena_new(1 << 26);
     size_t len;
     uint8_t *buf = pack_nested(a, 1000, &len);
     rd_err err;
-    assert_int_equal(svc_pb_check_depth(&recordd__v1__create_record_request__descriptor, buf, len,
-                                        SVC_MAX_PB_DEPTH, &err),
-                     RD_INVALID_BODY);
+    assert_int_equal(precheck(buf, len, &err), RD_INVALID_BODY);
     rd_arena_free(a);
 }
 
-static void test_depth_scan_leaves_garbage_to_the_unpacker(void **state)
+static void test_precheck_leaves_garbage_to_the_unpacker(void **state)
 {
     (void)state;
     const uint8_t junk[] = {0xff, 0xff, 0xff, 0x0a, 0x7f, 0x01};
     rd_err err;
-    assert_int_equal(svc_pb_check_depth(&recordd__v1__create_record_request__descriptor, junk,
-                                        sizeof junk, SVC_MAX_PB_DEPTH, &err),
-                     RD_OK);
+    assert_int_equal(precheck(junk, sizeof junk, &err), RD_OK);
 }
 
 static void test_record_to_pb_carries_system_fields(void **state)
@@ -230,11 +279,14 @@ int main(void)
         cmocka_unit_test(test_non_finite_number_names_field),
         cmocka_unit_test(test_deep_nesting_names_the_field),
         cmocka_unit_test(test_nesting_at_the_limit_is_accepted),
-        cmocka_unit_test(test_invalid_utf8_in_nested_value_is_rejected_with_path),
-        cmocka_unit_test(test_invalid_utf8_in_top_level_string_is_rejected),
-        cmocka_unit_test(test_depth_scan_accepts_ordinary_requests),
-        cmocka_unit_test(test_depth_scan_rejects_pathological_nesting),
-        cmocka_unit_test(test_depth_scan_leaves_garbage_to_the_unpacker),
+        cmocka_unit_test(test_precheck_accepts_clean_strings),
+        cmocka_unit_test(test_precheck_rejects_invalid_utf8_in_nested_value_with_path),
+        cmocka_unit_test(test_precheck_rejects_nul_that_protobuf_c_would_truncate),
+        cmocka_unit_test(test_precheck_rejects_nul_in_map_key),
+        cmocka_unit_test(test_precheck_rejects_bad_top_level_string),
+        cmocka_unit_test(test_precheck_accepts_ordinary_requests),
+        cmocka_unit_test(test_precheck_rejects_pathological_nesting),
+        cmocka_unit_test(test_precheck_leaves_garbage_to_the_unpacker),
         cmocka_unit_test(test_record_to_pb_carries_system_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

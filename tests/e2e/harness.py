@@ -1,0 +1,576 @@
+"""Black-box harness for the recordd end-to-end tests.
+
+Everything here talks to the real binary over real gRPC:
+
+- ``pb``            the generated Python protobuf modules (protoc runs once per
+                    test session, into ``$RECORDD_BUILD/py``);
+- ``Server``        one recordd process on a free port with its own database;
+- ``error_details`` / ``expect_error``  decode ``grpc-status-details-bin``;
+- small builders for Structs, schemas and requests.
+
+Nothing here knows the server's internals: only the proto contract
+(proto/recordd/v1) and DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import grpc
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("RECORDD_BIN") or REPO / "build" / "recordd")
+BUILD = Path(os.environ.get("RECORDD_BUILD") or REPO / "build")
+PY_OUT = BUILD / "py"
+
+GOOGLEAPIS = Path("/usr/share/gocode/src/github.com/gogo/googleapis")
+GRPC_PROTO = Path("/usr/share/grpc-proto")
+
+# Generous guards against a hung server; no assertion depends on them.
+START_TIMEOUT = 30.0
+CALL_TIMEOUT = 30.0
+STOP_TIMEOUT = 60.0
+
+# Client-side message limits out of the way, so the server's limits are what
+# the tests observe.
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.use_local_subchannel_pool", 1),
+    ("grpc.enable_retries", 0),
+]
+
+# ---------------------------------------------------------------------------
+# Generated protobuf modules
+# ---------------------------------------------------------------------------
+
+_GOOGLE_DEPS = [
+    "google/api/annotations.proto",
+    "google/api/http.proto",
+    "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
+    "google/rpc/code.proto",
+]
+_GRPC_DEPS = [
+    "grpc/health/v1/health.proto",
+    "grpc/reflection/v1/reflection.proto",
+    "grpc/reflection/v1alpha/reflection.proto",
+]
+
+
+def generate_protos(out: Path = PY_OUT) -> Path:
+    """Runs protoc --python_out for the recordd protos and the google/api,
+    google/rpc and grpc protos they (and the tests) need. google/protobuf is
+    not generated: python3-protobuf ships it. Files are generated into a
+    scratch directory and moved into place one by one, so a concurrent session
+    never imports a half-written module."""
+    own = sorted(str(p.relative_to(REPO / "proto")) for p in (REPO / "proto" / "recordd" / "v1").glob("*.proto"))
+    if not own:
+        raise RuntimeError(f"no .proto files under {REPO / 'proto/recordd/v1'}")
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".gen-", dir=out.parent))
+    try:
+        cmd = [
+            "protoc",
+            f"-I{REPO / 'proto'}",
+            f"-I{GOOGLEAPIS}",
+            f"-I{GRPC_PROTO}",
+            "-I/usr/include",
+            f"--python_out={scratch}",
+            *own,
+            *_GOOGLE_DEPS,
+            *_GRPC_DEPS,
+        ]
+        res = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"protoc failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr}")
+        for src in scratch.rglob("*.py"):
+            dst = out / src.relative_to(scratch)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return out
+
+
+def _load_by_path(name: str, path: Path):
+    """Imports a generated module from its file under a private name. Used for
+    grpc/... modules: the installed grpcio package owns the name `grpc`."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class _Protos:
+    """The generated modules, produced on first use:
+    records, schema, status, error_details, code, health, refl_v1, refl_v1alpha,
+    struct, wrappers, timestamp, any, descriptor."""
+
+    _lock = threading.Lock()
+
+    def __init__(self) -> None:
+        self._ready = False
+
+    def ensure(self) -> "_Protos":
+        with self._lock:
+            if self._ready:
+                return self
+            generate_protos(PY_OUT)
+            if str(PY_OUT) not in sys.path:
+                sys.path.insert(0, str(PY_OUT))
+            importlib.invalidate_caches()
+            from google.protobuf import any_pb2, descriptor_pb2, struct_pb2, timestamp_pb2, wrappers_pb2
+            from google.rpc import code_pb2, error_details_pb2, status_pb2
+            from recordd.v1 import records_pb2, schema_pb2
+
+            self.records = records_pb2
+            self.schema = schema_pb2
+            self.status = status_pb2
+            self.error_details = error_details_pb2
+            self.code = code_pb2
+            self.struct = struct_pb2
+            self.wrappers = wrappers_pb2
+            self.timestamp = timestamp_pb2
+            self.any = any_pb2
+            self.descriptor = descriptor_pb2
+            self.health = _load_by_path("rd_e2e_health_pb2", PY_OUT / "grpc/health/v1/health_pb2.py")
+            self.refl_v1 = _load_by_path("rd_e2e_reflection_v1_pb2", PY_OUT / "grpc/reflection/v1/reflection_pb2.py")
+            self.refl_v1alpha = _load_by_path(
+                "rd_e2e_reflection_v1alpha_pb2", PY_OUT / "grpc/reflection/v1alpha/reflection_pb2.py"
+            )
+            self._ready = True
+            return self
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        self.ensure()
+        return object.__getattribute__(self, name)
+
+
+pb = _Protos()
+
+# ---------------------------------------------------------------------------
+# RPC table
+# ---------------------------------------------------------------------------
+
+# method name -> (full service name, request class getter, response class getter)
+_RPCS: dict[str, tuple[str, Callable[[], Any], Callable[[], Any]]] = {
+    "CreateRecord": ("recordd.v1.Records", lambda: pb.records.CreateRecordRequest, lambda: pb.records.CommitReceipt),
+    "GetRecord": ("recordd.v1.Records", lambda: pb.records.GetRecordRequest, lambda: pb.records.Record),
+    "UpdateRecord": ("recordd.v1.Records", lambda: pb.records.UpdateRecordRequest, lambda: pb.records.CommitReceipt),
+    "ReplaceRecord": ("recordd.v1.Records", lambda: pb.records.ReplaceRecordRequest, lambda: pb.records.CommitReceipt),
+    "DeleteRecord": ("recordd.v1.Records", lambda: pb.records.DeleteRecordRequest, lambda: pb.records.CommitReceipt),
+    "PushSchema": ("recordd.v1.Schemas", lambda: pb.schema.PushSchemaRequest, lambda: pb.schema.PushSchemaResponse),
+    "GetSchema": ("recordd.v1.Schemas", lambda: pb.schema.GetSchemaRequest, lambda: pb.schema.Schema),
+    "Check": ("grpc.health.v1.Health", lambda: pb.health.HealthCheckRequest, lambda: pb.health.HealthCheckResponse),
+}
+
+
+def rpc_path(method: str) -> str:
+    return f"/{_RPCS[method][0]}/{method}"
+
+
+# ---------------------------------------------------------------------------
+# The server process
+# ---------------------------------------------------------------------------
+
+
+class ServerStartError(RuntimeError):
+    pass
+
+
+class Server:
+    """One recordd process: ``build/recordd --grpc-listen 127.0.0.1:0 --db
+    <dir>/r.db --workers 2``. ``start()`` waits for the "listening" log line
+    (the bound address is its "grpc" member) and for health Check == SERVING.
+    stderr goes to ``<dir>/stderr-N.log`` (one file per start)."""
+
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.dir / "r.db"
+        self.extra_args = tuple(extra_args)
+        self.proc: Optional[subprocess.Popen] = None
+        self.address: Optional[str] = None
+        self.channel: Optional[grpc.Channel] = None
+        self.starts = 0
+        self.log_path: Optional[Path] = None
+        self.startup: dict = {}
+
+    # -- lifecycle --------------------------------------------------------
+
+    def start(self) -> "Server":
+        if not BIN.exists():
+            pytest.fail(f"recordd binary not found at {BIN} (build it with `make`, or set RECORDD_BIN)")
+        assert self.proc is None, "server already running"
+        self.starts += 1
+        self.log_path = self.dir / f"stderr-{self.starts}.log"
+        log = open(self.log_path, "wb")
+        cmd = [str(BIN), "--grpc-listen", "127.0.0.1:0", "--db", str(self.db_path), "--workers", "2", *self.extra_args]
+        try:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir)
+        finally:
+            log.close()
+        try:
+            self.address = self._wait_listening()
+            self.channel = grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            self._wait_serving()
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _wait_listening(self) -> str:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            for line in self.log_path.read_text(errors="replace").splitlines():
+                try:
+                    obj = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict) and obj.get("msg") == "listening" and obj.get("grpc"):
+                    self.startup = obj
+                    return obj["grpc"]
+            rc = self.proc.poll()
+            if rc is not None:
+                raise ServerStartError(f"recordd exited with {rc} before listening:\n{self.log_tail()}")
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"recordd printed no 'listening' line in {START_TIMEOUT}s:\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def _wait_serving(self) -> None:
+        grpc.channel_ready_future(self.channel).result(timeout=START_TIMEOUT)
+        deadline = time.monotonic() + START_TIMEOUT
+        serving = pb.health.HealthCheckResponse.SERVING
+        while True:
+            resp = self.call("Check", pb.health.HealthCheckRequest(service=""), wait_for_ready=True)
+            if resp.status == serving:
+                return
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"health never became SERVING (last: {resp.status}):\n{self.log_tail()}")
+            time.sleep(0.02)
+
+    def _close_channel(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    def stop(self) -> int:
+        """SIGTERM, wait, and assert a clean exit (status 0)."""
+        assert self.proc is not None, "server not running"
+        self._close_channel()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"recordd did not exit within {STOP_TIMEOUT}s of SIGTERM:\n{self.log_tail()}")
+        self.proc = None
+        assert rc == 0, f"recordd exited with {rc} after SIGTERM:\n{self.log_tail()}"
+        return rc
+
+    def restart(self) -> "Server":
+        """A clean stop, then a new process on the same database."""
+        self.stop()
+        return self.start()
+
+    def kill(self) -> Optional[str]:
+        """Teardown: ends the process whatever its state (SIGTERM, then
+        SIGKILL when it lingers). Never raises; returns a description of
+        anything wrong (the process had died, exited non-zero after SIGTERM,
+        or ignored it), else None."""
+        self._close_channel()
+        p, self.proc = self.proc, None
+        if p is None:
+            return None
+        rc = p.poll()
+        if rc is not None:
+            return f"recordd had already exited with {rc} before teardown:\n{self.log_tail()}"
+        try:
+            p.send_signal(signal.SIGTERM)
+            rc = p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            return f"recordd ignored SIGTERM for 20 s and was killed:\n{self.log_tail()}"
+        if rc != 0:
+            return f"recordd exited with {rc} after SIGTERM at teardown:\n{self.log_tail()}"
+        return None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+
+    # -- calls --------------------------------------------------------------
+
+    def call(self, method: str, request, *, timeout: float = CALL_TIMEOUT, metadata=None, wait_for_ready=None):
+        """Calls a unary RPC by name (see _RPCS) through
+        channel.unary_unary("/pkg.Service/Method", ...)."""
+        service, req_cls, resp_cls = _RPCS[method]
+        assert isinstance(request, req_cls()), f"{method} takes {req_cls().__name__}, got {type(request).__name__}"
+        fn = self.channel.unary_unary(
+            f"/{service}/{method}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=resp_cls().FromString,
+        )
+        return fn(request, timeout=timeout, metadata=metadata, wait_for_ready=wait_for_ready)
+
+    def call_raw(self, path: str, body: bytes, *, timeout: float = CALL_TIMEOUT) -> bytes:
+        """Sends body as the request message bytes, unchanged."""
+        fn = self.channel.unary_unary(path, request_serializer=lambda x: x, response_deserializer=lambda x: x)
+        return fn(body, timeout=timeout)
+
+    def health(self, service: str = "") -> int:
+        return self.call("Check", pb.health.HealthCheckRequest(service=service)).status
+
+    # -- record helpers (thin: a request built from keyword arguments) ------
+
+    def push_schema(self, models: list[dict], force: bool = False):
+        req = pb.schema.PushSchemaRequest(schema=schema_msg(models), force=force)
+        return self.call("PushSchema", req)
+
+    def get_schema(self):
+        return self.call("GetSchema", pb.schema.GetSchemaRequest())
+
+    def create(self, model: str, data: dict, *, id: str = "", **kw):
+        return self.call("CreateRecord", pb.records.CreateRecordRequest(model=model, id=id, data=struct(data), **kw))
+
+    def get(self, model: str, id: str):
+        return self.call("GetRecord", pb.records.GetRecordRequest(model=model, id=id))
+
+    def get_data(self, model: str, id: str) -> dict:
+        return to_dict(self.get(model, id).data)
+
+    def update(self, model: str, id: str, data: dict, *, expected_version: Optional[int] = None, **kw):
+        if expected_version is not None:
+            kw["expected_version"] = pb.wrappers.Int64Value(value=expected_version)
+        return self.call(
+            "UpdateRecord", pb.records.UpdateRecordRequest(model=model, id=id, data=struct(data), **kw)
+        )
+
+    def replace(self, model: str, id: str, data: dict, *, expected_version: Optional[int] = None, **kw):
+        if expected_version is not None:
+            kw["expected_version"] = pb.wrappers.Int64Value(value=expected_version)
+        return self.call(
+            "ReplaceRecord", pb.records.ReplaceRecordRequest(model=model, id=id, data=struct(data), **kw)
+        )
+
+    def delete(self, model: str, id: str, *, expected_version: Optional[int] = None, **kw):
+        if expected_version is not None:
+            kw["expected_version"] = pb.wrappers.Int64Value(value=expected_version)
+        return self.call("DeleteRecord", pb.records.DeleteRecordRequest(model=model, id=id, **kw))
+
+    def assert_not_found(self, model: str, id: str) -> None:
+        expect_error(grpc.StatusCode.NOT_FOUND, self.get, model, id, reason="not_found")
+
+    def assert_healthy(self) -> None:
+        assert self.alive(), f"recordd is gone:\n{self.log_tail()}"
+        assert self.health() == pb.health.HealthCheckResponse.SERVING
+
+
+# ---------------------------------------------------------------------------
+# Error details
+# ---------------------------------------------------------------------------
+
+TYPE_ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
+TYPE_BAD_REQUEST = "type.googleapis.com/google.rpc.BadRequest"
+TYPE_RECEIPT = "type.googleapis.com/recordd.v1.CommitReceipt"
+
+
+@dataclasses.dataclass
+class ErrorDetails:
+    code: grpc.StatusCode
+    message: str
+    status: Any = None  # google.rpc.Status, or None when the trailer is absent
+    error_info: Any = None  # google.rpc.ErrorInfo
+    bad_request: Any = None  # google.rpc.BadRequest
+    receipt: Any = None  # recordd.v1.CommitReceipt
+    other: list = dataclasses.field(default_factory=list)  # Anys of other types
+
+    @property
+    def reason(self) -> Optional[str]:
+        return self.error_info.reason if self.error_info is not None else None
+
+    @property
+    def field(self) -> Optional[str]:
+        if self.error_info is None:
+            return None
+        return dict(self.error_info.metadata).get("field")
+
+    @property
+    def violation_fields(self) -> list[str]:
+        if self.bad_request is None:
+            return []
+        return [v.field for v in self.bad_request.field_violations]
+
+    def __str__(self) -> str:
+        parts = [f"{self.code.name}: {self.message!r}"]
+        if self.error_info is not None:
+            parts.append(f"reason={self.reason} domain={self.error_info.domain} metadata={dict(self.error_info.metadata)}")
+        if self.bad_request is not None:
+            parts.append(f"violations={[(v.field, v.description) for v in self.bad_request.field_violations]}")
+        if self.receipt is not None:
+            parts.append(f"receipt=<{short(self.receipt)}>")
+        return "; ".join(parts)
+
+
+def error_details(err: grpc.RpcError) -> ErrorDetails:
+    """Decodes grpc-status-details-bin from the trailing metadata of err into
+    google.rpc.Status and unpacks the details recordd sends."""
+    d = ErrorDetails(code=err.code(), message=err.details() or "")
+    raw = None
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            raw = value
+    if raw is None:
+        return d
+    st = pb.status.Status.FromString(raw)
+    d.status = st
+    for any_msg in st.details:
+        if any_msg.type_url == TYPE_ERROR_INFO:
+            d.error_info = pb.error_details.ErrorInfo.FromString(any_msg.value)
+        elif any_msg.type_url == TYPE_BAD_REQUEST:
+            d.bad_request = pb.error_details.BadRequest.FromString(any_msg.value)
+        elif any_msg.type_url == TYPE_RECEIPT:
+            d.receipt = pb.records.CommitReceipt.FromString(any_msg.value)
+        else:
+            d.other.append(any_msg)
+    return d
+
+
+def expect_error(code: grpc.StatusCode, fn: Callable, *args, reason: Optional[str] = None,
+                 field: Optional[str] = None, **kwargs) -> ErrorDetails:
+    """Calls fn and asserts it fails with code. Every recordd error must carry
+    grpc-status-details-bin whose google.rpc.Status agrees with the call's
+    status and holds an ErrorInfo in domain "recordd". When reason is given it
+    must be the ErrorInfo reason; when field is given it must be ErrorInfo
+    metadata "field" (or a path below it, "profile.a") and, for
+    INVALID_ARGUMENT, appear in BadRequest field_violations."""
+    with pytest.raises(grpc.RpcError) as ei:
+        fn(*args, **kwargs)
+    d = error_details(ei.value)
+    assert d.code == code, f"expected {code.name}, got {d}"
+    assert d.status is not None, f"no grpc-status-details-bin on {d}"
+    assert d.status.code == code.value[0], f"details status code {d.status.code} != {code.name}"
+    assert d.status.message == d.message, f"details message {d.status.message!r} != status message {d.message!r}"
+    assert d.error_info is not None, f"no google.rpc.ErrorInfo in details: {d}"
+    assert d.error_info.domain == "recordd", f"ErrorInfo domain {d.error_info.domain!r}"
+    if reason is not None:
+        assert d.reason == reason, f"expected reason {reason!r}, got {d}"
+    if field is not None:
+        assert names_field(d.field, field), f"expected ErrorInfo metadata field {field!r}, got {d}"
+        if code == grpc.StatusCode.INVALID_ARGUMENT:
+            assert any(names_field(f, field) for f in d.violation_fields), f"{field!r} not in BadRequest: {d}"
+    return d
+
+
+def names_field(reported: Optional[str], field: str) -> bool:
+    """True when reported names field itself or a path inside it."""
+    if not reported:
+        return False
+    return reported == field or reported.startswith(field + ".") or reported.startswith(field + "[")
+
+
+# ---------------------------------------------------------------------------
+# Builders
+# ---------------------------------------------------------------------------
+
+
+def struct(d: Optional[dict]):
+    s = pb.struct.Struct()
+    if d:
+        s.update(d)
+    return s
+
+
+def to_dict(s) -> dict:
+    from google.protobuf import json_format
+
+    return json_format.MessageToDict(s)
+
+
+def schema_msg(models: list[dict]):
+    """A recordd.v1.Schema from its proto3 JSON form (DESIGN.md §3)."""
+    from google.protobuf import json_format
+
+    return json_format.ParseDict({"models": models}, pb.schema.Schema())
+
+
+def uid(prefix: str = "r") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def ts_us(ts) -> int:
+    return ts.seconds * 1_000_000 + ts.nanos // 1000
+
+
+def wait_clock_past(t_us: int) -> None:
+    """Waits until the wall clock is at least 1 ms past t_us, so a write made
+    afterwards must carry a later timestamp (at millisecond resolution)."""
+    while time.time_ns() // 1000 <= t_us + 1000:
+        time.sleep(0.001)
+
+
+def short(msg) -> str:
+    from google.protobuf import text_format
+
+    return text_format.MessageToString(msg, as_one_line=True)
+
+
+# ---------------------------------------------------------------------------
+# The schema the tests use (DESIGN.md §3)
+# ---------------------------------------------------------------------------
+
+STUDENTS = {
+    "name": "students",
+    "fields": [
+        {"name": "firstName", "type": "STRING", "required": True, "maxLength": 100},
+        {"name": "email", "type": "STRING", "unique": True},
+        {"name": "age", "type": "INTEGER", "min": 0, "max": 150},
+        {"name": "isActive", "type": "BOOLEAN", "defaultValue": True},
+        {"name": "status", "type": "ENUM", "enumValues": ["active", "inactive"]},
+        {"name": "profile", "type": "JSON"},
+        {"name": "enrolledAt", "type": "TIMESTAMP"},
+    ],
+    "uniqueTogether": [{"fields": ["firstName", "email"]}],
+}
+
+# A second, independent model: its own fields, a non-unique "email" and a
+# composite unique constraint that is not implied by a single-field one.
+ENROLLMENTS = {
+    "name": "enrollments",
+    "fields": [
+        {"name": "studentId", "type": "STRING", "required": True},
+        {"name": "course", "type": "STRING", "required": True},
+        {"name": "email", "type": "STRING"},
+        {"name": "grade", "type": "NUMBER", "min": 0, "max": 100},
+    ],
+    "uniqueTogether": [{"fields": ["studentId", "course"]}],
+}
+
+SCHOOL = [STUDENTS, ENROLLMENTS]
+
+SYSTEM_FIELDS = ["id", "createdAt", "updatedAt", "organizationId", "createdBy", "version", "syncId", "group"]

@@ -1,0 +1,144 @@
+"""A grpcurl-style session with the buf CLI: no .proto files, no schema flag,
+everything through server reflection (DESIGN.md §1 "people debugging it with
+grpcurl", §9).
+
+buf is installed once into <repo>/build/node with npm. The tests skip only
+when npm itself is missing; a failed install is a failure.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+import harness as h
+
+NODE_DIR = h.REPO / "build" / "node"
+BUF = NODE_DIR / "node_modules" / ".bin" / "buf"
+BASE_FLAGS = ["--protocol", "grpc", "--http2-prior-knowledge", "--timeout", "60s"]
+
+
+@pytest.fixture(scope="module")
+def buf(tmp_path_factory):
+    if not BUF.exists():
+        npm = shutil.which("npm")
+        if npm is None:
+            pytest.skip("npm is not installed, so the buf CLI cannot be installed (apt-get install npm)")
+        res = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR), "@bufbuild/buf"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        if res.returncode != 0 or not BUF.exists():
+            pytest.fail(f"npm install @bufbuild/buf failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    env = dict(os.environ)
+    env["BUF_CACHE_DIR"] = str(tmp_path_factory.mktemp("bufcache"))
+    env.setdefault("HOME", str(tmp_path_factory.mktemp("home")))
+    env["NO_COLOR"] = "1"
+
+    def run(*args, check=True):
+        try:
+            res = subprocess.run([str(BUF), *args], capture_output=True, text=True, env=env, timeout=120)
+        except OSError as e:
+            st = BUF.resolve().stat() if BUF.exists() else None
+            pytest.fail(f"cannot run {BUF} (-> {BUF.resolve()}, mode {oct(st.st_mode) if st else 'missing'}): {e!r}")
+        if check:
+            assert res.returncode == 0, f"buf {' '.join(args)} exited {res.returncode}:\n{res.stdout}\n{res.stderr}"
+        return res
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def bare(tmp_path_factory):
+    """A server with an empty database: the buf session pushes the schema."""
+    srv = h.Server(tmp_path_factory.mktemp("buf") / "recordd")
+    srv.start()
+    yield srv
+    problem = srv.kill()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
+def url(srv, path=""):
+    return f"http://{srv.address}{path}"
+
+
+def curl_json(buf, srv, method, body):
+    res = buf("curl", *BASE_FLAGS, "-d", json.dumps(body), url(srv, f"/{method}"))
+    return json.loads(res.stdout)
+
+
+def test_buf_curl_lists_the_services_through_reflection(buf, bare):
+    res = buf("curl", *BASE_FLAGS, "--list-services", url(bare))
+    services = res.stdout.split()
+    assert "recordd.v1.Records" in services
+    assert "recordd.v1.Schemas" in services
+
+
+def test_buf_curl_lists_the_record_methods(buf, bare):
+    res = buf("curl", *BASE_FLAGS, "--list-methods", url(bare))
+    methods = res.stdout.split()
+    for m in ["CreateRecord", "GetRecord", "UpdateRecord", "ReplaceRecord", "DeleteRecord"]:
+        assert f"recordd.v1.Records/{m}" in methods, methods
+
+
+def test_buf_curl_health_check_is_serving(buf, bare):
+    res = buf("curl", *BASE_FLAGS, "-d", "{}", url(bare, "/grpc.health.v1.Health/Check"))
+    assert json.loads(res.stdout) == {"status": "SERVING"}
+
+
+def test_buf_curl_session_pushes_a_schema_then_creates_and_updates(buf, bare):
+    out = curl_json(buf, bare, "recordd.v1.Schemas/PushSchema", {"schema": {"models": [h.STUDENTS]}})
+    assert out["schema"]["revision"] == "1"  # int64 is a JSON string
+    assert [m["name"] for m in out["schema"]["models"]] == ["students"]
+    assert out["changes"]
+
+    out = curl_json(
+        buf,
+        bare,
+        "recordd.v1.Records/CreateRecord",
+        {"model": "students", "id": "s1", "data": {"firstName": "Ada", "age": 36}, "clientTxId": "buf-1",
+         "returnRecord": True},
+    )
+    assert out["object"] == "commit_receipt"
+    assert out["status"] == "CONFIRMED"
+    assert out["success"] is True
+    assert out["ops"] == 1
+    assert out["clientTxId"] == "buf-1"
+    assert out["serverTxId"]
+    created_sync = int(out["lastSyncId"])
+    assert out["record"]["id"] == "s1"
+    assert out["record"]["version"] == "1"
+    assert out["record"]["data"] == {"firstName": "Ada", "age": 36, "isActive": True}
+
+    out = curl_json(
+        buf,
+        bare,
+        "recordd.v1.Records/UpdateRecord",
+        {"model": "students", "id": "s1", "data": {"age": 37, "status": "active"}, "expectedVersion": "1",
+         "returnRecord": True},
+    )
+    assert out["status"] == "CONFIRMED"
+    assert int(out["lastSyncId"]) > created_sync
+    assert out["record"]["version"] == "2"
+    assert out["record"]["data"] == {"firstName": "Ada", "age": 37, "isActive": True, "status": "active"}
+
+    out = curl_json(buf, bare, "recordd.v1.Records/GetRecord", {"model": "students", "id": "s1"})
+    assert out["data"] == {"firstName": "Ada", "age": 37, "isActive": True, "status": "active"}
+    assert out["group"] == "default"
+    assert out["version"] == "2"
+
+
+def test_buf_curl_reports_a_grpc_error_with_its_code(buf, bare):
+    res = buf(
+        "curl", *BASE_FLAGS, "-d", json.dumps({"model": "students", "id": "nope-404"}),
+        url(bare, "/recordd.v1.Records/GetRecord"), check=False,
+    )
+    # buf curl exits with the gRPC code shifted left by 3: NOT_FOUND (5) -> 40.
+    assert res.returncode == 5 << 3, f"{res.returncode}\n{res.stdout}\n{res.stderr}"
+    err = json.loads(res.stderr)
+    assert err["code"] == "not_found"
