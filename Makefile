@@ -16,7 +16,7 @@ PYTHON  ?= /usr/bin/python3
 DEB_PKGS := build-essential pkg-config protobuf-compiler protobuf-c-compiler libprotobuf-dev \
             libprotobuf-c-dev libgrpc-dev grpc-proto golang-github-gogo-googleapis-dev \
             libsqlite3-dev libsodium-dev libjansson-dev libmicrohttpd-dev libcmocka-dev xxd \
-            python3-grpcio python3-protobuf python3-requests python3-pytest sqlite3 nodejs npm
+            python3-grpcio python3-protobuf python3-requests python3-pytest sqlite3
 
 PROTO_INC := -Iproto -I/usr/include -I/usr/share/grpc-proto \
              -I/usr/share/gocode/src/github.com/gogo/googleapis
@@ -64,9 +64,11 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 all: $(BIN) $(TOOLS) $(UNIT_BIN)
 
 # --- dependencies -------------------------------------------------------
+# npm (for the buf CLI in the e2e tests) comes from Debian only when the
+# machine has no npm at all: a Node.js installed another way conflicts with it.
 deps:
 	@missing=$$(for p in $(DEB_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
-	    | grep -q 'install ok installed' || echo $$p; done); \
+	    | grep -q 'install ok installed' || echo $$p; done; command -v npm >/dev/null || echo npm); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing: $$missing"; \
@@ -86,7 +88,8 @@ $(DESC_SET): $(OWN_PROTOS) Makefile
 	@mkdir -p $(BUILD)
 	protoc $(PROTO_INC) --include_imports --include_source_info \
 	    --descriptor_set_out=$@ $(OWN_PROTOS) grpc/health/v1/health.proto \
-	    grpc/reflection/v1/reflection.proto grpc/reflection/v1alpha/reflection.proto
+	    grpc/reflection/v1/reflection.proto grpc/reflection/v1alpha/reflection.proto \
+	    google/rpc/status.proto google/rpc/error_details.proto
 
 $(DESC_C): $(DESC_SET)
 	@mkdir -p $(GEN)

@@ -3,7 +3,8 @@
  * and hands it to a worker thread, which unpacks it into the call's arena
  * and runs the method's handler. A handler finishes the call exactly once
  * with svc_reply or svc_fail, from any thread (a write finishes on the
- * store's writer thread). */
+ * store's writer thread). Streaming methods use svc_send / svc_finish
+ * (below). docs/internals/server.md has the threads and the call lifecycle. */
 #ifndef SVC_H
 #define SVC_H
 
@@ -27,8 +28,28 @@ typedef struct svc_ctx {
 } svc_ctx;
 
 /* Runs on a worker thread with the unpacked request (allocated in the
- * call's arena). Must eventually finish the call exactly once. */
+ * call's arena). Must eventually finish the call exactly once (unary and
+ * server-stream methods; see svc_kind for bidi streams). */
 typedef void (*svc_handler)(svc_call *call, const ProtobufCMessage *req);
+
+/* How a method exchanges messages. */
+typedef enum svc_kind {
+    /* One request, one response: the handler finishes with svc_reply or
+     * svc_fail. */
+    SVC_UNARY = 0,
+    /* One request, any number of responses: the handler (or whatever it
+     * hands the call to) sends with svc_send and ends with svc_finish. The
+     * call stays valid until svc_finish. */
+    SVC_SERVER_STREAM = 1,
+    /* Messages both ways. The handler runs once per received message, one
+     * at a time and in order, and may svc_send any number of answers before
+     * it returns; it must not keep the call after returning (the arena is
+     * reset between messages). The server finishes the call with OK once
+     * the client has half-closed and every queued message is sent. A
+     * handler that wants to end the stream early calls svc_finish (or
+     * svc_fail) during its run; later messages are then discarded. */
+    SVC_BIDI_STREAM = 2,
+} svc_kind;
 
 /* One row per RPC. */
 typedef struct svc_method {
@@ -36,6 +57,7 @@ typedef struct svc_method {
     const ProtobufCMessageDescriptor *req;
     const ProtobufCMessageDescriptor *resp;
     svc_handler handler;
+    svc_kind kind; /* SVC_UNARY when left out */
 } svc_method;
 
 /* The method table (service/svc_methods.c). */
@@ -43,36 +65,99 @@ extern const svc_method svc_methods[];
 extern const size_t svc_n_methods;
 
 typedef struct svc_options {
-    const char *listen;      /* "127.0.0.1:50051"; port 0 picks a free one */
-    int workers;             /* worker threads (>= 1) */
-    int max_message_bytes;   /* receive and send limit */
+    const char *listen;    /* "127.0.0.1:50051"; port 0 picks a free one */
+    int workers;           /* worker threads (>= 1) */
+    int max_message_bytes; /* receive and send limit */
 } svc_options;
 
-/* Binds and starts serving. *bound_port gets the port actually bound. */
+/* Binds and starts serving; sets ctx->server (ctx must outlive the
+ * server). *bound_port gets the port actually bound. Binding a port that
+ * another process (or server) holds fails with RD_UNAVAILABLE: SO_REUSEPORT
+ * is off. Calls grpc_init; the matching grpc_shutdown is in
+ * svc_server_stop. Block the signals you want to sigwait for before calling
+ * this: the server's threads inherit the mask. */
 rd_code svc_server_start(const svc_options *opt, svc_ctx *ctx, svc_server **out, int *bound_port,
                          rd_err *err);
 /* Health turns NOT_SERVING, new calls get UNAVAILABLE, in-flight calls get
  * up to grace_ms to finish, then the rest are cancelled; returns when every
- * thread has stopped. The store is left open (the caller closes it). */
+ * thread has stopped. Streams are asked to end at once (svc_call_on_end
+ * callbacks run; idle bidi streams end with UNAVAILABLE). The store is left
+ * open (the caller closes it). Frees s. */
 void svc_server_stop(svc_server *s, int grace_ms);
-/* Whether the server reports SERVING (not shutting down). */
+/* Whether the server reports SERVING (not shutting down). Any thread. */
 bool svc_server_serving(const svc_server *s);
+/* Calls accepted and not yet released (handlers running, replies being
+ * sent, open streams). Any thread. */
+size_t svc_server_inflight(svc_server *s);
 
-/* ---- calls ----------------------------------------------------------------- */
+/* ---- calls -----------------------------------------------------------------
+ * A svc_call is valid from the handler's start until the call is finished;
+ * after svc_reply / svc_fail / svc_finish it must not be touched (its arena
+ * may already be gone). The accessors are for the call's current owner. */
 svc_ctx *svc_call_ctx(svc_call *call);
 rd_arena *svc_call_arena(svc_call *call);
 /* The call's deadline in µs since the epoch (CLOCK_REALTIME), 0 = none. */
 int64_t svc_call_deadline_us(const svc_call *call);
 /* Value of a request metadata key (lowercase), NUL-terminated in the arena,
- * or NULL. */
+ * or NULL (also when out of memory). The first value when repeated. */
 const char *svc_call_metadata(svc_call *call, const char *key);
 const svc_method *svc_call_method(const svc_call *call);
 
-/* Finishes with OK and resp (serialized at once; resp may live in the arena). */
+/* Finishes with OK and resp (serialized at once; resp may live in the arena).
+ * On a streaming call: svc_send(resp) then svc_finish with OK. */
 void svc_reply(svc_call *call, const ProtobufCMessage *resp);
 /* Finishes with a non-OK status. details: serialized google.rpc.Status for
- * grpc-status-details-bin (may be NULL). msg is the human message. */
+ * grpc-status-details-bin (may be NULL). msg is the human message. Both are
+ * copied at once. On a streaming call it is svc_finish with that status. */
 void svc_fail(svc_call *call, int grpc_code, const char *msg, const void *details,
               size_t details_len);
+
+/* ---- streaming ---------------------------------------------------------------
+ * Thread-safe: svc_send and svc_finish may be called from any thread, but
+ * never after svc_finish (the caller serialises its own threads around
+ * that). Messages go out in the order svc_send queued them; one is on the
+ * wire at a time, the rest wait in a per-call queue. */
+
+/* Most messages / bytes one call may have queued and not yet sent. */
+#define SVC_SEND_QUEUE_MAX 256
+#define SVC_SEND_QUEUE_MAX_BYTES (16u << 20)
+
+/* Serializes msg at once (it may live in the arena) and queues it.
+ * Returns RD_OK, or (msg dropped):
+ *   RD_UNAVAILABLE  the peer is gone (cancelled, disconnected, deadline
+ *                   passed) or the call is finishing: stop sending and
+ *                   svc_finish;
+ *   RD_RATE_LIMITED the queue is over SVC_SEND_QUEUE_MAX(_BYTES): the peer
+ *                   reads too slowly; the caller may retry later or end
+ *                   the stream (RESOURCE_EXHAUSTED);
+ *   RD_INTERNAL     out of memory, msg is larger than the server's
+ *                   max_message_bytes, or the call is unary. */
+rd_code svc_send(svc_call *call, const ProtobufCMessage *msg);
+
+/* Ends a streaming call with grpc_code (0 = OK), msg (may be NULL) and
+ * details (serialized google.rpc.Status, may be NULL) once every queued
+ * message has been sent. Exactly once per call, from any thread; copies
+ * its arguments. Never blocks. */
+void svc_finish(svc_call *call, int grpc_code, const char *msg, const void *details,
+                size_t details_len);
+
+/* Runs once when a server-stream call should end before its owner finished
+ * it: the client cancelled or went away, the deadline passed (on the
+ * completion-queue thread), or the server is stopping (on the thread in
+ * svc_server_stop; svc_server_serving is then false). It must not block; it
+ * may svc_send a last message and must see to it that svc_finish is
+ * called. */
+typedef void (*svc_end_fn)(svc_call *call, void *arg);
+
+/* Registers fn for a server-stream call (one per call; a second replaces
+ * the first). Returns false, and fn will never run, when the stream should
+ * already end or the call is not a server stream — then the caller
+ * finishes it itself. After true, the call may be finished by fn on another
+ * thread at any moment: a caller that keeps using the call must synchronise
+ * with fn itself. */
+bool svc_call_on_end(svc_call *call, svc_end_fn fn, void *arg);
+
+/* Whether the peer is gone (cancelled, disconnected, deadline passed). */
+bool svc_call_cancelled(svc_call *call);
 
 #endif

@@ -1,0 +1,221 @@
+/* svc_config: parses the recordd binary's flags and their RECORDD_*
+ * environment twins from one table, so a flag, its variable, its default
+ * and its help line cannot drift apart. */
+#include "service/config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+typedef enum opt_type { OPT_STRING, OPT_INT, OPT_SYNC } opt_type;
+
+typedef struct opt {
+    const char *flag; /* without the leading "--" */
+    const char *env;
+    opt_type type;
+    size_t offset; /* into svc_config */
+    size_t size;   /* OPT_STRING: buffer size */
+    long min, max; /* OPT_INT */
+    const char *help;
+} opt;
+
+#define STR(field) OPT_STRING, offsetof(svc_config, field), sizeof(((svc_config *)0)->field), 0, 0
+#define INT(field, lo, hi) OPT_INT, offsetof(svc_config, field), 0, lo, hi
+
+static const opt opts[] = {
+    {"grpc-listen", "RECORDD_GRPC_LISTEN", STR(grpc_listen),
+     "gRPC listen address host:port (port 0 picks a free port) [127.0.0.1:50051]"},
+    {"db", "RECORDD_DB", STR(db),
+     "SQLite database file; its directory is created when missing [./var/recordd.db]"},
+    {"workers", "RECORDD_WORKERS", INT(workers, 1, 1024),
+     "worker threads running handlers [number of CPUs, at least 2]"},
+    {"max-message-bytes", "RECORDD_MAX_MESSAGE_BYTES", INT(max_message_bytes, 1024, 1 << 30),
+     "largest gRPC message received or sent, in bytes [4194304]"},
+    {"sync", "RECORDD_SYNC", OPT_SYNC, offsetof(svc_config, sync_normal), 0, 0, 0,
+     "durability: full (fsync every commit) or normal [full]"},
+    {"shutdown-grace", "RECORDD_SHUTDOWN_GRACE", INT(shutdown_grace_s, 0, 3600),
+     "seconds in-flight calls get to finish on SIGTERM/SIGINT [10]"},
+};
+
+enum { N_OPTS = sizeof opts / sizeof opts[0] };
+
+static void defaults(svc_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    snprintf(cfg->grpc_listen, sizeof cfg->grpc_listen, "127.0.0.1:50051");
+    snprintf(cfg->db, sizeof cfg->db, "./var/recordd.db");
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = cpus < 2 ? 2 : cpus > 1024 ? 1024 : (int)cpus;
+    cfg->max_message_bytes = 4 << 20;
+    cfg->sync_normal = false;
+    cfg->shutdown_grace_s = 10;
+}
+
+/* Checks host:port with a port in 0..65535 and a non-empty host. */
+static bool listen_ok(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    if (colon == NULL || colon == v || colon[1] == '\0')
+        return false;
+    char *end;
+    errno = 0;
+    long port = strtol(colon + 1, &end, 10);
+    return errno == 0 && *end == '\0' && colon[1] >= '0' && colon[1] <= '9' && port >= 0 &&
+           port <= 65535;
+}
+
+/* Stores value into the option's field. source names the flag ("--db") or
+ * the variable ("RECORDD_DB") in errors. */
+static rd_code set_value(svc_config *cfg, const opt *o, const char *value, const char *source,
+                         rd_err *err)
+{
+    char *field = (char *)cfg + o->offset;
+    switch (o->type) {
+    case OPT_STRING:
+        if (value[0] == '\0')
+            return rd_errf(err, RD_VALIDATION_FAILED, source, "%s: must not be empty", source);
+        if (strlen(value) >= o->size)
+            return rd_errf(err, RD_VALIDATION_FAILED, source, "%s: longer than %zu characters",
+                           source, o->size - 1);
+        if (strcmp(o->flag, "grpc-listen") == 0 && !listen_ok(value))
+            return rd_errf(err, RD_VALIDATION_FAILED, source,
+                           "%s: expected host:port with a port from 0 to 65535, got '%.100s'",
+                           source, value);
+        memcpy(field, value, strlen(value) + 1);
+        return RD_OK;
+    case OPT_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(value, &end, 10);
+        if (errno != 0 || end == value || *end != '\0' || v < o->min || v > o->max)
+            return rd_errf(err, RD_VALIDATION_FAILED, source,
+                           "%s: expected an integer from %ld to %ld, got '%.100s'", source, o->min,
+                           o->max, value);
+        *(int *)(void *)field = (int)v;
+        return RD_OK;
+    }
+    case OPT_SYNC:
+        if (strcasecmp(value, "full") == 0)
+            *(bool *)(void *)field = false;
+        else if (strcasecmp(value, "normal") == 0)
+            *(bool *)(void *)field = true;
+        else
+            return rd_errf(err, RD_VALIDATION_FAILED, source,
+                           "%s: expected 'full' or 'normal', got '%.100s'", source, value);
+        return RD_OK;
+    }
+    return rd_errf(err, RD_INTERNAL, source, "%s: unknown option type", source);
+}
+
+static const opt *find_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (strlen(opts[i].flag) == len && memcmp(opts[i].flag, name, len) == 0)
+            return &opts[i];
+    return NULL;
+}
+
+static const char *real_getenv(const char *name)
+{
+    return getenv(name);
+}
+
+rd_code svc_config_load(svc_config *cfg, int argc, char **argv, svc_getenv_fn env, rd_err *err)
+{
+    defaults(cfg);
+    if (env == NULL)
+        env = real_getenv;
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const char *v = env(opts[i].env);
+        if (v != NULL && v[0] != '\0' && set_value(cfg, &opts[i], v, opts[i].env, err) != RD_OK)
+            return err->code;
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            cfg->help = true;
+            continue;
+        }
+        if (strcmp(arg, "--version") == 0 || strcmp(arg, "-V") == 0) {
+            cfg->version = true;
+            continue;
+        }
+        if (strncmp(arg, "--", 2) != 0)
+            return rd_errf(err, RD_VALIDATION_FAILED, arg, "unexpected argument '%.100s'", arg);
+        const char *name = arg + 2;
+        const char *eq = strchr(name, '=');
+        size_t name_len = eq ? (size_t)(eq - name) : strlen(name);
+        const opt *o = find_flag(name, name_len);
+        if (o == NULL)
+            return rd_errf(err, RD_VALIDATION_FAILED, arg, "unknown flag '--%.*s'",
+                           (int)(name_len > 100 ? 100 : name_len), name);
+        const char *value = eq ? eq + 1 : NULL;
+        if (value == NULL) {
+            if (i + 1 >= argc)
+                return rd_errf(err, RD_VALIDATION_FAILED, arg, "--%s: missing value", o->flag);
+            value = argv[++i];
+        }
+        char source[64];
+        snprintf(source, sizeof source, "--%s", o->flag);
+        if (set_value(cfg, o, value, source, err) != RD_OK)
+            return err->code;
+    }
+    return RD_OK;
+}
+
+void svc_config_usage(FILE *out)
+{
+    fprintf(out, "Usage: recordd [flags]\n\n"
+                 "recordd serves schema-driven records over gRPC (with reflection and health).\n\n"
+                 "Flags (each has an environment twin; a flag wins over it):\n");
+    for (size_t i = 0; i < N_OPTS; i++)
+        fprintf(out, "  --%s VALUE  (env %s)\n        %s\n", opts[i].flag, opts[i].env,
+                opts[i].help);
+    fprintf(out, "  --help, -h\n        print this help and exit\n");
+    fprintf(out, "  --version, -V\n        print the version and exit\n");
+    fprintf(out, "\nSIGTERM or SIGINT stops serving gracefully; a second one exits at once.\n"
+                 "Exit status: 0 after a clean stop, 1 when the server cannot start, 2 for bad "
+                 "flags.\n");
+}
+
+rd_code svc_config_make_db_dir(const char *db_path, rd_err *err)
+{
+    char dir[sizeof((svc_config *)0)->db];
+    if (snprintf(dir, sizeof dir, "%s", db_path) >= (int)sizeof dir)
+        return rd_errf(err, RD_UNAVAILABLE, "db", "database path is too long");
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        return RD_OK; /* the current directory */
+    *slash = '\0';
+    /* create each component in turn, as mkdir -p does */
+    for (char *p = dir + 1; *dir != '\0'; p++) {
+        char saved = *p;
+        if (saved != '/' && saved != '\0')
+            continue;
+        *p = '\0';
+        struct stat st;
+        if (stat(dir, &st) != 0) {
+            if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+                return rd_errf(err, RD_UNAVAILABLE, "db", "cannot create directory %.200s: %s", dir,
+                               strerror(errno));
+        } else if (!S_ISDIR(st.st_mode)) {
+            return rd_errf(err, RD_UNAVAILABLE, "db", "%.200s is not a directory", dir);
+        }
+        *p = saved;
+        if (saved == '\0')
+            break;
+    }
+    return RD_OK;
+}
+
+void svc_config_bound_address(const char *listen, int port, char *buf, size_t len)
+{
+    const char *colon = strrchr(listen, ':');
+    int host_len = colon ? (int)(colon - listen) : (int)strlen(listen);
+    snprintf(buf, len, "%.*s:%d", host_len, listen, port);
+}

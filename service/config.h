@@ -1,0 +1,46 @@
+/* svc_config: the settings of the recordd binary. Every flag has a
+ * RECORDD_* environment twin; a flag wins over the environment, the
+ * environment over the default (DESIGN.md §9). */
+#ifndef SVC_CONFIG_H
+#define SVC_CONFIG_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "common/rd.h"
+
+#define SVC_VERSION "0.1.0"
+
+typedef struct svc_config {
+    char grpc_listen[256]; /* host:port; port 0 picks a free one */
+    char db[1024];         /* SQLite database file */
+    int workers;           /* worker threads, 1..1024 */
+    int max_message_bytes; /* gRPC receive and send limit */
+    bool sync_normal;      /* synchronous=NORMAL instead of FULL */
+    int shutdown_grace_s;  /* seconds in-flight calls get on SIGTERM */
+    bool help;             /* --help given: print usage, run nothing */
+    bool version;          /* --version given */
+} svc_config;
+
+/* Looks an environment variable up; NULL when unset. */
+typedef const char *(*svc_getenv_fn)(const char *name);
+
+/* Fills *cfg from the defaults, then the environment (env; NULL = getenv;
+ * empty values count as unset), then argv (--flag value or --flag=value).
+ * On a bad value or an unknown flag returns RD_VALIDATION_FAILED with
+ * err->field naming the flag or variable and err->msg a sentence for
+ * humans; *cfg is then unspecified. */
+rd_code svc_config_load(svc_config *cfg, int argc, char **argv, svc_getenv_fn env, rd_err *err);
+
+/* Writes the --help text. */
+void svc_config_usage(FILE *out);
+
+/* Creates the directory that will hold the database file (and its
+ * parents) when missing. RD_UNAVAILABLE with the reason on failure. */
+rd_code svc_config_make_db_dir(const char *db_path, rd_err *err);
+
+/* The address actually listened on: listen with its port replaced by
+ * port, into buf. */
+void svc_config_bound_address(const char *listen, int port, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,181 @@
+/* recordd: the server binary. Reads the configuration, opens the store,
+ * serves gRPC until SIGTERM/SIGINT, then stops gracefully (DESIGN.md §9):
+ * health NOT_SERVING, no new calls, in-flight calls get the grace period,
+ * the store drains its queued writes and closes. A second signal exits at
+ * once; the store is crash-safe by its WAL. */
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sodium.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "service/config.h"
+#include "service/svc.h"
+#include "store/store.h"
+
+/* Set by the signal thread: the first stop signal received. */
+static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
+static int stop_signal;
+/* Set by main once stopped: the next SIGHUP (sent by main) ends the thread. */
+static bool signal_thread_quit;
+
+/* One JSON log line on stderr: {"level":…,"msg":…} plus the members of
+ * extra (consumed; may be NULL). */
+static void log_json(const char *level, const char *msg, json_t *extra)
+{
+    json_t *o = json_pack("{s:s,s:s}", "level", level, "msg", msg);
+    if (o != NULL && extra != NULL)
+        json_object_update(o, extra);
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (s != NULL)
+        fprintf(stderr, "%s\n", s);
+    else
+        fprintf(stderr, "{\"level\":\"%s\",\"msg\":\"(unprintable)\"}\n", level);
+    free(s);
+    json_decref(o);
+    json_decref(extra);
+}
+
+static void stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+}
+
+/* Waits for signals for the life of the process. The first SIGTERM/SIGINT
+ * asks main to stop; the next one exits at once with 128 + signal number.
+ * SIGHUP is logged and otherwise ignored. */
+static void *signal_main(void *arg)
+{
+    (void)arg;
+    sigset_t set;
+    stop_signals(&set);
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0)
+            continue;
+        if (sig == SIGHUP) {
+            pthread_mutex_lock(&stop_mu);
+            bool quit = signal_thread_quit;
+            pthread_mutex_unlock(&stop_mu);
+            if (quit)
+                break;
+            log_json("info", "SIGHUP ignored", NULL);
+            continue;
+        }
+        pthread_mutex_lock(&stop_mu);
+        int first = stop_signal == 0;
+        if (first) {
+            stop_signal = sig;
+            pthread_cond_signal(&stop_cond);
+        }
+        pthread_mutex_unlock(&stop_mu);
+        if (!first) {
+            log_json("warn", "second signal: exiting at once", json_pack("{s:i}", "signal", sig));
+            _exit(128 + sig);
+        }
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    svc_config cfg;
+    rd_err err;
+    store *db = NULL;
+    svc_server *server = NULL;
+    pthread_t sig_thread;
+    bool sig_thread_started = false;
+    int rc = 1;
+    rd_err_clear(&err);
+
+    if (svc_config_load(&cfg, argc, argv, NULL, &err) != RD_OK) {
+        fprintf(stderr, "recordd: %s\nTry 'recordd --help'.\n", err.msg);
+        return 2;
+    }
+    if (cfg.help) {
+        svc_config_usage(stdout);
+        return 0;
+    }
+    if (cfg.version) {
+        printf("recordd %s\n", SVC_VERSION);
+        return 0;
+    }
+    if (sodium_init() < 0) {
+        log_json("error", "libsodium failed to initialise", NULL);
+        return 1;
+    }
+
+    /* Before any thread exists (the store's writer, gRPC's), so that every
+     * thread inherits the mask and only signal_main receives them. */
+    sigset_t set;
+    stop_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (svc_config_make_db_dir(cfg.db, &err) != RD_OK) {
+        log_json("error", err.msg, json_pack("{s:s}", "db", cfg.db));
+        goto done;
+    }
+    store_options so = {.path = cfg.db, .sync_normal = cfg.sync_normal, .max_batch = 0};
+    if (store_open(&so, &db, &err) != RD_OK) {
+        log_json("error", "cannot open the database",
+                 json_pack("{s:s,s:s,s:s}", "db", cfg.db, "code", rd_code_str(err.code), "error",
+                           err.msg));
+        db = NULL;
+        goto done;
+    }
+
+    svc_ctx ctx = {.db = db, .server = NULL, .dev_org = "dev", .dev_actor = "dev"};
+    svc_options opt = {.listen = cfg.grpc_listen,
+                       .workers = cfg.workers,
+                       .max_message_bytes = cfg.max_message_bytes};
+    int port = 0;
+    if (svc_server_start(&opt, &ctx, &server, &port, &err) != RD_OK) {
+        log_json("error", err.msg, json_pack("{s:s}", "grpc", cfg.grpc_listen));
+        goto done;
+    }
+    char bound[300];
+    svc_config_bound_address(cfg.grpc_listen, port, bound, sizeof bound);
+    log_json("info", "listening",
+             json_pack("{s:s,s:s,s:i,s:s,s:s}", "grpc", bound, "db", cfg.db, "workers", cfg.workers,
+                       "sync", cfg.sync_normal ? "normal" : "full", "version", SVC_VERSION));
+
+    if (pthread_create(&sig_thread, NULL, signal_main, NULL) != 0) {
+        log_json("error", "cannot start the signal thread", NULL);
+        svc_server_stop(server, 0);
+        goto done;
+    }
+    sig_thread_started = true;
+
+    pthread_mutex_lock(&stop_mu);
+    while (stop_signal == 0)
+        pthread_cond_wait(&stop_cond, &stop_mu);
+    int sig = stop_signal;
+    pthread_mutex_unlock(&stop_mu);
+
+    log_json("info", "stopping",
+             json_pack("{s:i,s:i,s:i}", "signal", sig, "grace_s", cfg.shutdown_grace_s, "inflight",
+                       (int)svc_server_inflight(server)));
+    svc_server_stop(server, cfg.shutdown_grace_s * 1000);
+    rc = 0;
+done:
+    if (db != NULL)
+        store_close(db);
+    if (sig_thread_started) {
+        pthread_mutex_lock(&stop_mu);
+        signal_thread_quit = true;
+        pthread_mutex_unlock(&stop_mu);
+        pthread_kill(sig_thread, SIGHUP);
+        pthread_join(sig_thread, NULL);
+    }
+    if (rc == 0)
+        log_json("info", "stopped", NULL);
+    return rc;
+}

@@ -1,0 +1,79 @@
+/* The method table: one row per RPC the server answers, read by the server
+ * core at start-up (registration), by health (known services) and by
+ * reflection (list_services). A new RPC is a new row and a handler. */
+#include <string.h>
+
+#include "grpc/health/v1/health.pb-c.h"
+#include "grpc/reflection/v1/reflection.pb-c.h"
+#include "recordd/v1/records.pb-c.h"
+#include "recordd/v1/schema.pb-c.h"
+#include "service/server_int.h"
+#include "service/svc_handlers.h"
+
+#define RECORDS "/recordd.v1.Records/"
+#define SCHEMAS "/recordd.v1.Schemas/"
+#define HEALTH "/grpc.health.v1.Health/"
+#define REFLECTION_V1 "/grpc.reflection.v1.ServerReflection/"
+#define REFLECTION_V1ALPHA "/grpc.reflection.v1alpha.ServerReflection/"
+
+const svc_method svc_methods[] = {
+    {RECORDS "CreateRecord", &recordd__v1__create_record_request__descriptor,
+     &recordd__v1__commit_receipt__descriptor, svc_create_record, SVC_UNARY},
+    {RECORDS "GetRecord", &recordd__v1__get_record_request__descriptor,
+     &recordd__v1__record__descriptor, svc_get_record, SVC_UNARY},
+    {RECORDS "UpdateRecord", &recordd__v1__update_record_request__descriptor,
+     &recordd__v1__commit_receipt__descriptor, svc_update_record, SVC_UNARY},
+    {RECORDS "ReplaceRecord", &recordd__v1__replace_record_request__descriptor,
+     &recordd__v1__commit_receipt__descriptor, svc_replace_record, SVC_UNARY},
+    {RECORDS "DeleteRecord", &recordd__v1__delete_record_request__descriptor,
+     &recordd__v1__commit_receipt__descriptor, svc_delete_record, SVC_UNARY},
+
+    {SCHEMAS "PushSchema", &recordd__v1__push_schema_request__descriptor,
+     &recordd__v1__push_schema_response__descriptor, svc_push_schema, SVC_UNARY},
+    {SCHEMAS "GetSchema", &recordd__v1__get_schema_request__descriptor,
+     &recordd__v1__schema__descriptor, svc_get_schema, SVC_UNARY},
+
+    {HEALTH "Check", &grpc__health__v1__health_check_request__descriptor,
+     &grpc__health__v1__health_check_response__descriptor, svc_health_check, SVC_UNARY},
+    {HEALTH "Watch", &grpc__health__v1__health_check_request__descriptor,
+     &grpc__health__v1__health_check_response__descriptor, svc_health_watch, SVC_SERVER_STREAM},
+
+    /* v1alpha is wire-identical to v1: one implementation, the v1 types */
+    {REFLECTION_V1 "ServerReflectionInfo",
+     &grpc__reflection__v1__server_reflection_request__descriptor,
+     &grpc__reflection__v1__server_reflection_response__descriptor, svc_reflection_info,
+     SVC_BIDI_STREAM},
+    {REFLECTION_V1ALPHA "ServerReflectionInfo",
+     &grpc__reflection__v1__server_reflection_request__descriptor,
+     &grpc__reflection__v1__server_reflection_response__descriptor, svc_reflection_info,
+     SVC_BIDI_STREAM},
+};
+
+const size_t svc_n_methods = sizeof svc_methods / sizeof svc_methods[0];
+
+size_t svc_method_service(const svc_method *m, const char **name)
+{
+    *name = NULL;
+    if (m->path[0] != '/')
+        return 0;
+    const char *slash = strchr(m->path + 1, '/');
+    if (slash == NULL || slash == m->path + 1)
+        return 0;
+    *name = m->path + 1;
+    return (size_t)(slash - (m->path + 1));
+}
+
+bool svc_method_in_service(const svc_method *m, const char *service)
+{
+    const char *name;
+    size_t n = svc_method_service(m, &name);
+    return n > 0 && strlen(service) == n && memcmp(name, service, n) == 0;
+}
+
+bool svc_service_known(const char *service)
+{
+    for (size_t i = 0; i < svc_n_methods; i++)
+        if (svc_method_in_service(&svc_methods[i], service))
+            return true;
+    return false;
+}

@@ -1,0 +1,221 @@
+/* Unit tests for service/config.c: defaults, environment twins, flags,
+ * validation messages, the database directory and the bound address. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "service/config.h"
+
+/* A fake environment: NULL-terminated name/value pairs. */
+static const char *const *fake_env;
+
+static const char *env_lookup(const char *name)
+{
+    for (const char *const *p = fake_env; p != NULL && p[0] != NULL; p += 2)
+        if (strcmp(p[0], name) == 0)
+            return p[1];
+    return NULL;
+}
+
+static rd_code load(svc_config *cfg, const char *const *env, int argc, const char **argv,
+                    rd_err *err)
+{
+    fake_env = env;
+    rd_err_clear(err);
+    return svc_config_load(cfg, argc, (char **)argv, env_lookup, err);
+}
+
+static void test_config_defaults_run_out_of_the_box(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *argv[] = {"recordd"};
+    assert_int_equal(load(&cfg, NULL, 1, argv, &err), RD_OK);
+    assert_string_equal(cfg.grpc_listen, "127.0.0.1:50051");
+    assert_string_equal(cfg.db, "./var/recordd.db");
+    assert_true(cfg.workers >= 2);
+    assert_int_equal(cfg.max_message_bytes, 4 << 20);
+    assert_false(cfg.sync_normal);
+    assert_int_equal(cfg.shutdown_grace_s, 10);
+    assert_false(cfg.help);
+    assert_false(cfg.version);
+}
+
+static void test_config_env_overrides_default(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *env[] = {"RECORDD_GRPC_LISTEN",
+                         "0.0.0.0:9000",
+                         "RECORDD_DB",
+                         "/data/r.db",
+                         "RECORDD_WORKERS",
+                         "7",
+                         "RECORDD_MAX_MESSAGE_BYTES",
+                         "65536",
+                         "RECORDD_SYNC",
+                         "normal",
+                         "RECORDD_SHUTDOWN_GRACE",
+                         "3",
+                         NULL};
+    const char *argv[] = {"recordd"};
+    assert_int_equal(load(&cfg, env, 1, argv, &err), RD_OK);
+    assert_string_equal(cfg.grpc_listen, "0.0.0.0:9000");
+    assert_string_equal(cfg.db, "/data/r.db");
+    assert_int_equal(cfg.workers, 7);
+    assert_int_equal(cfg.max_message_bytes, 65536);
+    assert_true(cfg.sync_normal);
+    assert_int_equal(cfg.shutdown_grace_s, 3);
+}
+
+static void test_config_flag_wins_over_env(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *env[] = {"RECORDD_WORKERS", "7", "RECORDD_SYNC", "normal", NULL};
+    const char *argv[] = {"recordd", "--workers", "3", "--sync=full"};
+    assert_int_equal(load(&cfg, env, 4, argv, &err), RD_OK);
+    assert_int_equal(cfg.workers, 3);
+    assert_false(cfg.sync_normal);
+}
+
+static void test_config_empty_env_counts_as_unset(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *env[] = {"RECORDD_WORKERS", "", "RECORDD_DB", "", NULL};
+    const char *argv[] = {"recordd"};
+    assert_int_equal(load(&cfg, env, 1, argv, &err), RD_OK);
+    assert_string_equal(cfg.db, "./var/recordd.db");
+    assert_true(cfg.workers >= 2);
+}
+
+/* Bad values name the flag or variable they came from. */
+static void test_config_rejects_bad_values(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *env_name, *env_value, *flag, *flag_value, *field;
+    } cases[] = {
+        {NULL, NULL, "--workers", "abc", "--workers"},
+        {NULL, NULL, "--workers", "0", "--workers"},
+        {NULL, NULL, "--workers", "12x", "--workers"},
+        {NULL, NULL, "--max-message-bytes", "10", "--max-message-bytes"},
+        {NULL, NULL, "--sync", "sometimes", "--sync"},
+        {NULL, NULL, "--shutdown-grace", "-1", "--shutdown-grace"},
+        {NULL, NULL, "--grpc-listen", "localhost", "--grpc-listen"},
+        {NULL, NULL, "--grpc-listen", "localhost:70000", "--grpc-listen"},
+        {NULL, NULL, "--grpc-listen", ":50051", "--grpc-listen"},
+        {NULL, NULL, "--db", "", "--db"},
+        {"RECORDD_WORKERS", "many", NULL, NULL, "RECORDD_WORKERS"},
+        {"RECORDD_SYNC", "off", NULL, NULL, "RECORDD_SYNC"},
+        {"RECORDD_GRPC_LISTEN", "nope", NULL, NULL, "RECORDD_GRPC_LISTEN"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        svc_config cfg;
+        rd_err err;
+        const char *env[] = {cases[i].env_name, cases[i].env_value, NULL};
+        const char *argv[] = {"recordd", cases[i].flag, cases[i].flag_value};
+        int argc = cases[i].flag ? 3 : 1;
+        assert_int_equal(load(&cfg, cases[i].env_name ? env : NULL, argc, argv, &err),
+                         RD_VALIDATION_FAILED);
+        assert_string_equal(err.field, cases[i].field);
+        assert_non_null(strstr(err.msg, cases[i].field));
+    }
+}
+
+static void test_config_rejects_unknown_flag_and_missing_value(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *unknown[] = {"recordd", "--port", "1"};
+    assert_int_equal(load(&cfg, NULL, 3, unknown, &err), RD_VALIDATION_FAILED);
+    assert_non_null(strstr(err.msg, "--port"));
+    const char *missing[] = {"recordd", "--db"};
+    assert_int_equal(load(&cfg, NULL, 2, missing, &err), RD_VALIDATION_FAILED);
+    assert_non_null(strstr(err.msg, "missing value"));
+    const char *positional[] = {"recordd", "serve"};
+    assert_int_equal(load(&cfg, NULL, 2, positional, &err), RD_VALIDATION_FAILED);
+}
+
+static void test_config_help_and_version(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *argv[] = {"recordd", "--help", "--version"};
+    assert_int_equal(load(&cfg, NULL, 3, argv, &err), RD_OK);
+    assert_true(cfg.help);
+    assert_true(cfg.version);
+}
+
+static void test_config_bound_address_replaces_port(void **state)
+{
+    (void)state;
+    char buf[64];
+    svc_config_bound_address("127.0.0.1:0", 41234, buf, sizeof buf);
+    assert_string_equal(buf, "127.0.0.1:41234");
+    svc_config_bound_address("[::]:0", 5, buf, sizeof buf);
+    assert_string_equal(buf, "[::]:5");
+}
+
+static void test_config_make_db_dir_creates_parents(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/recordd-test-XXXXXX";
+    assert_non_null(mkdtemp(tmpl));
+    char path[256], dir[256];
+    snprintf(path, sizeof path, "%s/a/b/recordd.db", tmpl);
+    rd_err err;
+    assert_int_equal(svc_config_make_db_dir(path, &err), RD_OK);
+    struct stat st;
+    snprintf(dir, sizeof dir, "%s/a/b", tmpl);
+    assert_int_equal(stat(dir, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(svc_config_make_db_dir(path, &err), RD_OK); /* already there */
+
+    /* a file where a directory should be */
+    char file[256];
+    snprintf(file, sizeof file, "%s/f", tmpl);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    snprintf(path, sizeof path, "%s/f/recordd.db", tmpl);
+    assert_int_equal(svc_config_make_db_dir(path, &err), RD_UNAVAILABLE);
+    assert_non_null(strstr(err.msg, "not a directory"));
+
+    unlink(file);
+    rmdir(dir);
+    snprintf(dir, sizeof dir, "%s/a", tmpl);
+    rmdir(dir);
+    rmdir(tmpl);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_defaults_run_out_of_the_box),
+        cmocka_unit_test(test_config_env_overrides_default),
+        cmocka_unit_test(test_config_flag_wins_over_env),
+        cmocka_unit_test(test_config_empty_env_counts_as_unset),
+        cmocka_unit_test(test_config_rejects_bad_values),
+        cmocka_unit_test(test_config_rejects_unknown_flag_and_missing_value),
+        cmocka_unit_test(test_config_help_and_version),
+        cmocka_unit_test(test_config_bound_address_replaces_port),
+        cmocka_unit_test(test_config_make_db_dir_creates_parents),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
