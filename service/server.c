@@ -779,6 +779,16 @@ const svc_method *svc_call_method(const svc_call *call)
     return call->method;
 }
 
+const char *svc_call_org(const svc_call *call)
+{
+    return call->server->ctx->dev_org;
+}
+
+const char *svc_call_actor(const svc_call *call)
+{
+    return call->server->ctx->dev_actor;
+}
+
 const char *svc_call_metadata(svc_call *call, const char *key)
 {
     for (size_t i = 0; i < call->md.count; i++) {

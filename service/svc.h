@@ -102,6 +102,11 @@ int64_t svc_call_deadline_us(const svc_call *call);
  * or NULL (also when out of memory). The first value when repeated. */
 const char *svc_call_metadata(svc_call *call, const char *key);
 const svc_method *svc_call_method(const svc_call *call);
+/* The organisation the call acts in and the principal id it acts as
+ * (recorded as created_by / updated_by). Every store call takes them from
+ * here, never from the request. */
+const char *svc_call_org(const svc_call *call);
+const char *svc_call_actor(const svc_call *call);
 
 /* Finishes with OK and resp (serialized at once; resp may live in the arena).
  * On a streaming call: svc_send(resp) then svc_finish with OK. */

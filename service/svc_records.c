@@ -78,7 +78,7 @@ static rd_code check_write(svc_call *call, const char *model, const Google__Prot
     svc_ctx *ctx = svc_call_ctx(call);
     if (require(model, "model", err) != RD_OK)
         return err->code;
-    store_schema *schema = store_schema_get(ctx->db, ctx->dev_org);
+    store_schema *schema = store_schema_get(ctx->db, svc_call_org(call));
     const store_model *m = store_schema_model(schema, model);
     if (m == NULL) {
         rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", model);
@@ -127,8 +127,8 @@ static void submit(svc_call *call, write_call *wc, store_op op, const char *mode
     wc->client_tx_id = client_tx_id;
     wc->with_record = with_record;
     wc->w.op = op;
-    wc->w.org = ctx->dev_org;
-    wc->w.actor = ctx->dev_actor;
+    wc->w.org = svc_call_org(call);
+    wc->w.actor = svc_call_actor(call);
     wc->w.model = model;
     wc->w.id = id;
     wc->w.data = data;
@@ -182,10 +182,10 @@ void svc_get_record(svc_call *call, const ProtobufCMessage *msg)
     store_conn *conn = thread_conn(ctx->db, &err);
     if (conn == NULL)
         goto fail;
-    if (store_get(conn, ctx->dev_org, req->model, req->id, &rec, &read_at, &err) != RD_OK)
+    if (store_get(conn, svc_call_org(call), req->model, req->id, &rec, &read_at, &err) != RD_OK)
         goto fail;
     Recordd__V1__Record *out =
-        svc_record_to_pb(svc_call_arena(call), ctx->dev_org, req->model, &rec, read_at);
+        svc_record_to_pb(svc_call_arena(call), svc_call_org(call), req->model, &rec, read_at);
     store_record_clear(&rec);
     if (out == NULL) {
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");

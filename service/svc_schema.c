@@ -235,8 +235,8 @@ void svc_push_schema(svc_call *call, const ProtobufCMessage *msg)
     }
     pc->call = call;
     pc->w.op = STORE_OP_PUSH_SCHEMA;
-    pc->w.org = ctx->dev_org;
-    pc->w.actor = ctx->dev_actor;
+    pc->w.org = svc_call_org(call);
+    pc->w.actor = svc_call_actor(call);
     pc->w.schema = def;
     pc->w.force = req->force;
     pc->w.deadline_us = svc_call_deadline_us(call);
@@ -254,7 +254,7 @@ void svc_get_schema(svc_call *call, const ProtobufCMessage *msg)
 {
     (void)msg;
     svc_ctx *ctx = svc_call_ctx(call);
-    store_schema *s = store_schema_get(ctx->db, ctx->dev_org);
+    store_schema *s = store_schema_get(ctx->db, svc_call_org(call));
     Recordd__V1__Schema *out = schema_to_pb(svc_call_arena(call), s);
     if (out == NULL) {
         store_schema_release(s);
