@@ -40,6 +40,8 @@ static const opt opts[] = {
      "durability: full (fsync every commit) or normal [full]"},
     {"shutdown-grace", "RECORDD_SHUTDOWN_GRACE", INT(shutdown_grace_s, 0, 3600),
      "seconds in-flight calls get to finish on SIGTERM/SIGINT [10]"},
+    {"idempotency-ttl", "RECORDD_IDEMPOTENCY_TTL", INT(idempotency_ttl_s, 1, 30 * 86400),
+     "seconds an idempotency key's stored outcome is replayed; then the key is free [86400]"},
 };
 
 enum { N_OPTS = sizeof opts / sizeof opts[0] };
@@ -54,6 +56,7 @@ static void defaults(svc_config *cfg)
     cfg->max_message_bytes = 4 << 20;
     cfg->sync_normal = false;
     cfg->shutdown_grace_s = 10;
+    cfg->idempotency_ttl_s = 86400;
 }
 
 /* Checks host:port with a port in 0..65535 and a non-empty host. */

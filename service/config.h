@@ -18,6 +18,7 @@ typedef struct svc_config {
     int max_message_bytes; /* gRPC receive and send limit */
     bool sync_normal;      /* synchronous=NORMAL instead of FULL */
     int shutdown_grace_s;  /* seconds in-flight calls get on SIGTERM */
+    int idempotency_ttl_s; /* seconds a stored idempotent outcome is replayed */
     bool help;             /* --help given: print usage, run nothing */
     bool version;          /* --version given */
 } svc_config;

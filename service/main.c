@@ -14,6 +14,7 @@
 
 #include "service/config.h"
 #include "service/svc.h"
+#include "service/svc_claims.h"
 #include "store/store.h"
 
 /* Set by the signal thread: the first stop signal received. */
@@ -131,6 +132,7 @@ int main(int argc, char **argv)
         db = NULL;
         goto done;
     }
+    store_set_idempotency_ttl(db, cfg.idempotency_ttl_s);
 
     svc_ctx ctx = {.db = db, .server = NULL, .dev_org = "dev", .dev_actor = "dev"};
     svc_options opt = {.listen = cfg.grpc_listen,
@@ -163,6 +165,7 @@ int main(int argc, char **argv)
     log_json("info", "stopping",
              json_pack("{s:i,s:i,s:i}", "signal", sig, "grace_s", cfg.shutdown_grace_s, "inflight",
                        (int)svc_server_inflight(server)));
+    svc_claims_shutdown(); /* waiting AcquireClaim calls end now, not after the grace */
     svc_server_stop(server, cfg.shutdown_grace_s * 1000);
     rc = 0;
 done:

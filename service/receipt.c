@@ -27,8 +27,22 @@ static Google__Protobuf__Any *pack_any(rd_arena *a, const ProtobufCMessage *msg)
     return any->type_url ? any : NULL;
 }
 
-uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
-                                const Recordd__V1__CommitReceipt *receipt, size_t *len)
+/* The receipt bytes (already serialized) as an Any in the arena. */
+static Google__Protobuf__Any *receipt_any(rd_arena *a, const void *bytes, size_t len)
+{
+    Google__Protobuf__Any *any = rd_arena_alloc(a, sizeof *any);
+    if (any == NULL)
+        return NULL;
+    google__protobuf__any__init(any);
+    any->type_url = TYPE_URL_PREFIX "recordd.v1.CommitReceipt";
+    any->value.data = (uint8_t *)bytes;
+    any->value.len = len;
+    return any;
+}
+
+/* google.rpc.Status for err with receipt (an Any, may be NULL) last. */
+static uint8_t *details_with(rd_arena *a, const rd_err *err, Google__Protobuf__Any *receipt,
+                             size_t *len)
 {
     Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
     Google__Protobuf__Any *details[3];
@@ -60,7 +74,7 @@ uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
         details[st.n_details++] = pack_any(a, &br.base);
     }
     if (receipt != NULL)
-        details[st.n_details++] = pack_any(a, &receipt->base);
+        details[st.n_details++] = receipt;
     for (size_t i = 0; i < st.n_details; i++)
         if (details[i] == NULL)
             return NULL;
@@ -70,6 +84,18 @@ uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
     if (buf != NULL)
         google__rpc__status__pack(&st, buf);
     return buf;
+}
+
+uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
+                                const Recordd__V1__CommitReceipt *receipt, size_t *len)
+{
+    Google__Protobuf__Any *any = NULL;
+    if (receipt != NULL) {
+        any = pack_any(a, &receipt->base);
+        if (any == NULL)
+            return NULL;
+    }
+    return details_with(a, err, any, len);
 }
 
 static void fail_with(svc_call *call, const rd_err *err, const Recordd__V1__CommitReceipt *receipt)
@@ -117,6 +143,47 @@ Recordd__V1__CommitReceipt *receipt_new(svc_call *call, const char *client_tx_id
     return r;
 }
 
+/* The notification of a stale write (refused or held): what changed under
+ * the caller since read_at, from the record's current image. */
+static bool add_notification(rd_arena *a, Recordd__V1__CommitReceipt *r, const store_write *w,
+                             const char *model)
+{
+    Recordd__V1__Notification *n = rd_arena_alloc(a, sizeof *n);
+    Recordd__V1__Notification **list = rd_arena_alloc(a, sizeof *list);
+    size_t count = json_array_size(w->conflicts), i;
+    char **names = rd_arena_alloc(a, (count ? count : 1) * sizeof *names);
+    json_t *values = json_object(), *v;
+    bool ok = n != NULL && list != NULL && names != NULL && values != NULL;
+    if (!ok)
+        goto done;
+    recordd__v1__notification__init(n);
+    n->model = rd_arena_strdup(a, model);
+    n->id = rd_arena_strdup(a, w->record.id);
+    n->read_at = w->read_at;
+    n->observed_sync_id = w->record.sync_id;
+    n->written_by = rd_arena_strdup(a, w->record.updated_by);
+    n->group = rd_arena_strdup(a, w->record.group);
+    ok = n->model && n->id && n->written_by && n->group;
+    json_array_foreach(w->conflicts, i, v)
+    {
+        const char *name = json_string_value(v);
+        json_t *cur = json_object_get(w->record.data, name);
+        names[i] = rd_arena_strdup(a, name);
+        if (names[i] == NULL || json_object_set(values, name, cur ? cur : json_null()) != 0)
+            ok = false;
+    }
+    n->conflicting_fields = names;
+    n->n_conflicting_fields = count;
+    n->current_values = ok ? svc_json_to_struct(a, values) : NULL;
+    ok = ok && n->current_values != NULL;
+    list[0] = n;
+    r->notifications = list;
+    r->n_notifications = 1;
+done:
+    json_decref(values);
+    return ok;
+}
+
 Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write *w,
                                                const char *client_tx_id, bool with_record,
                                                const char *model)
@@ -138,8 +205,13 @@ Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write
         }
     } else {
         r->error = receipt_error(a, &w->err);
+        r->current_version = w->current_version;
         if (r->error == NULL)
             return NULL;
+        if (w->conflicts != NULL && !add_notification(a, r, w, model))
+            return NULL;
+        if (w->held)
+            r->status = RECORDD__V1__COMMIT_STATUS__HELD;
     }
     return r->server_tx_id ? r : NULL;
 }
@@ -152,7 +224,7 @@ void receipt_finish(svc_call *call, const rd_err *err, Recordd__V1__CommitReceip
         fail_with(call, &oom, NULL);
         return;
     }
-    if (err->code == RD_OK) {
+    if (err->code == RD_OK || receipt->status == RECORDD__V1__COMMIT_STATUS__HELD) {
         svc_reply(call, &receipt->base);
         return;
     }
@@ -162,4 +234,62 @@ void receipt_finish(svc_call *call, const rd_err *err, Recordd__V1__CommitReceip
         receipt->error = receipt_error(svc_call_arena(call), err);
     }
     fail_with(call, err, receipt);
+}
+
+int receipt_grpc_status(const rd_err *err, const Recordd__V1__CommitReceipt *receipt)
+{
+    if (err->code == RD_OK ||
+        (receipt != NULL && receipt->status == RECORDD__V1__COMMIT_STATUS__HELD))
+        return 0;
+    return rd_code_grpc(err->code);
+}
+
+bool receipt_seal(svc_call *call, const rd_err *err, const Recordd__V1__CommitReceipt *receipt,
+                  store_sealed *out)
+{
+    if (receipt == NULL)
+        return false;
+    size_t len = recordd__v1__commit_receipt__get_packed_size(receipt);
+    uint8_t *buf = rd_arena_alloc(svc_call_arena(call), len ? len : 1);
+    if (buf == NULL)
+        return false;
+    recordd__v1__commit_receipt__pack(receipt, buf);
+    out->bytes = buf;
+    out->len = len;
+    out->status = receipt_grpc_status(err, receipt);
+    return true;
+}
+
+/* The rd_code whose stable string is s; RD_INTERNAL when none is. */
+static rd_code code_of(const char *s)
+{
+    for (int c = 0; c < RD_CODE_COUNT; c++)
+        if (s != NULL && strcmp(rd_code_str((rd_code)c), s) == 0)
+            return (rd_code)c;
+    return RD_INTERNAL;
+}
+
+void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int status)
+{
+    rd_arena *a = svc_call_arena(call);
+    ProtobufCAllocator alloc;
+    rd_err err;
+    if (status == 0) {
+        svc_reply_raw(call, bytes, len);
+        return;
+    }
+    /* the status message and ErrorInfo come from the receipt's error, the
+     * receipt itself travels as the stored bytes */
+    rd_arena_pb_allocator(a, &alloc);
+    Recordd__V1__CommitReceipt *r = recordd__v1__commit_receipt__unpack(&alloc, len, bytes);
+    if (r == NULL || r->error == NULL) {
+        rd_errf(&err, RD_INTERNAL, NULL, "a stored receipt could not be decoded");
+        fail_with(call, &err, NULL);
+        return;
+    }
+    rd_errf(&err, code_of(r->error->code), r->error->field, "%s", r->error->message);
+    size_t dlen = 0;
+    Google__Protobuf__Any *any = receipt_any(a, bytes, len);
+    uint8_t *details = any ? details_with(a, &err, any, &dlen) : NULL;
+    svc_fail(call, status, err.msg, details, details ? dlen : 0);
 }

@@ -20,15 +20,38 @@ void receipt_fail(svc_call *call, const rd_err *err);
 Recordd__V1__CommitReceipt *receipt_new(svc_call *call, const char *client_tx_id);
 
 /* Builds the receipt of a finished write in the call's arena. client_tx_id
- * is echoed, or generated when empty. model names the record's model. */
+ * is echoed, or generated when empty. model names the record's model. A
+ * write refused by a concurrency check carries current_version; a stale
+ * one (w->conflicts) one notification {model, id, read_at,
+ * observed_sync_id, conflicting_fields, current_values, written_by, group}
+ * and, when held, status HELD (success false, error stale_context). */
 Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write *w,
                                                const char *client_tx_id, bool with_record,
                                                const char *model);
 
-/* Finishes a write call: OK with the receipt when err->code is RD_OK,
- * otherwise the error status with the rejected receipt (its error filled
- * from err when empty) in the details. receipt NULL means out of memory. */
+/* Finishes a write call: OK with the receipt when err->code is RD_OK or
+ * the receipt is HELD (a stale write under on_stale NOTIFY), otherwise the
+ * error status with the rejected receipt (its error filled from err when
+ * empty) in the details. receipt NULL means out of memory. */
 void receipt_finish(svc_call *call, const rd_err *err, Recordd__V1__CommitReceipt *receipt);
+
+/* The gRPC status a write call ends with: OK for a confirmed or HELD
+ * receipt (a held write did not fail: the caller asked to be notified),
+ * else the error's code. */
+int receipt_grpc_status(const rd_err *err, const Recordd__V1__CommitReceipt *receipt);
+
+/* Serializes receipt (the outcome of an idempotent write, err its error)
+ * into the call's arena for the store to keep: out->bytes/len = the
+ * receipt exactly as receipt_send_sealed will send it, out->status =
+ * receipt_grpc_status. false when out of memory or receipt is NULL. */
+bool receipt_seal(svc_call *call, const rd_err *err, const Recordd__V1__CommitReceipt *receipt,
+                  store_sealed *out);
+
+/* Finishes call with a sealed outcome (first answer or replay alike):
+ * status 0 -> OK with bytes as the reply, byte for byte; otherwise that
+ * status with google.rpc.Status details {ErrorInfo from the receipt's
+ * error, the stored receipt bytes as the CommitReceipt Any}. */
+void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int status);
 
 /* Serializes google.rpc.Status {code, message, details: ErrorInfo,
  * BadRequest (when err->field is set), and the receipt (when not NULL)}

@@ -815,6 +815,22 @@ void svc_reply(svc_call *call, const ProtobufCMessage *resp)
     finish(call, bb, GRPC_STATUS_OK, NULL, NULL, 0);
 }
 
+void svc_reply_raw(svc_call *call, const void *bytes, size_t len)
+{
+    if (is_stream(call)) {
+        finish(call, NULL, GRPC_STATUS_INTERNAL, "a raw reply on a streaming call", NULL, 0);
+        return;
+    }
+    grpc_slice slice = grpc_slice_from_copied_buffer(bytes, len);
+    grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&slice, 1);
+    grpc_slice_unref(slice);
+    if (bb == NULL) {
+        finish(call, NULL, GRPC_STATUS_INTERNAL, "out of memory copying the reply", NULL, 0);
+        return;
+    }
+    finish(call, bb, GRPC_STATUS_OK, NULL, NULL, 0);
+}
+
 void svc_fail(svc_call *call, int grpc_code, const char *msg, const void *details,
               size_t details_len)
 {

@@ -111,6 +111,10 @@ const char *svc_call_actor(const svc_call *call);
 /* Finishes with OK and resp (serialized at once; resp may live in the arena).
  * On a streaming call: svc_send(resp) then svc_finish with OK. */
 void svc_reply(svc_call *call, const ProtobufCMessage *resp);
+/* Finishes a unary call with OK and a reply that is already serialized
+ * (bytes of the method's response type, copied at once): for replies that
+ * must go out byte for byte as stored, such as idempotent replays. */
+void svc_reply_raw(svc_call *call, const void *bytes, size_t len);
 /* Finishes with a non-OK status. details: serialized google.rpc.Status for
  * grpc-status-details-bin (may be NULL). msg is the human message. Both are
  * copied at once. On a streaming call it is svc_finish with that status. */

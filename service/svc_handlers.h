@@ -16,4 +16,8 @@ void svc_delete_record(svc_call *call, const ProtobufCMessage *req);
 void svc_push_schema(svc_call *call, const ProtobufCMessage *req);
 void svc_get_schema(svc_call *call, const ProtobufCMessage *req);
 
+/* recordd.v1.Claims (service/svc_claims.c; svc_claims.h has the shutdown) */
+void svc_acquire_claim(svc_call *call, const ProtobufCMessage *req);
+void svc_release_claim(svc_call *call, const ProtobufCMessage *req);
+
 #endif

@@ -5,6 +5,7 @@
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"
+#include "recordd/v1/claims.pb-c.h"
 #include "recordd/v1/records.pb-c.h"
 #include "recordd/v1/schema.pb-c.h"
 #include "service/server_int.h"
@@ -12,6 +13,7 @@
 
 #define RECORDS "/recordd.v1.Records/"
 #define SCHEMAS "/recordd.v1.Schemas/"
+#define CLAIMS "/recordd.v1.Claims/"
 #define HEALTH "/grpc.health.v1.Health/"
 #define REFLECTION_V1 "/grpc.reflection.v1.ServerReflection/"
 #define REFLECTION_V1ALPHA "/grpc.reflection.v1alpha.ServerReflection/"
@@ -32,6 +34,11 @@ const svc_method svc_methods[] = {
      &recordd__v1__push_schema_response__descriptor, svc_push_schema, SVC_UNARY},
     {SCHEMAS "GetSchema", &recordd__v1__get_schema_request__descriptor,
      &recordd__v1__schema__descriptor, svc_get_schema, SVC_UNARY},
+
+    {CLAIMS "AcquireClaim", &recordd__v1__acquire_claim_request__descriptor,
+     &recordd__v1__claim__descriptor, svc_acquire_claim, SVC_UNARY},
+    {CLAIMS "ReleaseClaim", &recordd__v1__release_claim_request__descriptor,
+     &recordd__v1__release_claim_response__descriptor, svc_release_claim, SVC_UNARY},
 
     {HEALTH "Check", &grpc__health__v1__health_check_request__descriptor,
      &grpc__health__v1__health_check_response__descriptor, svc_health_check, SVC_UNARY},

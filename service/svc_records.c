@@ -7,6 +7,7 @@
 #include "service/receipt.h"
 #include "service/svc_convert.h"
 #include "service/svc_handlers.h"
+#include "service/svc_idem.h"
 
 /* One write in flight: the store's request plus what the receipt needs.
  * Lives in the call's arena. */
@@ -15,6 +16,7 @@ typedef struct write_call {
     svc_call *call;
     const char *client_tx_id;
     bool with_record;
+    store_sealed sealed; /* idempotent writes: the outcome as stored */
 } write_call;
 
 /* ---- per-thread read connection ---------------------------------------- */
@@ -52,19 +54,59 @@ static rd_code require(const char *value, const char *field, rd_err *err)
     return RD_OK;
 }
 
-/* Rejects concurrency and retry options this server does not implement,
- * rather than silently ignoring them. */
-static rd_code refuse_unsupported(svc_call *call, const Google__Protobuf__Int64Value *read_at,
-                                  const char *claim, const char *idempotency_key, rd_err *err)
+static bool write_seal(store_write *w, store_sealed *out);
+
+/* The concurrency and retry options of a write request (DESIGN.md §4). */
+typedef struct write_opts {
+    const Google__Protobuf__Int64Value *expected_version, *read_at;
+    Recordd__V1__OnStale on_stale;
+    const char *claim;
+    const char *idempotency_key; /* the request field */
+} write_opts;
+
+/* Checks the options and copies them into the store write; with an
+ * idempotency key (field or metadata) also the canonical hash of req and
+ * the seal callback. */
+static rd_code set_options(svc_call *call, write_call *wc, const write_opts *o,
+                           ProtobufCMessage *req, rd_err *err)
 {
-    if (read_at != NULL)
-        return rd_errf(err, RD_UNIMPLEMENTED, "read_at", "read_at is not supported yet");
-    if (claim != NULL && claim[0] != '\0')
-        return rd_errf(err, RD_UNIMPLEMENTED, "claim", "claims are not supported yet");
-    if ((idempotency_key != NULL && idempotency_key[0] != '\0') ||
-        svc_call_metadata(call, "idempotency-key") != NULL)
-        return rd_errf(err, RD_UNIMPLEMENTED, "idempotency_key",
-                       "idempotency keys are not supported yet");
+    store_write *w = &wc->w;
+    const char *key = NULL;
+    if (o->expected_version != NULL) {
+        w->has_expected_version = true;
+        w->expected_version = o->expected_version->value;
+    }
+    if (o->read_at != NULL) {
+        if (o->read_at->value < 0)
+            return rd_errf(err, RD_VALIDATION_FAILED, "readAt", "readAt must not be negative");
+        w->has_read_at = true;
+        w->read_at = o->read_at->value;
+    }
+    switch (o->on_stale) {
+    case RECORDD__V1__ON_STALE__ON_STALE_UNSPECIFIED:
+    case RECORDD__V1__ON_STALE__REJECT:
+        w->on_stale = STORE_STALE_REJECT;
+        break;
+    case RECORDD__V1__ON_STALE__OVERWRITE:
+        w->on_stale = STORE_STALE_OVERWRITE;
+        break;
+    case RECORDD__V1__ON_STALE__NOTIFY:
+        w->on_stale = STORE_STALE_NOTIFY;
+        break;
+    default:
+        return rd_errf(err, RD_VALIDATION_FAILED, "onStale", "onStale: unknown value %d",
+                       (int)o->on_stale);
+    }
+    w->claim = o->claim;
+    if (svc_idem_key(call, o->idempotency_key, &key, err) != RD_OK)
+        return err->code;
+    if (key == NULL)
+        return RD_OK;
+    if (svc_idem_hash(svc_call_arena(call), svc_call_method(call)->path, req, w->idem_hash, err) !=
+        RD_OK)
+        return err->code;
+    w->idem_key = key;
+    w->seal = write_seal;
     return RD_OK;
 }
 
@@ -104,18 +146,59 @@ static void fail_write(svc_call *call, const rd_err *err, const char *client_tx_
     receipt_finish(call, err, receipt_new(call, client_tx_id));
 }
 
-/* Runs on the writer thread once the write is durable or failed. Everything
- * the store allocated is released before the call is finished, because
- * finishing frees the arena holding wc. */
+/* Releases what the store handed over in w (the caller's part of the
+ * outputs) except the replay bytes. */
+static void release_outputs(store_write *w)
+{
+    json_decref(w->data);
+    w->data = NULL;
+    store_record_clear(&w->record);
+    json_decref(w->conflicts);
+    w->conflicts = NULL;
+}
+
+/* Runs on the writer thread once the write is durable or failed. A replay
+ * and an outcome stored with the write go out as the sealed bytes, so the
+ * first answer and every retry are identical. Everything the store
+ * allocated is released before the call is finished, because finishing
+ * frees the arena holding wc. */
 static void write_done(store_write *w)
+{
+    write_call *wc = w->ctx;
+    svc_call *call = wc->call;
+    if (w->replayed) {
+        void *bytes = w->replay;
+        release_outputs(w);
+        receipt_send_sealed(call, bytes, w->replay_len, w->replay_status);
+        free(bytes);
+        return;
+    }
+    if (w->idem_stored) {
+        store_sealed sealed = wc->sealed;
+        release_outputs(w);
+        receipt_send_sealed(call, sealed.bytes, sealed.len, sealed.status);
+        return;
+    }
+    Recordd__V1__CommitReceipt *r =
+        receipt_from_write(call, w, wc->client_tx_id, wc->with_record, w->model);
+    rd_err err = w->err;
+    free(w->replay);
+    release_outputs(w);
+    receipt_finish(call, &err, r);
+}
+
+/* The store's seal callback (writer thread, inside the write's savepoint):
+ * the receipt this write will be answered with, serialized once and kept
+ * in the call's arena until done. */
+static bool write_seal(store_write *w, store_sealed *out)
 {
     write_call *wc = w->ctx;
     Recordd__V1__CommitReceipt *r =
         receipt_from_write(wc->call, w, wc->client_tx_id, wc->with_record, w->model);
-    rd_err err = w->err;
-    json_decref(w->data);
-    store_record_clear(&w->record);
-    receipt_finish(wc->call, &err, r);
+    if (!receipt_seal(wc->call, &w->err, r, out))
+        return false;
+    wc->sealed = *out;
+    return true;
 }
 
 /* Fills the common part of a write and queues it. */
@@ -151,14 +234,14 @@ static write_call *new_write(svc_call *call, rd_err *err)
 void svc_create_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__CreateRecordRequest *req = (const void *)msg;
+    write_opts o = {.idempotency_key = req->idempotency_key};
+    write_call *wc = NULL;
     rd_err err;
     json_t *data = NULL;
     rd_err_clear(&err);
-    if (refuse_unsupported(call, NULL, NULL, req->idempotency_key, &err) != RD_OK ||
+    wc = new_write(call, &err);
+    if (wc == NULL || set_options(call, wc, &o, (ProtobufCMessage *)msg, &err) != RD_OK ||
         check_write(call, req->model, req->data, STORE_CHECK_CREATE, &data, &err) != RD_OK)
-        goto fail;
-    write_call *wc = new_write(call, &err);
-    if (wc == NULL)
         goto fail;
     wc->w.group = req->group;
     submit(call, wc, STORE_OP_CREATE, req->model, req->id, data, req->client_tx_id,
@@ -200,29 +283,25 @@ fail:
 
 /* The fields UpdateRecord and ReplaceRecord have in common. */
 typedef struct change_args {
-    const char *model, *id, *claim, *idempotency_key, *client_tx_id;
+    const char *model, *id, *client_tx_id;
     const Google__Protobuf__Struct *data;
-    const Google__Protobuf__Int64Value *expected_version, *read_at;
+    write_opts opts;
     bool return_record;
 } change_args;
 
-static void update_or_replace(svc_call *call, const change_args *a, store_op op)
+static void update_or_replace(svc_call *call, const ProtobufCMessage *msg, const change_args *a,
+                              store_op op)
 {
     store_check_mode mode = op == STORE_OP_UPDATE ? STORE_CHECK_PATCH : STORE_CHECK_REPLACE;
+    write_call *wc = NULL;
     rd_err err;
     json_t *data = NULL;
     rd_err_clear(&err);
-    if (refuse_unsupported(call, a->read_at, a->claim, a->idempotency_key, &err) != RD_OK ||
-        require(a->id, "id", &err) != RD_OK ||
+    wc = new_write(call, &err);
+    if (wc == NULL || require(a->id, "id", &err) != RD_OK ||
+        set_options(call, wc, &a->opts, (ProtobufCMessage *)msg, &err) != RD_OK ||
         check_write(call, a->model, a->data, mode, &data, &err) != RD_OK)
         goto fail;
-    write_call *wc = new_write(call, &err);
-    if (wc == NULL)
-        goto fail;
-    if (a->expected_version != NULL) {
-        wc->w.has_expected_version = true;
-        wc->w.expected_version = a->expected_version->value;
-    }
     submit(call, wc, op, a->model, a->id, data, a->client_tx_id, a->return_record);
     return;
 fail:
@@ -233,49 +312,42 @@ fail:
 void svc_update_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__UpdateRecordRequest *r = (const void *)msg;
-    change_args a = {r->model,
-                     r->id,
-                     r->claim,
-                     r->idempotency_key,
-                     r->client_tx_id,
-                     r->data,
-                     r->expected_version,
-                     r->read_at,
-                     r->return_record};
-    update_or_replace(call, &a, STORE_OP_UPDATE);
+    change_args a = {
+        .model = r->model,
+        .id = r->id,
+        .client_tx_id = r->client_tx_id,
+        .data = r->data,
+        .opts = {r->expected_version, r->read_at, r->on_stale, r->claim, r->idempotency_key},
+        .return_record = r->return_record};
+    update_or_replace(call, msg, &a, STORE_OP_UPDATE);
 }
 
 void svc_replace_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__ReplaceRecordRequest *r = (const void *)msg;
-    change_args a = {r->model,
-                     r->id,
-                     r->claim,
-                     r->idempotency_key,
-                     r->client_tx_id,
-                     r->data,
-                     r->expected_version,
-                     r->read_at,
-                     r->return_record};
-    update_or_replace(call, &a, STORE_OP_REPLACE);
+    change_args a = {
+        .model = r->model,
+        .id = r->id,
+        .client_tx_id = r->client_tx_id,
+        .data = r->data,
+        .opts = {r->expected_version, r->read_at, r->on_stale, r->claim, r->idempotency_key},
+        .return_record = r->return_record};
+    update_or_replace(call, msg, &a, STORE_OP_REPLACE);
 }
 
 void svc_delete_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__DeleteRecordRequest *req = (const void *)msg;
+    write_opts o = {req->expected_version, req->read_at, req->on_stale, req->claim,
+                    req->idempotency_key};
+    write_call *wc = NULL;
     rd_err err;
     rd_err_clear(&err);
-    if (refuse_unsupported(call, req->read_at, req->claim, req->idempotency_key, &err) != RD_OK ||
-        require(req->id, "id", &err) != RD_OK ||
+    wc = new_write(call, &err);
+    if (wc == NULL || require(req->id, "id", &err) != RD_OK ||
+        set_options(call, wc, &o, (ProtobufCMessage *)msg, &err) != RD_OK ||
         check_write(call, req->model, NULL, STORE_CHECK_PATCH, NULL, &err) != RD_OK)
         goto fail;
-    write_call *wc = new_write(call, &err);
-    if (wc == NULL)
-        goto fail;
-    if (req->expected_version != NULL) {
-        wc->w.has_expected_version = true;
-        wc->w.expected_version = req->expected_version->value;
-    }
     submit(call, wc, STORE_OP_DELETE, req->model, req->id, NULL, req->client_tx_id, false);
     return;
 fail:

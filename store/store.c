@@ -468,11 +468,18 @@ static const char *const layout_sql[] = {
     " sync_id INTEGER PRIMARY KEY, server_tx_id TEXT NOT NULL, org TEXT NOT NULL,"
     " model TEXT NOT NULL, record_id TEXT NOT NULL, op TEXT NOT NULL, fields TEXT NOT NULL,"
     " actor TEXT NOT NULL, grp TEXT NOT NULL, committed_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS _rd_claims ("
+    " org TEXT NOT NULL, model TEXT NOT NULL, record_id TEXT NOT NULL, claim_id TEXT NOT NULL,"
+    " holder TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (org, model, record_id))",
+    "CREATE UNIQUE INDEX IF NOT EXISTS _rd_claims_by_id ON _rd_claims (org, claim_id)",
 };
 
 /* Creates the system tables on a new database (user_version 0) and refuses
- * a layout newer than this code. Runs in one IMMEDIATE transaction so two
- * processes opening a new file do not race. */
+ * a layout newer than this code. Every statement of layout_sql is IF NOT
+ * EXISTS and runs on every open, so a system table added later (claims)
+ * appears in an existing database without a layout version bump. Runs in
+ * one IMMEDIATE transaction so two processes opening a new file do not
+ * race. */
 static rd_code ensure_layout(sqlite3 *db, rd_err *err)
 {
     sqlite3_stmt *st = NULL;
@@ -494,12 +501,12 @@ static rd_code ensure_layout(sqlite3 *db, rd_err *err)
                        "database layout version %d is newer than this server's (%d)", version,
                        STORE_LAYOUT_VERSION);
     }
+    for (size_t i = 0; i < sizeof layout_sql / sizeof layout_sql[0]; i++) {
+        rc = store_exec(db, layout_sql[i]);
+        if (rc != SQLITE_OK)
+            goto fail;
+    }
     if (version == 0) {
-        for (size_t i = 0; i < sizeof layout_sql / sizeof layout_sql[0]; i++) {
-            rc = store_exec(db, layout_sql[i]);
-            if (rc != SQLITE_OK)
-                goto fail;
-        }
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", STORE_LAYOUT_VERSION);
         rc = store_exec(db, sql);

@@ -135,9 +135,9 @@ void store_record_clear(store_record *rec);
 /* ---- opening ------------------------------------------------------------- */
 
 typedef struct store_options {
-    const char *path;    /* database file; its directory must exist */
-    bool sync_normal;    /* synchronous=NORMAL instead of FULL */
-    int max_batch;       /* most writes per group commit; 0 = default (256) */
+    const char *path; /* database file; its directory must exist */
+    bool sync_normal; /* synchronous=NORMAL instead of FULL */
+    int max_batch;    /* most writes per group commit; 0 = default (256) */
 } store_options;
 
 rd_code store_open(const store_options *opt, store **out, rd_err *err);
@@ -168,10 +168,69 @@ typedef enum store_op {
     STORE_OP_REPLACE = 3,
     STORE_OP_DELETE = 4,
     STORE_OP_PUSH_SCHEMA = 5,
+    STORE_OP_CLAIM_ACQUIRE = 6, /* store/claims.c; no sync log row */
+    STORE_OP_CLAIM_RELEASE = 7,
 } store_op;
+
+/* A claim: a lease by one principal (holder = the write's actor) on one
+ * record (org, model, id), stored in _rd_claims (store/claims.c,
+ * docs/internals/claims.md). Claim writes go through the writer like record
+ * writes but append nothing to the sync log.
+ *
+ * CLAIM_ACQUIRE (org, actor, model, id, claim_ttl_s, claim): the record must
+ * exist (RD_NOT_FOUND); claim_ttl_s outside 1..STORE_CLAIM_TTL_MAX_S is
+ * RD_VALIDATION_FAILED. With claim NULL/"": a new claim when the record has
+ * no live claim (an expired one is replaced), else RD_CLAIMED, whoever asks
+ * (one principal may run many workers). With claim set: renews that live
+ * claim (same id, expires now + ttl) when the actor holds it, else
+ * RD_CLAIMED. claim_out gets the claim; on RD_CLAIMED the blocking claim
+ * (holder and expiry, never its id).
+ *
+ * CLAIM_RELEASE (org, actor, claim, model and id optional): deletes the live
+ * claim. RD_NOT_FOUND when no live claim of org has that id (or it is on
+ * another model/id than the ones given); RD_CLAIMED when the actor is not
+ * its holder. claim_out gets the claim as it was. */
+typedef struct store_claim {
+    char claim_id[48];
+    char model[64];
+    char id[129];
+    char holder[129];
+    int64_t expires_at_us; /* µs since the epoch */
+} store_claim;
+
+#define STORE_CLAIM_TTL_MAX_S 3600
 
 typedef struct store_write store_write;
 typedef void (*store_done_fn)(store_write *w);
+
+/* What a write does when a field it writes changed after its read_at
+ * (DESIGN.md §4); the numbers match recordd.v1.OnStale minus one. */
+typedef enum store_on_stale {
+    STORE_STALE_REJECT = 0,    /* RD_STALE_CONTEXT, not applied */
+    STORE_STALE_OVERWRITE = 1, /* applied: last writer wins */
+    STORE_STALE_NOTIFY = 2,    /* not applied; w->held with the conflict */
+} store_on_stale;
+
+/* Idempotency keys (store/idem.c, docs/internals/store.md). */
+#define STORE_IDEM_KEY_MAX 255
+#define STORE_IDEM_HASH_BYTES 32
+#define STORE_IDEM_TTL_DEFAULT_S 86400
+
+/* The outcome of an idempotent write as the caller will send it: bytes
+ * stored verbatim (the serialized receipt) and a caller-defined status
+ * (the gRPC code). */
+typedef struct store_sealed {
+    const void *bytes;
+    size_t len;
+    int status;
+} store_sealed;
+
+/* Runs on the writer thread inside the write's savepoint once its outcome
+ * is known (applied, or refused by a concurrency check: version_conflict,
+ * stale_context, held, claimed) and before anything is committed. Fills
+ * *out with bytes that stay valid until done has run. Returns false when
+ * it cannot (out of memory): the write then fails with RD_INTERNAL. */
+typedef bool (*store_seal_fn)(store_write *w, store_sealed *out);
 
 /* One write. The caller fills the input part, keeps everything it points to
  * alive until done runs, and must not touch the struct in between. done
@@ -188,28 +247,77 @@ struct store_write {
     json_t *data;      /* create/replace: full data; update: merge patch */
     bool has_expected_version;
     int64_t expected_version;
+    /* update/replace/delete: the id of the caller's claim on the record (NULL
+     * or "" = none), checked by store_claim_check; CLAIM_ACQUIRE: a live
+     * claim to renew; CLAIM_RELEASE: the claim to release */
+    const char *claim;
+    int claim_ttl_s;     /* CLAIM_ACQUIRE: 1..STORE_CLAIM_TTL_MAX_S */
     int64_t deadline_us; /* 0 = none; past it the write is not applied */
+    /* update/replace/delete: per-field staleness. With has_read_at, the write
+     * is stale when a field it writes (update: the patch's fields; replace
+     * and delete: every field) changed after read_at; on_stale decides. */
+    bool has_read_at;
+    int64_t read_at;
+    store_on_stale on_stale;
+    /* Idempotency (any record write): with idem_key set (1..STORE_IDEM_KEY_MAX
+     * bytes), store_submit refuses a second write with the same (org, key)
+     * while the first is queued (RD_IDEMPOTENCY_IN_PROGRESS); the writer
+     * replays a stored outcome for (org, key) younger than the TTL when
+     * idem_hash matches (w->replayed) or refuses the write when it does not
+     * (RD_IDEMPOTENCY_KEY_REUSED); otherwise it executes the write and, when
+     * the outcome is storable, stores what seal returns in the same
+     * savepoint. seal is required with idem_key. */
+    const char *idem_key;
+    uint8_t idem_hash[STORE_IDEM_HASH_BYTES];
+    store_seal_fn seal;
     store_schema *schema; /* PUSH_SCHEMA: the new definition (store takes a ref) */
     bool force;           /* PUSH_SCHEMA: allow destructive changes */
     store_done_fn done;
     void *ctx; /* for the caller */
 
     /* output, valid when done runs */
-    rd_err err;             /* err.code == RD_OK on success */
-    char server_tx_id[40];  /* unique per write */
-    int64_t last_sync_id;   /* sync id of this write; 0 when nothing written */
-    int ops;                /* rows written */
-    store_record record;    /* after-image for create/update/replace;
-                               before-image for delete (the caller clears it) */
+    rd_err err;              /* err.code == RD_OK on success */
+    char server_tx_id[40];   /* unique per write */
+    int64_t last_sync_id;    /* sync id of this write; 0 when nothing written */
+    int ops;                 /* rows written */
+    store_record record;     /* after-image for create/update/replace;
+                                before-image for delete (the caller clears it) */
     int64_t schema_revision; /* PUSH_SCHEMA: the new revision */
     json_t *changes;         /* PUSH_SCHEMA: array of strings (caller decrefs) */
+    store_claim claim_out;   /* CLAIM_*: see store_claim; zero it before submitting */
+    /* Refused by a concurrency check (version_conflict, stale_context, held,
+     * claimed): current_version is the record's version. Stale (and held):
+     * record is the current image (the caller clears it). */
+    int64_t current_version;
+    /* Stale (RD_STALE_CONTEXT): the written fields that changed after
+     * read_at, an array of names in schema order (caller decrefs). held is
+     * true when on_stale was NOTIFY: the write was held, not failed. */
+    json_t *conflicts;
+    bool held;
+    /* Idempotency: idem_stored = the sealed outcome was committed with the
+     * write; replayed = an earlier outcome was found and nothing executed:
+     * replay (malloc'd, caller frees) holds its bytes, replay_status its
+     * status. */
+    bool idem_stored;
+    bool replayed;
+    void *replay;
+    size_t replay_len;
+    int replay_status;
 
-    store_write *next_; /* internal */
+    store_write *next_;      /* internal */
+    store_write *idem_next_; /* internal: chain of the in-flight key set */
+    bool idem_inflight_;     /* internal: w is in the in-flight key set */
 };
 
 /* Queues w for the writer. Never blocks on I/O. When the store is closing,
- * done runs at once with RD_UNAVAILABLE. */
+ * done runs at once with RD_UNAVAILABLE; when w->idem_key is already in
+ * flight for w->org, at once with RD_IDEMPOTENCY_IN_PROGRESS. */
 void store_submit(store *s, store_write *w);
+
+/* Sets how long stored idempotent outcomes are replayed (seconds, >= 1;
+ * default STORE_IDEM_TTL_DEFAULT_S). Older ones count as absent and are
+ * pruned by the writer a few at a time. Call before submitting writes. */
+void store_set_idempotency_ttl(store *s, int64_t seconds);
 /* Submits and waits for completion (for tools and tests); w->done must be
  * NULL. Returns w->err.code. */
 rd_code store_submit_wait(store *s, store_write *w);

@@ -23,6 +23,10 @@
 #define STORE_ORG_MAX 64
 #define STORE_DEFAULT_BATCH 256
 #define STORE_BUSY_TIMEOUT_MS 5000
+#define STORE_IDEM_BUCKETS 256
+/* Most expired idempotency rows one prune deletes, and how often it runs. */
+#define STORE_IDEM_PRUNE_ROWS 128
+#define STORE_IDEM_PRUNE_EVERY_US 1000000
 
 /* ---- SQL text builder ----------------------------------------------------
  * A growable string with a hard cap; after an allocation failure or when the
@@ -115,6 +119,13 @@ struct store {
     store_write *qhead, *qtail;
     bool closing;
 
+    /* idempotency (idem.c): the keys of queued idempotent writes, chained
+     * through store_write.idem_next_, guarded by qmu. */
+    store_write *idem_inflight[STORE_IDEM_BUCKETS];
+    int64_t idem_ttl_s;     /* 0 = default; read and set atomically */
+    bool idem_ready;        /* writer: _rd_idempotency exists */
+    int64_t idem_pruned_us; /* writer: when expired keys were last pruned */
+
     /* published schema snapshots */
     pthread_mutex_t smu;
     store_snap *snaps;
@@ -199,5 +210,56 @@ store_schema *store_writer_schema(store *s, const char *org);
  * applies the DDL, records the revision. *published gets the new snapshot
  * (NULL when the push changed nothing), to publish after COMMIT. */
 rd_code store_push_schema(store *s, store_write *w, store_schema **published);
+
+/* ---- claims (claims.c) --------------------------------------------------------
+ * Writer thread only: both use the write connection inside the current
+ * write's savepoint. */
+
+/* Executes a CLAIM_ACQUIRE or CLAIM_RELEASE write (rules in store.h, at
+ * store_claim); fills w->claim_out and w->err. */
+rd_code store_claim_apply(store *s, store_write *w);
+
+/* The claim rule for a write to record (org, model, id) by actor carrying
+ * claim (NULL or "" = none) at now_us:
+ *   - no live claim on the record, no claim given         -> RD_OK
+ *   - a live claim, claim empty or another id             -> RD_CLAIMED
+ *     "record is claimed by <holder> until <RFC 3339>"
+ *   - claim matches the live claim, actor is not holder   -> RD_CLAIMED
+ *     (only the principal that took a claim may use its id)
+ *   - claim matches the live claim, actor is the holder   -> RD_OK
+ *   - claim given but no live claim has it (expired, released, unknown)
+ *                                                         -> RD_CLAIMED
+ *     "claim expired or unknown", err->field "claim"
+ * A claim is live while now_us < expires_at. Errors of SQLite map through
+ * store_sql_err. */
+rd_code store_claim_check(store *s, const char *org, const char *model, const char *id,
+                          const char *claim, const char *actor, int64_t now_us, rd_err *err);
+
+/* ---- idempotency (idem.c) ----------------------------------------------------
+ * The in-flight set: enter/leave are called with qmu held. enter returns
+ * false when (w->org, w->idem_key) is already in flight. */
+bool store_idem_enter(store *s, store_write *w);
+void store_idem_leave(store *s, store_write *w);
+/* Writer start: creates _rd_idempotency and its index when missing (layout
+ * version 1 databases gain them without a migration). On failure
+ * idempotent writes fail with RD_INTERNAL. */
+void store_idem_open(store *s);
+/* Inside the write's savepoint, before it executes: RD_OK with
+ * w->replayed set (and w->replay filled) when a live stored outcome has the
+ * same request hash, RD_IDEMPOTENCY_KEY_REUSED when its hash differs, RD_OK
+ * when there is none. Does nothing without w->idem_key. */
+rd_code store_idem_lookup(store *s, store_write *w);
+/* Whether the outcome code of w is stored: applied writes and concurrency
+ * refusals (version_conflict, stale_context incl. held, claimed); never
+ * replays, validation, auth, rate limits or transient failures. */
+bool store_idem_storable(const store_write *w, rd_code code);
+/* Seals w (w->seal) and inserts (org, key, hash, bytes, status, now),
+ * replacing an expired row. Sets w->idem_stored. On failure sets w->err
+ * (RD_INTERNAL, or the mapped SQLite error) and returns it. */
+rd_code store_idem_save(store *s, store_write *w);
+/* Deletes up to STORE_IDEM_PRUNE_ROWS expired rows, at most once per
+ * STORE_IDEM_PRUNE_EVERY_US, inside the open batch transaction in its own
+ * savepoint; errors are ignored (the rows are tried again later). */
+void store_idem_prune(store *s);
 
 #endif

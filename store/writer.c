@@ -20,6 +20,14 @@ static void init_outputs(store_write *w)
     memset(&w->record, 0, sizeof w->record);
     w->schema_revision = 0;
     w->changes = NULL;
+    w->current_version = 0;
+    w->conflicts = NULL;
+    w->held = false;
+    w->idem_stored = false;
+    w->replayed = false;
+    w->replay = NULL;
+    w->replay_len = 0;
+    w->replay_status = 0;
 }
 
 /* Drops whatever a failed write had produced. */
@@ -31,16 +39,35 @@ static void reset_outputs(store_write *w)
     w->last_sync_id = 0;
     w->ops = 0;
     w->schema_revision = 0;
+    w->current_version = 0;
+    json_decref(w->conflicts);
+    w->conflicts = NULL;
+    w->held = false;
+    w->idem_stored = false;
+    free(w->replay);
+    w->replay = NULL;
+    w->replay_len = 0;
+    w->replayed = false;
 }
 
 void store_submit(store *s, store_write *w)
 {
     init_outputs(w);
     w->next_ = NULL;
+    w->idem_next_ = NULL;
+    w->idem_inflight_ = false;
     pthread_mutex_lock(&s->qmu);
     if (s->closing) {
         pthread_mutex_unlock(&s->qmu);
         rd_errf(&w->err, RD_UNAVAILABLE, NULL, "the store is shutting down");
+        if (w->done != NULL)
+            w->done(w);
+        return;
+    }
+    if (w->idem_key != NULL && w->idem_key[0] != '\0' && !store_idem_enter(s, w)) {
+        pthread_mutex_unlock(&s->qmu);
+        rd_errf(&w->err, RD_IDEMPOTENCY_IN_PROGRESS, "idempotencyKey",
+                "a request with this idempotency key is still in progress; retry later");
         if (w->done != NULL)
             w->done(w);
         return;
@@ -264,7 +291,125 @@ static rd_code check_version(wctx *c, const store_record *cur)
         return rd_errf(&c->w->err, RD_VERSION_CONFLICT, "expectedVersion",
                        "version conflict: expected version %lld but the record is at version %lld",
                        (long long)c->w->expected_version, (long long)cur->version);
-    return RD_OK;
+    /* claims (store/claims.c): a live claim needs its id and its holder */
+    return store_claim_check(c->s, c->w->org, c->w->model, c->w->id, c->w->claim, c->actor, c->now,
+                             &c->w->err);
+}
+
+/* ---- per-field staleness (read_at) ------------------------------------------------
+ * A write with read_at is stale when a field it writes changed after read_at:
+ * its "_s_<field>" column (the sync id of the field's last change; NULL for
+ * a field added after the row was written, read as 0) is above read_at. */
+
+/* Whether the write writes field f: an update the fields of its patch, a
+ * replace or delete every field. */
+static bool writes_field(const wctx *c, const store_field *f)
+{
+    if (c->w->op != STORE_OP_UPDATE)
+        return true;
+    return json_object_get(c->w->data, f->name) != NULL;
+}
+
+/* Names the conflicts in w->err: code RD_STALE_CONTEXT, field = the names
+ * comma-joined (cut to fit), message for humans. */
+static rd_code stale_error(wctx *c, const store_record *cur)
+{
+    char names[sizeof c->w->err.field];
+    size_t used = 0, i;
+    json_t *v;
+    names[0] = '\0';
+    json_array_foreach(c->w->conflicts, i, v)
+    {
+        int n =
+            snprintf(names + used, sizeof names - used, "%s%s", i ? "," : "", json_string_value(v));
+        if (n < 0 || (size_t)n >= sizeof names - used) {
+            names[used] = '\0';
+            break;
+        }
+        used += (size_t)n;
+    }
+    return rd_errf(&c->w->err, RD_STALE_CONTEXT, names,
+                   "stale context: %s changed after read_at %lld (the record is at sync id %lld)",
+                   names, (long long)c->w->read_at, (long long)cur->sync_id);
+}
+
+/* Compares the sync ids of the fields the write writes with read_at.
+ * RD_OK when none changed (or on_stale is OVERWRITE); else w->conflicts
+ * lists them, w->held is set for NOTIFY, and RD_STALE_CONTEXT. */
+static rd_code check_stale(wctx *c, const store_record *cur)
+{
+    store_write *w = c->w;
+    const store_model *m = c->m;
+    store_sbuf sql = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code = RD_OK;
+    int rc, col = 0;
+    if (!w->has_read_at || w->on_stale == STORE_STALE_OVERWRITE)
+        return RD_OK;
+    store_sbuf_add(&sql, "SELECT 0");
+    for (size_t i = 0; i < m->n_fields; i++) {
+        if (!writes_field(c, &m->fields[i]))
+            continue;
+        store_sbuf_add(&sql, ", ");
+        store_sbuf_ident2(&sql, "_s_", m->fields[i].name);
+    }
+    store_sbuf_add(&sql, " FROM ");
+    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_add(&sql, " WHERE _id = ?1");
+    if (sql.oom) {
+        code = oom(c);
+        goto done;
+    }
+    rc = store_stmt_get(&c->s->wcache, sql.p, &st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        code = sql_fail(c, rc == SQLITE_DONE ? SQLITE_INTERNAL : rc);
+        goto done;
+    }
+    for (size_t i = 0; i < m->n_fields; i++) {
+        if (!writes_field(c, &m->fields[i]))
+            continue;
+        col++;
+        if (sqlite3_column_int64(st, col) <= w->read_at)
+            continue;
+        if (w->conflicts == NULL)
+            w->conflicts = json_array();
+        if (w->conflicts == NULL ||
+            json_array_append_new(w->conflicts, json_string(m->fields[i].name)) != 0) {
+            code = oom(c);
+            goto done;
+        }
+    }
+    if (w->conflicts != NULL) {
+        w->held = w->on_stale == STORE_STALE_NOTIFY;
+        code = stale_error(c, cur);
+    }
+done:
+    store_stmt_put(st);
+    store_sbuf_free(&sql);
+    return code;
+}
+
+/* The concurrency checks of update, replace and delete against the current
+ * row: expected_version and claims (check_version), then read_at. When one
+ * refuses the write, w->current_version gets the record's version; a stale
+ * write also gets the current image in w->record (for the notification). */
+static rd_code check_concurrency(wctx *c, store_record *cur)
+{
+    rd_code code = check_version(c, cur);
+    if (code == RD_OK)
+        code = check_stale(c, cur);
+    if (code == RD_VERSION_CONFLICT || code == RD_STALE_CONTEXT || code == RD_CLAIMED)
+        c->w->current_version = cur->version;
+    if (code == RD_STALE_CONTEXT) {
+        store_record_clear(&c->w->record);
+        c->w->record = *cur;
+        memset(cur, 0, sizeof *cur);
+    }
+    return code;
 }
 
 /* Refuses a change to an immutable field that already holds a value. */
@@ -495,7 +640,7 @@ static rd_code do_change(wctx *c)
     if (code == RD_OK)
         code = load_row(c, &cur);
     if (code == RD_OK)
-        code = check_version(c, &cur);
+        code = check_concurrency(c, &cur);
     if (code != RD_OK)
         goto done;
     next = replace ? complete_doc(m, w->data) : merge_fields(m, cur.data, w->data);
@@ -606,7 +751,7 @@ static rd_code do_delete(wctx *c)
         }
     code = load_row(c, &cur);
     if (code == RD_OK)
-        code = check_version(c, &cur);
+        code = check_concurrency(c, &cur);
     if (code != RD_OK)
         goto done;
     store_sbuf_add(&sql, "DELETE FROM ");
@@ -649,6 +794,8 @@ static rd_code apply(store *s, store_write *w, store_schema **published)
     *published = NULL;
     if (w->op == STORE_OP_PUSH_SCHEMA)
         return store_push_schema(s, w, published);
+    if (w->op == STORE_OP_CLAIM_ACQUIRE || w->op == STORE_OP_CLAIM_RELEASE)
+        return store_claim_apply(s, w); /* claims: store/claims.c */
     if (w->op < STORE_OP_CREATE || w->op > STORE_OP_DELETE)
         return rd_errf(&w->err, RD_INTERNAL, NULL, "unknown store operation %d", (int)w->op);
     code = begin_write(&c, s, w);
@@ -673,15 +820,98 @@ static rd_code apply(store *s, store_write *w, store_schema **published)
 /* ---- the batch ------------------------------------------------------------------------ */
 
 /* Fails every write of the batch that had succeeded (the transaction did not
- * commit) with err. */
+ * commit) with err. Nothing any write sealed was stored. */
 static void fail_committed(store_write *head, const rd_err *err)
 {
     for (store_write *w = head; w != NULL; w = w->next_) {
+        w->idem_stored = false;
         if (w->err.code != RD_OK)
             continue;
         reset_outputs(w);
         w->err = *err;
     }
+}
+
+/* Whether a refused write keeps its outputs for the caller's receipt: the
+ * current version of a concurrency refusal, and the current image and the
+ * conflicts of a stale one. */
+static bool keeps_outputs(rd_code code)
+{
+    return code == RD_VERSION_CONFLICT || code == RD_STALE_CONTEXT || code == RD_CLAIMED;
+}
+
+/* Runs one write in its own savepoint: the idempotency lookup (a replay
+ * executes nothing), the write, and for an idempotent write with a storable
+ * outcome the sealed outcome, stored in the same savepoint (after undoing a
+ * refused write). Returns false when the transaction is unusable and the
+ * batch must be abandoned. */
+static bool run_one(store *s, store_write *w)
+{
+    store_schema *published = NULL;
+    bool undone = false;
+    int rc;
+    if (w->deadline_us != 0 && rd_now_us() > w->deadline_us) {
+        rd_errf(&w->err, RD_DEADLINE_EXCEEDED, NULL,
+                "the deadline passed before the write could be applied");
+        return true;
+    }
+    rc = wexec(s, "SAVEPOINT w");
+    if (rc != SQLITE_OK) {
+        store_sql_err(s->wdb, rc, &w->err);
+        return true;
+    }
+    rd_code code = store_idem_lookup(s, w);
+    if (code == RD_OK && !w->replayed)
+        code = apply(s, w, &published);
+    if (store_idem_storable(w, code)) {
+        if (code != RD_OK) {
+            if (wexec(s, "ROLLBACK TO w") != SQLITE_OK)
+                goto broken;
+            undone = true;
+        }
+        if (store_idem_save(s, w) != RD_OK)
+            code = w->err.code;
+    }
+    if (code == RD_OK) {
+        rc = wexec(s, "RELEASE w");
+        if (rc == SQLITE_OK) {
+            if (w->last_sync_id > s->sync_id)
+                s->sync_id = w->last_sync_id;
+            if (published != NULL && !pending_put(s, w->org, published)) {
+                store_schema_release(published);
+                reset_outputs(w);
+                rd_errf(&w->err, RD_INTERNAL, NULL, "out of memory");
+                return false;
+            }
+            return true;
+        }
+        code = store_sql_err(s->wdb, rc, &w->err);
+    }
+    /* a refusal whose outcome was stored keeps that row; anything else is
+     * undone completely */
+    bool keep_rows = undone && w->idem_stored;
+    store_schema_release(published);
+    if (!keeps_outputs(code))
+        reset_outputs(w);
+    rc = keep_rows ? SQLITE_OK : wexec(s, "ROLLBACK TO w");
+    if (rc == SQLITE_OK)
+        rc = wexec(s, "RELEASE w");
+    return rc == SQLITE_OK;
+broken:
+    store_schema_release(published);
+    if (!keeps_outputs(code))
+        reset_outputs(w);
+    return false;
+}
+
+/* Takes every write of the batch out of the in-flight key set (after
+ * COMMIT, so a retry that finds its key free also finds its outcome). */
+static void leave_inflight(store *s, store_write *head)
+{
+    pthread_mutex_lock(&s->qmu);
+    for (store_write *w = head; w != NULL; w = w->next_)
+        store_idem_leave(s, w);
+    pthread_mutex_unlock(&s->qmu);
 }
 
 /* One group commit: every write in its own savepoint, one COMMIT, then the
@@ -699,47 +929,15 @@ static void run_batch(store *s, store_write *head)
         goto complete;
     }
     for (store_write *w = head; w != NULL; w = w->next_) {
-        store_schema *published = NULL;
         if (broken) {
             rd_errf(&w->err, RD_INTERNAL, NULL, "the batch was rolled back");
             continue;
         }
-        if (w->deadline_us != 0 && rd_now_us() > w->deadline_us) {
-            rd_errf(&w->err, RD_DEADLINE_EXCEEDED, NULL,
-                    "the deadline passed before the write could be applied");
-            continue;
-        }
-        rc = wexec(s, "SAVEPOINT w");
-        if (rc != SQLITE_OK) {
-            store_sql_err(s->wdb, rc, &w->err);
-            continue;
-        }
-        rd_code code = apply(s, w, &published);
-        if (code == RD_OK) {
-            rc = wexec(s, "RELEASE w");
-            if (rc != SQLITE_OK)
-                code = store_sql_err(s->wdb, rc, &w->err);
-        }
-        if (code == RD_OK) {
-            if (w->last_sync_id > s->sync_id)
-                s->sync_id = w->last_sync_id;
-            if (published != NULL && !pending_put(s, w->org, published)) {
-                store_schema_release(published);
-                reset_outputs(w);
-                rd_errf(&w->err, RD_INTERNAL, NULL, "out of memory");
-                broken = true;
-            }
-            continue;
-        }
-        store_schema_release(published);
-        reset_outputs(w);
-        rc = wexec(s, "ROLLBACK TO w");
-        if (rc == SQLITE_OK)
-            rc = wexec(s, "RELEASE w");
-        if (rc != SQLITE_OK)
+        if (!run_one(s, w))
             broken = true;
     }
     if (!broken) {
+        store_idem_prune(s);
         rc = wexec(s, "COMMIT");
         if (rc != SQLITE_OK) {
             store_sql_err(s->wdb, rc, &err);
@@ -759,6 +957,7 @@ static void run_batch(store *s, store_write *head)
         pending_finish(s, true);
     }
 complete:
+    leave_inflight(s, head);
     for (store_write *w = head, *next; w != NULL; w = next) {
         next = w->next_;
         w->next_ = NULL;
@@ -772,6 +971,7 @@ complete:
 void *store_writer_main(void *arg)
 {
     store *s = arg;
+    store_idem_open(s);
     pthread_mutex_lock(&s->qmu);
     for (;;) {
         while (s->qhead == NULL && !s->closing)
