@@ -147,3 +147,20 @@ fmt:
 
 clean:
 	rm -rf build
+
+# --- benchmarks (bench/, docs/PERFORMANCE.md) ---------------------------
+# `make bench` runs bench/run.sh: sqlite-limit, then recordd-bench against a
+# freshly started build/recordd; figures are only compared within one run.
+BENCH_BINS := $(BUILD)/recordd-bench $(BUILD)/sqlite-limit
+
+all: $(BENCH_BINS)
+
+$(BUILD)/recordd-bench: $(BUILD)/obj/bench/recordd_bench.o $(BUILD)/obj/bench/hist.o $(LIB)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/sqlite-limit: $(BUILD)/obj/bench/sqlite_limit.o
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ -lsqlite3 -lm
+
+.PHONY: bench
+bench: $(BIN) $(BENCH_BINS)
+	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) sh bench/run.sh $(BUILD)

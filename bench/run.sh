@@ -1,0 +1,130 @@
+#!/bin/sh
+# `make bench`: one run of every figure DESIGN.md §10 compares, on this
+# machine, so the ratios are fair. Starts build/recordd on a free port and a
+# temporary database, runs sqlite-limit (modes A and B) on the same disk, the
+# health scenario at 64 clients and the update scenario at 1, 16 and 64
+# clients, prints a summary with the ratios against their targets, stops the
+# server. Raw results (one JSON object a line) go to $BUILD/bench-results.jsonl.
+#
+# Usage: sh bench/run.sh [BUILD_DIR]
+# Environment:
+#   BENCH_DURATION        measured seconds per scenario [8]
+#   BENCH_RECORDS         record ids the update scenario spreads over [10000]
+#   RECORDD_BENCH_TOKEN   credential for record/schema calls once the server
+#                         requires one (sent as `authorization: Bearer …`)
+#   PYTHON                interpreter for the summary [/usr/bin/python3]
+set -eu
+
+build=${1:-build}
+dur=${BENCH_DURATION:-8}
+records=${BENCH_RECORDS:-10000}
+python=${PYTHON:-/usr/bin/python3}
+results="$build/bench-results.jsonl"
+
+for b in recordd recordd-bench sqlite-limit; do
+    [ -x "$build/$b" ] || { echo "bench: $build/$b is missing (run make bench)" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/recordd-bench.XXXXXX")
+pid=
+cleanup() {
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+"$build/recordd" --grpc-listen 127.0.0.1:0 --db "$tmp/recordd.db" 2>"$tmp/server.log" &
+pid=$!
+target=
+for _ in $(seq 1 100); do
+    target=$(sed -n 's/.*"msg":"listening".*"grpc":"\([^"]*\)".*/\1/p' "$tmp/server.log" | head -n 1)
+    [ -n "$target" ] && break
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+done
+if [ -z "$target" ]; then
+    echo "bench: recordd did not start:" >&2
+    cat "$tmp/server.log" >&2
+    exit 1
+fi
+
+# The token comes from the environment only (never argv, visible in ps).
+export RECORDD_BENCH_TOKEN="${RECORDD_BENCH_TOKEN:-}"
+bench() {
+    "$build/recordd-bench" --target "$target" --server-pid "$pid" --records "$records" --json "$@"
+}
+
+: >"$results"
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "bench: recordd $target (pid $pid), ${dur}s per scenario, database on $(df -P "$tmp" | awk 'NR == 2 {print $1}')" >&2
+
+echo "bench: sqlite-limit A and B ..." >&2
+"$build/sqlite-limit" --dir "$tmp" --duration 4 --records "$records" --json |
+    sed 's/^{/{"run":"sqlite",/' >>"$results"
+
+echo "bench: setup (bench model, $records records) ..." >&2
+set +e
+bench --scenario update --setup --duration 0 >/dev/null
+rc=$?
+set -e
+if [ "$rc" -eq 3 ]; then
+    cat >&2 <<'MSG'
+bench: the server requires a credential for record calls (UNAUTHENTICATED).
+       Create an API key with update and admin rights for organisation "dev"
+       and run again with RECORDD_BENCH_TOKEN=<key> make bench.
+MSG
+    exit 1
+fi
+[ "$rc" -eq 0 ] || { echo "bench: setup failed ($rc)" >&2; exit 1; }
+
+run() { # scenario clients
+    echo "bench: $1 @ $2 clients ..." >&2
+    bench --scenario "$1" --clients "$2" --duration "$dur" | sed 's/^{/{"run":"grpc",/' >>"$results"
+}
+run health 64
+run update 1
+run update 16
+run update 64
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+"$python" - "$results" "$load_start" "$load_end" <<'PY'
+import json, os, sys
+
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+sq = next(r for r in rows if r["run"] == "sqlite")
+grpc = {(r["scenario"], r["clients"]): r for r in rows if r["run"] == "grpc"}
+
+print("\nrecordd bench: %d vCPU, load average %s at start, %s at end (this run's own"
+      " processes add about 2)" % (os.cpu_count(), sys.argv[2], sys.argv[3]))
+print("%-24s %10s %9s %9s %9s %12s %12s %8s" % (
+    "run", "per s", "p50 us", "p99 us", "p999 us", "srv us/call", "srv HWM MB", "errors"))
+print("%-24s %10.0f %9s %9s %9s %12.1f %12s %8s" % (
+    "sqlite A (1 commit/tx)", sq["a_commits_per_s"], "-", "-", "-", sq["a_cpu_us_per_commit"], "-", "-"))
+print("%-24s %10.0f %9s %9s %9s %12.1f %12s %8s" % (
+    "sqlite B (%d commits/tx)" % sq["batch"], sq["b_commits_per_s"], "-", "-", "-",
+    sq["b_cpu_us_per_commit"], "-", "-"))
+for key in [("health", 64), ("update", 1), ("update", 16), ("update", 64)]:
+    r = grpc[key]
+    print("%-24s %10.0f %9.0f %9.0f %9.0f %12.1f %12.1f %8d" % (
+        "%s @ %d clients" % key, r["rate"], r["p50_us"], r["p99_us"], r["p999_us"],
+        r["server_cpu_us_per_call"], r["server_vmhwm_kb"] / 1024.0, r["failed"]))
+print("(sqlite us/call is the benchmark's own CPU per commit; client peak RSS %.1f MB)" %
+      (max(r["client_vmhwm_kb"] for r in grpc.values()) / 1024.0))
+
+u64 = grpc[("update", 64)]["rate"]
+checks = [
+    ("update@64 / sqlite-B", u64 / sq["b_commits_per_s"], 0.5),
+    ("update@64 / health@64", u64 / grpc[("health", 64)]["rate"], 0.5),
+]
+print()
+for name, ratio, target in checks:
+    print("%-24s %6.2f   target >= %.2f   %s" % (name, ratio, target,
+                                              "met" if ratio >= target else "MISSED"))
+errors = sum(r["failed"] for r in grpc.values())
+if errors:
+    print("\nwarning: %d calls failed; see %s" % (errors, sys.argv[1]))
+PY
