@@ -336,16 +336,26 @@ int rd_parse_rfc3339(const char *s, int64_t *t_us)
     return 0;
 }
 
+/* Ids need unpredictable bytes, not a syscall each: every thread draws
+ * from its own buffer, refilled from the kernel's CSPRNG 1 KiB at a time. */
+static _Thread_local unsigned char rnd_pool[1024];
+static _Thread_local size_t rnd_left;
+
 void rd_random_id(const char *prefix, char *buf, size_t n)
 {
     static const char alphabet[] = "0123456789abcdefghjkmnpqrstvwxyz";
     size_t plen = strlen(prefix);
     memcpy(buf, prefix, plen);
-    unsigned char rnd[64];
-    if (n > sizeof rnd)
-        n = sizeof rnd;
-    randombytes_buf(rnd, n);
+    if (n > 64)
+        n = 64;
+    if (rnd_left < n) {
+        randombytes_buf(rnd_pool, sizeof rnd_pool);
+        rnd_left = sizeof rnd_pool;
+    }
+    const unsigned char *rnd = rnd_pool + sizeof rnd_pool - rnd_left;
     for (size_t i = 0; i < n; i++)
         buf[plen + i] = alphabet[rnd[i] & 31];
+    sodium_memzero((void *)rnd, n);
+    rnd_left -= n;
     buf[plen + n] = '\0';
 }

@@ -4,6 +4,7 @@
  * the store drains its queued writes and closes. A second signal exits at
  * once; the store is crash-safe by its WAL. */
 #include <jansson.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
@@ -95,6 +96,9 @@ int main(int argc, char **argv)
     bool sig_thread_started = false;
     int rc = 1;
     rd_err_clear(&err);
+    /* Per-call arenas come and go at a high rate: keep freed memory in the
+     * process instead of trimming it back to the kernel after every call. */
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
 
     if (svc_config_load(&cfg, argc, argv, NULL, &err) != RD_OK) {
         fprintf(stderr, "recordd: %s\nTry 'recordd --help'.\n", err.msg);

@@ -590,6 +590,8 @@ static void store_free(store *s)
         store_schema_release(s->empty);
     pthread_mutex_destroy(&s->qmu);
     pthread_cond_destroy(&s->qcv);
+    pthread_mutex_destroy(&s->cmu);
+    pthread_cond_destroy(&s->ccv);
     pthread_mutex_destroy(&s->smu);
     free(s->pending);
     free(s->path);
@@ -611,6 +613,8 @@ rd_code store_open(const store_options *opt, store **out, rd_err *err)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     pthread_mutex_init(&s->qmu, NULL);
     pthread_cond_init(&s->qcv, NULL);
+    pthread_mutex_init(&s->cmu, NULL);
+    pthread_cond_init(&s->ccv, NULL);
     pthread_mutex_init(&s->smu, NULL);
     s->path = strdup(opt->path);
     s->sync_normal = opt->sync_normal;
@@ -642,6 +646,11 @@ rd_code store_open(const store_options *opt, store **out, rd_err *err)
         code = load_state(s, err);
     if (code != RD_OK)
         goto fail;
+    if (pthread_create(&s->completer, NULL, store_completer_main, s) != 0) {
+        code = rd_errf(err, RD_INTERNAL, NULL, "cannot start the completer thread");
+        goto fail;
+    }
+    s->completer_started = true;
     if (pthread_create(&s->writer, NULL, store_writer_main, s) != 0) {
         code = rd_errf(err, RD_INTERNAL, NULL, "cannot start the writer thread");
         goto fail;
@@ -650,6 +659,7 @@ rd_code store_open(const store_options *opt, store **out, rd_err *err)
     *out = s;
     return RD_OK;
 fail:
+    store_completer_stop(s);
     store_free(s);
     return code;
 }
@@ -664,6 +674,7 @@ void store_close(store *s)
     pthread_mutex_unlock(&s->qmu);
     if (s->writer_started)
         pthread_join(s->writer, NULL);
+    store_completer_stop(s);
     store_stmt_cache_clear(&s->wcache);
     store_exec(s->wdb, "PRAGMA wal_checkpoint(TRUNCATE)");
     store_free(s);

@@ -113,6 +113,16 @@ struct store {
     pthread_t writer;
     bool writer_started;
 
+    /* completions: finished batches wait here for the completer thread,
+     * which runs their done callbacks (replies go out on the wire there) so
+     * the writer can begin the next transaction at once. Order is kept. */
+    pthread_mutex_t cmu;
+    pthread_cond_t ccv;
+    store_write *chead, *ctail;
+    bool cclosing;
+    pthread_t completer;
+    bool completer_started;
+
     /* queue */
     pthread_mutex_t qmu;
     pthread_cond_t qcv;
@@ -203,6 +213,11 @@ rd_code store_row_read(sqlite3_stmt *st, const store_model *m, store_record *out
 /* ---- writer (writer.c) / DDL (ddl.c) ---------------------------------------- */
 
 void *store_writer_main(void *arg);
+/* The completer thread: runs the done callbacks of finished batches.
+ * store_completer_stop lets it finish every queued completion and joins it
+ * (no-op when it was never started). */
+void *store_completer_main(void *arg);
+void store_completer_stop(store *s);
 /* The schema of org as the writer sees it right now: pushed earlier in the
  * current batch, else published. New reference. */
 store_schema *store_writer_schema(store *s, const char *org);

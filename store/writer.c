@@ -958,14 +958,57 @@ static void run_batch(store *s, store_write *head)
     }
 complete:
     leave_inflight(s, head);
-    for (store_write *w = head, *next; w != NULL; w = next) {
-        next = w->next_;
-        w->next_ = NULL;
+    store_write *tail = head;
+    for (store_write *w = head; w != NULL; w = w->next_) {
         if (w->op == STORE_OP_PUSH_SCHEMA)
             store_schema_release(w->schema);
-        if (w->done != NULL)
-            w->done(w);
+        tail = w;
     }
+    pthread_mutex_lock(&s->cmu);
+    if (s->ctail != NULL)
+        s->ctail->next_ = head;
+    else
+        s->chead = head;
+    s->ctail = tail;
+    pthread_cond_signal(&s->ccv);
+    pthread_mutex_unlock(&s->cmu);
+}
+
+void *store_completer_main(void *arg)
+{
+    store *s = arg;
+    pthread_mutex_lock(&s->cmu);
+    for (;;) {
+        while (s->chead == NULL && !s->cclosing)
+            pthread_cond_wait(&s->ccv, &s->cmu);
+        if (s->chead == NULL)
+            break;
+        store_write *w = s->chead;
+        s->chead = s->ctail = NULL;
+        pthread_mutex_unlock(&s->cmu);
+        while (w != NULL) {
+            store_write *next = w->next_;
+            w->next_ = NULL;
+            if (w->done != NULL)
+                w->done(w);
+            w = next;
+        }
+        pthread_mutex_lock(&s->cmu);
+    }
+    pthread_mutex_unlock(&s->cmu);
+    return NULL;
+}
+
+void store_completer_stop(store *s)
+{
+    if (s == NULL || !s->completer_started)
+        return;
+    pthread_mutex_lock(&s->cmu);
+    s->cclosing = true;
+    pthread_cond_signal(&s->ccv);
+    pthread_mutex_unlock(&s->cmu);
+    pthread_join(s->completer, NULL);
+    s->completer_started = false;
 }
 
 void *store_writer_main(void *arg)
