@@ -3,6 +3,7 @@
 #   make run        install missing Debian packages, build, start the server
 #   make test       install, build, run unit + e2e tests
 #   make check      the same tests under ASan + UBSan (separate build dir)
+#   make fuzz       libFuzzer run of the token parser/verifier (FUZZ_SECONDS, 30)
 #   make fmt        clang-format every source file
 #   make clean
 
@@ -16,7 +17,8 @@ PYTHON  ?= /usr/bin/python3
 DEB_PKGS := build-essential pkg-config protobuf-compiler protobuf-c-compiler libprotobuf-dev \
             libprotobuf-c-dev libgrpc-dev grpc-proto golang-github-gogo-googleapis-dev \
             libsqlite3-dev libsodium-dev libjansson-dev libmicrohttpd-dev libcmocka-dev xxd \
-            python3-grpcio python3-protobuf python3-requests python3-pytest sqlite3
+            python3-grpcio python3-protobuf python3-requests python3-pytest sqlite3 \
+            clang libclang-rt-14-dev
 
 PROTO_INC := -Iproto -I/usr/include -I/usr/share/grpc-proto \
              -I/usr/share/gocode/src/github.com/gogo/googleapis
@@ -162,5 +164,27 @@ $(BUILD)/sqlite-limit: $(BUILD)/obj/bench/sqlite_limit.o
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ -lsqlite3 -lm
 
 .PHONY: bench
-bench: $(BIN) $(BENCH_BINS)
+bench: $(BIN) $(TOOLS) $(BENCH_BINS)
 	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) sh bench/run.sh $(BUILD)
+
+# --- fuzzing (docs/internals/auth.md, Fuzzing) ----------------------------
+# libFuzzer needs clang and its runtime (libclang-rt-14-dev, in DEB_PKGS).
+# The corpus is seeded from the capability-token test cases.
+FUZZ_SECONDS ?= 30
+FUZZ_BIN     := $(BUILD)/fuzz/fuzz_token
+
+.PHONY: fuzz
+$(FUZZ_BIN): tests/fuzz/fuzz_token.c $(wildcard auth/*.c auth/*.h) common/rd.c common/rd.h
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -I. tests/fuzz/fuzz_token.c auth/*.c \
+	    common/rd.c -lsodium -ljansson -o $@
+
+$(BUILD)/fuzz/corpus/.seeded: tests/unit/testdata/auth/capability-tokens.json
+	@mkdir -p $(dir $@)
+	$(PYTHON) -c 'import json, sys, pathlib; d = pathlib.Path(sys.argv[2]); \
+	  [ (d / ("seed-%03d" % i)).write_bytes(b"\0" + t["token"].encode()) \
+	    for i, t in enumerate(json.load(open(sys.argv[1]))["tests"]) if "token" in t ]' $< $(dir $@)
+	@touch $@
+
+fuzz: deps $(FUZZ_BIN) $(BUILD)/fuzz/corpus/.seeded
+	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz/corpus

@@ -10,8 +10,9 @@
 # Environment:
 #   BENCH_DURATION        measured seconds per scenario [8]
 #   BENCH_RECORDS         record ids the update scenario spreads over [10000]
-#   RECORDD_BENCH_TOKEN   credential for record/schema calls once the server
-#                         requires one (sent as `authorization: Bearer …`)
+#   RECORDD_BENCH_TOKEN   credential for record/schema calls (sent as
+#                         `authorization: Bearer …`); by default the admin key
+#                         that `recordctl init` makes for the bench database
 #   PYTHON                interpreter for the summary [/usr/bin/python3]
 set -eu
 
@@ -21,7 +22,7 @@ records=${BENCH_RECORDS:-10000}
 python=${PYTHON:-/usr/bin/python3}
 results="$build/bench-results.jsonl"
 
-for b in recordd recordd-bench sqlite-limit; do
+for b in recordd recordctl recordd-bench sqlite-limit; do
     [ -x "$build/$b" ] || { echo "bench: $build/$b is missing (run make bench)" >&2; exit 1; }
 done
 
@@ -37,7 +38,11 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$build/recordd" --grpc-listen 127.0.0.1:0 --db "$tmp/recordd.db" 2>"$tmp/server.log" &
+# A fresh organisation, server keys and admin key for this run's database.
+"$build/recordctl" init --dir "$tmp/var" --db "$tmp/recordd.db" >/dev/null
+"$build/recordd" --grpc-listen 127.0.0.1:0 --db "$tmp/recordd.db" \
+    --pepper-file "$tmp/var/pepper" --signing-key "$tmp/var/signing.key" \
+    --trusted-keys "$tmp/var/trusted-keys" 2>"$tmp/server.log" &
 pid=$!
 target=
 for _ in $(seq 1 100); do
@@ -53,7 +58,8 @@ if [ -z "$target" ]; then
 fi
 
 # The token comes from the environment only (never argv, visible in ps).
-export RECORDD_BENCH_TOKEN="${RECORDD_BENCH_TOKEN:-}"
+RECORDD_BENCH_TOKEN="${RECORDD_BENCH_TOKEN:-$(cat "$tmp/var/admin.key")}"
+export RECORDD_BENCH_TOKEN
 bench() {
     "$build/recordd-bench" --target "$target" --server-pid "$pid" --records "$records" --json "$@"
 }
@@ -72,11 +78,7 @@ bench --scenario update --setup --duration 0 >/dev/null
 rc=$?
 set -e
 if [ "$rc" -eq 3 ]; then
-    cat >&2 <<'MSG'
-bench: the server requires a credential for record calls (UNAUTHENTICATED).
-       Create an API key with update and admin rights for organisation "dev"
-       and run again with RECORDD_BENCH_TOKEN=<key> make bench.
-MSG
+    echo "bench: the server refused the credential (UNAUTHENTICATED)" >&2
     exit 1
 fi
 [ "$rc" -eq 0 ] || { echo "bench: setup failed ($rc)" >&2; exit 1; }

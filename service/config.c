@@ -42,6 +42,21 @@ static const opt opts[] = {
      "seconds in-flight calls get to finish on SIGTERM/SIGINT [10]"},
     {"idempotency-ttl", "RECORDD_IDEMPOTENCY_TTL", INT(idempotency_ttl_s, 1, 30 * 86400),
      "seconds an idempotency key's stored outcome is replayed; then the key is free [86400]"},
+    {"pepper-file", "RECORDD_PEPPER_FILE", STR(pepper_file),
+     "secret for API-key hashes: 32 bytes as hex or base64 (`recordctl init`) [./var/pepper]"},
+    {"signing-key", "RECORDD_SIGNING_KEY", STR(signing_key),
+     "k4.secret file the server signs MintToken tokens with [./var/signing.key]"},
+    {"trusted-keys", "RECORDD_TRUSTED_KEYS", STR(trusted_keys),
+     "k4.public file or directory of them: keys tokens may be signed with; the signing key's "
+     "own public key is always trusted [./var/trusted-keys]"},
+    {"token-issuer", "RECORDD_TOKEN_ISSUER", STR(token_issuer),
+     "iss claim minted tokens carry and accepted tokens must carry [recordd]"},
+    {"token-audience", "RECORDD_TOKEN_AUDIENCE", STR(token_audience),
+     "aud claim minted tokens carry and accepted tokens must carry [recordd]"},
+    {"rate-limit", "RECORDD_RATE_LIMIT", INT(rate_limit, 0, 1000000),
+     "requests per second per principal (an API key and its tokens share one); 0 = off [0]"},
+    {"rate-burst", "RECORDD_RATE_BURST", INT(rate_burst, 0, 1000000),
+     "requests a principal may make at once before --rate-limit applies; 0 = the rate [0]"},
 };
 
 enum { N_OPTS = sizeof opts / sizeof opts[0] };
@@ -57,6 +72,11 @@ static void defaults(svc_config *cfg)
     cfg->sync_normal = false;
     cfg->shutdown_grace_s = 10;
     cfg->idempotency_ttl_s = 86400;
+    snprintf(cfg->pepper_file, sizeof cfg->pepper_file, "./var/pepper");
+    snprintf(cfg->signing_key, sizeof cfg->signing_key, "./var/signing.key");
+    snprintf(cfg->trusted_keys, sizeof cfg->trusted_keys, "./var/trusted-keys");
+    snprintf(cfg->token_issuer, sizeof cfg->token_issuer, "recordd");
+    snprintf(cfg->token_audience, sizeof cfg->token_audience, "recordd");
 }
 
 /* Checks host:port with a port in 0..65535 and a non-empty host. */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "service/config.h"
+#include "service/svc_auth.h"
 #include "service/svc.h"
 #include "service/svc_claims.h"
 #include "store/store.h"
@@ -92,6 +93,7 @@ int main(int argc, char **argv)
     rd_err err;
     store *db = NULL;
     svc_server *server = NULL;
+    svc_auth *auth = NULL;
     pthread_t sig_thread;
     bool sig_thread_started = false;
     int rc = 1;
@@ -138,7 +140,23 @@ int main(int argc, char **argv)
     }
     store_set_idempotency_ttl(db, cfg.idempotency_ttl_s);
 
-    svc_ctx ctx = {.db = db, .server = NULL, .dev_org = "dev", .dev_actor = "dev"};
+    svc_auth_options ao = {.pepper_file = cfg.pepper_file,
+                           .signing_key = cfg.signing_key,
+                           .trusted_keys = cfg.trusted_keys,
+                           .issuer = cfg.token_issuer,
+                           .audience = cfg.token_audience,
+                           .rate_per_s = cfg.rate_limit,
+                           .burst = cfg.rate_burst};
+    if (svc_auth_open(&ao, db, &auth, &err) != RD_OK) {
+        log_json("error", err.msg,
+                 json_pack("{s:s,s:s}", "flag", err.field, "code", rd_code_str(err.code)));
+        goto done;
+    }
+    svc_ctx ctx = {.db = db,
+                   .server = NULL,
+                   .auth = &auth->cfg,
+                   .ratelimit = auth->ratelimit,
+                   .signer = auth->signer};
     svc_options opt = {.listen = cfg.grpc_listen,
                        .workers = cfg.workers,
                        .max_message_bytes = cfg.max_message_bytes};
@@ -175,6 +193,7 @@ int main(int argc, char **argv)
 done:
     if (db != NULL)
         store_close(db);
+    svc_auth_close(auth); /* after the workers (and their callbacks) stopped */
     if (sig_thread_started) {
         pthread_mutex_lock(&stop_mu);
         signal_thread_quit = true;

@@ -40,28 +40,56 @@ static Google__Protobuf__Any *receipt_any(rd_arena *a, const void *bytes, size_t
     return any;
 }
 
-/* google.rpc.Status for err with receipt (an Any, may be NULL) last. */
-static uint8_t *details_with(rd_arena *a, const rd_err *err, Google__Protobuf__Any *receipt,
-                             size_t *len)
+/* What a call adds to its error details beyond err: the capability a
+ * PERMISSION_DENIED needed (ErrorInfo metadata can/model/sync_group) and
+ * the wait of a RATE_LIMITED (google.rpc.RetryInfo). */
+typedef struct details_extra {
+    const auth_required *required; /* may be NULL */
+    int64_t retry_after_ms;        /* 0 = no RetryInfo */
+} details_extra;
+
+/* google.rpc.Status for err with receipt (an Any, may be NULL) last and x
+ * (may be NULL) folded in. */
+static uint8_t *details_ext(rd_arena *a, const rd_err *err, Google__Protobuf__Any *receipt,
+                            const details_extra *x, size_t *len)
 {
     Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
-    Google__Protobuf__Any *details[3];
+    Google__Protobuf__Any *details[4];
     st.code = rd_code_grpc(err->code);
     st.message = (char *)err->msg;
     st.details = details;
 
     Google__Rpc__ErrorInfo info = GOOGLE__RPC__ERROR_INFO__INIT;
-    Google__Rpc__ErrorInfo__MetadataEntry field_md = GOOGLE__RPC__ERROR_INFO__METADATA_ENTRY__INIT;
-    Google__Rpc__ErrorInfo__MetadataEntry *md[1] = {&field_md};
+    Google__Rpc__ErrorInfo__MetadataEntry ents[4], *md[4];
     info.reason = (char *)rd_code_str(err->code);
     info.domain = "recordd";
-    if (err->field[0] != '\0') {
-        field_md.key = "field";
-        field_md.value = (char *)err->field;
-        info.metadata = md;
-        info.n_metadata = 1;
+    info.metadata = md;
+    const char *keys[4] = {"field", "can", "model", "sync_group"};
+    const char *vals[4] = {err->field[0] != '\0' ? err->field : NULL, NULL, NULL, NULL};
+    if (x != NULL && x->required != NULL && err->code == RD_PERMISSION_DENIED) {
+        vals[1] = auth_verb_str(x->required->can);
+        vals[2] = x->required->model;
+        vals[3] = x->required->group;
+    }
+    for (size_t i = 0; i < 4; i++) {
+        if (vals[i] == NULL)
+            continue;
+        google__rpc__error_info__metadata_entry__init(&ents[info.n_metadata]);
+        ents[info.n_metadata].key = (char *)keys[i];
+        ents[info.n_metadata].value = (char *)vals[i];
+        md[info.n_metadata] = &ents[info.n_metadata];
+        info.n_metadata++;
     }
     details[st.n_details++] = pack_any(a, &info.base);
+
+    Google__Rpc__RetryInfo retry = GOOGLE__RPC__RETRY_INFO__INIT;
+    Google__Protobuf__Duration delay = GOOGLE__PROTOBUF__DURATION__INIT;
+    if (x != NULL && x->retry_after_ms > 0 && err->code == RD_RATE_LIMITED) {
+        delay.seconds = x->retry_after_ms / 1000;
+        delay.nanos = (int32_t)(x->retry_after_ms % 1000) * 1000000;
+        retry.retry_delay = &delay;
+        details[st.n_details++] = pack_any(a, &retry.base);
+    }
 
     Google__Rpc__BadRequest br = GOOGLE__RPC__BAD_REQUEST__INIT;
     Google__Rpc__BadRequest__FieldViolation fv = GOOGLE__RPC__BAD_REQUEST__FIELD_VIOLATION__INIT;
@@ -86,6 +114,12 @@ static uint8_t *details_with(rd_arena *a, const rd_err *err, Google__Protobuf__A
     return buf;
 }
 
+static uint8_t *details_with(rd_arena *a, const rd_err *err, Google__Protobuf__Any *receipt,
+                             size_t *len)
+{
+    return details_ext(a, err, receipt, NULL, len);
+}
+
 uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
                                 const Recordd__V1__CommitReceipt *receipt, size_t *len)
 {
@@ -100,9 +134,31 @@ uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
 
 static void fail_with(svc_call *call, const rd_err *err, const Recordd__V1__CommitReceipt *receipt)
 {
+    rd_arena *a = svc_call_arena(call);
+    details_extra x = {svc_call_required(call), svc_call_retry_after_ms(call)};
+    Google__Protobuf__Any *any = NULL;
     size_t len = 0;
-    uint8_t *details = receipt_status_details(svc_call_arena(call), err, receipt, &len);
+    uint8_t *details = NULL;
+    if (receipt != NULL)
+        any = pack_any(a, &receipt->base);
+    if (receipt == NULL || any != NULL)
+        details = details_ext(a, err, any, &x, &len);
     svc_fail(call, rd_code_grpc(err->code), err->msg, details, details ? len : 0);
+}
+
+/* The required capability of a denied call as the receipt error's
+ * required_capability; NULL when the call remembered none. */
+static Recordd__V1__RequiredCapability *required_pb(svc_call *call)
+{
+    const auth_required *req = svc_call_required(call);
+    Recordd__V1__RequiredCapability *out;
+    if (req == NULL || (out = rd_arena_alloc(svc_call_arena(call), sizeof *out)) == NULL)
+        return NULL;
+    recordd__v1__required_capability__init(out);
+    out->can = (char *)auth_verb_str(req->can);
+    out->model = (char *)req->model;
+    out->sync_group = (char *)req->group;
+    return out;
 }
 
 void receipt_fail(svc_call *call, const rd_err *err)
@@ -233,6 +289,8 @@ void receipt_finish(svc_call *call, const rd_err *err, Recordd__V1__CommitReceip
         receipt->status = RECORDD__V1__COMMIT_STATUS__REJECTED;
         receipt->error = receipt_error(svc_call_arena(call), err);
     }
+    if (receipt->error != NULL && err->code == RD_PERMISSION_DENIED)
+        receipt->error->required_capability = required_pb(call);
     fail_with(call, err, receipt);
 }
 

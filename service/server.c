@@ -75,6 +75,12 @@ struct svc_call {
     rd_arena *arena;
     int64_t deadline_us;
 
+    /* set by the auth step on the worker before the handler runs */
+    auth_principal *principal; /* NULL on public methods */
+    auth_required required;    /* PERMISSION_DENIED details; strings in the arena */
+    bool has_required;
+    int64_t retry_after_ms; /* RD_RATE_LIMITED: RetryInfo */
+
     svc_tag t_request, t_recv, t_send, t_close, t_final;
 
     /* Everything below is guarded by mu; every grpc_call_start_batch on the
@@ -201,6 +207,7 @@ static void call_destroy(svc_call *c)
         grpc_slice_unref(c->trailer.value);
     }
     rd_arena_free(c->arena);
+    auth_principal_free(c->principal);
     pthread_mutex_destroy(&c->mu);
     free(c);
 }
@@ -468,7 +475,46 @@ static bool enqueue_work(svc_call *c, bool bounded)
     return true;
 }
 
-/* Unary and server-stream calls: deadline check, unpack, handler. */
+/* The auth step (DESIGN.md §6), the one place a credential is checked:
+ * unless the method is public, authenticates the first `authorization`
+ * value (API key or token) into c->principal, then takes one token from the
+ * principal's rate-limit bucket. On failure the call is finished
+ * (UNAUTHENTICATED, token_expired, RESOURCE_EXHAUSTED with RetryInfo) and
+ * false returned. Nothing is logged: the credential never leaves here. */
+static bool authenticate(svc_call *c)
+{
+    const svc_ctx *ctx = c->server->ctx;
+    const char *value = NULL;
+    size_t len = 0;
+    rd_err err;
+    rd_err_clear(&err);
+    if (c->method->public || c->principal != NULL)
+        return true;
+    for (size_t i = 0; i < c->md.count; i++) {
+        const grpc_metadata *m = &c->md.metadata[i];
+        if (grpc_slice_str_cmp(m->key, "authorization") == 0) {
+            value = (const char *)GRPC_SLICE_START_PTR(m->value);
+            len = GRPC_SLICE_LENGTH(m->value);
+            break;
+        }
+    }
+    if (ctx->auth == NULL) {
+        rd_errf(&err, RD_UNAUTHENTICATED, NULL, "this server is configured without credentials");
+        goto fail;
+    }
+    if (auth_authenticate(ctx->auth, value, len, &c->principal, &err) != RD_OK)
+        goto fail;
+    if (ctx->ratelimit != NULL &&
+        auth_ratelimit_take(ctx->ratelimit, auth_principal_id(c->principal), 1, &c->retry_after_ms,
+                            &err) != RD_OK)
+        goto fail;
+    return true;
+fail:
+    receipt_fail(c, &err);
+    return false;
+}
+
+/* Unary and server-stream calls: deadline check, auth, unpack, handler. */
 static void run_request(svc_call *c)
 {
     rd_err err;
@@ -478,6 +524,8 @@ static void run_request(svc_call *c)
         receipt_fail(c, &err);
         return;
     }
+    if (!authenticate(c))
+        return;
     ProtobufCMessage *req = unpack(c, c->method->req, c->payload, &err);
     if (c->payload != NULL) {
         grpc_byte_buffer_destroy(c->payload);
@@ -495,13 +543,15 @@ static void run_message(svc_call *c)
 {
     rd_err err;
     rd_err_clear(&err);
-    ProtobufCMessage *req = unpack(c, c->method->req, c->payload, &err);
+    c->has_required = false;
+    bool authed = authenticate(c); /* finishes the call when false */
+    ProtobufCMessage *req = authed ? unpack(c, c->method->req, c->payload, &err) : NULL;
     grpc_byte_buffer_destroy(c->payload);
     c->payload = NULL;
-    if (req == NULL)
-        receipt_fail(c, &err);
-    else
+    if (req != NULL)
         c->method->handler(c, req);
+    else if (authed)
+        receipt_fail(c, &err);
 
     bool owner_done = false;
     pthread_mutex_lock(&c->mu);
@@ -781,12 +831,40 @@ const svc_method *svc_call_method(const svc_call *call)
 
 const char *svc_call_org(const svc_call *call)
 {
-    return call->server->ctx->dev_org;
+    return call->principal != NULL ? auth_principal_org(call->principal) : "";
 }
 
 const char *svc_call_actor(const svc_call *call)
 {
-    return call->server->ctx->dev_actor;
+    return call->principal != NULL ? auth_principal_id(call->principal) : "";
+}
+
+const auth_principal *svc_call_principal(const svc_call *call)
+{
+    return call->principal;
+}
+
+void svc_call_set_required(svc_call *call, const auth_required *required)
+{
+    call->has_required = false;
+    if (required == NULL || required->can == 0)
+        return;
+    call->required.can = required->can;
+    call->required.model = rd_arena_strdup(call->arena, required->model ? required->model : "");
+    call->required.group = rd_arena_strdup(call->arena, required->group ? required->group : "");
+    call->required.field =
+        required->field != NULL ? rd_arena_strdup(call->arena, required->field) : NULL;
+    call->has_required = call->required.model != NULL && call->required.group != NULL;
+}
+
+const auth_required *svc_call_required(const svc_call *call)
+{
+    return call->has_required ? &call->required : NULL;
+}
+
+int64_t svc_call_retry_after_ms(const svc_call *call)
+{
+    return call->retry_after_ms;
 }
 
 const char *svc_call_metadata(svc_call *call, const char *key)

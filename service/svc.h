@@ -13,18 +13,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "auth/auth.h"
 #include "common/rd.h"
 #include "store/store.h"
 
 typedef struct svc_server svc_server;
 typedef struct svc_call svc_call;
 
-/* Per-server context handed to every handler. */
+/* Per-server context handed to every handler. Everything it points to
+ * outlives the server. */
 typedef struct svc_ctx {
     store *db;
     svc_server *server;
-    const char *dev_org;   /* organisation used until auth lands */
-    const char *dev_actor; /* principal id used until auth lands */
+    /* Verification settings (keyring, pepper, store callbacks); NULL: every
+     * call of a non-public method is UNAUTHENTICATED. */
+    const auth_config *auth;
+    auth_ratelimit *ratelimit; /* per principal id; NULL: no rate limit */
+    const auth_signer *signer; /* signs MintToken tokens; NULL: MintToken fails */
 } svc_ctx;
 
 /* Runs on a worker thread with the unpacked request (allocated in the
@@ -58,6 +63,9 @@ typedef struct svc_method {
     const ProtobufCMessageDescriptor *resp;
     svc_handler handler;
     svc_kind kind; /* SVC_UNARY when left out */
+    /* Runs without a credential (health, reflection). Every other method
+     * authenticates before its handler runs (DESIGN.md §6). */
+    bool public;
 } svc_method;
 
 /* The method table (service/svc_methods.c). */
@@ -103,10 +111,22 @@ int64_t svc_call_deadline_us(const svc_call *call);
 const char *svc_call_metadata(svc_call *call, const char *key);
 const svc_method *svc_call_method(const svc_call *call);
 /* The organisation the call acts in and the principal id it acts as
- * (recorded as created_by / updated_by). Every store call takes them from
- * here, never from the request. */
+ * (recorded as created_by / updated_by): the authenticated principal's org
+ * and id (for a token, the key that minted it). Every store call takes them
+ * from here, never from the request. "" on a public method. */
 const char *svc_call_org(const svc_call *call);
 const char *svc_call_actor(const svc_call *call);
+/* The authenticated principal, owned by the call (freed with it); NULL on a
+ * public method. Handlers run only after authentication succeeded. */
+const auth_principal *svc_call_principal(const svc_call *call);
+/* Remembers the capability a denied call needed (strings copied into the
+ * arena), for the receipt module's PERMISSION_DENIED details; NULL forgets. */
+void svc_call_set_required(svc_call *call, const auth_required *required);
+/* The remembered capability, or NULL. */
+const auth_required *svc_call_required(const svc_call *call);
+/* The retry delay of a RD_RATE_LIMITED call in ms (0 when none), for
+ * google.rpc.RetryInfo. */
+int64_t svc_call_retry_after_ms(const svc_call *call);
 
 /* Finishes with OK and resp (serialized at once; resp may live in the arena).
  * On a streaming call: svc_send(resp) then svc_finish with OK. */

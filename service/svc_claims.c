@@ -13,6 +13,7 @@
 #include "service/receipt.h"
 #include "service/svc_claims.h"
 #include "service/svc_convert.h"
+#include "service/svc_authz.h"
 #include "service/svc_handlers.h"
 
 #define BUCKETS 64
@@ -310,6 +311,9 @@ void svc_acquire_claim(svc_call *call, const ProtobufCMessage *msg)
                 SVC_CLAIM_WAIT_MAX_S);
         goto fail;
     }
+    /* a claim guards updates: taking one needs update on the record's group */
+    if (svc_authz_record(call, AUTH_UPDATE, req->model, req->id, NULL, 0, NULL, &err) != RD_OK)
+        goto fail;
     acquire_call *ac = rd_arena_calloc(svc_call_arena(call), sizeof *ac);
     if (ac == NULL) {
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
@@ -375,6 +379,13 @@ void svc_release_claim(svc_call *call, const ProtobufCMessage *msg)
         rd_errf(&err, RD_VALIDATION_FAILED, "claimId", "claimId is required");
         goto fail;
     }
+    /* only the holder may release (the store checks); with the record named,
+     * update on its group, else update somewhere */
+    bool named =
+        req->model != NULL && req->model[0] != '\0' && req->id != NULL && req->id[0] != '\0';
+    if ((named ? svc_authz_record(call, AUTH_UPDATE, req->model, req->id, NULL, 0, NULL, &err)
+               : svc_authz_any(call, AUTH_UPDATE, &err)) != RD_OK)
+        goto fail;
     release_call *rc = rd_arena_calloc(svc_call_arena(call), sizeof *rc);
     if (rc == NULL) {
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");

@@ -20,4 +20,7 @@ void svc_get_schema(svc_call *call, const ProtobufCMessage *req);
 void svc_acquire_claim(svc_call *call, const ProtobufCMessage *req);
 void svc_release_claim(svc_call *call, const ProtobufCMessage *req);
 
+/* recordd.v1.Tokens (service/svc_tokens.c) */
+void svc_mint_token(svc_call *call, const ProtobufCMessage *req);
+
 #endif

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "service/receipt.h"
+#include "service/svc_authz.h"
 #include "service/svc_convert.h"
 #include "service/svc_handlers.h"
 #include "service/svc_idem.h"
@@ -139,6 +140,32 @@ done:
     return err->code;
 }
 
+/* Authorises a write (svc_authz.h) once check_write passed: CREATE needs
+ * create in group with every data key; UPDATE (patch keys), REPLACE (every
+ * field of the model) and DELETE (no field) need their verb on the
+ * record's group. The schema snapshot supplies the writableBy rules. */
+static rd_code authorize_write(svc_call *call, store_op op, const char *model, const char *id,
+                               const char *group, const json_t *data, rd_err *err)
+{
+    rd_arena *a = svc_call_arena(call);
+    store_schema *schema = store_schema_get(svc_call_ctx(call)->db, svc_call_org(call));
+    const store_model *m = store_schema_model(schema, model);
+    const char *const *fields = NULL;
+    size_t n = 0;
+    bool ok = op == STORE_OP_REPLACE  ? svc_authz_model_fields(a, m, &fields, &n)
+              : op == STORE_OP_DELETE ? true
+                                      : svc_authz_data_fields(a, data, &fields, &n);
+    if (!ok)
+        rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    else if (op == STORE_OP_CREATE)
+        svc_authz(call, AUTH_CREATE, model, group, fields, n, m, err);
+    else
+        svc_authz_record(call, op == STORE_OP_DELETE ? AUTH_DELETE : AUTH_UPDATE, model, id, fields,
+                         n, m, err);
+    store_schema_release(schema);
+    return err->code;
+}
+
 /* Finishes a write that failed before reaching the store: the error with a
  * rejected receipt (no server transaction) in its details. */
 static void fail_write(svc_call *call, const rd_err *err, const char *client_tx_id)
@@ -241,7 +268,8 @@ void svc_create_record(svc_call *call, const ProtobufCMessage *msg)
     rd_err_clear(&err);
     wc = new_write(call, &err);
     if (wc == NULL || set_options(call, wc, &o, (ProtobufCMessage *)msg, &err) != RD_OK ||
-        check_write(call, req->model, req->data, STORE_CHECK_CREATE, &data, &err) != RD_OK)
+        check_write(call, req->model, req->data, STORE_CHECK_CREATE, &data, &err) != RD_OK ||
+        authorize_write(call, STORE_OP_CREATE, req->model, NULL, req->group, data, &err) != RD_OK)
         goto fail;
     wc->w.group = req->group;
     submit(call, wc, STORE_OP_CREATE, req->model, req->id, data, req->client_tx_id,
@@ -265,7 +293,15 @@ void svc_get_record(svc_call *call, const ProtobufCMessage *msg)
     store_conn *conn = thread_conn(ctx->db, &err);
     if (conn == NULL)
         goto fail;
-    if (store_get(conn, svc_call_org(call), req->model, req->id, &rec, &read_at, &err) != RD_OK)
+    if (store_get(conn, svc_call_org(call), req->model, req->id, &rec, &read_at, &err) != RD_OK) {
+        /* a caller that may read no such model learns nothing about ids */
+        if (err.code == RD_NOT_FOUND &&
+            !svc_authz_model_in_caps(auth_principal_caps(svc_call_principal(call)), AUTH_READ,
+                                     req->model))
+            svc_authz(call, AUTH_READ, req->model, "*", NULL, 0, NULL, &err);
+        goto fail;
+    }
+    if (svc_authz(call, AUTH_READ, req->model, rec.group, NULL, 0, NULL, &err) != RD_OK)
         goto fail;
     Recordd__V1__Record *out =
         svc_record_to_pb(svc_call_arena(call), svc_call_org(call), req->model, &rec, read_at);
@@ -300,7 +336,8 @@ static void update_or_replace(svc_call *call, const ProtobufCMessage *msg, const
     wc = new_write(call, &err);
     if (wc == NULL || require(a->id, "id", &err) != RD_OK ||
         set_options(call, wc, &a->opts, (ProtobufCMessage *)msg, &err) != RD_OK ||
-        check_write(call, a->model, a->data, mode, &data, &err) != RD_OK)
+        check_write(call, a->model, a->data, mode, &data, &err) != RD_OK ||
+        authorize_write(call, op, a->model, a->id, NULL, data, &err) != RD_OK)
         goto fail;
     submit(call, wc, op, a->model, a->id, data, a->client_tx_id, a->return_record);
     return;
@@ -346,7 +383,8 @@ void svc_delete_record(svc_call *call, const ProtobufCMessage *msg)
     wc = new_write(call, &err);
     if (wc == NULL || require(req->id, "id", &err) != RD_OK ||
         set_options(call, wc, &o, (ProtobufCMessage *)msg, &err) != RD_OK ||
-        check_write(call, req->model, NULL, STORE_CHECK_PATCH, NULL, &err) != RD_OK)
+        check_write(call, req->model, NULL, STORE_CHECK_PATCH, NULL, &err) != RD_OK ||
+        authorize_write(call, STORE_OP_DELETE, req->model, req->id, NULL, NULL, &err) != RD_OK)
         goto fail;
     submit(call, wc, STORE_OP_DELETE, req->model, req->id, NULL, req->client_tx_id, false);
     return;

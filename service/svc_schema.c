@@ -7,6 +7,7 @@
 #include "recordd/v1/schema.pb-c.h"
 #include "service/receipt.h"
 #include "service/svc_convert.h"
+#include "service/svc_authz.h"
 #include "service/svc_handlers.h"
 
 /* Copies n strings into a malloc'd array (the store frees it with the
@@ -221,6 +222,8 @@ void svc_push_schema(svc_call *call, const ProtobufCMessage *msg)
     store_schema *def = NULL;
     rd_err err;
     rd_err_clear(&err);
+    if (svc_authz(call, AUTH_ADMIN, "*", "*", NULL, 0, NULL, &err) != RD_OK)
+        goto fail;
     if (req->schema == NULL) {
         rd_errf(&err, RD_VALIDATION_FAILED, "schema", "schema is required");
         goto fail;
@@ -250,10 +253,18 @@ fail:
     receipt_fail(call, &err);
 }
 
+/* GetSchema shows the organisation's whole schema to any principal that may
+ * read or administer something in it: clients need the field definitions
+ * to build their writes, and the schema holds no record data. */
 void svc_get_schema(svc_call *call, const ProtobufCMessage *msg)
 {
     (void)msg;
     svc_ctx *ctx = svc_call_ctx(call);
+    rd_err denied;
+    if (svc_authz_any(call, AUTH_READ | AUTH_ADMIN, &denied) != RD_OK) {
+        receipt_fail(call, &denied);
+        return;
+    }
     store_schema *s = store_schema_get(ctx->db, svc_call_org(call));
     Recordd__V1__Schema *out = schema_to_pb(svc_call_arena(call), s);
     if (out == NULL) {

@@ -472,6 +472,13 @@ static const char *const layout_sql[] = {
     " org TEXT NOT NULL, model TEXT NOT NULL, record_id TEXT NOT NULL, claim_id TEXT NOT NULL,"
     " holder TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (org, model, record_id))",
     "CREATE UNIQUE INDEX IF NOT EXISTS _rd_claims_by_id ON _rd_claims (org, claim_id)",
+    /* API keys and revoked token ids (store/keys.c): only hashes, never keys */
+    "CREATE TABLE IF NOT EXISTS _rd_api_keys ("
+    " key_id TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE, org TEXT NOT NULL, role TEXT NOT NULL,"
+    " caps TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER)",
+    "CREATE INDEX IF NOT EXISTS _rd_api_keys_by_org ON _rd_api_keys (org, created_at)",
+    "CREATE TABLE IF NOT EXISTS _rd_revoked_tokens ("
+    " jti TEXT PRIMARY KEY, revoked_at INTEGER NOT NULL)",
 };
 
 /* Creates the system tables on a new database (user_version 0) and refuses

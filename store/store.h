@@ -322,4 +322,66 @@ void store_set_idempotency_ttl(store *s, int64_t seconds);
  * NULL. Returns w->err.code. */
 rd_code store_submit_wait(store *s, store_write *w);
 
+/* ---- API keys and revocations (store/keys.c) ------------------------------
+ * _rd_api_keys holds one row per API key: its id, the keyed hash of the key
+ * (never the key), organisation, role, capabilities (JSON text) and
+ * revocation time; _rd_revoked_tokens the revoked token ids. Lookups run on a
+ * read connection with indexed statements and cache nothing, so a
+ * revocation counts from its commit on (also across processes).
+ *
+ * Writes (insert, revoke) run on their own short-lived connection, not
+ * through the writer: they are for tools (recordctl) and tests, never the
+ * request path. SQLite's write lock (with the busy timeout) serialises them
+ * with the writer of a server running on the same database file. */
+
+#define STORE_KEY_HASH_BYTES 32
+#define STORE_KEY_ID_MAX 64
+#define STORE_ROLE_MAX 64
+#define STORE_JTI_MAX 256
+
+typedef struct store_api_key {
+    char key_id[STORE_KEY_ID_MAX + 1];
+    char org[65];
+    char role[STORE_ROLE_MAX + 1];
+    char *caps; /* JSON text, malloc'd (store_api_key_clear frees it) */
+    int64_t created_at_us;
+    int64_t revoked_at_us; /* 0 = live */
+} store_api_key;
+
+/* Frees k->caps and zeroes *k. */
+void store_api_key_clear(store_api_key *k);
+
+/* Records a new key. key_id: 1..STORE_KEY_ID_MAX bytes of [A-Za-z0-9._~:-];
+ * org: a valid organisation id; role: 1..STORE_ROLE_MAX bytes; caps: JSON
+ * text (the caller validated it). Errors: RD_VALIDATION_FAILED (field
+ * key_id, org or role), RD_DUPLICATE_RECORD (id or hash exists),
+ * RD_UNAVAILABLE (database busy), RD_INTERNAL. */
+rd_code store_key_insert(store *s, const char *key_id,
+                         const unsigned char hash[STORE_KEY_HASH_BYTES], const char *org,
+                         const char *role, const char *caps, rd_err *err);
+
+/* Marks key_id revoked (now). Revoking twice keeps the first time.
+ * Errors: RD_NOT_FOUND (unknown id), RD_UNAVAILABLE, RD_INTERNAL. */
+rd_code store_key_revoke(store *s, const char *key_id, rd_err *err);
+
+/* Records token id jti (1..STORE_JTI_MAX bytes) as revoked. Idempotent.
+ * Errors: RD_VALIDATION_FAILED (field jti), RD_UNAVAILABLE, RD_INTERNAL. */
+rd_code store_token_revoke(store *s, const char *jti, rd_err *err);
+
+/* Finds the key whose stored hash is hash (unique index), revoked or not:
+ * the caller decides (out->revoked_at_us). The hash bytes are compared again
+ * in constant time after the lookup. Errors: RD_NOT_FOUND, RD_UNAVAILABLE,
+ * RD_INTERNAL. *out is the caller's (store_api_key_clear) on RD_OK. */
+rd_code store_key_lookup(store_conn *c, const unsigned char hash[STORE_KEY_HASH_BYTES],
+                         store_api_key *out, rd_err *err);
+
+/* The keys of org (every key when org is NULL), oldest first, in a malloc'd
+ * array of *n entries; release with store_api_keys_free. */
+rd_code store_key_list(store_conn *c, const char *org, store_api_key **out, size_t *n, rd_err *err);
+void store_api_keys_free(store_api_key *keys, size_t n);
+
+/* 1 when token id jti is revoked or sub names a revoked key, 0 when neither,
+ * -1 when the store cannot tell (callers fail closed). sub may be NULL. */
+int store_is_revoked(store_conn *c, const char *jti, const char *sub);
+
 #endif

@@ -4,7 +4,10 @@ Everything here talks to the real binary over real gRPC:
 
 - ``pb``            the generated Python protobuf modules (protoc runs once per
                     test session, into ``$RECORDD_BUILD/py``);
-- ``Server``        one recordd process on a free port with its own database;
+- ``Server``        one recordd process on a free port with its own database,
+                    initialised by ``recordctl init`` (its admin API key is
+                    ``Server.admin_key``; every call carries it unless told
+                    otherwise, see ``Server.call`` and ``Server.as_``);
 - ``error_details`` / ``expect_error``  decode ``grpc-status-details-bin``;
 - small builders for Structs, schemas and requests.
 
@@ -14,6 +17,8 @@ Nothing here knows the server's internals: only the proto contract
 
 from __future__ import annotations
 
+import collections
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -35,6 +40,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("RECORDD_BIN") or REPO / "build" / "recordd")
 BUILD = Path(os.environ.get("RECORDD_BUILD") or REPO / "build")
+RECORDCTL = BUILD / "recordctl"
 PY_OUT = BUILD / "py"
 
 GOOGLEAPIS = Path("/usr/share/gocode/src/github.com/gogo/googleapis")
@@ -139,10 +145,12 @@ class _Protos:
             importlib.invalidate_caches()
             from google.protobuf import any_pb2, descriptor_pb2, struct_pb2, timestamp_pb2, wrappers_pb2
             from google.rpc import code_pb2, error_details_pb2, status_pb2
-            from recordd.v1 import records_pb2, schema_pb2
+            from recordd.v1 import claims_pb2, records_pb2, schema_pb2, tokens_pb2
 
             self.records = records_pb2
             self.schema = schema_pb2
+            self.tokens = tokens_pb2
+            self.claims = claims_pb2
             self.status = status_pb2
             self.error_details = error_details_pb2
             self.code = code_pb2
@@ -181,12 +189,100 @@ _RPCS: dict[str, tuple[str, Callable[[], Any], Callable[[], Any]]] = {
     "DeleteRecord": ("recordd.v1.Records", lambda: pb.records.DeleteRecordRequest, lambda: pb.records.CommitReceipt),
     "PushSchema": ("recordd.v1.Schemas", lambda: pb.schema.PushSchemaRequest, lambda: pb.schema.PushSchemaResponse),
     "GetSchema": ("recordd.v1.Schemas", lambda: pb.schema.GetSchemaRequest, lambda: pb.schema.Schema),
+    "AcquireClaim": ("recordd.v1.Claims", lambda: pb.claims.AcquireClaimRequest, lambda: pb.claims.Claim),
+    "ReleaseClaim": ("recordd.v1.Claims", lambda: pb.claims.ReleaseClaimRequest, lambda: pb.claims.ReleaseClaimResponse),
+    "MintToken": ("recordd.v1.Tokens", lambda: pb.tokens.MintTokenRequest, lambda: pb.tokens.MintTokenResponse),
     "Check": ("grpc.health.v1.Health", lambda: pb.health.HealthCheckRequest, lambda: pb.health.HealthCheckResponse),
 }
 
 
 def rpc_path(method: str) -> str:
     return f"/{_RPCS[method][0]}/{method}"
+
+
+# ---------------------------------------------------------------------------
+# Credentials
+# ---------------------------------------------------------------------------
+
+# Every call the suite makes carries the server's admin API key unless it asks
+# for something else, so tests written before auth existed run unchanged:
+# Server.channel adds it, and so does any grpc.insecure_channel() a test opens
+# to a harness server's address (the function is wrapped below). A call that
+# already carries `authorization` metadata keeps it.
+
+DEFAULT = object()
+"""Server.call(auth=DEFAULT): the server's admin key (the default)."""
+
+_real_insecure_channel = grpc.insecure_channel
+_DEFAULT_KEYS: dict[str, str] = {}  # address -> admin key of the server there
+
+
+class _Details(
+    collections.namedtuple("_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _DefaultAuth(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    """Adds `authorization: Bearer <key()>` to calls that carry none."""
+
+    def __init__(self, key: Callable[[], Optional[str]]) -> None:
+        self._key = key
+
+    def _details(self, d):
+        md = list(d.metadata or ())
+        key = self._key()
+        if key and not any(k == "authorization" for k, _ in md):
+            md.append(("authorization", f"Bearer {key}"))
+        return _Details(d.method, d.timeout, md, d.credentials, getattr(d, "wait_for_ready", None),
+                        getattr(d, "compression", None))
+
+    def intercept_unary_unary(self, cont, d, req):
+        return cont(self._details(d), req)
+
+    def intercept_unary_stream(self, cont, d, req):
+        return cont(self._details(d), req)
+
+    def intercept_stream_unary(self, cont, d, it):
+        return cont(self._details(d), it)
+
+    def intercept_stream_stream(self, cont, d, it):
+        return cont(self._details(d), it)
+
+
+def _insecure_channel(target, options=None, compression=None):
+    ch = _real_insecure_channel(target, options=options, compression=compression)
+    if target in _DEFAULT_KEYS:
+        ch = grpc.intercept_channel(ch, _DefaultAuth(lambda: _DEFAULT_KEYS.get(target)))
+    return ch
+
+
+grpc.insecure_channel = _insecure_channel
+
+
+def bearer(credential: str) -> list[tuple[str, str]]:
+    return [("authorization", f"Bearer {credential}")]
+
+
+class CtlError(RuntimeError):
+    pass
+
+
+def recordctl(*args: str, check: bool = True, env: Optional[dict] = None) -> subprocess.CompletedProcess:
+    """Runs build/recordctl with args; raises CtlError (with its stderr) on a
+    non-zero exit when check is set."""
+    if not RECORDCTL.exists():
+        pytest.fail(f"recordctl not found at {RECORDCTL} (build it with `make`)")
+    res = subprocess.run([str(RECORDCTL), *args], capture_output=True, text=True, timeout=60, env=env)
+    if check and res.returncode != 0:
+        raise CtlError(f"recordctl {' '.join(args)} exited {res.returncode}:\n{res.stderr}")
+    return res
 
 
 # ---------------------------------------------------------------------------
@@ -208,10 +304,14 @@ class Server:
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.dir / "r.db"
+        self.var = self.dir / "var"  # recordctl init --dir: pepper, keys, admin.key
+        self.admin_key: Optional[str] = None
         self.extra_args = tuple(extra_args)
         self.proc: Optional[subprocess.Popen] = None
         self.address: Optional[str] = None
-        self.channel: Optional[grpc.Channel] = None
+        self.channel: Optional[grpc.Channel] = None  # carries admin_key by default
+        self.raw_channel: Optional[grpc.Channel] = None  # carries nothing
+        self._auth = DEFAULT
         self.starts = 0
         self.log_path: Optional[Path] = None
         self.startup: dict = {}
@@ -223,16 +323,21 @@ class Server:
             pytest.fail(f"recordd binary not found at {BIN} (build it with `make`, or set RECORDD_BIN)")
         assert self.proc is None, "server already running"
         self.starts += 1
+        self.init()
         self.log_path = self.dir / f"stderr-{self.starts}.log"
         log = open(self.log_path, "wb")
-        cmd = [str(BIN), "--grpc-listen", "127.0.0.1:0", "--db", str(self.db_path), "--workers", "2", *self.extra_args]
+        cmd = [str(BIN), "--grpc-listen", "127.0.0.1:0", "--db", str(self.db_path), "--workers", "2",
+               "--pepper-file", str(self.var / "pepper"), "--signing-key", str(self.var / "signing.key"),
+               "--trusted-keys", str(self.var / "trusted-keys"), *self.extra_args]
         try:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir)
         finally:
             log.close()
         try:
             self.address = self._wait_listening()
-            self.channel = grpc.insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            _DEFAULT_KEYS[self.address] = self.admin_key
+            self.raw_channel = _real_insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            self.channel = grpc.intercept_channel(self.raw_channel, _DefaultAuth(lambda: self.admin_key))
             self._wait_serving()
         except BaseException:
             self.kill()
@@ -270,9 +375,53 @@ class Server:
             time.sleep(0.02)
 
     def _close_channel(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
-            self.channel = None
+        if self.raw_channel is not None:
+            self.raw_channel.close()
+        self.channel = self.raw_channel = None
+        if self.address is not None:
+            _DEFAULT_KEYS.pop(self.address, None)
+
+    # -- credentials ---------------------------------------------------------
+
+    def init(self) -> None:
+        """`recordctl init` into self.var once (the database, the server's
+        secrets, the admin key of organisation "default")."""
+        if self.admin_key is None:
+            if not (self.var / "admin.key").exists():
+                self.ctl("init")
+            self.admin_key = (self.var / "admin.key").read_text().strip()
+
+    def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """recordctl on this server's database and key files."""
+        return recordctl(*args, "--dir", str(self.var), "--db", str(self.db_path), check=check)
+
+    def create_key(self, org: str = "default", role: str = "admin", caps: Any = None, test: bool = False) -> dict:
+        """`recordctl key create`: {"key_id", "org", "role", "key"}."""
+        if caps is None:
+            caps = [{"can": ["read", "create", "update", "delete", "admin"], "model": "*", "group": "*"}]
+        args = ["key", "create", "--org", org, "--role", role, "--caps", json.dumps(caps), "--json"]
+        if test:
+            args.append("--test")
+        return json.loads(self.ctl(*args).stdout)
+
+    def mint_offline(self, caps: Any, *, key_id: Optional[str] = None, org: str = "default", sub: str = "offline",
+                     ttl: int = 0, issued_at: Optional[str] = None, signing_key: Optional[Path] = None) -> dict:
+        """`recordctl token mint`: {"token", "jti", "expires_at"}."""
+        args = ["token", "mint", "--caps", json.dumps(caps), "--ttl", str(ttl), "--json"]
+        args += ["--key-id", key_id] if key_id else ["--org", org, "--sub", sub]
+        if issued_at:
+            args += ["--issued-at", issued_at]
+        if signing_key:
+            args += ["--signing-key", str(signing_key)]
+        return json.loads(self.ctl(*args).stdout)
+
+    def as_(self, auth) -> "Server":
+        """A view of this server whose calls (and record helpers) carry auth
+        instead of the admin key: a credential string, or None for no
+        `authorization` at all. Lifecycle methods belong to the original."""
+        view = copy.copy(self)
+        view._auth = auth
+        return view
 
     def stop(self) -> int:
         """SIGTERM, wait, and assert a clean exit (status 0)."""
@@ -326,12 +475,25 @@ class Server:
 
     # -- calls --------------------------------------------------------------
 
-    def call(self, method: str, request, *, timeout: float = CALL_TIMEOUT, metadata=None, wait_for_ready=None):
+    def call(self, method: str, request, *, timeout: float = CALL_TIMEOUT, metadata=None, wait_for_ready=None,
+             auth=DEFAULT):
         """Calls a unary RPC by name (see _RPCS) through
-        channel.unary_unary("/pkg.Service/Method", ...)."""
+        channel.unary_unary("/pkg.Service/Method", ...). auth: DEFAULT (the
+        admin key, or the view's credential, see as_), a credential sent as
+        `Bearer <auth>`, or None for no `authorization` metadata. metadata
+        that already holds `authorization` is sent as is."""
         service, req_cls, resp_cls = _RPCS[method]
         assert isinstance(request, req_cls()), f"{method} takes {req_cls().__name__}, got {type(request).__name__}"
-        fn = self.channel.unary_unary(
+        if auth is DEFAULT:
+            auth = self._auth
+        channel = self.channel
+        if auth is not DEFAULT:
+            channel = self.raw_channel
+            md = list(metadata or ())
+            if auth is not None and not any(k == "authorization" for k, _ in md):
+                md += bearer(auth)
+            metadata = md
+        fn = channel.unary_unary(
             f"/{service}/{method}",
             request_serializer=lambda m: m.SerializeToString(),
             response_deserializer=resp_cls().FromString,

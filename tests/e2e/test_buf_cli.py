@@ -67,8 +67,13 @@ def url(srv, path=""):
     return f"http://{srv.address}{path}"
 
 
+def auth_flags(srv):
+    """The admin key as buf curl's -H, as `make run` prints it."""
+    return ["-H", f"authorization: Bearer {srv.admin_key}"]
+
+
 def curl_json(buf, srv, method, body):
-    res = buf("curl", *BASE_FLAGS, "-d", json.dumps(body), url(srv, f"/{method}"))
+    res = buf("curl", *BASE_FLAGS, *auth_flags(srv), "-d", json.dumps(body), url(srv, f"/{method}"))
     return json.loads(res.stdout)
 
 
@@ -135,7 +140,7 @@ def test_buf_curl_session_pushes_a_schema_then_creates_and_updates(buf, bare):
 
 def test_buf_curl_reports_a_grpc_error_with_its_code(buf, bare):
     res = buf(
-        "curl", *BASE_FLAGS, "-d", json.dumps({"model": "students", "id": "nope-404"}),
+        "curl", *BASE_FLAGS, *auth_flags(bare), "-d", json.dumps({"model": "students", "id": "nope-404"}),
         url(bare, "/recordd.v1.Records/GetRecord"), check=False,
     )
     # buf curl exits with the gRPC code shifted left by 3: NOT_FOUND (5) -> 40.

@@ -2,9 +2,9 @@
 real gRPC, waiting for a busy record, expiry, restarts, and the claim check on
 record writes. Choices where DESIGN.md is silent are in docs/API.md (Claims).
 
-Until auth lands every call acts as the same principal, so these tests cannot
-show that a claim id is useless to another principal; the store's unit tests
-(tests/unit/test_store_claims.c) cover that rule."""
+Every call here acts as the server's admin key; that a claim id is useless to
+another principal is shown in test_auth.py
+(test_claim_is_useless_to_another_principal) and the store's unit tests."""
 
 import threading
 import time

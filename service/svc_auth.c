@@ -1,0 +1,212 @@
+/* svc_auth: loads the server's auth secrets and implements the library's
+ * store callbacks (svc_auth.h). Runs at start-up (svc_auth_open) and, for
+ * the callbacks, on worker threads during the auth step. Secrets live in
+ * sodium_malloc memory or are wiped after use; messages name files, never
+ * their content. */
+#include "service/svc_auth.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+enum { PEPPER_FILE_MAX = 1024, RATELIMIT_KEYS = 65536 };
+
+/* ---- per-thread read connection ----------------------------------------- */
+
+static pthread_key_t conn_key;
+static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
+
+static void conn_destroy(void *c)
+{
+    store_conn_close(c);
+}
+
+static void conn_key_init(void)
+{
+    pthread_key_create(&conn_key, conn_destroy);
+}
+
+store_conn *svc_thread_conn(store *db, rd_err *err)
+{
+    pthread_once(&conn_once, conn_key_init);
+    store_conn *c = pthread_getspecific(conn_key);
+    if (c == NULL && store_conn_open(db, &c, err) == RD_OK)
+        pthread_setspecific(conn_key, c);
+    return c;
+}
+
+/* ---- callbacks ------------------------------------------------------------ */
+
+rd_code svc_auth_lookup_key(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH_BYTES],
+                            auth_principal **out, rd_err *err)
+{
+    store_api_key k;
+    auth_caps *caps = NULL;
+    rd_code code;
+    *out = NULL;
+    memset(&k, 0, sizeof k);
+    store_conn *conn = svc_thread_conn(ctx, err);
+    if (conn == NULL)
+        return err->code;
+    code = store_key_lookup(conn, hash, &k, err);
+    if (code == RD_NOT_FOUND) {
+        code = rd_errf(err, RD_UNAUTHENTICATED, NULL, "unknown API key");
+        goto done;
+    }
+    if (code != RD_OK)
+        goto done;
+    if (k.revoked_at_us != 0) {
+        code = rd_errf(err, RD_UNAUTHENTICATED, NULL, "API key revoked");
+        goto done;
+    }
+    if (auth_caps_from_json(k.caps, strlen(k.caps), &caps, err) != RD_OK) {
+        code = rd_errf(err, RD_INTERNAL, NULL, "a stored API key has malformed caps");
+        goto done;
+    }
+    code = auth_principal_new_api_key(k.key_id, k.org, k.role, caps, out, err);
+done:
+    auth_caps_free(caps);
+    store_api_key_clear(&k);
+    return code;
+}
+
+int svc_auth_is_revoked(void *ctx, const char *jti, const char *sub)
+{
+    rd_err err;
+    store_conn *conn = svc_thread_conn(ctx, &err);
+    if (conn == NULL)
+        return 1;
+    return store_is_revoked(conn, jti, sub) != 0;
+}
+
+/* ---- secrets ---------------------------------------------------------------- */
+
+/* RD_UNAVAILABLE naming path and the fix when path does not exist. */
+static rd_code need_file(const char *path, const char *flag, rd_err *err)
+{
+    struct stat st;
+    if (path == NULL || path[0] == '\0')
+        return rd_errf(err, RD_UNAVAILABLE, flag, "--%s is not set", flag);
+    if (stat(path, &st) != 0)
+        return rd_errf(err, RD_UNAVAILABLE, flag,
+                       "%.300s is missing (--%s): run `recordctl init` to create the server's "
+                       "keys, or point --%s at them",
+                       path, flag, flag);
+    return RD_OK;
+}
+
+rd_code svc_pepper_load(const char *path, unsigned char out[AUTH_PEPPER_BYTES], rd_err *err)
+{
+    static const int variants[] = {
+        sodium_base64_VARIANT_ORIGINAL, sodium_base64_VARIANT_ORIGINAL_NO_PADDING,
+        sodium_base64_VARIANT_URLSAFE, sodium_base64_VARIANT_URLSAFE_NO_PADDING};
+    char buf[PEPPER_FILE_MAX + 1];
+    size_t n = 0, len = 0;
+    rd_code code = RD_OK;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return rd_errf(err, RD_UNAVAILABLE, "pepper-file", "cannot read %.300s: %s", path,
+                       strerror(errno));
+    n = fread(buf, 1, PEPPER_FILE_MAX, f);
+    bool too_long = n == PEPPER_FILE_MAX && fgetc(f) != EOF;
+    fclose(f);
+    buf[n] = '\0';
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
+        buf[--n] = '\0';
+    if (too_long || n == 0) {
+        code = rd_errf(err, RD_VALIDATION_FAILED, "pepper-file",
+                       "%.300s must hold one line of 32 bytes in hex or base64", path);
+        goto done;
+    }
+    const char *end = NULL;
+    if (n == 2 * AUTH_PEPPER_BYTES &&
+        sodium_hex2bin(out, AUTH_PEPPER_BYTES, buf, n, NULL, &len, &end) == 0 &&
+        len == AUTH_PEPPER_BYTES && end == buf + n)
+        goto done;
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        if (sodium_base642bin(out, AUTH_PEPPER_BYTES, buf, n, NULL, &len, &end, variants[i]) == 0 &&
+            len == AUTH_PEPPER_BYTES && end == buf + n)
+            goto done;
+    }
+    sodium_memzero(out, AUTH_PEPPER_BYTES);
+    code = rd_errf(err, RD_VALIDATION_FAILED, "pepper-file",
+                   "%.300s must hold one line of 32 bytes in hex or base64", path);
+done:
+    sodium_memzero(buf, sizeof buf);
+    return code;
+}
+
+void svc_auth_close(svc_auth *a)
+{
+    if (a == NULL)
+        return;
+    auth_ratelimit_free(a->ratelimit);
+    auth_signer_free(a->signer);
+    auth_keyring_free(a->keyring);
+    if (a->pepper != NULL)
+        sodium_free(a->pepper);
+    free(a);
+}
+
+rd_code svc_auth_open(const svc_auth_options *o, store *db, svc_auth **out, rd_err *err)
+{
+    svc_auth *a = calloc(1, sizeof *a);
+    unsigned char pk[AUTH_PUBLIC_KEY_BYTES];
+    *out = NULL;
+    if (a == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    a->db = db;
+    if (need_file(o->pepper_file, "pepper-file", err) != RD_OK ||
+        need_file(o->signing_key, "signing-key", err) != RD_OK ||
+        need_file(o->trusted_keys, "trusted-keys", err) != RD_OK)
+        goto fail;
+    a->pepper = sodium_malloc(AUTH_PEPPER_BYTES);
+    a->keyring = auth_keyring_new();
+    if (a->pepper == NULL || a->keyring == NULL) {
+        rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        goto fail;
+    }
+    if (svc_pepper_load(o->pepper_file, a->pepper, err) != RD_OK)
+        goto fail;
+    if (auth_signer_load(o->signing_key, &a->signer, err) != RD_OK) {
+        rd_err why = *err;
+        rd_errf(err, why.code, "signing-key", "--signing-key %.300s: %s", o->signing_key, why.msg);
+        goto fail;
+    }
+    if (auth_keyring_load(a->keyring, o->trusted_keys, err) != RD_OK) {
+        rd_err why = *err;
+        rd_errf(err, why.code, "trusted-keys", "--trusted-keys: %s", why.msg);
+        goto fail;
+    }
+    auth_signer_public_key(a->signer, pk);
+    if (auth_keyring_add(a->keyring, pk, NULL, err) != RD_OK)
+        goto fail;
+    if (o->rate_per_s > 0) {
+        double burst = o->burst > 0 ? o->burst : o->rate_per_s < 1 ? 1 : o->rate_per_s;
+        a->ratelimit = auth_ratelimit_new(o->rate_per_s, burst, RATELIMIT_KEYS);
+        if (a->ratelimit == NULL) {
+            rd_errf(err, RD_VALIDATION_FAILED, "rate-limit", "bad rate limit or burst");
+            goto fail;
+        }
+    }
+    auth_config_init(&a->cfg);
+    a->cfg.keyring = a->keyring;
+    if (o->issuer != NULL && o->issuer[0] != '\0')
+        a->cfg.issuer = o->issuer;
+    if (o->audience != NULL && o->audience[0] != '\0')
+        a->cfg.audience = o->audience;
+    a->cfg.pepper = a->pepper;
+    a->cfg.lookup_key = svc_auth_lookup_key;
+    a->cfg.lookup_ctx = db;
+    a->cfg.is_revoked = svc_auth_is_revoked;
+    a->cfg.revoked_ctx = db;
+    *out = a;
+    return RD_OK;
+fail:
+    svc_auth_close(a);
+    return err->code;
+}

@@ -1,0 +1,58 @@
+/* svc_auth: the server's side of auth/ (DESIGN.md §6). Loads the server's
+ * secrets (API-key pepper, token signing key, trusted token keys) into one
+ * auth_config, and implements the store-backed callbacks the library asks
+ * for: API-key lookup and token revocation. The per-RPC checks are in
+ * svc_authz.h; the auth step itself is in server.c. */
+#ifndef SVC_AUTH_H
+#define SVC_AUTH_H
+
+#include "auth/auth.h"
+#include "store/store.h"
+
+/* Where the secrets are and how tokens are checked. Paths are required. */
+typedef struct svc_auth_options {
+    const char *pepper_file;  /* 32 bytes as hex or base64, one line */
+    const char *signing_key;  /* "k4.secret.…" file */
+    const char *trusted_keys; /* "k4.public.…" file or directory of them */
+    const char *issuer;       /* expected/minted iss */
+    const char *audience;     /* expected/minted aud */
+    double rate_per_s;        /* per-principal requests per second; 0 = off */
+    double burst;             /* bucket size; 0 = max(rate, 1) */
+} svc_auth_options;
+
+/* The loaded state; cfg is what the server core verifies with. */
+typedef struct svc_auth {
+    auth_config cfg;
+    auth_keyring *keyring;
+    auth_signer *signer;
+    unsigned char *pepper;     /* AUTH_PEPPER_BYTES in sodium_malloc memory */
+    auth_ratelimit *ratelimit; /* NULL when off */
+    store *db;
+} svc_auth;
+
+/* Loads everything o names; the signer's own public key is always added to
+ * the keyring. Errors: RD_UNAVAILABLE (a file is missing: the message names
+ * it and says to run `recordctl init`), RD_VALIDATION_FAILED (a file is
+ * malformed; never quoted), RD_INTERNAL. *out is the caller's
+ * (svc_auth_close). */
+rd_code svc_auth_open(const svc_auth_options *o, store *db, svc_auth **out, rd_err *err);
+void svc_auth_close(svc_auth *a);
+
+/* Reads a pepper file: one line of 64 hex digits or base64 (standard or
+ * URL-safe, padded or not) of exactly AUTH_PEPPER_BYTES bytes. The file
+ * buffer is wiped. Errors: RD_UNAVAILABLE (cannot read), RD_VALIDATION_FAILED. */
+rd_code svc_pepper_load(const char *path, unsigned char out[AUTH_PEPPER_BYTES], rd_err *err);
+
+/* The calling thread's read connection to db, opened on first use and
+ * closed when the thread exits (worker threads exit before the store
+ * closes). NULL with err set when it cannot be opened. */
+store_conn *svc_thread_conn(store *db, rd_err *err);
+
+/* auth_key_lookup_fn over store_key_lookup (ctx = the store): unknown or
+ * revoked keys are RD_UNAUTHENTICATED; store failures keep their code. */
+rd_code svc_auth_lookup_key(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH_BYTES],
+                            auth_principal **out, rd_err *err);
+/* auth_revoked_fn over store_is_revoked (ctx = the store); fails closed. */
+int svc_auth_is_revoked(void *ctx, const char *jti, const char *sub);
+
+#endif

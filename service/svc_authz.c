@@ -1,0 +1,150 @@
+/* svc_authz: the per-RPC authorisation checks (svc_authz.h). Pure glue
+ * between the handlers, the schema (writableBy) and auth_allows; the only
+ * store access is reading a record's sync group. */
+#include "service/svc_authz.h"
+
+#include <string.h>
+
+#include "service/svc_auth.h"
+
+bool svc_authz_model_in_caps(const auth_caps *caps, auth_verb can, const char *model)
+{
+    for (size_t i = 0; caps != NULL && i < auth_caps_count(caps); i++) {
+        const char *cm = auth_caps_model(caps, i);
+        if ((auth_caps_verbs(caps, i) & can) != 0 &&
+            (strcmp(cm, "*") == 0 || (model != NULL && strcmp(cm, model) == 0)))
+            return true;
+    }
+    return false;
+}
+
+bool svc_authz_writable_by(rd_arena *a, const store_model *m, const char *const *fields, size_t n,
+                           const char *const *const **out)
+{
+    const char *const **lists = NULL;
+    *out = NULL;
+    for (size_t i = 0; m != NULL && i < n; i++) {
+        const store_field *f = store_model_field(m, fields[i]);
+        if (f == NULL || f->n_writable_by == 0)
+            continue;
+        if (lists == NULL) {
+            lists = rd_arena_calloc(a, n * sizeof *lists);
+            if (lists == NULL)
+                return false;
+        }
+        const char **roles = rd_arena_calloc(a, (f->n_writable_by + 1) * sizeof *roles);
+        if (roles == NULL)
+            return false;
+        for (size_t k = 0; k < f->n_writable_by; k++)
+            roles[k] = f->writable_by[k];
+        lists[i] = roles;
+    }
+    *out = lists;
+    return true;
+}
+
+bool svc_authz_data_fields(rd_arena *a, const json_t *data, const char *const **out, size_t *n)
+{
+    const char *key;
+    json_t *v;
+    size_t i = 0;
+    *out = NULL;
+    *n = 0;
+    if (!json_is_object(data) || json_object_size(data) == 0)
+        return true;
+    const char **names = rd_arena_calloc(a, json_object_size(data) * sizeof *names);
+    if (names == NULL)
+        return false;
+    json_object_foreach((json_t *)data, key, v)
+    {
+        (void)v;
+        names[i++] = key;
+    }
+    *out = names;
+    *n = i;
+    return true;
+}
+
+bool svc_authz_model_fields(rd_arena *a, const store_model *m, const char *const **out, size_t *n)
+{
+    *out = NULL;
+    *n = 0;
+    if (m == NULL || m->n_fields == 0)
+        return true;
+    const char **names = rd_arena_calloc(a, m->n_fields * sizeof *names);
+    if (names == NULL)
+        return false;
+    for (size_t i = 0; i < m->n_fields; i++)
+        names[i] = m->fields[i].name;
+    *out = names;
+    *n = m->n_fields;
+    return true;
+}
+
+rd_code svc_authz(svc_call *call, auth_verb can, const char *model, const char *group,
+                  const char *const *fields, size_t n, const store_model *m, rd_err *err)
+{
+    const auth_principal *p = svc_call_principal(call);
+    const char *const *const *writable_by = NULL;
+    auth_required req = {0};
+    if (p == NULL)
+        return rd_errf(err, RD_UNAUTHENTICATED, NULL, "no credential");
+    if (group == NULL || group[0] == '\0')
+        group = SVC_DEFAULT_GROUP;
+    if (!svc_authz_writable_by(svc_call_arena(call), m, fields, n, &writable_by))
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    rd_code code =
+        auth_allows(p, can, model ? model : "", group, fields, n, writable_by, &req, err);
+    if (code == RD_PERMISSION_DENIED)
+        svc_call_set_required(call, &req);
+    return code;
+}
+
+rd_code svc_authz_record(svc_call *call, auth_verb can, const char *model, const char *id,
+                         const char *const *fields, size_t n, const store_model *m, rd_err *err)
+{
+    const auth_principal *p = svc_call_principal(call);
+    store_record rec = {0};
+    int64_t read_at = 0;
+    rd_code code;
+    if (p == NULL)
+        return rd_errf(err, RD_UNAUTHENTICATED, NULL, "no credential");
+    store_conn *conn = svc_thread_conn(svc_call_ctx(call)->db, err);
+    if (conn == NULL)
+        return err->code;
+    code = store_get(conn, svc_call_org(call), model, id, &rec, &read_at, err);
+    if (code == RD_OK) {
+        code = svc_authz(call, can, model, rec.group, fields, n, m, err);
+        goto done;
+    }
+    if (code != RD_NOT_FOUND)
+        goto done;
+    rd_err_clear(err);
+    if (svc_authz_model_in_caps(auth_principal_caps(p), can, model)) {
+        code = RD_OK;
+        goto done;
+    }
+    auth_required req = {.can = can, .model = model ? model : "", .group = "*"};
+    svc_call_set_required(call, &req);
+    code = rd_errf(err, RD_PERMISSION_DENIED, NULL, "no capability allows %s on %.64s",
+                   auth_verb_str(can), model ? model : "");
+done:
+    store_record_clear(&rec);
+    return code;
+}
+
+rd_code svc_authz_any(svc_call *call, unsigned verbs, rd_err *err)
+{
+    const auth_principal *p = svc_call_principal(call);
+    if (p == NULL)
+        return rd_errf(err, RD_UNAUTHENTICATED, NULL, "no credential");
+    const auth_caps *caps = auth_principal_caps(p);
+    for (size_t i = 0; i < auth_caps_count(caps); i++)
+        if ((auth_caps_verbs(caps, i) & verbs) != 0)
+            return RD_OK;
+    auth_verb lowest = (auth_verb)(verbs & -verbs);
+    auth_required req = {.can = lowest, .model = "*", .group = "*"};
+    svc_call_set_required(call, &req);
+    return rd_errf(err, RD_PERMISSION_DENIED, NULL, "no capability allows %s",
+                   auth_verb_str(lowest));
+}

@@ -1,0 +1,61 @@
+/* svc_authz: authorisation of one RPC (DESIGN.md §6). Every handler asks
+ * here before it touches the store: (verb, model, sync group) against the
+ * principal's capabilities and every written field against the caps'
+ * field lists and the schema's writableBy roles, through auth_allows. A
+ * denial is RD_PERMISSION_DENIED with the required capability remembered on
+ * the call (svc_call_set_required), which the receipt module puts into the
+ * receipt error and the status details. The table of which RPC needs what
+ * is in docs/internals/auth.md ("Server integration"). */
+#ifndef SVC_AUTHZ_H
+#define SVC_AUTHZ_H
+
+#include "service/svc.h"
+
+/* The sync group a create without one lands in (the store's default). */
+#define SVC_DEFAULT_GROUP "default"
+
+/* Checks `can` on (model, group) writing fields[0..n) (NULL when n is 0)
+ * for the call's principal; group NULL or "" means SVC_DEFAULT_GROUP. m
+ * (may be NULL) supplies the per-field writableBy rules. Errors:
+ * RD_PERMISSION_DENIED (required capability remembered), RD_UNAUTHENTICATED
+ * (no principal), RD_INTERNAL. */
+rd_code svc_authz(svc_call *call, auth_verb can, const char *model, const char *group,
+                  const char *const *fields, size_t n, const store_model *m, rd_err *err);
+
+/* svc_authz for an existing record: reads its sync group on the thread's
+ * read connection (a group never changes after create) and checks there.
+ * A missing record passes when the principal holds `can` on model in some
+ * group (the write then reports not_found itself) and is denied otherwise,
+ * so a caller without access learns nothing about which ids exist.
+ * Errors: those of svc_authz, store errors other than RD_NOT_FOUND. */
+rd_code svc_authz_record(svc_call *call, auth_verb can, const char *model, const char *id,
+                         const char *const *fields, size_t n, const store_model *m, rd_err *err);
+
+/* Passes when the principal holds any capability with a verb in verbs
+ * (OR of auth_verb) on any model and group; otherwise RD_PERMISSION_DENIED
+ * requiring {can = the lowest verb of verbs, model "*", group "*"}. Used by
+ * GetSchema (read or admin) and by ReleaseClaim without a record. */
+rd_code svc_authz_any(svc_call *call, unsigned verbs, rd_err *err);
+
+/* ---- pure helpers (unit-tested) -------------------------------------------- */
+
+/* Whether caps grant `can` on model (exactly or "*") in any group. */
+bool svc_authz_model_in_caps(const auth_caps *caps, auth_verb can, const char *model);
+
+/* The per-field writableBy lists for fields[0..n) of model m, in the arena:
+ * entry i is NULL (no rule: unknown field or empty list) or a
+ * NULL-terminated role list. *out is NULL when no field has a rule (or m is
+ * NULL). Returns false when out of memory. */
+bool svc_authz_writable_by(rd_arena *a, const store_model *m, const char *const *fields, size_t n,
+                           const char *const *const **out);
+
+/* The top-level member names of a JSON object (data of a create, the patch
+ * of an update) into the arena; *n = 0 for anything else. false when out of
+ * memory. */
+bool svc_authz_data_fields(rd_arena *a, const json_t *data, const char *const **out, size_t *n);
+
+/* Every field name of m (a replace writes them all) into the arena. false
+ * when out of memory. */
+bool svc_authz_model_fields(rd_arena *a, const store_model *m, const char *const **out, size_t *n);
+
+#endif

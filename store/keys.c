@@ -1,0 +1,298 @@
+/* store/keys.c: API keys and token revocations (store.h, "API keys and
+ * revocations"). Lookups use the caller's read connection and its statement
+ * cache; writes open their own connection for one short IMMEDIATE
+ * transaction, serialised with the writer by SQLite's lock. Nothing is
+ * cached, so a revocation is effective for every call that starts after its
+ * commit. docs/internals/auth.md ("Server integration") has the tables. */
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_int.h"
+
+void store_api_key_clear(store_api_key *k)
+{
+    free(k->caps);
+    memset(k, 0, sizeof *k);
+}
+
+void store_api_keys_free(store_api_key *keys, size_t n)
+{
+    for (size_t i = 0; keys != NULL && i < n; i++)
+        store_api_key_clear(&keys[i]);
+    free(keys);
+}
+
+/* Opens a read-write connection to s's database for one admin write. */
+static rd_code admin_open(store *s, sqlite3 **out, rd_err *err)
+{
+    int rc = sqlite3_open_v2(s->path, out, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc == SQLITE_OK) {
+        sqlite3_extended_result_codes(*out, 1);
+        rc = sqlite3_busy_timeout(*out, STORE_BUSY_TIMEOUT_MS);
+    }
+    if (rc != SQLITE_OK) {
+        rd_errf(err, RD_UNAVAILABLE, NULL, "cannot open the database: %s", sqlite3_errstr(rc));
+        sqlite3_close(*out);
+        *out = NULL;
+        return RD_UNAVAILABLE;
+    }
+    return RD_OK;
+}
+
+/* Runs one prepared, fully bound write statement st on db inside an
+ * IMMEDIATE transaction. *changes gets the rows changed. Finalizes st. */
+static rd_code admin_run(sqlite3 *db, sqlite3_stmt *st, int *changes, rd_err *err)
+{
+    rd_code code = RD_OK;
+    int rc = store_exec(db, "BEGIN IMMEDIATE");
+    if (rc != SQLITE_OK) {
+        code = store_sql_err(db, rc, err);
+        goto done;
+    }
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_DONE) {
+        code = store_sql_err(db, rc, err);
+        store_exec(db, "ROLLBACK");
+        goto done;
+    }
+    if (changes != NULL)
+        *changes = sqlite3_changes(db);
+    rc = store_exec(db, "COMMIT");
+    if (rc != SQLITE_OK) {
+        code = store_sql_err(db, rc, err);
+        store_exec(db, "ROLLBACK");
+    }
+done:
+    sqlite3_finalize(st);
+    return code;
+}
+
+static bool bounded(const char *s, size_t max)
+{
+    return s != NULL && s[0] != '\0' && strlen(s) <= max;
+}
+
+rd_code store_key_insert(store *s, const char *key_id,
+                         const unsigned char hash[STORE_KEY_HASH_BYTES], const char *org,
+                         const char *role, const char *caps, rd_err *err)
+{
+    static const char sql[] = "INSERT INTO _rd_api_keys (key_id, hash, org, role, caps,"
+                              " created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)";
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    rd_code code;
+    if (!bounded(key_id, STORE_KEY_ID_MAX) || !store_id_valid(key_id))
+        return rd_errf(err, RD_VALIDATION_FAILED, "key_id", "key id is malformed");
+    if (!store_org_valid(org))
+        return rd_errf(err, RD_VALIDATION_FAILED, "org",
+                       "organisation must match ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$ without '__'");
+    if (!bounded(role, STORE_ROLE_MAX))
+        return rd_errf(err, RD_VALIDATION_FAILED, "role", "role must be 1 to %d bytes",
+                       STORE_ROLE_MAX);
+    if (caps == NULL)
+        return rd_errf(err, RD_VALIDATION_FAILED, "caps", "caps are required");
+    code = admin_open(s, &db, err);
+    if (code != RD_OK)
+        return code;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_blob(st, 2, hash, STORE_KEY_HASH_BYTES, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 3, org, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 4, role, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 5, caps, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 6, rd_now_us());
+    if (rc != SQLITE_OK) {
+        code = store_sql_err(db, rc, err);
+        sqlite3_finalize(st);
+        goto done;
+    }
+    code = admin_run(db, st, NULL, err);
+done:
+    sqlite3_close(db);
+    return code;
+}
+
+/* Runs an admin statement with one text parameter; *changes as admin_run. */
+static rd_code admin_one(store *s, const char *sql, const char *arg, int *changes, rd_err *err)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    rd_code code = admin_open(s, &db, err);
+    if (code != RD_OK)
+        return code;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, 2, rd_now_us());
+    if (rc != SQLITE_OK) {
+        code = store_sql_err(db, rc, err);
+        sqlite3_finalize(st);
+    } else {
+        code = admin_run(db, st, changes, err);
+    }
+    sqlite3_close(db);
+    return code;
+}
+
+rd_code store_key_revoke(store *s, const char *key_id, rd_err *err)
+{
+    static const char sql[] = "UPDATE _rd_api_keys SET revoked_at = coalesce(revoked_at, ?2)"
+                              " WHERE key_id = ?1";
+    int changes = 0;
+    if (!bounded(key_id, STORE_KEY_ID_MAX))
+        return rd_errf(err, RD_NOT_FOUND, "key_id", "no such key");
+    if (admin_one(s, sql, key_id, &changes, err) != RD_OK)
+        return err->code;
+    if (changes == 0)
+        return rd_errf(err, RD_NOT_FOUND, "key_id", "no such key");
+    return RD_OK;
+}
+
+rd_code store_token_revoke(store *s, const char *jti, rd_err *err)
+{
+    static const char sql[] = "INSERT INTO _rd_revoked_tokens (jti, revoked_at) VALUES (?1, ?2)"
+                              " ON CONFLICT (jti) DO NOTHING";
+    if (!bounded(jti, STORE_JTI_MAX))
+        return rd_errf(err, RD_VALIDATION_FAILED, "jti", "token id must be 1 to %d bytes",
+                       STORE_JTI_MAX);
+    return admin_one(s, sql, jti, NULL, err);
+}
+
+/* Copies the current row (key_id, org, role, caps, created_at, revoked_at)
+ * into out. */
+static rd_code read_key(sqlite3_stmt *st, store_api_key *out, rd_err *err)
+{
+    const char *id = (const char *)sqlite3_column_text(st, 0);
+    const char *org = (const char *)sqlite3_column_text(st, 1);
+    const char *role = (const char *)sqlite3_column_text(st, 2);
+    const char *caps = (const char *)sqlite3_column_text(st, 3);
+    memset(out, 0, sizeof *out);
+    if (id == NULL || org == NULL || role == NULL || caps == NULL ||
+        strlen(id) >= sizeof out->key_id || strlen(org) >= sizeof out->org ||
+        strlen(role) >= sizeof out->role)
+        return rd_errf(err, RD_INTERNAL, NULL, "a stored API key is malformed");
+    memcpy(out->key_id, id, strlen(id) + 1);
+    memcpy(out->org, org, strlen(org) + 1);
+    memcpy(out->role, role, strlen(role) + 1);
+    out->caps = strdup(caps);
+    out->created_at_us = sqlite3_column_int64(st, 4);
+    out->revoked_at_us =
+        sqlite3_column_type(st, 5) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 5);
+    if (out->caps == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    return RD_OK;
+}
+
+rd_code store_key_lookup(store_conn *c, const unsigned char hash[STORE_KEY_HASH_BYTES],
+                         store_api_key *out, rd_err *err)
+{
+    static const char sql[] = "SELECT key_id, org, role, caps, created_at, revoked_at, hash"
+                              " FROM _rd_api_keys WHERE hash = ?";
+    sqlite3_stmt *st = NULL;
+    rd_code code = RD_OK;
+    memset(out, 0, sizeof *out);
+    int rc = store_stmt_get(&c->cache, sql, &st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_blob(st, 1, hash, STORE_KEY_HASH_BYTES, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_DONE) {
+        code = rd_errf(err, RD_NOT_FOUND, NULL, "no such key");
+        goto done;
+    }
+    if (rc != SQLITE_ROW) {
+        code = store_sql_err(c->db, rc, err);
+        goto done;
+    }
+    const void *stored = sqlite3_column_blob(st, 6);
+    if (stored == NULL || sqlite3_column_bytes(st, 6) != STORE_KEY_HASH_BYTES ||
+        sodium_memcmp(stored, hash, STORE_KEY_HASH_BYTES) != 0) {
+        code = rd_errf(err, RD_NOT_FOUND, NULL, "no such key");
+        goto done;
+    }
+    code = read_key(st, out, err);
+    if (code != RD_OK)
+        store_api_key_clear(out);
+done:
+    if (st != NULL)
+        store_stmt_put(st);
+    return code;
+}
+
+rd_code store_key_list(store_conn *c, const char *org, store_api_key **out, size_t *n, rd_err *err)
+{
+    static const char sql[] = "SELECT key_id, org, role, caps, created_at, revoked_at"
+                              " FROM _rd_api_keys WHERE ?1 IS NULL OR org = ?1"
+                              " ORDER BY created_at, key_id";
+    sqlite3_stmt *st = NULL;
+    store_api_key *keys = NULL;
+    size_t count = 0, cap = 0;
+    rd_code code = RD_OK;
+    *out = NULL;
+    *n = 0;
+    int rc = store_stmt_get(&c->cache, sql, &st);
+    if (rc == SQLITE_OK)
+        rc = org ? sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC) : sqlite3_bind_null(st, 1);
+    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        rc = SQLITE_OK;
+        if (count == cap) {
+            size_t ncap = cap ? cap * 2 : 8;
+            store_api_key *grown = realloc(keys, ncap * sizeof *keys);
+            if (grown == NULL) {
+                code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+                goto done;
+            }
+            keys = grown;
+            cap = ncap;
+        }
+        if (read_key(st, &keys[count], err) != RD_OK) {
+            store_api_key_clear(&keys[count]);
+            code = err->code;
+            goto done;
+        }
+        count++;
+    }
+    if (rc != SQLITE_DONE)
+        code = store_sql_err(c->db, rc, err);
+done:
+    if (st != NULL)
+        store_stmt_put(st);
+    if (code != RD_OK) {
+        store_api_keys_free(keys, count);
+        return code;
+    }
+    *out = keys;
+    *n = count;
+    return RD_OK;
+}
+
+int store_is_revoked(store_conn *c, const char *jti, const char *sub)
+{
+    static const char sql[] = "SELECT 1 FROM _rd_revoked_tokens WHERE jti = ?1"
+                              " UNION ALL SELECT 1 FROM _rd_api_keys"
+                              " WHERE key_id = ?2 AND revoked_at IS NOT NULL LIMIT 1";
+    sqlite3_stmt *st = NULL;
+    int revoked = -1;
+    int rc = store_stmt_get(&c->cache, sql, &st);
+    if (rc == SQLITE_OK)
+        rc = jti ? sqlite3_bind_text(st, 1, jti, -1, SQLITE_STATIC) : sqlite3_bind_null(st, 1);
+    if (rc == SQLITE_OK)
+        rc = sub ? sqlite3_bind_text(st, 2, sub, -1, SQLITE_STATIC) : sqlite3_bind_null(st, 2);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        revoked = 1;
+    else if (rc == SQLITE_DONE)
+        revoked = 0;
+    if (st != NULL)
+        store_stmt_put(st);
+    return revoked;
+}

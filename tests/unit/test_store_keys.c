@@ -1,0 +1,152 @@
+/* Unit tests for store/keys.c: API keys stored as hashes, looked up by hash,
+ * listed per organisation, revoked; token ids revoked; the revocation check
+ * tokens go through (jti or minting key). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "store/store.h"
+
+typedef struct fixture {
+    char dir[64];
+    char path[128];
+    store *s;
+    store_conn *c;
+} fixture;
+
+static const unsigned char H1[STORE_KEY_HASH_BYTES] = {1, 2, 3};
+static const unsigned char H2[STORE_KEY_HASH_BYTES] = {9, 9, 9};
+
+static int setup(void **state)
+{
+    fixture *fx = calloc(1, sizeof *fx);
+    rd_err err;
+    snprintf(fx->dir, sizeof fx->dir, "/tmp/rd_keys_XXXXXX");
+    if (mkdtemp(fx->dir) == NULL)
+        return -1;
+    snprintf(fx->path, sizeof fx->path, "%s/test.db", fx->dir);
+    store_options o = {.path = fx->path};
+    if (store_open(&o, &fx->s, &err) != RD_OK || store_conn_open(fx->s, &fx->c, &err) != RD_OK)
+        return -1;
+    *state = fx;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *fx = *state;
+    char p[160];
+    store_conn_close(fx->c);
+    store_close(fx->s);
+    unlink(fx->path);
+    snprintf(p, sizeof p, "%s-wal", fx->path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", fx->path);
+    unlink(p);
+    rmdir(fx->dir);
+    free(fx);
+    return 0;
+}
+
+static void test_key_insert_then_lookup_by_hash(void **state)
+{
+    fixture *fx = *state;
+    store_api_key k;
+    rd_err err;
+    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "admin", "[]", &err), RD_OK);
+    assert_int_equal(store_key_lookup(fx->c, H1, &k, &err), RD_OK);
+    assert_string_equal(k.key_id, "key_a");
+    assert_string_equal(k.org, "acme");
+    assert_string_equal(k.role, "admin");
+    assert_string_equal(k.caps, "[]");
+    assert_int_equal(k.revoked_at_us, 0);
+    assert_true(k.created_at_us > 0);
+    store_api_key_clear(&k);
+    assert_int_equal(store_key_lookup(fx->c, H2, &k, &err), RD_NOT_FOUND);
+}
+
+static void test_key_insert_rejects_duplicates_and_bad_names(void **state)
+{
+    fixture *fx = *state;
+    rd_err err;
+    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", &err), RD_OK);
+    assert_int_equal(store_key_insert(fx->s, "key_a", H2, "acme", "r", "[]", &err),
+                     RD_DUPLICATE_RECORD);
+    assert_int_equal(store_key_insert(fx->s, "key_b", H1, "acme", "r", "[]", &err),
+                     RD_DUPLICATE_RECORD);
+    assert_int_equal(store_key_insert(fx->s, "key c", H2, "acme", "r", "[]", &err),
+                     RD_VALIDATION_FAILED);
+    assert_int_equal(store_key_insert(fx->s, "key_c", H2, "a__b", "r", "[]", &err),
+                     RD_VALIDATION_FAILED);
+    assert_int_equal(store_key_insert(fx->s, "key_c", H2, "acme", "", "[]", &err),
+                     RD_VALIDATION_FAILED);
+}
+
+static void test_key_list_is_per_organisation(void **state)
+{
+    fixture *fx = *state;
+    store_api_key *keys = NULL;
+    size_t n = 0;
+    rd_err err;
+    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", &err), RD_OK);
+    assert_int_equal(store_key_insert(fx->s, "key_b", H2, "other", "r", "[]", &err), RD_OK);
+    assert_int_equal(store_key_list(fx->c, "acme", &keys, &n, &err), RD_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(keys[0].key_id, "key_a");
+    store_api_keys_free(keys, n);
+    assert_int_equal(store_key_list(fx->c, NULL, &keys, &n, &err), RD_OK);
+    assert_int_equal(n, 2);
+    store_api_keys_free(keys, n);
+}
+
+static void test_key_revoke_marks_it_and_revokes_its_tokens(void **state)
+{
+    fixture *fx = *state;
+    store_api_key k;
+    rd_err err;
+    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", &err), RD_OK);
+    assert_int_equal(store_is_revoked(fx->c, "tok_1", "key_a"), 0);
+    assert_int_equal(store_key_revoke(fx->s, "key_a", &err), RD_OK);
+    assert_int_equal(store_key_lookup(fx->c, H1, &k, &err), RD_OK);
+    assert_true(k.revoked_at_us > 0);
+    int64_t first = k.revoked_at_us;
+    store_api_key_clear(&k);
+    assert_int_equal(store_key_revoke(fx->s, "key_a", &err), RD_OK);
+    assert_int_equal(store_key_lookup(fx->c, H1, &k, &err), RD_OK);
+    assert_int_equal(k.revoked_at_us, first);
+    store_api_key_clear(&k);
+    assert_int_equal(store_is_revoked(fx->c, "tok_1", "key_a"), 1);
+    assert_int_equal(store_key_revoke(fx->s, "key_zz", &err), RD_NOT_FOUND);
+}
+
+static void test_token_revoke_by_jti(void **state)
+{
+    fixture *fx = *state;
+    rd_err err;
+    assert_int_equal(store_is_revoked(fx->c, "tok_1", "sub"), 0);
+    assert_int_equal(store_token_revoke(fx->s, "tok_1", &err), RD_OK);
+    assert_int_equal(store_token_revoke(fx->s, "tok_1", &err), RD_OK);
+    assert_int_equal(store_is_revoked(fx->c, "tok_1", "sub"), 1);
+    assert_int_equal(store_is_revoked(fx->c, "tok_2", NULL), 0);
+    assert_int_equal(store_token_revoke(fx->s, "", &err), RD_VALIDATION_FAILED);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(test_key_insert_then_lookup_by_hash),
+        T(test_key_insert_rejects_duplicates_and_bad_names),
+        T(test_key_list_is_per_organisation),
+        T(test_key_revoke_marks_it_and_revokes_its_tokens),
+        T(test_token_revoke_by_jti),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

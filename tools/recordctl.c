@@ -1,0 +1,726 @@
+/* recordctl: the operator's tool for recordd's credentials (DESIGN.md §6).
+ * `init` creates the database, the server's secrets and a first admin API
+ * key; `key` creates, lists and revokes API keys; `token` mints (offline,
+ * with the signing key), inspects and revokes capability tokens. It opens
+ * the database itself (store_open); SQLite's locking makes that safe while
+ * a server runs on the same file, and the server sees new keys and
+ * revocations on its next lookup (nothing is cached).
+ *
+ * Secrets are printed once (a new API key, a minted token) and otherwise
+ * only written to files with mode 0600; buffers holding them are wiped. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "auth/auth.h"
+#include "service/config.h"
+#include "service/svc_auth.h"
+#include "store/store.h"
+
+#define ADMIN_CAPS                                                                                 \
+    "[{\"can\":[\"read\",\"create\",\"update\",\"delete\",\"admin\"],\"model\":\"*\",\"group\":"   \
+    "\"*\"}]"
+
+/* Options shared by every command; paths default to files under dir. */
+typedef struct ctl {
+    char dir[1024];
+    char db[1024];
+    char pepper[1024];
+    char signing_key[1024];
+    char trusted_keys[1024];
+    const char *org, *role, *caps, *sub, *key_id, *issuer, *audience, *issued_at;
+    long ttl;
+    bool test_key, json;
+    const char *args[4]; /* positional arguments after the command words */
+    int n_args;
+} ctl;
+
+static void usage(FILE *out)
+{
+    fprintf(
+        out,
+        "Usage: recordctl COMMAND [options]\n\n"
+        "  init [--dir ./var] [--org NAME] [--db PATH]\n"
+        "      create the database, the API-key pepper, the token signing key, the\n"
+        "      trusted-keys directory and an admin API key for NAME (default 'default'),\n"
+        "      printed once and saved (mode 0600) as DIR/admin.key. Keeps what exists.\n"
+        "  key create --org ORG --role ROLE --caps JSON [--test] [--json]\n"
+        "      create an API key (sk_live_…, or sk_test_… with --test) and print it once\n"
+        "  key list [--org ORG] [--json]\n"
+        "  key revoke KEY_ID\n"
+        "  token mint (--key-id ID | --org ORG --sub SUBJECT [--role ROLE]) --caps JSON\n"
+        "             [--ttl SECONDS] [--issued-at RFC3339] [--json]\n"
+        "      sign a token offline with the signing key; with --key-id its caps must be\n"
+        "      covered by that key's; --issued-at back-dates it (tests, expiry drills)\n"
+        "  token inspect TOKEN     verify with the trusted keys and print the claims\n"
+        "  token revoke JTI\n\n"
+        "Common options (each also read from its RECORDD_* variable):\n"
+        "  --dir DIR             where init puts everything [./var]\n"
+        "  --db PATH             [DIR/recordd.db]      (RECORDD_DB)\n"
+        "  --pepper-file PATH    [DIR/pepper]          (RECORDD_PEPPER_FILE)\n"
+        "  --signing-key PATH    [DIR/signing.key]     (RECORDD_SIGNING_KEY)\n"
+        "  --trusted-keys PATH   [DIR/trusted-keys]    (RECORDD_TRUSTED_KEYS)\n"
+        "  --issuer S, --audience S   token iss/aud [recordd] (RECORDD_TOKEN_ISSUER/_AUDIENCE)\n");
+}
+
+static int fail(const char *what, const rd_err *err)
+{
+    fprintf(stderr, "recordctl: %s: %s\n", what, err->msg);
+    return 1;
+}
+
+/* ---- files -------------------------------------------------------------------- */
+
+static bool exists(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+/* Writes len bytes to a new file (never overwrites) with mode. 0 on
+ * success, else -1 with errno. */
+static int write_new(const char *path, const void *data, size_t len, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL, mode);
+    if (fd < 0)
+        return -1;
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            int e = errno;
+            close(fd);
+            unlink(path);
+            errno = e;
+            return -1;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0)
+        return -1;
+    return 0;
+}
+
+static int mkdir_p(const char *dir, mode_t mode)
+{
+    char buf[1024];
+    if (snprintf(buf, sizeof buf, "%s/x", dir) >= (int)sizeof buf)
+        return -1;
+    rd_err err;
+    if (svc_config_make_db_dir(buf, &err) != RD_OK) {
+        fprintf(stderr, "recordctl: %s\n", err.msg);
+        return -1;
+    }
+    chmod(dir, mode);
+    return 0;
+}
+
+/* ---- store -------------------------------------------------------------------- */
+
+static rd_code open_store(const ctl *c, store **out, rd_err *err)
+{
+    store_options so = {.path = c->db, .sync_normal = false, .max_batch = 0};
+    if (svc_config_make_db_dir(c->db, err) != RD_OK)
+        return err->code;
+    return store_open(&so, out, err);
+}
+
+/* ---- keys ----------------------------------------------------------------------- */
+
+/* Creates an API key (org, role, caps JSON) in db; key receives the key
+ * (the caller wipes it), id its id. */
+static rd_code create_key(const ctl *c, store *db, const char *org, const char *role,
+                          const char *caps_json, bool test, char key[AUTH_APIKEY_LEN + 1],
+                          char id[32], rd_err *err)
+{
+    unsigned char *pepper = sodium_malloc(AUTH_PEPPER_BYTES);
+    unsigned char hash[AUTH_APIKEY_HASH_BYTES];
+    auth_caps *caps = NULL;
+    char *canon = NULL;
+    rd_code code;
+    if (pepper == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    code = auth_caps_from_json(caps_json, strlen(caps_json), &caps, err);
+    if (code != RD_OK)
+        goto done;
+    if (auth_caps_count(caps) == 0) {
+        code = rd_errf(err, RD_VALIDATION_FAILED, "caps", "--caps: at least one capability");
+        goto done;
+    }
+    canon = auth_caps_to_json(caps);
+    if (canon == NULL) {
+        code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        goto done;
+    }
+    code = svc_pepper_load(c->pepper, pepper, err);
+    if (code != RD_OK)
+        goto done;
+    code = auth_apikey_generate(test ? AUTH_KEY_TEST : AUTH_KEY_LIVE, key, err);
+    if (code == RD_OK)
+        code = auth_apikey_hash(pepper, key, AUTH_APIKEY_LEN, hash, err);
+    if (code != RD_OK)
+        goto done;
+    rd_random_id("key_", id, 20);
+    code = store_key_insert(db, id, hash, org, role, canon, err);
+done:
+    if (code != RD_OK)
+        sodium_memzero(key, AUTH_APIKEY_LEN + 1);
+    sodium_memzero(hash, sizeof hash);
+    sodium_free(pepper);
+    free(canon);
+    auth_caps_free(caps);
+    return code;
+}
+
+static int cmd_key_create(const ctl *c)
+{
+    store *db = NULL;
+    char key[AUTH_APIKEY_LEN + 1] = {0}, id[32];
+    rd_err err;
+    if (c->org == NULL || c->role == NULL || c->caps == NULL) {
+        fprintf(stderr, "recordctl: key create needs --org, --role and --caps\n");
+        return 2;
+    }
+    if (open_store(c, &db, &err) != RD_OK)
+        return fail("cannot open the database", &err);
+    rd_code code = create_key(c, db, c->org, c->role, c->caps, c->test_key, key, id, &err);
+    store_close(db);
+    if (code != RD_OK)
+        return fail("cannot create the key", &err);
+    if (c->json)
+        printf("{\"key_id\":\"%s\",\"org\":\"%s\",\"role\":\"%s\",\"key\":\"%s\"}\n", id, c->org,
+               c->role, key);
+    else
+        printf("%s\n", key);
+    fflush(stdout);
+    sodium_memzero(key, sizeof key);
+    fprintf(stderr, "created API key %s (org %s, role %s); it is shown only once\n", id, c->org,
+            c->role);
+    return 0;
+}
+
+static int cmd_key_list(const ctl *c)
+{
+    store *db = NULL;
+    store_conn *conn = NULL;
+    store_api_key *keys = NULL;
+    size_t n = 0;
+    rd_err err;
+    int rc = 1;
+    if (open_store(c, &db, &err) != RD_OK)
+        return fail("cannot open the database", &err);
+    if (store_conn_open(db, &conn, &err) != RD_OK ||
+        store_key_list(conn, c->org, &keys, &n, &err) != RD_OK) {
+        fail("cannot list keys", &err);
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char created[40], revoked[40] = "-";
+        rd_rfc3339(keys[i].created_at_us - keys[i].created_at_us % 1000000, created,
+                   sizeof created);
+        if (keys[i].revoked_at_us != 0)
+            rd_rfc3339(keys[i].revoked_at_us - keys[i].revoked_at_us % 1000000, revoked,
+                       sizeof revoked);
+        if (c->json) {
+            json_t *caps = json_loads(keys[i].caps, 0, NULL);
+            json_t *o = json_pack("{s:s,s:s,s:s,s:o*,s:s,s:s?}", "key_id", keys[i].key_id, "org",
+                                  keys[i].org, "role", keys[i].role, "caps", caps, "created_at",
+                                  created, "revoked_at", keys[i].revoked_at_us ? revoked : NULL);
+            char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+            if (s != NULL)
+                printf("%s\n", s);
+            free(s);
+            json_decref(o);
+        } else {
+            printf("%s  org=%s  role=%s  created=%s  revoked=%s  caps=%s\n", keys[i].key_id,
+                   keys[i].org, keys[i].role, created, revoked, keys[i].caps);
+        }
+    }
+    rc = 0;
+done:
+    store_api_keys_free(keys, n);
+    if (conn != NULL)
+        store_conn_close(conn);
+    store_close(db);
+    return rc;
+}
+
+static int cmd_key_revoke(const ctl *c)
+{
+    store *db = NULL;
+    rd_err err;
+    if (c->n_args != 1) {
+        fprintf(stderr, "recordctl: key revoke KEY_ID\n");
+        return 2;
+    }
+    if (open_store(c, &db, &err) != RD_OK)
+        return fail("cannot open the database", &err);
+    rd_code code = store_key_revoke(db, c->args[0], &err);
+    store_close(db);
+    if (code != RD_OK)
+        return fail("cannot revoke the key", &err);
+    fprintf(stderr, "revoked API key %s (and every token it minted)\n", c->args[0]);
+    return 0;
+}
+
+/* ---- tokens ------------------------------------------------------------------- */
+
+static void auth_cfg(const ctl *c, auth_config *cfg)
+{
+    auth_config_init(cfg);
+    if (c->issuer != NULL)
+        cfg->issuer = c->issuer;
+    if (c->audience != NULL)
+        cfg->audience = c->audience;
+}
+
+/* The minting principal: the stored key --key-id (must be live), or an
+ * ad-hoc one for --org/--sub holding exactly the requested caps. */
+static rd_code mint_principal(const ctl *c, const auth_caps *requested, auth_principal **out,
+                              rd_err *err)
+{
+    store *db = NULL;
+    store_conn *conn = NULL;
+    store_api_key *keys = NULL;
+    size_t n = 0;
+    auth_caps *caps = NULL;
+    rd_code code;
+    if (c->key_id == NULL) {
+        if (c->org == NULL || c->sub == NULL)
+            return rd_errf(err, RD_VALIDATION_FAILED, NULL,
+                           "token mint needs --key-id, or --org and --sub");
+        return auth_principal_new_api_key(c->sub, c->org, c->role, requested, out, err);
+    }
+    code = open_store(c, &db, err);
+    if (code != RD_OK)
+        return code;
+    code = store_conn_open(db, &conn, err);
+    if (code == RD_OK)
+        code = store_key_list(conn, NULL, &keys, &n, err);
+    if (code != RD_OK)
+        goto done;
+    code = rd_errf(err, RD_NOT_FOUND, "key-id", "no such key");
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(keys[i].key_id, c->key_id) != 0)
+            continue;
+        if (keys[i].revoked_at_us != 0) {
+            code = rd_errf(err, RD_PERMISSION_DENIED, "key-id", "the key is revoked");
+            break;
+        }
+        code = auth_caps_from_json(keys[i].caps, strlen(keys[i].caps), &caps, err);
+        if (code == RD_OK)
+            code = auth_principal_new_api_key(keys[i].key_id, keys[i].org, keys[i].role, caps, out,
+                                              err);
+        break;
+    }
+done:
+    auth_caps_free(caps);
+    store_api_keys_free(keys, n);
+    if (conn != NULL)
+        store_conn_close(conn);
+    if (db != NULL)
+        store_close(db);
+    return code;
+}
+
+static int cmd_token_mint(const ctl *c)
+{
+    auth_caps *caps = NULL;
+    auth_principal *p = NULL;
+    auth_signer *signer = NULL;
+    auth_minted minted;
+    auth_required req = {0};
+    auth_config cfg;
+    rd_err err;
+    int rc = 1;
+    memset(&minted, 0, sizeof minted);
+    if (c->caps == NULL) {
+        fprintf(stderr, "recordctl: token mint needs --caps\n");
+        return 2;
+    }
+    auth_cfg(c, &cfg);
+    if (c->issued_at != NULL && rd_parse_rfc3339(c->issued_at, &cfg.now_us) != 0) {
+        fprintf(stderr, "recordctl: --issued-at: expected an RFC 3339 time\n");
+        return 2;
+    }
+    if (auth_caps_from_json(c->caps, strlen(c->caps), &caps, &err) != RD_OK) {
+        fail("--caps", &err);
+        goto done;
+    }
+    if (mint_principal(c, caps, &p, &err) != RD_OK) {
+        fail("cannot mint", &err);
+        goto done;
+    }
+    if (auth_signer_load(c->signing_key, &signer, &err) != RD_OK) {
+        fail(c->signing_key, &err);
+        goto done;
+    }
+    if (auth_mint(&cfg, signer, p, caps, c->ttl, &minted, &req, &err) != RD_OK) {
+        if (req.can != 0)
+            fprintf(stderr, "recordctl: the key lacks %s on model %s, group %s%s%s\n",
+                    auth_verb_str(req.can), req.model, req.group, req.field ? ", field " : "",
+                    req.field ? req.field : "");
+        fail("cannot mint", &err);
+        goto done;
+    }
+    if (c->json) {
+        char exp[40];
+        rd_rfc3339(minted.expires_at_us, exp, sizeof exp);
+        printf("{\"token\":\"%s\",\"jti\":\"%s\",\"expires_at\":\"%s\"}\n", minted.token,
+               minted.jti, exp);
+    } else {
+        printf("%s\n", minted.token);
+    }
+    fflush(stdout);
+    fprintf(stderr, "minted token %s for %s (org %s), valid %lld s\n", minted.jti,
+            auth_principal_id(p), auth_principal_org(p), (long long)minted.ttl_s);
+    rc = 0;
+done:
+    auth_minted_clear(&minted);
+    auth_signer_free(signer);
+    auth_principal_free(p);
+    auth_caps_free(caps);
+    return rc;
+}
+
+static int cmd_token_inspect(const ctl *c)
+{
+    auth_keyring *kr = auth_keyring_new();
+    auth_signer *signer = NULL;
+    auth_principal *p = NULL;
+    auth_config cfg;
+    rd_err err;
+    int rc = 1;
+    if (c->n_args != 1) {
+        fprintf(stderr, "recordctl: token inspect TOKEN\n");
+        auth_keyring_free(kr);
+        return 2;
+    }
+    const char *tok = c->args[0];
+    auth_cfg(c, &cfg);
+    cfg.keyring = kr;
+    if (kr == NULL)
+        goto done;
+    if (exists(c->trusted_keys) && auth_keyring_load(kr, c->trusted_keys, &err) != RD_OK) {
+        fail("--trusted-keys", &err);
+        goto done;
+    }
+    if (exists(c->signing_key) && auth_signer_load(c->signing_key, &signer, &err) == RD_OK) {
+        unsigned char pk[AUTH_PUBLIC_KEY_BYTES];
+        auth_signer_public_key(signer, pk);
+        auth_keyring_add(kr, pk, NULL, &err);
+    }
+    if (auth_token_verify(&cfg, tok, strlen(tok), &p, &err) != RD_OK) {
+        fail("token rejected", &err);
+        goto done;
+    }
+    /* verified: the payload is the body minus the 64-byte signature */
+    const char *body = tok + strlen("v4.public.");
+    const char *dot = strchr(body, '.');
+    size_t cap = strlen(body), len = 0;
+    unsigned char *m = malloc(cap + 1);
+    if (m == NULL || dot == NULL ||
+        sodium_base642bin(m, cap, body, (size_t)(dot - body), NULL, &len, NULL,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+        len < 64) {
+        free(m);
+        fprintf(stderr, "recordctl: cannot decode the verified token\n");
+        goto done;
+    }
+    json_t *claims = json_loadb((const char *)m, len - 64, 0, NULL);
+    free(m);
+    char *s = claims ? json_dumps(claims, JSON_INDENT(2) | JSON_SORT_KEYS) : NULL;
+    if (s != NULL)
+        printf("%s\n", s);
+    free(s);
+    json_decref(claims);
+    rc = 0;
+done:
+    auth_principal_free(p);
+    auth_signer_free(signer);
+    auth_keyring_free(kr);
+    return rc;
+}
+
+static int cmd_token_revoke(const ctl *c)
+{
+    store *db = NULL;
+    rd_err err;
+    if (c->n_args != 1) {
+        fprintf(stderr, "recordctl: token revoke JTI\n");
+        return 2;
+    }
+    if (open_store(c, &db, &err) != RD_OK)
+        return fail("cannot open the database", &err);
+    rd_code code = store_token_revoke(db, c->args[0], &err);
+    store_close(db);
+    if (code != RD_OK)
+        return fail("cannot revoke the token", &err);
+    fprintf(stderr, "revoked token %s\n", c->args[0]);
+    return 0;
+}
+
+/* ---- init --------------------------------------------------------------------- */
+
+static int init_pepper(const ctl *c)
+{
+    unsigned char raw[AUTH_PEPPER_BYTES];
+    char hex[2 * AUTH_PEPPER_BYTES + 2];
+    if (exists(c->pepper)) {
+        fprintf(stderr, "kept the existing pepper %s\n", c->pepper);
+        return 0;
+    }
+    randombytes_buf(raw, sizeof raw);
+    sodium_bin2hex(hex, sizeof hex, raw, sizeof raw);
+    size_t n = strlen(hex);
+    hex[n++] = '\n';
+    int rc = write_new(c->pepper, hex, n, 0600);
+    sodium_memzero(raw, sizeof raw);
+    sodium_memzero(hex, sizeof hex);
+    if (rc != 0) {
+        fprintf(stderr, "recordctl: cannot write %s: %s\n", c->pepper, strerror(errno));
+        return 1;
+    }
+    fprintf(stderr, "created the API-key pepper %s\n", c->pepper);
+    return 0;
+}
+
+/* The signing key (created when missing) and its public key in the
+ * trusted-keys directory as <kid>.pub. */
+static int init_signing_key(const ctl *c)
+{
+    auth_signer *s = NULL;
+    rd_err err;
+    int rc = 1;
+    char secret[AUTH_PASERK_SECRET_LEN + 2];
+    if (exists(c->signing_key)) {
+        if (auth_signer_load(c->signing_key, &s, &err) != RD_OK)
+            return fail(c->signing_key, &err);
+        fprintf(stderr, "kept the existing signing key %s (%s)\n", c->signing_key,
+                auth_signer_kid(s));
+    } else {
+        if (auth_signer_generate(&s, &err) != RD_OK ||
+            auth_signer_export_secret(s, secret, sizeof secret, &err) != RD_OK) {
+            auth_signer_free(s);
+            return fail("cannot create the signing key", &err);
+        }
+        size_t n = strlen(secret);
+        secret[n++] = '\n';
+        int w = write_new(c->signing_key, secret, n, 0600);
+        sodium_memzero(secret, sizeof secret);
+        if (w != 0) {
+            fprintf(stderr, "recordctl: cannot write %s: %s\n", c->signing_key, strerror(errno));
+            goto done;
+        }
+        fprintf(stderr, "created the token signing key %s (%s)\n", c->signing_key,
+                auth_signer_kid(s));
+    }
+    struct stat st;
+    if (stat(c->trusted_keys, &st) == 0 && !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "%s is a file: add the signing key's public key to it yourself\n",
+                c->trusted_keys);
+        rc = 0;
+        goto done;
+    }
+    if (mkdir_p(c->trusted_keys, 0755) != 0)
+        goto done;
+    char path[1200], line[AUTH_PASERK_PUBLIC_LEN + 2];
+    snprintf(path, sizeof path, "%s/%s.pub", c->trusted_keys, auth_signer_kid(s));
+    if (!exists(path)) {
+        auth_signer_public_paserk(s, line);
+        strcat(line, "\n");
+        if (write_new(path, line, strlen(line), 0644) != 0) {
+            fprintf(stderr, "recordctl: cannot write %s: %s\n", path, strerror(errno));
+            goto done;
+        }
+        fprintf(stderr, "trusted the signing key's public key in %s\n", path);
+    }
+    rc = 0;
+done:
+    auth_signer_free(s);
+    return rc;
+}
+
+static int cmd_init(const ctl *c)
+{
+    store *db = NULL;
+    rd_err err;
+    char key[AUTH_APIKEY_LEN + 1] = {0}, id[32], path[1100];
+    const char *org = c->org ? c->org : "default";
+    int rc = 1;
+    if (mkdir_p(c->dir, 0700) != 0)
+        return 1;
+    if (open_store(c, &db, &err) != RD_OK)
+        return fail("cannot open the database", &err);
+    if (init_pepper(c) != 0 || init_signing_key(c) != 0)
+        goto done;
+    snprintf(path, sizeof path, "%s/admin.key", c->dir);
+    if (exists(path)) {
+        fprintf(stderr, "already initialised: kept %s (the admin key is not shown again)\n", path);
+        rc = 0;
+        goto done;
+    }
+    if (create_key(c, db, org, "admin", ADMIN_CAPS, false, key, id, &err) != RD_OK) {
+        fail("cannot create the admin key", &err);
+        goto done;
+    }
+    char line[AUTH_APIKEY_LEN + 2];
+    snprintf(line, sizeof line, "%s\n", key);
+    int w = write_new(path, line, strlen(line), 0600);
+    sodium_memzero(line, sizeof line);
+    if (w != 0) {
+        fprintf(stderr, "recordctl: cannot write %s: %s\n", path, strerror(errno));
+        goto done;
+    }
+    printf("%s\n", key);
+    fflush(stdout);
+    fprintf(stderr,
+            "created organisation %s and its admin API key %s (saved as %s, mode 0600).\n"
+            "It is printed above once; use it as: authorization: Bearer <key>\n",
+            org, id, path);
+    rc = 0;
+done:
+    sodium_memzero(key, sizeof key);
+    store_close(db);
+    return rc;
+}
+
+/* ---- arguments ------------------------------------------------------------------ */
+
+static void path_default(char *dst, size_t cap, const char *env, const char *dir, const char *name)
+{
+    if (dst[0] != '\0')
+        return;
+    const char *v = getenv(env);
+    if (v != NULL && v[0] != '\0')
+        snprintf(dst, cap, "%s", v);
+    else
+        snprintf(dst, cap, "%s/%s", dir, name);
+}
+
+/* Parses argv from index i on into c. 0 on success, 2 on a usage error. */
+static int parse(int argc, char **argv, int i, ctl *c)
+{
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            if (c->n_args >= 4)
+                return 2;
+            c->args[c->n_args++] = a;
+            continue;
+        }
+        const char *name = a + 2, *eq = strchr(name, '=');
+        size_t nl = eq ? (size_t)(eq - name) : strlen(name);
+#define IS(s) (nl == strlen(s) && strncmp(name, s, nl) == 0)
+        if (IS("test")) {
+            c->test_key = true;
+            continue;
+        }
+        if (IS("json")) {
+            c->json = true;
+            continue;
+        }
+        const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (v == NULL) {
+            fprintf(stderr, "recordctl: %s needs a value\n", a);
+            return 2;
+        }
+        if (IS("dir"))
+            snprintf(c->dir, sizeof c->dir, "%s", v);
+        else if (IS("db"))
+            snprintf(c->db, sizeof c->db, "%s", v);
+        else if (IS("pepper-file"))
+            snprintf(c->pepper, sizeof c->pepper, "%s", v);
+        else if (IS("signing-key"))
+            snprintf(c->signing_key, sizeof c->signing_key, "%s", v);
+        else if (IS("trusted-keys"))
+            snprintf(c->trusted_keys, sizeof c->trusted_keys, "%s", v);
+        else if (IS("org"))
+            c->org = v;
+        else if (IS("role"))
+            c->role = v;
+        else if (IS("caps"))
+            c->caps = v;
+        else if (IS("sub"))
+            c->sub = v;
+        else if (IS("key-id"))
+            c->key_id = v;
+        else if (IS("issuer"))
+            c->issuer = v;
+        else if (IS("audience"))
+            c->audience = v;
+        else if (IS("issued-at"))
+            c->issued_at = v;
+        else if (IS("ttl")) {
+            char *end;
+            c->ttl = strtol(v, &end, 10);
+            if (*end != '\0' || end == v || c->ttl < 0) {
+                fprintf(stderr, "recordctl: --ttl: expected seconds\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "recordctl: unknown option %s\n", a);
+            return 2;
+        }
+#undef IS
+    }
+    if (c->dir[0] == '\0')
+        snprintf(c->dir, sizeof c->dir, "./var");
+    path_default(c->db, sizeof c->db, "RECORDD_DB", c->dir, "recordd.db");
+    path_default(c->pepper, sizeof c->pepper, "RECORDD_PEPPER_FILE", c->dir, "pepper");
+    path_default(c->signing_key, sizeof c->signing_key, "RECORDD_SIGNING_KEY", c->dir,
+                 "signing.key");
+    path_default(c->trusted_keys, sizeof c->trusted_keys, "RECORDD_TRUSTED_KEYS", c->dir,
+                 "trusted-keys");
+    if (c->issuer == NULL && getenv("RECORDD_TOKEN_ISSUER") != NULL)
+        c->issuer = getenv("RECORDD_TOKEN_ISSUER");
+    if (c->audience == NULL && getenv("RECORDD_TOKEN_AUDIENCE") != NULL)
+        c->audience = getenv("RECORDD_TOKEN_AUDIENCE");
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    ctl c;
+    memset(&c, 0, sizeof c);
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "recordctl: libsodium failed to initialise\n");
+        return 1;
+    }
+    const char *cmd = argv[1];
+    const char *sub = argc > 2 ? argv[2] : "";
+    bool two = strcmp(cmd, "key") == 0 || strcmp(cmd, "token") == 0;
+    if (parse(argc, argv, two ? 3 : 2, &c) != 0) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(cmd, "init") == 0 && c.n_args == 0)
+        return cmd_init(&c);
+    if (strcmp(cmd, "key") == 0 && strcmp(sub, "create") == 0)
+        return cmd_key_create(&c);
+    if (strcmp(cmd, "key") == 0 && strcmp(sub, "list") == 0)
+        return cmd_key_list(&c);
+    if (strcmp(cmd, "key") == 0 && strcmp(sub, "revoke") == 0)
+        return cmd_key_revoke(&c);
+    if (strcmp(cmd, "token") == 0 && strcmp(sub, "mint") == 0)
+        return cmd_token_mint(&c);
+    if (strcmp(cmd, "token") == 0 && strcmp(sub, "inspect") == 0)
+        return cmd_token_inspect(&c);
+    if (strcmp(cmd, "token") == 0 && strcmp(sub, "revoke") == 0)
+        return cmd_token_revoke(&c);
+    usage(stderr);
+    return 2;
+}
