@@ -9,7 +9,7 @@ listen=${RECORDD_GRPC_LISTEN:-127.0.0.1:50051}
 mkdir -p var
 if [ ! -f var/admin.key ]; then
   echo "First run: creating the database, the server's keys and an admin API key (recordctl init)."
-  "$ctl" init --dir ./var >/dev/null
+  "$ctl" init --dir ./var
 fi
 auth='authorization: Bearer $(cat var/admin.key)'
 cat <<MSG
