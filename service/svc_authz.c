@@ -100,6 +100,19 @@ rd_code svc_authz(svc_call *call, auth_verb can, const char *model, const char *
     return code;
 }
 
+rd_code svc_authz_model(svc_call *call, auth_verb can, const char *model, rd_err *err)
+{
+    const auth_principal *p = svc_call_principal(call);
+    if (p == NULL)
+        return rd_errf(err, RD_UNAUTHENTICATED, NULL, "no credential");
+    if (svc_authz_model_in_caps(auth_principal_caps(p), can, model))
+        return RD_OK;
+    auth_required req = {.can = can, .model = model ? model : "", .group = "*"};
+    svc_call_set_required(call, &req);
+    return rd_errf(err, RD_PERMISSION_DENIED, NULL, "no capability allows %s on %.64s",
+                   auth_verb_str(can), model ? model : "");
+}
+
 rd_code svc_authz_record(svc_call *call, auth_verb can, const char *model, const char *id,
                          const char *const *fields, size_t n, const store_model *m, rd_err *err)
 {
@@ -120,14 +133,7 @@ rd_code svc_authz_record(svc_call *call, auth_verb can, const char *model, const
     if (code != RD_NOT_FOUND)
         goto done;
     rd_err_clear(err);
-    if (svc_authz_model_in_caps(auth_principal_caps(p), can, model)) {
-        code = RD_OK;
-        goto done;
-    }
-    auth_required req = {.can = can, .model = model ? model : "", .group = "*"};
-    svc_call_set_required(call, &req);
-    code = rd_errf(err, RD_PERMISSION_DENIED, NULL, "no capability allows %s on %.64s",
-                   auth_verb_str(can), model ? model : "");
+    code = svc_authz_model(call, can, model, err);
 done:
     store_record_clear(&rec);
     return code;

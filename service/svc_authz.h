@@ -22,6 +22,12 @@
 rd_code svc_authz(svc_call *call, auth_verb can, const char *model, const char *group,
                   const char *const *fields, size_t n, const store_model *m, rd_err *err);
 
+/* Passes when some capability of the principal allows `can` on model in
+ * any group; otherwise RD_PERMISSION_DENIED requiring {can, model, "*"}.
+ * The first step of authorising a write to an existing record: the
+ * record's own group is then checked where the record is read. */
+rd_code svc_authz_model(svc_call *call, auth_verb can, const char *model, rd_err *err);
+
 /* svc_authz for an existing record: reads its sync group on the thread's
  * read connection (a group never changes after create) and checks there.
  * A missing record passes when the principal holds `can` on model in some

@@ -18,6 +18,13 @@ typedef struct write_call {
     const char *client_tx_id;
     bool with_record;
     store_sealed sealed; /* idempotent writes: the outcome as stored */
+    /* update/replace/delete: what write_authorize checks on the writer
+     * thread against the record's group (schema held until done) */
+    auth_verb can;
+    const char *const *fields;
+    size_t n_fields;
+    store_schema *schema;
+    const store_model *m;
 } write_call;
 
 /* ---- per-thread read connection ---------------------------------------- */
@@ -140,11 +147,27 @@ done:
     return err->code;
 }
 
+/* The store's authorize callback (writer thread, inside the transaction):
+ * the record's sync group as the store reads it, so the group checked is
+ * the group written. A missing record (group NULL) passes when some
+ * capability allows the verb on the model (the write then reports
+ * not_found) and is denied otherwise, so a caller without access learns
+ * nothing about which ids exist. */
+static rd_code write_authorize(store_write *w, const char *group, rd_err *err)
+{
+    write_call *wc = w->ctx;
+    if (group == NULL)
+        return svc_authz_model(wc->call, wc->can, w->model, err);
+    return svc_authz(wc->call, wc->can, w->model, group, wc->fields, wc->n_fields, wc->m, err);
+}
+
 /* Authorises a write (svc_authz.h) once check_write passed: CREATE needs
- * create in group with every data key; UPDATE (patch keys), REPLACE (every
- * field of the model) and DELETE (no field) need their verb on the
- * record's group. The schema snapshot supplies the writableBy rules. */
-static rd_code authorize_write(svc_call *call, store_op op, const char *model, const char *id,
+ * create in its group with every data key, decided here. UPDATE (patch
+ * keys), REPLACE (every field of the model) and DELETE (no field) need
+ * their verb on the record's group, decided by the writer where it reads
+ * the record (write_authorize). The schema snapshot supplies the
+ * writableBy rules. */
+static rd_code authorize_write(svc_call *call, write_call *wc, store_op op, const char *model,
                                const char *group, const json_t *data, rd_err *err)
 {
     rd_arena *a = svc_call_arena(call);
@@ -155,13 +178,19 @@ static rd_code authorize_write(svc_call *call, store_op op, const char *model, c
     bool ok = op == STORE_OP_REPLACE  ? svc_authz_model_fields(a, m, &fields, &n)
               : op == STORE_OP_DELETE ? true
                                       : svc_authz_data_fields(a, data, &fields, &n);
-    if (!ok)
+    if (!ok) {
         rd_errf(err, RD_INTERNAL, NULL, "out of memory");
-    else if (op == STORE_OP_CREATE)
+    } else if (op == STORE_OP_CREATE) {
         svc_authz(call, AUTH_CREATE, model, group, fields, n, m, err);
-    else
-        svc_authz_record(call, op == STORE_OP_DELETE ? AUTH_DELETE : AUTH_UPDATE, model, id, fields,
-                         n, m, err);
+    } else {
+        wc->can = op == STORE_OP_DELETE ? AUTH_DELETE : AUTH_UPDATE;
+        wc->fields = fields;
+        wc->n_fields = n;
+        wc->m = m;
+        wc->schema = schema; /* released in release_outputs */
+        wc->w.authorize = write_authorize;
+        return RD_OK;
+    }
     store_schema_release(schema);
     return err->code;
 }
@@ -174,9 +203,14 @@ static void fail_write(svc_call *call, const rd_err *err, const char *client_tx_
 }
 
 /* Releases what the store handed over in w (the caller's part of the
- * outputs) except the replay bytes. */
+ * outputs) except the replay bytes, and the schema the authorisation held. */
 static void release_outputs(store_write *w)
 {
+    write_call *wc = w->ctx;
+    if (wc->schema != NULL) {
+        store_schema_release(wc->schema);
+        wc->schema = NULL;
+    }
     json_decref(w->data);
     w->data = NULL;
     store_record_clear(&w->record);
@@ -269,7 +303,7 @@ void svc_create_record(svc_call *call, const ProtobufCMessage *msg)
     wc = new_write(call, &err);
     if (wc == NULL || set_options(call, wc, &o, (ProtobufCMessage *)msg, &err) != RD_OK ||
         check_write(call, req->model, req->data, STORE_CHECK_CREATE, &data, &err) != RD_OK ||
-        authorize_write(call, STORE_OP_CREATE, req->model, NULL, req->group, data, &err) != RD_OK)
+        authorize_write(call, wc, STORE_OP_CREATE, req->model, req->group, data, &err) != RD_OK)
         goto fail;
     wc->w.group = req->group;
     submit(call, wc, STORE_OP_CREATE, req->model, req->id, data, req->client_tx_id,
@@ -337,7 +371,7 @@ static void update_or_replace(svc_call *call, const ProtobufCMessage *msg, const
     if (wc == NULL || require(a->id, "id", &err) != RD_OK ||
         set_options(call, wc, &a->opts, (ProtobufCMessage *)msg, &err) != RD_OK ||
         check_write(call, a->model, a->data, mode, &data, &err) != RD_OK ||
-        authorize_write(call, op, a->model, a->id, NULL, data, &err) != RD_OK)
+        authorize_write(call, wc, op, a->model, NULL, data, &err) != RD_OK)
         goto fail;
     submit(call, wc, op, a->model, a->id, data, a->client_tx_id, a->return_record);
     return;
@@ -384,7 +418,7 @@ void svc_delete_record(svc_call *call, const ProtobufCMessage *msg)
     if (wc == NULL || require(req->id, "id", &err) != RD_OK ||
         set_options(call, wc, &o, (ProtobufCMessage *)msg, &err) != RD_OK ||
         check_write(call, req->model, NULL, STORE_CHECK_PATCH, NULL, &err) != RD_OK ||
-        authorize_write(call, STORE_OP_DELETE, req->model, req->id, NULL, NULL, &err) != RD_OK)
+        authorize_write(call, wc, STORE_OP_DELETE, req->model, NULL, NULL, &err) != RD_OK)
         goto fail;
     submit(call, wc, STORE_OP_DELETE, req->model, req->id, NULL, req->client_tx_id, false);
     return;

@@ -272,6 +272,11 @@ struct store_write {
     store_seal_fn seal;
     store_schema *schema; /* PUSH_SCHEMA: the new definition (store takes a ref) */
     bool force;           /* PUSH_SCHEMA: allow destructive changes */
+    /* update/replace/delete: runs on the writer thread once the record is
+     * looked up, before any other check, with the record's sync group, or
+     * NULL when the record does not exist; a code other than RD_OK (with err
+     * filled) rejects the write. NULL = no check. */
+    rd_code (*authorize)(store_write *w, const char *group, rd_err *err);
     store_done_fn done;
     void *ctx; /* for the caller */
 

@@ -393,6 +393,25 @@ done:
     return code;
 }
 
+/* UPDATE/REPLACE/DELETE: the caller's authorisation, decided inside the
+ * transaction that writes, so the group checked is the group written.
+ * loaded is load_row's result: the callback gets the record's group, or
+ * NULL when it does not exist (a caller without access must not learn
+ * that). Runs before the concurrency checks, which would otherwise tell an
+ * unauthorised caller about the record. Returns loaded when allowed. */
+static rd_code check_authorized(wctx *c, rd_code loaded, const store_record *cur)
+{
+    store_write *w = c->w;
+    if (w->authorize == NULL || (loaded != RD_OK && loaded != RD_NOT_FOUND))
+        return loaded;
+    rd_err not_found = w->err;
+    rd_code code = w->authorize(w, loaded == RD_OK ? cur->group : NULL, &w->err);
+    if (code != RD_OK)
+        return code;
+    w->err = not_found;
+    return loaded;
+}
+
 /* The concurrency checks of update, replace and delete against the current
  * row: expected_version and claims (check_version), then read_at. When one
  * refuses the write, w->current_version gets the record's version; a stale
@@ -638,7 +657,7 @@ static rd_code do_change(wctx *c)
     code =
         store_check_values(m, w->data, replace ? STORE_CHECK_REPLACE : STORE_CHECK_PATCH, &w->err);
     if (code == RD_OK)
-        code = load_row(c, &cur);
+        code = check_authorized(c, load_row(c, &cur), &cur);
     if (code == RD_OK)
         code = check_concurrency(c, &cur);
     if (code != RD_OK)
@@ -749,7 +768,7 @@ static rd_code do_delete(wctx *c)
             code = oom(c);
             goto done;
         }
-    code = load_row(c, &cur);
+    code = check_authorized(c, load_row(c, &cur), &cur);
     if (code == RD_OK)
         code = check_concurrency(c, &cur);
     if (code != RD_OK)
