@@ -17,6 +17,7 @@
 #include "service/svc_auth.h"
 #include "service/svc.h"
 #include "service/svc_claims.h"
+#include "service/svc_watch.h"
 #include "store/store.h"
 
 /* Set by the signal thread: the first stop signal received. */
@@ -188,6 +189,7 @@ int main(int argc, char **argv)
              json_pack("{s:i,s:i,s:i}", "signal", sig, "grace_s", cfg.shutdown_grace_s, "inflight",
                        (int)svc_server_inflight(server)));
     svc_claims_shutdown(); /* waiting AcquireClaim calls end now, not after the grace */
+    svc_watch_shutdown();  /* open WatchChanges streams end with UNAVAILABLE */
     svc_server_stop(server, cfg.shutdown_grace_s * 1000);
     rc = 0;
 done:

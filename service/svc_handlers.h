@@ -8,9 +8,13 @@
 /* recordd.v1.Records (service/svc_records.c) */
 void svc_create_record(svc_call *call, const ProtobufCMessage *req);
 void svc_get_record(svc_call *call, const ProtobufCMessage *req);
+/* ListRecords: service/svc_list.c */
+void svc_list_records(svc_call *call, const ProtobufCMessage *req);
 void svc_update_record(svc_call *call, const ProtobufCMessage *req);
 void svc_replace_record(svc_call *call, const ProtobufCMessage *req);
 void svc_delete_record(svc_call *call, const ProtobufCMessage *req);
+/* server stream (service/svc_watch.c; svc_watch.h has the shutdown) */
+void svc_watch_changes(svc_call *call, const ProtobufCMessage *req);
 
 /* recordd.v1.Schemas (service/svc_schema.c) */
 void svc_push_schema(svc_call *call, const ProtobufCMessage *req);

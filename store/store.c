@@ -467,7 +467,7 @@ static const char *const layout_sql[] = {
     "CREATE TABLE IF NOT EXISTS _rd_sync_log ("
     " sync_id INTEGER PRIMARY KEY, server_tx_id TEXT NOT NULL, org TEXT NOT NULL,"
     " model TEXT NOT NULL, record_id TEXT NOT NULL, op TEXT NOT NULL, fields TEXT NOT NULL,"
-    " actor TEXT NOT NULL, grp TEXT NOT NULL, committed_at INTEGER NOT NULL)",
+    " actor TEXT NOT NULL, grp TEXT NOT NULL, committed_at INTEGER NOT NULL, data TEXT)",
     "CREATE TABLE IF NOT EXISTS _rd_claims ("
     " org TEXT NOT NULL, model TEXT NOT NULL, record_id TEXT NOT NULL, claim_id TEXT NOT NULL,"
     " holder TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (org, model, record_id))",
@@ -513,6 +513,16 @@ static rd_code ensure_layout(sqlite3 *db, rd_err *err)
         if (rc != SQLITE_OK)
             goto fail;
     }
+    /* _rd_sync_log.data (the change feed's values) came after layout 1:
+     * older files gain the column, their rows keep NULL */
+    if (sqlite3_prepare_v2(db, "SELECT data FROM _rd_sync_log LIMIT 0", -1, &st, NULL) !=
+        SQLITE_OK) {
+        rc = store_exec(db, "ALTER TABLE _rd_sync_log ADD COLUMN data TEXT");
+        if (rc != SQLITE_OK)
+            goto fail;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
     if (version == 0) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", STORE_LAYOUT_VERSION);

@@ -160,6 +160,99 @@ void store_conn_close(store_conn *c);
 rd_code store_get(store_conn *c, const char *org, const char *model, const char *id,
                   store_record *out, int64_t *read_at, rd_err *err);
 
+/* ---- filters, ordering and listing (store/filter.c, store/list.c) ----------
+ * One filter grammar for ListRecords and the by-filter bulk operations
+ * (DESIGN.md §4), an AIP-160 subset:
+ *
+ *   filter  := ws* [ cmp ( ws+ "AND" ws+ cmp )* ] ws*
+ *   cmp     := field ws* op ws* literal
+ *   op      := "=" | "!=" | "<" | "<=" | ">" | ">="
+ *   literal := string | number | "true" | "false" | "null"
+ *   string  := '"' ( any byte but '"' and '\' | '\"' | '\\' )* '"'
+ *   number  := [+-]? digit+ ( "." digit+ )?
+ *
+ * AND is case-sensitive (uppercase only). Fields: the model's fields and the
+ * system fields id, version, syncId, group, createdAt, updatedAt. JSON
+ * fields are not filterable. null goes only with = and != (IS NULL / IS NOT
+ * NULL). STRING/ENUM/id/group take strings; INTEGER/NUMBER/version/syncId
+ * numbers; BOOLEAN true/false with = and != only; TIMESTAMP/createdAt/
+ * updatedAt RFC 3339 strings. Whitespace is space, tab, CR, LF. */
+
+#define STORE_FILTER_MAX_LEN 4096 /* bytes of filter text */
+#define STORE_FILTER_MAX_CONDS 64 /* comparisons per filter */
+#define STORE_ORDER_MAX_TERMS 8   /* order_by terms, before the id tiebreak */
+#define STORE_LIST_MAX_LIMIT 1000 /* rows per store_list call */
+
+typedef struct store_filter store_filter;
+typedef struct store_order store_order;
+
+/* Parses text (NULL or blank = no condition) against model m into *out
+ * (the caller's: store_filter_free). The result copies what it needs and
+ * does not reference m. Errors: RD_VALIDATION_FAILED with err->field
+ * "filter" and a message naming the 1-based byte position, the unknown
+ * field or the field whose type does not fit; RD_INTERNAL (out of memory). */
+rd_code store_filter_parse(const store_model *m, const char *text, store_filter **out, rd_err *err);
+void store_filter_free(store_filter *f);
+/* Number of comparisons (0 for a blank filter). */
+size_t store_filter_conditions(const store_filter *f);
+/* The compiled WHERE fragment: comparisons joined by AND with one "?" per
+ * bound value, identifiers quoted, "1" for no condition. Valid while f
+ * lives. For tests and for the bulk operations that embed it. */
+const char *store_filter_sql(const store_filter *f);
+
+/* Parses an order_by: "term (, term)*", term := field ws+ ("asc"|"desc")?
+ * (direction case-insensitive, default asc). Any field but JSON fields and
+ * any of the filter's system fields; a field at most once; at most
+ * STORE_ORDER_MAX_TERMS terms. id always ends the order (appended as
+ * "id asc" unless given; terms after it are refused). NULL or blank = "id".
+ * Errors: RD_VALIDATION_FAILED with err->field "order_by"; RD_INTERNAL. */
+rd_code store_order_parse(const store_model *m, const char *text, store_order **out, rd_err *err);
+void store_order_free(store_order *o);
+/* Number of sort keys including the id tiebreak (>= 1). */
+size_t store_order_terms(const store_order *o);
+
+/* One value of a sort key as SQLite stores it. */
+typedef enum store_vtype {
+    STORE_V_NULL = 0,
+    STORE_V_INT = 1,
+    STORE_V_REAL = 2,
+    STORE_V_TEXT = 3,
+} store_vtype;
+
+typedef struct store_value {
+    store_vtype type;
+    int64_t i;
+    double d;
+    char *s; /* STORE_V_TEXT: NUL-terminated; owned by whoever filled it */
+    size_t n;
+} store_value;
+
+/* One page of store_list. */
+typedef struct store_page {
+    store_record *records; /* n of them, malloc'd */
+    size_t n;
+    bool more;         /* rows follow the last one */
+    store_value *last; /* when more: the sort key of the last record */
+    size_t n_last;     /* store_order_terms(o) */
+    int64_t read_at;   /* highest committed sync id of the snapshot */
+} store_page;
+
+/* Frees everything a page holds (records, key texts) and zeroes it. */
+void store_page_free(store_page *p);
+
+/* Lists up to limit (1..STORE_LIST_MAX_LIMIT) records of model m (from a
+ * schema snapshot of org the caller holds) matching f (NULL = all), in
+ * order o (NULL = id asc), strictly after the sort key after[0..n_after)
+ * (NULL = from the start; n_after must be store_order_terms(o)), and only
+ * in groups[0..n_groups) (groups NULL = every group). Rows and read_at
+ * come from one read transaction on c (keyset pagination: rows inserted or
+ * changed behind the cursor do not shift later pages). *out is the
+ * caller's (store_page_free) on RD_OK. Errors: RD_NOT_FOUND (model gone),
+ * RD_VALIDATION_FAILED (limit, key length), RD_UNAVAILABLE, RD_INTERNAL. */
+rd_code store_list(store_conn *c, const char *org, const store_model *m, const store_filter *f,
+                   const store_order *o, const store_value *after, size_t n_after, size_t limit,
+                   const char *const *groups, size_t n_groups, store_page *out, rd_err *err);
+
 /* ---- writes -------------------------------------------------------------- */
 
 typedef enum store_op {
@@ -388,5 +481,69 @@ void store_api_keys_free(store_api_key *keys, size_t n);
 /* 1 when token id jti is revoked or sub names a revoked key, 0 when neither,
  * -1 when the store cannot tell (callers fail closed). sub may be NULL. */
 int store_is_revoked(store_conn *c, const char *jti, const char *sub);
+
+/* ---- change feed (store/changes.c) ----------------------------------------
+ * Reads over _rd_sync_log for WatchChanges (docs/internals/store.md, "Change
+ * feed"). Sync ids are global and gap-free; one organisation's rows
+ * interleave with the others'. Every row keeps the values its change wrote
+ * (column data); the log is never pruned, so retention is unbounded. */
+
+#define STORE_CHANGES_MAX_LIMIT 1024
+
+/* One committed change of one record. */
+typedef struct store_change {
+    int64_t sync_id;
+    char server_tx_id[40];
+    char model[64];
+    char id[129];
+    store_op op; /* STORE_OP_CREATE, _UPDATE, _REPLACE or _DELETE */
+    char group[129];
+    char actor[129];
+    int64_t committed_at_us;
+    json_t *fields; /* array of field names (owned) */
+    /* object (owned): the values of fields as this change wrote them (null =
+     * cleared); empty for DELETE and for rows logged before the data column
+     * existed */
+    json_t *data;
+} store_change;
+
+/* Frees ch[0..n) and the array. ch may be NULL. */
+void store_changes_free(store_change *ch, size_t n);
+
+typedef struct store_changes_query {
+    const char *org;
+    int64_t after;             /* cursor: rows with a sync id above it (>= 0) */
+    int64_t upto;              /* and at most this one; 0 = the newest committed */
+    const char *const *models; /* n_models names; 0 = every model */
+    size_t n_models;
+    const char *const *groups; /* n_groups names; 0 = every group */
+    size_t n_groups;
+    size_t limit; /* most rows returned, 1..STORE_CHANGES_MAX_LIMIT */
+} store_changes_query;
+
+/* Reads, in one snapshot and in sync-id order, the rows of q->org after
+ * q->after that match the filters, at most q->limit of them, into a
+ * malloc'd array *out of *n (store_changes_free; NULL when *n is 0).
+ * *scanned_to is the new cursor: every row of the log up to it has been
+ * examined (the last returned row when the page is full, else the newest
+ * committed sync id within q->upto, never below q->after), so reading on
+ * from it misses nothing and repeats nothing. Errors: RD_UNAVAILABLE,
+ * RD_INTERNAL (also for a limit outside the range or a negative cursor). */
+rd_code store_changes_read(store_conn *c, const store_changes_query *q, store_change **out,
+                           size_t *n, int64_t *scanned_to, rd_err *err);
+
+/* The lowest and highest sync id in the log (0 and 0 when it is empty), in
+ * one snapshot. With pruning, a cursor below oldest - 1 would have lost
+ * changes. */
+rd_code store_changes_bounds(store_conn *c, int64_t *oldest, int64_t *head, rd_err *err);
+
+/* Runs on the writer thread after each successful COMMIT that wrote sync
+ * log rows, with the highest committed sync id. Must not block (take a
+ * short lock and signal at most). */
+typedef void (*store_commit_fn)(void *arg, int64_t last_sync_id);
+
+/* Sets (fn NULL: clears) the commit hook. Any thread; once it returns, an
+ * earlier hook is no longer running and will not run again. */
+void store_on_commit(store *s, store_commit_fn fn, void *arg);
 
 #endif

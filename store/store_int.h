@@ -122,6 +122,10 @@ struct store {
     bool cclosing;
     pthread_t completer;
     bool completer_started;
+    /* the change feed's commit hook (store_on_commit), guarded by cmu and
+     * called with it held */
+    store_commit_fn commit_fn;
+    void *commit_arg;
 
     /* queue */
     pthread_mutex_t qmu;
@@ -209,6 +213,18 @@ int store_bind_value(sqlite3_stmt *st, int idx, const store_field *f, const json
  * columns and the data object (null columns omitted). Columns without a
  * field in m are ignored. Returns RD_OK or RD_INTERNAL. */
 rd_code store_row_read(sqlite3_stmt *st, const store_model *m, store_record *out, rd_err *err);
+
+/* ---- filters and order (filter.c), for list.c and bulk writes ----------------- */
+
+/* Binds v to parameter idx (texts SQLITE_STATIC: v must outlive the
+ * statement's use). Returns an SQLite result code. */
+int store_value_bind(sqlite3_stmt *st, int idx, const store_value *v);
+/* Binds f's values, in the order of store_filter_sql's placeholders,
+ * starting at *idx (advanced past them). f NULL binds nothing. */
+int store_filter_bind(const store_filter *f, sqlite3_stmt *st, int *idx);
+/* Column (unquoted) and direction of sort key i < store_order_terms(o);
+ * o NULL is "_id" ascending. */
+const char *store_order_col(const store_order *o, size_t i, bool *desc);
 
 /* ---- writer (writer.c) / DDL (ddl.c) ---------------------------------------- */
 

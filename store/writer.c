@@ -456,17 +456,47 @@ static int field_changed(const store_field *f, const json_t *a, const json_t *b)
     return !json_equal(x, y);
 }
 
-/* Appends the write's row to the sync log. */
+/* The log row's data: each of fields with its value in doc (the
+ * after-image in stored form; null when absent), as JSON text, or "{}"
+ * without doc (a delete). malloc'd; NULL when out of memory. */
+static char *log_data(const json_t *fields, const json_t *doc)
+{
+    json_t *obj = json_object();
+    size_t i;
+    json_t *name;
+    if (obj == NULL)
+        return NULL;
+    json_array_foreach(fields, i, name)
+    {
+        if (doc == NULL)
+            break;
+        json_t *v = json_object_get(doc, json_string_value(name));
+        if (json_object_set(obj, json_string_value(name), v != NULL ? v : json_null()) != 0) {
+            json_decref(obj);
+            return NULL;
+        }
+    }
+    char *text = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    return text;
+}
+
+/* Appends the write's row to the sync log; doc is the after-image's data
+ * (NULL for a delete). */
 static rd_code log_change(wctx *c, const char *id, const char *group, const char *op,
-                          const json_t *fields)
+                          const json_t *fields, const json_t *doc)
 {
     static const char sql[] =
         "INSERT INTO _rd_sync_log (sync_id, server_tx_id, org, model, record_id, op, fields,"
-        " actor, grp, committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+        " actor, grp, committed_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
     sqlite3_stmt *st = NULL;
     char *text = json_dumps(fields, JSON_COMPACT);
-    if (text == NULL)
+    char *data = log_data(fields, doc);
+    if (text == NULL || data == NULL) {
+        free(text);
+        free(data);
         return oom(c);
+    }
     int rc = store_stmt_get(&c->s->wcache, sql, &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, c->sid);
@@ -479,10 +509,12 @@ static rd_code log_change(wctx *c, const char *id, const char *group, const char
         sqlite3_bind_text(st, 8, c->actor, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 9, group, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 10, c->now);
+        sqlite3_bind_text(st, 11, data, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
     }
     store_stmt_put(st);
     free(text);
+    free(data);
     if (rc != SQLITE_DONE && rc != SQLITE_OK)
         return sql_fail(c, rc);
     return RD_OK;
@@ -581,7 +613,7 @@ static rd_code do_create(wctx *c)
     }
     code = step_write(c, st);
     if (code == RD_OK)
-        code = log_change(c, id, group, "CREATE", fields);
+        code = log_change(c, id, group, "CREATE", fields, doc);
     if (code != RD_OK)
         goto done;
     store_record *r = &w->record;
@@ -729,7 +761,7 @@ static rd_code do_change(wctx *c)
     }
     code = step_write(c, st);
     if (code == RD_OK)
-        code = log_change(c, cur.id, cur.group, replace ? "REPLACE" : "UPDATE", fields);
+        code = log_change(c, cur.id, cur.group, replace ? "REPLACE" : "UPDATE", fields, next);
     if (code != RD_OK)
         goto done;
     store_record *r = &w->record;
@@ -789,7 +821,7 @@ static rd_code do_delete(wctx *c)
     }
     code = step_write(c, st);
     if (code == RD_OK)
-        code = log_change(c, cur.id, cur.group, "DELETE", fields);
+        code = log_change(c, cur.id, cur.group, "DELETE", fields, NULL);
     if (code != RD_OK)
         goto done;
     w->record = cur;
@@ -984,6 +1016,8 @@ complete:
         tail = w;
     }
     pthread_mutex_lock(&s->cmu);
+    if (s->commit_fn != NULL && s->sync_id > committed)
+        s->commit_fn(s->commit_arg, s->sync_id);
     if (s->ctail != NULL)
         s->ctail->next_ = head;
     else

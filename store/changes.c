@@ -1,0 +1,179 @@
+/* The change feed's reads over _rd_sync_log (store.h, "change feed"): the
+ * log's bounds, the rows of one organisation after a cursor, and the hook
+ * the writer runs after each COMMIT. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_int.h"
+
+void store_changes_free(store_change *ch, size_t n)
+{
+    for (size_t i = 0; ch != NULL && i < n; i++) {
+        json_decref(ch[i].fields);
+        json_decref(ch[i].data);
+    }
+    free(ch);
+}
+
+void store_on_commit(store *s, store_commit_fn fn, void *arg)
+{
+    pthread_mutex_lock(&s->cmu);
+    s->commit_fn = fn;
+    s->commit_arg = arg;
+    pthread_mutex_unlock(&s->cmu);
+}
+
+/* Both bounds in the connection's current snapshot. */
+static rd_code read_bounds(store_conn *c, int64_t *oldest, int64_t *head, rd_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store_stmt_get(&c->cache,
+                            "SELECT coalesce(min(sync_id), 0), coalesce(max(sync_id), 0)"
+                            " FROM _rd_sync_log",
+                            &st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *oldest = sqlite3_column_int64(st, 0);
+        *head = sqlite3_column_int64(st, 1);
+        rc = SQLITE_OK;
+    }
+    store_stmt_put(st);
+    if (rc != SQLITE_OK)
+        return store_sql_err(c->db, rc, err);
+    return RD_OK;
+}
+
+rd_code store_changes_bounds(store_conn *c, int64_t *oldest, int64_t *head, rd_err *err)
+{
+    *oldest = *head = 0;
+    return read_bounds(c, oldest, head, err);
+}
+
+static bool in_list(const char *v, const char *const *list, size_t n)
+{
+    if (n == 0)
+        return true;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(v, list[i]) == 0)
+            return true;
+    return false;
+}
+
+static store_op op_of(const char *op)
+{
+    if (strcmp(op, "CREATE") == 0)
+        return STORE_OP_CREATE;
+    if (strcmp(op, "UPDATE") == 0)
+        return STORE_OP_UPDATE;
+    if (strcmp(op, "REPLACE") == 0)
+        return STORE_OP_REPLACE;
+    return STORE_OP_DELETE;
+}
+
+static void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int col)
+{
+    const unsigned char *v = sqlite3_column_text(st, col);
+    snprintf(dst, cap, "%s", v != NULL ? (const char *)v : "");
+}
+
+/* JSON text of column col, or an empty container of the given kind when the
+ * column is NULL or not valid JSON of that kind. New reference or NULL. */
+static json_t *json_col(sqlite3_stmt *st, int col, bool array)
+{
+    const char *text = (const char *)sqlite3_column_text(st, col);
+    json_t *v = text != NULL ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
+    if (v != NULL && (array ? json_is_array(v) : json_is_object(v)))
+        return v;
+    json_decref(v);
+    return array ? json_array() : json_object();
+}
+
+rd_code store_changes_read(store_conn *c, const store_changes_query *q, store_change **out,
+                           size_t *n, int64_t *scanned_to, rd_err *err)
+{
+    static const char sql[] =
+        "SELECT sync_id, server_tx_id, model, record_id, op, fields, actor, grp, committed_at,"
+        " data FROM _rd_sync_log WHERE sync_id > ?1 AND sync_id <= ?2 AND org = ?3"
+        " ORDER BY sync_id";
+    sqlite3_stmt *st = NULL;
+    store_change *res = NULL;
+    size_t cnt = 0;
+    int64_t oldest, head, last = q->after;
+    rd_code code = RD_OK;
+    bool in_tx = false;
+    *out = NULL;
+    *n = 0;
+    *scanned_to = q->after;
+    if (q->limit == 0 || q->limit > STORE_CHANGES_MAX_LIMIT || q->after < 0)
+        return rd_errf(err, RD_INTERNAL, NULL, "store_changes_read: bad limit or cursor");
+    res = calloc(q->limit, sizeof *res);
+    if (res == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    int rc = store_exec(c->db, "BEGIN");
+    if (rc != SQLITE_OK) {
+        code = store_sql_err(c->db, rc, err);
+        goto done;
+    }
+    in_tx = true;
+    code = read_bounds(c, &oldest, &head, err);
+    if (code != RD_OK)
+        goto done;
+    int64_t upto = q->upto > 0 && q->upto < head ? q->upto : head;
+    if (upto <= q->after)
+        goto done; /* nothing new: the cursor stays */
+    rc = store_stmt_get(&c->cache, sql, &st);
+    if (rc != SQLITE_OK) {
+        code = store_sql_err(c->db, rc, err);
+        goto done;
+    }
+    sqlite3_bind_int64(st, 1, q->after);
+    sqlite3_bind_int64(st, 2, upto);
+    sqlite3_bind_text(st, 3, q->org, -1, SQLITE_STATIC);
+    last = upto; /* unless the page fills up first */
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *model = (const char *)sqlite3_column_text(st, 2);
+        const char *grp = (const char *)sqlite3_column_text(st, 7);
+        if (model == NULL || grp == NULL || !in_list(model, q->models, q->n_models) ||
+            !in_list(grp, q->groups, q->n_groups))
+            continue;
+        store_change *e = &res[cnt];
+        e->sync_id = sqlite3_column_int64(st, 0);
+        copy_col(e->server_tx_id, sizeof e->server_tx_id, st, 1);
+        copy_col(e->model, sizeof e->model, st, 2);
+        copy_col(e->id, sizeof e->id, st, 3);
+        e->op = op_of((const char *)sqlite3_column_text(st, 4));
+        copy_col(e->actor, sizeof e->actor, st, 6);
+        copy_col(e->group, sizeof e->group, st, 7);
+        e->committed_at_us = sqlite3_column_int64(st, 8);
+        e->fields = json_col(st, 5, true);
+        e->data = e->op == STORE_OP_DELETE ? json_object() : json_col(st, 9, false);
+        cnt++;
+        if (e->fields == NULL || e->data == NULL) {
+            code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+            goto done;
+        }
+        if (cnt == q->limit) {
+            last = e->sync_id;
+            break;
+        }
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        code = store_sql_err(c->db, rc, err);
+done:
+    store_stmt_put(st);
+    if (in_tx)
+        store_exec(c->db, "COMMIT");
+    if (code != RD_OK) {
+        store_changes_free(res, cnt);
+        return code;
+    }
+    if (cnt == 0) {
+        free(res);
+        res = NULL;
+    }
+    *out = res;
+    *n = cnt;
+    *scanned_to = last;
+    return RD_OK;
+}

@@ -1,0 +1,655 @@
+/* filter.c: the one filter grammar (store.h, "filters, ordering and
+ * listing") and order_by. Text is parsed once into a small AST (an array of
+ * comparisons with typed values), which is then compiled to a WHERE
+ * fragment with "?" placeholders; literal text never reaches SQL and
+ * identifiers come from the schema, always quoted. Used by store_list
+ * (list.c) and the by-filter bulk operations. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "store/store_int.h"
+
+typedef enum filter_op { OP_EQ, OP_NE, OP_LT, OP_LE, OP_GT, OP_GE } filter_op;
+
+static const char *const op_sql[] = {"=", "<>", "<", "<=", ">", ">="};
+
+/* One comparison: column OP value (value.type STORE_V_NULL for null). */
+typedef struct filter_cond {
+    char col[72]; /* column name, unquoted: a field name or a system column */
+    filter_op op;
+    store_value value;
+} filter_cond;
+
+struct store_filter {
+    filter_cond *conds;
+    size_t n;
+    char *sql; /* compiled fragment */
+};
+
+/* One sort key. */
+typedef struct order_term {
+    char col[72];
+    bool desc;
+} order_term;
+
+struct store_order {
+    order_term t[STORE_ORDER_MAX_TERMS + 1];
+    size_t n;
+};
+
+/* ---- columns ----------------------------------------------------------------- */
+
+/* A name the grammar accepts: the filterable system fields and their
+ * columns, then the model's fields. */
+static const struct {
+    const char *name, *col;
+    store_type type;
+} sys_cols[] = {
+    {"id", "_id", STORE_T_STRING},
+    {"group", "_group", STORE_T_STRING},
+    {"version", "_version", STORE_T_INTEGER},
+    {"syncId", "_sync_id", STORE_T_INTEGER},
+    {"createdAt", "_created_at", STORE_T_TIMESTAMP},
+    {"updatedAt", "_updated_at", STORE_T_TIMESTAMP},
+};
+
+/* Resolves name[0..len) to its column and type; false when m has no such
+ * field and it is no system field (case-sensitive). */
+static bool resolve(const store_model *m, const char *name, size_t len, const char **col,
+                    store_type *type)
+{
+    for (size_t i = 0; i < sizeof sys_cols / sizeof sys_cols[0]; i++) {
+        if (strlen(sys_cols[i].name) == len && memcmp(sys_cols[i].name, name, len) == 0) {
+            *col = sys_cols[i].col;
+            *type = sys_cols[i].type;
+            return true;
+        }
+    }
+    for (size_t i = 0; m != NULL && i < m->n_fields; i++) {
+        const store_field *f = &m->fields[i];
+        if (strlen(f->name) == len && memcmp(f->name, name, len) == 0) {
+            *col = f->name;
+            *type = f->type;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- lexing ------------------------------------------------------------------- */
+
+typedef struct lexer {
+    const char *s;
+    size_t len, pos;
+    const char *what; /* "filter" or "orderBy": err->field and message prefix */
+    rd_err *err;
+} lexer;
+
+static bool is_ws(int c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static bool is_ident_start(int c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+static bool is_ident(int c)
+{
+    return is_ident_start(c) || (c >= '0' && c <= '9');
+}
+
+static void skip_ws(lexer *lx)
+{
+    while (lx->pos < lx->len && is_ws((unsigned char)lx->s[lx->pos]))
+        lx->pos++;
+}
+
+static int peek(const lexer *lx)
+{
+    return lx->pos < lx->len ? (unsigned char)lx->s[lx->pos] : -1;
+}
+
+/* A syntax error at 1-based byte position pos + 1. */
+static rd_code syntax(lexer *lx, size_t pos, const char *expected)
+{
+    if (pos >= lx->len)
+        return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
+                       "%s: expected %s at position %zu (end of input)", lx->what, expected,
+                       pos + 1);
+    return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
+                   "%s: expected %s at position %zu, found '%c'", lx->what, expected, pos + 1,
+                   lx->s[pos] >= 0x20 && lx->s[pos] < 0x7f ? lx->s[pos] : '?');
+}
+
+/* Reads an identifier into [*start, *start + *n); false when none is here. */
+static bool read_ident(lexer *lx, size_t *start, size_t *n)
+{
+    *start = lx->pos;
+    if (!is_ident_start(peek(lx)))
+        return false;
+    while (is_ident(peek(lx)))
+        lx->pos++;
+    *n = lx->pos - *start;
+    return true;
+}
+
+/* Rejects blank-only or oversized text before parsing; *blank is set for
+ * NULL or whitespace-only text. */
+static rd_code check_text(lexer *lx, const char *text, bool *blank)
+{
+    *blank = true;
+    lx->s = text ? text : "";
+    lx->len = strlen(lx->s);
+    lx->pos = 0;
+    if (lx->len > STORE_FILTER_MAX_LEN)
+        return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what, "%s: longer than %d bytes",
+                       lx->what, STORE_FILTER_MAX_LEN);
+    skip_ws(lx);
+    *blank = lx->pos == lx->len;
+    lx->pos = 0;
+    return RD_OK;
+}
+
+/* ---- filter ------------------------------------------------------------------- */
+
+static void filter_values_free(store_filter *f)
+{
+    for (size_t i = 0; i < f->n; i++)
+        free(f->conds[i].value.s);
+}
+
+void store_filter_free(store_filter *f)
+{
+    if (f == NULL)
+        return;
+    filter_values_free(f);
+    free(f->conds);
+    free(f->sql);
+    free(f);
+}
+
+size_t store_filter_conditions(const store_filter *f)
+{
+    return f != NULL ? f->n : 0;
+}
+
+const char *store_filter_sql(const store_filter *f)
+{
+    return f != NULL && f->sql != NULL ? f->sql : "1";
+}
+
+static rd_code parse_op(lexer *lx, filter_op *op)
+{
+    int c = peek(lx);
+    size_t at = lx->pos;
+    int next = at + 1 < lx->len ? (unsigned char)lx->s[at + 1] : -1;
+    if (c == '=') {
+        *op = OP_EQ;
+        lx->pos += 1;
+    } else if (c == '!' && next == '=') {
+        *op = OP_NE;
+        lx->pos += 2;
+    } else if (c == '<') {
+        *op = next == '=' ? OP_LE : OP_LT;
+        lx->pos += next == '=' ? 2 : 1;
+    } else if (c == '>') {
+        *op = next == '=' ? OP_GE : OP_GT;
+        lx->pos += next == '=' ? 2 : 1;
+    } else {
+        return syntax(lx, at, "an operator (= != < <= > >=)");
+    }
+    return RD_OK;
+}
+
+/* The kinds of literal, for type checks and messages. */
+typedef enum lit_kind { LIT_STRING, LIT_NUMBER, LIT_BOOL, LIT_NULL } lit_kind;
+
+static const char *const lit_name[] = {"a string", "a number", "a boolean", "null"};
+
+/* Reads a double-quoted string into *out (malloc'd, unescaped). */
+static rd_code read_string(lexer *lx, char **out, size_t *n)
+{
+    size_t start = lx->pos;
+    lx->pos++; /* the opening quote */
+    char *buf = malloc(lx->len - start + 1);
+    size_t k = 0;
+    if (buf == NULL)
+        return rd_errf(lx->err, RD_INTERNAL, NULL, "out of memory");
+    for (;;) {
+        int c = peek(lx);
+        if (c < 0) {
+            free(buf);
+            return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
+                           "%s: unterminated string starting at position %zu", lx->what, start + 1);
+        }
+        lx->pos++;
+        if (c == '"')
+            break;
+        if (c == '\\') {
+            int e = peek(lx);
+            if (e != '"' && e != '\\') {
+                free(buf);
+                return syntax(lx, lx->pos, "\\\" or \\\\ after a backslash");
+            }
+            lx->pos++;
+            c = e;
+        }
+        buf[k++] = (char)c;
+    }
+    buf[k] = '\0';
+    *out = buf;
+    *n = k;
+    return RD_OK;
+}
+
+/* Reads a number literal: [+-]? digit+ ("." digit+)?. An integer that fits
+ * in 64 bits becomes STORE_V_INT, anything else STORE_V_REAL. */
+static rd_code read_number(lexer *lx, store_value *v)
+{
+    size_t start = lx->pos;
+    bool frac = false;
+    char buf[64];
+    if (peek(lx) == '+' || peek(lx) == '-')
+        lx->pos++;
+    if (!(peek(lx) >= '0' && peek(lx) <= '9'))
+        return syntax(lx, lx->pos, "a digit");
+    while (peek(lx) >= '0' && peek(lx) <= '9')
+        lx->pos++;
+    if (peek(lx) == '.') {
+        frac = true;
+        lx->pos++;
+        if (!(peek(lx) >= '0' && peek(lx) <= '9'))
+            return syntax(lx, lx->pos, "a digit after '.'");
+        while (peek(lx) >= '0' && peek(lx) <= '9')
+            lx->pos++;
+    }
+    size_t n = lx->pos - start;
+    if (n >= sizeof buf)
+        return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
+                       "%s: number at position %zu is too long", lx->what, start + 1);
+    memcpy(buf, lx->s + start, n);
+    buf[n] = '\0';
+    if (!frac) {
+        errno = 0;
+        long long i = strtoll(buf, NULL, 10);
+        if (errno == 0) {
+            v->type = STORE_V_INT;
+            v->i = i;
+            return RD_OK;
+        }
+    }
+    v->type = STORE_V_REAL;
+    v->d = strtod(buf, NULL);
+    return RD_OK;
+}
+
+/* Reads one literal at the lexer's position into *v and its kind. */
+static rd_code read_literal(lexer *lx, store_value *v, lit_kind *kind)
+{
+    int c = peek(lx);
+    memset(v, 0, sizeof *v);
+    if (c == '"') {
+        *kind = LIT_STRING;
+        v->type = STORE_V_TEXT;
+        return read_string(lx, &v->s, &v->n);
+    }
+    if (c == '+' || c == '-' || (c >= '0' && c <= '9')) {
+        *kind = LIT_NUMBER;
+        return read_number(lx, v);
+    }
+    size_t start, n;
+    if (read_ident(lx, &start, &n)) {
+        const char *w = lx->s + start;
+        if (n == 4 && memcmp(w, "true", 4) == 0) {
+            *kind = LIT_BOOL;
+            v->type = STORE_V_INT;
+            v->i = 1;
+            return RD_OK;
+        }
+        if (n == 5 && memcmp(w, "false", 5) == 0) {
+            *kind = LIT_BOOL;
+            v->type = STORE_V_INT;
+            return RD_OK;
+        }
+        if (n == 4 && memcmp(w, "null", 4) == 0) {
+            *kind = LIT_NULL;
+            v->type = STORE_V_NULL;
+            return RD_OK;
+        }
+        lx->pos = start;
+    }
+    return syntax(lx, lx->pos, "a literal (\"string\", number, true, false or null)");
+}
+
+static const char *type_word(store_type t)
+{
+    switch (t) {
+    case STORE_T_STRING:
+        return "STRING";
+    case STORE_T_INTEGER:
+        return "INTEGER";
+    case STORE_T_NUMBER:
+        return "NUMBER";
+    case STORE_T_BOOLEAN:
+        return "BOOLEAN";
+    case STORE_T_TIMESTAMP:
+        return "TIMESTAMP";
+    case STORE_T_JSON:
+        return "JSON";
+    case STORE_T_ENUM:
+        return "ENUM";
+    }
+    return "?";
+}
+
+/* Checks literal kind against the field's type and op and converts the
+ * value to its stored form (TIMESTAMP: µs). pos is the literal's 1-based
+ * position. */
+static rd_code fit_literal(lexer *lx, const char *field, store_type type, filter_op op,
+                           lit_kind kind, store_value *v, size_t pos)
+{
+    bool ordering = op != OP_EQ && op != OP_NE;
+    if (kind == LIT_NULL) {
+        if (ordering)
+            return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
+                           "%s: null compares only with = or != (position %zu)", lx->what, pos);
+        return RD_OK;
+    }
+    bool ok = false;
+    switch (type) {
+    case STORE_T_STRING:
+    case STORE_T_ENUM:
+        ok = kind == LIT_STRING;
+        break;
+    case STORE_T_INTEGER:
+    case STORE_T_NUMBER:
+        ok = kind == LIT_NUMBER;
+        break;
+    case STORE_T_BOOLEAN:
+        if (kind == LIT_BOOL && ordering)
+            return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
+                           "%s: field '%s' is BOOLEAN and compares only with = or != "
+                           "(position %zu)",
+                           lx->what, field, pos);
+        ok = kind == LIT_BOOL;
+        break;
+    case STORE_T_TIMESTAMP:
+        ok = kind == LIT_STRING;
+        if (ok) {
+            int64_t t;
+            if (rd_parse_rfc3339(v->s, &t) != 0)
+                return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
+                               "%s: field '%s' is a TIMESTAMP and needs an RFC 3339 string "
+                               "(position %zu)",
+                               lx->what, field, pos);
+            free(v->s);
+            v->s = NULL;
+            v->n = 0;
+            v->type = STORE_V_INT;
+            v->i = t;
+        }
+        break;
+    case STORE_T_JSON:
+        break;
+    }
+    if (!ok)
+        return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
+                       "%s: field '%s' is %s; %s literal does not compare with it "
+                       "(position %zu)",
+                       lx->what, field, type_word(type), lit_name[kind], pos);
+    return RD_OK;
+}
+
+/* Parses one `field OP literal` into *c. */
+static rd_code parse_cmp(lexer *lx, const store_model *m, filter_cond *c)
+{
+    size_t start, n;
+    const char *col;
+    store_type type;
+    rd_code code;
+    lit_kind kind = LIT_NULL;
+    if (!read_ident(lx, &start, &n))
+        return syntax(lx, lx->pos, "a field name");
+    if (n >= 64 || !resolve(m, lx->s + start, n, &col, &type))
+        return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
+                       "%s: unknown field '%.*s' at position %zu", lx->what, (int)(n < 64 ? n : 64),
+                       lx->s + start, start + 1);
+    char field[64];
+    memcpy(field, lx->s + start, n);
+    field[n] = '\0';
+    if (type == STORE_T_JSON)
+        return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
+                       "%s: field '%s' is JSON and cannot be filtered (position %zu)", lx->what,
+                       field, start + 1);
+    snprintf(c->col, sizeof c->col, "%s", col);
+    skip_ws(lx);
+    code = parse_op(lx, &c->op);
+    if (code != RD_OK)
+        return code;
+    skip_ws(lx);
+    size_t lit_pos = lx->pos + 1;
+    code = read_literal(lx, &c->value, &kind);
+    if (code != RD_OK)
+        return code;
+    return fit_literal(lx, field, type, c->op, kind, &c->value, lit_pos);
+}
+
+/* Compiles the AST into f->sql. */
+static rd_code compile(store_filter *f, rd_err *err)
+{
+    store_sbuf b = {0};
+    for (size_t i = 0; i < f->n; i++) {
+        const filter_cond *c = &f->conds[i];
+        if (i > 0)
+            store_sbuf_add(&b, " AND ");
+        store_sbuf_ident(&b, c->col);
+        if (c->value.type == STORE_V_NULL)
+            store_sbuf_add(&b, c->op == OP_EQ ? " IS NULL" : " IS NOT NULL");
+        else
+            store_sbuf_addf(&b, " %s ?", op_sql[c->op]);
+    }
+    if (f->n == 0)
+        store_sbuf_add(&b, "1");
+    if (b.oom) {
+        store_sbuf_free(&b);
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    }
+    f->sql = b.p;
+    return RD_OK;
+}
+
+rd_code store_filter_parse(const store_model *m, const char *text, store_filter **out, rd_err *err)
+{
+    lexer lx = {.what = "filter", .err = err};
+    bool blank;
+    rd_code code;
+    *out = NULL;
+    store_filter *f = calloc(1, sizeof *f);
+    if (f == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    code = check_text(&lx, text, &blank);
+    if (code != RD_OK || blank)
+        goto done;
+    f->conds = calloc(STORE_FILTER_MAX_CONDS, sizeof *f->conds);
+    if (f->conds == NULL) {
+        code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        goto done;
+    }
+    skip_ws(&lx);
+    for (;;) {
+        if (f->n == STORE_FILTER_MAX_CONDS) {
+            code = rd_errf(err, RD_VALIDATION_FAILED, "filter",
+                           "filter: more than %d comparisons (position %zu)",
+                           STORE_FILTER_MAX_CONDS, lx.pos + 1);
+            goto done;
+        }
+        code = parse_cmp(&lx, m, &f->conds[f->n]);
+        f->n++; /* its value (if any) is freed with f */
+        if (code != RD_OK)
+            goto done;
+        size_t before = lx.pos;
+        skip_ws(&lx);
+        if (lx.pos == lx.len)
+            break;
+        size_t at = lx.pos;
+        if (lx.pos == before || lx.len - at < 4 || memcmp(lx.s + at, "AND", 3) != 0 ||
+            !is_ws((unsigned char)lx.s[at + 3])) {
+            code = syntax(&lx, at, "AND (uppercase, between spaces) or the end of the filter");
+            goto done;
+        }
+        lx.pos += 3;
+        skip_ws(&lx);
+    }
+done:
+    if (code == RD_OK)
+        code = compile(f, err);
+    if (code != RD_OK) {
+        store_filter_free(f);
+        return code;
+    }
+    *out = f;
+    return RD_OK;
+}
+
+/* ---- order_by ------------------------------------------------------------------ */
+
+void store_order_free(store_order *o)
+{
+    free(o);
+}
+
+size_t store_order_terms(const store_order *o)
+{
+    return o != NULL ? o->n : 1;
+}
+
+rd_code store_order_parse(const store_model *m, const char *text, store_order **out, rd_err *err)
+{
+    lexer lx = {.what = "orderBy", .err = err};
+    bool blank, has_id = false;
+    rd_code code;
+    *out = NULL;
+    store_order *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    code = check_text(&lx, text, &blank);
+    if (code != RD_OK || blank)
+        goto done;
+    for (;;) {
+        size_t start, n;
+        const char *col;
+        store_type type;
+        skip_ws(&lx);
+        if (has_id) {
+            code = rd_errf(err, RD_VALIDATION_FAILED, "orderBy",
+                           "orderBy: id is unique, so no term may follow it (position %zu)",
+                           lx.pos + 1);
+            goto done;
+        }
+        if (o->n == STORE_ORDER_MAX_TERMS) {
+            code = rd_errf(err, RD_VALIDATION_FAILED, "orderBy", "orderBy: more than %d terms",
+                           STORE_ORDER_MAX_TERMS);
+            goto done;
+        }
+        if (!read_ident(&lx, &start, &n)) {
+            code = syntax(&lx, lx.pos, "a field name");
+            goto done;
+        }
+        if (n >= 64 || !resolve(m, lx.s + start, n, &col, &type)) {
+            code = rd_errf(err, RD_VALIDATION_FAILED, "orderBy",
+                           "orderBy: unknown field '%.*s' at position %zu", (int)(n < 64 ? n : 64),
+                           lx.s + start, start + 1);
+            goto done;
+        }
+        if (type == STORE_T_JSON) {
+            code = rd_errf(err, RD_VALIDATION_FAILED, "orderBy",
+                           "orderBy: field '%.*s' is JSON and cannot be ordered by (position %zu)",
+                           (int)n, lx.s + start, start + 1);
+            goto done;
+        }
+        for (size_t i = 0; i < o->n; i++) {
+            if (strcmp(o->t[i].col, col) == 0) {
+                code = rd_errf(err, RD_VALIDATION_FAILED, "orderBy",
+                               "orderBy: field '%.*s' given twice (position %zu)", (int)n,
+                               lx.s + start, start + 1);
+                goto done;
+            }
+        }
+        order_term *t = &o->t[o->n++];
+        snprintf(t->col, sizeof t->col, "%s", col);
+        has_id = strcmp(col, "_id") == 0;
+        size_t before = lx.pos;
+        skip_ws(&lx);
+        size_t dstart, dn;
+        if (lx.pos > before && read_ident(&lx, &dstart, &dn)) {
+            if (dn == 4 && strncasecmp(lx.s + dstart, "desc", 4) == 0) {
+                t->desc = true;
+            } else if (!(dn == 3 && strncasecmp(lx.s + dstart, "asc", 3) == 0)) {
+                code = syntax(&lx, dstart, "asc, desc, ',' or the end");
+                goto done;
+            }
+            skip_ws(&lx);
+        }
+        if (lx.pos == lx.len)
+            break;
+        if (peek(&lx) != ',') {
+            code = syntax(&lx, lx.pos, "asc, desc, ',' or the end");
+            goto done;
+        }
+        lx.pos++;
+    }
+done:
+    if (code != RD_OK) {
+        store_order_free(o);
+        return code;
+    }
+    if (!has_id)
+        snprintf(o->t[o->n++].col, sizeof o->t[0].col, "%s", "_id");
+    *out = o;
+    return RD_OK;
+}
+
+/* ---- internals for list.c -------------------------------------------------------- */
+
+int store_value_bind(sqlite3_stmt *st, int idx, const store_value *v)
+{
+    switch (v->type) {
+    case STORE_V_NULL:
+        return sqlite3_bind_null(st, idx);
+    case STORE_V_INT:
+        return sqlite3_bind_int64(st, idx, v->i);
+    case STORE_V_REAL:
+        return sqlite3_bind_double(st, idx, v->d);
+    case STORE_V_TEXT:
+        return sqlite3_bind_text(st, idx, v->s, (int)v->n, SQLITE_STATIC);
+    }
+    return SQLITE_MISMATCH;
+}
+
+int store_filter_bind(const store_filter *f, sqlite3_stmt *st, int *idx)
+{
+    for (size_t i = 0; f != NULL && i < f->n; i++) {
+        if (f->conds[i].value.type == STORE_V_NULL)
+            continue;
+        int rc = store_value_bind(st, (*idx)++, &f->conds[i].value);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+const char *store_order_col(const store_order *o, size_t i, bool *desc)
+{
+    static const char id_col[] = "_id";
+    if (o == NULL) {
+        *desc = false;
+        return id_col;
+    }
+    *desc = o->t[i].desc;
+    return o->t[i].col;
+}

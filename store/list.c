@@ -1,0 +1,274 @@
+/* list.c: store_list, the read behind ListRecords. One read transaction
+ * per page on the caller's read connection: the highest committed sync id,
+ * then the rows matching the compiled filter and the allowed groups,
+ * strictly after the caller's keyset cursor, in the requested order with
+ * id as the final tiebreak. Every value is bound; the SQL text holds only
+ * quoted schema identifiers and placeholders. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_int.h"
+
+void store_page_free(store_page *p)
+{
+    if (p == NULL)
+        return;
+    for (size_t i = 0; i < p->n; i++)
+        store_record_clear(&p->records[i]);
+    free(p->records);
+    for (size_t i = 0; p->last != NULL && i < p->n_last; i++)
+        free(p->last[i].s);
+    free(p->last);
+    memset(p, 0, sizeof *p);
+}
+
+/* Runs a cached statement that returns no rows. */
+static int list_exec(store_conn *c, const char *sql)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store_stmt_get(&c->cache, sql, &st);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    store_stmt_put(st);
+    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* Appends the keyset condition "row sorts after the cursor" for the sort
+ * keys of o and the cursor after[0..n) to b. SQLite puts NULL first in
+ * ascending and last in descending order, so "after" on key k is:
+ *   asc,  cursor NULL: k IS NOT NULL     asc,  cursor v: k > v
+ *   desc, cursor NULL: (nothing)         desc, cursor v: (k < v OR k IS NULL)
+ * and the whole condition is the lexicographic expansion
+ *   after(k1) OR (k1 IS v1 AND after(k2)) OR ... */
+static void keyset_sql(store_sbuf *b, const store_order *o, const store_value *after, size_t n)
+{
+    store_sbuf_add(b, " AND (");
+    for (size_t k = 0; k < n; k++) {
+        bool desc;
+        if (k > 0)
+            store_sbuf_add(b, " OR ");
+        store_sbuf_add(b, "(");
+        for (size_t j = 0; j < k; j++) {
+            store_sbuf_ident(b, store_order_col(o, j, &desc));
+            store_sbuf_add(b, " IS ? AND ");
+        }
+        const char *col = store_order_col(o, k, &desc);
+        bool null = after[k].type == STORE_V_NULL;
+        if (!desc && null) {
+            store_sbuf_ident(b, col);
+            store_sbuf_add(b, " IS NOT NULL");
+        } else if (!desc) {
+            store_sbuf_ident(b, col);
+            store_sbuf_add(b, " > ?");
+        } else if (null) {
+            store_sbuf_add(b, "0");
+        } else {
+            store_sbuf_add(b, "(");
+            store_sbuf_ident(b, col);
+            store_sbuf_add(b, " < ? OR ");
+            store_sbuf_ident(b, col);
+            store_sbuf_add(b, " IS NULL)");
+        }
+        store_sbuf_add(b, ")");
+    }
+    store_sbuf_add(b, ")");
+}
+
+/* Binds the keyset condition's values in keyset_sql's placeholder order. */
+static int keyset_bind(sqlite3_stmt *st, int *idx, const store_order *o, const store_value *after,
+                       size_t n)
+{
+    for (size_t k = 0; k < n; k++) {
+        bool desc;
+        int rc;
+        for (size_t j = 0; j < k; j++) {
+            rc = store_value_bind(st, (*idx)++, &after[j]);
+            if (rc != SQLITE_OK)
+                return rc;
+        }
+        store_order_col(o, k, &desc);
+        if (after[k].type == STORE_V_NULL)
+            continue;
+        rc = store_value_bind(st, (*idx)++, &after[k]);
+        if (rc != SQLITE_OK)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+/* Copies column i of the current row into *v (text malloc'd). */
+static bool read_key(sqlite3_stmt *st, int i, store_value *v)
+{
+    memset(v, 0, sizeof *v);
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_INTEGER:
+        v->type = STORE_V_INT;
+        v->i = sqlite3_column_int64(st, i);
+        return true;
+    case SQLITE_FLOAT:
+        v->type = STORE_V_REAL;
+        v->d = sqlite3_column_double(st, i);
+        return true;
+    case SQLITE_TEXT:
+    case SQLITE_BLOB: {
+        const unsigned char *t = sqlite3_column_text(st, i);
+        size_t n = (size_t)sqlite3_column_bytes(st, i);
+        v->type = STORE_V_TEXT;
+        v->s = malloc(n + 1);
+        if (v->s == NULL)
+            return false;
+        if (n > 0)
+            memcpy(v->s, t, n);
+        v->s[n] = '\0';
+        v->n = n;
+        return true;
+    }
+    default:
+        return true;
+    }
+}
+
+rd_code store_list(store_conn *c, const char *org, const store_model *m, const store_filter *f,
+                   const store_order *o, const store_value *after, size_t n_after, size_t limit,
+                   const char *const *groups, size_t n_groups, store_page *out, rd_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    store_sbuf sql = {0};
+    rd_code code = RD_OK;
+    size_t nk = store_order_terms(o);
+    int rc, idx = 1;
+    memset(out, 0, sizeof *out);
+    if (m == NULL || org == NULL || !store_org_valid(org))
+        return rd_errf(err, RD_NOT_FOUND, "model", "model is not in the schema");
+    if (limit < 1 || limit > STORE_LIST_MAX_LIMIT)
+        return rd_errf(err, RD_VALIDATION_FAILED, "pageSize", "pageSize must be 1..%d",
+                       STORE_LIST_MAX_LIMIT);
+    if (after != NULL && n_after != nk)
+        return rd_errf(err, RD_VALIDATION_FAILED, "pageToken", "pageToken does not match orderBy");
+
+    /* SELECT *, <keys> FROM t WHERE (filter) [AND groups] [AND keyset]
+     * ORDER BY <keys> LIMIT ? */
+    store_sbuf_add(&sql, "SELECT *");
+    for (size_t k = 0; k < nk; k++) {
+        bool desc;
+        store_sbuf_add(&sql, ", ");
+        store_sbuf_ident(&sql, store_order_col(o, k, &desc));
+        store_sbuf_addf(&sql, " AS \"_k%zu\"", k);
+    }
+    store_sbuf_add(&sql, " FROM ");
+    store_sbuf_table(&sql, org, m->name);
+    store_sbuf_add(&sql, " WHERE (");
+    store_sbuf_add(&sql, store_filter_sql(f));
+    store_sbuf_add(&sql, ")");
+    if (groups != NULL) {
+        store_sbuf_add(&sql, " AND _group IN (");
+        for (size_t g = 0; g < n_groups; g++)
+            store_sbuf_add(&sql, g == 0 ? "?" : ", ?");
+        store_sbuf_add(&sql, n_groups == 0 ? "NULL)" : ")");
+    }
+    if (after != NULL)
+        keyset_sql(&sql, o, after, nk);
+    store_sbuf_add(&sql, " ORDER BY ");
+    for (size_t k = 0; k < nk; k++) {
+        bool desc;
+        const char *col = store_order_col(o, k, &desc);
+        if (k > 0)
+            store_sbuf_add(&sql, ", ");
+        store_sbuf_ident(&sql, col);
+        store_sbuf_add(&sql, desc ? " DESC" : " ASC");
+    }
+    store_sbuf_add(&sql, " LIMIT ?");
+    if (sql.oom) {
+        code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        goto done;
+    }
+    out->records = calloc(limit, sizeof *out->records);
+    if (out->records == NULL) {
+        code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        goto done;
+    }
+
+    rc = list_exec(c, "BEGIN");
+    if (rc != SQLITE_OK)
+        goto sqlfail;
+    rc = store_stmt_get(&c->cache, "SELECT coalesce(max(sync_id), 0) FROM _rd_sync_log", &st);
+    if (rc != SQLITE_OK)
+        goto sqlfail;
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW)
+        goto sqlfail;
+    out->read_at = sqlite3_column_int64(st, 0);
+    store_stmt_put(st);
+    st = NULL;
+    rc = store_stmt_get(&c->cache, sql.p, &st);
+    if (rc == SQLITE_ERROR && strncmp(sqlite3_errmsg(c->db), "no such table", 13) == 0) {
+        /* the model was dropped after the caller's schema snapshot */
+        code = rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", m->name);
+        goto done;
+    }
+    if (rc != SQLITE_OK)
+        goto sqlfail;
+    rc = store_filter_bind(f, st, &idx);
+    for (size_t g = 0; rc == SQLITE_OK && groups != NULL && g < n_groups; g++)
+        rc = sqlite3_bind_text(st, idx++, groups[g], -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK && after != NULL)
+        rc = keyset_bind(st, &idx, o, after, nk);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_int64(st, idx, (sqlite3_int64)limit + 1);
+    if (rc != SQLITE_OK)
+        goto sqlfail;
+    int ncol = sqlite3_column_count(st);
+    for (;;) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_DONE)
+            break;
+        if (rc != SQLITE_ROW)
+            goto sqlfail;
+        if (out->n == limit) {
+            out->more = true;
+            break;
+        }
+        code = store_row_read(st, m, &out->records[out->n], err);
+        if (code != RD_OK)
+            goto done;
+        out->n++;
+        if (out->n < limit)
+            continue;
+        out->last = calloc(nk, sizeof *out->last);
+        if (out->last == NULL) {
+            code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+            goto done;
+        }
+        out->n_last = nk;
+        for (size_t k = 0; k < nk; k++) {
+            if (!read_key(st, ncol - (int)nk + (int)k, &out->last[k])) {
+                code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+                goto done;
+            }
+        }
+    }
+    store_stmt_put(st);
+    st = NULL;
+    rc = list_exec(c, "COMMIT");
+    if (rc != SQLITE_OK)
+        goto sqlfail;
+    if (!out->more) {
+        for (size_t k = 0; out->last != NULL && k < out->n_last; k++)
+            free(out->last[k].s);
+        free(out->last);
+        out->last = NULL;
+        out->n_last = 0;
+    }
+    goto done;
+sqlfail:
+    code = store_sql_err(c->db, rc, err);
+done:
+    store_stmt_put(st);
+    if (!sqlite3_get_autocommit(c->db))
+        list_exec(c, "ROLLBACK");
+    store_sbuf_free(&sql);
+    if (code != RD_OK)
+        store_page_free(out);
+    return code;
+}

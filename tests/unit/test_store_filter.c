@@ -1,0 +1,365 @@
+/* Unit tests for the filter grammar and order_by (store/filter.c): the
+ * compiled SQL fragment, the bound values, and the error each bad input
+ * gets (code, field, position or field name in the message). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "store/store.h"
+#include "store/store_int.h"
+
+static const char model_json[] =
+    "{\"models\":[{\"name\":\"students\",\"fields\":["
+    "{\"name\":\"firstName\",\"type\":\"STRING\"},"
+    "{\"name\":\"age\",\"type\":\"INTEGER\"},"
+    "{\"name\":\"score\",\"type\":\"NUMBER\"},"
+    "{\"name\":\"isActive\",\"type\":\"BOOLEAN\"},"
+    "{\"name\":\"status\",\"type\":\"ENUM\",\"enumValues\":[\"active\",\"inactive\"]},"
+    "{\"name\":\"profile\",\"type\":\"JSON\"},"
+    "{\"name\":\"enrolledAt\",\"type\":\"TIMESTAMP\"}]}]}";
+
+static store_schema *schema;
+static const store_model *model;
+static sqlite3 *db;
+
+static int setup(void **state)
+{
+    (void)state;
+    json_t *doc = json_loads(model_json, 0, NULL);
+    schema = store_schema_from_json(doc, 1);
+    json_decref(doc);
+    model = store_schema_model(schema, "students");
+    if (sqlite3_open(":memory:", &db) != SQLITE_OK)
+        return -1;
+    return schema != NULL && model != NULL ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    store_schema_release(schema);
+    sqlite3_close(db);
+    return 0;
+}
+
+/* Parses text, which must succeed, and checks the compiled SQL. */
+static store_filter *parse_ok(const char *text, const char *sql)
+{
+    store_filter *f = NULL;
+    rd_err err;
+    rd_err_clear(&err);
+    rd_code code = store_filter_parse(model, text, &f, &err);
+    if (code != RD_OK)
+        fail_msg("'%s': %s", text, err.msg);
+    assert_string_equal(store_filter_sql(f), sql);
+    return f;
+}
+
+/* Parses text, which must fail with VALIDATION_FAILED on field "filter"
+ * and a message containing want. */
+static void parse_bad(const char *text, const char *want)
+{
+    store_filter *f = NULL;
+    rd_err err;
+    rd_err_clear(&err);
+    assert_int_equal(store_filter_parse(model, text, &f, &err), RD_VALIDATION_FAILED);
+    assert_null(f);
+    assert_string_equal(err.field, "filter");
+    if (strstr(err.msg, want) == NULL)
+        fail_msg("'%s': message '%s' lacks '%s'", text, err.msg, want);
+}
+
+/* The values f binds, as "SELECT ?, ?, ..." renders them with quote(). */
+static void expect_bound(const store_filter *f, const char *want)
+{
+    char sql[512] = "SELECT quote(?)";
+    sqlite3_stmt *st = NULL;
+    size_t n = 0;
+    for (const char *p = store_filter_sql(f); *p; p++)
+        n += *p == '?';
+    if (n == 0) {
+        assert_string_equal(want, "");
+        return;
+    }
+    for (size_t i = 1; i < n; i++)
+        strcat(sql, " || ',' || quote(?)");
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
+    int idx = 1;
+    assert_int_equal(store_filter_bind(f, st, &idx), SQLITE_OK);
+    assert_int_equal(idx, (int)n + 1);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_string_equal((const char *)sqlite3_column_text(st, 0), want);
+    sqlite3_finalize(st);
+}
+
+static void test_filter_blank_has_no_condition(void **state)
+{
+    (void)state;
+    store_filter *f = parse_ok("", "1");
+    assert_int_equal(store_filter_conditions(f), 0);
+    store_filter_free(f);
+    f = parse_ok(" \t\n ", "1");
+    assert_int_equal(store_filter_conditions(f), 0);
+    store_filter_free(f);
+    f = parse_ok(NULL, "1");
+    store_filter_free(f);
+}
+
+static void test_filter_every_operator(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *text, *sql;
+    } cases[] = {
+        {"age = 5", "\"age\" = ?"},   {"age != 5", "\"age\" <> ?"}, {"age < 5", "\"age\" < ?"},
+        {"age <= 5", "\"age\" <= ?"}, {"age > 5", "\"age\" > ?"},   {"age >= 5", "\"age\" >= ?"},
+        {"age>=5", "\"age\" >= ?"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        store_filter *f = parse_ok(cases[i].text, cases[i].sql);
+        assert_int_equal(store_filter_conditions(f), 1);
+        expect_bound(f, "5");
+        store_filter_free(f);
+    }
+}
+
+static void test_filter_and_joins_comparisons(void **state)
+{
+    (void)state;
+    store_filter *f = parse_ok("firstName = \"Ann\" AND age > 3 AND isActive = true",
+                               "\"firstName\" = ? AND \"age\" > ? AND \"isActive\" = ?");
+    assert_int_equal(store_filter_conditions(f), 3);
+    expect_bound(f, "'Ann',3,1");
+    store_filter_free(f);
+}
+
+static void test_filter_number_literals(void **state)
+{
+    (void)state;
+    store_filter *f = parse_ok("score >= -1.5 AND age < +7 AND age != 9223372036854775807",
+                               "\"score\" >= ? AND \"age\" < ? AND \"age\" <> ?");
+    expect_bound(f, "-1.5,7,9223372036854775807");
+    store_filter_free(f);
+    f = parse_ok("score = 99999999999999999999", "\"score\" = ?");
+    expect_bound(f, "1.0e+20");
+    store_filter_free(f);
+}
+
+static void test_filter_bool_literals(void **state)
+{
+    (void)state;
+    store_filter *f =
+        parse_ok("isActive = false AND isActive != true", "\"isActive\" = ? AND \"isActive\" <> ?");
+    expect_bound(f, "0,1");
+    store_filter_free(f);
+}
+
+static void test_filter_null_compiles_to_is_null(void **state)
+{
+    (void)state;
+    store_filter *f =
+        parse_ok("age = null AND status != null", "\"age\" IS NULL AND \"status\" IS NOT NULL");
+    assert_int_equal(store_filter_conditions(f), 2);
+    expect_bound(f, "");
+    store_filter_free(f);
+}
+
+static void test_filter_null_refuses_ordering(void **state)
+{
+    (void)state;
+    parse_bad("age < null", "null compares only with = or != (position 7)");
+}
+
+static void test_filter_string_escapes(void **state)
+{
+    (void)state;
+    store_filter *f = parse_ok("firstName = \"a\\\"b\\\\c\"", "\"firstName\" = ?");
+    expect_bound(f, "'a\"b\\c'");
+    store_filter_free(f);
+    parse_bad("firstName = \"a\\nb\"", "position 16");
+    parse_bad("firstName = \"abc", "unterminated string starting at position 13");
+}
+
+static void test_filter_system_fields(void **state)
+{
+    (void)state;
+    store_filter *f = parse_ok("id = \"r1\" AND group = \"team-a\" AND version >= 2 AND "
+                               "syncId > 10 AND createdAt < \"2024-01-01T00:00:00Z\" AND "
+                               "updatedAt >= \"2024-01-01T00:00:01Z\"",
+                               "\"_id\" = ? AND \"_group\" = ? AND \"_version\" >= ? AND "
+                               "\"_sync_id\" > ? AND \"_created_at\" < ? AND \"_updated_at\" >= ?");
+    expect_bound(f, "'r1','team-a',2,10,1704067200000000,1704067201000000");
+    store_filter_free(f);
+}
+
+static void test_filter_timestamp_field_takes_rfc3339(void **state)
+{
+    (void)state;
+    store_filter *f = parse_ok("enrolledAt > \"2024-01-01T01:00:00+01:00\"", "\"enrolledAt\" > ?");
+    expect_bound(f, "1704067200000000");
+    store_filter_free(f);
+    parse_bad("enrolledAt > \"yesterday\"", "field 'enrolledAt' is a TIMESTAMP");
+    parse_bad("createdAt > 5", "field 'createdAt' is TIMESTAMP");
+}
+
+static void test_filter_unknown_field(void **state)
+{
+    (void)state;
+    parse_bad("age = 1 AND nickname = \"x\"", "unknown field 'nickname' at position 13");
+    parse_bad("Age = 1", "unknown field 'Age'");
+    parse_bad("organizationId = \"x\"", "unknown field 'organizationId'");
+}
+
+static void test_filter_type_mismatch_names_field(void **state)
+{
+    (void)state;
+    parse_bad("age = \"5\"", "field 'age' is INTEGER; a string literal");
+    parse_bad("firstName = 5", "field 'firstName' is STRING; a number literal");
+    parse_bad("status = true", "field 'status' is ENUM; a boolean literal");
+    parse_bad("isActive = 1", "field 'isActive' is BOOLEAN; a number literal");
+    parse_bad("isActive < true", "field 'isActive' is BOOLEAN and compares only with = or !=");
+    parse_bad("profile = \"x\"", "field 'profile' is JSON and cannot be filtered");
+}
+
+static void test_filter_syntax_errors_name_position(void **state)
+{
+    (void)state;
+    parse_bad("age", "expected an operator (= != < <= > >=) at position 4 (end of input)");
+    parse_bad("age = ", "expected a literal");
+    parse_bad("age == 5", "at position 6");
+    parse_bad("age = 5 and age = 6", "expected AND (uppercase, between spaces) or the end of the "
+                                     "filter at position 9");
+    parse_bad("age = 5 AND", "position 9");
+    parse_bad("age = 5 AND ", "expected a field name at position 13");
+    parse_bad("age = 5 OR age = 6", "position 9");
+    parse_bad("(age = 5)", "expected a field name at position 1");
+    parse_bad("age = 5x", "position 8");
+    parse_bad("age = 1.", "a digit after '.' at position 9");
+    parse_bad("age = -x", "a digit at position 8");
+    parse_bad("age = yes", "expected a literal");
+}
+
+static void test_filter_caps(void **state)
+{
+    (void)state;
+    char big[STORE_FILTER_MAX_LEN + 2];
+    memset(big, ' ', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    parse_bad(big, "longer than 4096 bytes");
+
+    char many[2048] = "";
+    for (int i = 0; i < STORE_FILTER_MAX_CONDS; i++)
+        strcat(many, i ? " AND age = 1" : "age = 1");
+    store_filter *f = NULL;
+    rd_err err;
+    assert_int_equal(store_filter_parse(model, many, &f, &err), RD_OK);
+    assert_int_equal(store_filter_conditions(f), STORE_FILTER_MAX_CONDS);
+    store_filter_free(f);
+    strcat(many, " AND age = 1");
+    parse_bad(many, "more than 64 comparisons");
+}
+
+static void test_filter_sql_injection_stays_a_bound_literal(void **state)
+{
+    (void)state;
+    store_filter *f =
+        parse_ok("firstName = \"x' OR 1=1 --\" AND status = \"a\\\"; DROP TABLE t; --\"",
+                 "\"firstName\" = ? AND \"status\" = ?");
+    expect_bound(f, "'x'' OR 1=1 --','a\"; DROP TABLE t; --'");
+    store_filter_free(f);
+    parse_bad("firstName = \"x\" OR 1=1 --", "position 17");
+    parse_bad("firstName = x' OR 1=1 --", "expected a literal");
+}
+
+/* ---- order_by -------------------------------------------------------------------- */
+
+static void expect_order(const char *text, const char *want)
+{
+    store_order *o = NULL;
+    rd_err err;
+    rd_err_clear(&err);
+    if (store_order_parse(model, text, &o, &err) != RD_OK)
+        fail_msg("'%s': %s", text ? text : "(null)", err.msg);
+    char got[256] = "";
+    for (size_t i = 0; i < store_order_terms(o); i++) {
+        bool desc;
+        const char *col = store_order_col(o, i, &desc);
+        snprintf(got + strlen(got), sizeof got - strlen(got), "%s%s %s", i ? "," : "", col,
+                 desc ? "desc" : "asc");
+    }
+    assert_string_equal(got, want);
+    store_order_free(o);
+}
+
+static void order_bad(const char *text, const char *want)
+{
+    store_order *o = NULL;
+    rd_err err;
+    rd_err_clear(&err);
+    assert_int_equal(store_order_parse(model, text, &o, &err), RD_VALIDATION_FAILED);
+    assert_null(o);
+    assert_string_equal(err.field, "orderBy");
+    if (strstr(err.msg, want) == NULL)
+        fail_msg("'%s': message '%s' lacks '%s'", text, err.msg, want);
+}
+
+static void test_order_defaults_to_id(void **state)
+{
+    (void)state;
+    expect_order(NULL, "_id asc");
+    expect_order("  ", "_id asc");
+}
+
+static void test_order_terms_and_tiebreak(void **state)
+{
+    (void)state;
+    expect_order("age desc", "age desc,_id asc");
+    expect_order("age DESC, firstName, score asc", "age desc,firstName asc,score asc,_id asc");
+    expect_order("createdAt desc,id desc", "_created_at desc,_id desc");
+    expect_order("syncId", "_sync_id asc,_id asc");
+}
+
+static void test_order_errors(void **state)
+{
+    (void)state;
+    order_bad("nickname", "unknown field 'nickname' at position 1");
+    order_bad("profile", "field 'profile' is JSON");
+    order_bad("age, age desc", "field 'age' given twice");
+    order_bad("id, age", "no term may follow it");
+    order_bad("age sideways", "expected asc, desc, ',' or the end at position 5");
+    order_bad("age,", "expected a field name at position 5");
+    order_bad("a,b,c,d,e,f,g,h,i", "unknown field 'a'");
+    order_bad("age,score,firstName,isActive,status,enrolledAt,version,syncId,group",
+              "more than 8 terms");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_filter_blank_has_no_condition),
+        cmocka_unit_test(test_filter_every_operator),
+        cmocka_unit_test(test_filter_and_joins_comparisons),
+        cmocka_unit_test(test_filter_number_literals),
+        cmocka_unit_test(test_filter_bool_literals),
+        cmocka_unit_test(test_filter_null_compiles_to_is_null),
+        cmocka_unit_test(test_filter_null_refuses_ordering),
+        cmocka_unit_test(test_filter_string_escapes),
+        cmocka_unit_test(test_filter_system_fields),
+        cmocka_unit_test(test_filter_timestamp_field_takes_rfc3339),
+        cmocka_unit_test(test_filter_unknown_field),
+        cmocka_unit_test(test_filter_type_mismatch_names_field),
+        cmocka_unit_test(test_filter_syntax_errors_name_position),
+        cmocka_unit_test(test_filter_caps),
+        cmocka_unit_test(test_filter_sql_injection_stays_a_bound_literal),
+        cmocka_unit_test(test_order_defaults_to_id),
+        cmocka_unit_test(test_order_terms_and_tiebreak),
+        cmocka_unit_test(test_order_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
