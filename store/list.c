@@ -22,18 +22,6 @@ void store_page_free(store_page *p)
     memset(p, 0, sizeof *p);
 }
 
-/* Runs a cached statement that returns no rows. */
-static int list_exec(store_conn *c, const char *sql)
-{
-    sqlite3_stmt *st = NULL;
-    int rc = store_stmt_get(&c->cache, sql, &st);
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = sqlite3_step(st);
-    store_stmt_put(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
-}
-
 /* Appends the keyset condition "row sorts after the cursor" for the sort
  * keys of o and the cursor after[0..n) to b. SQLite puts NULL first in
  * ascending and last in descending order, so "after" on key k is:
@@ -189,18 +177,9 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
         goto done;
     }
 
-    rc = list_exec(c, "BEGIN");
+    rc = store_conn_begin(c, &out->read_at);
     if (rc != SQLITE_OK)
         goto sqlfail;
-    rc = store_stmt_get(&c->cache, "SELECT coalesce(max(sync_id), 0) FROM _rd_sync_log", &st);
-    if (rc != SQLITE_OK)
-        goto sqlfail;
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW)
-        goto sqlfail;
-    out->read_at = sqlite3_column_int64(st, 0);
-    store_stmt_put(st);
-    st = NULL;
     rc = store_stmt_get(&c->cache, sql.p, &st);
     if (rc == SQLITE_ERROR && strncmp(sqlite3_errmsg(c->db), "no such table", 13) == 0) {
         /* the model was dropped after the caller's schema snapshot */
@@ -250,7 +229,7 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
     }
     store_stmt_put(st);
     st = NULL;
-    rc = list_exec(c, "COMMIT");
+    rc = store_conn_exec(c, "COMMIT");
     if (rc != SQLITE_OK)
         goto sqlfail;
     if (!out->more) {
@@ -266,7 +245,7 @@ sqlfail:
 done:
     store_stmt_put(st);
     if (!sqlite3_get_autocommit(c->db))
-        list_exec(c, "ROLLBACK");
+        store_conn_exec(c, "ROLLBACK");
     store_sbuf_free(&sql);
     if (code != RD_OK)
         store_page_free(out);

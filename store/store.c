@@ -728,7 +728,7 @@ void store_conn_close(store_conn *c)
 }
 
 /* Runs a cached statement that returns no rows. */
-static int conn_exec(store_conn *c, const char *sql)
+int store_conn_exec(store_conn *c, const char *sql)
 {
     sqlite3_stmt *st = NULL;
     int rc = store_stmt_get(&c->cache, sql, &st);
@@ -737,6 +737,24 @@ static int conn_exec(store_conn *c, const char *sql)
     rc = sqlite3_step(st);
     store_stmt_put(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+int store_conn_begin(store_conn *c, int64_t *read_at)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = store_conn_exec(c, "BEGIN");
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = store_stmt_get(&c->cache, "SELECT coalesce(max(sync_id), 0) FROM _rd_sync_log", &st);
+    if (rc != SQLITE_OK)
+        return rc;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *read_at = sqlite3_column_int64(st, 0);
+        rc = SQLITE_OK;
+    }
+    store_stmt_put(st);
+    return rc;
 }
 
 rd_code store_get(store_conn *c, const char *org, const char *model, const char *id,
@@ -771,18 +789,10 @@ rd_code store_get(store_conn *c, const char *org, const char *model, const char 
         code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
         goto done;
     }
-    rc = conn_exec(c, "BEGIN");
+    int64_t at = 0;
+    rc = store_conn_begin(c, &at);
     if (rc != SQLITE_OK)
         goto sqlfail;
-    rc = store_stmt_get(&c->cache, "SELECT coalesce(max(sync_id), 0) FROM _rd_sync_log", &st);
-    if (rc != SQLITE_OK)
-        goto sqlfail;
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW)
-        goto sqlfail;
-    int64_t at = sqlite3_column_int64(st, 0);
-    store_stmt_put(st);
-    st = NULL;
     rc = store_stmt_get(&c->cache, sql.p, &st);
     if (rc == SQLITE_ERROR && strncmp(sqlite3_errmsg(c->db), "no such table", 13) == 0) {
         /* the model was dropped after this snapshot of the schema was taken */
@@ -807,7 +817,7 @@ rd_code store_get(store_conn *c, const char *org, const char *model, const char 
         goto done;
     store_stmt_put(st);
     st = NULL;
-    rc = conn_exec(c, "COMMIT");
+    rc = store_conn_exec(c, "COMMIT");
     if (rc != SQLITE_OK) {
         store_record_clear(out);
         goto sqlfail;
@@ -820,7 +830,7 @@ sqlfail:
 done:
     store_stmt_put(st);
     if (!sqlite3_get_autocommit(c->db))
-        conn_exec(c, "ROLLBACK");
+        store_conn_exec(c, "ROLLBACK");
     store_sbuf_free(&sql);
     if (sch != NULL)
         store_schema_release(sch);

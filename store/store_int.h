@@ -228,6 +228,13 @@ const char *store_order_col(const store_order *o, size_t i, bool *desc);
 
 /* ---- writer (writer.c) / DDL (ddl.c) ---------------------------------------- */
 
+/* Runs a cached statement that returns no rows on a read connection. */
+int store_conn_exec(store_conn *c, const char *sql);
+/* Begins a read transaction on c and reads the highest committed sync id in
+ * its snapshot into *read_at, so what the caller reads next matches it. The
+ * caller COMMITs (or ROLLBACKs) with store_conn_exec. SQLite result code. */
+int store_conn_begin(store_conn *c, int64_t *read_at);
+
 void *store_writer_main(void *arg);
 /* The completer thread: runs the done callbacks of finished batches.
  * store_completer_stop lets it finish every queued completion and joins it
