@@ -21,6 +21,7 @@
 #include "service/receipt.h"
 #include "service/server_int.h"
 #include "service/svc_convert.h"
+#include "service/svc_metrics.h"
 
 /* Outstanding request_call slots per registered method and for unregistered
  * methods. A slot is re-posted as soon as its call arrives; calls arriving
@@ -59,6 +60,11 @@ typedef struct send_item {
     grpc_byte_buffer *bb;
     size_t len;
 } send_item;
+
+/* One request metadata entry of another transport. */
+typedef struct svc_md_kv {
+    const char *key, *value;
+} svc_md_kv;
 
 struct svc_call {
     svc_server *server;
@@ -109,6 +115,15 @@ struct svc_call {
     bool has_trailer;
     svc_end_fn end_fn;
     void *end_arg;
+
+    /* Another transport (svc_call_new_ext): NULL for gRPC calls. Its
+     * request metadata lives in the arena. */
+    const svc_transport *tp;
+    void *tp_arg;
+    svc_md_kv *xmd;
+    size_t n_xmd, cap_xmd;
+    bool replayed;    /* svc_call_set_replayed */
+    int64_t start_us; /* arrival, for the latency metrics */
 
     svc_call *next_work;             /* worker queue (server mu) */
     svc_call *live_prev, *live_next; /* open streams (server mu) */
@@ -218,6 +233,7 @@ static void call_free(svc_call *c)
     svc_server *s = c->server;
     pthread_mutex_lock(&s->mu);
     if (c->live) {
+        svc_metrics_stream(c->tp != NULL ? SVC_TRANSPORT_HTTP : SVC_TRANSPORT_GRPC, -1);
         if (c->live_prev != NULL)
             c->live_prev->live_next = c->live_next;
         else
@@ -342,6 +358,8 @@ static void set_status_locked(svc_call *c, int grpc_code, const char *msg, const
                               size_t details_len)
 {
     c->finishing = true;
+    if (c->method != NULL)
+        svc_metrics_call(c->method_index, SVC_TRANSPORT_GRPC, grpc_code, rd_now_us() - c->start_us);
     c->status =
         grpc_code >= 0 && grpc_code <= 16 ? (grpc_status_code)grpc_code : GRPC_STATUS_UNKNOWN;
     grpc_slice_unref(c->status_msg);
@@ -357,9 +375,16 @@ static void set_status_locked(svc_call *c, int grpc_code, const char *msg, const
 
 /* Finishes c (status, optional unary reply) and drops the owner reference.
  * A second finish on a live call is a caller bug; it is ignored. */
+static void finish_ext(svc_call *c, const void *reply, size_t reply_len, int grpc_code,
+                       const char *msg, const void *details, size_t details_len);
+
 static void finish(svc_call *c, grpc_byte_buffer *reply, int grpc_code, const char *msg,
                    const void *details, size_t details_len)
 {
+    if (c->tp != NULL) { /* another transport: never a byte buffer */
+        finish_ext(c, NULL, 0, grpc_code, msg, details, details_len);
+        return;
+    }
     pthread_mutex_lock(&c->mu);
     if (c->finishing) {
         pthread_mutex_unlock(&c->mu);
@@ -475,6 +500,30 @@ static bool enqueue_work(svc_call *c, bool bounded)
     return true;
 }
 
+/* The first value of request metadata key (lowercase) as a pointer and a
+ * length (not NUL-terminated for gRPC); false when absent. */
+static bool md_find(const svc_call *c, const char *key, const char **value, size_t *len)
+{
+    if (c->tp != NULL) {
+        for (size_t i = 0; i < c->n_xmd; i++)
+            if (strcmp(c->xmd[i].key, key) == 0) {
+                *value = c->xmd[i].value;
+                *len = strlen(*value);
+                return true;
+            }
+        return false;
+    }
+    for (size_t i = 0; i < c->md.count; i++) {
+        const grpc_metadata *m = &c->md.metadata[i];
+        if (grpc_slice_str_cmp(m->key, key) == 0) {
+            *value = (const char *)GRPC_SLICE_START_PTR(m->value);
+            *len = GRPC_SLICE_LENGTH(m->value);
+            return true;
+        }
+    }
+    return false;
+}
+
 /* The auth step (DESIGN.md §6), the one place a credential is checked:
  * unless the method is public, authenticates the first `authorization`
  * value (API key or token) into c->principal, then takes one token from the
@@ -490,14 +539,7 @@ static bool authenticate(svc_call *c)
     rd_err_clear(&err);
     if (c->method->public || c->principal != NULL)
         return true;
-    for (size_t i = 0; i < c->md.count; i++) {
-        const grpc_metadata *m = &c->md.metadata[i];
-        if (grpc_slice_str_cmp(m->key, "authorization") == 0) {
-            value = (const char *)GRPC_SLICE_START_PTR(m->value);
-            len = GRPC_SLICE_LENGTH(m->value);
-            break;
-        }
-    }
+    md_find(c, "authorization", &value, &len);
     if (ctx->auth == NULL) {
         rd_errf(&err, RD_UNAUTHENTICATED, NULL, "this server is configured without credentials");
         goto fail;
@@ -526,7 +568,8 @@ static void run_request(svc_call *c)
     }
     if (!authenticate(c))
         return;
-    ProtobufCMessage *req = unpack(c, c->method->req, c->payload, &err);
+    ProtobufCMessage *req = c->tp != NULL ? c->tp->decode(c->tp_arg, c, &err)
+                                          : unpack(c, c->method->req, c->payload, &err);
     if (c->payload != NULL) {
         grpc_byte_buffer_destroy(c->payload);
         c->payload = NULL;
@@ -650,6 +693,7 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
     if (c->method != NULL) {
         c->deadline_us = deadline_us(c->deadline);
         c->arena = rd_arena_new(s->arena_cap);
+        c->start_us = rd_now_us();
     }
     /* Stopping is read under s->mu, where svc_server_stop sets it, so a
      * stream is either listed before stop_streams looks or refused here. */
@@ -658,6 +702,7 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
     s->inflight++;
     refused = atomic_load(&s->stopping);
     if (!refused && is_stream(c)) {
+        svc_metrics_stream(SVC_TRANSPORT_GRPC, 1);
         c->live = true;
         c->live_next = s->live;
         if (s->live != NULL)
@@ -869,13 +914,11 @@ int64_t svc_call_retry_after_ms(const svc_call *call)
 
 const char *svc_call_metadata(svc_call *call, const char *key)
 {
-    for (size_t i = 0; i < call->md.count; i++) {
-        const grpc_metadata *m = &call->md.metadata[i];
-        if (grpc_slice_str_cmp(m->key, key) == 0)
-            return rd_arena_strndup(call->arena, (const char *)GRPC_SLICE_START_PTR(m->value),
-                                    GRPC_SLICE_LENGTH(m->value));
-    }
-    return NULL;
+    const char *value;
+    size_t len;
+    if (!md_find(call, key, &value, &len))
+        return NULL;
+    return call->tp != NULL ? value : rd_arena_strndup(call->arena, value, len);
 }
 
 void svc_reply(svc_call *call, const ProtobufCMessage *resp)
@@ -883,6 +926,19 @@ void svc_reply(svc_call *call, const ProtobufCMessage *resp)
     if (is_stream(call)) {
         svc_send(call, resp);
         svc_finish(call, GRPC_STATUS_OK, NULL, NULL, 0);
+        return;
+    }
+    if (call->tp != NULL) {
+        size_t len = protobuf_c_message_get_packed_size(resp);
+        uint8_t *buf = malloc(len ? len : 1);
+        if (buf == NULL) {
+            finish(call, NULL, GRPC_STATUS_INTERNAL, "out of memory serializing the reply", NULL,
+                   0);
+            return;
+        }
+        protobuf_c_message_pack(resp, buf);
+        finish_ext(call, buf, len, GRPC_STATUS_OK, NULL, NULL, 0);
+        free(buf);
         return;
     }
     grpc_byte_buffer *bb = pack(resp, protobuf_c_message_get_packed_size(resp));
@@ -897,6 +953,10 @@ void svc_reply_raw(svc_call *call, const void *bytes, size_t len)
 {
     if (is_stream(call)) {
         finish(call, NULL, GRPC_STATUS_INTERNAL, "a raw reply on a streaming call", NULL, 0);
+        return;
+    }
+    if (call->tp != NULL) {
+        finish_ext(call, bytes, len, GRPC_STATUS_OK, NULL, NULL, 0);
         return;
     }
     grpc_slice slice = grpc_slice_from_copied_buffer(bytes, len);
@@ -921,6 +981,29 @@ void svc_finish(svc_call *call, int grpc_code, const char *msg, const void *deta
     finish(call, NULL, grpc_code, msg, details, details_len);
 }
 
+/* svc_send on another transport: the message goes to its callback at once
+ * (the caller serialises svc_send and svc_finish, so order is kept). */
+static rd_code send_ext(svc_call *call, const ProtobufCMessage *msg, size_t len)
+{
+    pthread_mutex_lock(&call->mu);
+    bool gone = call->finishing || call->peer_gone;
+    pthread_mutex_unlock(&call->mu);
+    if (gone)
+        return RD_UNAVAILABLE;
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL)
+        return RD_INTERNAL;
+    protobuf_c_message_pack(msg, buf);
+    rd_code rc = call->tp->message(call->tp_arg, buf, len);
+    free(buf);
+    if (rc == RD_UNAVAILABLE) {
+        pthread_mutex_lock(&call->mu);
+        call->peer_gone = true;
+        pthread_mutex_unlock(&call->mu);
+    }
+    return rc;
+}
+
 rd_code svc_send(svc_call *call, const ProtobufCMessage *msg)
 {
     if (!is_stream(call))
@@ -928,6 +1011,8 @@ rd_code svc_send(svc_call *call, const ProtobufCMessage *msg)
     size_t len = protobuf_c_message_get_packed_size(msg);
     if (len > (size_t)call->server->max_message_bytes)
         return RD_INTERNAL; /* gRPC would fail the whole stream */
+    if (call->tp != NULL)
+        return send_ext(call, msg, len);
     grpc_byte_buffer *bb = pack(msg, len);
     send_item *it = malloc(sizeof *it);
     if (bb == NULL || it == NULL) {
@@ -986,6 +1071,133 @@ bool svc_call_cancelled(svc_call *call)
     bool gone = call->peer_gone;
     pthread_mutex_unlock(&call->mu);
     return gone;
+}
+
+/* ---- public: other transports ------------------------------------------------ */
+
+/* Finishes a call of another transport: the outcome goes to its callback
+ * (reply: the unary reply's bytes or NULL), then the owner reference goes. */
+static void finish_ext(svc_call *c, const void *reply, size_t reply_len, int grpc_code,
+                       const char *msg, const void *details, size_t details_len)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->finishing) {
+        pthread_mutex_unlock(&c->mu);
+        log_line("error", "a call was finished twice");
+        return;
+    }
+    c->finishing = true;
+    pthread_mutex_unlock(&c->mu);
+    svc_metrics_call(c->method_index, SVC_TRANSPORT_HTTP, grpc_code, rd_now_us() - c->start_us);
+    svc_outcome o = {.grpc_code = grpc_code >= 0 && grpc_code <= 16 ? grpc_code : 2,
+                     .msg = msg != NULL ? msg : "",
+                     .details = details_len > 0 ? details : NULL,
+                     .details_len = details_len,
+                     .reply = reply,
+                     .reply_len = reply_len,
+                     .replayed = c->replayed};
+    c->tp->finish(c->tp_arg, &o);
+    call_unref(c);
+}
+
+svc_call *svc_call_new_ext(svc_server *s, const svc_method *m, const svc_transport *tp, void *arg,
+                           int64_t deadline_us)
+{
+    if (m < svc_methods || m >= svc_methods + svc_n_methods || m->kind == SVC_BIDI_STREAM)
+        return NULL;
+    svc_call *c = call_new(s, m, (size_t)(m - svc_methods));
+    if (c == NULL)
+        return NULL;
+    c->tp = tp;
+    c->tp_arg = arg;
+    c->deadline_us = deadline_us;
+    c->start_us = rd_now_us();
+    c->arena = rd_arena_new(s->arena_cap);
+    if (c->arena == NULL) {
+        call_destroy(c);
+        return NULL;
+    }
+    c->refs = 2; /* the owner's and the transport's */
+    bool refused;
+    pthread_mutex_lock(&s->mu);
+    refused = atomic_load(&s->stopping);
+    if (!refused) {
+        s->inflight++;
+        if (is_stream(c)) {
+            svc_metrics_stream(SVC_TRANSPORT_HTTP, 1);
+            c->live = true;
+            c->live_next = s->live;
+            if (s->live != NULL)
+                s->live->live_prev = c;
+            s->live = c;
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (refused) {
+        call_destroy(c);
+        return NULL;
+    }
+    return c;
+}
+
+bool svc_call_add_metadata(svc_call *call, const char *key, const char *value)
+{
+    if (call->n_xmd == call->cap_xmd) {
+        size_t cap = call->cap_xmd ? 2 * call->cap_xmd : 8;
+        svc_md_kv *n = rd_arena_alloc(call->arena, cap * sizeof *n);
+        if (n == NULL)
+            return false;
+        if (call->n_xmd > 0)
+            memcpy(n, call->xmd, call->n_xmd * sizeof *n);
+        call->xmd = n;
+        call->cap_xmd = cap;
+    }
+    svc_md_kv kv = {rd_arena_strdup(call->arena, key), rd_arena_strdup(call->arena, value)};
+    if (kv.key == NULL || kv.value == NULL)
+        return false;
+    call->xmd[call->n_xmd++] = kv;
+    return true;
+}
+
+void svc_call_start(svc_call *call)
+{
+    if (!enqueue_work(call, true))
+        finish(call, NULL, GRPC_STATUS_RESOURCE_EXHAUSTED, "server is overloaded", NULL, 0);
+}
+
+void svc_call_hold(svc_call *call)
+{
+    pthread_mutex_lock(&call->mu);
+    call->refs++;
+    pthread_mutex_unlock(&call->mu);
+}
+
+void svc_call_release(svc_call *call)
+{
+    call_unref(call);
+}
+
+void svc_call_cancel(svc_call *call)
+{
+    svc_end_fn fn = NULL;
+    void *arg = NULL;
+    pthread_mutex_lock(&call->mu);
+    if (!call->peer_gone) {
+        call->peer_gone = true;
+        if (call->end_fn != NULL && !call->end_fired && !call->finishing) {
+            call->end_fired = true;
+            fn = call->end_fn;
+            arg = call->end_arg;
+        }
+    }
+    pthread_mutex_unlock(&call->mu);
+    if (fn != NULL)
+        fn(call, arg);
+}
+
+void svc_call_set_replayed(svc_call *call)
+{
+    call->replayed = true;
 }
 
 /* ---- public: server ----------------------------------------------------------- */

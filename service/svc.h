@@ -189,4 +189,62 @@ bool svc_call_on_end(svc_call *call, svc_end_fn fn, void *arg);
 /* Whether the peer is gone (cancelled, disconnected, deadline passed). */
 bool svc_call_cancelled(svc_call *call);
 
+/* ---- other transports ---------------------------------------------------------
+ * A transport other than gRPC (the HTTP/JSON gateway, service/gw_http.c)
+ * runs a method through the same path as a gRPC call: deadline check, the
+ * auth step (authenticate + rate limit), then the handler on a worker. It
+ * supplies request metadata, a deadline and a decode callback that builds
+ * the request message in the call's arena; the replies, stream messages
+ * and the final status come back through its callbacks instead of gRPC
+ * batches. docs/internals/server.md, "Other transports". */
+
+/* How a transport's call ended. Pointers are valid during the callback only. */
+typedef struct svc_outcome {
+    int grpc_code;       /* 0 = OK */
+    const char *msg;     /* human message, "" when none */
+    const void *details; /* serialized google.rpc.Status, or NULL */
+    size_t details_len;
+    const void *reply; /* unary OK: the response message's bytes; else NULL */
+    size_t reply_len;
+    bool replayed; /* the reply is an idempotent replay (svc_call_set_replayed) */
+} svc_outcome;
+
+typedef struct svc_transport {
+    /* On the worker, after the auth step: the request message, allocated in
+     * the call's arena (svc_call_arena), or NULL with err set (the call is
+     * then failed with err through the receipt module). */
+    ProtobufCMessage *(*decode)(void *arg, svc_call *call, rd_err *err);
+    /* A server-stream message (bytes of the method's response type), on the
+     * thread that called svc_send. RD_OK, or RD_RATE_LIMITED (the transport's
+     * queue is full) or RD_UNAVAILABLE (the peer is gone): svc_send returns it. */
+    rd_code (*message)(void *arg, const void *bytes, size_t len);
+    /* Exactly once, on the thread that finished the call, after every
+     * message. It must not block and must copy what it keeps. */
+    void (*finish)(void *arg, const svc_outcome *out);
+} svc_transport;
+
+/* Creates a call of m (a row of svc_methods) for tp/arg with a deadline
+ * (µs since the epoch, 0 = none). The caller holds one reference (drop it
+ * with svc_call_release) and must then either svc_call_start it or end it
+ * unstarted with svc_fail (or receipt_fail). NULL when the server is
+ * stopping, m is a bidi stream, or memory runs out. */
+svc_call *svc_call_new_ext(svc_server *s, const svc_method *m, const svc_transport *tp, void *arg,
+                           int64_t deadline_us);
+/* Adds request metadata (key lowercase; both copied into the arena) before
+ * svc_call_start. false when out of memory. */
+bool svc_call_add_metadata(svc_call *call, const char *key, const char *value);
+/* Queues the call for a worker; tp->finish reports how it ended (overload
+ * included). */
+void svc_call_start(svc_call *call);
+/* References for a transport that touches the call outside its callbacks. */
+void svc_call_hold(svc_call *call);
+void svc_call_release(svc_call *call);
+/* The peer went away: svc_call_cancelled turns true and the end callback of
+ * a server stream runs (svc_call_on_end). Idempotent. Caller holds a
+ * reference. */
+void svc_call_cancel(svc_call *call);
+/* Marks the reply the owner is about to send as an idempotent replay, for
+ * transports that show it (HTTP: Idempotent-Replayed: true). */
+void svc_call_set_replayed(svc_call *call);
+
 #endif

@@ -230,6 +230,7 @@ static void write_done(store_write *w)
     if (w->replayed) {
         void *bytes = w->replay;
         release_outputs(w);
+        svc_call_set_replayed(call);
         receipt_send_sealed(call, bytes, w->replay_len, w->replay_status);
         free(bytes);
         return;

@@ -546,4 +546,16 @@ typedef void (*store_commit_fn)(void *arg, int64_t last_sync_id);
  * earlier hook is no longer running and will not run again. */
 void store_on_commit(store *s, store_commit_fn fn, void *arg);
 
+/* Group-commit batch sizes since open, for /metrics: transactions by the
+ * number of writes they carried, counts[i] for sizes up to
+ * STORE_BATCH_BOUNDS[i] (the last slot: larger), and the totals. Any
+ * thread; the counters are read one by one (relaxed). */
+enum { STORE_BATCH_SLOTS = 9 };
+extern const int STORE_BATCH_BOUNDS[STORE_BATCH_SLOTS - 1];
+typedef struct store_batch_stats {
+    uint64_t counts[STORE_BATCH_SLOTS];
+    uint64_t batches, writes;
+} store_batch_stats;
+void store_batch_stats_get(store *s, store_batch_stats *out);
+
 #endif

@@ -8,6 +8,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -136,6 +137,8 @@ struct store {
     /* idempotency (idem.c): the keys of queued idempotent writes, chained
      * through store_write.idem_next_, guarded by qmu. */
     store_write *idem_inflight[STORE_IDEM_BUCKETS];
+    _Atomic uint64_t batch_counts[STORE_BATCH_SLOTS]; /* store_batch_stats_get */
+    _Atomic uint64_t batches, batch_writes;
     int64_t idem_ttl_s;     /* 0 = default; read and set atomically */
     bool idem_ready;        /* writer: _rd_idempotency exists */
     int64_t idem_pruned_us; /* writer: when expired keys were last pruned */

@@ -965,6 +965,30 @@ static void leave_inflight(store *s, store_write *head)
     pthread_mutex_unlock(&s->qmu);
 }
 
+const int STORE_BATCH_BOUNDS[STORE_BATCH_SLOTS - 1] = {1, 2, 4, 8, 16, 32, 64, 128};
+
+/* Records the size of a batch for store_batch_stats_get. */
+static void count_batch(store *s, const store_write *head)
+{
+    uint64_t n = 0;
+    for (const store_write *w = head; w != NULL; w = w->next_)
+        n++;
+    int slot = 0;
+    while (slot < STORE_BATCH_SLOTS - 1 && n > (uint64_t)STORE_BATCH_BOUNDS[slot])
+        slot++;
+    atomic_fetch_add_explicit(&s->batch_counts[slot], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->batches, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->batch_writes, n, memory_order_relaxed);
+}
+
+void store_batch_stats_get(store *s, store_batch_stats *out)
+{
+    for (int i = 0; i < STORE_BATCH_SLOTS; i++)
+        out->counts[i] = atomic_load_explicit(&s->batch_counts[i], memory_order_relaxed);
+    out->batches = atomic_load_explicit(&s->batches, memory_order_relaxed);
+    out->writes = atomic_load_explicit(&s->batch_writes, memory_order_relaxed);
+}
+
 /* One group commit: every write in its own savepoint, one COMMIT, then the
  * completions in order. */
 static void run_batch(store *s, store_write *head)
@@ -973,6 +997,7 @@ static void run_batch(store *s, store_write *head)
     bool broken = false;
     rd_err err;
     rd_err_clear(&err);
+    count_batch(s, head);
     int rc = wexec(s, "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK) {
         store_sql_err(s->wdb, rc, &err);
