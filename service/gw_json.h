@@ -1,12 +1,13 @@
 /* gw_json: the proto3 JSON mapping over protobuf-c descriptors, for the
  * HTTP/JSON gateway (DESIGN.md §8). Generic: it walks descriptors and knows
- * no recordd message. Names: lowerCamelCase json_name on output, both the
- * json_name and the proto name accepted on input. 64-bit integers are
- * strings on output, strings or numbers on input; enums by name on output,
- * name or number on input; bytes as base64; well-known types in their JSON
- * form (Struct, Value, ListValue, Timestamp, Duration, FieldMask, the
- * wrappers, Any as {"@type", ...} for the google.rpc detail types).
- * Everything decoded is allocated in the caller's arena. */
+ * no recordd message (an Any resolves its type among the types reachable
+ * from the message encoded and the google.rpc error details plus
+ * recordd.v1.CommitReceipt that error details carry). Names: lowerCamelCase json_name on output,
+ * both the json_name and the proto name accepted on input. 64-bit integers are strings on output,
+ * strings or numbers on input; enums by name on output, name or number on input; bytes as base64;
+ * well-known types in their JSON form (Struct, Value, ListValue, Timestamp, Duration, FieldMask,
+ * the wrappers, Any as {"@type", ...} for the google.rpc detail types). Everything decoded is
+ * allocated in the caller's arena. */
 #ifndef GW_JSON_H
 #define GW_JSON_H
 
@@ -56,13 +57,21 @@ rd_code gw_json_set_value(ProtobufCMessage *m, const char *path, const json_t *v
                           rd_err *err);
 
 /* Encodes m as a new jansson object (proto3 JSON: fields with default
- * values omitted, except inside Struct/Value). NULL on out of memory or an
- * Any whose type is unknown. */
+ * values omitted, except inside Struct/Value). NULL on out of memory, an
+ * Any whose type is unknown or a Timestamp/Duration out of its range. */
 json_t *gw_json_encode(const ProtobufCMessage *m);
 
 /* Encodes m as compact JSON text (malloc'd, NUL-terminated; *len gets its
  * length). Always valid JSON with every string properly escaped. NULL on
  * out of memory. */
 char *gw_json_encode_text(const ProtobufCMessage *m, size_t *len);
+
+/* Writes any jansson value as compact JSON text the way gw_json_encode_text
+ * does (malloc'd, NUL-terminated; len may be NULL): pure ASCII (every
+ * non-ASCII character, U+2028/U+2029 included, as a \u escape, invalid
+ * UTF-8 as U+FFFD), control characters escaped, numbers in the shortest
+ * form that reads back the same. For problem+json bodies. NULL on out of
+ * memory. */
+char *gw_json_dump(const json_t *v, size_t *len);
 
 #endif

@@ -1,7 +1,9 @@
 /* gw_route: HTTP routes built at start-up from the google.api.http options
  * of the embedded FileDescriptorSet (DESIGN.md §8): path templates with
- * variables ({model}, {name=a/*}), `body: "*"` / `body: "field"`,
- * additional_bindings and custom verbs (":claim"). No route is written by
+ * variables ({model}, or {name=...} binding a pattern of segments),
+ * `body: "*"` / `body: "field"`, additional_bindings and custom verbs
+ * (":claim"). A raw ':' in the last path segment starts the custom verb, so
+ * an id holding ':' travels percent-encoded (%3A). No route is written by
  * hand: a method in the descriptor set that has an http rule and a row in
  * svc_methods gets a route. */
 #ifndef GW_ROUTE_H
