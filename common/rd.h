@@ -33,7 +33,10 @@
     X(RD_UNAVAILABLE, "unavailable", 14, 503)                                                      \
     X(RD_INTERNAL, "internal", 13, 500)                                                            \
     X(RD_DESTRUCTIVE_CHANGE, "destructive_change", 9, 409)                                         \
-    X(RD_UNIMPLEMENTED, "unimplemented", 12, 501)
+    X(RD_UNIMPLEMENTED, "unimplemented", 12, 501)                                                  \
+    X(RD_METHOD_NOT_ALLOWED, "method_not_allowed", 12, 405)                                        \
+    X(RD_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 3, 415)                                 \
+    X(RD_BODY_TOO_LARGE, "body_too_large", 3, 413)
 
 typedef enum rd_code {
 #define RD_X_ENUM(name, str, grpc, http) name,

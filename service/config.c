@@ -57,6 +57,11 @@ static const opt opts[] = {
      "requests per second per principal (an API key and its tokens share one); 0 = off [0]"},
     {"rate-burst", "RECORDD_RATE_BURST", INT(rate_burst, 0, 1000000),
      "requests a principal may make at once before --rate-limit applies; 0 = the rate [0]"},
+    {"http-listen", "RECORDD_HTTP_LISTEN", STR(http_listen),
+     "HTTP/JSON gateway listen address host:port (port 0 picks a free port); 'off' or an empty "
+     "--http-listen disables it [127.0.0.1:8080]"},
+    {"sse-keepalive", "RECORDD_SSE_KEEPALIVE", INT(sse_keepalive_s, 1, 3600),
+     "seconds between keep-alive comments on Server-Sent Events streams [15]"},
 };
 
 enum { N_OPTS = sizeof opts / sizeof opts[0] };
@@ -77,6 +82,8 @@ static void defaults(svc_config *cfg)
     snprintf(cfg->trusted_keys, sizeof cfg->trusted_keys, "./var/trusted-keys");
     snprintf(cfg->token_issuer, sizeof cfg->token_issuer, "recordd");
     snprintf(cfg->token_audience, sizeof cfg->token_audience, "recordd");
+    snprintf(cfg->http_listen, sizeof cfg->http_listen, "127.0.0.1:8080");
+    cfg->sse_keepalive_s = 15;
 }
 
 /* Checks host:port with a port in 0..65535 and a non-empty host. */
@@ -100,12 +107,18 @@ static rd_code set_value(svc_config *cfg, const opt *o, const char *value, const
     char *field = (char *)cfg + o->offset;
     switch (o->type) {
     case OPT_STRING:
+        if (strcmp(o->flag, "http-listen") == 0 &&
+            (value[0] == '\0' || strcmp(value, "off") == 0)) {
+            snprintf(field, o->size, "off");
+            return RD_OK;
+        }
         if (value[0] == '\0')
             return rd_errf(err, RD_VALIDATION_FAILED, source, "%s: must not be empty", source);
         if (strlen(value) >= o->size)
             return rd_errf(err, RD_VALIDATION_FAILED, source, "%s: longer than %zu characters",
                            source, o->size - 1);
-        if (strcmp(o->flag, "grpc-listen") == 0 && !listen_ok(value))
+        if ((strcmp(o->flag, "grpc-listen") == 0 || strcmp(o->flag, "http-listen") == 0) &&
+            !listen_ok(value))
             return rd_errf(err, RD_VALIDATION_FAILED, source,
                            "%s: expected host:port with a port from 0 to 65535, got '%.100s'",
                            source, value);

@@ -26,6 +26,8 @@ typedef struct svc_config {
     char token_audience[256]; /* aud of minted and accepted tokens */
     int rate_limit;           /* requests per second per principal; 0 = off */
     int rate_burst;           /* bucket size; 0 = the rate */
+    char http_listen[256];    /* HTTP/JSON gateway host:port, or "off" */
+    int sse_keepalive_s;      /* seconds between keep-alive comments on SSE streams */
     bool help;                /* --help given: print usage, run nothing */
     bool version;             /* --version given */
 } svc_config;

@@ -11,9 +11,11 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "service/config.h"
+#include "service/gw_http.h"
 #include "service/svc_auth.h"
 #include "service/svc.h"
 #include "service/svc_claims.h"
@@ -94,6 +96,7 @@ int main(int argc, char **argv)
     rd_err err;
     store *db = NULL;
     svc_server *server = NULL;
+    gw_http *gw = NULL;
     svc_auth *auth = NULL;
     pthread_t sig_thread;
     bool sig_thread_started = false;
@@ -166,15 +169,30 @@ int main(int argc, char **argv)
         log_json("error", err.msg, json_pack("{s:s}", "grpc", cfg.grpc_listen));
         goto done;
     }
-    char bound[300];
+    char bound[300], http_bound[300] = "off";
     svc_config_bound_address(cfg.grpc_listen, port, bound, sizeof bound);
+    if (strcmp(cfg.http_listen, "off") != 0) {
+        gw_http_options go = {.listen = cfg.http_listen,
+                              .threads = cfg.workers < 4 ? cfg.workers : 4,
+                              .keepalive_s = cfg.sse_keepalive_s};
+        int http_port = 0;
+        if (gw_http_start(&go, &ctx, &gw, &http_port, &err) != RD_OK) {
+            log_json("error", err.msg, json_pack("{s:s}", "http", cfg.http_listen));
+            svc_server_stop(server, 0);
+            goto done;
+        }
+        svc_config_bound_address(cfg.http_listen, http_port, http_bound, sizeof http_bound);
+    }
     log_json("info", "listening",
-             json_pack("{s:s,s:s,s:i,s:s,s:s}", "grpc", bound, "db", cfg.db, "workers", cfg.workers,
-                       "sync", cfg.sync_normal ? "normal" : "full", "version", SVC_VERSION));
+             json_pack("{s:s,s:s,s:s,s:i,s:s,s:s}", "grpc", bound, "http", http_bound, "db", cfg.db,
+                       "workers", cfg.workers, "sync", cfg.sync_normal ? "normal" : "full",
+                       "version", SVC_VERSION));
 
     if (pthread_create(&sig_thread, NULL, signal_main, NULL) != 0) {
         log_json("error", "cannot start the signal thread", NULL);
+        gw_http_close(gw);
         svc_server_stop(server, 0);
+        gw_http_stop(gw);
         goto done;
     }
     sig_thread_started = true;
@@ -190,7 +208,9 @@ int main(int argc, char **argv)
                        (int)svc_server_inflight(server)));
     svc_claims_shutdown(); /* waiting AcquireClaim calls end now, not after the grace */
     svc_watch_shutdown();  /* open WatchChanges streams end with UNAVAILABLE */
+    gw_http_close(gw);     /* new HTTP requests get 503, as new gRPC calls get UNAVAILABLE */
     svc_server_stop(server, cfg.shutdown_grace_s * 1000);
+    gw_http_stop(gw);
     rc = 0;
 done:
     if (db != NULL)

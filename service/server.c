@@ -204,6 +204,8 @@ static void drop_queue(svc_call *c)
  * reference is gone. */
 static void call_destroy(svc_call *c)
 {
+    if (c->tp != NULL && c->tp->release != NULL)
+        c->tp->release(c->tp_arg);
     if (c->call != NULL)
         grpc_call_unref(c->call);
     grpc_metadata_array_destroy(&c->md);
@@ -579,6 +581,14 @@ static void run_request(svc_call *c)
         return;
     }
     c->method->handler(c, req);
+    if (c->tp != NULL && c->tp->started != NULL && is_stream(c)) {
+        /* the work reference keeps c, and through it tp_arg, alive */
+        pthread_mutex_lock(&c->mu);
+        bool finishing = c->finishing;
+        pthread_mutex_unlock(&c->mu);
+        if (!finishing)
+            c->tp->started(c->tp_arg);
+    }
 }
 
 /* Bidi streams: one received message, then the next read (or the end). */
@@ -1114,6 +1124,7 @@ svc_call *svc_call_new_ext(svc_server *s, const svc_method *m, const svc_transpo
     c->start_us = rd_now_us();
     c->arena = rd_arena_new(s->arena_cap);
     if (c->arena == NULL) {
+        c->tp = NULL;
         call_destroy(c);
         return NULL;
     }
@@ -1134,6 +1145,7 @@ svc_call *svc_call_new_ext(svc_server *s, const svc_method *m, const svc_transpo
     }
     pthread_mutex_unlock(&s->mu);
     if (refused) {
+        c->tp = NULL; /* never handed out: no release callback */
         call_destroy(c);
         return NULL;
     }

@@ -221,6 +221,13 @@ typedef struct svc_transport {
     /* Exactly once, on the thread that finished the call, after every
      * message. It must not block and must copy what it keeps. */
     void (*finish)(void *arg, const svc_outcome *out);
+    /* Server streams: the handler returned and the call is not finished —
+     * the stream is accepted (HTTP sends its 200 and headers now). May
+     * come after messages. Worker thread; must not block. May be NULL. */
+    void (*started)(void *arg);
+    /* The call is gone (its last reference dropped): no callback follows.
+     * Any thread. */
+    void (*release)(void *arg);
 } svc_transport;
 
 /* Creates a call of m (a row of svc_methods) for tp/arg with a deadline

@@ -309,6 +309,7 @@ class Server:
         self.extra_args = tuple(extra_args)
         self.proc: Optional[subprocess.Popen] = None
         self.address: Optional[str] = None
+        self.http_url: Optional[str] = None  # "http://127.0.0.1:<port>" of the HTTP/JSON gateway
         self.channel: Optional[grpc.Channel] = None  # carries admin_key by default
         self.raw_channel: Optional[grpc.Channel] = None  # carries nothing
         self._auth = DEFAULT
@@ -326,7 +327,8 @@ class Server:
         self.init()
         self.log_path = self.dir / f"stderr-{self.starts}.log"
         log = open(self.log_path, "wb")
-        cmd = [str(BIN), "--grpc-listen", "127.0.0.1:0", "--db", str(self.db_path), "--workers", "2",
+        cmd = [str(BIN), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
+               "--db", str(self.db_path), "--workers", "2",
                "--pepper-file", str(self.var / "pepper"), "--signing-key", str(self.var / "signing.key"),
                "--trusted-keys", str(self.var / "trusted-keys"), *self.extra_args]
         try:
@@ -354,6 +356,8 @@ class Server:
                     continue
                 if isinstance(obj, dict) and obj.get("msg") == "listening" and obj.get("grpc"):
                     self.startup = obj
+                    http = obj.get("http")
+                    self.http_url = f"http://{http}" if http and http != "off" else None
                     return obj["grpc"]
             rc = self.proc.poll()
             if rc is not None:

@@ -41,6 +41,9 @@ static void test_error_table_matches_design(void **state)
         {RD_INTERNAL, "internal", 13, 500},
         {RD_DESTRUCTIVE_CHANGE, "destructive_change", 9, 409},
         {RD_UNIMPLEMENTED, "unimplemented", 12, 501},
+        {RD_METHOD_NOT_ALLOWED, "method_not_allowed", 12, 405},
+        {RD_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 3, 415},
+        {RD_BODY_TOO_LARGE, "body_too_large", 3, 413},
     };
     assert_int_equal(sizeof rows / sizeof rows[0], RD_CODE_COUNT);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {

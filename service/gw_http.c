@@ -1,0 +1,1408 @@
+/* gw_http: libmicrohttpd in epoll thread-pool mode with suspend/resume.
+ * One gw_req per HTTP request (MHD's con_cls). The access handler gathers
+ * the body, matches the route and starts a server-core call for it
+ * (svc_call_new_ext), then suspends the connection, so no MHD thread waits
+ * for a handler. The call decodes the JSON on its worker after the auth
+ * step (decode_request), runs the handler, and its outcome comes back
+ * through the transport callbacks, which copy it into the gw_req and
+ * resume the connection; the access handler then renders JSON or
+ * problem+json. Server streams are Server-Sent Events whose content reader
+ * drains a queue the stream's messages are copied into.
+ *
+ * Lifetimes: a gw_req has two references, MHD's (dropped in the request
+ * completed callback) and the call's (dropped by the transport's release
+ * callback when the call is freed). The gateway holds a reference on the
+ * call (r->call) until it has rendered the outcome or the client went
+ * away; whoever takes r->call out under r->mu releases it. Lock order:
+ * gw->mu, then r->mu; svc_call_cancel is never called with r->mu held (a
+ * stream's end callback may finish the call, which takes r->mu). */
+#include "service/gw_http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "service/gw_json.h"
+#include "service/gw_problem.h"
+#include "service/gw_route.h"
+#include "service/svc_metrics.h"
+
+extern unsigned char rd_descriptor_set[];
+extern unsigned int rd_descriptor_set_len;
+
+/* The gateway's own strings for one request (path, query, headers). */
+#define REQ_ARENA_BYTES ((size_t)1 << 20)
+#define MAX_QUERY_PARAMS 64
+#define REQUEST_ID_MAX 128
+#define CONNECTION_TIMEOUT_S 60
+#define CONNECTION_LIMIT 4096
+#define TICK_MS 200
+
+typedef struct sse_item {
+    struct sse_item *next;
+    size_t len;
+    uint8_t bytes[]; /* the message, serialized */
+} sse_item;
+
+typedef struct gw_req gw_req;
+
+struct gw_http {
+    struct MHD_Daemon *d;
+    svc_ctx *ctx;
+    gw_routes *routes;
+    const char **route_names; /* "PATCH /v1/models/{model}/{id}" per route */
+    size_t n_routes;
+    int keepalive_ms;
+
+    pthread_mutex_t mu; /* guards the gate, the stream list and the ticker */
+    pthread_cond_t cv;
+    bool closed;     /* gw_http_close: new requests get 503 */
+    bool tick_stop;  /* the ticker exits */
+    gw_req *streams; /* SSE responses being served */
+    pthread_t ticker;
+    bool ticker_started;
+};
+
+typedef enum req_kind { REQ_API, REQ_HEALTHZ, REQ_READYZ, REQ_METRICS } req_kind;
+
+struct gw_req {
+    gw_http *gw;
+    struct MHD_Connection *conn;
+    int64_t start_us;
+    size_t route; /* metrics row; gw->n_routes = "other" */
+    int status;   /* HTTP status queued, for metrics */
+    req_kind kind;
+    rd_arena *arena; /* strings of the request (MHD thread, read by decode) */
+    const char *path;
+    bool queued; /* a response is queued */
+    bool begun;  /* begin ran (once the body is in) */
+
+    /* request, filled on the MHD thread before the call starts */
+    gw_match match;
+    bool matched;
+    char *body;
+    size_t body_len, body_cap;
+    bool too_large;
+    gw_var query[MAX_QUERY_PARAMS];
+    size_t n_query;
+    bool query_overflow;
+    bool has_if_match;
+    const char *if_match_value;
+    int64_t if_match;
+    bool want_minimal, want_repr;
+    const char *last_event_id;
+    char request_id[REQUEST_ID_MAX + 1];
+    const char *create_id; /* the request's id (decode_request), for Location */
+
+    pthread_mutex_t mu; /* everything below */
+    int refs;
+    svc_call *call; /* the gateway's reference; NULL once released */
+    bool suspended;
+    bool finished; /* the outcome is in */
+    bool started;  /* a stream was accepted */
+    int grpc_code;
+    char *msg;
+    void *details, *reply;
+    size_t details_len, reply_len;
+    bool replayed;
+    /* SSE */
+    bool sse;
+    sse_item *q_head, *q_tail;
+    size_t q_len, q_bytes;
+    bool ka_due;
+    int64_t last_write_us;
+    bool sse_ended;          /* the final event was produced */
+    bool conn_gone;          /* MHD completed the request */
+    gw_req *s_prev, *s_next; /* gw->streams (gw->mu) */
+    bool s_listed;
+    /* SSE output being written (MHD thread) */
+    char *out;
+    size_t out_len, out_off;
+};
+
+/* ---- small helpers ------------------------------------------------------------- */
+
+static void req_unref(gw_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool dead = --r->refs == 0;
+    pthread_mutex_unlock(&r->mu);
+    if (!dead)
+        return;
+    while (r->q_head != NULL) {
+        sse_item *it = r->q_head;
+        r->q_head = it->next;
+        free(it);
+    }
+    free(r->out);
+    free(r->msg);
+    free(r->details);
+    free(r->reply);
+    free(r->body);
+    rd_arena_free(r->arena);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/* Takes the gateway's call reference out of r (NULL when gone). */
+static svc_call *take_call(gw_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    svc_call *c = r->call;
+    r->call = NULL;
+    pthread_mutex_unlock(&r->mu);
+    return c;
+}
+
+static void resume_locked(gw_req *r)
+{
+    if (r->suspended) {
+        r->suspended = false;
+        MHD_resume_connection(r->conn);
+    }
+}
+
+static const char *header(gw_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes a query component ('+' is a space) into a; NULL when
+ * malformed, not UTF-8 or holding a NUL. */
+static char *query_decode(rd_arena *a, const char *s)
+{
+    size_t n = strlen(s), j = 0;
+    char *out = rd_arena_alloc(a, n + 1);
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            if (i + 2 >= n)
+                return NULL;
+            int h = hexval(s[i + 1]), l = hexval(s[i + 2]);
+            if (h < 0 || l < 0)
+                return NULL;
+            out[j++] = (char)(h * 16 + l);
+            i += 2;
+        } else {
+            out[j++] = s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    out[j] = '\0';
+    if (memchr(out, '\0', j) != NULL || !rd_utf8_valid(out, j))
+        return NULL;
+    return out;
+}
+
+/* ---- responses ------------------------------------------------------------------- */
+
+static void add_common_headers(gw_req *r, struct MHD_Response *resp)
+{
+    MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+}
+
+/* Queues a response with body (malloc'd, taken; may be NULL) and status. */
+static enum MHD_Result queue(gw_req *r, int status, const char *content_type, char *body,
+                             size_t len, struct MHD_Response **out)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        len, body != NULL ? body : (void *)"",
+        body != NULL ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    if (content_type != NULL)
+        MHD_add_response_header(resp, "Content-Type", content_type);
+    add_common_headers(r, resp);
+    if (out != NULL) {
+        *out = resp; /* the caller adds headers, queues and destroys */
+        r->status = status;
+        return MHD_YES;
+    }
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    r->status = status;
+    r->queued = true;
+    return ok;
+}
+
+static enum MHD_Result finish_queue(gw_req *r, struct MHD_Response *resp)
+{
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    r->queued = true;
+    return ok;
+}
+
+/* Sends problem p (its body consumed). */
+static enum MHD_Result send_problem(gw_req *r, gw_problem *p, const char *allow)
+{
+    size_t len = 0;
+    char *text = p->body != NULL ? gw_json_dump(p->body, &len) : NULL;
+    json_decref(p->body);
+    p->body = NULL;
+    struct MHD_Response *resp;
+    if (queue(r, p->status, "application/problem+json", text, len, &resp) != MHD_YES)
+        return MHD_NO;
+    if (allow != NULL)
+        MHD_add_response_header(resp, "Allow", allow);
+    if (p->retry_after_s > 0) {
+        char ra[32];
+        snprintf(ra, sizeof ra, "%lld", (long long)p->retry_after_s);
+        MHD_add_response_header(resp, "Retry-After", ra);
+    }
+    return finish_queue(r, resp);
+}
+
+static enum MHD_Result send_err(gw_req *r, rd_code code, int status, const char *field,
+                                const char *allow, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+static enum MHD_Result send_err(gw_req *r, rd_code code, int status, const char *field,
+                                const char *allow, const char *fmt, ...)
+{
+    rd_err err;
+    va_list ap;
+    va_start(ap, fmt);
+    rd_err_clear(&err);
+    err.code = code;
+    vsnprintf(err.msg, sizeof err.msg, fmt, ap);
+    va_end(ap);
+    if (field != NULL)
+        snprintf(err.field, sizeof err.field, "%s", field);
+    gw_problem p;
+    gw_problem_from_err(&err, status, r->path, &p);
+    return send_problem(r, &p, allow);
+}
+
+static enum MHD_Result send_text(gw_req *r, int status, const char *content_type, const char *text)
+{
+    char *copy = strdup(text);
+    if (copy == NULL)
+        return MHD_NO;
+    return queue(r, status, content_type, copy, strlen(copy), NULL);
+}
+
+/* ---- the transport --------------------------------------------------------------- */
+
+/* A new message of d in a (protobuf-c init in arena memory). */
+static ProtobufCMessage *new_message(rd_arena *a, const ProtobufCMessageDescriptor *d)
+{
+    ProtobufCMessage *m = rd_arena_alloc(a, d->sizeof_message);
+    if (m != NULL)
+        protobuf_c_message_init(d, m);
+    return m;
+}
+
+static const ProtobufCFieldDescriptor *field_of(const ProtobufCMessageDescriptor *d,
+                                                const char *name)
+{
+    return protobuf_c_message_descriptor_get_field_by_name(d, name);
+}
+
+/* Whether a query parameter names the field (proto or json name). */
+static bool names(const ProtobufCMessageDescriptor *d, const char *param, const char *proto_name)
+{
+    const ProtobufCFieldDescriptor *f = field_of(d, proto_name);
+    if (f == NULL)
+        return false;
+    if (strcmp(param, f->name) == 0)
+        return true;
+    /* the lowerCamelCase json name: "expected_version" → "expectedVersion" */
+    const char *p = param;
+    for (const char *s = f->name; *s != '\0'; s++, p++) {
+        if (*s == '_' && s[1] != '\0') {
+            s++;
+            if (*p != (*s >= 'a' && *s <= 'z' ? *s - 'a' + 'A' : *s))
+                return false;
+        } else if (*p != *s) {
+            return false;
+        }
+    }
+    return *p == '\0';
+}
+
+/* svc_transport.decode: on the worker after the auth step. Builds the
+ * request message from the body (per the rule's body), the query
+ * parameters, the path variables and the headers that map to fields. */
+static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
+{
+    gw_req *r = arg;
+    rd_arena *a = svc_call_arena(call);
+    const ProtobufCMessageDescriptor *d = r->match.method->req;
+    ProtobufCMessage *m = NULL;
+    json_t *body = NULL;
+    const char *rule = r->match.body;
+
+    if (rule != NULL && r->body_len > 0 && gw_json_parse(r->body, r->body_len, &body, err) != RD_OK)
+        return NULL;
+    if (rule != NULL && strcmp(rule, "*") == 0) {
+        if (r->n_query > 0) {
+            rd_errf(err, RD_INVALID_BODY, r->query[0].field,
+                    "this route takes its fields in the body, not as query parameters");
+            goto fail;
+        }
+        if (body != NULL) {
+            if (gw_json_decode(d, body, a, &m, err) != RD_OK)
+                goto fail;
+        } else if ((m = new_message(a, d)) == NULL) {
+            goto oom;
+        }
+    } else {
+        if ((m = new_message(a, d)) == NULL)
+            goto oom;
+        for (size_t i = 0; i < r->n_query; i++) {
+            const char *k = r->query[i].field;
+            for (size_t v = 0; v < r->match.n_vars; v++)
+                if (names(d, k, r->match.vars[v].field)) {
+                    rd_errf(err, RD_INVALID_BODY, k, "%s is part of the path", k);
+                    goto fail;
+                }
+            if (rule != NULL && names(d, k, rule)) {
+                rd_errf(err, RD_INVALID_BODY, k, "%s is the request body", k);
+                goto fail;
+            }
+            if (r->has_if_match && names(d, k, "expected_version")) {
+                rd_errf(err, RD_VALIDATION_FAILED, k,
+                        "give the expected version in If-Match or in %s, not both", k);
+                goto fail;
+            }
+            if (gw_json_set(m, k, r->query[i].value, a, err) != RD_OK)
+                goto fail;
+        }
+        if (body != NULL && gw_json_set_value(m, rule, body, a, err) != RD_OK)
+            goto fail;
+    }
+    for (size_t v = 0; v < r->match.n_vars; v++)
+        if (gw_json_set(m, r->match.vars[v].field, r->match.vars[v].value, a, err) != RD_OK)
+            goto fail;
+    if (r->has_if_match && field_of(d, "expected_version") != NULL) {
+        char v[32];
+        snprintf(v, sizeof v, "%lld", (long long)r->if_match);
+        if (gw_json_set(m, "expected_version", v, a, err) != RD_OK)
+            goto fail;
+    }
+    if (r->want_repr && field_of(d, "return_record") != NULL &&
+        gw_json_set(m, "return_record", "true", a, err) != RD_OK)
+        goto fail;
+    if (r->last_event_id != NULL && field_of(d, "since_sync_id") != NULL &&
+        gw_json_set(m, "since_sync_id", r->last_event_id, a, err) != RD_OK) {
+        snprintf(err->field, sizeof err->field, "Last-Event-ID");
+        goto fail;
+    }
+    /* the id a create was given, for Location (MHD is waiting: the arena is ours) */
+    const ProtobufCFieldDescriptor *idf = field_of(d, "id");
+    if (idf != NULL && idf->type == PROTOBUF_C_TYPE_STRING &&
+        idf->label != PROTOBUF_C_LABEL_REPEATED) {
+        const char *id = *(const char *const *)(const void *)((const char *)m + idf->offset);
+        if (id != NULL && id[0] != '\0')
+            r->create_id = rd_arena_strdup(r->arena, id);
+    }
+    json_decref(body);
+    return m;
+oom:
+    rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+fail:
+    json_decref(body);
+    return NULL;
+}
+
+static rd_code on_message(void *arg, const void *bytes, size_t len)
+{
+    gw_req *r = arg;
+    sse_item *it = malloc(sizeof *it + (len ? len : 1));
+    if (it == NULL)
+        return RD_INTERNAL;
+    it->next = NULL;
+    it->len = len;
+    memcpy(it->bytes, bytes, len);
+    rd_code rc = RD_OK;
+    pthread_mutex_lock(&r->mu);
+    if (r->conn_gone) {
+        rc = RD_UNAVAILABLE;
+    } else if (r->q_len >= SVC_SEND_QUEUE_MAX || r->q_bytes + len > SVC_SEND_QUEUE_MAX_BYTES) {
+        rc = RD_RATE_LIMITED;
+    } else {
+        if (r->q_tail != NULL)
+            r->q_tail->next = it;
+        else
+            r->q_head = it;
+        r->q_tail = it;
+        r->q_len++;
+        r->q_bytes += len;
+        it = NULL;
+        resume_locked(r);
+    }
+    pthread_mutex_unlock(&r->mu);
+    free(it);
+    return rc;
+}
+
+static void *dup_bytes(const void *p, size_t n)
+{
+    if (p == NULL)
+        return NULL;
+    void *c = malloc(n ? n : 1);
+    if (c != NULL)
+        memcpy(c, p, n);
+    return c;
+}
+
+static void on_finish(void *arg, const svc_outcome *o)
+{
+    gw_req *r = arg;
+    char *msg = strdup(o->msg);
+    void *details = dup_bytes(o->details, o->details_len);
+    void *reply = dup_bytes(o->reply, o->reply_len);
+    pthread_mutex_lock(&r->mu);
+    r->grpc_code = o->grpc_code;
+    r->msg = msg;
+    r->details = details;
+    r->details_len = details != NULL ? o->details_len : 0;
+    r->reply = reply;
+    r->reply_len = reply != NULL ? o->reply_len : 0;
+    if (o->reply != NULL && reply == NULL) { /* out of memory copying: fail */
+        r->grpc_code = 13;
+    }
+    r->replayed = o->replayed;
+    r->finished = true;
+    resume_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void on_started(void *arg)
+{
+    gw_req *r = arg;
+    pthread_mutex_lock(&r->mu);
+    r->started = true;
+    resume_locked(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void on_release(void *arg)
+{
+    req_unref(arg);
+}
+
+static const svc_transport TRANSPORT = {
+    .decode = decode_request,
+    .message = on_message,
+    .finish = on_finish,
+    .started = on_started,
+    .release = on_release,
+};
+
+/* ---- rendering an outcome --------------------------------------------------------- */
+
+static int64_t int64_field(const ProtobufCMessage *m, const char *name, bool *found)
+{
+    const ProtobufCFieldDescriptor *f = field_of(m->descriptor, name);
+    *found = false;
+    if (f == NULL || f->label == PROTOBUF_C_LABEL_REPEATED)
+        return 0;
+    const char *p = (const char *)m + f->offset;
+    switch (f->type) {
+    case PROTOBUF_C_TYPE_INT64:
+    case PROTOBUF_C_TYPE_SINT64:
+    case PROTOBUF_C_TYPE_SFIXED64:
+    case PROTOBUF_C_TYPE_UINT64:
+    case PROTOBUF_C_TYPE_FIXED64:
+        *found = true;
+        return *(const int64_t *)(const void *)p;
+    case PROTOBUF_C_TYPE_INT32:
+    case PROTOBUF_C_TYPE_SINT32:
+    case PROTOBUF_C_TYPE_SFIXED32:
+        *found = true;
+        return *(const int32_t *)(const void *)p;
+    default:
+        return 0;
+    }
+}
+
+static const ProtobufCMessage *msg_field(const ProtobufCMessage *m, const char *name)
+{
+    const ProtobufCFieldDescriptor *f = field_of(m->descriptor, name);
+    if (f == NULL || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED)
+        return NULL;
+    return *(const ProtobufCMessage *const *)(const void *)((const char *)m + f->offset);
+}
+
+static const char *str_field(const ProtobufCMessage *m, const char *name)
+{
+    const ProtobufCFieldDescriptor *f = field_of(m->descriptor, name);
+    if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
+        return NULL;
+    return *(const char *const *)(const void *)((const char *)m + f->offset);
+}
+
+static bool method_is(const svc_method *m, const char *name)
+{
+    size_t n = strlen(m->path), k = strlen(name);
+    return n > k && m->path[n - k - 1] == '/' && strcmp(m->path + n - k, name) == 0;
+}
+
+/* The version an ETag shows: a Record's, or the record a receipt carries. */
+static bool etag_version(const ProtobufCMessage *m, int64_t *v)
+{
+    bool found;
+    if (strcmp(m->descriptor->name, "recordd.v1.Record") == 0) {
+        *v = int64_field(m, "version", &found);
+        return found && *v > 0;
+    }
+    const ProtobufCMessage *rec = msg_field(m, "record");
+    if (rec != NULL && strcmp(rec->descriptor->name, "recordd.v1.Record") == 0) {
+        *v = int64_field(rec, "version", &found);
+        return found && *v > 0;
+    }
+    return false;
+}
+
+/* Percent-encodes s as one path segment into a. */
+static char *seg_encode(rd_arena *a, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = strlen(s);
+    char *out = rd_arena_alloc(a, 3 * n + 1), *p = out;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '-' || c == '_' || c == '.' || c == '~') {
+            *p++ = (char)c;
+        } else {
+            *p++ = '%';
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 15];
+        }
+    }
+    *p = '\0';
+    return out;
+}
+
+static enum MHD_Result render_error(gw_req *r)
+{
+    gw_problem p;
+    gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
+    if (r->has_if_match && p.code == RD_VERSION_CONFLICT) {
+        p.status = 412; /* RFC 9110: the precondition in If-Match failed */
+        if (p.body != NULL)
+            json_object_set_new(p.body, "status", json_integer(412));
+    }
+    size_t len = 0;
+    char *text = p.body != NULL ? gw_json_dump(p.body, &len) : NULL;
+    json_decref(p.body);
+    struct MHD_Response *resp;
+    if (queue(r, p.status, "application/problem+json", text, len, &resp) != MHD_YES)
+        return MHD_NO;
+    if (p.retry_after_s > 0) {
+        char ra[32];
+        snprintf(ra, sizeof ra, "%lld", (long long)p.retry_after_s);
+        MHD_add_response_header(resp, "Retry-After", ra);
+    }
+    if (r->replayed)
+        MHD_add_response_header(resp, "Idempotent-Replayed", "true");
+    if (p.status == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"recordd\"");
+    return finish_queue(r, resp);
+}
+
+static enum MHD_Result render_reply(gw_req *r)
+{
+    const svc_method *method = r->match.method;
+    ProtobufCAllocator alloc;
+    rd_arena_pb_allocator(r->arena, &alloc);
+    ProtobufCMessage *m = protobuf_c_message_unpack(method->resp, &alloc, r->reply_len, r->reply);
+    if (m == NULL)
+        return send_err(r, RD_INTERNAL, 0, NULL, NULL, "the reply could not be decoded");
+
+    int status = 200;
+    int64_t version = 0;
+    bool has_etag = etag_version(m, &version);
+    if (method_is(method, "GetRecord") && r->has_if_match && (!has_etag || version != r->if_match))
+        return send_err(r, RD_VERSION_CONFLICT, 412, NULL, NULL,
+                        "If-Match \"%lld\" does not match the record's version %lld",
+                        (long long)r->if_match, (long long)version);
+    bool found = false;
+    if (strcmp(method->resp->name, "recordd.v1.BulkMutateResponse") == 0 &&
+        int64_field(m, "total_failed", &found) > 0 && found)
+        status = 207;
+    const char *location = NULL;
+    if (method_is(method, "CreateRecord")) {
+        status = 201;
+        const ProtobufCMessage *rec = msg_field(m, "record");
+        const char *id = rec != NULL ? str_field(rec, "id") : NULL;
+        if (id == NULL || id[0] == '\0')
+            id = r->create_id;
+        const char *seg = id != NULL ? seg_encode(r->arena, id) : NULL;
+        if (seg != NULL)
+            location = rd_arena_printf(r->arena, "%s/%s", r->path, seg);
+    }
+    bool receipt = strcmp(method->resp->name, "recordd.v1.CommitReceipt") == 0;
+    bool minimal = r->want_minimal && receipt && status != 207;
+
+    char *text = NULL;
+    size_t len = 0;
+    if (!minimal) {
+        const ProtobufCMessage *out = m;
+        if (r->match.response_body != NULL && r->match.response_body[0] != '\0') {
+            out = msg_field(m, r->match.response_body);
+            if (out == NULL)
+                out = m;
+        }
+        text = gw_json_encode_text(out, &len);
+        if (text == NULL)
+            return send_err(r, RD_INTERNAL, 0, NULL, NULL, "the reply could not be encoded");
+    }
+    struct MHD_Response *resp;
+    if (queue(r, minimal ? 204 : status, minimal ? NULL : "application/json", text, len, &resp) !=
+        MHD_YES)
+        return MHD_NO;
+    char v[64];
+    if (has_etag) {
+        snprintf(v, sizeof v, "\"%lld\"", (long long)version);
+        MHD_add_response_header(resp, "ETag", v);
+    }
+    if (location != NULL)
+        MHD_add_response_header(resp, "Location", location);
+    if (r->replayed)
+        MHD_add_response_header(resp, "Idempotent-Replayed", "true");
+    if (receipt && (r->want_minimal || r->want_repr))
+        MHD_add_response_header(resp, "Preference-Applied",
+                                minimal ? "return=minimal" : "return=representation");
+    if (minimal) {
+        bool f;
+        int64_t sync = int64_field(m, "last_sync_id", &f);
+        snprintf(v, sizeof v, "%lld", (long long)sync);
+        MHD_add_response_header(resp, "X-Sync-Id", v);
+        const char *tx = str_field(m, "server_tx_id");
+        if (tx != NULL && tx[0] != '\0')
+            MHD_add_response_header(resp, "X-Server-Tx-Id", tx);
+        tx = str_field(m, "client_tx_id");
+        if (tx != NULL && tx[0] != '\0')
+            MHD_add_response_header(resp, "X-Client-Tx-Id", tx);
+    }
+    return finish_queue(r, resp);
+}
+
+/* ---- Server-Sent Events ------------------------------------------------------------- */
+
+/* The SSE text of one stream message (malloc'd) into r->out. */
+static bool format_event(gw_req *r, const sse_item *it)
+{
+    const ProtobufCMessageDescriptor *d = r->match.method->resp;
+    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, it->len, it->bytes);
+    if (m == NULL)
+        return false;
+    size_t len = 0;
+    char *json = gw_json_encode_text(m, &len);
+    bool found = false;
+    int64_t id = int64_field(m, "sync_id", &found);
+    protobuf_c_message_free_unpacked(m, NULL);
+    if (json == NULL)
+        return false;
+    char *out = malloc(len + 64);
+    if (out == NULL) {
+        free(json);
+        return false;
+    }
+    int n = found ? snprintf(out, len + 64, "id: %lld\ndata: %s\n\n", (long long)id, json)
+                  : snprintf(out, len + 64, "data: %s\n\n", json);
+    free(json);
+    free(r->out);
+    r->out = out;
+    r->out_len = (size_t)n;
+    r->out_off = 0;
+    return true;
+}
+
+static void set_out(gw_req *r, char *text)
+{
+    free(r->out);
+    r->out = text;
+    r->out_len = text ? strlen(text) : 0;
+    r->out_off = 0;
+}
+
+/* The final event of a stream that ended with an error. */
+static char *error_event(gw_req *r)
+{
+    gw_problem p;
+    gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
+    char *json = p.body != NULL ? gw_json_dump(p.body, NULL) : NULL;
+    json_decref(p.body);
+    if (json == NULL)
+        return strdup("event: error\ndata: {}\n\n");
+    size_t n = strlen(json) + 32;
+    char *out = malloc(n);
+    if (out != NULL)
+        snprintf(out, n, "event: error\ndata: %s\n\n", json);
+    free(json);
+    return out;
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    gw_req *r = cls;
+    (void)pos;
+    for (;;) {
+        if (r->out_off < r->out_len) {
+            size_t n = r->out_len - r->out_off;
+            if (n > max)
+                n = max;
+            memcpy(buf, r->out + r->out_off, n);
+            r->out_off += n;
+            pthread_mutex_lock(&r->mu);
+            r->last_write_us = rd_now_us();
+            pthread_mutex_unlock(&r->mu);
+            return (ssize_t)n;
+        }
+        pthread_mutex_lock(&r->mu);
+        sse_item *it = r->q_head;
+        if (it != NULL) {
+            r->q_head = it->next;
+            if (r->q_head == NULL)
+                r->q_tail = NULL;
+            r->q_len--;
+            r->q_bytes -= it->len;
+            pthread_mutex_unlock(&r->mu);
+            bool ok = format_event(r, it);
+            free(it);
+            if (!ok)
+                set_out(r, strdup(": a message could not be encoded\n\n"));
+            continue;
+        }
+        if (r->finished && !r->sse_ended) {
+            r->sse_ended = true;
+            int code = r->grpc_code;
+            pthread_mutex_unlock(&r->mu);
+            set_out(r, code != 0 ? error_event(r) : NULL);
+            svc_call *c = take_call(r);
+            if (c != NULL)
+                svc_call_release(c);
+            continue;
+        }
+        if (r->sse_ended) {
+            pthread_mutex_unlock(&r->mu);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        if (r->ka_due) {
+            r->ka_due = false;
+            pthread_mutex_unlock(&r->mu);
+            set_out(r, strdup(": keep-alive\n\n"));
+            continue;
+        }
+        r->suspended = true;
+        MHD_suspend_connection(r->conn);
+        pthread_mutex_unlock(&r->mu);
+        return 0;
+    }
+}
+
+static void stream_list(gw_req *r, bool add)
+{
+    gw_http *gw = r->gw;
+    pthread_mutex_lock(&gw->mu);
+    if (add && !r->s_listed) {
+        r->s_listed = true;
+        r->s_prev = NULL;
+        r->s_next = gw->streams;
+        if (gw->streams != NULL)
+            gw->streams->s_prev = r;
+        gw->streams = r;
+    } else if (!add && r->s_listed) {
+        r->s_listed = false;
+        if (r->s_prev != NULL)
+            r->s_prev->s_next = r->s_next;
+        else
+            gw->streams = r->s_next;
+        if (r->s_next != NULL)
+            r->s_next->s_prev = r->s_prev;
+    }
+    pthread_mutex_unlock(&gw->mu);
+}
+
+static enum MHD_Result start_sse(gw_req *r)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, r, NULL);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    add_common_headers(r, resp);
+    set_out(r, strdup(": stream open\n\n")); /* headers and a first byte go out now */
+    r->sse = true;
+    r->status = 200;
+    pthread_mutex_lock(&r->mu);
+    r->last_write_us = rd_now_us();
+    pthread_mutex_unlock(&r->mu);
+    stream_list(r, true);
+    enum MHD_Result ok = MHD_queue_response(r->conn, 200, resp);
+    MHD_destroy_response(resp);
+    r->queued = true;
+    return ok;
+}
+
+/* ---- the access handler -------------------------------------------------------------- */
+
+static enum MHD_Result collect_query(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    gw_req *r = cls;
+    (void)kind;
+    if (r->n_query == MAX_QUERY_PARAMS) {
+        r->query_overflow = true;
+        return MHD_NO;
+    }
+    char *k = query_decode(r->arena, key);
+    char *v = query_decode(r->arena, value != NULL ? value : "");
+    if (k == NULL || v == NULL) {
+        r->query_overflow = true;
+        return MHD_NO;
+    }
+    r->query[r->n_query].field = k;
+    r->query[r->n_query].value = v;
+    r->n_query++;
+    return MHD_YES;
+}
+
+/* Parses If-Match: "<version>" (a strong entity tag holding the version). */
+static bool parse_if_match(const char *v, int64_t *out)
+{
+    size_t n = strlen(v);
+    if (n < 3 || v[0] != '"' || v[n - 1] != '"')
+        return false;
+    int64_t x = 0;
+    for (size_t i = 1; i + 1 < n; i++) {
+        if (v[i] < '0' || v[i] > '9' || x > (INT64_MAX - 9) / 10)
+            return false;
+        x = x * 10 + (v[i] - '0');
+    }
+    *out = x;
+    return true;
+}
+
+/* Parses a Grpc-Timeout value ("5S", "250m": digits and a unit H M S m u
+ * n) into µs; 0 when malformed. */
+static int64_t parse_timeout(const char *v)
+{
+    int64_t x = 0;
+    size_t i = 0;
+    for (; v[i] >= '0' && v[i] <= '9' && i < 8; i++)
+        x = x * 10 + (v[i] - '0');
+    if (i == 0 || v[i] == '\0' || v[i + 1] != '\0')
+        return 0;
+    switch (v[i]) {
+    case 'H':
+        return x * 3600 * 1000000;
+    case 'M':
+        return x * 60 * 1000000;
+    case 'S':
+        return x * 1000000;
+    case 'm':
+        return x * 1000;
+    case 'u':
+        return x;
+    case 'n':
+        return x / 1000 > 0 ? x / 1000 : 1;
+    default:
+        return 0;
+    }
+}
+
+/* Reads Prefer (return=minimal / return=representation). */
+static void parse_prefer(gw_req *r, const char *v)
+{
+    for (const char *p = v; p != NULL && *p != '\0';) {
+        while (*p == ' ' || *p == ',' || *p == ';')
+            p++;
+        size_t n = strcspn(p, ",;");
+        if (n == 14 && strncasecmp(p, "return=minimal", 14) == 0)
+            r->want_minimal = true;
+        else if (n == 21 && strncasecmp(p, "return=representation", 21) == 0)
+            r->want_repr = true;
+        p += n;
+    }
+    if (r->want_minimal && r->want_repr)
+        r->want_minimal = r->want_repr = false; /* contradictory: neither applies */
+}
+
+static bool media_type_is(const char *ct, const char *type)
+{
+    size_t n = strlen(type);
+    if (strncasecmp(ct, type, n) != 0)
+        return false;
+    return ct[n] == '\0' || ct[n] == ';' || ct[n] == ' ';
+}
+
+static enum MHD_Result serve_health(gw_req *r)
+{
+    gw_http *gw = r->gw;
+    if (r->kind == REQ_HEALTHZ)
+        return send_text(r, 200, "application/json", "{\"status\":\"ok\"}");
+    if (r->kind == REQ_READYZ) {
+        pthread_mutex_lock(&gw->mu);
+        bool closed = gw->closed;
+        pthread_mutex_unlock(&gw->mu);
+        bool ready = !closed && gw->ctx->db != NULL && svc_server_serving(gw->ctx->server);
+        return ready ? send_text(r, 200, "application/json", "{\"status\":\"ready\"}")
+                     : send_text(r, 503, "application/json", "{\"status\":\"not ready\"}");
+    }
+    size_t len = 0;
+    char *text = svc_metrics_render(gw->ctx->db, &len);
+    if (text == NULL)
+        return send_err(r, RD_INTERNAL, 0, NULL, NULL, "out of memory");
+    return queue(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
+}
+
+/* The first call for a request: headers are in, the body is not. Sets up
+ * r and answers what needs no body (health, metrics, no route). */
+static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
+{
+    gw_http *gw = r->gw;
+    const char *rid = header(r, "X-Request-Id");
+    bool rid_ok = rid != NULL && rid[0] != '\0' && strlen(rid) <= REQUEST_ID_MAX;
+    for (const char *p = rid; rid_ok && *p != '\0'; p++)
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
+            rid_ok = false;
+    if (rid_ok)
+        snprintf(r->request_id, sizeof r->request_id, "%s", rid);
+    else
+        rd_random_id("req_", r->request_id, 20);
+    r->path = rd_arena_strdup(r->arena, url);
+    if (r->path == NULL)
+        return MHD_NO;
+
+    bool get = strcmp(verb, "GET") == 0 || strcmp(verb, "HEAD") == 0;
+    if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+        strcmp(url, "/metrics") == 0) {
+        if (!get)
+            return send_err(r, RD_METHOD_NOT_ALLOWED, 0, NULL, "GET, HEAD",
+                            "%s answers GET and HEAD only", url);
+        r->kind = url[1] == 'h' ? REQ_HEALTHZ : url[1] == 'r' ? REQ_READYZ : REQ_METRICS;
+        return serve_health(r);
+    }
+    char allow[128];
+    gw_route_result rr = gw_routes_match(gw->routes, strcmp(verb, "HEAD") == 0 ? "GET" : verb, url,
+                                         r->arena, &r->match, allow, sizeof allow);
+    if (rr == GW_ROUTE_NOT_FOUND)
+        return send_err(r, RD_NOT_FOUND, 404, NULL, NULL, "no route for %.200s", url);
+    if (rr == GW_ROUTE_METHOD_NOT_ALLOWED)
+        return send_err(r, RD_METHOD_NOT_ALLOWED, 0, NULL, allow, "%s is not allowed on %.200s",
+                        verb, url);
+    r->matched = true;
+    for (size_t i = 0; i < gw->n_routes; i++) {
+        const char *v, *pattern;
+        const svc_method *m;
+        gw_routes_get(gw->routes, i, &v, &pattern, &m);
+        if (m == r->match.method && strcmp(pattern, r->match.pattern) == 0 &&
+            strcmp(v, strcmp(verb, "HEAD") == 0 ? "GET" : verb) == 0) {
+            r->route = i;
+            break;
+        }
+    }
+
+    MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_query, r);
+    if (r->query_overflow)
+        return send_err(r, RD_INVALID_BODY, 0, NULL, NULL,
+                        "malformed query string (bad percent-encoding, not UTF-8, or more than "
+                        "%d parameters)",
+                        MAX_QUERY_PARAMS);
+    const char *im = header(r, "If-Match");
+    if (im != NULL) {
+        if (!parse_if_match(im, &r->if_match))
+            return send_err(r, RD_INVALID_BODY, 0, "If-Match", NULL,
+                            "If-Match must be one strong entity tag holding a record version, "
+                            "such as \"3\"");
+        r->has_if_match = true;
+    }
+    const char *prefer = header(r, "Prefer");
+    if (prefer != NULL)
+        parse_prefer(r, prefer);
+    const char *lei = header(r, "Last-Event-ID");
+    if (lei != NULL && lei[0] != '\0')
+        r->last_event_id = rd_arena_strdup(r->arena, lei);
+    return MHD_YES;
+}
+
+static enum MHD_Result respond(gw_req *r);
+
+/* The body is in: checks it and starts the call. */
+static enum MHD_Result start_call(gw_req *r, const char *verb)
+{
+    gw_http *gw = r->gw;
+    if (r->too_large)
+        return send_err(r, RD_BODY_TOO_LARGE, 0, NULL, NULL,
+                        "the request body is larger than %zu bytes", GW_JSON_MAX_BODY);
+    if (r->match.body != NULL && r->body_len > 0) {
+        const char *ct = header(r, "Content-Type");
+        bool ok =
+            ct != NULL &&
+            (media_type_is(ct, "application/json") ||
+             (strcmp(verb, "PATCH") == 0 && media_type_is(ct, "application/merge-patch+json")));
+        if (!ok)
+            return send_err(r, RD_UNSUPPORTED_MEDIA_TYPE, 0, "Content-Type", NULL,
+                            "the body must be application/json%s",
+                            strcmp(verb, "PATCH") == 0 ? " or application/merge-patch+json" : "");
+    }
+    int64_t deadline = 0;
+    const char *to = header(r, "Grpc-Timeout");
+    if (to != NULL) {
+        int64_t us = parse_timeout(to);
+        if (us <= 0)
+            return send_err(r, RD_INVALID_BODY, 0, "Grpc-Timeout", NULL,
+                            "Grpc-Timeout must be digits and a unit (H, M, S, m, u, n)");
+        deadline = rd_now_us() + us;
+    }
+
+    svc_call *c = NULL;
+    pthread_mutex_lock(&gw->mu);
+    if (!gw->closed)
+        c = svc_call_new_ext(gw->ctx->server, r->match.method, &TRANSPORT, r, deadline);
+    pthread_mutex_unlock(&gw->mu);
+    if (c == NULL)
+        return send_err(r, RD_UNAVAILABLE, 0, NULL, NULL, "server is shutting down");
+    pthread_mutex_lock(&r->mu);
+    r->refs++; /* the call's, dropped by on_release */
+    r->call = c;
+    pthread_mutex_unlock(&r->mu);
+
+    static const char *const forwarded[][2] = {{"Authorization", "authorization"},
+                                               {"Idempotency-Key", "idempotency-key"}};
+    bool ok = svc_call_add_metadata(c, "x-request-id", r->request_id);
+    for (size_t i = 0; ok && i < sizeof forwarded / sizeof forwarded[0]; i++) {
+        const char *v = header(r, forwarded[i][0]);
+        if (v != NULL)
+            ok = svc_call_add_metadata(c, forwarded[i][1], v);
+    }
+    if (!ok) {
+        svc_fail(c, 8, "out of memory", NULL, 0);
+    } else {
+        svc_call_start(c);
+    }
+    pthread_mutex_lock(&r->mu);
+    bool ready = r->finished || r->started || r->q_head != NULL;
+    if (!ready) {
+        r->suspended = true;
+        MHD_suspend_connection(r->conn);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ready ? respond(r) : MHD_YES; /* else the response comes when resumed */
+}
+
+/* Resumed (or the call was already done): renders what came back. */
+static enum MHD_Result respond(gw_req *r)
+{
+    pthread_mutex_lock(&r->mu);
+    bool finished = r->finished, started = r->started, msgs = r->q_head != NULL;
+    int code = r->grpc_code;
+    pthread_mutex_unlock(&r->mu);
+    if (r->match.method->kind == SVC_SERVER_STREAM && (started || msgs || (finished && code == 0)))
+        return start_sse(r);
+    if (!finished) { /* spurious wake-up */
+        pthread_mutex_lock(&r->mu);
+        r->suspended = true;
+        MHD_suspend_connection(r->conn);
+        pthread_mutex_unlock(&r->mu);
+        return MHD_YES;
+    }
+    enum MHD_Result ok = code == 0 ? render_reply(r) : render_error(r);
+    svc_call *c = take_call(r);
+    if (c != NULL)
+        svc_call_release(c);
+    return ok;
+}
+
+static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
+                                      const char *verb, const char *version,
+                                      const char *upload_data, size_t *upload_data_size,
+                                      void **con_cls)
+{
+    gw_http *gw = cls;
+    gw_req *r = *con_cls;
+    (void)version;
+    if (r == NULL) {
+        r = calloc(1, sizeof *r);
+        if (r == NULL)
+            return MHD_NO;
+        r->gw = gw;
+        r->conn = conn;
+        r->start_us = rd_now_us();
+        r->route = gw->n_routes;
+        r->refs = 1; /* MHD's, dropped in request_completed */
+        pthread_mutex_init(&r->mu, NULL);
+        r->arena = rd_arena_new(REQ_ARENA_BYTES);
+        *con_cls = r;
+        if (r->arena == NULL)
+            return MHD_NO;
+        /* Everything else waits for the end of the body: a response queued
+         * before it would cost the keep-alive connection. */
+        const char *cl = header(r, "Content-Length");
+        if (cl != NULL && strtoull(cl, NULL, 10) > GW_JSON_MAX_BODY) {
+            rd_random_id("req_", r->request_id, 20);
+            r->path = rd_arena_strdup(r->arena, url);
+            return send_err(r, RD_BODY_TOO_LARGE, 0, NULL, NULL,
+                            "the request body is larger than %zu bytes", GW_JSON_MAX_BODY);
+        }
+        return MHD_YES;
+    }
+    if (r->queued)
+        return MHD_YES; /* answered early; MHD discards the rest of the body */
+    if (*upload_data_size > 0) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->too_large || r->body_len + n > GW_JSON_MAX_BODY) {
+            r->too_large = true;
+            return MHD_YES;
+        }
+        if (r->body_len + n > r->body_cap) {
+            size_t cap = r->body_cap ? r->body_cap : 1024;
+            while (cap < r->body_len + n)
+                cap *= 2;
+            char *b = realloc(r->body, cap);
+            if (b == NULL)
+                return MHD_NO;
+            r->body = b;
+            r->body_cap = cap;
+        }
+        memcpy(r->body + r->body_len, upload_data, n);
+        r->body_len += n;
+        return MHD_YES;
+    }
+    if (!r->begun) {
+        r->begun = true;
+        enum MHD_Result rc = begin(r, url, verb);
+        if (rc != MHD_YES || r->queued || !r->matched)
+            return rc;
+        return start_call(r, verb);
+    }
+    return respond(r);
+}
+
+static void request_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                              enum MHD_RequestTerminationCode toe)
+{
+    gw_http *gw = cls;
+    gw_req *r = *con_cls;
+    (void)conn;
+    (void)toe;
+    if (r == NULL)
+        return;
+    *con_cls = NULL;
+    svc_metrics_http(r->route, r->status ? r->status : 500, rd_now_us() - r->start_us);
+    if (r->sse)
+        stream_list(r, false);
+    pthread_mutex_lock(&r->mu);
+    r->conn_gone = true;
+    pthread_mutex_unlock(&r->mu);
+    svc_call *c = take_call(r);
+    if (c != NULL) { /* the client went away before the outcome was rendered */
+        svc_call_cancel(c);
+        svc_call_release(c);
+    }
+    (void)gw;
+    req_unref(r);
+}
+
+/* MHD would percent-decode the path; the route matcher wants it raw (an id
+ * may hold an encoded '/'), and query components are decoded by
+ * query_decode. */
+static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    (void)cls;
+    (void)c;
+    return strlen(s);
+}
+
+/* ---- keep-alive ticker ---------------------------------------------------------------- */
+
+static void *ticker_main(void *arg)
+{
+    gw_http *gw = arg;
+    pthread_mutex_lock(&gw->mu);
+    while (!gw->tick_stop) {
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        t.tv_nsec += TICK_MS * 1000000L;
+        if (t.tv_nsec >= 1000000000L) {
+            t.tv_sec++;
+            t.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&gw->cv, &gw->mu, &t);
+        int64_t now = rd_now_us();
+        for (gw_req *r = gw->streams; r != NULL; r = r->s_next) {
+            pthread_mutex_lock(&r->mu);
+            if (!r->sse_ended && now - r->last_write_us >= (int64_t)gw->keepalive_ms * 1000) {
+                r->ka_due = true;
+                r->last_write_us = now;
+                resume_locked(r);
+            }
+            pthread_mutex_unlock(&r->mu);
+        }
+    }
+    pthread_mutex_unlock(&gw->mu);
+    return NULL;
+}
+
+/* ---- start / stop ------------------------------------------------------------------------ */
+
+static rd_code parse_listen(const char *listen, struct sockaddr_storage *ss, bool *v6, rd_err *err)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (colon == NULL || (size_t)(colon - listen) >= sizeof host)
+        return rd_errf(err, RD_VALIDATION_FAILED, "http_listen", "expected host:port, got %s",
+                       listen);
+    memcpy(host, listen, (size_t)(colon - listen));
+    host[colon - listen] = '\0';
+    char *h = host;
+    size_t hl = strlen(h);
+    if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+        h[hl - 1] = '\0';
+        h++;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof hints);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    int rc = getaddrinfo(h[0] ? h : NULL, colon + 1, &hints, &res);
+    if (rc != 0 || res == NULL)
+        return rd_errf(err, RD_UNAVAILABLE, "http_listen", "cannot resolve %s: %s", listen,
+                       gai_strerror(rc));
+    memset(ss, 0, sizeof *ss);
+    memcpy(ss, res->ai_addr, res->ai_addrlen);
+    *v6 = res->ai_family == AF_INET6;
+    freeaddrinfo(res);
+    return RD_OK;
+}
+
+rd_code gw_http_start(const gw_http_options *opt, svc_ctx *ctx, gw_http **out, int *bound_port,
+                      rd_err *err)
+{
+    *out = NULL;
+    gw_http *gw = calloc(1, sizeof *gw);
+    if (gw == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    gw->ctx = ctx;
+    gw->keepalive_ms = (opt->keepalive_s > 0 ? opt->keepalive_s : 15) * 1000;
+    pthread_mutex_init(&gw->mu, NULL);
+    pthread_cond_init(&gw->cv, NULL);
+    if (gw_routes_build(rd_descriptor_set, rd_descriptor_set_len, &gw->routes, err) != RD_OK)
+        goto fail;
+    gw->n_routes = gw_routes_count(gw->routes);
+    gw->route_names = calloc(gw->n_routes ? gw->n_routes : 1, sizeof *gw->route_names);
+    if (gw->route_names == NULL) {
+        rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < gw->n_routes; i++) {
+        const char *verb, *pattern;
+        const svc_method *m;
+        gw_routes_get(gw->routes, i, &verb, &pattern, &m);
+        char name[512];
+        snprintf(name, sizeof name, "%s %s", verb, pattern);
+        if ((gw->route_names[i] = strdup(name)) == NULL) {
+            rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+            goto fail;
+        }
+    }
+    svc_metrics_set_routes(gw->route_names, gw->n_routes);
+
+    struct sockaddr_storage ss;
+    bool v6 = false;
+    if (parse_listen(opt->listen, &ss, &v6, err) != RD_OK)
+        goto fail;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
+    if (v6)
+        flags |= MHD_USE_IPv6;
+    gw->d = MHD_start_daemon(
+        flags, 0, NULL, NULL, access_handler, gw, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(opt->threads > 0 ? opt->threads : 1),
+        MHD_OPTION_NOTIFY_COMPLETED, request_completed, gw, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
+        MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
+    if (gw->d == NULL) {
+        rd_errf(err, RD_UNAVAILABLE, "http_listen",
+                "cannot listen on %s: address in use, not local or malformed", opt->listen);
+        goto fail;
+    }
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(gw->d, MHD_DAEMON_INFO_BIND_PORT);
+    *bound_port = info != NULL ? info->port : 0;
+    if (pthread_create(&gw->ticker, NULL, ticker_main, gw) != 0) {
+        rd_errf(err, RD_INTERNAL, NULL, "cannot start the keep-alive thread");
+        goto fail;
+    }
+    gw->ticker_started = true;
+    *out = gw;
+    return RD_OK;
+fail:
+    gw_http_stop(gw);
+    return err->code;
+}
+
+void gw_http_close(gw_http *gw)
+{
+    if (gw == NULL)
+        return;
+    pthread_mutex_lock(&gw->mu);
+    gw->closed = true;
+    pthread_mutex_unlock(&gw->mu);
+}
+
+void gw_http_stop(gw_http *gw)
+{
+    if (gw == NULL)
+        return;
+    gw_http_close(gw);
+    if (gw->ticker_started) {
+        pthread_mutex_lock(&gw->mu);
+        gw->tick_stop = true;
+        pthread_cond_signal(&gw->cv);
+        pthread_mutex_unlock(&gw->mu);
+        pthread_join(gw->ticker, NULL);
+    }
+    if (gw->d != NULL) {
+        /* every call has ended (svc_server_stop ran), so streams are resumed
+         * or about to be; resume any left so MHD can close them */
+        pthread_mutex_lock(&gw->mu);
+        for (gw_req *r = gw->streams; r != NULL; r = r->s_next) {
+            pthread_mutex_lock(&r->mu);
+            r->finished = true;
+            resume_locked(r);
+            pthread_mutex_unlock(&r->mu);
+        }
+        pthread_mutex_unlock(&gw->mu);
+        MHD_stop_daemon(gw->d);
+    }
+    svc_metrics_set_routes(NULL, 0);
+    for (size_t i = 0; gw->route_names != NULL && i < gw->n_routes; i++)
+        free((void *)gw->route_names[i]);
+    free(gw->route_names);
+    gw_routes_free(gw->routes);
+    pthread_cond_destroy(&gw->cv);
+    pthread_mutex_destroy(&gw->mu);
+    free(gw);
+}
