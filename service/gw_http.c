@@ -1158,9 +1158,11 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         if (r->arena == NULL)
             return MHD_NO;
         /* Everything else waits for the end of the body: a response queued
-         * before it would cost the keep-alive connection. */
+         * before it costs the connection, and a client still sending gets a
+         * reset instead of the answer. Only a body announced far over the
+         * limit is refused at once (the connection then closes). */
         const char *cl = header(r, "Content-Length");
-        if (cl != NULL && strtoull(cl, NULL, 10) > GW_JSON_MAX_BODY) {
+        if (cl != NULL && strtoull(cl, NULL, 10) > 4 * GW_JSON_MAX_BODY) {
             rd_random_id("req_", r->request_id, 20);
             r->path = rd_arena_strdup(r->arena, url);
             return send_err(r, RD_BODY_TOO_LARGE, 0, NULL, NULL,

@@ -504,6 +504,23 @@ class Server:
         )
         return fn(request, timeout=timeout, metadata=metadata, wait_for_ready=wait_for_ready)
 
+    def http(self, method: str, path: str, *, json_body: Any = None, body: Optional[bytes] = None,
+             headers: Optional[dict] = None, auth=DEFAULT, **kw):
+        """One request to the HTTP/JSON gateway (python3-requests): json_body
+        is sent as application/json, body as is. auth as for call()."""
+        import requests
+
+        if auth is DEFAULT:
+            auth = self._auth if self._auth is not DEFAULT else self.admin_key
+        hdrs = dict(headers or {})
+        if auth is not None and not any(k.lower() == "authorization" for k in hdrs):
+            hdrs["Authorization"] = f"Bearer {auth}"
+        if json_body is not None:
+            body = json.dumps(json_body).encode()
+            hdrs.setdefault("Content-Type", "application/json")
+        kw.setdefault("timeout", CALL_TIMEOUT)
+        return requests.request(method, self.http_url + path, data=body, headers=hdrs, **kw)
+
     def call_raw(self, path: str, body: bytes, *, timeout: float = CALL_TIMEOUT) -> bytes:
         """Sends body as the request message bytes, unchanged."""
         fn = self.channel.unary_unary(path, request_serializer=lambda x: x, response_deserializer=lambda x: x)
