@@ -184,6 +184,7 @@ pb = _Protos()
 _RPCS: dict[str, tuple[str, Callable[[], Any], Callable[[], Any]]] = {
     "CreateRecord": ("recordd.v1.Records", lambda: pb.records.CreateRecordRequest, lambda: pb.records.CommitReceipt),
     "GetRecord": ("recordd.v1.Records", lambda: pb.records.GetRecordRequest, lambda: pb.records.Record),
+    "ListRecords": ("recordd.v1.Records", lambda: pb.records.ListRecordsRequest, lambda: pb.records.ListRecordsResponse),
     "UpdateRecord": ("recordd.v1.Records", lambda: pb.records.UpdateRecordRequest, lambda: pb.records.CommitReceipt),
     "ReplaceRecord": ("recordd.v1.Records", lambda: pb.records.ReplaceRecordRequest, lambda: pb.records.CommitReceipt),
     "DeleteRecord": ("recordd.v1.Records", lambda: pb.records.DeleteRecordRequest, lambda: pb.records.CommitReceipt),
