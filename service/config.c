@@ -57,6 +57,8 @@ static const opt opts[] = {
      "requests per second per principal (an API key and its tokens share one); 0 = off [0]"},
     {"rate-burst", "RECORDD_RATE_BURST", INT(rate_burst, 0, 1000000),
      "requests a principal may make at once before --rate-limit applies; 0 = the rate [0]"},
+    {"max-bulk-ops", "RECORDD_MAX_BULK_OPS", INT(max_bulk_ops, 1, 1000),
+     "most operations one BulkMutate call may carry, at most 1000 [100]"},
 };
 
 enum { N_OPTS = sizeof opts / sizeof opts[0] };
@@ -77,6 +79,7 @@ static void defaults(svc_config *cfg)
     snprintf(cfg->trusted_keys, sizeof cfg->trusted_keys, "./var/trusted-keys");
     snprintf(cfg->token_issuer, sizeof cfg->token_issuer, "recordd");
     snprintf(cfg->token_audience, sizeof cfg->token_audience, "recordd");
+    cfg->max_bulk_ops = 100;
 }
 
 /* Checks host:port with a port in 0..65535 and a non-empty host. */

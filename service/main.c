@@ -157,7 +157,8 @@ int main(int argc, char **argv)
                    .server = NULL,
                    .auth = &auth->cfg,
                    .ratelimit = auth->ratelimit,
-                   .signer = auth->signer};
+                   .signer = auth->signer,
+                   .max_bulk_ops = cfg.max_bulk_ops};
     svc_options opt = {.listen = cfg.grpc_listen,
                        .workers = cfg.workers,
                        .max_message_bytes = cfg.max_message_bytes};
