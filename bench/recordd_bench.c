@@ -101,7 +101,7 @@ typedef struct opt {
 
 static const opt opts[] = {
     {"target", O_STR, OFF(target), 0, 0, "server address host:port [127.0.0.1:50051]"},
-    {"scenario", O_STR, OFF(scenario), 0, 0, "update | health [update]"},
+    {"scenario", O_STR, OFF(scenario), 0, 0, "update | bulk | health [update]"},
     {"clients", O_INT, OFF(clients), 1, MAX_CLIENTS, "calls kept in flight [16]"},
     {"threads", O_INT, OFF(threads), 1, MAX_THREADS, "client threads, one CQ each [1]"},
     {"connections", O_INT, OFF(connections), 1, MAX_CLIENTS,
@@ -330,6 +330,7 @@ typedef struct scenario {
     const char *per_call; /* what one successful call is, for the report */
     build_fn build;
     judge_fn judge;
+    int rows_per_call; /* records one successful call writes (0 = 1) */
 } scenario;
 
 typedef struct run_shared {
@@ -464,6 +465,60 @@ static int judge_fill(grpc_status_code st, grpc_byte_buffer *reply)
     return judge_receipt(st, reply);
 }
 
+static grpc_byte_buffer *pack_large(const ProtobufCMessage *msg);
+
+/* bulk: one BulkMutate (ALL_OR_NOTHING) of BULK_OPS one-field patches
+ * {"n": <fresh value>} on random pre-filled ids. */
+enum { BULK_OPS = 100 };
+
+static grpc_byte_buffer *build_bulk(worker *w)
+{
+    char ids[BULK_OPS][24];
+    Google__Protobuf__Value v[BULK_OPS];
+    Google__Protobuf__Struct__FieldsEntry e[BULK_OPS], *ep[BULK_OPS];
+    Google__Protobuf__Struct data[BULK_OPS];
+    Recordd__V1__UpdateRecordRequest upd[BULK_OPS];
+    Recordd__V1__BulkOperation op[BULK_OPS], *ops[BULK_OPS];
+    Recordd__V1__BulkMutateRequest req = RECORDD__V1__BULK_MUTATE_REQUEST__INIT;
+    for (int i = 0; i < BULK_OPS; i++) {
+        snprintf(ids[i], sizeof ids[i], "b%" PRIu64, next_rand(w) % (uint64_t)w->sh->o->records);
+        google__protobuf__struct__fields_entry__init(&e[i]);
+        e[i].key = "n";
+        e[i].value = number_value(&v[i], (double)(++w->seq % 1000000007u));
+        ep[i] = &e[i];
+        google__protobuf__struct__init(&data[i]);
+        data[i].n_fields = 1;
+        data[i].fields = &ep[i];
+        recordd__v1__update_record_request__init(&upd[i]);
+        upd[i].model = BENCH_MODEL;
+        upd[i].id = ids[i];
+        upd[i].data = &data[i];
+        recordd__v1__bulk_operation__init(&op[i]);
+        op[i].operation_case = RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE;
+        op[i].update = &upd[i];
+        ops[i] = &op[i];
+    }
+    req.n_operations = BULK_OPS;
+    req.operations = ops;
+    return pack_large(&req.base);
+}
+
+/* Every operation applied: the receipt says success and no result failed. */
+static int judge_bulk(grpc_status_code st, grpc_byte_buffer *reply)
+{
+    if (st != GRPC_STATUS_OK)
+        return (int)st;
+    ProtobufCMessage *m = unpack_reply(&recordd__v1__bulk_mutate_response__descriptor, reply);
+    const Recordd__V1__BulkMutateResponse *r = (const void *)m;
+    int out = OUTCOME_REJECTED;
+    if (r != NULL && r->receipt != NULL && r->receipt->success && r->total_failed == 0 &&
+        r->receipt->ops == BULK_OPS)
+        out = 0;
+    if (m != NULL)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return out;
+}
+
 /* health: Check for the whole server (service ""). */
 static grpc_byte_buffer *build_health(worker *w)
 {
@@ -488,14 +543,16 @@ static int judge_health(grpc_status_code st, grpc_byte_buffer *reply)
 
 static const scenario scenarios[] = {
     {"update", "/recordd.v1.Records/UpdateRecord", true, true, false, "commit", build_update,
-     judge_receipt},
+     judge_receipt, 1},
     {"health", "/grpc.health.v1.Health/Check", false, false, false, "call", build_health,
-     judge_health},
+     judge_health, 1},
+    {"bulk", "/recordd.v1.Records/BulkMutate", true, true, false, "call", build_bulk, judge_bulk,
+     BULK_OPS},
 };
 
 static const scenario fill_scenario = {
-    "fill",    "/recordd.v1.Records/CreateRecord", false, true, true, "create", build_fill,
-    judge_fill};
+    "fill", "/recordd.v1.Records/CreateRecord", false, true, true, "create", build_fill, judge_fill,
+    1};
 
 static const scenario *find_scenario(const char *name)
 {
@@ -950,6 +1007,7 @@ static double us(uint64_t ns)
 static void report(const options *o, const scenario *sc, const run_result *r)
 {
     double rate = r->seconds > 0 ? (double)r->ok / r->seconds : 0;
+    double rows_rate = rate * (sc->rows_per_call > 0 ? sc->rows_per_call : 1);
     long srv_hwm = o->server_pid > 0 ? proc_status_kb(o->server_pid, "VmHWM") : -1;
     long srv_rss = o->server_pid > 0 ? proc_status_kb(o->server_pid, "VmRSS") : -1;
     long cli_hwm = proc_status_kb(0, "VmHWM");
@@ -961,13 +1019,14 @@ static void report(const options *o, const scenario *sc, const run_result *r)
     if (o->json) {
         printf("{\"scenario\":\"%s\",\"clients\":%d,\"threads\":%d,\"connections\":%d,"
                "\"seconds\":%.3f,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"rate\":%.1f,"
+               "\"rows_rate\":%.1f,"
                "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,"
                "\"mean_us\":%.1f,\"server_cpu_us_per_call\":%.2f,"
                "\"client_cpu_us_per_call\":%.2f,\"server_vmhwm_kb\":%ld,\"server_vmrss_kb\":%ld,"
                "\"client_vmhwm_kb\":%ld,\"errors\":{",
                sc->name, o->clients, o->threads, o->connections, r->seconds, r->ok, r->failed, rate,
-               us(p50), us(p99), us(p999), us(pmax), hist_mean(&r->lat) / 1000.0, srv_cpu, cli_cpu,
-               srv_hwm, srv_rss, cli_hwm);
+               rows_rate, us(p50), us(p99), us(p999), us(pmax), hist_mean(&r->lat) / 1000.0,
+               srv_cpu, cli_cpu, srv_hwm, srv_rss, cli_hwm);
         const char *sep = "";
         for (int k = 1; k < N_OUTCOMES; k++)
             if (r->outcomes[k] > 0) {
@@ -981,6 +1040,9 @@ static void report(const options *o, const scenario *sc, const run_result *r)
            o->clients, o->threads, o->connections, r->seconds);
     printf("  %-22s %.0f %ss/s (%" PRIu64 " ok, %" PRIu64 " failed)\n", "throughput", rate,
            sc->per_call, r->ok, r->failed);
+    if (sc->rows_per_call > 1)
+        printf("  %-22s %.0f rows/s (%d per call)\n", "records written", rows_rate,
+               sc->rows_per_call);
     printf("  %-22s p50 %.0f  p99 %.0f  p999 %.0f  max %.0f  mean %.0f\n", "latency (us)", us(p50),
            us(p99), us(p999), us(pmax), hist_mean(&r->lat) / 1000.0);
     if (srv_cpu >= 0)

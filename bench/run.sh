@@ -3,6 +3,7 @@
 # machine, so the ratios are fair. Starts build/recordd on a free port and a
 # temporary database, runs sqlite-limit (modes A and B) on the same disk, the
 # health scenario at 64 clients and the update scenario at 1, 16 and 64
+# clients, the bulk scenario (BulkMutate of 100 updates per call) at 1 and 16
 # clients, prints a summary with the ratios against their targets, stops the
 # server. Raw results (one JSON object a line) go to $BUILD/bench-results.jsonl.
 #
@@ -91,6 +92,8 @@ run health 64
 run update 1
 run update 16
 run update 64
+run bulk 1
+run bulk 16
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 "$python" - "$results" "$load_start" "$load_end" <<'PY'
@@ -109,11 +112,15 @@ print("%-24s %10.0f %9s %9s %9s %12.1f %12s %8s" % (
 print("%-24s %10.0f %9s %9s %9s %12.1f %12s %8s" % (
     "sqlite B (%d commits/tx)" % sq["batch"], sq["b_commits_per_s"], "-", "-", "-",
     sq["b_cpu_us_per_commit"], "-", "-"))
-for key in [("health", 64), ("update", 1), ("update", 16), ("update", 64)]:
+for key in [("health", 64), ("update", 1), ("update", 16), ("update", 64), ("bulk", 1), ("bulk", 16)]:
     r = grpc[key]
     print("%-24s %10.0f %9.0f %9.0f %9.0f %12.1f %12.1f %8d" % (
         "%s @ %d clients" % key, r["rate"], r["p50_us"], r["p99_us"], r["p999_us"],
         r["server_cpu_us_per_call"], r["server_vmhwm_kb"] / 1024.0, r["failed"]))
+print("(bulk: calls of 100 updates; records written per second below)")
+for key in [("bulk", 1), ("bulk", 16)]:
+    print("%-24s %10.0f rows/s" % ("bulk @ %d clients" % key[1], grpc[key]["rows_rate"]))
+print("%-24s %10.0f rows/s" % ("sqlite B (%d rows/tx)" % sq["batch"], sq["b_commits_per_s"]))
 print("(sqlite us/call is the benchmark's own CPU per commit; client peak RSS %.1f MB)" %
       (max(r["client_vmhwm_kb"] for r in grpc.values()) / 1024.0))
 
@@ -122,6 +129,9 @@ checks = [
     ("update@64 / sqlite-B", u64 / sq["b_commits_per_s"], 0.5),
     ("update@64 / health@64", u64 / grpc[("health", 64)]["rate"], 0.5),
 ]
+bulk16 = grpc[("bulk", 16)]["rows_rate"]
+print("%-24s %6.2f   (bulk rows/s over SQLite's batched rows/s; no target)" % (
+    "bulk@16 / sqlite-B", bulk16 / sq["b_commits_per_s"]))
 print()
 for name, ratio, target in checks:
     print("%-24s %6.2f   target >= %.2f   %s" % (name, ratio, target,

@@ -62,6 +62,8 @@ static const opt opts[] = {
      "--http-listen disables it [127.0.0.1:8080]"},
     {"sse-keepalive", "RECORDD_SSE_KEEPALIVE", INT(sse_keepalive_s, 1, 3600),
      "seconds between keep-alive comments on Server-Sent Events streams [15]"},
+    {"max-bulk-ops", "RECORDD_MAX_BULK_OPS", INT(max_bulk_ops, 1, 1000),
+     "most operations one BulkMutate call may carry, at most 1000 [100]"},
 };
 
 enum { N_OPTS = sizeof opts / sizeof opts[0] };
@@ -84,6 +86,7 @@ static void defaults(svc_config *cfg)
     snprintf(cfg->token_audience, sizeof cfg->token_audience, "recordd");
     snprintf(cfg->http_listen, sizeof cfg->http_listen, "127.0.0.1:8080");
     cfg->sse_keepalive_s = 15;
+    cfg->max_bulk_ops = 100;
 }
 
 /* Checks host:port with a port in 0..65535 and a non-empty host. */

@@ -28,6 +28,7 @@ typedef struct svc_config {
     int rate_burst;           /* bucket size; 0 = the rate */
     char http_listen[256];    /* HTTP/JSON gateway host:port, or "off" */
     int sse_keepalive_s;      /* seconds between keep-alive comments on SSE streams */
+    int max_bulk_ops;         /* BulkMutate: most operations per call, 1..1000 */
     bool help;                /* --help given: print usage, run nothing */
     bool version;             /* --version given */
 } svc_config;

@@ -200,16 +200,15 @@ Recordd__V1__CommitReceipt *receipt_new(svc_call *call, const char *client_tx_id
 }
 
 /* The notification of a stale write (refused or held): what changed under
- * the caller since read_at, from the record's current image. */
-static bool add_notification(rd_arena *a, Recordd__V1__CommitReceipt *r, const store_write *w,
-                             const char *model)
+ * the caller since read_at, from the record's current image. NULL when out
+ * of memory. */
+static Recordd__V1__Notification *notification(rd_arena *a, const store_write *w, const char *model)
 {
     Recordd__V1__Notification *n = rd_arena_alloc(a, sizeof *n);
-    Recordd__V1__Notification **list = rd_arena_alloc(a, sizeof *list);
     size_t count = json_array_size(w->conflicts), i;
     char **names = rd_arena_alloc(a, (count ? count : 1) * sizeof *names);
     json_t *values = json_object(), *v;
-    bool ok = n != NULL && list != NULL && names != NULL && values != NULL;
+    bool ok = n != NULL && names != NULL && values != NULL;
     if (!ok)
         goto done;
     recordd__v1__notification__init(n);
@@ -232,12 +231,20 @@ static bool add_notification(rd_arena *a, Recordd__V1__CommitReceipt *r, const s
     n->n_conflicting_fields = count;
     n->current_values = ok ? svc_json_to_struct(a, values) : NULL;
     ok = ok && n->current_values != NULL;
-    list[0] = n;
-    r->notifications = list;
-    r->n_notifications = 1;
 done:
     json_decref(values);
-    return ok;
+    return ok ? n : NULL;
+}
+
+static bool add_notification(rd_arena *a, Recordd__V1__CommitReceipt *r, const store_write *w,
+                             const char *model)
+{
+    Recordd__V1__Notification **list = rd_arena_alloc(a, sizeof *list);
+    if (list == NULL || (list[0] = notification(a, w, model)) == NULL)
+        return false;
+    r->notifications = list;
+    r->n_notifications = 1;
+    return true;
 }
 
 Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write *w,
@@ -350,4 +357,327 @@ void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int stat
     Google__Protobuf__Any *any = receipt_any(a, bytes, len);
     uint8_t *details = any ? details_with(a, &err, any, &dlen) : NULL;
     svc_fail(call, status, err.msg, details, details ? dlen : 0);
+}
+
+/* ---- BulkMutate ---------------------------------------------------------------------- */
+
+#define TYPE_BULK_RESPONSE TYPE_URL_PREFIX "recordd.v1.BulkMutateResponse"
+
+/* An ErrorInfo metadata entry in the arena. */
+static Google__Rpc__ErrorInfo__MetadataEntry *md_entry(rd_arena *a, const char *key,
+                                                       const char *value)
+{
+    Google__Rpc__ErrorInfo__MetadataEntry *e = rd_arena_alloc(a, sizeof *e);
+    if (e == NULL || value == NULL)
+        return NULL;
+    google__rpc__error_info__metadata_entry__init(e);
+    e->key = (char *)key;
+    e->value = (char *)value;
+    return e;
+}
+
+/* google.rpc.ErrorInfo {reason, "recordd", metadata keys[i] = vals[i] for
+ * the values that are not NULL} packed into an Any. */
+static Google__Protobuf__Any *error_info_any(rd_arena *a, const char *reason,
+                                             const char *const *keys, const char *const *vals,
+                                             size_t n)
+{
+    Google__Rpc__ErrorInfo info = GOOGLE__RPC__ERROR_INFO__INIT;
+    Google__Rpc__ErrorInfo__MetadataEntry **md = rd_arena_alloc(a, (n ? n : 1) * sizeof *md);
+    if (md == NULL)
+        return NULL;
+    info.reason = (char *)reason;
+    info.domain = "recordd";
+    info.metadata = md;
+    for (size_t i = 0; i < n; i++) {
+        if (vals[i] == NULL)
+            continue;
+        if ((md[info.n_metadata] = md_entry(a, keys[i], vals[i])) == NULL)
+            return NULL;
+        info.n_metadata++;
+    }
+    return pack_any(a, &info.base);
+}
+
+/* The google.rpc.Status of one operation's result. */
+static Google__Rpc__Status *bulk_op_status(rd_arena *a, const store_write *w,
+                                           const receipt_bulk_op *o, bool applied, bool dry_run)
+{
+    const store_bulk_op *op = o->op;
+    Google__Rpc__Status *st = rd_arena_alloc(a, sizeof *st);
+    if (st == NULL)
+        return NULL;
+    google__rpc__status__init(st);
+    (void)w;
+    if (!op->failed) {
+        if (op->w.held)
+            st->message = rd_arena_printf(a, "held: %s", op->w.err.msg);
+        else if (op->missing)
+            st->message = "not found: the id is listed in the receipt's missingIds";
+        else if (!applied && dry_run)
+            st->message = "dry run: not applied";
+        else if (!applied)
+            st->message = "not applied: another operation failed and the bulk is all-or-nothing";
+        else
+            st->message = "";
+        return st->message ? st : NULL;
+    }
+    const rd_err *e = &op->w.err;
+    st->code = rd_code_grpc(e->code);
+    st->message = rd_arena_strdup(a, e->msg);
+    const char *keys[5] = {"field", "current_version", "can", "model", "sync_group"};
+    const char *vals[5] = {o->field, NULL, NULL, NULL, NULL};
+    if (op->w.current_version > 0)
+        vals[1] = rd_arena_printf(a, "%lld", (long long)op->w.current_version);
+    if (e->code == RD_PERMISSION_DENIED && o->required != NULL && o->required->can != 0) {
+        vals[2] = auth_verb_str(o->required->can);
+        vals[3] = o->required->model;
+        vals[4] = o->required->group;
+    }
+    st->details = rd_arena_alloc(a, sizeof *st->details);
+    if (st->message == NULL || st->details == NULL ||
+        (st->details[0] = error_info_any(a, rd_code_str(e->code), keys, vals, 5)) == NULL)
+        return NULL;
+    st->n_details = 1;
+    return st;
+}
+
+/* The receipt of the whole call. */
+static Recordd__V1__CommitReceipt *bulk_receipt(svc_call *call, const store_write *w,
+                                                const receipt_bulk_op *ops,
+                                                const char *client_tx_id, bool dry_run)
+{
+    rd_arena *a = svc_call_arena(call);
+    const store_bulk *b = w->bulk;
+    Recordd__V1__CommitReceipt *r = receipt_new(call, client_tx_id);
+    size_t n_missing = 0, n_notes = 0;
+    if (r == NULL)
+        return NULL;
+    r->server_tx_id = rd_arena_strdup(a, w->server_tx_id);
+    r->last_sync_id = w->last_sync_id;
+    r->ops = w->ops;
+    r->success = b->n_failed == 0;
+    if (dry_run)
+        r->status = RECORDD__V1__COMMIT_STATUS__COMMIT_STATUS_UNSPECIFIED;
+    else if (b->applied && (b->mode == STORE_BULK_ALL_OR_NOTHING || b->n_failed < b->n_ops))
+        r->status = RECORDD__V1__COMMIT_STATUS__CONFIRMED;
+    else
+        r->status = RECORDD__V1__COMMIT_STATUS__REJECTED;
+    for (size_t i = 0; i < b->n_ops; i++) {
+        n_missing += b->ops[i].missing;
+        n_notes += b->ops[i].w.conflicts != NULL;
+    }
+    r->missing_ids = rd_arena_alloc(a, (n_missing ? n_missing : 1) * sizeof *r->missing_ids);
+    r->notifications = rd_arena_alloc(a, (n_notes ? n_notes : 1) * sizeof *r->notifications);
+    if (r->server_tx_id == NULL || r->missing_ids == NULL || r->notifications == NULL)
+        return NULL;
+    for (size_t i = 0; i < b->n_ops; i++) {
+        const store_write *ow = &b->ops[i].w;
+        if (b->ops[i].missing &&
+            (r->missing_ids[r->n_missing_ids++] = rd_arena_strdup(a, ow->id)) == NULL)
+            return NULL;
+        if (ow->conflicts != NULL &&
+            (r->notifications[r->n_notifications++] = notification(a, ow, ow->model)) == NULL)
+            return NULL;
+    }
+    if (b->n_failed == 0)
+        return r;
+    /* the call's error: ALL_OR_NOTHING the operation the store picked,
+     * BEST_EFFORT the first failure */
+    size_t pick = b->err_index;
+    if (b->mode != STORE_BULK_ALL_OR_NOTHING)
+        for (pick = 0; pick < b->n_ops && !b->ops[pick].failed; pick++)
+            ;
+    const store_bulk_op *op = &b->ops[pick];
+    Recordd__V1__ReceiptError *e = rd_arena_alloc(a, sizeof *e);
+    if (e == NULL)
+        return NULL;
+    recordd__v1__receipt_error__init(e);
+    e->code = (char *)rd_code_str(op->w.err.code);
+    e->field = rd_arena_strdup(a, ops[pick].field);
+    e->message = rd_arena_printf(
+        a, "operations[%zu]: %s (%zu of %zu operations failed%s)", pick, op->w.err.msg, b->n_failed,
+        b->n_ops, b->mode == STORE_BULK_ALL_OR_NOTHING ? "; nothing was applied" : "");
+    if (op->w.err.code == RD_PERMISSION_DENIED && ops[pick].required != NULL &&
+        ops[pick].required->can != 0) {
+        Recordd__V1__RequiredCapability *rc = rd_arena_alloc(a, sizeof *rc);
+        if (rc == NULL)
+            return NULL;
+        recordd__v1__required_capability__init(rc);
+        rc->can = (char *)auth_verb_str(ops[pick].required->can);
+        rc->model = (char *)ops[pick].required->model;
+        rc->sync_group = (char *)ops[pick].required->group;
+        e->required_capability = rc;
+    }
+    if (b->mode == STORE_BULK_ALL_OR_NOTHING)
+        r->current_version = op->w.current_version;
+    r->error = e;
+    return e->field && e->message ? r : NULL;
+}
+
+bool receipt_bulk_seal(svc_call *call, const store_write *w, const receipt_bulk_op *ops,
+                       const char *client_tx_id, bool dry_run, store_sealed *out)
+{
+    rd_arena *a = svc_call_arena(call);
+    const store_bulk *b = w->bulk;
+    Recordd__V1__BulkMutateResponse resp = RECORDD__V1__BULK_MUTATE_RESPONSE__INIT;
+    if (b == NULL || !b->executed)
+        return false;
+    resp.receipt = bulk_receipt(call, w, ops, client_tx_id, dry_run);
+    resp.results = rd_arena_alloc(a, b->n_ops * sizeof *resp.results);
+    if (resp.receipt == NULL || resp.results == NULL)
+        return false;
+    for (size_t i = 0; i < b->n_ops; i++) {
+        const store_bulk_op *op = &b->ops[i];
+        Recordd__V1__BulkResult *res = rd_arena_alloc(a, sizeof *res);
+        if (res == NULL)
+            return false;
+        recordd__v1__bulk_result__init(res);
+        res->index = (int32_t)i;
+        const char *id =
+            op->w.op == STORE_OP_CREATE && op->w.record.id[0] != '\0' ? op->w.record.id : op->w.id;
+        res->id = rd_arena_strdup(a, id ? id : "");
+        res->affected = (int32_t)op->affected;
+        res->applied = b->applied && !op->failed && !op->w.held;
+        res->status = bulk_op_status(a, w, &ops[i], res->applied, dry_run);
+        if (res->id == NULL || res->status == NULL)
+            return false;
+        resp.results[resp.n_results++] = res;
+    }
+    resp.total_requested = (int32_t)b->n_ops;
+    resp.total_failed = (int32_t)b->n_failed;
+    resp.total_succeeded = (int32_t)(b->n_ops - b->n_failed);
+    resp.dry_run = dry_run;
+    size_t len = recordd__v1__bulk_mutate_response__get_packed_size(&resp);
+    uint8_t *buf = rd_arena_alloc(a, len ? len : 1);
+    if (buf == NULL)
+        return false;
+    recordd__v1__bulk_mutate_response__pack(&resp, buf);
+    out->bytes = buf;
+    out->len = len;
+    out->status =
+        b->mode == STORE_BULK_ALL_OR_NOTHING && b->n_failed > 0 ? rd_code_grpc(w->err.code) : 0;
+    return true;
+}
+
+/* The field metadata of a failed result's ErrorInfo ("operations[i]" when
+ * it has none). */
+static const char *result_field(rd_arena *a, const Recordd__V1__BulkResult *res)
+{
+    const Google__Rpc__Status *st = res->status;
+    ProtobufCAllocator alloc;
+    rd_arena_pb_allocator(a, &alloc);
+    for (size_t i = 0; st != NULL && i < st->n_details; i++) {
+        const Google__Protobuf__Any *any = st->details[i];
+        if (any->type_url == NULL ||
+            strcmp(any->type_url, TYPE_URL_PREFIX "google.rpc.ErrorInfo") != 0)
+            continue;
+        Google__Rpc__ErrorInfo *info =
+            google__rpc__error_info__unpack(&alloc, any->value.len, any->value.data);
+        for (size_t k = 0; info != NULL && k < info->n_metadata; k++)
+            if (strcmp(info->metadata[k]->key, "field") == 0)
+                return info->metadata[k]->value;
+    }
+    return rd_arena_printf(a, "operations[%d]", (int)res->index);
+}
+
+void receipt_bulk_send(svc_call *call, const void *bytes, size_t len, int status)
+{
+    rd_arena *a = svc_call_arena(call);
+    ProtobufCAllocator alloc;
+    rd_err err;
+    if (status == 0) {
+        svc_reply_raw(call, bytes, len);
+        return;
+    }
+    rd_arena_pb_allocator(a, &alloc);
+    Recordd__V1__BulkMutateResponse *resp =
+        recordd__v1__bulk_mutate_response__unpack(&alloc, len, bytes);
+    if (resp == NULL || resp->receipt == NULL || resp->receipt->error == NULL) {
+        rd_errf(&err, RD_INTERNAL, NULL, "a stored bulk response could not be decoded");
+        fail_with(call, &err, NULL);
+        return;
+    }
+    const Recordd__V1__ReceiptError *re = resp->receipt->error;
+    Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+    Google__Protobuf__Any *details[4];
+    st.code = status;
+    st.message = re->message;
+    st.details = details;
+
+    /* ErrorInfo: the call's code, the failing operation picked, the count */
+    int index = -1;
+    for (size_t i = 0; i < resp->n_results && index < 0; i++) {
+        const Recordd__V1__BulkResult *res = resp->results[i];
+        if (res->status != NULL && res->status->code != 0 &&
+            res->status->code == rd_code_grpc(code_of(re->code)) &&
+            strcmp(result_field(a, res), re->field ? re->field : "") == 0)
+            index = res->index;
+    }
+    const char *keys[6] = {"field", "index", "failed", "can", "model", "sync_group"};
+    const char *vals[6] = {re->field && re->field[0] ? re->field : NULL,
+                           index >= 0 ? rd_arena_printf(a, "%d", index) : NULL,
+                           rd_arena_printf(a, "%d", (int)resp->total_failed),
+                           NULL,
+                           NULL,
+                           NULL};
+    if (re->required_capability != NULL) {
+        vals[3] = re->required_capability->can;
+        vals[4] = re->required_capability->model;
+        vals[5] = re->required_capability->sync_group;
+    }
+    details[st.n_details++] = error_info_any(a, re->code, keys, vals, 6);
+
+    /* BadRequest: every failing operation */
+    Google__Rpc__BadRequest br = GOOGLE__RPC__BAD_REQUEST__INIT;
+    br.field_violations =
+        rd_arena_alloc(a, (resp->n_results ? resp->n_results : 1) * sizeof *br.field_violations);
+    if (br.field_violations == NULL)
+        goto oom;
+    for (size_t i = 0; i < resp->n_results; i++) {
+        const Recordd__V1__BulkResult *res = resp->results[i];
+        if (res->status == NULL || res->status->code == 0)
+            continue;
+        Google__Rpc__BadRequest__FieldViolation *fv = rd_arena_alloc(a, sizeof *fv);
+        const char *reason = "internal";
+        if (fv == NULL)
+            goto oom;
+        google__rpc__bad_request__field_violation__init(fv);
+        for (size_t d = 0; d < res->status->n_details; d++) {
+            Google__Rpc__ErrorInfo *info = google__rpc__error_info__unpack(
+                &alloc, res->status->details[d]->value.len, res->status->details[d]->value.data);
+            if (info != NULL && info->reason != NULL &&
+                strcmp(res->status->details[d]->type_url, TYPE_URL_PREFIX "google.rpc.ErrorInfo") ==
+                    0)
+                reason = info->reason;
+        }
+        fv->field = (char *)result_field(a, res);
+        fv->description = rd_arena_printf(a, "%s: %s", reason, res->status->message);
+        if (fv->field == NULL || fv->description == NULL)
+            goto oom;
+        br.field_violations[br.n_field_violations++] = fv;
+    }
+    details[st.n_details++] = pack_any(a, &br.base);
+    details[st.n_details++] = pack_any(a, &resp->receipt->base);
+    Google__Protobuf__Any *whole = rd_arena_alloc(a, sizeof *whole);
+    if (whole != NULL) {
+        google__protobuf__any__init(whole);
+        whole->type_url = TYPE_BULK_RESPONSE;
+        whole->value.data = (uint8_t *)bytes;
+        whole->value.len = len;
+    }
+    details[st.n_details++] = whole;
+    for (size_t i = 0; i < st.n_details; i++)
+        if (details[i] == NULL)
+            goto oom;
+    size_t dlen = google__rpc__status__get_packed_size(&st);
+    uint8_t *buf = rd_arena_alloc(a, dlen ? dlen : 1);
+    if (buf == NULL)
+        goto oom;
+    google__rpc__status__pack(&st, buf);
+    svc_fail(call, status, re->message, buf, dlen);
+    return;
+oom:
+    rd_errf(&err, RD_INTERNAL, NULL, "out of memory building the bulk error");
+    fail_with(call, &err, NULL);
 }

@@ -59,4 +59,38 @@ void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int stat
 uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
                                 const Recordd__V1__CommitReceipt *receipt, size_t *len);
 
+/* ---- BulkMutate (service/svc_bulk.c; docs/API.md "Bulk writes") ---------- */
+
+/* One operation of an executed bulk, as its result reports it. */
+typedef struct receipt_bulk_op {
+    const store_bulk_op *op;
+    /* the error's field as a request path, "operations[2].data.email", or
+     * "operations[2]" when the error names no field */
+    const char *field;
+    const auth_required *required; /* PERMISSION_DENIED: what it needed; else NULL */
+} receipt_bulk_op;
+
+/* Builds the BulkMutateResponse of bulk write w (w->bulk executed, ops[i]
+ * describing w->bulk->ops[i]) and serializes it into the arena: out->bytes
+ * / len, out->status = the gRPC status the call ends with (0, or for a
+ * failed ALL_OR_NOTHING bulk the code of w->err). The response: one receipt
+ * (server_tx_id, last_sync_id, ops, missing_ids, a notification per stale
+ * operation; success = no operation failed; status CONFIRMED when the
+ * outcome committed, REJECTED when nothing did, unset for a dry run; error
+ * = the call's error, or the first failure of a BEST_EFFORT bulk), a result
+ * per operation (google.rpc.Status with ErrorInfo for failures, OK with a
+ * message for operations held, missing or not applied) and the totals.
+ * false when out of memory. */
+bool receipt_bulk_seal(svc_call *call, const store_write *w, const receipt_bulk_op *ops,
+                       const char *client_tx_id, bool dry_run, store_sealed *out);
+
+/* Finishes a BulkMutate call with a sealed response (first answer and
+ * replay alike, so both are byte-identical): status 0 -> OK with bytes as
+ * the reply; otherwise that status, the receipt error's message, and
+ * google.rpc.Status details {ErrorInfo (reason, field, index, failed and
+ * for PERMISSION_DENIED can/model/sync_group), BadRequest with a violation
+ * per failing operation ("<code>: <message>"), the rejected CommitReceipt,
+ * the BulkMutateResponse (these bytes)}. */
+void receipt_bulk_send(svc_call *call, const void *bytes, size_t len, int status);
+
 #endif

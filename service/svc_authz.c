@@ -139,6 +139,38 @@ done:
     return code;
 }
 
+rd_code svc_authz_groups(svc_call *call, auth_verb can, const char *model, bool *all,
+                         const char ***groups, size_t *n, rd_err *err)
+{
+    *all = false;
+    *groups = NULL;
+    *n = 0;
+    if (svc_authz_model(call, can, model, err) != RD_OK)
+        return err->code;
+    const auth_caps *caps = auth_principal_caps(svc_call_principal(call));
+    size_t nc = auth_caps_count(caps);
+    const char **g = rd_arena_calloc(svc_call_arena(call), (nc + 1) * sizeof *g);
+    if (g == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    for (size_t i = 0; i < nc; i++) {
+        const char *cm = auth_caps_model(caps, i), *cg = auth_caps_group(caps, i);
+        if ((auth_caps_verbs(caps, i) & can) == 0 ||
+            !(strcmp(cm, "*") == 0 || strcmp(cm, model) == 0))
+            continue;
+        if (strcmp(cg, "*") == 0) {
+            *all = true;
+            return RD_OK;
+        }
+        bool seen = false;
+        for (size_t k = 0; k < *n && !seen; k++)
+            seen = strcmp(g[k], cg) == 0;
+        if (!seen)
+            g[(*n)++] = cg;
+    }
+    *groups = g;
+    return RD_OK;
+}
+
 rd_code svc_authz_any(svc_call *call, unsigned verbs, rd_err *err)
 {
     const auth_principal *p = svc_call_principal(call);

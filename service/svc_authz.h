@@ -43,6 +43,14 @@ rd_code svc_authz_record(svc_call *call, auth_verb can, const char *model, const
  * GetSchema (read or admin) and by ReleaseClaim without a record. */
 rd_code svc_authz_any(svc_call *call, unsigned verbs, rd_err *err);
 
+/* The sync groups in which the principal holds `can` on model: *all when a
+ * capability with that verb on the model (or "*") has group "*"; otherwise
+ * the distinct groups of such capabilities (in the arena, *n of them). No
+ * such capability at all: RD_PERMISSION_DENIED requiring {can, model, "*"}.
+ * By-filter writes (BulkMutate) touch only records in these groups. */
+rd_code svc_authz_groups(svc_call *call, auth_verb can, const char *model, bool *all,
+                         const char ***groups, size_t *n, rd_err *err);
+
 /* ---- pure helpers (unit-tested) -------------------------------------------- */
 
 /* Whether caps grant `can` on model (exactly or "*") in any group. */

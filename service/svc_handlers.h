@@ -13,6 +13,8 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *req);
 void svc_update_record(svc_call *call, const ProtobufCMessage *req);
 void svc_replace_record(svc_call *call, const ProtobufCMessage *req);
 void svc_delete_record(svc_call *call, const ProtobufCMessage *req);
+/* BulkMutate: service/svc_bulk.c */
+void svc_bulk_mutate(svc_call *call, const ProtobufCMessage *req);
 /* server stream (service/svc_watch.c; svc_watch.h has the shutdown) */
 void svc_watch_changes(svc_call *call, const ProtobufCMessage *req);
 

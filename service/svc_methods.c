@@ -33,6 +33,8 @@ const svc_method svc_methods[] = {
      &recordd__v1__commit_receipt__descriptor, svc_replace_record, SVC_UNARY, false},
     {RECORDS "DeleteRecord", &recordd__v1__delete_record_request__descriptor,
      &recordd__v1__commit_receipt__descriptor, svc_delete_record, SVC_UNARY, false},
+    {RECORDS "BulkMutate", &recordd__v1__bulk_mutate_request__descriptor,
+     &recordd__v1__bulk_mutate_response__descriptor, svc_bulk_mutate, SVC_UNARY, false},
     {RECORDS "WatchChanges", &recordd__v1__watch_changes_request__descriptor,
      &recordd__v1__change_event__descriptor, svc_watch_changes, SVC_SERVER_STREAM, false},
 

@@ -150,6 +150,8 @@ bool store_idem_storable(const store_write *w, rd_code code)
 {
     if (!has_key(w) || w->replayed)
         return false;
+    if (w->op == STORE_OP_BULK && code != RD_OK)
+        return store_bulk_storable(w);
     switch (code) {
     case RD_OK:
     case RD_VERSION_CONFLICT:

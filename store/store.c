@@ -654,6 +654,11 @@ rd_code store_open(const store_options *opt, store **out, rd_err *err)
                                                : "PRAGMA synchronous = FULL");
     if (rc == SQLITE_OK)
         rc = store_exec(s->wdb, "PRAGMA foreign_keys = OFF");
+    /* savepoint (sub-)journals in memory: a bulk nests a savepoint per
+     * operation, and journalling each page it touches to a temporary file
+     * made pwrite the largest cost of a BulkMutate */
+    if (rc == SQLITE_OK)
+        rc = store_exec(s->wdb, "PRAGMA temp_store = MEMORY");
     if (rc != SQLITE_OK) {
         code = store_sql_err(s->wdb, rc, err);
         goto fail;

@@ -263,6 +263,9 @@ typedef enum store_op {
     STORE_OP_PUSH_SCHEMA = 5,
     STORE_OP_CLAIM_ACQUIRE = 6, /* store/claims.c; no sync log row */
     STORE_OP_CLAIM_RELEASE = 7,
+    STORE_OP_BULK = 8,         /* store/bulk.c: w->bulk, many operations in one savepoint */
+    STORE_OP_UPDATE_WHERE = 9, /* only inside a bulk: merge patch by filter */
+    STORE_OP_DELETE_WHERE = 10,
 } store_op;
 
 /* A claim: a lease by one principal (holder = the write's actor) on one
@@ -295,6 +298,7 @@ typedef struct store_claim {
 
 typedef struct store_write store_write;
 typedef void (*store_done_fn)(store_write *w);
+typedef struct store_bulk store_bulk;
 
 /* What a write does when a field it writes changed after its read_at
  * (DESIGN.md §4); the numbers match recordd.v1.OnStale minus one. */
@@ -363,6 +367,7 @@ struct store_write {
     const char *idem_key;
     uint8_t idem_hash[STORE_IDEM_HASH_BYTES];
     store_seal_fn seal;
+    store_bulk *bulk;     /* BULK: the operations and their outcomes (store_bulk) */
     store_schema *schema; /* PUSH_SCHEMA: the new definition (store takes a ref) */
     bool force;           /* PUSH_SCHEMA: allow destructive changes */
     /* update/replace/delete: runs on the writer thread once the record is
@@ -405,6 +410,87 @@ struct store_write {
     store_write *next_;      /* internal */
     store_write *idem_next_; /* internal: chain of the in-flight key set */
     bool idem_inflight_;     /* internal: w is in the in-flight key set */
+};
+
+/* ---- bulk writes (store/bulk.c) --------------------------------------------
+ * A BULK write (w->op STORE_OP_BULK, w->bulk) runs many record operations
+ * inside the one savepoint the writer gives every write, so it shares the
+ * group commit (and its fsync) with concurrent single writes, and a failing
+ * bulk never affects them. Each operation runs in its own nested savepoint,
+ * in request order, and sees the effects of the earlier ones:
+ *
+ *   CREATE / UPDATE / REPLACE / DELETE by id: exactly as a single write with
+ *     the same inputs (op->w: model, id, group, data, expected_version,
+ *     read_at/on_stale, claim, authorize, ctx). UPDATE, REPLACE and DELETE of
+ *     an id that does not exist set op->missing; that is not a failure.
+ *     A stale write with on_stale NOTIFY sets op->w.held: not applied, not
+ *     a failure.
+ *   UPDATE_WHERE / DELETE_WHERE: op->filter (the store_filter_parse grammar,
+ *     parsed against the writer's schema; no condition -> RD_FILTER_REQUIRED,
+ *     field "filter") selects the records of op->w.model, only in groups
+ *     [0..n_groups) when groups is not NULL; more than max_affected (or
+ *     STORE_BULK_MAX_AFFECTED) of them -> RD_VALIDATION_FAILED, field
+ *     "maxAffected", nothing written. Each record is then updated (op->w.data
+ *     as a merge patch, checked once up front) or deleted as by id, through
+ *     op->w.authorize with its group; the first failure fails the operation
+ *     and undoes its other records.
+ *
+ * Every record written appends its own sync-log row with the bulk's
+ * server_tx_id and takes the next sync id. Modes:
+ *   ALL_OR_NOTHING: every operation runs (so every failure is found); when
+ *     one failed, all are undone and the write fails with the chosen failing
+ *     operation's error (the first PERMISSION_DENIED one, else the first);
+ *     err_index says which.
+ *   BEST_EFFORT: a failed operation is undone alone; the write succeeds.
+ * dry_run: everything runs and is undone: the outcomes say what would
+ * happen; no sync id is consumed (last_sync_id 0, ops = rows that would be
+ * written). The write's ops is the number of records written, last_sync_id
+ * the highest sync id taken. With an idempotency key, an ALL_OR_NOTHING
+ * failure is stored only when every failing operation failed a concurrency
+ * check (version_conflict, stale_context, claimed). */
+
+#define STORE_BULK_MAX_OPS 1000       /* operations per bulk */
+#define STORE_BULK_MAX_AFFECTED 10000 /* records one by-filter operation may write */
+
+typedef enum store_bulk_mode {
+    STORE_BULK_ALL_OR_NOTHING = 0,
+    STORE_BULK_BEST_EFFORT = 1,
+} store_bulk_mode;
+
+typedef struct store_bulk_op {
+    /* input: op->w.op is CREATE, UPDATE, REPLACE, DELETE, UPDATE_WHERE or
+     * DELETE_WHERE; org, actor and server_tx_id come from the bulk's write;
+     * idem_key, seal, done and deadline_us are not used. Output: op->w.err,
+     * record (after-image, create: the id), current_version, conflicts and
+     * held as for a single write (the caller clears record and conflicts). */
+    store_write w;
+    const char *filter; /* by filter */
+    bool has_max_affected;
+    int64_t max_affected;      /* >= 0 */
+    const char *const *groups; /* by filter: NULL = every group */
+    size_t n_groups;
+    /* input: failed before reaching the store (w.err says why); not run,
+     * counts as a failure */
+    bool skip;
+    /* output */
+    bool failed;      /* the operation failed (w.err) */
+    bool missing;     /* by id: no such record; not a failure */
+    int64_t affected; /* records written, or that would be in a dry run */
+} store_bulk_op;
+
+struct store_bulk {
+    /* input */
+    store_bulk_op *ops;
+    size_t n_ops; /* 1..STORE_BULK_MAX_OPS */
+    store_bulk_mode mode;
+    bool dry_run;
+    /* output */
+    bool executed;    /* the operations ran (not refused as a whole) */
+    bool applied;     /* the outcome is in the transaction (not undone) */
+    size_t n_failed;  /* operations that failed */
+    size_t err_index; /* ALL_OR_NOTHING failure: the operation w->err is from */
+    int64_t rows;     /* records written (dry run: that would be) */
+    rd_code outcome;  /* what the bulk returned (w->err.code unless the commit failed) */
 };
 
 /* Queues w for the writer. Never blocks on I/O. When the store is closing,

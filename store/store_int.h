@@ -252,6 +252,22 @@ store_schema *store_writer_schema(store *s, const char *org);
  * (NULL when the push changed nothing), to publish after COMMIT. */
 rd_code store_push_schema(store *s, store_write *w, store_schema **published);
 
+/* Runs a cached statement that returns no rows on the write connection
+ * (writer thread). SQLite result code. */
+int store_wexec(store *s, const char *sql);
+/* Executes one record write (CREATE, UPDATE, REPLACE, DELETE) inside the
+ * caller's savepoint, with the sync id s->sync_id + 1: what the writer does
+ * for a single write, without the savepoint, idempotency or deadline. The
+ * caller advances s->sync_id to w->last_sync_id once it keeps the write. */
+rd_code store_record_apply(store *s, store_write *w);
+/* Executes a BULK write (store.h, "bulk writes") inside its savepoint.
+ * Leaves s->sync_id as it found it; w->last_sync_id is the highest sync id
+ * the bulk took (0 when it was undone). */
+rd_code store_bulk_apply(store *s, store_write *w);
+/* Whether the failed ALL_OR_NOTHING bulk w failed only concurrency checks
+ * (its outcome is then stored with an idempotency key). */
+bool store_bulk_storable(const store_write *w);
+
 /* ---- claims (claims.c) --------------------------------------------------------
  * Writer thread only: both use the write connection inside the current
  * write's savepoint. */

@@ -836,17 +836,15 @@ done:
     return code;
 }
 
-/* Executes one write inside its savepoint. *published gets a schema pushed
- * by it. */
-static rd_code apply(store *s, store_write *w, store_schema **published)
+int store_wexec(store *s, const char *sql)
+{
+    return wexec(s, sql);
+}
+
+rd_code store_record_apply(store *s, store_write *w)
 {
     wctx c;
     rd_code code;
-    *published = NULL;
-    if (w->op == STORE_OP_PUSH_SCHEMA)
-        return store_push_schema(s, w, published);
-    if (w->op == STORE_OP_CLAIM_ACQUIRE || w->op == STORE_OP_CLAIM_RELEASE)
-        return store_claim_apply(s, w); /* claims: store/claims.c */
     if (w->op < STORE_OP_CREATE || w->op > STORE_OP_DELETE)
         return rd_errf(&w->err, RD_INTERNAL, NULL, "unknown store operation %d", (int)w->op);
     code = begin_write(&c, s, w);
@@ -866,6 +864,20 @@ static rd_code apply(store *s, store_write *w, store_schema **published)
     }
     end_write(&c);
     return code;
+}
+
+/* Executes one write inside its savepoint. *published gets a schema pushed
+ * by it. */
+static rd_code apply(store *s, store_write *w, store_schema **published)
+{
+    *published = NULL;
+    if (w->op == STORE_OP_PUSH_SCHEMA)
+        return store_push_schema(s, w, published);
+    if (w->op == STORE_OP_CLAIM_ACQUIRE || w->op == STORE_OP_CLAIM_RELEASE)
+        return store_claim_apply(s, w); /* claims: store/claims.c */
+    if (w->op == STORE_OP_BULK)
+        return store_bulk_apply(s, w); /* bulk: store/bulk.c */
+    return store_record_apply(s, w);
 }
 
 /* ---- the batch ------------------------------------------------------------------------ */

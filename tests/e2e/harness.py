@@ -188,6 +188,7 @@ _RPCS: dict[str, tuple[str, Callable[[], Any], Callable[[], Any]]] = {
     "UpdateRecord": ("recordd.v1.Records", lambda: pb.records.UpdateRecordRequest, lambda: pb.records.CommitReceipt),
     "ReplaceRecord": ("recordd.v1.Records", lambda: pb.records.ReplaceRecordRequest, lambda: pb.records.CommitReceipt),
     "DeleteRecord": ("recordd.v1.Records", lambda: pb.records.DeleteRecordRequest, lambda: pb.records.CommitReceipt),
+    "BulkMutate": ("recordd.v1.Records", lambda: pb.records.BulkMutateRequest, lambda: pb.records.BulkMutateResponse),
     "PushSchema": ("recordd.v1.Schemas", lambda: pb.schema.PushSchemaRequest, lambda: pb.schema.PushSchemaResponse),
     "GetSchema": ("recordd.v1.Schemas", lambda: pb.schema.GetSchemaRequest, lambda: pb.schema.Schema),
     "AcquireClaim": ("recordd.v1.Claims", lambda: pb.claims.AcquireClaimRequest, lambda: pb.claims.Claim),

@@ -204,6 +204,30 @@ static void test_config_make_db_dir_creates_parents(void **state)
     rmdir(tmpl);
 }
 
+static void test_config_max_bulk_ops_default_env_flag_and_cap(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *argv0[] = {"recordd"};
+    assert_int_equal(load(&cfg, NULL, 1, argv0, &err), RD_OK);
+    assert_int_equal(cfg.max_bulk_ops, 100);
+    const char *env[] = {"RECORDD_MAX_BULK_OPS", "250", NULL};
+    assert_int_equal(load(&cfg, env, 1, argv0, &err), RD_OK);
+    assert_int_equal(cfg.max_bulk_ops, 250);
+    const char *argv1[] = {"recordd", "--max-bulk-ops=1000"};
+    assert_int_equal(load(&cfg, env, 2, argv1, &err), RD_OK);
+    assert_int_equal(cfg.max_bulk_ops, 1000);
+    /* the hard cap: a larger value is a start-up error naming the flag */
+    const char *argv2[] = {"recordd", "--max-bulk-ops", "1001"};
+    assert_int_equal(load(&cfg, NULL, 3, argv2, &err), RD_VALIDATION_FAILED);
+    assert_string_equal(err.field, "--max-bulk-ops");
+    assert_non_null(strstr(err.msg, "1000"));
+    const char *bad_env[] = {"RECORDD_MAX_BULK_OPS", "0", NULL};
+    assert_int_equal(load(&cfg, bad_env, 1, argv0, &err), RD_VALIDATION_FAILED);
+    assert_string_equal(err.field, "RECORDD_MAX_BULK_OPS");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -216,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_config_help_and_version),
         cmocka_unit_test(test_config_bound_address_replaces_port),
         cmocka_unit_test(test_config_make_db_dir_creates_parents),
+        cmocka_unit_test(test_config_max_bulk_ops_default_env_flag_and_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

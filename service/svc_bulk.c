@@ -1,0 +1,470 @@
+/* recordd.v1.Records/BulkMutate: checks the request as a whole (size,
+ * mode, per-operation keys), turns each operation into a store_bulk_op
+ * (data as JSON, guards, authorisation: create here, by-id writes on the
+ * writer against the record's group, by-filter writes restricted to the
+ * groups the caller may write and checked per record), hands the lot to
+ * the writer as one BULK write and answers with the response the receipt
+ * module builds (docs/API.md "Bulk writes"). */
+#include <string.h>
+
+#include "service/receipt.h"
+#include "service/svc_authz.h"
+#include "service/svc_convert.h"
+#include "service/svc_handlers.h"
+#include "service/svc_idem.h"
+
+#define BULK_DEFAULT_OPS 100
+
+typedef struct bulk_call bulk_call;
+
+/* What one operation needs beyond its store_bulk_op: the authorisation
+ * the writer runs per record, and the capability a denial named. */
+typedef struct bulk_op {
+    bulk_call *bc;
+    auth_verb can;
+    const char *const *fields;
+    size_t n_fields;
+    const store_model *m;
+    auth_required required; /* valid when denied */
+    bool denied;
+} bulk_op;
+
+/* One BulkMutate in flight. Lives in the call's arena. */
+struct bulk_call {
+    store_write w;
+    store_bulk bulk;
+    svc_call *call;
+    bulk_op *ctx; /* one per operation */
+    const char *client_tx_id;
+    store_schema *schema; /* the snapshot the operations were checked against */
+    store_sealed sealed;
+};
+
+/* ---- authorisation --------------------------------------------------------------- */
+
+/* Keeps the capability a denial needed (svc_authz remembers only the
+ * call's latest). */
+static void note_denial(bulk_op *bo, rd_code code)
+{
+    const auth_required *r = svc_call_required(bo->bc->call);
+    if (code != RD_PERMISSION_DENIED || r == NULL)
+        return;
+    bo->required = *r;
+    bo->denied = true;
+}
+
+/* The store's authorize callback for by-id updates, replaces and deletes
+ * (the record's group, or NULL when it does not exist) and for every record
+ * a by-filter operation writes: the same rule as a single write. */
+static rd_code bulk_authorize(store_write *w, const char *group, rd_err *err)
+{
+    bulk_op *bo = w->ctx;
+    svc_call *call = bo->bc->call;
+    rd_code code = group == NULL ? svc_authz_model(call, bo->can, w->model, err)
+                                 : svc_authz(call, bo->can, w->model, group, bo->fields,
+                                             bo->n_fields, bo->m, err);
+    note_denial(bo, code);
+    return code;
+}
+
+/* ---- preparing one operation ----------------------------------------------------------- */
+
+static rd_code require(const char *value, const char *field, rd_err *err)
+{
+    if (value == NULL || value[0] == '\0')
+        return rd_errf(err, RD_VALIDATION_FAILED, field, "%s is required", field);
+    return RD_OK;
+}
+
+/* The guards of a by-id change, as the single RPCs take them. */
+static rd_code set_guards(store_write *w, const Google__Protobuf__Int64Value *expected_version,
+                          const Google__Protobuf__Int64Value *read_at,
+                          Recordd__V1__OnStale on_stale, const char *claim, rd_err *err)
+{
+    if (expected_version != NULL) {
+        w->has_expected_version = true;
+        w->expected_version = expected_version->value;
+    }
+    if (read_at != NULL) {
+        if (read_at->value < 0)
+            return rd_errf(err, RD_VALIDATION_FAILED, "readAt", "readAt must not be negative");
+        w->has_read_at = true;
+        w->read_at = read_at->value;
+    }
+    switch (on_stale) {
+    case RECORDD__V1__ON_STALE__ON_STALE_UNSPECIFIED:
+    case RECORDD__V1__ON_STALE__REJECT:
+        w->on_stale = STORE_STALE_REJECT;
+        break;
+    case RECORDD__V1__ON_STALE__OVERWRITE:
+        w->on_stale = STORE_STALE_OVERWRITE;
+        break;
+    case RECORDD__V1__ON_STALE__NOTIFY:
+        w->on_stale = STORE_STALE_NOTIFY;
+        break;
+    default:
+        return rd_errf(err, RD_VALIDATION_FAILED, "onStale", "onStale: unknown value %d",
+                       (int)on_stale);
+    }
+    w->claim = claim;
+    return RD_OK;
+}
+
+/* The data of an operation as JSON (NULL Struct = {}). */
+static rd_code data_json(const Google__Protobuf__Struct *data, json_t **out, rd_err *err)
+{
+    return svc_struct_to_json(data, out, err);
+}
+
+/* Fills op from the i-th operation of the request. A failure here is that
+ * operation's failure (op->skip with op->w.err): the store reports it
+ * without running it. */
+static rd_code prepare_op(bulk_call *bc, size_t i, const Recordd__V1__BulkOperation *in,
+                          rd_err *err)
+{
+    svc_call *call = bc->call;
+    rd_arena *a = svc_call_arena(call);
+    store_bulk_op *op = &bc->bulk.ops[i];
+    bulk_op *bo = &bc->ctx[i];
+    store_write *w = &op->w;
+    const store_model *m = NULL;
+    rd_code code;
+    bo->bc = bc;
+    w->ctx = bo;
+    switch (in->operation_case) {
+    case RECORDD__V1__BULK_OPERATION__OPERATION_CREATE: {
+        const Recordd__V1__CreateRecordRequest *r = in->create;
+        w->op = STORE_OP_CREATE;
+        w->model = r->model;
+        w->id = r->id;
+        w->group = r->group;
+        if (require(r->model, "model", err) != RD_OK || data_json(r->data, &w->data, err) != RD_OK)
+            return err->code;
+        m = store_schema_model(bc->schema, r->model);
+        const char *const *fields = NULL;
+        size_t n = 0;
+        if (!svc_authz_data_fields(a, w->data, &fields, &n))
+            return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        code = svc_authz(call, AUTH_CREATE, r->model, r->group, fields, n, m, err);
+        note_denial(bo, code);
+        return code;
+    }
+    case RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE:
+    case RECORDD__V1__BULK_OPERATION__OPERATION_REPLACE: {
+        bool update = in->operation_case == RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE;
+        /* UpdateRecordRequest and ReplaceRecordRequest have the same fields */
+        const Recordd__V1__UpdateRecordRequest *u = in->update;
+        const Recordd__V1__ReplaceRecordRequest *r = in->replace;
+        w->op = update ? STORE_OP_UPDATE : STORE_OP_REPLACE;
+        w->model = update ? u->model : r->model;
+        w->id = update ? u->id : r->id;
+        if (require(w->model, "model", err) != RD_OK || require(w->id, "id", err) != RD_OK)
+            return err->code;
+        code = update ? set_guards(w, u->expected_version, u->read_at, u->on_stale, u->claim, err)
+                      : set_guards(w, r->expected_version, r->read_at, r->on_stale, r->claim, err);
+        if (code != RD_OK || data_json(update ? u->data : r->data, &w->data, err) != RD_OK)
+            return err->code;
+        m = store_schema_model(bc->schema, w->model);
+        bool ok = update ? svc_authz_data_fields(a, w->data, &bo->fields, &bo->n_fields)
+                         : svc_authz_model_fields(a, m, &bo->fields, &bo->n_fields);
+        if (!ok)
+            return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        bo->can = AUTH_UPDATE;
+        bo->m = m;
+        w->authorize = bulk_authorize;
+        return RD_OK;
+    }
+    case RECORDD__V1__BULK_OPERATION__OPERATION_DELETE: {
+        const Recordd__V1__DeleteRecordRequest *r = in->delete_;
+        w->op = STORE_OP_DELETE;
+        w->model = r->model;
+        w->id = r->id;
+        if (require(r->model, "model", err) != RD_OK || require(r->id, "id", err) != RD_OK ||
+            set_guards(w, r->expected_version, r->read_at, r->on_stale, r->claim, err) != RD_OK)
+            return err->code;
+        bo->can = AUTH_DELETE;
+        bo->m = store_schema_model(bc->schema, r->model);
+        w->authorize = bulk_authorize;
+        return RD_OK;
+    }
+    case RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE_WHERE:
+    case RECORDD__V1__BULK_OPERATION__OPERATION_DELETE_WHERE: {
+        bool update = in->operation_case == RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE_WHERE;
+        const Recordd__V1__UpdateWhere *u = in->update_where;
+        const Recordd__V1__DeleteWhere *d = in->delete_where;
+        const Google__Protobuf__Int64Value *max = update ? u->max_affected : d->max_affected;
+        bool all = false;
+        const char **groups = NULL;
+        size_t n_groups = 0;
+        w->op = update ? STORE_OP_UPDATE_WHERE : STORE_OP_DELETE_WHERE;
+        w->model = update ? u->model : d->model;
+        op->filter = update ? u->filter : d->filter;
+        if (max != NULL) {
+            op->has_max_affected = true;
+            op->max_affected = max->value;
+        }
+        if (require(w->model, "model", err) != RD_OK)
+            return err->code;
+        if (update && data_json(u->data, &w->data, err) != RD_OK)
+            return err->code;
+        bo->can = update ? AUTH_UPDATE : AUTH_DELETE;
+        bo->m = store_schema_model(bc->schema, w->model);
+        if (update && !svc_authz_data_fields(a, w->data, &bo->fields, &bo->n_fields))
+            return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        /* only records in groups the caller may write are matched; each
+         * one is still authorised with its fields by the writer */
+        code = svc_authz_groups(call, bo->can, w->model, &all, &groups, &n_groups, err);
+        note_denial(bo, code);
+        if (code != RD_OK)
+            return code;
+        op->groups = all ? NULL : groups;
+        op->n_groups = n_groups;
+        w->authorize = bulk_authorize;
+        return RD_OK;
+    }
+    default:
+        return rd_errf(err, RD_INTERNAL, NULL, "unknown operation");
+    }
+}
+
+/* The request-level check of operation i: exactly one kind, and none of
+ * the call-wide settings (idempotency key, client tx id, return_record). */
+static rd_code check_shape(size_t i, const Recordd__V1__BulkOperation *in, rd_err *err)
+{
+    const char *key = NULL, *ctx_id = NULL;
+    bool ret = false;
+    switch (in->operation_case) {
+    case RECORDD__V1__BULK_OPERATION__OPERATION_CREATE:
+        key = in->create->idempotency_key, ctx_id = in->create->client_tx_id;
+        ret = in->create->return_record;
+        break;
+    case RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE:
+        key = in->update->idempotency_key, ctx_id = in->update->client_tx_id;
+        ret = in->update->return_record;
+        break;
+    case RECORDD__V1__BULK_OPERATION__OPERATION_REPLACE:
+        key = in->replace->idempotency_key, ctx_id = in->replace->client_tx_id;
+        ret = in->replace->return_record;
+        break;
+    case RECORDD__V1__BULK_OPERATION__OPERATION_DELETE:
+        key = in->delete_->idempotency_key, ctx_id = in->delete_->client_tx_id;
+        break;
+    case RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE_WHERE:
+    case RECORDD__V1__BULK_OPERATION__OPERATION_DELETE_WHERE:
+        break;
+    default: {
+        char field[32];
+        snprintf(field, sizeof field, "operations[%zu]", i);
+        return rd_errf(err, RD_VALIDATION_FAILED, field,
+                       "%s: set one of create, update, replace, delete, updateWhere, deleteWhere",
+                       field);
+    }
+    }
+    const char *name = key != NULL && key[0] != '\0'         ? "idempotencyKey"
+                       : ctx_id != NULL && ctx_id[0] != '\0' ? "clientTxId"
+                       : ret                                 ? "returnRecord"
+                                                             : NULL;
+    if (name == NULL)
+        return RD_OK;
+    char field[64];
+    snprintf(field, sizeof field, "operations[%zu].%s", i, name);
+    return rd_errf(err, RD_VALIDATION_FAILED, field,
+                   "%s: not allowed inside a bulk operation; set it once on the BulkMutate call",
+                   field);
+}
+
+/* ---- answering ---------------------------------------------------------------------- */
+
+/* Whether err names a request field of the operation rather than a data
+ * field of its model. */
+static bool request_field(const store_model *m, const rd_err *e)
+{
+    char first[sizeof e->field];
+    if (e->code == RD_VERSION_CONFLICT || e->code == RD_CLAIMED || e->code == RD_FILTER_REQUIRED)
+        return true;
+    if (e->code == RD_UNKNOWN_FIELD)
+        return false;
+    snprintf(first, sizeof first, "%s", e->field);
+    first[strcspn(first, ",.[")] = '\0';
+    return m == NULL || store_model_field(m, first) == NULL;
+}
+
+/* The response for the bulk's outcome, sealed into the arena. */
+static bool seal_response(bulk_call *bc, store_sealed *out)
+{
+    rd_arena *a = svc_call_arena(bc->call);
+    const store_bulk *b = &bc->bulk;
+    receipt_bulk_op *ops = rd_arena_calloc(a, b->n_ops * sizeof *ops);
+    if (ops == NULL)
+        return false;
+    for (size_t i = 0; i < b->n_ops; i++) {
+        const store_bulk_op *op = &b->ops[i];
+        const rd_err *e = &op->w.err;
+        ops[i].op = op;
+        ops[i].required = bc->ctx[i].denied ? &bc->ctx[i].required : NULL;
+        if (!op->failed || e->field[0] == '\0')
+            ops[i].field = rd_arena_printf(a, "operations[%zu]", i);
+        else if (request_field(store_schema_model(bc->schema, op->w.model ? op->w.model : ""), e))
+            ops[i].field = rd_arena_printf(a, "operations[%zu].%s", i, e->field);
+        else
+            ops[i].field = rd_arena_printf(a, "operations[%zu].data.%s", i, e->field);
+        if (ops[i].field == NULL)
+            return false;
+    }
+    return receipt_bulk_seal(bc->call, &bc->w, ops, bc->client_tx_id, b->dry_run, out);
+}
+
+/* The store's seal callback (writer thread, inside the bulk's savepoint). */
+static bool bulk_seal(store_write *w, store_sealed *out)
+{
+    bulk_call *bc = w->ctx;
+    if (!seal_response(bc, out))
+        return false;
+    bc->sealed = *out;
+    return true;
+}
+
+/* Releases what the operations hold (JSON, images) and the schema. */
+static void release(bulk_call *bc)
+{
+    for (size_t i = 0; i < bc->bulk.n_ops; i++) {
+        store_write *w = &bc->bulk.ops[i].w;
+        json_decref(w->data);
+        w->data = NULL;
+        store_record_clear(&w->record);
+        json_decref(w->conflicts);
+        w->conflicts = NULL;
+    }
+    if (bc->schema != NULL) {
+        store_schema_release(bc->schema);
+        bc->schema = NULL;
+    }
+}
+
+/* Runs on the completer once the bulk is durable or failed. */
+static void bulk_done(store_write *w)
+{
+    bulk_call *bc = w->ctx;
+    svc_call *call = bc->call;
+    rd_err err = w->err;
+    if (w->replayed) {
+        void *bytes = w->replay;
+        release(bc);
+        receipt_bulk_send(call, bytes, w->replay_len, w->replay_status);
+        free(bytes);
+        return;
+    }
+    free(w->replay);
+    w->replay = NULL;
+    if (w->idem_stored) {
+        store_sealed s = bc->sealed;
+        release(bc);
+        receipt_bulk_send(call, s.bytes, s.len, s.status);
+        return;
+    }
+    /* executed, and what the bulk decided is what happened (the commit did
+     * not fail it afterwards) */
+    if (bc->bulk.executed && w->err.code == bc->bulk.outcome) {
+        store_sealed s;
+        bool ok = seal_response(bc, &s);
+        release(bc);
+        if (ok) {
+            receipt_bulk_send(call, s.bytes, s.len, s.status);
+            return;
+        }
+        rd_errf(&err, RD_INTERNAL, NULL, "out of memory building the bulk response");
+    } else {
+        release(bc);
+    }
+    receipt_finish(call, &err, receipt_new(call, bc->client_tx_id));
+}
+
+/* ---- the handler -------------------------------------------------------------------- */
+
+void svc_bulk_mutate(svc_call *call, const ProtobufCMessage *msg)
+{
+    const Recordd__V1__BulkMutateRequest *req = (const void *)msg;
+    svc_ctx *ctx = svc_call_ctx(call);
+    rd_arena *a = svc_call_arena(call);
+    size_t max_ops = ctx->max_bulk_ops > 0 ? (size_t)ctx->max_bulk_ops : BULK_DEFAULT_OPS;
+    size_t n = req->n_operations;
+    const char *key = NULL;
+    bulk_call *bc = NULL;
+    rd_err err;
+    rd_err_clear(&err);
+
+    if (n == 0) {
+        rd_errf(&err, RD_VALIDATION_FAILED, "operations", "operations must not be empty");
+        goto fail;
+    }
+    if (n > max_ops || n > STORE_BULK_MAX_OPS) {
+        rd_errf(&err, RD_TOO_MANY_OPERATIONS, "operations",
+                "%zu operations; at most %zu are allowed per BulkMutate call", n, max_ops);
+        goto fail;
+    }
+    store_bulk_mode mode;
+    switch (req->transaction_mode) {
+    case RECORDD__V1__TRANSACTION_MODE__TRANSACTION_MODE_UNSPECIFIED:
+    case RECORDD__V1__TRANSACTION_MODE__ALL_OR_NOTHING:
+        mode = STORE_BULK_ALL_OR_NOTHING;
+        break;
+    case RECORDD__V1__TRANSACTION_MODE__BEST_EFFORT:
+        mode = STORE_BULK_BEST_EFFORT;
+        break;
+    default:
+        rd_errf(&err, RD_VALIDATION_FAILED, "transactionMode", "transactionMode: unknown value %d",
+                (int)req->transaction_mode);
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (check_shape(i, req->operations[i], &err) != RD_OK)
+            goto fail;
+    bc = rd_arena_calloc(a, sizeof *bc);
+    if (bc != NULL) {
+        bc->bulk.ops = rd_arena_calloc(a, n * sizeof *bc->bulk.ops);
+        bc->ctx = rd_arena_calloc(a, n * sizeof *bc->ctx);
+    }
+    if (bc == NULL || bc->bulk.ops == NULL || bc->ctx == NULL) {
+        rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
+        goto fail;
+    }
+    bc->call = call;
+    bc->client_tx_id = req->client_tx_id;
+    /* a dry run stores nothing and replays nothing: its key is not used */
+    if (!req->dry_run) {
+        if (svc_idem_key(call, req->idempotency_key, &key, &err) != RD_OK)
+            goto fail;
+        if (key != NULL && svc_idem_hash(a, svc_call_method(call)->path, (ProtobufCMessage *)msg,
+                                         bc->w.idem_hash, &err) != RD_OK)
+            goto fail;
+    }
+    bc->schema = store_schema_get(ctx->db, svc_call_org(call));
+    bc->bulk.n_ops = n;
+    bc->bulk.mode = mode;
+    bc->bulk.dry_run = req->dry_run;
+    for (size_t i = 0; i < n; i++) {
+        rd_err op_err;
+        rd_err_clear(&op_err);
+        if (prepare_op(bc, i, req->operations[i], &op_err) != RD_OK) {
+            bc->bulk.ops[i].skip = true;
+            bc->bulk.ops[i].w.err = op_err;
+        }
+    }
+    bc->w.op = STORE_OP_BULK;
+    bc->w.bulk = &bc->bulk;
+    bc->w.org = svc_call_org(call);
+    bc->w.actor = svc_call_actor(call);
+    bc->w.deadline_us = svc_call_deadline_us(call);
+    if (key != NULL) {
+        bc->w.idem_key = key;
+        bc->w.seal = bulk_seal;
+    }
+    bc->w.done = bulk_done;
+    bc->w.ctx = bc;
+    store_submit(ctx->db, &bc->w);
+    return;
+fail:
+    if (bc != NULL)
+        release(bc);
+    receipt_finish(call, &err, receipt_new(call, req->client_tx_id));
+}
