@@ -578,3 +578,43 @@ def test_readyz_is_503_once_stopping_begins(server_factory):
     assert s.proc.wait(30) == 0
     s.proc = None
     assert 503 in codes, codes
+
+
+# ---- BulkMutate: 200 / 207 / 422 -------------------------------------------------------------------------------
+
+
+def bulk_ops(good_id, existing_id):
+    """A good create and a create of an id that exists (duplicate_record)."""
+    return [{"create": {"model": "items", "id": good_id, "data": {"a": "bulk"}}},
+            {"create": {"model": "items", "id": existing_id, "data": {"a": "x"}}}]
+
+
+def test_bulk_all_succeeded_is_200(srv):
+    ids = [uid(), uid()]
+    r = srv.http("POST", "/v1/commits", json_body={"operations": [
+        {"create": {"model": "items", "id": i, "data": {"n": k}}} for k, i in enumerate(ids)]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["totalSucceeded"] == 2 and body.get("totalFailed", 0) == 0
+    assert body["receipt"]["status"] == "CONFIRMED"
+    assert get(srv, "items", ids[1]).json()["data"] == {"n": 1}
+
+
+def test_bulk_best_effort_with_failures_is_207(srv):
+    good = uid()
+    r = srv.http("POST", "/v1/commits", json_body={"operations": bulk_ops(good, new_item(srv)),
+                                                   "transactionMode": "BEST_EFFORT"})
+    assert r.status_code == 207, r.text
+    body = r.json()
+    assert body["totalFailed"] == 1 and body["totalSucceeded"] == 1
+    assert [x.get("index", 0) for x in body["results"]] == [0, 1]
+    assert get(srv, "items", good).status_code == 200
+
+
+def test_bulk_all_or_nothing_rolled_back_is_422_with_the_result(srv):
+    good = uid()
+    r = srv.http("POST", "/v1/commits", json_body={"operations": bulk_ops(good, new_item(srv)),
+                                                   "transactionMode": "ALL_OR_NOTHING"})
+    p = problem(r, 422, "duplicate_record")
+    assert p["result"]["totalFailed"] == 1 and p["receipt"]["status"] == "REJECTED"
+    problem(get(srv, "items", good), 404, "not_found")  # rolled back
