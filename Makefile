@@ -18,7 +18,7 @@ DEB_PKGS := build-essential pkg-config protobuf-compiler protobuf-c-compiler lib
             libprotobuf-c-dev libgrpc-dev grpc-proto golang-github-gogo-googleapis-dev \
             libsqlite3-dev libsodium-dev libjansson-dev libmicrohttpd-dev libcmocka-dev xxd \
             python3-grpcio python3-protobuf python3-requests python3-pytest sqlite3 \
-            clang libclang-rt-14-dev
+            clang libclang-rt-14-dev wrk
 
 PROTO_INC := -Iproto -I/usr/include -I/usr/share/grpc-proto \
              -I/usr/share/gocode/src/github.com/gogo/googleapis

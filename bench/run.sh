@@ -41,7 +41,7 @@ trap 'exit 130' INT TERM
 
 # A fresh organisation, server keys and admin key for this run's database.
 "$build/recordctl" init --dir "$tmp/var" --db "$tmp/recordd.db" >/dev/null
-"$build/recordd" --grpc-listen 127.0.0.1:0 --db "$tmp/recordd.db" \
+"$build/recordd" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --db "$tmp/recordd.db" \
     --pepper-file "$tmp/var/pepper" --signing-key "$tmp/var/signing.key" \
     --trusted-keys "$tmp/var/trusted-keys" 2>"$tmp/server.log" &
 pid=$!
@@ -92,6 +92,16 @@ run health 64
 run update 1
 run update 16
 run update 64
+# The HTTP/JSON gateway: the same patch as `update` through wrk (Debian's
+# wrk, keep-alive), 64 connections, right after the gRPC update@64 run.
+http=$(sed -n 's/.*"msg":"listening".*"http":"\([^"]*\)".*/\1/p' "$tmp/server.log" | head -n 1)
+if command -v wrk >/dev/null 2>&1 && [ -n "$http" ] && [ "$http" != off ]; then
+    echo "bench: http patch @ 64 connections ..." >&2
+    BENCH_RECORDS=$records wrk -t 2 -c 64 -d "${dur}s" --latency -s bench/http_patch.lua \
+        "http://$http" 2>&1 | sed -n 's/^WRKJSON //p' | sed 's/{/{"clients":64,/' >>"$results"
+else
+    echo "bench: wrk or the HTTP listener is missing: no HTTP scenario" >&2
+fi
 run bulk 1
 run bulk 16
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -102,6 +112,7 @@ import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 sq = next(r for r in rows if r["run"] == "sqlite")
 grpc = {(r["scenario"], r["clients"]): r for r in rows if r["run"] == "grpc"}
+http = next((r for r in rows if r["run"] == "http"), None)
 
 print("\nrecordd bench: %d vCPU, load average %s at start, %s at end (this run's own"
       " processes add about 2)" % (os.cpu_count(), sys.argv[2], sys.argv[3]))
@@ -117,6 +128,10 @@ for key in [("health", 64), ("update", 1), ("update", 16), ("update", 64), ("bul
     print("%-24s %10.0f %9.0f %9.0f %9.0f %12.1f %12.1f %8d" % (
         "%s @ %d clients" % key, r["rate"], r["p50_us"], r["p99_us"], r["p999_us"],
         r["server_cpu_us_per_call"], r["server_vmhwm_kb"] / 1024.0, r["failed"]))
+if http is not None:
+    print("%-24s %10.0f %9.0f %9.0f %9.0f %12s %12s %8d" % (
+        "http patch @ 64 conns", http["rate"], http["p50_us"], http["p99_us"], http["p999_us"],
+        "-", "-", http["failed"] + http["socket_errors"]))
 print("(bulk: calls of 100 updates; records written per second below)")
 for key in [("bulk", 1), ("bulk", 16)]:
     print("%-24s %10.0f rows/s" % ("bulk @ %d clients" % key[1], grpc[key]["rows_rate"]))
@@ -129,6 +144,8 @@ checks = [
     ("update@64 / sqlite-B", u64 / sq["b_commits_per_s"], 0.5),
     ("update@64 / health@64", u64 / grpc[("health", 64)]["rate"], 0.5),
 ]
+if http is not None:
+    checks.append(("http patch@64 / update@64", http["rate"] / u64, 0.6))
 bulk16 = grpc[("bulk", 16)]["rows_rate"]
 print("%-24s %6.2f   (bulk rows/s over SQLite's batched rows/s; no target)" % (
     "bulk@16 / sqlite-B", bulk16 / sq["b_commits_per_s"]))
@@ -136,7 +153,7 @@ print()
 for name, ratio, target in checks:
     print("%-24s %6.2f   target >= %.2f   %s" % (name, ratio, target,
                                               "met" if ratio >= target else "MISSED"))
-errors = sum(r["failed"] for r in grpc.values())
+errors = sum(r["failed"] for r in grpc.values()) + (http["failed"] if http else 0)
 if errors:
     print("\nwarning: %d calls failed; see %s" % (errors, sys.argv[1]))
 PY
