@@ -40,6 +40,9 @@ Or with the buf CLI (npm install @bufbuild/buf):
   npx buf curl --protocol grpc --http2-prior-knowledge -H "$auth" \\
     -d '{"model":"students","id":"s1"}' http://$listen/recordd.v1.Records/GetRecord
 
+Or over HTTP/JSON on ${RECORDD_HTTP_LISTEN:-127.0.0.1:8080} (README "HTTP/JSON"):
+  curl -s -H "Authorization: Bearer \$(cat var/admin.key)" http://${RECORDD_HTTP_LISTEN:-127.0.0.1:8080}/v1/models/students/s1
+
 More keys: $ctl key create --org default --role editor --caps '[{"can":["read","update"],"model":"students","group":"*"}]'
 MSG
 exec "$bin" --grpc-listen "$listen"
