@@ -1097,6 +1097,9 @@ static void finish_ext(svc_call *c, const void *reply, size_t reply_len, int grp
         return;
     }
     c->finishing = true;
+    /* the status, as a gRPC call records it (read by whatever logs the call) */
+    c->status =
+        grpc_code >= 0 && grpc_code <= 16 ? (grpc_status_code)grpc_code : GRPC_STATUS_UNKNOWN;
     pthread_mutex_unlock(&c->mu);
     svc_metrics_call(c->method_index, SVC_TRANSPORT_HTTP, grpc_code, rd_now_us() - c->start_us);
     svc_outcome o = {.grpc_code = grpc_code >= 0 && grpc_code <= 16 ? grpc_code : 2,
