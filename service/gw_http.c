@@ -121,6 +121,8 @@ struct gw_req {
     bool ka_due;
     int64_t last_write_us;
     bool sse_ended;          /* the final event was produced */
+    int64_t deadline_us;     /* Grpc-Timeout, 0 = none */
+    bool expired;            /* the deadline ended the stream (ticker) */
     bool conn_gone;          /* MHD completed the request */
     gw_req *s_prev, *s_next; /* gw->streams (gw->mu) */
     bool s_listed;
@@ -748,7 +750,13 @@ static void set_out(gw_req *r, char *text)
 static char *error_event(gw_req *r)
 {
     gw_problem p;
-    gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
+    if (r->expired) {
+        rd_err err;
+        rd_errf(&err, RD_DEADLINE_EXCEEDED, NULL, "the Grpc-Timeout of the stream passed");
+        gw_problem_from_err(&err, 0, r->path, &p);
+    } else {
+        gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
+    }
     char *json = p.body != NULL ? gw_json_dump(p.body, NULL) : NULL;
     json_decref(p.body);
     if (json == NULL)
@@ -795,8 +803,9 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         if (r->finished && !r->sse_ended) {
             r->sse_ended = true;
             int code = r->grpc_code;
+            bool expired = r->expired;
             pthread_mutex_unlock(&r->mu);
-            set_out(r, code != 0 ? error_event(r) : NULL);
+            set_out(r, code != 0 || expired ? error_event(r) : NULL);
             svc_call *c = take_call(r);
             if (c != NULL)
                 svc_call_release(c);
@@ -1075,6 +1084,7 @@ static enum MHD_Result start_call(gw_req *r, const char *verb)
             return send_err(r, RD_INVALID_BODY, 0, "Grpc-Timeout", NULL,
                             "Grpc-Timeout must be digits and a unit (H, M, S, m, u, n)");
         deadline = rd_now_us() + us;
+        r->deadline_us = deadline;
     }
 
     svc_call *c = NULL;
@@ -1254,6 +1264,8 @@ static void *ticker_main(void *arg)
         }
         pthread_cond_timedwait(&gw->cv, &gw->mu, &t);
         int64_t now = rd_now_us();
+        svc_call *expired[16];
+        size_t n_expired = 0;
         for (gw_req *r = gw->streams; r != NULL; r = r->s_next) {
             pthread_mutex_lock(&r->mu);
             if (!r->sse_ended && now - r->last_write_us >= (int64_t)gw->keepalive_ms * 1000) {
@@ -1261,7 +1273,25 @@ static void *ticker_main(void *arg)
                 r->last_write_us = now;
                 resume_locked(r);
             }
+            /* Grpc-Timeout passed: the stream ends as a gRPC one would; the
+             * gateway's call reference moves to this thread for the cancel */
+            if (r->deadline_us != 0 && now >= r->deadline_us && !r->expired && r->call != NULL &&
+                n_expired < sizeof expired / sizeof expired[0]) {
+                r->expired = true;
+                expired[n_expired++] = r->call;
+                r->call = NULL;
+            }
             pthread_mutex_unlock(&r->mu);
+        }
+        if (n_expired > 0) {
+            /* never cancel under a lock: the stream's end callback may finish
+             * the call, which takes r->mu */
+            pthread_mutex_unlock(&gw->mu);
+            for (size_t i = 0; i < n_expired; i++) {
+                svc_call_cancel(expired[i]);
+                svc_call_release(expired[i]);
+            }
+            pthread_mutex_lock(&gw->mu);
         }
     }
     pthread_mutex_unlock(&gw->mu);

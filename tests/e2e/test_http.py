@@ -618,3 +618,37 @@ def test_bulk_all_or_nothing_rolled_back_is_422_with_the_result(srv):
     p = problem(r, 422, "duplicate_record")
     assert p["result"]["totalFailed"] == 1 and p["receipt"]["status"] == "REJECTED"
     problem(get(srv, "items", good), 404, "not_found")  # rolled back
+
+
+def test_sse_deadline_from_grpc_timeout_ends_the_stream(srv):
+    feed = SSE(srv, "/v1/changes?models=nothing-here", headers={"Grpc-Timeout": "500m"})
+    feed.thread.join(10)
+    assert not feed.thread.is_alive()
+    (err,) = [e for e in feed.events if e.get("event") == "error"]
+    p = json.loads(err["data"])
+    assert p["code"] == "deadline_exceeded" and p["status"] == 504
+
+
+def test_malformed_grpc_timeout_is_400(srv):
+    problem(srv.http("GET", "/v1/schema", headers={"Grpc-Timeout": "soon"}), 400, "invalid_body",
+            field="Grpc-Timeout")
+
+
+def test_ids_with_reserved_characters_travel_percent_encoded(srv):
+    rid = "a:b.c~" + uid()
+    r = srv.http("POST", "/v1/models/items", params={"id": rid}, json_body={"a": "odd"})
+    assert r.status_code == 201, r.text
+    enc = requests.utils.quote(rid, safe="")
+    assert r.headers["Location"] == f"/v1/models/items/{enc}"
+    g = srv.http("GET", r.headers["Location"])
+    assert g.status_code == 200 and g.json()["id"] == rid
+    # a raw ':' in the last segment starts a custom verb, which this route has not
+    problem(srv.http("GET", f"/v1/models/items/{rid}"), 404, "not_found")
+
+
+def test_keep_alive_connection_serves_several_requests(srv):
+    with requests.Session() as s:
+        hdr = {"Authorization": f"Bearer {srv.admin_key}"}
+        for _ in range(3):
+            r = s.get(srv.http_url + "/v1/schema", headers=hdr, timeout=10)
+            assert r.status_code == 200 and r.headers.get("Connection", "").lower() != "close"
