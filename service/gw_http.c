@@ -972,10 +972,9 @@ static enum MHD_Result serve_health(gw_req *r)
     if (r->kind == REQ_HEALTHZ)
         return send_text(r, 200, "application/json", "{\"status\":\"ok\"}");
     if (r->kind == REQ_READYZ) {
-        pthread_mutex_lock(&gw->mu);
-        bool closed = gw->closed;
+        pthread_mutex_lock(&gw->mu); /* see start_call: the server only with the gate open */
+        bool ready = !gw->closed && gw->ctx->db != NULL && svc_server_serving(gw->ctx->server);
         pthread_mutex_unlock(&gw->mu);
-        bool ready = !closed && gw->ctx->db != NULL && svc_server_serving(gw->ctx->server);
         return ready ? send_text(r, 200, "application/json", "{\"status\":\"ready\"}")
                      : send_text(r, 503, "application/json", "{\"status\":\"not ready\"}");
     }
@@ -1087,13 +1086,20 @@ static enum MHD_Result start_call(gw_req *r, const char *verb)
         r->deadline_us = deadline;
     }
 
+    /* The server is touched only with the gate open, under gw->mu: main
+     * closes the gate before svc_server_stop, which frees the server. */
     svc_call *c = NULL;
+    bool stopping = true;
     pthread_mutex_lock(&gw->mu);
-    if (!gw->closed)
+    if (!gw->closed) {
         c = svc_call_new_ext(gw->ctx->server, r->match.method, &TRANSPORT, r, deadline);
+        stopping = c == NULL && !svc_server_serving(gw->ctx->server);
+    }
     pthread_mutex_unlock(&gw->mu);
-    if (c == NULL)
+    if (c == NULL && stopping)
         return send_err(r, RD_UNAVAILABLE, 0, NULL, NULL, "server is shutting down");
+    if (c == NULL)
+        return send_err(r, RD_INTERNAL, 0, NULL, NULL, "out of memory starting the call");
     pthread_mutex_lock(&r->mu);
     r->refs++; /* the call's, dropped by on_release */
     r->call = c;
