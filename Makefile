@@ -120,6 +120,24 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# JSON codec test messages: tests/unit/gwtest.proto (every field kind and
+# well-known type) plus the two WKTs the server does not use, generated into
+# $(GEN)/test and linked into test_gw_json only.
+GWTEST_C   := $(addprefix $(GEN)/test/,gwtest.pb-c.c google/protobuf/field_mask.pb-c.c \
+                google/protobuf/empty.pb-c.c)
+GWTEST_OBJ := $(GWTEST_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+$(GEN)/test/.stamp: tests/unit/gwtest.proto $(GEN)/.stamp
+	@mkdir -p $(GEN)/test
+	protoc $(PROTO_INC) -Itests/unit --c_out=$(GEN)/test gwtest.proto \
+	    google/protobuf/field_mask.proto google/protobuf/empty.proto
+	@touch $@
+$(GWTEST_C): $(GEN)/test/.stamp
+$(BUILD)/obj/gen/test/%.o $(BUILD)/obj/tests/unit/test_gw_json.o: BASE_CFLAGS += -I$(GEN)/test
+$(BUILD)/obj/tests/unit/test_gw_json.o: $(GEN)/test/.stamp
+$(BUILD)/tests/test_gw_json: $(BUILD)/obj/tests/unit/test_gw_json.o $(GWTEST_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- running ------------------------------------------------------------

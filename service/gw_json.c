@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
@@ -1243,7 +1244,9 @@ rd_code gw_json_set_value(ProtobufCMessage *m, const char *path, const json_t *v
         return rc;
     if (f->type != PROTOBUF_C_TYPE_MESSAGE)
         return rd_errf(err, RD_INTERNAL, path, "%.100s is not a message field", path);
-    /* the body's members are named from the body, not from the field */
+    /* errors inside the body name the field path, then the body's members */
+    snprintf(c.path, sizeof c.path, "%s", path);
+    c.plen = strlen(c.path);
     return dec_field(&c, owner, f, v);
 }
 
@@ -1598,12 +1601,13 @@ static json_t *enc_timestamp(const Google__Protobuf__Timestamp *ts)
         ts->nanos > 999999999)
         return NULL;
     char buf[64], frac[16];
-    rd_rfc3339(ts->seconds * 1000000, buf, 40);
-    size_t n = strlen(buf);
-    if (n > 0 && buf[n - 1] == 'Z')
-        buf[--n] = '\0';
+    time_t t = (time_t)ts->seconds;
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL)
+        return NULL;
     fmt_nanos(frac, sizeof frac, ts->nanos);
-    snprintf(buf + n, sizeof buf - n, "%sZ", frac);
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
     return json_string(buf);
 }
 
@@ -1827,10 +1831,14 @@ static void sb_double(sbuf *b, double v)
         sb_put(b, "null", 4); /* jansson never holds one; never invalid JSON */
         return;
     }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v)
-            break;
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(buf, sizeof buf, "%.0f", v); /* 100, not 1e+02 */
+    } else {
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(buf, sizeof buf, "%.*g", prec, v);
+            if (strtod(buf, NULL) == v)
+                break;
+        }
     }
     sb_put(b, buf, strlen(buf));
 }
