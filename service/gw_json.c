@@ -693,6 +693,8 @@ static rd_code dec_object(jctx *c, const ProtobufCMessageDescriptor *d, const js
             continue;
         size_t old = push_key(c, key);
         const ProtobufCFieldDescriptor *f = field_by_key(d, key);
+        if (strlen(key) != json_object_iter_key_len(json_object_key_to_iter(key)))
+            f = NULL; /* a NUL inside the name: never a field (trees not from gw_json_parse) */
         if (f == NULL)
             return fail(c, RD_UNKNOWN_FIELD, "unknown field \"%.60s\" in %s", key, d->name);
         size_t idx = (size_t)(f - d->fields);
@@ -1093,10 +1095,7 @@ rd_code gw_json_parse(const char *text, size_t len, json_t **out, rd_err *err)
         case json_error_stack_overflow:
             return rd_errf(err, RD_INVALID_BODY, NULL, "JSON nested deeper than %d levels",
                            GW_JSON_MAX_DEPTH);
-        case json_error_duplicate_key:
-            return rd_errf(err, RD_INVALID_BODY, NULL, "malformed JSON at line %d, column %d: %s",
-                           je.line, je.column, je.text);
-        default:
+        default: /* syntax, a duplicate member, premature end, ... */
             return rd_errf(err, RD_INVALID_BODY, NULL, "malformed JSON at line %d, column %d: %s",
                            je.line, je.column, je.text);
         }

@@ -395,6 +395,15 @@ static void test_unknown_field_names_its_json_path(void **state)
             "{\"schema\":{\"models\":[{\"name\":\"m\",\"fields\":[{\"name\":\"f\","
             "\"maxLen\":3}]}]}}",
             RD_UNKNOWN_FIELD, "schema.models[0].fields[0].maxLen");
+    /* a member name with a NUL inside is no field, even if its prefix is */
+    json_t *o = json_object();
+    json_object_setn_new(o, "model\0x", 7, json_string("m"));
+    ProtobufCMessage *m;
+    rd_err e2;
+    assert_int_equal(
+        gw_json_decode(&recordd__v1__get_record_request__descriptor, o, arena, &m, &e2),
+        RD_UNKNOWN_FIELD);
+    json_decref(o);
     /* data is free-form */
     rd_err err;
     decode(&recordd__v1__create_record_request__descriptor,
