@@ -248,6 +248,7 @@ static void mark_present(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
 typedef struct jctx {
     rd_arena *a;
     rd_err *err;
+    const ProtobufCMessageDescriptor *top; /* for Any: types reachable from it resolve */
     int depth;
     /* Query-parameter / path-variable strings: "true"/"false" for bools and
      * enum numbers as text are accepted too. */
@@ -548,9 +549,9 @@ static rd_code dec_elem(jctx *c, const ProtobufCFieldDescriptor *f, const json_t
     }
     case PROTOBUF_C_TYPE_ENUM: {
         int e = 0;
-        if (json_is_null(v) && is_null_value_enum(f))
-            e = 0;
-        else if ((rc = dec_enum(c, f->descriptor, v, &e)) != RD_OK)
+        if (!(json_is_null(v) && is_null_value_enum(f)))
+            rc = dec_enum(c, f->descriptor, v, &e);
+        if (rc != RD_OK)
             return rc;
         memcpy(dst, &e, sizeof e);
         return RD_OK;
@@ -756,7 +757,10 @@ static rd_code dec_struct(jctx *c, const ProtobufCMessageDescriptor *d, const js
             return fail(c, RD_INVALID_BODY, "member names must not contain NUL (\\u0000)");
         Google__Protobuf__Struct__FieldsEntry *e = (void *)new_msg(c, ed);
         Google__Protobuf__Value *x = (void *)new_msg(c, vd);
-        if (e == NULL || x == NULL || (e->key = rd_arena_strndup(c->a, key, klen)) == NULL)
+        if (e == NULL || x == NULL)
+            return oom(c);
+        e->key = rd_arena_strndup(c->a, key, klen);
+        if (e->key == NULL)
             return oom(c);
         rd_code rc = dec_value(c, vd, val, x);
         if (rc != RD_OK)
@@ -961,7 +965,7 @@ static rd_code dec_any(jctx *c, const json_t *v, Google__Protobuf__Any *out)
     if (!json_is_string(t))
         return fail(c, RD_INVALID_BODY, "an Any needs a string \"@type\"");
     const char *url = json_string_value(t), *slash = strrchr(url, '/');
-    const ProtobufCMessageDescriptor *d = resolve_type(slash ? slash + 1 : url, NULL);
+    const ProtobufCMessageDescriptor *d = resolve_type(slash ? slash + 1 : url, c->top);
     if (d == NULL)
         return fail(c, RD_INVALID_BODY, "unknown type \"%.80s\" in an Any", url);
     ProtobufCMessage *m = new_msg(c, d);
@@ -1115,10 +1119,11 @@ rd_code gw_json_parse(const char *text, size_t len, json_t **out, rd_err *err)
 
 /* ---- decoding entry points ----------------------------------------------------------- */
 
-static void ctx_init(jctx *c, rd_arena *a, rd_err *err)
+static void ctx_init(jctx *c, const ProtobufCMessageDescriptor *top, rd_arena *a, rd_err *err)
 {
     c->a = a;
     c->err = err;
+    c->top = top;
     c->depth = 0;
     c->from_text = false;
     c->plen = 0;
@@ -1131,7 +1136,7 @@ rd_code gw_json_decode(const ProtobufCMessageDescriptor *d, const json_t *obj, r
                        ProtobufCMessage **out, rd_err *err)
 {
     jctx c;
-    ctx_init(&c, a, err);
+    ctx_init(&c, d, a, err);
     *out = NULL;
     ProtobufCMessage *m = new_msg(&c, d);
     if (m == NULL)
@@ -1145,7 +1150,7 @@ rd_code gw_json_decode(const ProtobufCMessageDescriptor *d, const json_t *obj, r
 rd_code gw_json_merge(ProtobufCMessage *m, const json_t *obj, rd_arena *a, rd_err *err)
 {
     jctx c;
-    ctx_init(&c, a, err);
+    ctx_init(&c, m->descriptor, a, err);
     return dec_message(&c, m->descriptor, obj, m);
 }
 
@@ -1192,7 +1197,7 @@ rd_code gw_json_set(ProtobufCMessage *m, const char *path, const char *value, rd
                     rd_err *err)
 {
     jctx c;
-    ctx_init(&c, a, err);
+    ctx_init(&c, m->descriptor, a, err);
     ProtobufCMessage *owner;
     const ProtobufCFieldDescriptor *f;
     rd_code rc = resolve_path(&c, m, path, &owner, &f);
@@ -1235,7 +1240,7 @@ rd_code gw_json_set_value(ProtobufCMessage *m, const char *path, const json_t *v
                           rd_err *err)
 {
     jctx c;
-    ctx_init(&c, a, err);
+    ctx_init(&c, m->descriptor, a, err);
     ProtobufCMessage *owner;
     const ProtobufCFieldDescriptor *f;
     rd_code rc = resolve_path(&c, m, path, &owner, &f);
