@@ -191,6 +191,8 @@ bench: $(BIN) $(TOOLS) $(BENCH_BINS)
 FUZZ_SECONDS ?= 25
 FUZZ_BIN     := $(BUILD)/fuzz/fuzz_token
 FUZZ_FILTER_BIN := $(BUILD)/fuzz/fuzz_filter
+GW_FUZZ_SECONDS ?= 20
+FUZZ_GW_BINS := $(BUILD)/fuzz/fuzz_json $(BUILD)/fuzz/fuzz_route
 
 .PHONY: fuzz
 $(FUZZ_BIN): tests/fuzz/fuzz_token.c $(wildcard auth/*.c auth/*.h) common/rd.c common/rd.h
@@ -229,8 +231,6 @@ $(BUILD)/fuzz/filter-corpus/.seeded:
 # The gateway's JSON codec and path matcher (service/gw_json.c, gw_route.c):
 # the file under test is built with coverage, the generated descriptors and
 # the method table come from $(LIB). First byte: request type / HTTP verb.
-GW_FUZZ_SECONDS ?= 20
-FUZZ_GW_BINS := $(BUILD)/fuzz/fuzz_json $(BUILD)/fuzz/fuzz_route
 $(BUILD)/fuzz/fuzz_json: tests/fuzz/fuzz_json.c service/gw_json.c service/gw_json.h common/rd.c $(LIB)
 $(BUILD)/fuzz/fuzz_route: tests/fuzz/fuzz_route.c service/gw_route.c service/gw_route.h $(LIB)
 $(FUZZ_GW_BINS):
