@@ -120,6 +120,24 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
+# JSON codec test messages: tests/unit/gwtest.proto (every field kind and
+# well-known type) plus the two WKTs the server does not use, generated into
+# $(GEN)/test and linked into test_gw_json only.
+GWTEST_C   := $(addprefix $(GEN)/test/,gwtest.pb-c.c google/protobuf/field_mask.pb-c.c \
+                google/protobuf/empty.pb-c.c)
+GWTEST_OBJ := $(GWTEST_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
+$(GEN)/test/.stamp: tests/unit/gwtest.proto $(GEN)/.stamp
+	@mkdir -p $(GEN)/test
+	protoc $(PROTO_INC) -Itests/unit --c_out=$(GEN)/test gwtest.proto \
+	    google/protobuf/field_mask.proto google/protobuf/empty.proto
+	@touch $@
+$(GWTEST_C): $(GEN)/test/.stamp
+$(BUILD)/obj/gen/test/%.o $(BUILD)/obj/tests/unit/test_gw_json.o: BASE_CFLAGS += -I$(GEN)/test
+$(BUILD)/obj/tests/unit/test_gw_json.o: $(GEN)/test/.stamp
+$(BUILD)/tests/test_gw_json: $(BUILD)/obj/tests/unit/test_gw_json.o $(GWTEST_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- running ------------------------------------------------------------
@@ -173,6 +191,8 @@ bench: $(BIN) $(TOOLS) $(BENCH_BINS)
 FUZZ_SECONDS ?= 25
 FUZZ_BIN     := $(BUILD)/fuzz/fuzz_token
 FUZZ_FILTER_BIN := $(BUILD)/fuzz/fuzz_filter
+GW_FUZZ_SECONDS ?= 20
+FUZZ_GW_BINS := $(BUILD)/fuzz/fuzz_json $(BUILD)/fuzz/fuzz_route
 
 .PHONY: fuzz
 $(FUZZ_BIN): tests/fuzz/fuzz_token.c $(wildcard auth/*.c auth/*.h) common/rd.c common/rd.h
@@ -187,9 +207,12 @@ $(BUILD)/fuzz/corpus/.seeded: tests/unit/testdata/auth/capability-tokens.json
 	    for i, t in enumerate(json.load(open(sys.argv[1]))["tests"]) if "token" in t ]' $< $(dir $@)
 	@touch $@
 
-fuzz: deps $(FUZZ_BIN) $(BUILD)/fuzz/corpus/.seeded $(FUZZ_FILTER_BIN) $(BUILD)/fuzz/filter-corpus/.seeded
+fuzz: deps $(FUZZ_BIN) $(BUILD)/fuzz/corpus/.seeded $(FUZZ_FILTER_BIN) $(BUILD)/fuzz/filter-corpus/.seeded \
+      $(FUZZ_GW_BINS) $(BUILD)/fuzz/json-corpus/.seeded $(BUILD)/fuzz/route-corpus/.seeded
 	$(FUZZ_BIN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz/corpus
 	$(FUZZ_FILTER_BIN) -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz/filter-corpus
+	$(BUILD)/fuzz/fuzz_json -max_total_time=$(GW_FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz/json-corpus
+	$(BUILD)/fuzz/fuzz_route -max_total_time=$(GW_FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz/route-corpus
 
 # The filter grammar and order_by (store/filter.c) against a fixed model; the
 # first byte picks the parser (even: filter, odd: order_by).
@@ -203,4 +226,31 @@ $(BUILD)/fuzz/filter-corpus/.seeded:
 	@printf '\000s = "a\\"b" AND i >= -3 AND n < 1.5 AND b != true AND t > "2024-01-01T00:00:00Z"' > $(dir $@)seed-1
 	@printf '\000e = null AND id = "x" AND version <= 2 AND syncId > 0 AND group != "g"' > $(dir $@)seed-2
 	@printf '\001i desc, s asc, createdAt, id' > $(dir $@)seed-3
+	@touch $@
+
+# The gateway's JSON codec and path matcher (service/gw_json.c, gw_route.c):
+# the file under test is built with coverage, the generated descriptors and
+# the method table come from $(LIB). First byte: request type / HTTP verb.
+$(BUILD)/fuzz/fuzz_json: tests/fuzz/fuzz_json.c service/gw_json.c service/gw_json.h common/rd.c $(LIB)
+$(BUILD)/fuzz/fuzz_route: tests/fuzz/fuzz_route.c service/gw_route.c service/gw_route.h $(LIB)
+$(FUZZ_GW_BINS):
+	@mkdir -p $(dir $@)
+	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -I. -I$(GEN) \
+	    $(filter %.c,$^) $(LIB) $(LDLIBS) -o $@
+
+$(BUILD)/fuzz/json-corpus/.seeded:
+	@mkdir -p $(dir $@)
+	@printf '\000{"model":"m","id":"a","data":{"x":[1,2.5,"s",null,{"y":true}]},"expectedVersion":"3","onStale":"NOTIFY"}' > $(dir $@)seed-1
+	@printf '\002{"schema":{"models":[{"name":"m","fields":[{"name":"f","type":"STRING","maxLength":5,"min":1.5,"defaultValue":"x"}]}]},"force":true}' > $(dir $@)seed-2
+	@printf '\010{"code":10,"details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"r","metadata":{"k":"v"}},{"@type":"type.googleapis.com/google.rpc.RetryInfo","retryDelay":"1.5s"}]}' > $(dir $@)seed-3
+	@printf '\004{"sinceSyncId":"12","models":["a","b"],"groups":[]}' > $(dir $@)seed-4
+	@printf '\007{"object":"commit_receipt","status":"HELD","notifications":[{"readAt":"1","currentValues":{"a":1}}],"record":{"createdAt":"2024-01-01T00:00:00.5Z"}}' > $(dir $@)seed-5
+	@touch $@
+
+$(BUILD)/fuzz/route-corpus/.seeded:
+	@mkdir -p $(dir $@)
+	@printf '\000/v1/models/students/s%%201' > $(dir $@)seed-1
+	@printf '\001/v1/models/m/a%%3Ab:claim' > $(dir $@)seed-2
+	@printf '\002/v1/schema' > $(dir $@)seed-3
+	@printf '\004/v1/models/m' > $(dir $@)seed-4
 	@touch $@

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
@@ -247,6 +248,7 @@ static void mark_present(ProtobufCMessage *m, const ProtobufCFieldDescriptor *f)
 typedef struct jctx {
     rd_arena *a;
     rd_err *err;
+    const ProtobufCMessageDescriptor *top; /* for Any: types reachable from it resolve */
     int depth;
     /* Query-parameter / path-variable strings: "true"/"false" for bools and
      * enum numbers as text are accepted too. */
@@ -547,9 +549,9 @@ static rd_code dec_elem(jctx *c, const ProtobufCFieldDescriptor *f, const json_t
     }
     case PROTOBUF_C_TYPE_ENUM: {
         int e = 0;
-        if (json_is_null(v) && is_null_value_enum(f))
-            e = 0;
-        else if ((rc = dec_enum(c, f->descriptor, v, &e)) != RD_OK)
+        if (!(json_is_null(v) && is_null_value_enum(f)))
+            rc = dec_enum(c, f->descriptor, v, &e);
+        if (rc != RD_OK)
             return rc;
         memcpy(dst, &e, sizeof e);
         return RD_OK;
@@ -692,6 +694,8 @@ static rd_code dec_object(jctx *c, const ProtobufCMessageDescriptor *d, const js
             continue;
         size_t old = push_key(c, key);
         const ProtobufCFieldDescriptor *f = field_by_key(d, key);
+        if (strlen(key) != json_object_iter_key_len(json_object_key_to_iter(key)))
+            f = NULL; /* a NUL inside the name: never a field (trees not from gw_json_parse) */
         if (f == NULL)
             return fail(c, RD_UNKNOWN_FIELD, "unknown field \"%.60s\" in %s", key, d->name);
         size_t idx = (size_t)(f - d->fields);
@@ -753,7 +757,10 @@ static rd_code dec_struct(jctx *c, const ProtobufCMessageDescriptor *d, const js
             return fail(c, RD_INVALID_BODY, "member names must not contain NUL (\\u0000)");
         Google__Protobuf__Struct__FieldsEntry *e = (void *)new_msg(c, ed);
         Google__Protobuf__Value *x = (void *)new_msg(c, vd);
-        if (e == NULL || x == NULL || (e->key = rd_arena_strndup(c->a, key, klen)) == NULL)
+        if (e == NULL || x == NULL)
+            return oom(c);
+        e->key = rd_arena_strndup(c->a, key, klen);
+        if (e->key == NULL)
             return oom(c);
         rd_code rc = dec_value(c, vd, val, x);
         if (rc != RD_OK)
@@ -958,7 +965,7 @@ static rd_code dec_any(jctx *c, const json_t *v, Google__Protobuf__Any *out)
     if (!json_is_string(t))
         return fail(c, RD_INVALID_BODY, "an Any needs a string \"@type\"");
     const char *url = json_string_value(t), *slash = strrchr(url, '/');
-    const ProtobufCMessageDescriptor *d = resolve_type(slash ? slash + 1 : url, NULL);
+    const ProtobufCMessageDescriptor *d = resolve_type(slash ? slash + 1 : url, c->top);
     if (d == NULL)
         return fail(c, RD_INVALID_BODY, "unknown type \"%.80s\" in an Any", url);
     ProtobufCMessage *m = new_msg(c, d);
@@ -1092,10 +1099,7 @@ rd_code gw_json_parse(const char *text, size_t len, json_t **out, rd_err *err)
         case json_error_stack_overflow:
             return rd_errf(err, RD_INVALID_BODY, NULL, "JSON nested deeper than %d levels",
                            GW_JSON_MAX_DEPTH);
-        case json_error_duplicate_key:
-            return rd_errf(err, RD_INVALID_BODY, NULL, "malformed JSON at line %d, column %d: %s",
-                           je.line, je.column, je.text);
-        default:
+        default: /* syntax, a duplicate member, premature end, ... */
             return rd_errf(err, RD_INVALID_BODY, NULL, "malformed JSON at line %d, column %d: %s",
                            je.line, je.column, je.text);
         }
@@ -1115,10 +1119,11 @@ rd_code gw_json_parse(const char *text, size_t len, json_t **out, rd_err *err)
 
 /* ---- decoding entry points ----------------------------------------------------------- */
 
-static void ctx_init(jctx *c, rd_arena *a, rd_err *err)
+static void ctx_init(jctx *c, const ProtobufCMessageDescriptor *top, rd_arena *a, rd_err *err)
 {
     c->a = a;
     c->err = err;
+    c->top = top;
     c->depth = 0;
     c->from_text = false;
     c->plen = 0;
@@ -1131,7 +1136,7 @@ rd_code gw_json_decode(const ProtobufCMessageDescriptor *d, const json_t *obj, r
                        ProtobufCMessage **out, rd_err *err)
 {
     jctx c;
-    ctx_init(&c, a, err);
+    ctx_init(&c, d, a, err);
     *out = NULL;
     ProtobufCMessage *m = new_msg(&c, d);
     if (m == NULL)
@@ -1145,7 +1150,7 @@ rd_code gw_json_decode(const ProtobufCMessageDescriptor *d, const json_t *obj, r
 rd_code gw_json_merge(ProtobufCMessage *m, const json_t *obj, rd_arena *a, rd_err *err)
 {
     jctx c;
-    ctx_init(&c, a, err);
+    ctx_init(&c, m->descriptor, a, err);
     return dec_message(&c, m->descriptor, obj, m);
 }
 
@@ -1192,7 +1197,7 @@ rd_code gw_json_set(ProtobufCMessage *m, const char *path, const char *value, rd
                     rd_err *err)
 {
     jctx c;
-    ctx_init(&c, a, err);
+    ctx_init(&c, m->descriptor, a, err);
     ProtobufCMessage *owner;
     const ProtobufCFieldDescriptor *f;
     rd_code rc = resolve_path(&c, m, path, &owner, &f);
@@ -1235,7 +1240,7 @@ rd_code gw_json_set_value(ProtobufCMessage *m, const char *path, const json_t *v
                           rd_err *err)
 {
     jctx c;
-    ctx_init(&c, a, err);
+    ctx_init(&c, m->descriptor, a, err);
     ProtobufCMessage *owner;
     const ProtobufCFieldDescriptor *f;
     rd_code rc = resolve_path(&c, m, path, &owner, &f);
@@ -1243,7 +1248,9 @@ rd_code gw_json_set_value(ProtobufCMessage *m, const char *path, const json_t *v
         return rc;
     if (f->type != PROTOBUF_C_TYPE_MESSAGE)
         return rd_errf(err, RD_INTERNAL, path, "%.100s is not a message field", path);
-    /* the body's members are named from the body, not from the field */
+    /* errors inside the body name the field path, then the body's members */
+    snprintf(c.path, sizeof c.path, "%s", path);
+    c.plen = strlen(c.path);
     return dec_field(&c, owner, f, v);
 }
 
@@ -1598,12 +1605,13 @@ static json_t *enc_timestamp(const Google__Protobuf__Timestamp *ts)
         ts->nanos > 999999999)
         return NULL;
     char buf[64], frac[16];
-    rd_rfc3339(ts->seconds * 1000000, buf, 40);
-    size_t n = strlen(buf);
-    if (n > 0 && buf[n - 1] == 'Z')
-        buf[--n] = '\0';
+    time_t t = (time_t)ts->seconds;
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL)
+        return NULL;
     fmt_nanos(frac, sizeof frac, ts->nanos);
-    snprintf(buf + n, sizeof buf - n, "%sZ", frac);
+    snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d%sZ", tm.tm_year + 1900, tm.tm_mon + 1,
+             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
     return json_string(buf);
 }
 
@@ -1827,10 +1835,14 @@ static void sb_double(sbuf *b, double v)
         sb_put(b, "null", 4); /* jansson never holds one; never invalid JSON */
         return;
     }
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v)
-            break;
+    if (v == floor(v) && fabs(v) < 1e15) {
+        snprintf(buf, sizeof buf, "%.0f", v); /* 100, not 1e+02 */
+    } else {
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(buf, sizeof buf, "%.*g", prec, v);
+            if (strtod(buf, NULL) == v)
+                break;
+        }
     }
     sb_put(b, buf, strlen(buf));
 }

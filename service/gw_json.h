@@ -1,13 +1,15 @@
 /* gw_json: the proto3 JSON mapping over protobuf-c descriptors, for the
  * HTTP/JSON gateway (DESIGN.md §8). Generic: it walks descriptors and knows
  * no recordd message (an Any resolves its type among the types reachable
- * from the message encoded and the google.rpc error details plus
- * recordd.v1.CommitReceipt that error details carry). Names: lowerCamelCase json_name on output,
- * both the json_name and the proto name accepted on input. 64-bit integers are strings on output,
- * strings or numbers on input; enums by name on output, name or number on input; bytes as base64;
- * well-known types in their JSON form (Struct, Value, ListValue, Timestamp, Duration, FieldMask,
- * the wrappers, Any as {"@type", ...} for the google.rpc detail types). Everything decoded is
- * allocated in the caller's arena. */
+ * from the message at hand and the google.rpc error details, plus
+ * recordd.v1.CommitReceipt, that error details carry). Names: lowerCamelCase
+ * json_name on output, both the json_name and the proto name accepted on
+ * input. 64-bit integers are strings on output, strings or numbers on input;
+ * enums by name on output, name or number on input; bytes as base64;
+ * well-known types in their JSON form (Struct, Value, ListValue, Timestamp,
+ * Duration, FieldMask, the wrappers, Any as {"@type", ...} for the
+ * google.rpc detail types). Everything decoded is allocated in the caller's
+ * arena. docs/API.md, "JSON mapping", lists the choices and limits. */
 #ifndef GW_JSON_H
 #define GW_JSON_H
 

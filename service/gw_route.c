@@ -158,7 +158,10 @@ static int parse_template(route *r, const char *t)
         for (const char *q = v; *q != '\0'; q++)
             if (!literal_char(*q))
                 return -1;
-        if (*v == '\0' || (r->custom = strdup(v)) == NULL)
+        if (*v == '\0')
+            return -1;
+        r->custom = strdup(v);
+        if (r->custom == NULL)
             return -1;
     }
     return 0;
