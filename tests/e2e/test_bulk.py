@@ -731,3 +731,10 @@ def test_best_effort_where_everything_fails_is_ok_and_rejected(srv):
     assert rc.status == pb.records.REJECTED and not rc.success and rc.ops == 0 and rc.last_sync_id == 0
     assert rc.error.code == "duplicate_record" and "2 of 2 operations failed" in rc.error.message
     assert not any(r.applied for r in resp.results)
+
+
+def test_server_managed_field_in_data_is_named_as_data(srv):
+    a, _ = student(srv, "sys")
+    d = expect_error(INVALID, bulk, srv, [op_update("students", a, {"version": 3})],
+                     reason="validation_failed", field="operations[0].data.version")
+    assert "server-managed" in d.message
