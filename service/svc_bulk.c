@@ -235,19 +235,23 @@ static rd_code check_shape(size_t i, const Recordd__V1__BulkOperation *in, rd_er
     bool ret = false;
     switch (in->operation_case) {
     case RECORDD__V1__BULK_OPERATION__OPERATION_CREATE:
-        key = in->create->idempotency_key, ctx_id = in->create->client_tx_id;
+        key = in->create->idempotency_key;
+        ctx_id = in->create->client_tx_id;
         ret = in->create->return_record;
         break;
     case RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE:
-        key = in->update->idempotency_key, ctx_id = in->update->client_tx_id;
+        key = in->update->idempotency_key;
+        ctx_id = in->update->client_tx_id;
         ret = in->update->return_record;
         break;
     case RECORDD__V1__BULK_OPERATION__OPERATION_REPLACE:
-        key = in->replace->idempotency_key, ctx_id = in->replace->client_tx_id;
+        key = in->replace->idempotency_key;
+        ctx_id = in->replace->client_tx_id;
         ret = in->replace->return_record;
         break;
     case RECORDD__V1__BULK_OPERATION__OPERATION_DELETE:
-        key = in->delete_->idempotency_key, ctx_id = in->delete_->client_tx_id;
+        key = in->delete_->idempotency_key;
+        ctx_id = in->delete_->client_tx_id;
         break;
     case RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE_WHERE:
     case RECORDD__V1__BULK_OPERATION__OPERATION_DELETE_WHERE:
@@ -276,9 +280,14 @@ static rd_code check_shape(size_t i, const Recordd__V1__BulkOperation *in, rd_er
 /* ---- answering ---------------------------------------------------------------------- */
 
 /* Whether err names a request field of the operation rather than a data
- * field of its model. */
+ * field: concurrency refusals name request fields, unknown fields and the
+ * model's fields are data, and of the rest the operation's own field names
+ * are request fields (a system name sent in data, "version", is data). */
 static bool request_field(const store_model *m, const rd_err *e)
 {
+    static const char *const names[] = {
+        "id",     "group",   "model", "filter", "maxAffected", "expectedVersion",
+        "readAt", "onStale", "claim", "data"};
     char first[sizeof e->field];
     if (e->code == RD_VERSION_CONFLICT || e->code == RD_CLAIMED || e->code == RD_FILTER_REQUIRED)
         return true;
@@ -286,7 +295,12 @@ static bool request_field(const store_model *m, const rd_err *e)
         return false;
     snprintf(first, sizeof first, "%s", e->field);
     first[strcspn(first, ",.[")] = '\0';
-    return m == NULL || store_model_field(m, first) == NULL;
+    if (m != NULL && store_model_field(m, first) != NULL)
+        return false;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(first, names[i]) == 0)
+            return true;
+    return false;
 }
 
 /* The response for the bulk's outcome, sealed into the arena. */
