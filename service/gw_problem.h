@@ -32,15 +32,14 @@ typedef struct gw_problem {
 
 /* The problem for err; http_status 0 takes the table's status. instance
  * is the request path (may be NULL). */
-void gw_problem_from_err(const rd_err *err, int http_status, const char *instance,
-                         gw_problem *out);
+void gw_problem_from_err(const rd_err *err, int http_status, const char *instance, gw_problem *out);
 
 /* The problem for a failed call: grpc_code and msg of its status, details
  * the serialized google.rpc.Status (may be NULL: the code is then the first
  * row of the table with that gRPC code). Details whose type is not known
  * are left out. */
-void gw_problem_from_status(int grpc_code, const char *msg, const void *details,
-                            size_t details_len, const char *instance, gw_problem *out);
+void gw_problem_from_status(int grpc_code, const char *msg, const void *details, size_t details_len,
+                            const char *instance, gw_problem *out);
 
 /* The rd_code whose stable string is s, or RD_INTERNAL. */
 rd_code gw_code_from_str(const char *s);
