@@ -3,6 +3,8 @@
  * and its help line cannot drift apart. */
 #include "service/config.h"
 
+#include "service/svc_log.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -57,6 +59,9 @@ static const opt opts[] = {
      "requests per second per principal (an API key and its tokens share one); 0 = off [0]"},
     {"rate-burst", "RECORDD_RATE_BURST", INT(rate_burst, 0, 1000000),
      "requests a principal may make at once before --rate-limit applies; 0 = the rate [0]"},
+    {"log-level", "RECORDD_LOG_LEVEL", STR(log_level),
+     "JSON log lines on stderr at or above: debug, info (one line per request), warn, error "
+     "or off [info]"},
 };
 
 enum { N_OPTS = sizeof opts / sizeof opts[0] };
@@ -77,6 +82,7 @@ static void defaults(svc_config *cfg)
     snprintf(cfg->trusted_keys, sizeof cfg->trusted_keys, "./var/trusted-keys");
     snprintf(cfg->token_issuer, sizeof cfg->token_issuer, "recordd");
     snprintf(cfg->token_audience, sizeof cfg->token_audience, "recordd");
+    snprintf(cfg->log_level, sizeof cfg->log_level, "info");
 }
 
 /* Checks host:port with a port in 0..65535 and a non-empty host. */
@@ -109,6 +115,11 @@ static rd_code set_value(svc_config *cfg, const opt *o, const char *value, const
             return rd_errf(err, RD_VALIDATION_FAILED, source,
                            "%s: expected host:port with a port from 0 to 65535, got '%.100s'",
                            source, value);
+        svc_log_level level;
+        if (strcmp(o->flag, "log-level") == 0 && !svc_log_parse_level(value, &level))
+            return rd_errf(err, RD_VALIDATION_FAILED, source,
+                           "%s: expected debug, info, warn, error or off, got '%.100s'", source,
+                           value);
         memcpy(field, value, strlen(value) + 1);
         return RD_OK;
     case OPT_INT: {

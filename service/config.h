@@ -26,6 +26,7 @@ typedef struct svc_config {
     char token_audience[256]; /* aud of minted and accepted tokens */
     int rate_limit;           /* requests per second per principal; 0 = off */
     int rate_burst;           /* bucket size; 0 = the rate */
+    char log_level[16];       /* debug, info, warn, error or off */
     bool help;                /* --help given: print usage, run nothing */
     bool version;             /* --version given */
 } svc_config;

@@ -127,6 +127,10 @@ const auth_required *svc_call_required(const svc_call *call);
 /* The retry delay of a RD_RATE_LIMITED call in ms (0 when none), for
  * google.rpc.RetryInfo. */
 int64_t svc_call_retry_after_ms(const svc_call *call);
+/* Notes for the call's request log line (service/svc_log.h): the error
+ * table code of its outcome, and the server tx id of the write it made. */
+void svc_call_log_code(svc_call *call, rd_code code);
+void svc_call_log_tx_id(svc_call *call, const char *server_tx_id);
 
 /* Finishes with OK and resp (serialized at once; resp may live in the arena).
  * On a streaming call: svc_send(resp) then svc_finish with OK. */
