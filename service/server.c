@@ -236,19 +236,19 @@ static void log_call(svc_call *c)
                  (const char *)GRPC_SLICE_START_PTR(c->details.method));
     char rid[129] = "";
     for (size_t i = 0; i < c->md.count; i++)
-        if (grpc_slice_str_cmp(c->md.metadata[i].key, "x-request-id") == 0)
+        if (grpc_slice_str_cmp(c->md.metadata[i].key, "x-request-id") == 0 &&
+            GRPC_SLICE_LENGTH(c->md.metadata[i].value) < sizeof rid)
             snprintf(rid, sizeof rid, "%.*s", (int)GRPC_SLICE_LENGTH(c->md.metadata[i].value),
                      (const char *)GRPC_SLICE_START_PTR(c->md.metadata[i].value));
-    svc_log_req r = {"grpc",
-                     method,
-                     c->status == GRPC_STATUS_OK ? RD_OK : c->log_code,
-                     (int)c->status,
-                     0,
-                     rd_now_us() - c->start_us,
-                     c->principal ? auth_principal_id(c->principal) : NULL,
-                     c->log_tx_id,
-                     rid,
-                     strncmp(method, "/grpc.health.v1.Health/", 23) == 0};
+    svc_log_req r = {.transport = "grpc",
+                     .method = method,
+                     .rd_code = c->status == GRPC_STATUS_OK ? RD_OK : c->log_code,
+                     .grpc_code = (int)c->status,
+                     .duration_us = rd_now_us() - c->start_us,
+                     .principal_id = c->principal ? auth_principal_id(c->principal) : NULL,
+                     .server_tx_id = c->log_tx_id,
+                     .request_id = rid,
+                     .probe = strncmp(method, "/grpc.health.v1.Health/", 23) == 0};
     svc_log_request(&r);
 }
 

@@ -271,3 +271,11 @@ def test_online_backup_while_writers_run(server_factory, tmp_path):
     # never overwrites
     again = srv.ctl("backup", "--out", str(out), check=False)
     assert again.returncode != 0 and "exists" in again.stderr
+
+
+def test_an_overlong_request_id_is_replaced(server):
+    long_id = "x" * 129
+    server.call("GetSchema", h.pb.schema.GetSchemaRequest(), metadata=[("x-request-id", long_id)])
+    (line,) = wait_logged(server, method="/recordd.v1.Schemas/GetSchema")
+    assert line["request_id"].startswith("req_")
+    assert long_id not in server.log_path.read_text()
