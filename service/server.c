@@ -159,7 +159,9 @@ struct svc_server {
 
 static void log_line(const char *level, const char *msg)
 {
-    fprintf(stderr, "{\"level\":\"%s\",\"msg\":\"%s\"}\n", level, msg);
+    svc_log_level l = SVC_LOG_ERROR;
+    svc_log_parse_level(level, &l);
+    svc_log_json(l, msg, NULL);
 }
 
 /* ---- call memory ------------------------------------------------------------ */
@@ -322,7 +324,7 @@ static void start_final_locked(svc_call *c)
     grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_final, NULL);
     if (e != GRPC_CALL_OK) {
         c->refs--; /* the owner still holds one */
-        fprintf(stderr, "{\"level\":\"error\",\"msg\":\"status batch refused\",\"code\":%d}\n", e);
+        svc_log_json(SVC_LOG_ERROR, "status batch refused", json_pack("{s:i}", "code", (int)e));
     }
 }
 
