@@ -4,6 +4,8 @@
 #   make test       install, build, run unit + e2e tests
 #   make check      the same tests under ASan + UBSan (separate build dir)
 #   make fuzz       libFuzzer runs: token parser/verifier, filter parser (FUZZ_SECONDS each, 25)
+#   make image-test build docker/Dockerfile with buildah, run it with podman, check the
+#                   k8s manifests (tests/image/; needs root; installs IMAGE_PKGS)
 #   make fmt        clang-format every source file
 #   make clean
 
@@ -254,3 +256,25 @@ $(BUILD)/fuzz/route-corpus/.seeded:
 	@printf '\002/v1/schema' > $(dir $@)seed-3
 	@printf '\004/v1/models/m' > $(dir $@)seed-4
 	@touch $@
+
+# --- container image and Kubernetes manifests (tests/image/, README "Deploy") --
+# Debian's buildah/podman/runc/debootstrap build and run the image without a
+# Docker engine; kubernetes-client provides `kubectl kustomize` when no
+# kubectl is installed. Only `make image-test` needs them.
+IMAGE_PKGS := buildah podman runc debootstrap python3-yaml
+
+.PHONY: image-deps image-test
+image-deps: deps
+	@missing=$$(for p in $(IMAGE_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+	    | grep -q 'install ok installed' || echo $$p; done; \
+	  command -v kubectl >/dev/null || echo kubernetes-client); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "missing Debian packages (run as root or install): $$missing"; exit 1; fi; \
+	fi
+
+image-test: image-deps
+	PYTHON=$(PYTHON) bash tests/image/manifests.sh
+	PYTHON=$(PYTHON) bash tests/image/run.sh

@@ -3,6 +3,8 @@
  * and its help line cannot drift apart. */
 #include "service/config.h"
 
+#include "service/svc_log.h"
+
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -64,6 +66,9 @@ static const opt opts[] = {
      "seconds between keep-alive comments on Server-Sent Events streams [15]"},
     {"max-bulk-ops", "RECORDD_MAX_BULK_OPS", INT(max_bulk_ops, 1, 1000),
      "most operations one BulkMutate call may carry, at most 1000 [100]"},
+    {"log-level", "RECORDD_LOG_LEVEL", STR(log_level),
+     "JSON log lines on stderr at or above: debug, info (one line per request), warn, error "
+     "or off [info]"},
 };
 
 enum { N_OPTS = sizeof opts / sizeof opts[0] };
@@ -87,6 +92,7 @@ static void defaults(svc_config *cfg)
     snprintf(cfg->http_listen, sizeof cfg->http_listen, "127.0.0.1:8080");
     cfg->sse_keepalive_s = 15;
     cfg->max_bulk_ops = 100;
+    snprintf(cfg->log_level, sizeof cfg->log_level, "info");
 }
 
 /* Checks host:port with a port in 0..65535 and a non-empty host. */
@@ -125,6 +131,11 @@ static rd_code set_value(svc_config *cfg, const opt *o, const char *value, const
             return rd_errf(err, RD_VALIDATION_FAILED, source,
                            "%s: expected host:port with a port from 0 to 65535, got '%.100s'",
                            source, value);
+        svc_log_level level;
+        if (strcmp(o->flag, "log-level") == 0 && !svc_log_parse_level(value, &level))
+            return rd_errf(err, RD_VALIDATION_FAILED, source,
+                           "%s: expected debug, info, warn, error or off, got '%.100s'", source,
+                           value);
         memcpy(field, value, strlen(value) + 1);
         return RD_OK;
     case OPT_INT: {

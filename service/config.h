@@ -29,6 +29,7 @@ typedef struct svc_config {
     char http_listen[256];    /* HTTP/JSON gateway host:port, or "off" */
     int sse_keepalive_s;      /* seconds between keep-alive comments on SSE streams */
     int max_bulk_ops;         /* BulkMutate: most operations per call, 1..1000 */
+    char log_level[16];       /* debug, info, warn, error or off */
     bool help;                /* --help given: print usage, run nothing */
     bool version;             /* --version given */
 } svc_config;

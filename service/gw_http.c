@@ -34,6 +34,7 @@
 #include "service/gw_json.h"
 #include "service/gw_problem.h"
 #include "service/gw_route.h"
+#include "service/svc_log.h"
 #include "service/svc_metrics.h"
 
 extern unsigned char rd_descriptor_set[];
@@ -110,6 +111,9 @@ struct gw_req {
     bool finished; /* the outcome is in */
     bool started;  /* a stream was accepted */
     int grpc_code;
+    int rd_code;           /* for the log line: the outcome's or send_err's row */
+    char principal_id[64]; /* for the log line, "" before authentication */
+    char server_tx_id[40]; /* for the log line, "" when nothing was written */
     char *msg;
     void *details, *reply;
     size_t details_len, reply_len;
@@ -288,6 +292,7 @@ static enum MHD_Result send_err(gw_req *r, rd_code code, int status, const char 
     va_start(ap, fmt);
     rd_err_clear(&err);
     err.code = code;
+    r->rd_code = (int)code; /* for the log line */
     vsnprintf(err.msg, sizeof err.msg, fmt, ap);
     va_end(ap);
     if (field != NULL)
@@ -478,6 +483,9 @@ static void on_finish(void *arg, const svc_outcome *o)
     void *reply = dup_bytes(o->reply, o->reply_len);
     pthread_mutex_lock(&r->mu);
     r->grpc_code = o->grpc_code;
+    r->rd_code = o->rd_code;
+    snprintf(r->principal_id, sizeof r->principal_id, "%s", o->principal_id ? o->principal_id : "");
+    snprintf(r->server_tx_id, sizeof r->server_tx_id, "%s", o->server_tx_id ? o->server_tx_id : "");
     r->msg = msg;
     r->details = details;
     r->details_len = details != NULL ? o->details_len : 0;
@@ -1229,7 +1237,22 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
     if (r == NULL)
         return;
     *con_cls = NULL;
-    svc_metrics_http(r->route, r->status ? r->status : 500, rd_now_us() - r->start_us);
+    int status = r->status ? r->status : 500;
+    int64_t duration_us = rd_now_us() - r->start_us;
+    svc_metrics_http(r->route, status, duration_us);
+    pthread_mutex_lock(&r->mu);
+    svc_log_request(&(svc_log_req){
+        .transport = "http",
+        .method = r->route < gw->n_routes ? gw->route_names[r->route] : "other",
+        .rd_code = r->rd_code, /* RD_OK (calloc) unless send_err or the outcome set it */
+        .grpc_code = r->finished ? r->grpc_code : -1,
+        .http_status = status,
+        .duration_us = duration_us,
+        .principal_id = r->principal_id[0] ? r->principal_id : NULL,
+        .server_tx_id = r->server_tx_id,
+        .request_id = r->request_id,
+        .probe = r->kind != REQ_API});
+    pthread_mutex_unlock(&r->mu);
     if (r->sse)
         stream_list(r, false);
     pthread_mutex_lock(&r->mu);
@@ -1240,7 +1263,6 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
         svc_call_cancel(c);
         svc_call_release(c);
     }
-    (void)gw;
     req_unref(r);
 }
 

@@ -19,6 +19,7 @@
 #include "service/svc_auth.h"
 #include "service/svc.h"
 #include "service/svc_claims.h"
+#include "service/svc_log.h"
 #include "service/svc_watch.h"
 #include "store/store.h"
 
@@ -29,21 +30,13 @@ static int stop_signal;
 /* Set by main once stopped: the next SIGHUP (sent by main) ends the thread. */
 static bool signal_thread_quit;
 
-/* One JSON log line on stderr: {"level":…,"msg":…} plus the members of
- * extra (consumed; may be NULL). */
+/* One JSON log line on stderr (service/svc_log.h): {"time","level","msg"}
+ * plus the members of extra (consumed; may be NULL). */
 static void log_json(const char *level, const char *msg, json_t *extra)
 {
-    json_t *o = json_pack("{s:s,s:s}", "level", level, "msg", msg);
-    if (o != NULL && extra != NULL)
-        json_object_update(o, extra);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    if (s != NULL)
-        fprintf(stderr, "%s\n", s);
-    else
-        fprintf(stderr, "{\"level\":\"%s\",\"msg\":\"(unprintable)\"}\n", level);
-    free(s);
-    json_decref(o);
-    json_decref(extra);
+    svc_log_level l = SVC_LOG_ERROR;
+    svc_log_parse_level(level, &l);
+    svc_log_json(l, msg, extra);
 }
 
 static void stop_signals(sigset_t *set)
@@ -101,6 +94,7 @@ int main(int argc, char **argv)
     pthread_t sig_thread;
     bool sig_thread_started = false;
     int rc = 1;
+    int64_t stop_start_us = 0;
     rd_err_clear(&err);
     /* Per-call arenas come and go at a high rate: keep freed memory in the
      * process instead of trimming it back to the kernel after every call. */
@@ -122,6 +116,9 @@ int main(int argc, char **argv)
         printf("recordd %s\n", SVC_VERSION);
         return 0;
     }
+    svc_log_level level = SVC_LOG_INFO;
+    svc_log_parse_level(cfg.log_level, &level); /* checked by svc_config_load */
+    svc_log_set_level(level);
     if (sodium_init() < 0) {
         log_json("error", "libsodium failed to initialise", NULL);
         return 1;
@@ -207,6 +204,7 @@ int main(int argc, char **argv)
         pthread_cond_wait(&stop_cond, &stop_mu);
     int sig = stop_signal;
     pthread_mutex_unlock(&stop_mu);
+    stop_start_us = rd_now_us();
 
     log_json("info", "stopping",
              json_pack("{s:i,s:i,s:i}", "signal", sig, "grace_s", cfg.shutdown_grace_s, "inflight",
@@ -229,6 +227,8 @@ done:
         pthread_join(sig_thread, NULL);
     }
     if (rc == 0)
-        log_json("info", "stopped", NULL);
+        log_json("info", "stopped",
+                 json_pack("{s:I,s:i}", "stop_ms",
+                           (json_int_t)((rd_now_us() - stop_start_us) / 1000), "exit_code", 0));
     return rc;
 }

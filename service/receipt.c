@@ -139,6 +139,7 @@ static void fail_with(svc_call *call, const rd_err *err, const Recordd__V1__Comm
     Google__Protobuf__Any *any = NULL;
     size_t len = 0;
     uint8_t *details = NULL;
+    svc_call_log_code(call, err->code);
     if (receipt != NULL)
         any = pack_any(a, &receipt->base);
     if (receipt == NULL || any != NULL)
@@ -256,6 +257,7 @@ Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write
     if (r == NULL)
         return NULL;
     r->server_tx_id = rd_arena_strdup(a, w->server_tx_id);
+    svc_call_log_tx_id(call, w->server_tx_id);
     r->last_sync_id = w->last_sync_id;
     r->ops = w->ops;
     r->success = w->err.code == RD_OK;
@@ -353,6 +355,8 @@ void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int stat
         return;
     }
     rd_errf(&err, code_of(r->error->code), r->error->field, "%s", r->error->message);
+    svc_call_log_code(call, err.code);
+    svc_call_log_tx_id(call, r->server_tx_id);
     size_t dlen = 0;
     Google__Protobuf__Any *any = receipt_any(a, bytes, len);
     uint8_t *details = any ? details_with(a, &err, any, &dlen) : NULL;

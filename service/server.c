@@ -22,6 +22,7 @@
 #include "service/server_int.h"
 #include "service/svc_convert.h"
 #include "service/svc_metrics.h"
+#include "service/svc_log.h"
 
 /* Outstanding request_call slots per registered method and for unregistered
  * methods. A slot is re-posted as soon as its call arrives; calls arriving
@@ -35,6 +36,12 @@ enum { WORK_QUEUE_MAX = 8192 };
 /* How long svc_server_stop waits, once no call is in flight, for idle
  * clients to close their connections after the GOAWAY before closing them. */
 enum { IDLE_LINGER_MS = 1000 };
+
+/* How long no call may arrive or be in flight before svc_server_stop shuts
+ * the transport down: until then new calls are refused with UNAVAILABLE by
+ * the server itself, afterwards a call racing the GOAWAY is reset by the
+ * core (CANCELLED on the client). */
+enum { QUIET_MS = 100 };
 
 /* Per-call arena: a base plus room for a decoded request of the largest
  * admitted size (decoded protobuf takes several times its wire size). */
@@ -87,6 +94,11 @@ struct svc_call {
     bool has_required;
     int64_t retry_after_ms; /* RD_RATE_LIMITED: RetryInfo */
 
+    /* for the request log line (service/svc_log.h) */
+    int64_t start_us;   /* arrival: latency metrics and the log line */
+    int log_code;       /* rd_code of the outcome, -1 when none was noted */
+    char log_tx_id[40]; /* server tx id of the write, "" when none */
+
     svc_tag t_request, t_recv, t_send, t_close, t_final;
 
     /* Everything below is guarded by mu; every grpc_call_start_batch on the
@@ -122,8 +134,7 @@ struct svc_call {
     void *tp_arg;
     svc_md_kv *xmd;
     size_t n_xmd, cap_xmd;
-    bool replayed;    /* svc_call_set_replayed */
-    int64_t start_us; /* arrival, for the latency metrics */
+    bool replayed; /* svc_call_set_replayed */
 
     svc_call *next_work;             /* worker queue (server mu) */
     svc_call *live_prev, *live_next; /* open streams (server mu) */
@@ -154,14 +165,17 @@ struct svc_server {
     bool workers_exit;
     bool shutdown_done;
     size_t inflight;
-    svc_call *live; /* streaming calls, for svc_server_stop */
+    size_t arrivals; /* calls accepted so far, for svc_server_stop's quiet wait */
+    svc_call *live;  /* streaming calls, for svc_server_stop */
 };
 
 #define CALL_OF(tag, member) ((svc_call *)((char *)(tag)-offsetof(svc_call, member)))
 
 static void log_line(const char *level, const char *msg)
 {
-    fprintf(stderr, "{\"level\":\"%s\",\"msg\":\"%s\"}\n", level, msg);
+    svc_log_level l = SVC_LOG_ERROR;
+    svc_log_parse_level(level, &l);
+    svc_log_json(l, msg, NULL);
 }
 
 /* ---- call memory ------------------------------------------------------------ */
@@ -183,6 +197,7 @@ static svc_call *call_new(svc_server *s, const svc_method *m, size_t index)
     if (m == NULL)
         grpc_call_details_init(&c->details);
     c->status_msg = grpc_empty_slice();
+    c->log_code = -1;
     pthread_mutex_init(&c->mu, NULL);
     return c;
 }
@@ -229,10 +244,39 @@ static void call_destroy(svc_call *c)
     free(c);
 }
 
+/* The request log line of a call that is over (service/svc_log.h). */
+static void log_call(svc_call *c)
+{
+    if (c->tp != NULL) /* the transport logs its own requests (gw_http.c) */
+        return;
+    char path[256];
+    const char *method = c->method != NULL ? c->method->path : path;
+    if (c->method == NULL)
+        snprintf(path, sizeof path, "%.*s", (int)GRPC_SLICE_LENGTH(c->details.method),
+                 (const char *)GRPC_SLICE_START_PTR(c->details.method));
+    char rid[129] = "";
+    for (size_t i = 0; i < c->md.count; i++)
+        if (grpc_slice_str_cmp(c->md.metadata[i].key, "x-request-id") == 0 &&
+            GRPC_SLICE_LENGTH(c->md.metadata[i].value) < sizeof rid)
+            snprintf(rid, sizeof rid, "%.*s", (int)GRPC_SLICE_LENGTH(c->md.metadata[i].value),
+                     (const char *)GRPC_SLICE_START_PTR(c->md.metadata[i].value));
+    svc_log_req r = {.transport = "grpc",
+                     .method = method,
+                     .rd_code = c->status == GRPC_STATUS_OK ? RD_OK : c->log_code,
+                     .grpc_code = (int)c->status,
+                     .duration_us = rd_now_us() - c->start_us,
+                     .principal_id = c->principal ? auth_principal_id(c->principal) : NULL,
+                     .server_tx_id = c->log_tx_id,
+                     .request_id = rid,
+                     .probe = strncmp(method, "/grpc.health.v1.Health/", 23) == 0};
+    svc_log_request(&r);
+}
+
 /* The last reference is gone: the call leaves the server's books. */
 static void call_free(svc_call *c)
 {
     svc_server *s = c->server;
+    log_call(c);
     pthread_mutex_lock(&s->mu);
     if (c->live) {
         svc_metrics_stream(c->tp != NULL ? SVC_TRANSPORT_HTTP : SVC_TRANSPORT_GRPC, -1);
@@ -299,7 +343,7 @@ static void start_final_locked(svc_call *c)
     grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_final, NULL);
     if (e != GRPC_CALL_OK) {
         c->refs--; /* the owner still holds one */
-        fprintf(stderr, "{\"level\":\"error\",\"msg\":\"status batch refused\",\"code\":%d}\n", e);
+        svc_log_json(SVC_LOG_ERROR, "status batch refused", json_pack("{s:i}", "code", (int)e));
     }
 }
 
@@ -696,20 +740,25 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
         call_destroy(c);
         return;
     }
-    if (!atomic_load(&s->stopping) && post_request(s, c->method, c->method_index) != GRPC_CALL_OK)
+    /* Re-posted while stopping too: a call that finds no slot before
+     * grpc_server_shutdown_and_notify is dropped by the core (the client sees
+     * CANCELLED), one that finds a slot is refused UNAVAILABLE below. After
+     * the shutdown a new slot completes at once with ok = 0. */
+    if (post_request(s, c->method, c->method_index) != GRPC_CALL_OK)
         log_line("error", "could not post a request slot");
 
     c->refs = 1; /* the owner's */
+    c->start_us = rd_now_us();
     if (c->method != NULL) {
         c->deadline_us = deadline_us(c->deadline);
         c->arena = rd_arena_new(s->arena_cap);
-        c->start_us = rd_now_us();
     }
     /* Stopping is read under s->mu, where svc_server_stop sets it, so a
      * stream is either listed before stop_streams looks or refused here. */
     bool refused;
     pthread_mutex_lock(&s->mu);
     s->inflight++;
+    s->arrivals++;
     refused = atomic_load(&s->stopping);
     if (!refused && is_stream(c)) {
         svc_metrics_stream(SVC_TRANSPORT_GRPC, 1);
@@ -922,6 +971,16 @@ int64_t svc_call_retry_after_ms(const svc_call *call)
     return call->retry_after_ms;
 }
 
+void svc_call_log_code(svc_call *call, rd_code code)
+{
+    call->log_code = (int)code;
+}
+
+void svc_call_log_tx_id(svc_call *call, const char *server_tx_id)
+{
+    snprintf(call->log_tx_id, sizeof call->log_tx_id, "%s", server_tx_id ? server_tx_id : "");
+}
+
 const char *svc_call_metadata(svc_call *call, const char *key)
 {
     const char *value;
@@ -1108,7 +1167,10 @@ static void finish_ext(svc_call *c, const void *reply, size_t reply_len, int grp
                      .details_len = details_len,
                      .reply = reply,
                      .reply_len = reply_len,
-                     .replayed = c->replayed};
+                     .replayed = c->replayed,
+                     .rd_code = grpc_code == 0 ? RD_OK : c->log_code,
+                     .principal_id = c->principal ? auth_principal_id(c->principal) : NULL,
+                     .server_tx_id = c->log_tx_id};
     c->tp->finish(c->tp_arg, &o);
     call_unref(c);
 }
@@ -1137,6 +1199,7 @@ svc_call *svc_call_new_ext(svc_server *s, const svc_method *m, const svc_transpo
     refused = atomic_load(&s->stopping);
     if (!refused) {
         s->inflight++;
+        s->arrivals++;
         if (is_stream(c)) {
             svc_metrics_stream(SVC_TRANSPORT_HTTP, 1);
             c->live = true;
@@ -1494,12 +1557,29 @@ void svc_server_stop(svc_server *s, int grace_ms)
     atomic_store(&s->stopping, true);
     pthread_mutex_unlock(&s->mu);
     stop_streams(s);
-    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
 
-    /* Phase 1, up to the grace period: in-flight calls finish. Phase 2,
-     * up to IDLE_LINGER_MS more: idle clients close their connections after
-     * the GOAWAY. Then whatever is left is cancelled and disconnected. */
+    /* Phase 0, within the grace period: calls still arriving are refused
+     * UNAVAILABLE until nothing has been in flight for QUIET_MS. Phase 1,
+     * up to the grace period: in-flight calls finish. Phase 2, up to
+     * IDLE_LINGER_MS more: idle clients close their connections after the
+     * GOAWAY. Then whatever is left is cancelled and disconnected. */
     struct timespec grace_end = deadline_in(grace_ms), linger_end;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (!wait_state(s, nothing_inflight, &grace_end))
+            break;
+        size_t seen = s->arrivals;
+        struct timespec quiet_end = deadline_in(QUIET_MS);
+        if (!ts_before(&quiet_end, &grace_end))
+            break;
+        pthread_mutex_unlock(&s->mu);
+        nanosleep(&(struct timespec){0, QUIET_MS * 1000000L}, NULL);
+        pthread_mutex_lock(&s->mu);
+        if (s->arrivals == seen && s->inflight == 0)
+            break;
+    }
+    pthread_mutex_unlock(&s->mu);
+    grpc_server_shutdown_and_notify(s->server, s->cq, &s->t_shutdown);
     pthread_mutex_lock(&s->mu);
     wait_state(s, shutdown_or_idle, &grace_end);
     size_t left = s->inflight;

@@ -128,6 +128,10 @@ const auth_required *svc_call_required(const svc_call *call);
 /* The retry delay of a RD_RATE_LIMITED call in ms (0 when none), for
  * google.rpc.RetryInfo. */
 int64_t svc_call_retry_after_ms(const svc_call *call);
+/* Notes for the call's request log line (service/svc_log.h): the error
+ * table code of its outcome, and the server tx id of the write it made. */
+void svc_call_log_code(svc_call *call, rd_code code);
+void svc_call_log_tx_id(svc_call *call, const char *server_tx_id);
 
 /* Finishes with OK and resp (serialized at once; resp may live in the arena).
  * On a streaming call: svc_send(resp) then svc_finish with OK. */
@@ -208,6 +212,10 @@ typedef struct svc_outcome {
     const void *reply; /* unary OK: the response message's bytes; else NULL */
     size_t reply_len;
     bool replayed; /* the reply is an idempotent replay (svc_call_set_replayed) */
+    /* for the request log line (svc_log.h); valid during the callback only */
+    int rd_code;              /* the error-table row of a failure, -1 when none was noted */
+    const char *principal_id; /* NULL before authentication */
+    const char *server_tx_id; /* "" when the call wrote nothing */
 } svc_outcome;
 
 typedef struct svc_transport {

@@ -364,6 +364,7 @@ static void bulk_done(store_write *w)
     if (w->replayed) {
         void *bytes = w->replay;
         release(bc);
+        svc_call_set_replayed(call);
         receipt_bulk_send(call, bytes, w->replay_len, w->replay_status);
         free(bytes);
         return;

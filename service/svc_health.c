@@ -1,8 +1,12 @@
 /* grpc.health.v1.Health: Check and Watch, answered from the method table
  * and the server's state. "" and every service of the method table are
- * SERVING until shutdown starts, then NOT_SERVING; other names are unknown
- * (Check: NOT_FOUND; Watch: SERVICE_UNKNOWN, as the health protocol says). */
+ * SERVING until shutdown starts, then NOT_SERVING. Two names for
+ * Kubernetes probes: "readiness" is the same (the store is open and the
+ * server is not draining), "liveness" is SERVING as long as the process
+ * answers at all. Other names are unknown (Check: NOT_FOUND; Watch:
+ * SERVICE_UNKNOWN, as the health protocol says). */
 #include <grpc/status.h>
+#include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "service/receipt.h"
@@ -16,10 +20,20 @@ typedef Grpc__Health__V1__HealthCheckResponse__ServingStatus health_status;
 
 static health_status status_of(svc_call *call, const char *service)
 {
-    if (service[0] != '\0' && !svc_service_known(service))
+    if (strcmp(service, "liveness") == 0)
+        return ST_SERVING;
+    if (service[0] != '\0' && strcmp(service, "readiness") != 0 && !svc_service_known(service))
         return ST_UNKNOWN;
-    return svc_server_serving(svc_call_ctx(call)->server) ? ST_SERVING : ST_NOT_SERVING;
+    /* the store opens before the server starts and closes after it stopped */
+    const svc_ctx *ctx = svc_call_ctx(call);
+    return ctx->db != NULL && svc_server_serving(ctx->server) ? ST_SERVING : ST_NOT_SERVING;
 }
+
+/* A Watch in progress: its service name and the last status sent. */
+typedef struct watch_state {
+    const char *service; /* in the arena */
+    health_status last;
+} watch_state;
 
 static rd_code send_status(svc_call *call, health_status st)
 {
@@ -43,37 +57,40 @@ void svc_health_check(svc_call *call, const ProtobufCMessage *msg)
     svc_reply(call, &resp.base);
 }
 
-/* The end of a Watch: shutdown (send the NOT_SERVING transition first) or
- * the client went away. arg is the last status sent, in the arena. */
+/* The end of a Watch: shutdown (send the NOT_SERVING transition first,
+ * unless the service stays SERVING to the end, as "liveness" does) or the
+ * client went away. arg is the watch_state, in the arena. */
 static void watch_end(svc_call *call, void *arg)
 {
-    health_status *last = arg;
+    watch_state *w = arg;
     if (svc_server_serving(svc_call_ctx(call)->server)) {
         svc_finish(call, GRPC_STATUS_CANCELLED, "watch ended", NULL, 0);
         return;
     }
-    if (*last == ST_SERVING)
-        send_status(call, ST_NOT_SERVING);
+    health_status now = status_of(call, w->service);
+    if (w->last != now)
+        send_status(call, now);
     svc_finish(call, GRPC_STATUS_UNAVAILABLE, "server is shutting down", NULL, 0);
 }
 
 void svc_health_watch(svc_call *call, const ProtobufCMessage *msg)
 {
     const Grpc__Health__V1__HealthCheckRequest *req = (const void *)msg;
-    health_status *last = rd_arena_alloc(svc_call_arena(call), sizeof *last);
-    if (last == NULL) {
+    watch_state *w = rd_arena_alloc(svc_call_arena(call), sizeof *w);
+    if (w == NULL) {
         rd_err err;
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
         receipt_fail(call, &err);
         return;
     }
-    *last = status_of(call, req->service);
-    if (send_status(call, *last) != RD_OK || *last == ST_NOT_SERVING) {
-        watch_end(call, last);
+    w->service = req->service; /* unpacked into the arena */
+    w->last = status_of(call, req->service);
+    if (send_status(call, w->last) != RD_OK || w->last == ST_NOT_SERVING) {
+        watch_end(call, w);
         return;
     }
     /* Nothing changes a status but shutdown, which ends the watch: from
      * here on watch_end owns the call. */
-    if (!svc_call_on_end(call, watch_end, last))
-        watch_end(call, last);
+    if (!svc_call_on_end(call, watch_end, w))
+        watch_end(call, w);
 }

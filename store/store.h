@@ -644,4 +644,17 @@ typedef struct store_batch_stats {
 } store_batch_stats;
 void store_batch_stats_get(store *s, store_batch_stats *out);
 
+/* ---- online backup (store/backup.c) ---------------------------------------- */
+
+/* Copies the database at db_path, which a server may be serving, into a new
+ * file out_path: one consistent snapshot (SQLite's backup API inside one
+ * read transaction; in WAL mode writers go on meanwhile), written to
+ * out_path.tmp, checked with PRAGMA integrity_check, fsynced, then linked
+ * as out_path.
+ * Never overwrites: RD_VALIDATION_FAILED when out_path exists;
+ * RD_UNAVAILABLE when the source cannot be read or the copy written;
+ * RD_INTERNAL when the copy fails its check. *pages (may be NULL) gets the
+ * page count copied. */
+rd_code store_backup(const char *db_path, const char *out_path, int64_t *pages, rd_err *err);
+
 #endif

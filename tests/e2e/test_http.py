@@ -652,3 +652,13 @@ def test_keep_alive_connection_serves_several_requests(srv):
         for _ in range(3):
             r = s.get(srv.http_url + "/v1/schema", headers=hdr, timeout=10)
             assert r.status_code == 200 and r.headers.get("Connection", "").lower() != "close"
+
+
+def test_bulk_replay_carries_idempotent_replayed(srv):
+    body = {"operations": [{"create": {"model": "items", "id": uid(), "data": {"a": "once"}}}]}
+    hdrs = {"Idempotency-Key": "bulk-" + uid()}
+    r1 = srv.http("POST", "/v1/commits", json_body=body, headers=hdrs)
+    r2 = srv.http("POST", "/v1/commits", json_body=body, headers=hdrs)
+    assert r1.status_code == 200 and r2.status_code == 200, (r1.text, r2.text)
+    assert "Idempotent-Replayed" not in r1.headers and r2.headers["Idempotent-Replayed"] == "true"
+    assert r1.json() == r2.json()

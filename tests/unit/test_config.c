@@ -136,6 +136,29 @@ static void test_config_rejects_bad_values(void **state)
     }
 }
 
+static void test_config_log_level_from_env_and_flag(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *argv0[] = {"recordd"};
+    assert_int_equal(load(&cfg, NULL, 1, argv0, &err), RD_OK);
+    assert_string_equal(cfg.log_level, "info");
+    const char *env[] = {"RECORDD_LOG_LEVEL", "WARN", NULL};
+    assert_int_equal(load(&cfg, env, 1, argv0, &err), RD_OK);
+    assert_string_equal(cfg.log_level, "WARN");
+    const char *argv[] = {"recordd", "--log-level=off"};
+    assert_int_equal(load(&cfg, env, 2, argv, &err), RD_OK);
+    assert_string_equal(cfg.log_level, "off");
+    const char *bad[] = {"recordd", "--log-level", "verbose"};
+    assert_int_equal(load(&cfg, NULL, 3, bad, &err), RD_VALIDATION_FAILED);
+    assert_string_equal(err.field, "--log-level");
+    assert_non_null(strstr(err.msg, "debug, info, warn, error or off"));
+    const char *bad_env[] = {"RECORDD_LOG_LEVEL", "trace", NULL};
+    assert_int_equal(load(&cfg, bad_env, 1, argv0, &err), RD_VALIDATION_FAILED);
+    assert_string_equal(err.field, "RECORDD_LOG_LEVEL");
+}
+
 static void test_config_rejects_unknown_flag_and_missing_value(void **state)
 {
     (void)state;
@@ -237,6 +260,7 @@ int main(void)
         cmocka_unit_test(test_config_empty_env_counts_as_unset),
         cmocka_unit_test(test_config_rejects_bad_values),
         cmocka_unit_test(test_config_rejects_unknown_flag_and_missing_value),
+        cmocka_unit_test(test_config_log_level_from_env_and_flag),
         cmocka_unit_test(test_config_help_and_version),
         cmocka_unit_test(test_config_bound_address_replaces_port),
         cmocka_unit_test(test_config_make_db_dir_creates_parents),

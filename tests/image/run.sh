@@ -1,0 +1,179 @@
+#!/usr/bin/env bash
+# `make image-test`: builds docker/Dockerfile with buildah and runs the image
+# with podman the way README "Deploy" says, then checks it from outside:
+#
+#   1. a local debian:bookworm-slim base, made with debootstrap (minbase) from
+#      the Debian archive this machine's apt uses and `podman import`ed
+#      (cached: the image in podman's store, the tarball under $CACHE);
+#   2. buildah bud --pull=never --layers docker/Dockerfile;
+#   3. podman run --read-only --cap-drop=ALL --security-opt no-new-privileges
+#      with a data volume and loopback-published ports; gRPC health
+#      (readiness, liveness) and one write through the published port
+#      (tests/image/client.py);
+#   4. buf curl --protocol grpc --http2-prior-knowledge, schema from
+#      reflection only: UpdateRecord with a JSON body and an auth header;
+#   5. podman stop (SIGTERM): exit code 0 and the "stopped" log line;
+#   6. a new container on the same volume reads the write back.
+#
+# Needs root, buildah, podman, runc and debootstrap (make image-deps). Uses a
+# test-owned containers.conf (CONTAINERS_CONF) instead of /etc. Environment:
+#   RECORDD_IMAGE_CACHE  base tarball cache [/var/cache/recordd-image-test]
+#   RECORDD_IMAGE_KEEP=1 keep the work directory and containers for debugging
+set -euo pipefail
+
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+CACHE=${RECORDD_IMAGE_CACHE:-/var/cache/recordd-image-test}
+BASE=docker.io/library/debian:bookworm-slim
+IMAGE=localhost/recordd:image-test
+PYTHON=${PYTHON:-/usr/bin/python3}
+WORK=$(mktemp -d /tmp/recordd-image-test.XXXXXX)
+NAME=recordd-image-test-$$
+T0=$(date +%s)
+
+log() { printf '[image-test %3ds] %s\n' "$(($(date +%s) - T0))" "$*"; }
+fail() { log "FAIL: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || fail "needs root (podman/buildah with the system store)"
+for cmd in podman buildah runc debootstrap; do
+    command -v "$cmd" >/dev/null || fail "$cmd is missing: run make image-deps"
+done
+
+# podman/buildah settings owned by this test, not /etc.
+# Containers may not raise limits above this process's hard limits, which
+# podman's defaults (nofile 1048576) exceed here: nofile up to our hard
+# limit (at most 65536), nproc 4096 (higher values are refused by runc here).
+HARD_NOFILE=$(ulimit -Hn)
+{ [ "$HARD_NOFILE" = unlimited ] || [ "$HARD_NOFILE" -gt 65536 ]; } && HARD_NOFILE=65536
+NOFILE="$HARD_NOFILE:$HARD_NOFILE"
+NPROC="4096:4096"
+export CONTAINERS_CONF="$WORK/containers.conf"
+cat >"$CONTAINERS_CONF" <<CONF
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+
+[containers]
+default_ulimits = ["nofile=$NOFILE", "nproc=$NPROC"]
+CONF
+
+cleanup() {
+    rc=$?
+    if [ "${RECORDD_IMAGE_KEEP:-0}" = 1 ]; then
+        log "kept $WORK and containers $NAME-*"
+    else
+        podman rm -f -t 0 "$NAME-1" "$NAME-2" >/dev/null 2>&1 || true
+        rm -rf "$WORK"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+
+# ---- 1. the base image ---------------------------------------------------------
+# The archive this machine's apt uses: first deb.debian.org-style URI of a
+# "bookworm" source (deb822 or one-line format).
+mirror() {
+    local m
+    m=$(grep -hs -A3 '^Types:.*deb' /etc/apt/sources.list.d/*.sources /etc/apt/sources.list 2>/dev/null |
+        awk '/^URIs:/ {print $2}' | grep -v security | head -n1 || true)
+    [ -n "$m" ] || m=$(grep -hs '^deb .* bookworm ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list |
+        awk '{print $2}' | grep -v security | head -n1 || true)
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+if podman image exists "$BASE"; then
+    log "base $BASE: cached in podman's store"
+else
+    mkdir -p "$CACHE"
+    TARBALL="$CACHE/debian-bookworm-minbase.tar"
+    if [ ! -s "$TARBALL" ]; then
+        MIRROR=$(mirror)
+        log "debootstrap --variant=minbase bookworm from $MIRROR (once; cached in $CACHE)"
+        ROOT="$WORK/rootfs"
+        debootstrap --variant=minbase bookworm "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 ||
+            { tail -n 30 "$WORK/debootstrap.log"; fail "debootstrap failed"; }
+        # what debian:bookworm-slim drops too: apt lists, caches, docs
+        rm -rf "$ROOT"/var/lib/apt/lists/* "$ROOT"/var/cache/apt/*.bin "$ROOT"/var/cache/apt/archives/*.deb \
+            "$ROOT"/usr/share/doc/* "$ROOT"/usr/share/man/* "$ROOT"/usr/share/info/*
+        echo "deb $MIRROR bookworm main" >"$ROOT/etc/apt/sources.list"
+        tar --numeric-owner -C "$ROOT" -cf "$TARBALL.tmp" .
+        mv "$TARBALL.tmp" "$TARBALL"
+        rm -rf "$ROOT"
+    fi
+    log "podman import $TARBALL as $BASE"
+    podman import --change 'CMD ["bash"]' "$TARBALL" "$BASE" >/dev/null
+fi
+
+# ---- 2. the image ----------------------------------------------------------------
+log "buildah bud --pull=never -f docker/Dockerfile"
+buildah bud --pull=never --layers --network=host --ulimit "nofile=$NOFILE" --ulimit "nproc=$NPROC" -f "$REPO/docker/Dockerfile" -t "$IMAGE" "$REPO" \
+    >"$WORK/build.log" 2>&1 || { tail -n 40 "$WORK/build.log"; fail "buildah bud failed"; }
+USER_OF=$(podman image inspect -f '{{.Config.User}}' "$IMAGE")
+[ "$USER_OF" = "10001:10001" ] || fail "image USER is '$USER_OF', want 10001:10001"
+STOPSIG=$(podman image inspect -f '{{.Config.StopSignal}}' "$IMAGE")
+[ "$STOPSIG" = "SIGTERM" ] || fail "image STOPSIGNAL is '$STOPSIG'"
+podman run --rm --entrypoint /bin/sh "$IMAGE" -c 'command -v sleep >/dev/null' ||
+    fail "the image has no sleep binary for the preStop hook"
+
+# ---- 3. run it --------------------------------------------------------------------
+free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+GRPC_PORT=$(free_port)
+HTTP_PORT=$(free_port)
+DATA="$WORK/data"
+mkdir -p "$DATA"
+chown 10001:10001 "$DATA"
+chmod 0750 "$DATA"
+
+run_container() { # name
+    podman run -d --name "$1" --read-only --cap-drop=ALL --security-opt no-new-privileges \
+        -v "$DATA:/data" -p "127.0.0.1:$GRPC_PORT:50051" -p "127.0.0.1:$HTTP_PORT:8080" \
+        "$IMAGE" >/dev/null
+}
+
+log "podman run (read-only, no capabilities) on 127.0.0.1:$GRPC_PORT"
+run_container "$NAME-1"
+CLIENT=("$PYTHON" "$REPO/tests/image/client.py" --addr "127.0.0.1:$GRPC_PORT" --key-file "$DATA/keys/admin.key")
+"${CLIENT[@]}" wait || { podman logs "$NAME-1" | tail -n 20; fail "the container never became ready"; }
+"${CLIENT[@]}" write || { podman logs "$NAME-1" | tail -n 20; fail "the write failed"; }
+
+# ---- 4. buf curl through reflection ------------------------------------------------
+BUF="$REPO/build/node/node_modules/.bin/buf"
+if [ ! -x "$BUF" ]; then
+    log "npm install @bufbuild/buf into build/node"
+    npm install --no-audit --no-fund --prefix "$REPO/build/node" @bufbuild/buf >"$WORK/npm.log" 2>&1 ||
+        { tail -n 20 "$WORK/npm.log"; fail "npm install @bufbuild/buf failed"; }
+fi
+export BUF_CACHE_DIR="$WORK/buf-cache" NO_COLOR=1
+log "buf curl UpdateRecord (reflection, JSON body, auth header)"
+OUT=$("$BUF" curl --protocol grpc --http2-prior-knowledge --timeout 60s \
+    -H "authorization: Bearer $(cat "$DATA/keys/admin.key")" \
+    -d '{"model":"notes","id":"n1","data":{"text":"updated by buf"},"expectedVersion":"1"}' \
+    "http://127.0.0.1:$GRPC_PORT/recordd.v1.Records/UpdateRecord") || fail "buf curl failed: $OUT"
+"$PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["status"]=="CONFIRMED" and r["success"], r' \
+    "$OUT" || fail "unexpected UpdateRecord answer: $OUT"
+"$BUF" curl --protocol grpc --http2-prior-knowledge --timeout 60s -d '{"service":"readiness"}' \
+    "http://127.0.0.1:$GRPC_PORT/grpc.health.v1.Health/Check" | grep -q SERVING ||
+    fail "buf curl health check failed"
+
+# ---- 5. stop with SIGTERM ----------------------------------------------------------
+log "podman stop (SIGTERM)"
+podman stop -t 30 "$NAME-1" >/dev/null
+CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-1")
+podman logs "$NAME-1" >"$WORK/container-1.log" 2>&1 || true
+[ "$CODE" = 0 ] || { tail -n 20 "$WORK/container-1.log"; fail "the container exited $CODE after SIGTERM"; }
+grep -q '"msg":"stopped"' "$WORK/container-1.log" || fail "no 'stopped' log line"
+grep -q '"method":"/recordd.v1.Records/UpdateRecord"' "$WORK/container-1.log" ||
+    fail "no request log line for UpdateRecord"
+if grep -q "$(cat "$DATA/keys/admin.key")" "$WORK/container-1.log"; then fail "the admin key is in the log"; fi
+
+# ---- 6. a new container on the same volume ------------------------------------------
+log "a second container on the same volume"
+run_container "$NAME-2"
+"${CLIENT[@]}" wait || { podman logs "$NAME-2" | tail -n 20; fail "the second container never became ready"; }
+"${CLIENT[@]}" read --expect-text "updated by buf" || fail "the write did not survive the restart"
+podman stop -t 30 "$NAME-2" >/dev/null
+CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-2")
+[ "$CODE" = 0 ] || fail "the second container exited $CODE after SIGTERM"
+
+log "image test passed"
+echo "1 passed, 0 failed"
