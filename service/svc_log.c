@@ -75,7 +75,9 @@ static void write_line(svc_log_level level, const char *msg, json_t *extra)
         if (extra != NULL)
             json_object_update(o, extra);
     }
-    char *s = o != NULL ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
+    char *s = o != NULL
+                  ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10))
+                  : NULL;
     if (s != NULL) {
         emit(s);
     } else {
