@@ -12,6 +12,7 @@
 #      (tests/image/client.py);
 #   4. buf curl --protocol grpc --http2-prior-knowledge, schema from
 #      reflection only: UpdateRecord with a JSON body and an auth header;
+#      then the HTTP/JSON gateway: /readyz and a PATCH with If-Match;
 #   5. podman stop (SIGTERM): exit code 0 and the "stopped" log line;
 #   6. a new container on the same volume reads the write back.
 #
@@ -155,6 +156,17 @@ OUT=$("$BUF" curl --protocol grpc --http2-prior-knowledge --timeout 60s \
     "http://127.0.0.1:$GRPC_PORT/grpc.health.v1.Health/Check" | grep -q SERVING ||
     fail "buf curl health check failed"
 
+# ---- 4b. the HTTP/JSON gateway through the published port ---------------------------
+log "HTTP: /readyz and a PATCH with If-Match on 127.0.0.1:$HTTP_PORT"
+"$PYTHON" - "http://127.0.0.1:$HTTP_PORT" "$DATA/keys/admin.key" <<'PY' || fail "the HTTP gateway check failed"
+import sys, requests
+url, key = sys.argv[1], open(sys.argv[2]).read().strip()
+assert requests.get(url + "/readyz", timeout=30).status_code == 200
+r = requests.patch(url + "/v1/models/notes/n1", json={"text": "updated over http"}, timeout=30,
+                   headers={"Authorization": "Bearer " + key, "If-Match": '"2"'})
+assert r.status_code == 200 and r.json()["status"] == "CONFIRMED", r.text
+PY
+
 # ---- 5. stop with SIGTERM ----------------------------------------------------------
 log "podman stop (SIGTERM)"
 podman stop -t 30 "$NAME-1" >/dev/null
@@ -170,7 +182,7 @@ if grep -q "$(cat "$DATA/keys/admin.key")" "$WORK/container-1.log"; then fail "t
 log "a second container on the same volume"
 run_container "$NAME-2"
 "${CLIENT[@]}" wait || { podman logs "$NAME-2" | tail -n 20; fail "the second container never became ready"; }
-"${CLIENT[@]}" read --expect-text "updated by buf" || fail "the write did not survive the restart"
+"${CLIENT[@]}" read --expect-text "updated over http" || fail "the write did not survive the restart"
 podman stop -t 30 "$NAME-2" >/dev/null
 CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-2")
 [ "$CODE" = 0 ] || fail "the second container exited $CODE after SIGTERM"
