@@ -93,6 +93,32 @@ static size_t key_slot(const unsigned char hash[AUTH_APIKEY_HASH_BYTES])
     return (size_t)(h % SVC_AUTH_KEY_CACHE_SLOTS);
 }
 
+/* The credential generation as read by a read that started less than
+ * SVC_AUTH_GEN_RECHECK_US ago (by any thread), else read now. A change
+ * committed at time t is in every read that starts after t, so every call
+ * whose auth step starts SVC_AUTH_GEN_RECHECK_US or more after the commit
+ * sees the new generation. */
+static rd_code current_gen(svc_auth *a, store_conn *conn, int64_t *gen, rd_err *err)
+{
+    int64_t started = mono_us();
+    pthread_mutex_lock(&a->cache_mu);
+    bool fresh = a->gen_read_us != 0 && started - a->gen_read_us < SVC_AUTH_GEN_RECHECK_US;
+    *gen = a->gen;
+    pthread_mutex_unlock(&a->cache_mu);
+    if (fresh)
+        return RD_OK;
+    rd_code code = store_auth_gen(conn, gen, err);
+    if (code != RD_OK)
+        return code;
+    pthread_mutex_lock(&a->cache_mu);
+    if (started > a->gen_read_us) { /* the later-started read wins */
+        a->gen = *gen;
+        a->gen_read_us = started;
+    }
+    pthread_mutex_unlock(&a->cache_mu);
+    return RD_OK;
+}
+
 rd_code svc_auth_lookup_key_cached(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH_BYTES],
                                    auth_principal **out, rd_err *err)
 {
@@ -104,7 +130,7 @@ rd_code svc_auth_lookup_key_cached(void *ctx, const unsigned char hash[AUTH_APIK
         return err->code;
     /* read before the lookup: a change committed after this read leaves the
      * entry filled below at an old generation, so it is never used */
-    rd_code code = store_auth_gen(conn, &gen, err);
+    rd_code code = current_gen(a, conn, &gen, err);
     if (code != RD_OK)
         return code;
     int64_t now = mono_us();

@@ -31,6 +31,8 @@ typedef struct svc_auth_options {
 enum {
     SVC_AUTH_KEY_CACHE_SLOTS = 1024,
     SVC_AUTH_KEY_CACHE_TTL_US = 60 * 1000000,
+    /* the generation read is shared by the calls of the next 1 ms */
+    SVC_AUTH_GEN_RECHECK_US = 1000,
 };
 
 typedef struct svc_key_slot {
@@ -50,6 +52,8 @@ typedef struct svc_auth {
     store *db;
     pthread_mutex_t cache_mu; /* guards key_cache */
     svc_key_slot key_cache[SVC_AUTH_KEY_CACHE_SLOTS];
+    int64_t gen;         /* the last credential generation read */
+    int64_t gen_read_us; /* when that read started (CLOCK_MONOTONIC µs); 0 = never */
 } svc_auth;
 
 /* Loads everything o names; the signer's own public key is always added to
