@@ -2,8 +2,10 @@
  * revocations"). Lookups use the caller's read connection and its statement
  * cache; writes open their own connection for one short IMMEDIATE
  * transaction, serialised with the writer by SQLite's lock. Nothing is
- * cached, so a revocation is effective for every call that starts after its
- * commit. docs/internals/auth.md ("Server integration") has the tables. */
+ * cached here; every change to these tables raises the credential
+ * generation (store_auth_gen) by trigger, which the server's credential
+ * cache checks. docs/internals/auth.md ("Server integration") has the
+ * tables. */
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>

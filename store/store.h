@@ -511,7 +511,8 @@ rd_code store_submit_wait(store *s, store_write *w);
  * (never the key), organisation, role, capabilities (JSON text) and
  * revocation time; _rd_revoked_tokens the revoked token ids. Lookups run on a
  * read connection with indexed statements and cache nothing, so a
- * revocation counts from its commit on (also across processes).
+ * revocation counts from its commit on (also across processes); callers
+ * that cache (service/svc_auth.c) check store_auth_gen.
  *
  * Writes (insert, revoke) run on their own short-lived connection, not
  * through the writer: they are for tools (recordctl) and tests, never the
