@@ -236,6 +236,10 @@ rd_code auth_mint_check(const auth_principal *caller, const auth_caps *requested
  * required, role may be NULL, caps is copied. Errors: RD_INTERNAL. */
 rd_code auth_principal_new_api_key(const char *key_id, const char *org, const char *role,
                                    const auth_caps *caps, auth_principal **out, rd_err *err);
+/* Principals are reference counted and immutable once made, so one may be
+ * shared between threads (the server's credential cache does): _ref adds a
+ * reference and returns p, _free drops one and frees on the last. */
+auth_principal *auth_principal_ref(auth_principal *p);
 void auth_principal_free(auth_principal *p);
 
 /* Accessors take a non-NULL principal; strings stay valid while p lives. */

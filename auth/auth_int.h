@@ -43,6 +43,7 @@ struct auth_principal {
     char *jti;  /* NULL for API keys */
     int64_t expires_us;
     auth_caps *caps;
+    int refs; /* auth_principal_ref / auth_principal_free, atomic */
 };
 
 typedef struct auth__key {

@@ -514,6 +514,7 @@ rd_code auth__principal_new(auth_kind kind, const char *id, const char *org, con
     if (p == NULL)
         goto oom;
     p->kind = kind;
+    p->refs = 1;
     p->expires_us = expires_us;
     p->caps = caps;
     caps = NULL;
@@ -551,9 +552,16 @@ rd_code auth_principal_new_api_key(const char *key_id, const char *org, const ch
     return auth__principal_new(AUTH_KIND_API_KEY, key_id, org, role, NULL, 0, copy, out, err);
 }
 
+auth_principal *auth_principal_ref(auth_principal *p)
+{
+    if (p != NULL)
+        __atomic_add_fetch(&p->refs, 1, __ATOMIC_RELAXED);
+    return p;
+}
+
 void auth_principal_free(auth_principal *p)
 {
-    if (p == NULL)
+    if (p == NULL || __atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) != 0)
         return;
     free(p->id);
     free(p->org);

@@ -21,6 +21,7 @@
 #include "service/receipt.h"
 #include "service/server_int.h"
 #include "service/svc_convert.h"
+#include "service/svc_handlers.h"
 #include "service/svc_metrics.h"
 #include "service/svc_log.h"
 
@@ -733,6 +734,19 @@ static void reject(svc_call *c, grpc_status_code code, const char *msg)
     finish(c, NULL, code, msg, NULL, 0);
 }
 
+/* Unary record writes run their auth step, unpack and handler on the
+ * completion-queue thread instead of a worker: the handlers never wait (they
+ * check against the in-memory schema and queue to the writer; the auth step
+ * is a cached credential and one indexed read), and the hand-off to a
+ * worker was a futex wake-up and a context switch per write
+ * (docs/PERFORMANCE.md). */
+static bool runs_on_cq(const svc_method *m)
+{
+    return m->kind == SVC_UNARY &&
+           (m->handler == svc_update_record || m->handler == svc_create_record ||
+            m->handler == svc_replace_record || m->handler == svc_delete_record);
+}
+
 /* A call arrived (ok) or its slot was cancelled by shutdown (!ok). */
 static void on_request(svc_server *s, svc_call *c, bool ok)
 {
@@ -802,6 +816,15 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
         }
         if (c->method->kind == SVC_BIDI_STREAM)
             return; /* the server owns it until a message arrives */
+    }
+    if (runs_on_cq(c->method)) {
+        /* as a worker would, with the same work reference */
+        pthread_mutex_lock(&c->mu);
+        c->refs++;
+        pthread_mutex_unlock(&c->mu);
+        run_request(c);
+        call_unref(c);
+        return;
     }
     if (!enqueue_work(c, true))
         reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "server is overloaded");

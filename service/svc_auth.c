@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 
 enum { PEPPER_FILE_MAX = 1024, RATELIMIT_KEYS = 65536 };
 
@@ -72,6 +73,89 @@ done:
     auth_caps_free(caps);
     store_api_key_clear(&k);
     return code;
+}
+
+/* ---- verified-credential cache ------------------------------------------ */
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Slot of a key hash: the hash is a keyed BLAKE2b (pepper), so its first
+ * bytes are uniform and cannot be aimed at one slot from outside. */
+static size_t key_slot(const unsigned char hash[AUTH_APIKEY_HASH_BYTES])
+{
+    uint64_t h;
+    memcpy(&h, hash, sizeof h);
+    return (size_t)(h % SVC_AUTH_KEY_CACHE_SLOTS);
+}
+
+/* The credential generation as read by a read that started less than
+ * SVC_AUTH_GEN_RECHECK_US ago (by any thread), else read now. A change
+ * committed at time t is in every read that starts after t, so every call
+ * whose auth step starts SVC_AUTH_GEN_RECHECK_US or more after the commit
+ * sees the new generation. */
+static rd_code current_gen(svc_auth *a, store_conn *conn, int64_t *gen, rd_err *err)
+{
+    int64_t started = mono_us();
+    pthread_mutex_lock(&a->cache_mu);
+    bool fresh = a->gen_read_us != 0 && started - a->gen_read_us < SVC_AUTH_GEN_RECHECK_US;
+    *gen = a->gen;
+    pthread_mutex_unlock(&a->cache_mu);
+    if (fresh)
+        return RD_OK;
+    rd_code code = store_auth_gen(conn, gen, err);
+    if (code != RD_OK)
+        return code;
+    pthread_mutex_lock(&a->cache_mu);
+    if (started > a->gen_read_us) { /* the later-started read wins */
+        a->gen = *gen;
+        a->gen_read_us = started;
+    }
+    pthread_mutex_unlock(&a->cache_mu);
+    return RD_OK;
+}
+
+rd_code svc_auth_lookup_key_cached(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH_BYTES],
+                                   auth_principal **out, rd_err *err)
+{
+    svc_auth *a = ctx;
+    int64_t gen = 0;
+    *out = NULL;
+    store_conn *conn = svc_thread_conn(a->db, err);
+    if (conn == NULL)
+        return err->code;
+    /* read before the lookup: a change committed after this read leaves the
+     * entry filled below at an old generation, so it is never used */
+    rd_code code = current_gen(a, conn, &gen, err);
+    if (code != RD_OK)
+        return code;
+    int64_t now = mono_us();
+    svc_key_slot *slot = &a->key_cache[key_slot(hash)];
+    pthread_mutex_lock(&a->cache_mu);
+    if (slot->principal != NULL && slot->gen == gen &&
+        now - slot->filled_us < SVC_AUTH_KEY_CACHE_TTL_US &&
+        auth_apikey_hash_equal(slot->hash, hash))
+        *out = auth_principal_ref(slot->principal);
+    pthread_mutex_unlock(&a->cache_mu);
+    if (*out != NULL)
+        return RD_OK;
+    code = svc_auth_lookup_key(a->db, hash, out, err);
+    if (code != RD_OK)
+        return code;
+    auth_principal *old = NULL;
+    pthread_mutex_lock(&a->cache_mu);
+    old = slot->principal;
+    memcpy(slot->hash, hash, AUTH_APIKEY_HASH_BYTES);
+    slot->principal = auth_principal_ref(*out);
+    slot->gen = gen;
+    slot->filled_us = now;
+    pthread_mutex_unlock(&a->cache_mu);
+    auth_principal_free(old);
+    return RD_OK;
 }
 
 int svc_auth_is_revoked(void *ctx, const char *jti, const char *sub)
@@ -144,6 +228,10 @@ void svc_auth_close(svc_auth *a)
 {
     if (a == NULL)
         return;
+    for (size_t i = 0; i < SVC_AUTH_KEY_CACHE_SLOTS; i++)
+        auth_principal_free(a->key_cache[i].principal);
+    sodium_memzero(a->key_cache, sizeof a->key_cache);
+    pthread_mutex_destroy(&a->cache_mu);
     auth_ratelimit_free(a->ratelimit);
     auth_signer_free(a->signer);
     auth_keyring_free(a->keyring);
@@ -160,6 +248,7 @@ rd_code svc_auth_open(const svc_auth_options *o, store *db, svc_auth **out, rd_e
     if (a == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     a->db = db;
+    pthread_mutex_init(&a->cache_mu, NULL);
     if (need_file(o->pepper_file, "pepper-file", err) != RD_OK ||
         need_file(o->signing_key, "signing-key", err) != RD_OK ||
         need_file(o->trusted_keys, "trusted-keys", err) != RD_OK)
@@ -200,8 +289,8 @@ rd_code svc_auth_open(const svc_auth_options *o, store *db, svc_auth **out, rd_e
     if (o->audience != NULL && o->audience[0] != '\0')
         a->cfg.audience = o->audience;
     a->cfg.pepper = a->pepper;
-    a->cfg.lookup_key = svc_auth_lookup_key;
-    a->cfg.lookup_ctx = db;
+    a->cfg.lookup_key = svc_auth_lookup_key_cached;
+    a->cfg.lookup_ctx = a;
     a->cfg.is_revoked = svc_auth_is_revoked;
     a->cfg.revoked_ctx = db;
     *out = a;

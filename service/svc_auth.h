@@ -6,6 +6,8 @@
 #ifndef SVC_AUTH_H
 #define SVC_AUTH_H
 
+#include <pthread.h>
+
 #include "auth/auth.h"
 #include "store/store.h"
 
@@ -20,6 +22,26 @@ typedef struct svc_auth_options {
     double burst;             /* bucket size; 0 = max(rate, 1) */
 } svc_auth_options;
 
+/* The verified-credential cache (svc_auth_lookup_key_cached): a fixed
+ * table of API-key hash -> principal. An entry is used only while the
+ * store's credential generation (store_auth_gen) is the one it was filled
+ * at, so any key or token revocation committed before a call starts is seen
+ * by that call, from this or any other process; and never longer than the
+ * TTL. A colliding key replaces the entry. */
+enum {
+    SVC_AUTH_KEY_CACHE_SLOTS = 1024,
+    SVC_AUTH_KEY_CACHE_TTL_US = 60 * 1000000,
+    /* the generation read is shared by the calls of the next 1 ms */
+    SVC_AUTH_GEN_RECHECK_US = 1000,
+};
+
+typedef struct svc_key_slot {
+    unsigned char hash[AUTH_APIKEY_HASH_BYTES];
+    auth_principal *principal; /* a reference; NULL when empty */
+    int64_t gen;               /* the credential generation when filled */
+    int64_t filled_us;         /* CLOCK_MONOTONIC µs when filled */
+} svc_key_slot;
+
 /* The loaded state; cfg is what the server core verifies with. */
 typedef struct svc_auth {
     auth_config cfg;
@@ -28,6 +50,10 @@ typedef struct svc_auth {
     unsigned char *pepper;     /* AUTH_PEPPER_BYTES in sodium_malloc memory */
     auth_ratelimit *ratelimit; /* NULL when off */
     store *db;
+    pthread_mutex_t cache_mu; /* guards key_cache */
+    svc_key_slot key_cache[SVC_AUTH_KEY_CACHE_SLOTS];
+    int64_t gen;         /* the last credential generation read */
+    int64_t gen_read_us; /* when that read started (CLOCK_MONOTONIC µs); 0 = never */
 } svc_auth;
 
 /* Loads everything o names; the signer's own public key is always added to
@@ -52,6 +78,12 @@ store_conn *svc_thread_conn(store *db, rd_err *err);
  * revoked keys are RD_UNAUTHENTICATED; store failures keep their code. */
 rd_code svc_auth_lookup_key(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH_BYTES],
                             auth_principal **out, rd_err *err);
+/* svc_auth_lookup_key through the cache above (ctx = the svc_auth): one
+ * read of the credential generation per call, and the key lookup, caps
+ * parse and principal allocation only on a miss. Fails closed when the
+ * generation cannot be read. */
+rd_code svc_auth_lookup_key_cached(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH_BYTES],
+                                   auth_principal **out, rd_err *err);
 /* auth_revoked_fn over store_is_revoked (ctx = the store); fails closed. */
 int svc_auth_is_revoked(void *ctx, const char *jti, const char *sub);
 

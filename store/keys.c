@@ -2,8 +2,10 @@
  * revocations"). Lookups use the caller's read connection and its statement
  * cache; writes open their own connection for one short IMMEDIATE
  * transaction, serialised with the writer by SQLite's lock. Nothing is
- * cached, so a revocation is effective for every call that starts after its
- * commit. docs/internals/auth.md ("Server integration") has the tables. */
+ * cached here; every change to these tables raises the credential
+ * generation (store_auth_gen) by trigger, which the server's credential
+ * cache checks. docs/internals/auth.md ("Server integration") has the
+ * tables. */
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,4 +297,23 @@ int store_is_revoked(store_conn *c, const char *jti, const char *sub)
     if (st != NULL)
         store_stmt_put(st);
     return revoked;
+}
+
+rd_code store_auth_gen(store_conn *c, int64_t *gen, rd_err *err)
+{
+    static const char sql[] = "SELECT gen FROM _rd_auth_gen WHERE id = 1";
+    sqlite3_stmt *st = NULL;
+    rd_code code = RD_OK;
+    int rc = store_stmt_get(&c->cache, sql, &st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *gen = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE)
+        code = rd_errf(err, RD_INTERNAL, NULL, "the credential generation row is missing");
+    else
+        code = store_sql_err(c->db, rc, err);
+    if (st != NULL)
+        store_stmt_put(st);
+    return code;
 }

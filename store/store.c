@@ -479,6 +479,21 @@ static const char *const layout_sql[] = {
     "CREATE INDEX IF NOT EXISTS _rd_api_keys_by_org ON _rd_api_keys (org, created_at)",
     "CREATE TABLE IF NOT EXISTS _rd_revoked_tokens ("
     " jti TEXT PRIMARY KEY, revoked_at INTEGER NOT NULL)",
+    /* the credential generation (store_auth_gen): every change to a key row
+     * or to the revoked tokens bumps it in the changing transaction, by
+     * trigger, so no writer (recordctl, another binary, hand-made SQL) can
+     * forget to */
+    "CREATE TABLE IF NOT EXISTS _rd_auth_gen ("
+    " id INTEGER PRIMARY KEY CHECK (id = 1), gen INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO _rd_auth_gen (id, gen) VALUES (1, 0)",
+    "CREATE TRIGGER IF NOT EXISTS _rd_api_keys_gen_u AFTER UPDATE ON _rd_api_keys"
+    " BEGIN UPDATE _rd_auth_gen SET gen = gen + 1 WHERE id = 1; END",
+    "CREATE TRIGGER IF NOT EXISTS _rd_api_keys_gen_d AFTER DELETE ON _rd_api_keys"
+    " BEGIN UPDATE _rd_auth_gen SET gen = gen + 1 WHERE id = 1; END",
+    "CREATE TRIGGER IF NOT EXISTS _rd_revoked_tokens_gen_i AFTER INSERT ON _rd_revoked_tokens"
+    " BEGIN UPDATE _rd_auth_gen SET gen = gen + 1 WHERE id = 1; END",
+    "CREATE TRIGGER IF NOT EXISTS _rd_revoked_tokens_gen_d AFTER DELETE ON _rd_revoked_tokens"
+    " BEGIN UPDATE _rd_auth_gen SET gen = gen + 1 WHERE id = 1; END",
 };
 
 /* Creates the system tables on a new database (user_version 0) and refuses

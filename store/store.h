@@ -511,7 +511,8 @@ rd_code store_submit_wait(store *s, store_write *w);
  * (never the key), organisation, role, capabilities (JSON text) and
  * revocation time; _rd_revoked_tokens the revoked token ids. Lookups run on a
  * read connection with indexed statements and cache nothing, so a
- * revocation counts from its commit on (also across processes).
+ * revocation counts from its commit on (also across processes); callers
+ * that cache (service/svc_auth.c) check store_auth_gen.
  *
  * Writes (insert, revoke) run on their own short-lived connection, not
  * through the writer: they are for tools (recordctl) and tests, never the
@@ -567,6 +568,14 @@ void store_api_keys_free(store_api_key *keys, size_t n);
 /* 1 when token id jti is revoked or sub names a revoked key, 0 when neither,
  * -1 when the store cannot tell (callers fail closed). sub may be NULL. */
 int store_is_revoked(store_conn *c, const char *jti, const char *sub);
+
+/* The credential generation: a counter that every committed change to
+ * _rd_api_keys (update, delete) or _rd_revoked_tokens (insert, delete)
+ * raises in its own transaction (triggers made with the layout), whichever
+ * process or tool makes it. A cache of verified credentials stays valid
+ * while the generation it was filled at is current. One indexed read.
+ * Errors: RD_UNAVAILABLE, RD_INTERNAL. */
+rd_code store_auth_gen(store_conn *c, int64_t *gen, rd_err *err);
 
 /* ---- change feed (store/changes.c) ----------------------------------------
  * Reads over _rd_sync_log for WatchChanges (docs/internals/store.md, "Change

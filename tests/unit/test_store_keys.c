@@ -138,6 +138,29 @@ static void test_token_revoke_by_jti(void **state)
     assert_int_equal(store_token_revoke(fx->s, "", &err), RD_VALIDATION_FAILED);
 }
 
+/* Every change a cached credential could depend on raises the generation,
+ * in the changing transaction; a new key or a repeat revocation of a token
+ * id (no row changes) need not. */
+static void test_auth_gen_rises_on_every_revocation(void **state)
+{
+    fixture *fx = *state;
+    rd_err err;
+    int64_t g0 = -1, g1 = -1, g2 = -1, g3 = -1;
+    assert_int_equal(store_auth_gen(fx->c, &g0, &err), RD_OK);
+    assert_true(g0 >= 0);
+    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", &err), RD_OK);
+    assert_int_equal(store_auth_gen(fx->c, &g1, &err), RD_OK);
+    assert_int_equal(store_key_revoke(fx->s, "key_a", &err), RD_OK);
+    assert_int_equal(store_auth_gen(fx->c, &g2, &err), RD_OK);
+    assert_true(g2 > g1);
+    assert_int_equal(store_token_revoke(fx->s, "tok_1", &err), RD_OK);
+    assert_int_equal(store_auth_gen(fx->c, &g3, &err), RD_OK);
+    assert_true(g3 > g2);
+    assert_int_equal(store_key_revoke(fx->s, "key_zz", &err), RD_NOT_FOUND);
+    assert_int_equal(store_auth_gen(fx->c, &g2, &err), RD_OK);
+    assert_int_equal(g2, g3);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -147,6 +170,7 @@ int main(void)
         T(test_key_list_is_per_organisation),
         T(test_key_revoke_marks_it_and_revokes_its_tokens),
         T(test_token_revoke_by_jti),
+        T(test_auth_gen_rises_on_every_revocation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
