@@ -31,6 +31,13 @@ if [ "${1:-}" = "recordctl" ]; then
     exec /usr/local/bin/recordctl "$@"
 fi
 
+# --help and --version only print: no keys, no database
+for arg in "$@"; do
+    case "$arg" in
+    --help | -h | --version | -V) exec /usr/local/bin/recordd "$@" ;;
+    esac
+done
+
 if [ "${RECORDD_INIT:-auto}" != "never" ] && [ ! -e "$RECORDD_KEYS_DIR/admin.key" ]; then
     /usr/local/bin/recordctl init --dir "$RECORDD_KEYS_DIR" --org "${RECORDD_INIT_ORG:-default}" \
         --db "$RECORDD_DB" --pepper-file "$RECORDD_PEPPER_FILE" \

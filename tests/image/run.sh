@@ -120,6 +120,11 @@ STOPSIG=$(podman image inspect -f '{{.Config.StopSignal}}' "$IMAGE")
 [ "$STOPSIG" = "SIGTERM" ] || fail "image STOPSIGNAL is '$STOPSIG'"
 podman run --rm --entrypoint /bin/sh "$IMAGE" -c 'command -v sleep >/dev/null' ||
     fail "the image has no sleep binary for the preStop hook"
+# --version prints and exits: it creates no keys or database on the volume
+mkdir -p "$WORK/version-data" && chown 10001:10001 "$WORK/version-data"
+podman run --rm --read-only -v "$WORK/version-data:/data" "$IMAGE" --version | grep -q '^recordd ' ||
+    fail "recordd --version through the entrypoint failed"
+[ -z "$(ls -A "$WORK/version-data")" ] || fail "--version initialised the volume: $(ls -A "$WORK/version-data")"
 
 # ---- 3. run it --------------------------------------------------------------------
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
