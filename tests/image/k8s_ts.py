@@ -11,9 +11,13 @@ excess-property check, wrong types fail assignability.
 """
 
 import json
+import re
 import sys
+from pathlib import Path
 
 import yaml
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def module_of(obj):
@@ -99,6 +103,12 @@ def policy(docs):
     assert mode & 0o040 and not mode & 0o007, f"Secret files {oct(mode)}: group {psc['fsGroup']} reads, others not"
     data_mounts = [m["mountPath"] for m in c["volumeMounts"] if m["name"] == vct["metadata"]["name"]]
     assert data_mounts == ["/data"], data_mounts
+    # a misspelled variable type-checks but is silently ignored
+    known = set()
+    for src in ("service/config.c", "docker/entrypoint.sh"):
+        with open(REPO / src) as f:
+            known |= set(re.findall(r"RECORDD_[A-Z_]+", f.read()))
+    assert set(env) <= known, f"ConfigMap keys neither recordd nor the entrypoint reads: {set(env) - known}"
     for var in ("RECORDD_KEYS_DIR", "RECORDD_TRUSTED_KEYS", "RECORDD_DB"):
         if var in env:
             assert env[var].startswith("/data/"), (var, env[var])
