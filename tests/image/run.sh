@@ -184,6 +184,8 @@ CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-1")
 podman logs "$NAME-1" >"$WORK/container-1.log" 2>&1 || true
 [ "$CODE" = 0 ] || { tail -n 20 "$WORK/container-1.log"; fail "the container exited $CODE after SIGTERM"; }
 grep -q '"msg":"stopped"' "$WORK/container-1.log" || fail "no 'stopped' log line"
+"$PYTHON" -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1]) if l.strip()]' "$WORK/container-1.log" ||
+    fail "a log line of the first start is not JSON"
 grep -q '"method":"/recordd.v1.Records/UpdateRecord"' "$WORK/container-1.log" ||
     fail "no request log line for UpdateRecord"
 if grep -q "$(cat "$DATA/keys/admin.key")" "$WORK/container-1.log"; then fail "the admin key is in the log"; fi
