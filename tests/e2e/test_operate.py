@@ -166,7 +166,8 @@ def test_log_level_warn_drops_request_lines_and_bad_levels_are_refused(tmp_path)
     err = tmp_path / "stderr.log"
     with open(err, "wb") as f:
         proc = subprocess.Popen(
-            [str(h.BIN), "--grpc-listen", f"127.0.0.1:{port}", "--db", str(srv.db_path), "--pepper-file",
+            [str(h.BIN), "--grpc-listen", f"127.0.0.1:{port}", "--http-listen", "127.0.0.1:0", "--db",
+             str(srv.db_path), "--pepper-file",
              str(srv.var / "pepper"), "--signing-key", str(srv.var / "signing.key"), "--trusted-keys",
              str(srv.var / "trusted-keys")],
             stdout=f, stderr=f, env={**os.environ, "RECORDD_LOG_LEVEL": "warn"})
