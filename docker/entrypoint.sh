@@ -31,10 +31,23 @@ if [ "${1:-}" = "recordctl" ]; then
     exec /usr/local/bin/recordctl "$@"
 fi
 
+# --help and --version only print: no keys, no database
+for arg in "$@"; do
+    case "$arg" in
+    --help | -h | --version | -V) exec /usr/local/bin/recordd "$@" ;;
+    esac
+done
+
+# The log stays JSON lines: init's notes are shown only when it fails.
 if [ "${RECORDD_INIT:-auto}" != "never" ] && [ ! -e "$RECORDD_KEYS_DIR/admin.key" ]; then
-    /usr/local/bin/recordctl init --dir "$RECORDD_KEYS_DIR" --org "${RECORDD_INIT_ORG:-default}" \
-        --db "$RECORDD_DB" --pepper-file "$RECORDD_PEPPER_FILE" \
-        --signing-key "$RECORDD_SIGNING_KEY" --trusted-keys "$RECORDD_TRUSTED_KEYS" >/dev/null
+    if ! notes=$(/usr/local/bin/recordctl init --dir "$RECORDD_KEYS_DIR" \
+        --org "${RECORDD_INIT_ORG:-default}" --db "$RECORDD_DB" --pepper-file "$RECORDD_PEPPER_FILE" \
+        --signing-key "$RECORDD_SIGNING_KEY" --trusted-keys "$RECORDD_TRUSTED_KEYS" 2>&1 >/dev/null); then
+        printf '%s\n' "$notes" >&2
+        exit 1
+    fi
+    printf '{"time":"%s","level":"info","msg":"initialised: missing keys, the database and an admin API key (RECORDD_KEYS_DIR/admin.key) created"}\n' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" >&2
 fi
 
 exec /usr/local/bin/recordd "$@"

@@ -17,6 +17,7 @@ import grpc
 import pytest
 
 import harness as h
+from test_buf_cli import buf  # noqa: F401  (the buf fixture)
 from test_ops import build_pool, reflect
 
 SERVING = 1
@@ -165,7 +166,8 @@ def test_log_level_warn_drops_request_lines_and_bad_levels_are_refused(tmp_path)
     err = tmp_path / "stderr.log"
     with open(err, "wb") as f:
         proc = subprocess.Popen(
-            [str(h.BIN), "--grpc-listen", f"127.0.0.1:{port}", "--db", str(srv.db_path), "--pepper-file",
+            [str(h.BIN), "--grpc-listen", f"127.0.0.1:{port}", "--http-listen", "127.0.0.1:0", "--db",
+             str(srv.db_path), "--pepper-file",
              str(srv.var / "pepper"), "--signing-key", str(srv.var / "signing.key"), "--trusted-keys",
              str(srv.var / "trusted-keys")],
             stdout=f, stderr=f, env={**os.environ, "RECORDD_LOG_LEVEL": "warn"})
@@ -312,3 +314,41 @@ def test_an_overlong_request_id_is_replaced(server):
     (line,) = wait_logged(server, method="/recordd.v1.Schemas/GetSchema")
     assert line["request_id"].startswith("req_")
     assert long_id not in server.log_path.read_text()
+
+
+# ---- the README, in order --------------------------------------------------------------
+
+
+def test_readme_grpc_examples_work_in_the_order_written(buf, server_factory):
+    """Every `grpcurl … -d '<json>' 127.0.0.1:50051 method` of the README, from
+    the walkthrough to the end, through buf curl against one server, in
+    order: each answers as the README says (the streaming Watch calls are
+    left out; the worked example's UpdateRecords carry its minted token)."""
+    from test_bulk import readme_calls
+    from test_buf_cli import BASE_FLAGS
+
+    s = server_factory()
+    admin = f"authorization: Bearer {s.admin_key}"
+    token = None
+    # the calls the README shows failing, with their code
+    expected_failures = {
+        ("recordd.v1.Records/BulkMutate", '"id":"s4"'): "already_exists",
+        ("recordd.v1.Records/UpdateRecord", '"firstName":"Eve"'): "permission_denied",
+    }
+    calls = readme_calls("## Five-minute walkthrough", "## HTTP/JSON") + readme_calls("## Keys, tokens")
+    calls = [(m, b) for m, b in calls if not m.endswith("/Watch") and not m.endswith("/WatchChanges")]
+    assert len(calls) >= 15, calls
+    for method, body in calls:
+        auth = admin
+        if token is not None and method == "recordd.v1.Records/UpdateRecord" and '"id":"s3"' in body and \
+                ("Eve" in body or '"age":42' in body):
+            auth = f"authorization: Bearer {token}"  # the worked example
+        res = buf("curl", *BASE_FLAGS, "-H", auth, "-d", body, f"http://{s.address}/{method}", check=False)
+        want = next((code for (m, frag), code in expected_failures.items() if m == method and frag in body), None)
+        if want is None:
+            assert res.returncode == 0, (method, body, res.stderr)
+        else:
+            assert res.returncode != 0 and json.loads(res.stderr)["code"] == want, (method, body, res.stderr)
+        if method == "recordd.v1.Tokens/MintToken":
+            token = json.loads(res.stdout)["token"]
+    assert token is not None, "the worked example's MintToken was not found"

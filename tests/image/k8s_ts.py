@@ -5,12 +5,19 @@ excess-property check, wrong types fail assignability.
 
   k8s_ts.py RENDERED.yaml OUT.ts            write the .ts file
   k8s_ts.py --policy RENDERED.yaml          check recordd's deployment rules
+  k8s_ts.py --pod RENDERED.yaml OUTDIR      the pod's settings for tests/image/run.sh:
+                                            OUTDIR/env (the ConfigMap as KEY=VALUE lines)
+                                            and OUTDIR/pod.sh (uid, gids, the Secret mount)
 """
 
 import json
+import re
 import sys
+from pathlib import Path
 
 import yaml
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def module_of(obj):
@@ -32,12 +39,25 @@ def to_ts(docs):
     return "\n".join(head + [""] + body) + "\n"
 
 
+def by_kind(docs):
+    out = {}
+    for d in docs:
+        out.setdefault(d["kind"], []).append(d)
+    return out
+
+
+def secret_mount(pod, c):
+    """(mountPath, defaultMode, {key: path}) of the container's one Secret volume."""
+    (vol,) = [v for v in pod["volumes"] if v.get("secret")]
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == vol["name"]]
+    items = {i["key"]: i["path"] for i in vol["secret"].get("items", [])}
+    return mount["mountPath"], vol["secret"].get("defaultMode", 0o644), items
+
+
 def policy(docs):
     """The rules of docker/k8s that a schema cannot express."""
-    by_kind = {}
-    for d in docs:
-        by_kind.setdefault(d["kind"], []).append(d)
-    (sts,) = by_kind["StatefulSet"]
+    kinds = by_kind(docs)
+    (sts,) = kinds["StatefulSet"]
     spec = sts["spec"]
     assert spec["replicas"] == 1, "SQLite has one writer: replicas must be 1"
     (vct,) = spec["volumeClaimTemplates"]
@@ -56,14 +76,14 @@ def policy(docs):
         g = c[probe]["grpc"]
         assert isinstance(g["port"], int) and g["port"] == 50051 and g["service"] == service, (probe, g)
     assert c["resources"]["requests"] and c["resources"]["limits"]
-    (cm,) = by_kind["ConfigMap"]
+    (cm,) = kinds["ConfigMap"]
     grace = int(cm["data"]["RECORDD_SHUTDOWN_GRACE"])
     pre = c["lifecycle"]["preStop"]["exec"]["command"]
     assert pre[0] == "sleep"
     assert pod["terminationGracePeriodSeconds"] > grace + int(pre[1]), "terminationGracePeriodSeconds too short"
     assert any(v.get("secret") for v in pod["volumes"]), "keys must come from a Secret"
     assert c["envFrom"][0]["configMapRef"]["name"] == cm["metadata"]["name"]
-    svcs = by_kind["Service"]
+    svcs = kinds["Service"]
     assert any(s["spec"].get("clusterIP") == "None" for s in svcs), "no headless Service"
     for s in svcs:
         grpc_ports = [p for p in s["spec"]["ports"] if p["name"] == "grpc"]
@@ -71,12 +91,55 @@ def policy(docs):
         assert any(p["port"] == 8080 for p in s["spec"]["ports"])
     assert sts["spec"]["serviceName"] in {s["metadata"]["name"] for s in svcs}
 
+    # The ConfigMap points the entrypoint at the Secret's files, under the
+    # keys `kubectl create secret generic recordd-keys --from-file=pepper=…
+    # --from-file=signing.key=…` (README "Kubernetes") creates; the Secret is
+    # read-only, so what recordctl init writes must be on the volume.
+    env = cm["data"]
+    mount_path, mode, items = secret_mount(pod, c)
+    assert set(items) == {"pepper", "signing.key"}, items
+    assert env["RECORDD_PEPPER_FILE"] == f"{mount_path}/{items['pepper']}", env
+    assert env["RECORDD_SIGNING_KEY"] == f"{mount_path}/{items['signing.key']}", env
+    assert mode & 0o040 and not mode & 0o007, f"Secret files {oct(mode)}: group {psc['fsGroup']} reads, others not"
+    data_mounts = [m["mountPath"] for m in c["volumeMounts"] if m["name"] == vct["metadata"]["name"]]
+    assert data_mounts == ["/data"], data_mounts
+    # a misspelled variable type-checks but is silently ignored
+    known = set()
+    for src in ("service/config.c", "docker/entrypoint.sh"):
+        with open(REPO / src) as f:
+            known |= set(re.findall(r"RECORDD_[A-Z_]+", f.read()))
+    assert set(env) <= known, f"ConfigMap keys neither recordd nor the entrypoint reads: {set(env) - known}"
+    for var in ("RECORDD_KEYS_DIR", "RECORDD_TRUSTED_KEYS", "RECORDD_DB"):
+        if var in env:
+            assert env[var].startswith("/data/"), (var, env[var])
+
+
+def pod_settings(docs, outdir):
+    """What tests/image/run.sh needs to run the image as the StatefulSet's pod would."""
+    kinds = by_kind(docs)
+    (sts,) = kinds["StatefulSet"]
+    (cm,) = kinds["ConfigMap"]
+    pod = sts["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    mount_path, mode, items = secret_mount(pod, c)
+    with open(f"{outdir}/env", "w") as f:
+        f.writelines(f"{k}={v}\n" for k, v in cm["data"].items())
+    psc = pod["securityContext"]
+    with open(f"{outdir}/pod.sh", "w") as f:
+        f.write(f"POD_UID={psc['runAsUser']}\nPOD_GID={psc['runAsGroup']}\nPOD_FSGROUP={psc['fsGroup']}\n"
+                f"SECRET_MOUNT={mount_path}\nSECRET_MODE={mode:o}\n"
+                f"SECRET_ITEMS='{' '.join(f'{k}:{p}' for k, p in sorted(items.items()))}'\n")
+
 
 def main():
     if sys.argv[1] == "--policy":
         with open(sys.argv[2]) as f:
             policy([d for d in yaml.safe_load_all(f) if d])
         print("policy ok")
+        return
+    if sys.argv[1] == "--pod":
+        with open(sys.argv[2]) as f:
+            pod_settings([d for d in yaml.safe_load_all(f) if d], sys.argv[3])
         return
     with open(sys.argv[1]) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]

@@ -14,7 +14,12 @@
 #      reflection only: UpdateRecord with a JSON body and an auth header;
 #      then the HTTP/JSON gateway: /readyz and a PATCH with If-Match;
 #   5. podman stop (SIGTERM): exit code 0 and the "stopped" log line;
-#   6. a new container on the same volume reads the write back.
+#   6. a new container on the same volume reads the write back;
+#   7. the StatefulSet's pod as podman can mimic it: the ConfigMap's variables
+#      and uid/gid (from `kubectl kustomize docker/k8s`), the pepper and
+#      signing key made by `recordctl init --dir keys` mounted read-only where
+#      the Secret goes (root-owned, group fsGroup, its defaultMode), a fresh
+#      volume owned by the fsGroup: ready, a write, podman stop exits 0.
 #
 # Needs root, buildah, podman, runc and debootstrap (make image-deps). Uses a
 # test-owned containers.conf (CONTAINERS_CONF) instead of /etc. Environment:
@@ -63,7 +68,7 @@ cleanup() {
     if [ "${RECORDD_IMAGE_KEEP:-0}" = 1 ]; then
         log "kept $WORK and containers $NAME-*"
     else
-        podman rm -f -t 0 "$NAME-1" "$NAME-2" >/dev/null 2>&1 || true
+        podman rm -f -t 0 "$NAME-1" "$NAME-2" "$NAME-k8s" >/dev/null 2>&1 || true
         rm -rf "$WORK"
     fi
     exit $rc
@@ -115,6 +120,11 @@ STOPSIG=$(podman image inspect -f '{{.Config.StopSignal}}' "$IMAGE")
 [ "$STOPSIG" = "SIGTERM" ] || fail "image STOPSIGNAL is '$STOPSIG'"
 podman run --rm --entrypoint /bin/sh "$IMAGE" -c 'command -v sleep >/dev/null' ||
     fail "the image has no sleep binary for the preStop hook"
+# --version prints and exits: it creates no keys or database on the volume
+mkdir -p "$WORK/version-data" && chown 10001:10001 "$WORK/version-data"
+podman run --rm --read-only -v "$WORK/version-data:/data" "$IMAGE" --version | grep -q '^recordd ' ||
+    fail "recordd --version through the entrypoint failed"
+[ -z "$(ls -A "$WORK/version-data")" ] || fail "--version initialised the volume: $(ls -A "$WORK/version-data")"
 
 # ---- 3. run it --------------------------------------------------------------------
 free_port() { "$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -174,6 +184,8 @@ CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-1")
 podman logs "$NAME-1" >"$WORK/container-1.log" 2>&1 || true
 [ "$CODE" = 0 ] || { tail -n 20 "$WORK/container-1.log"; fail "the container exited $CODE after SIGTERM"; }
 grep -q '"msg":"stopped"' "$WORK/container-1.log" || fail "no 'stopped' log line"
+"$PYTHON" -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1]) if l.strip()]' "$WORK/container-1.log" ||
+    fail "a log line of the first start is not JSON"
 grep -q '"method":"/recordd.v1.Records/UpdateRecord"' "$WORK/container-1.log" ||
     fail "no request log line for UpdateRecord"
 if grep -q "$(cat "$DATA/keys/admin.key")" "$WORK/container-1.log"; then fail "the admin key is in the log"; fi
@@ -186,6 +198,37 @@ run_container "$NAME-2"
 podman stop -t 30 "$NAME-2" >/dev/null
 CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-2")
 [ "$CODE" = 0 ] || fail "the second container exited $CODE after SIGTERM"
+
+# ---- 7. the Kubernetes pod's settings ------------------------------------------------
+log "the StatefulSet's settings: ConfigMap variables, the keys as a read-only Secret"
+command -v kubectl >/dev/null || fail "kubectl is missing (make image-deps installs kubernetes-client)"
+kubectl kustomize "$REPO/docker/k8s" >"$WORK/rendered.yaml" || fail "kubectl kustomize docker/k8s failed"
+"$PYTHON" "$REPO/tests/image/k8s_ts.py" --pod "$WORK/rendered.yaml" "$WORK" || fail "cannot read the pod's settings"
+# shellcheck disable=SC1091
+. "$WORK/pod.sh"
+KEYS="$WORK/keys" SECRET="$WORK/secret" PODDATA="$WORK/pod-data"
+mkdir -p "$KEYS" "$SECRET" "$PODDATA"
+chown 10001:10001 "$KEYS"
+podman run --rm --read-only --cap-drop=ALL --security-opt no-new-privileges -v "$KEYS:/keys" \
+    --entrypoint /usr/local/bin/recordctl "$IMAGE" init --dir /keys --db /keys/recordd.db \
+    >/dev/null 2>"$WORK/init.log" ||
+    { cat "$WORK/init.log"; fail "recordctl init --dir keys failed"; }
+for item in $SECRET_ITEMS; do # key:path, as kubectl create secret --from-file=key=keys/key
+    install -o 0 -g "$POD_FSGROUP" -m "$SECRET_MODE" "$KEYS/${item%%:*}" "$SECRET/${item#*:}"
+done
+chown "0:$POD_FSGROUP" "$PODDATA"
+chmod 2775 "$PODDATA"
+podman run -d --name "$NAME-k8s" --read-only --cap-drop=ALL --security-opt no-new-privileges \
+    --user "$POD_UID:$POD_GID" --group-add "$POD_FSGROUP" --env-file "$WORK/env" \
+    -v "$PODDATA:/data" -v "$SECRET:$SECRET_MOUNT:ro" -p "127.0.0.1:$GRPC_PORT:50051" "$IMAGE" >/dev/null
+POD_CLIENT=("$PYTHON" "$REPO/tests/image/client.py" --addr "127.0.0.1:$GRPC_PORT" --key-file "$PODDATA/keys/admin.key")
+"${POD_CLIENT[@]}" wait || { podman logs "$NAME-k8s" | tail -n 20; fail "the pod-like container never became ready"; }
+"${POD_CLIENT[@]}" write || { podman logs "$NAME-k8s" | tail -n 20; fail "the write in the pod-like container failed"; }
+[ ! -e "$PODDATA/keys/pepper" ] && [ ! -e "$PODDATA/keys/signing.key" ] ||
+    fail "init wrote keys to the volume instead of using the Secret's"
+podman stop -t 30 "$NAME-k8s" >/dev/null
+CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-k8s")
+[ "$CODE" = 0 ] || { podman logs "$NAME-k8s" | tail -n 20; fail "the pod-like container exited $CODE after SIGTERM"; }
 
 log "image test passed"
 echo "1 passed, 0 failed"
