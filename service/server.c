@@ -21,6 +21,7 @@
 #include "service/receipt.h"
 #include "service/server_int.h"
 #include "service/svc_convert.h"
+#include "service/svc_auth.h"
 #include "service/svc_handlers.h"
 #include "service/svc_metrics.h"
 #include "service/svc_log.h"
@@ -584,15 +585,18 @@ static bool authenticate(svc_call *c)
     size_t len = 0;
     rd_err err;
     rd_err_clear(&err);
-    if (c->method->public || c->principal != NULL)
+    if (c->method->public)
         return true;
-    md_find(c, "authorization", &value, &len);
-    if (ctx->auth == NULL) {
-        rd_errf(&err, RD_UNAUTHENTICATED, NULL, "this server is configured without credentials");
-        goto fail;
+    if (c->principal == NULL) { /* else: authenticated_from_memory */
+        md_find(c, "authorization", &value, &len);
+        if (ctx->auth == NULL) {
+            rd_errf(&err, RD_UNAUTHENTICATED, NULL,
+                    "this server is configured without credentials");
+            goto fail;
+        }
+        if (auth_authenticate(ctx->auth, value, len, &c->principal, &err) != RD_OK)
+            goto fail;
     }
-    if (auth_authenticate(ctx->auth, value, len, &c->principal, &err) != RD_OK)
-        goto fail;
     if (ctx->ratelimit != NULL &&
         auth_ratelimit_take(ctx->ratelimit, auth_principal_id(c->principal), 1, &c->retry_after_ms,
                             &err) != RD_OK)
@@ -600,6 +604,31 @@ static bool authenticate(svc_call *c)
     return true;
 fail:
     receipt_fail(c, &err);
+    return false;
+}
+
+/* The completion-queue thread never waits on SQLite: it authenticates a
+ * call only from memory (a cached API key, see svc_auth_memory_only_begin).
+ * True with c->principal set; false, the call untouched, when the
+ * credential needs the store or fails — a worker then does the whole auth
+ * step (and reports the failure). The rate limit is taken later by
+ * authenticate, as for every call. */
+static bool authenticated_from_memory(svc_call *c)
+{
+    const svc_ctx *ctx = c->server->ctx;
+    const char *value = NULL;
+    size_t len = 0;
+    rd_err err;
+    if (ctx->auth == NULL)
+        return false;
+    md_find(c, "authorization", &value, &len);
+    svc_auth_memory_only_begin();
+    rd_code code = auth_authenticate(ctx->auth, value, len, &c->principal, &err);
+    bool needed_store = svc_auth_memory_only_end();
+    if (code == RD_OK && !needed_store)
+        return true;
+    auth_principal_free(c->principal);
+    c->principal = NULL;
     return false;
 }
 
@@ -735,11 +764,12 @@ static void reject(svc_call *c, grpc_status_code code, const char *msg)
 }
 
 /* Unary record writes run their auth step, unpack and handler on the
- * completion-queue thread instead of a worker: the handlers never wait (they
- * check against the in-memory schema and queue to the writer; the auth step
- * is a cached credential and one indexed read), and the hand-off to a
- * worker was a futex wake-up and a context switch per write
- * (docs/PERFORMANCE.md). */
+ * completion-queue thread instead of a worker when their credential is
+ * verified from memory (authenticated_from_memory): the handlers never wait
+ * (they check against the in-memory schema and queue to the writer), and
+ * the hand-off to a worker was a futex wake-up and a context switch per
+ * write (docs/PERFORMANCE.md). A credential that needs a store read goes
+ * to a worker as before. */
 static bool runs_on_cq(const svc_method *m)
 {
     return m->kind == SVC_UNARY &&
@@ -773,7 +803,10 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
     pthread_mutex_lock(&s->mu);
     s->inflight++;
     s->arrivals++;
-    refused = atomic_load(&s->stopping);
+    /* while stopping, a health Check is still answered (NOT_SERVING), so a
+     * probe sees the drain rather than a refused call */
+    refused =
+        atomic_load(&s->stopping) && (c->method == NULL || c->method->handler != svc_health_check);
     if (!refused && is_stream(c)) {
         svc_metrics_stream(SVC_TRANSPORT_GRPC, 1);
         c->live = true;
@@ -817,7 +850,7 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
         if (c->method->kind == SVC_BIDI_STREAM)
             return; /* the server owns it until a message arrives */
     }
-    if (runs_on_cq(c->method)) {
+    if (runs_on_cq(c->method) && authenticated_from_memory(c)) {
         /* as a worker would, with the same work reference */
         pthread_mutex_lock(&c->mu);
         c->refs++;

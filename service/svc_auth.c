@@ -77,6 +77,28 @@ done:
 
 /* ---- verified-credential cache ------------------------------------------ */
 
+static _Thread_local bool memory_only;  /* svc_auth_memory_only_begin */
+static _Thread_local bool needed_store; /* a callback refused to read the store */
+
+void svc_auth_memory_only_begin(void)
+{
+    memory_only = true;
+    needed_store = false;
+}
+
+bool svc_auth_memory_only_end(void)
+{
+    memory_only = false;
+    return needed_store;
+}
+
+/* In memory-only mode: notes that the store was needed and fails. */
+static rd_code refuse_store(rd_err *err)
+{
+    needed_store = true;
+    return rd_errf(err, RD_UNAVAILABLE, NULL, "the credential needs a store read");
+}
+
 static int64_t mono_us(void)
 {
     struct timespec ts;
@@ -98,7 +120,7 @@ static size_t key_slot(const unsigned char hash[AUTH_APIKEY_HASH_BYTES])
  * committed at time t is in every read that starts after t, so every call
  * whose auth step starts SVC_AUTH_GEN_RECHECK_US or more after the commit
  * sees the new generation. */
-static rd_code current_gen(svc_auth *a, store_conn *conn, int64_t *gen, rd_err *err)
+static rd_code current_gen(svc_auth *a, int64_t *gen, rd_err *err)
 {
     int64_t started = mono_us();
     pthread_mutex_lock(&a->cache_mu);
@@ -107,6 +129,11 @@ static rd_code current_gen(svc_auth *a, store_conn *conn, int64_t *gen, rd_err *
     pthread_mutex_unlock(&a->cache_mu);
     if (fresh)
         return RD_OK;
+    if (memory_only)
+        return refuse_store(err);
+    store_conn *conn = svc_thread_conn(a->db, err);
+    if (conn == NULL)
+        return err->code;
     rd_code code = store_auth_gen(conn, gen, err);
     if (code != RD_OK)
         return code;
@@ -125,12 +152,9 @@ rd_code svc_auth_lookup_key_cached(void *ctx, const unsigned char hash[AUTH_APIK
     svc_auth *a = ctx;
     int64_t gen = 0;
     *out = NULL;
-    store_conn *conn = svc_thread_conn(a->db, err);
-    if (conn == NULL)
-        return err->code;
     /* read before the lookup: a change committed after this read leaves the
      * entry filled below at an old generation, so it is never used */
-    rd_code code = current_gen(a, conn, &gen, err);
+    rd_code code = current_gen(a, &gen, err);
     if (code != RD_OK)
         return code;
     int64_t now = mono_us();
@@ -143,6 +167,8 @@ rd_code svc_auth_lookup_key_cached(void *ctx, const unsigned char hash[AUTH_APIK
     pthread_mutex_unlock(&a->cache_mu);
     if (*out != NULL)
         return RD_OK;
+    if (memory_only)
+        return refuse_store(err);
     code = svc_auth_lookup_key(a->db, hash, out, err);
     if (code != RD_OK)
         return code;
@@ -161,6 +187,10 @@ rd_code svc_auth_lookup_key_cached(void *ctx, const unsigned char hash[AUTH_APIK
 int svc_auth_is_revoked(void *ctx, const char *jti, const char *sub)
 {
     rd_err err;
+    if (memory_only) {
+        refuse_store(&err);
+        return 1; /* fails closed; the caller redoes the auth step */
+    }
     store_conn *conn = svc_thread_conn(ctx, &err);
     if (conn == NULL)
         return 1;

@@ -87,4 +87,15 @@ rd_code svc_auth_lookup_key_cached(void *ctx, const unsigned char hash[AUTH_APIK
 /* auth_revoked_fn over store_is_revoked (ctx = the store); fails closed. */
 int svc_auth_is_revoked(void *ctx, const char *jti, const char *sub);
 
+/* Memory-only auth for the completion-queue thread, which must never wait
+ * on SQLite (docs/internals/server.md). Between svc_auth_memory_only_begin
+ * and svc_auth_memory_only_end on one thread, the callbacks above answer
+ * only from memory: a cached API key under a generation read less than
+ * SVC_AUTH_GEN_RECHECK_US ago. Anything that would read the store (a miss,
+ * a stale generation, a token's revocation check) fails instead, and
+ * svc_auth_memory_only_end returns true: the caller then discards the
+ * outcome and does the auth step where the store may be read. */
+void svc_auth_memory_only_begin(void);
+bool svc_auth_memory_only_end(void);
+
 #endif

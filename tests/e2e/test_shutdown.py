@@ -257,3 +257,54 @@ def test_idle_server_stops_with_exit_0_on(server, sig):
     server.proc.send_signal(sig)
     assert server.proc.wait(timeout=15) == 0, server.log_tail()
     server.proc = None
+
+
+def test_a_health_check_during_the_drain_answers_not_serving(server_factory):
+    """While a call is still in flight after SIGTERM, a new health Check is
+    answered NOT_SERVING (for "" and "readiness"; "liveness" stays SERVING)
+    rather than refused, so a probe sees the drain; other new calls get
+    UNAVAILABLE."""
+    from test_claims import acquire
+
+    srv = server_factory()
+    srv.push_schema([THING])
+    srv.create("things", {"n": 1}, id="c1")
+    acquire(srv, "things", "c1", ttl=30)
+
+    def wait_for_claim():
+        try:
+            acquire(srv, "things", "c1", ttl=30, wait=4, timeout=CALL_TIMEOUT_S)
+        except grpc.RpcError:
+            pass  # claimed, or UNAVAILABLE once the grace is over: either is fine here
+
+    waiter = threading.Thread(target=wait_for_claim, daemon=True)
+
+    ch = grpc.insecure_channel(srv.address)
+    check = ch.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=h.pb.health.HealthCheckResponse.FromString,
+    )
+    assert check(h.pb.health.HealthCheckRequest(service="readiness"), timeout=5).status == SERVING
+    waiter.start()
+    time.sleep(0.3)  # the waiting AcquireClaim is in flight
+    srv.proc.send_signal(signal.SIGTERM)
+    seen = {}
+    end = time.monotonic() + 3
+    while time.monotonic() < end and len(seen) < 3:
+        for name in ("", "readiness", "liveness"):
+            try:
+                status = check(h.pb.health.HealthCheckRequest(service=name), timeout=2).status
+            except grpc.RpcError:
+                continue
+            if name == "liveness" or status == NOT_SERVING:
+                seen[name] = status
+        time.sleep(0.02)
+    with pytest.raises(grpc.RpcError) as ei:
+        srv.get("things", "c1")
+    assert ei.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert seen == {"": NOT_SERVING, "readiness": NOT_SERVING, "liveness": SERVING}, seen
+    waiter.join(CALL_TIMEOUT_S)
+    assert srv.proc.wait(timeout=15) == 0, srv.log_tail()
+    srv.proc = None
+    ch.close()
