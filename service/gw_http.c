@@ -637,14 +637,24 @@ static enum MHD_Result render_error(gw_req *r)
     return finish_queue(r, resp);
 }
 
+/* Renders the reply message m (unpacked with the default allocator: a reply
+ * is as large as the server's message limit, far more than r->arena holds). */
+static enum MHD_Result render_message(gw_req *r, const ProtobufCMessage *m);
+
 static enum MHD_Result render_reply(gw_req *r)
 {
-    const svc_method *method = r->match.method;
-    ProtobufCAllocator alloc;
-    rd_arena_pb_allocator(r->arena, &alloc);
-    ProtobufCMessage *m = protobuf_c_message_unpack(method->resp, &alloc, r->reply_len, r->reply);
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(r->match.method->resp, NULL, r->reply_len, r->reply);
     if (m == NULL)
         return send_err(r, RD_INTERNAL, 0, NULL, NULL, "the reply could not be decoded");
+    enum MHD_Result ok = render_message(r, m);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return ok;
+}
+
+static enum MHD_Result render_message(gw_req *r, const ProtobufCMessage *m)
+{
+    const svc_method *method = r->match.method;
 
     int status = 200;
     int64_t version = 0;
