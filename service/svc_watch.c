@@ -31,11 +31,14 @@
 #include "service/svc_handlers.h"
 #include "service/svc_watch.h"
 
-#define WATCH_BATCH 64         /* log rows read per stream per pass */
-#define WATCH_STALL_MS 5000    /* a full send queue for this long ends the stream */
-#define WATCH_RETRY_MS 20      /* how soon a stream with a full queue is retried */
-#define WATCH_FILTER_MAX 64    /* entries of models / groups */
-#define WATCH_ARENA (1u << 20) /* the dispatcher's arena for one message */
+#define WATCH_BATCH 64      /* log rows read per stream per pass */
+#define WATCH_STALL_MS 5000 /* a full send queue for this long ends the stream */
+#define WATCH_RETRY_MS 20   /* how soon a stream with a full queue is retried */
+#define WATCH_FILTER_MAX 64 /* entries of models / groups */
+/* The dispatcher's arena for one message (reset after each): a change
+ * carries a whole record, so it is capped like a call's arena at the
+ * largest --max-message-bytes (1 GiB); blocks are taken only as needed. */
+#define WATCH_ARENA (((size_t)64 << 20) + 8 * ((size_t)1 << 30))
 
 typedef struct watcher {
     struct watcher *next;
