@@ -349,6 +349,17 @@ static bool names(const ProtobufCMessageDescriptor *d, const char *param, const 
     return *p == '\0';
 }
 
+/* The top-level field a query parameter names (proto or json name); NULL
+ * for a dotted path or no such field. */
+static const ProtobufCFieldDescriptor *query_field(const ProtobufCMessageDescriptor *d,
+                                                   const char *param)
+{
+    for (unsigned i = 0; i < d->n_fields; i++)
+        if (names(d, param, d->fields[i].name))
+            return &d->fields[i];
+    return NULL;
+}
+
 /* svc_transport.decode: on the worker after the auth step. Builds the
  * request message from the body (per the rule's body), the query
  * parameters, the path variables and the headers that map to fields. */
@@ -389,6 +400,13 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
                 rd_errf(err, RD_INVALID_BODY, k, "%s is the request body", k);
                 goto fail;
             }
+            const ProtobufCFieldDescriptor *qf = query_field(d, k);
+            for (size_t j = 0; qf != NULL && qf->label != PROTOBUF_C_LABEL_REPEATED && j < i; j++)
+                if (query_field(d, r->query[j].field) == qf) {
+                    rd_errf(err, RD_INVALID_BODY, k,
+                            "%s is given more than once; only a repeated field may be", k);
+                    goto fail;
+                }
             if (r->has_if_match && names(d, k, "expected_version")) {
                 rd_errf(err, RD_VALIDATION_FAILED, k,
                         "give the expected version in If-Match or in %s, not both", k);

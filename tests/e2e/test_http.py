@@ -675,3 +675,16 @@ def test_replies_over_a_megabyte_are_rendered(srv):
     r = srv.http("GET", "/v1/models/items", params={"filter": f'id = "{rid}"'})
     assert r.status_code == 200, r.text[:300]
     assert [x["data"]["a"] for x in r.json()["records"]] == [big]
+
+
+@pytest.mark.parametrize("query", ["pageSize=1&pageSize=3", "pageSize=1&page_size=3",
+                                   "filter=n%20%3D%201&filter=n%20%3D%202"])
+def test_a_scalar_query_parameter_given_twice_is_400(srv, query):
+    # which one should win is ambiguous (as for duplicate JSON members)
+    problem(srv.http("GET", f"/v1/models/items?{query}"), 400, "invalid_body", field=query.split("&")[1].split("=")[0])
+
+
+def test_a_repeated_query_parameter_may_be_given_twice(srv):
+    feed = SSE(srv, "/v1/changes?models=items&models=students")
+    assert feed.resp.status_code == 200, feed.resp.text
+    feed.close()
