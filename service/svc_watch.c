@@ -284,9 +284,10 @@ static void *dispatcher_main(void *arg)
         while (dead != NULL) {
             watcher *w = dead;
             dead = w->next;
+            /* a finished call may be gone: only finish() may look at it */
             if (stopping)
                 finish(w, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
-            else if (w->ended)
+            else if (w->ended && !w->finished)
                 finish(w,
                        svc_server_serving(svc_call_ctx(w->call)->server) ? GRPC_STATUS_CANCELLED
                                                                          : GRPC_STATUS_UNAVAILABLE,

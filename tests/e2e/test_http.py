@@ -688,3 +688,36 @@ def test_a_repeated_query_parameter_may_be_given_twice(srv):
     feed = SSE(srv, "/v1/changes?models=items&models=students")
     assert feed.resp.status_code == 200, feed.resp.text
     feed.close()
+
+
+def test_feed_clients_that_leave_mid_stream_do_not_crash_the_server(server_factory):
+    # a client gone while its events are being sent: the feed finishes the
+    # stream (the send fails) and is told the call ended; the two must not
+    # touch the finished call
+    import socket
+
+    s = server_factory(name="sse-leave")
+    s.push_schema([ITEMS])
+    for i in range(40):
+        s.create("items", {"a": f"x{i}"})
+    port = int(s.http_url.rsplit(":", 1)[1])
+    req = f"GET /v1/changes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {s.admin_key}\r\n\r\n".encode()
+
+    def leave(i):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as c:
+                c.sendall(req)
+                if i % 2:
+                    c.recv(64)
+        except OSError:
+            pass  # the server is gone: the assertion below says so
+
+    for _ in range(3):
+        threads = [threading.Thread(target=leave, args=(i,)) for i in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    time.sleep(1)
+    assert s.alive(), s.log_tail()
+    assert s.http("GET", "/healthz", auth=None).status_code == 200
