@@ -1100,6 +1100,10 @@ static enum MHD_Result start_call(gw_req *r, const char *verb)
     if (r->too_large)
         return send_err(r, RD_BODY_TOO_LARGE, 0, NULL, NULL,
                         "the request body is larger than %zu bytes", GW_JSON_MAX_BODY);
+    if (r->match.body == NULL && r->body_len > 0) /* ignoring it could drop a guard */
+        return send_err(r, RD_INVALID_BODY, 0, NULL, NULL,
+                        "this route takes no request body; send its fields as query "
+                        "parameters (expectedVersion also as If-Match)");
     if (r->match.body != NULL && r->body_len > 0) {
         const char *ct = header(r, "Content-Type");
         bool ok =

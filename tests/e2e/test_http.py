@@ -721,3 +721,13 @@ def test_feed_clients_that_leave_mid_stream_do_not_crash_the_server(server_facto
     time.sleep(1)
     assert s.alive(), s.log_tail()
     assert s.http("GET", "/healthz", auth=None).status_code == 200
+
+
+@pytest.mark.parametrize("verb", ["DELETE", "GET"])
+def test_a_body_on_a_route_without_one_is_400_and_changes_nothing(srv, verb):
+    # DELETE takes its guards as query parameters or If-Match: a body would
+    # be ignored, and the delete would run unguarded
+    rid = new_item(srv)
+    r = srv.http(verb, f"/v1/models/items/{rid}", json_body={"expectedVersion": "7"})
+    problem(r, 400, "invalid_body")
+    assert get(srv, "items", rid).json()["version"] == "1"
