@@ -63,6 +63,7 @@ struct gw_http {
     const char **route_names; /* "PATCH /v1/models/{model}/{id}" per route */
     size_t n_routes;
     int keepalive_ms;
+    size_t max_message_bytes; /* 0: no limit */
 
     pthread_mutex_t mu; /* guards the gate, the stream list and the ticker */
     pthread_cond_t cv;
@@ -103,6 +104,8 @@ struct gw_req {
     const char *last_event_id;
     char request_id[REQUEST_ID_MAX + 1];
     const char *create_id; /* the request's id (decode_request), for Location */
+    bool decode_failed;    /* decode_request refused the request with decode_err */
+    rd_err decode_err;
 
     pthread_mutex_t mu; /* everything below */
     int refs;
@@ -435,6 +438,16 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
         snprintf(err->field, sizeof err->field, "Last-Event-ID");
         goto fail;
     }
+    /* what a gRPC client could not send, nobody could read back (GetRecord,
+     * the change feed): the same limit on the encoded message */
+    size_t packed = protobuf_c_message_get_packed_size(m);
+    if (r->gw->max_message_bytes > 0 && packed > r->gw->max_message_bytes) {
+        rd_errf(err, RD_BODY_TOO_LARGE, NULL,
+                "the request is %zu bytes once encoded, more than the server's message limit "
+                "(%zu bytes, --max-message-bytes)",
+                packed, r->gw->max_message_bytes);
+        goto fail;
+    }
     /* the id a create was given, for Location (MHD is waiting: the arena is ours) */
     const ProtobufCFieldDescriptor *idf = field_of(d, "id");
     if (idf != NULL && idf->type == PROTOBUF_C_TYPE_STRING &&
@@ -448,6 +461,8 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
 oom:
     rd_errf(err, RD_INTERNAL, NULL, "out of memory");
 fail:
+    r->decode_err = *err; /* the call's arena may be too full for its details */
+    r->decode_failed = true;
     json_decref(body);
     return NULL;
 }
@@ -631,7 +646,10 @@ static char *seg_encode(rd_arena *a, const char *s)
 static enum MHD_Result render_error(gw_req *r)
 {
     gw_problem p;
-    gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
+    if (r->decode_failed && r->details == NULL) /* no room left to build them */
+        gw_problem_from_err(&r->decode_err, 0, r->path, &p);
+    else
+        gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
     if (r->has_if_match && p.code == RD_VERSION_CONFLICT) {
         p.status = 412; /* RFC 9110: the precondition in If-Match failed */
         if (p.body != NULL)
@@ -1400,6 +1418,7 @@ rd_code gw_http_start(const gw_http_options *opt, svc_ctx *ctx, gw_http **out, i
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     gw->ctx = ctx;
     gw->keepalive_ms = (opt->keepalive_s > 0 ? opt->keepalive_s : 15) * 1000;
+    gw->max_message_bytes = opt->max_message_bytes > 0 ? (size_t)opt->max_message_bytes : 0;
     pthread_mutex_init(&gw->mu, NULL);
     pthread_cond_init(&gw->cv, NULL);
     if (gw_routes_build(rd_descriptor_set, rd_descriptor_set_len, &gw->routes, err) != RD_OK)

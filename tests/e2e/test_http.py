@@ -731,3 +731,17 @@ def test_a_body_on_a_route_without_one_is_400_and_changes_nothing(srv, verb):
     r = srv.http(verb, f"/v1/models/items/{rid}", json_body={"expectedVersion": "7"})
     problem(r, 400, "invalid_body")
     assert get(srv, "items", rid).json()["version"] == "1"
+
+
+@pytest.mark.parametrize("n", [800_000, 1_000_000])
+def test_a_body_that_decodes_beyond_the_message_limit_is_413_and_writes_nothing(srv, n):
+    # under 4 MiB of JSON, but [0, 0, ...] takes ~11 bytes a value as protobuf:
+    # no gRPC client could send it, nor read it back (GetRecord, the change
+    # feed), so HTTP refuses it too instead of storing it (or running out of
+    # memory decoding it: 500)
+    rid = uid()
+    body = json.dumps({"a": "big", "b": [0] * n}, separators=(",", ":")).encode()
+    assert len(body) < 4 * 1024 * 1024
+    r = srv.http("POST", f"/v1/models/items?id={rid}", body=body, headers={"Content-Type": "application/json"})
+    problem(r, 413, "body_too_large")
+    problem(get(srv, "items", rid), 404, "not_found")
