@@ -389,13 +389,11 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
     if (conn == NULL || store_changes_bounds(conn, &oldest, &head, &err) != RD_OK)
         goto fail;
     if (oldest > 0 && req->since_sync_id < oldest - 1) {
-        char m[256];
-        snprintf(m, sizeof m,
-                 "sinceSyncId %lld is older than the change log's retention; the oldest available"
-                 " sync id is %lld (resume from %lld)",
-                 (long long)req->since_sync_id, (long long)oldest, (long long)(oldest - 1));
-        svc_fail(call, GRPC_STATUS_FAILED_PRECONDITION, m, NULL, 0);
-        return;
+        rd_errf(&err, RD_SYNC_ID_EXPIRED, "sinceSyncId",
+                "sinceSyncId %lld is older than the change log's retention; the oldest available"
+                " sync id is %lld (resume from %lld)",
+                (long long)req->since_sync_id, (long long)oldest, (long long)(oldest - 1));
+        goto fail;
     }
     w = calloc(1, sizeof *w);
     bool ok = w != NULL && (w->org = strdup(svc_call_org(call))) != NULL;

@@ -745,3 +745,20 @@ def test_a_body_that_decodes_beyond_the_message_limit_is_413_and_writes_nothing(
     r = srv.http("POST", f"/v1/models/items?id={rid}", body=body, headers={"Content-Type": "application/json"})
     problem(r, 413, "body_too_large")
     problem(get(srv, "items", rid), 404, "not_found")
+
+
+def test_a_cursor_older_than_the_log_is_410_sync_id_expired(server_factory):
+    # gRPC: FAILED_PRECONDITION; the code comes from the one table, so HTTP
+    # renders it as itself (it was taken for destructive_change, 409)
+    import sqlite3
+
+    s = server_factory(name="sse-retention")
+    s.push_schema([ITEMS])
+    for i in range(5):
+        s.create("items", {"a": str(i)})
+    db = sqlite3.connect(str(s.db_path), timeout=10)
+    db.execute("DELETE FROM _rd_sync_log WHERE sync_id <= 3")  # what a pruner would do
+    db.commit()
+    db.close()
+    p = problem(s.http("GET", "/v1/changes?sinceSyncId=1"), 410, "sync_id_expired", field="sinceSyncId")
+    assert "oldest available sync id is 4" in p["detail"]
