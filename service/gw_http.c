@@ -1099,6 +1099,12 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
                             "If-Match must be one strong entity tag holding a record version, "
                             "such as \"3\"");
         r->has_if_match = true;
+        /* ignoring it would run the method unconditionally (RFC 9110 13.1.1) */
+        if (field_of(r->match.method->req, "expected_version") == NULL &&
+            !method_is(r->match.method, "GetRecord"))
+            return send_err(r, RD_INVALID_BODY, 0, "If-Match", NULL,
+                            "If-Match applies to one record (read, update, replace, delete); "
+                            "this route takes none");
     }
     const char *prefer = header(r, "Prefer");
     if (prefer != NULL)

@@ -762,3 +762,21 @@ def test_a_cursor_older_than_the_log_is_410_sync_id_expired(server_factory):
     db.close()
     p = problem(s.http("GET", "/v1/changes?sinceSyncId=1"), 410, "sync_id_expired", field="sinceSyncId")
     assert "oldest available sync id is 4" in p["detail"]
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/v1/models/items:claim", {"ttlSeconds": 5}),
+    ("POST", "/v1/commits", {"operations": [{"delete": {"model": "items", "id": "nope"}}]}),
+    ("POST", "/v1/models/items", {"a": "x"}),
+])
+def test_if_match_on_a_route_without_versions_is_400_and_runs_nothing(srv, method, path, body):
+    # the condition cannot be evaluated there; ignoring it would run the
+    # method unconditionally
+    rid = new_item(srv)
+    path = path.replace("items:claim", f"items/{rid}:claim")
+    head = srv.create("items", {"a": "marker"}).last_sync_id
+    r = srv.http(method, path, json_body=body, headers={"If-Match": '"1"'})
+    problem(r, 400, "invalid_body", field="If-Match")
+    assert srv.create("items", {"a": "marker"}).last_sync_id == head + 1  # nothing was written
+    r = srv.http("POST", f"/v1/models/items/{rid}:claim", json_body={"ttlSeconds": 5})
+    assert r.status_code == 200, r.text  # and nothing was claimed
