@@ -1289,11 +1289,13 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
     gw_http *gw = cls;
     gw_req *r = *con_cls;
     (void)conn;
-    (void)toe;
     if (r == NULL)
         return;
     *con_cls = NULL;
-    int status = r->status ? r->status : 500;
+    /* no answer went out: 499 (as nginx) when the client left, else 500 */
+    bool client_left =
+        toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT || toe == MHD_REQUEST_TERMINATED_READ_ERROR;
+    int status = r->status ? r->status : client_left ? 499 : 500;
     int64_t duration_us = rd_now_us() - r->start_us;
     svc_metrics_http(r->route, status, duration_us);
     pthread_mutex_lock(&r->mu);
