@@ -63,6 +63,7 @@ struct gw_http {
     const char **route_names; /* "PATCH /v1/models/{model}/{id}" per route */
     size_t n_routes;
     int keepalive_ms;
+    size_t max_message_bytes; /* 0: no limit */
 
     pthread_mutex_t mu; /* guards the gate, the stream list and the ticker */
     pthread_cond_t cv;
@@ -103,6 +104,8 @@ struct gw_req {
     const char *last_event_id;
     char request_id[REQUEST_ID_MAX + 1];
     const char *create_id; /* the request's id (decode_request), for Location */
+    bool decode_failed;    /* decode_request refused the request with decode_err */
+    rd_err decode_err;
 
     pthread_mutex_t mu; /* everything below */
     int refs;
@@ -349,6 +352,17 @@ static bool names(const ProtobufCMessageDescriptor *d, const char *param, const 
     return *p == '\0';
 }
 
+/* The top-level field a query parameter names (proto or json name); NULL
+ * for a dotted path or no such field. */
+static const ProtobufCFieldDescriptor *query_field(const ProtobufCMessageDescriptor *d,
+                                                   const char *param)
+{
+    for (unsigned i = 0; i < d->n_fields; i++)
+        if (names(d, param, d->fields[i].name))
+            return &d->fields[i];
+    return NULL;
+}
+
 /* svc_transport.decode: on the worker after the auth step. Builds the
  * request message from the body (per the rule's body), the query
  * parameters, the path variables and the headers that map to fields. */
@@ -389,6 +403,13 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
                 rd_errf(err, RD_INVALID_BODY, k, "%s is the request body", k);
                 goto fail;
             }
+            const ProtobufCFieldDescriptor *qf = query_field(d, k);
+            for (size_t j = 0; qf != NULL && qf->label != PROTOBUF_C_LABEL_REPEATED && j < i; j++)
+                if (query_field(d, r->query[j].field) == qf) {
+                    rd_errf(err, RD_INVALID_BODY, k,
+                            "%s is given more than once; only a repeated field may be", k);
+                    goto fail;
+                }
             if (r->has_if_match && names(d, k, "expected_version")) {
                 rd_errf(err, RD_VALIDATION_FAILED, k,
                         "give the expected version in If-Match or in %s, not both", k);
@@ -417,6 +438,16 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
         snprintf(err->field, sizeof err->field, "Last-Event-ID");
         goto fail;
     }
+    /* what a gRPC client could not send, nobody could read back (GetRecord,
+     * the change feed): the same limit on the encoded message */
+    size_t packed = protobuf_c_message_get_packed_size(m);
+    if (r->gw->max_message_bytes > 0 && packed > r->gw->max_message_bytes) {
+        rd_errf(err, RD_BODY_TOO_LARGE, NULL,
+                "the request is %zu bytes once encoded, more than the server's message limit "
+                "(%zu bytes, --max-message-bytes)",
+                packed, r->gw->max_message_bytes);
+        goto fail;
+    }
     /* the id a create was given, for Location (MHD is waiting: the arena is ours) */
     const ProtobufCFieldDescriptor *idf = field_of(d, "id");
     if (idf != NULL && idf->type == PROTOBUF_C_TYPE_STRING &&
@@ -430,6 +461,8 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
 oom:
     rd_errf(err, RD_INTERNAL, NULL, "out of memory");
 fail:
+    r->decode_err = *err; /* the call's arena may be too full for its details */
+    r->decode_failed = true;
     json_decref(body);
     return NULL;
 }
@@ -613,7 +646,10 @@ static char *seg_encode(rd_arena *a, const char *s)
 static enum MHD_Result render_error(gw_req *r)
 {
     gw_problem p;
-    gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
+    if (r->decode_failed && r->details == NULL) /* no room left to build them */
+        gw_problem_from_err(&r->decode_err, 0, r->path, &p);
+    else
+        gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
     if (r->has_if_match && p.code == RD_VERSION_CONFLICT) {
         p.status = 412; /* RFC 9110: the precondition in If-Match failed */
         if (p.body != NULL)
@@ -637,14 +673,24 @@ static enum MHD_Result render_error(gw_req *r)
     return finish_queue(r, resp);
 }
 
+/* Renders the reply message m (unpacked with the default allocator: a reply
+ * is as large as the server's message limit, far more than r->arena holds). */
+static enum MHD_Result render_message(gw_req *r, const ProtobufCMessage *m);
+
 static enum MHD_Result render_reply(gw_req *r)
 {
-    const svc_method *method = r->match.method;
-    ProtobufCAllocator alloc;
-    rd_arena_pb_allocator(r->arena, &alloc);
-    ProtobufCMessage *m = protobuf_c_message_unpack(method->resp, &alloc, r->reply_len, r->reply);
+    ProtobufCMessage *m =
+        protobuf_c_message_unpack(r->match.method->resp, NULL, r->reply_len, r->reply);
     if (m == NULL)
         return send_err(r, RD_INTERNAL, 0, NULL, NULL, "the reply could not be decoded");
+    enum MHD_Result ok = render_message(r, m);
+    protobuf_c_message_free_unpacked(m, NULL);
+    return ok;
+}
+
+static enum MHD_Result render_message(gw_req *r, const ProtobufCMessage *m)
+{
+    const svc_method *method = r->match.method;
 
     int status = 200;
     int64_t version = 0;
@@ -1053,6 +1099,12 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
                             "If-Match must be one strong entity tag holding a record version, "
                             "such as \"3\"");
         r->has_if_match = true;
+        /* ignoring it would run the method unconditionally (RFC 9110 13.1.1) */
+        if (field_of(r->match.method->req, "expected_version") == NULL &&
+            !method_is(r->match.method, "GetRecord"))
+            return send_err(r, RD_INVALID_BODY, 0, "If-Match", NULL,
+                            "If-Match applies to one record (read, update, replace, delete); "
+                            "this route takes none");
     }
     const char *prefer = header(r, "Prefer");
     if (prefer != NULL)
@@ -1072,6 +1124,10 @@ static enum MHD_Result start_call(gw_req *r, const char *verb)
     if (r->too_large)
         return send_err(r, RD_BODY_TOO_LARGE, 0, NULL, NULL,
                         "the request body is larger than %zu bytes", GW_JSON_MAX_BODY);
+    if (r->match.body == NULL && r->body_len > 0) /* ignoring it could drop a guard */
+        return send_err(r, RD_INVALID_BODY, 0, NULL, NULL,
+                        "this route takes no request body; send its fields as query "
+                        "parameters (expectedVersion also as If-Match)");
     if (r->match.body != NULL && r->body_len > 0) {
         const char *ct = header(r, "Content-Type");
         bool ok =
@@ -1233,11 +1289,13 @@ static void request_completed(void *cls, struct MHD_Connection *conn, void **con
     gw_http *gw = cls;
     gw_req *r = *con_cls;
     (void)conn;
-    (void)toe;
     if (r == NULL)
         return;
     *con_cls = NULL;
-    int status = r->status ? r->status : 500;
+    /* no answer went out: 499 (as nginx) when the client left, else 500 */
+    bool client_left =
+        toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT || toe == MHD_REQUEST_TERMINATED_READ_ERROR;
+    int status = r->status ? r->status : client_left ? 499 : 500;
     int64_t duration_us = rd_now_us() - r->start_us;
     svc_metrics_http(r->route, status, duration_us);
     pthread_mutex_lock(&r->mu);
@@ -1368,6 +1426,7 @@ rd_code gw_http_start(const gw_http_options *opt, svc_ctx *ctx, gw_http **out, i
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     gw->ctx = ctx;
     gw->keepalive_ms = (opt->keepalive_s > 0 ? opt->keepalive_s : 15) * 1000;
+    gw->max_message_bytes = opt->max_message_bytes > 0 ? (size_t)opt->max_message_bytes : 0;
     pthread_mutex_init(&gw->mu, NULL);
     pthread_cond_init(&gw->cv, NULL);
     if (gw_routes_build(rd_descriptor_set, rd_descriptor_set_len, &gw->routes, err) != RD_OK)

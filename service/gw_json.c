@@ -271,9 +271,13 @@ static rd_code fail(jctx *c, rd_code code, const char *fmt, ...)
     return rd_errf(c->err, code, NULL, "%s", msg);
 }
 
+/* The decoded message outgrew the call's arena, which is sized for the
+ * largest request the server admits: the request is too large (a JSON body
+ * can decode to far more than its own size). */
 static rd_code oom(jctx *c)
 {
-    return rd_errf(c->err, RD_INTERNAL, NULL, "out of memory decoding JSON");
+    return rd_errf(c->err, RD_BODY_TOO_LARGE, NULL,
+                   "the request is too large once decoded (out of memory for one call)");
 }
 
 static size_t push_key(jctx *c, const char *key)

@@ -20,8 +20,8 @@ enum { N_BOUNDS = sizeof BOUNDS_US / sizeof BOUNDS_US[0], N_SLOTS = N_BOUNDS + 1
 enum { N_TRANSPORTS = 2, N_GRPC_CODES = 17 };
 
 /* HTTP statuses with their own counter; anything else counts as "other". */
-static const int HTTP_STATUSES[] = {200, 201, 204, 207, 400, 401, 403, 404, 405, 406,
-                                    409, 412, 413, 415, 422, 429, 500, 501, 503, 504};
+static const int HTTP_STATUSES[] = {200, 201, 204, 207, 400, 401, 403, 404, 405, 406, 409,
+                                    410, 412, 413, 415, 422, 429, 499, 500, 501, 503, 504};
 enum {
     N_STATUSES = sizeof HTTP_STATUSES / sizeof HTTP_STATUSES[0],
     N_STATUS_SLOTS = N_STATUSES + 1

@@ -31,11 +31,14 @@
 #include "service/svc_handlers.h"
 #include "service/svc_watch.h"
 
-#define WATCH_BATCH 64         /* log rows read per stream per pass */
-#define WATCH_STALL_MS 5000    /* a full send queue for this long ends the stream */
-#define WATCH_RETRY_MS 20      /* how soon a stream with a full queue is retried */
-#define WATCH_FILTER_MAX 64    /* entries of models / groups */
-#define WATCH_ARENA (1u << 20) /* the dispatcher's arena for one message */
+#define WATCH_BATCH 64      /* log rows read per stream per pass */
+#define WATCH_STALL_MS 5000 /* a full send queue for this long ends the stream */
+#define WATCH_RETRY_MS 20   /* how soon a stream with a full queue is retried */
+#define WATCH_FILTER_MAX 64 /* entries of models / groups */
+/* The dispatcher's arena for one message (reset after each): a change
+ * carries a whole record, so it is capped like a call's arena at the
+ * largest --max-message-bytes (1 GiB); blocks are taken only as needed. */
+#define WATCH_ARENA (((size_t)64 << 20) + 8 * ((size_t)1 << 30))
 
 typedef struct watcher {
     struct watcher *next;
@@ -281,9 +284,10 @@ static void *dispatcher_main(void *arg)
         while (dead != NULL) {
             watcher *w = dead;
             dead = w->next;
+            /* a finished call may be gone: only finish() may look at it */
             if (stopping)
                 finish(w, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
-            else if (w->ended)
+            else if (w->ended && !w->finished)
                 finish(w,
                        svc_server_serving(svc_call_ctx(w->call)->server) ? GRPC_STATUS_CANCELLED
                                                                          : GRPC_STATUS_UNAVAILABLE,
@@ -385,13 +389,11 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
     if (conn == NULL || store_changes_bounds(conn, &oldest, &head, &err) != RD_OK)
         goto fail;
     if (oldest > 0 && req->since_sync_id < oldest - 1) {
-        char m[256];
-        snprintf(m, sizeof m,
-                 "sinceSyncId %lld is older than the change log's retention; the oldest available"
-                 " sync id is %lld (resume from %lld)",
-                 (long long)req->since_sync_id, (long long)oldest, (long long)(oldest - 1));
-        svc_fail(call, GRPC_STATUS_FAILED_PRECONDITION, m, NULL, 0);
-        return;
+        rd_errf(&err, RD_SYNC_ID_EXPIRED, "sinceSyncId",
+                "sinceSyncId %lld is older than the change log's retention; the oldest available"
+                " sync id is %lld (resume from %lld)",
+                (long long)req->since_sync_id, (long long)oldest, (long long)(oldest - 1));
+        goto fail;
     }
     w = calloc(1, sizeof *w);
     bool ok = w != NULL && (w->org = strdup(svc_call_org(call))) != NULL;

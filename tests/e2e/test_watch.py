@@ -286,3 +286,18 @@ def test_stream_ends_cleanly_on_shutdown(server):
     server.proc = None
     ch.close()
     assert rc == 0
+
+
+def test_a_change_over_a_megabyte_is_sent(srv):
+    # the feed must carry every record the server accepted (up to the 4 MiB
+    # message limit), else it could never get past that sync id
+    start = head(srv)
+    big = "x" * (1536 * 1024)
+    rid = h.uid("big")
+    srv.create("notes", {"title": big, "n": 1}, id=rid)
+    srv.update("notes", rid, {"n": 2})
+    w = Watch(srv, since=start, models=["notes"])
+    evs = w.wait_for(2)
+    w.cancel()
+    assert [op_name(e) for e in evs] == ["CREATE", "UPDATE"]
+    assert h.to_dict(evs[0].data) == {"title": big, "n": 1}

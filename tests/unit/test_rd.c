@@ -44,6 +44,7 @@ static void test_error_table_matches_design(void **state)
         {RD_METHOD_NOT_ALLOWED, "method_not_allowed", 12, 405},
         {RD_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 3, 415},
         {RD_BODY_TOO_LARGE, "body_too_large", 3, 413},
+        {RD_SYNC_ID_EXPIRED, "sync_id_expired", 9, 410},
     };
     assert_int_equal(sizeof rows / sizeof rows[0], RD_CODE_COUNT);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
