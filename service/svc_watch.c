@@ -16,7 +16,11 @@
  * send queue is full (svc_send: RD_RATE_LIMITED) its cursor stays put and
  * the rows are read again later; a queue that stays full for
  * WATCH_STALL_MS ends the stream with RESOURCE_EXHAUSTED naming the sync id
- * to resume from. Memory per stream is the server's bounded send queue. */
+ * to resume from. Memory per stream is the server's bounded send queue.
+ *
+ * A stream opened with a token ends with UNAUTHENTICATED once the token's
+ * exp has passed, before anything more is sent; it resumes with a fresh
+ * token. (A revocation takes effect when the client reconnects.) */
 #include <errno.h>
 #include <grpc/status.h>
 #include <pthread.h>
@@ -49,6 +53,7 @@ typedef struct watcher {
     char **groups;
     size_t n_groups;
     int64_t cursor;           /* every change up to here was sent or skipped */
+    int64_t expires_us;       /* token exp + skew (µs since the epoch); 0: an API key */
     int64_t stalled_since_us; /* 0 = the send queue has room */
     bool ended;               /* the end callback ran (under W.mu) */
     bool finished;            /* the dispatcher finished the call */
@@ -167,6 +172,15 @@ static serve_next serve(watcher *w, store_conn *conn, rd_arena *a, int64_t head)
 {
     if (w->finished || w->cursor >= head)
         return SERVE_IDLE;
+    if (w->expires_us != 0 && rd_now_us() >= w->expires_us) {
+        /* nothing more is sent on an expired token's authority */
+        char msg[128];
+        snprintf(msg, sizeof msg,
+                 "the token expired; reconnect with a fresh one and resume from sync id %lld",
+                 (long long)w->cursor);
+        finish(w, rd_code_grpc(RD_TOKEN_EXPIRED), msg);
+        return SERVE_IDLE;
+    }
     store_changes_query q = {
         .org = w->org,
         .after = w->cursor,
@@ -410,6 +424,10 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
     }
     w->call = call;
     w->cursor = req->since_sync_id;
+    /* the token's exp with the skew its verification allows */
+    w->expires_us = auth_principal_expires_us(svc_call_principal(call));
+    if (w->expires_us != 0 && ctx->auth != NULL)
+        w->expires_us += ctx->auth->skew_s * 1000000;
     if (!ensure_started(ctx->db)) {
         rd_errf(&err, RD_UNAVAILABLE, NULL, "server is shutting down");
         goto fail;

@@ -301,3 +301,26 @@ def test_a_change_over_a_megabyte_is_sent(srv):
     w.cancel()
     assert [op_name(e) for e in evs] == ["CREATE", "UPDATE"]
     assert h.to_dict(evs[0].data) == {"title": big, "n": 1}
+
+
+def test_a_stream_ends_when_its_token_expires(srv):
+    """Nothing is sent on an expired token's authority: the stream ends with
+    UNAUTHENTICATED (token expired, naming the sync id to resume from) before
+    the next change. The token is minted so that it is accepted for about 3 s
+    more (its exp passed 57 s ago; verification allows 60 s of skew)."""
+    import datetime
+
+    issued = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=117)
+    tok = srv.mint_offline([{"can": ["read"], "model": "*", "group": "*"}], sub="short", ttl=60,
+                           issued_at=issued.strftime("%Y-%m-%dT%H:%M:%SZ"))["token"]
+    start = head(srv)
+    w = Watch(srv, since=start, models=["notes"], auth=tok)
+    first = srv.create("notes", {"title": "seen"})
+    w.wait_for(1)
+    assert w.events[0].sync_id == first.last_sync_id
+    time.sleep(4)
+    srv.create("notes", {"title": "not for an expired token"})
+    assert w.ended.wait(10), "the stream outlived its token"
+    assert w.error is not None and w.error.code() == grpc.StatusCode.UNAUTHENTICATED, w.error
+    assert f"resume from sync id {first.last_sync_id}" in w.error.details()
+    assert [e.sync_id for e in w.events] == [first.last_sync_id]
