@@ -76,40 +76,6 @@ static rd_code require(const char *value, const char *field, rd_err *err)
     return RD_OK;
 }
 
-/* The guards of a by-id change, as the single RPCs take them. */
-static rd_code set_guards(store_write *w, const Google__Protobuf__Int64Value *expected_version,
-                          const Google__Protobuf__Int64Value *read_at,
-                          Recordd__V1__OnStale on_stale, const char *claim, rd_err *err)
-{
-    if (expected_version != NULL) {
-        w->has_expected_version = true;
-        w->expected_version = expected_version->value;
-    }
-    if (read_at != NULL) {
-        if (read_at->value < 0)
-            return rd_errf(err, RD_VALIDATION_FAILED, "readAt", "readAt must not be negative");
-        w->has_read_at = true;
-        w->read_at = read_at->value;
-    }
-    switch (on_stale) {
-    case RECORDD__V1__ON_STALE__ON_STALE_UNSPECIFIED:
-    case RECORDD__V1__ON_STALE__REJECT:
-        w->on_stale = STORE_STALE_REJECT;
-        break;
-    case RECORDD__V1__ON_STALE__OVERWRITE:
-        w->on_stale = STORE_STALE_OVERWRITE;
-        break;
-    case RECORDD__V1__ON_STALE__NOTIFY:
-        w->on_stale = STORE_STALE_NOTIFY;
-        break;
-    default:
-        return rd_errf(err, RD_VALIDATION_FAILED, "onStale", "onStale: unknown value %d",
-                       (int)on_stale);
-    }
-    w->claim = claim;
-    return RD_OK;
-}
-
 /* The data of an operation as JSON (NULL Struct = {}). */
 static rd_code data_json(const Google__Protobuf__Struct *data, json_t **out, rd_err *err)
 {
@@ -160,8 +126,10 @@ static rd_code prepare_op(bulk_call *bc, size_t i, const Recordd__V1__BulkOperat
         w->id = update ? u->id : r->id;
         if (require(w->model, "model", err) != RD_OK || require(w->id, "id", err) != RD_OK)
             return err->code;
-        code = update ? set_guards(w, u->expected_version, u->read_at, u->on_stale, u->claim, err)
-                      : set_guards(w, r->expected_version, r->read_at, r->on_stale, r->claim, err);
+        code =
+            update
+                ? svc_write_guards(w, u->expected_version, u->read_at, u->on_stale, u->claim, err)
+                : svc_write_guards(w, r->expected_version, r->read_at, r->on_stale, r->claim, err);
         if (code != RD_OK || data_json(update ? u->data : r->data, &w->data, err) != RD_OK)
             return err->code;
         m = store_schema_model(bc->schema, w->model);
@@ -180,7 +148,8 @@ static rd_code prepare_op(bulk_call *bc, size_t i, const Recordd__V1__BulkOperat
         w->model = r->model;
         w->id = r->id;
         if (require(r->model, "model", err) != RD_OK || require(r->id, "id", err) != RD_OK ||
-            set_guards(w, r->expected_version, r->read_at, r->on_stale, r->claim, err) != RD_OK)
+            svc_write_guards(w, r->expected_version, r->read_at, r->on_stale, r->claim, err) !=
+                RD_OK)
             return err->code;
         bo->can = AUTH_DELETE;
         bo->m = store_schema_model(bc->schema, r->model);

@@ -211,43 +211,6 @@ static rd_code token_decode(svc_call *call, const char *token,
 
 /* ---- groups ------------------------------------------------------------------- */
 
-/* The groups the principal may read model in: *all when a read capability
- * on the model (or "*") has group "*"; otherwise the distinct groups of
- * such capabilities (arena). No capability at all: PERMISSION_DENIED
- * requiring {read, model, "*"}. */
-static rd_code read_groups(svc_call *call, const char *model, bool *all, const char ***groups,
-                           size_t *n, rd_err *err)
-{
-    const auth_principal *pr = svc_call_principal(call);
-    *all = false;
-    *groups = NULL;
-    *n = 0;
-    if (svc_authz_model(call, AUTH_READ, model, err) != RD_OK)
-        return err->code;
-    const auth_caps *caps = auth_principal_caps(pr);
-    size_t nc = auth_caps_count(caps);
-    const char **g = rd_arena_calloc(svc_call_arena(call), (nc + 1) * sizeof *g);
-    if (g == NULL)
-        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
-    for (size_t i = 0; i < nc; i++) {
-        const char *cm = auth_caps_model(caps, i), *cg = auth_caps_group(caps, i);
-        if ((auth_caps_verbs(caps, i) & AUTH_READ) == 0 ||
-            !(strcmp(cm, "*") == 0 || strcmp(cm, model) == 0))
-            continue;
-        if (strcmp(cg, "*") == 0) {
-            *all = true;
-            return RD_OK;
-        }
-        bool seen = false;
-        for (size_t k = 0; k < *n && !seen; k++)
-            seen = strcmp(g[k], cg) == 0;
-        if (!seen)
-            g[(*n)++] = cg;
-    }
-    *groups = g;
-    return RD_OK;
-}
-
 /* ---- the handler ------------------------------------------------------------- */
 
 void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
@@ -279,7 +242,7 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
     size_t limit = req->page_size == 0                     ? LIST_DEFAULT_PAGE
                    : req->page_size > STORE_LIST_MAX_LIMIT ? STORE_LIST_MAX_LIMIT
                                                            : (size_t)req->page_size;
-    if (read_groups(call, req->model, &all, &groups, &n_groups, &err) != RD_OK)
+    if (svc_authz_groups(call, AUTH_READ, req->model, &all, &groups, &n_groups, &err) != RD_OK)
         goto fail;
     schema = store_schema_get(ctx->db, org);
     const store_model *m = store_schema_model(schema, req->model);

@@ -80,32 +80,8 @@ static rd_code set_options(svc_call *call, write_call *wc, const write_opts *o,
 {
     store_write *w = &wc->w;
     const char *key = NULL;
-    if (o->expected_version != NULL) {
-        w->has_expected_version = true;
-        w->expected_version = o->expected_version->value;
-    }
-    if (o->read_at != NULL) {
-        if (o->read_at->value < 0)
-            return rd_errf(err, RD_VALIDATION_FAILED, "readAt", "readAt must not be negative");
-        w->has_read_at = true;
-        w->read_at = o->read_at->value;
-    }
-    switch (o->on_stale) {
-    case RECORDD__V1__ON_STALE__ON_STALE_UNSPECIFIED:
-    case RECORDD__V1__ON_STALE__REJECT:
-        w->on_stale = STORE_STALE_REJECT;
-        break;
-    case RECORDD__V1__ON_STALE__OVERWRITE:
-        w->on_stale = STORE_STALE_OVERWRITE;
-        break;
-    case RECORDD__V1__ON_STALE__NOTIFY:
-        w->on_stale = STORE_STALE_NOTIFY;
-        break;
-    default:
-        return rd_errf(err, RD_VALIDATION_FAILED, "onStale", "onStale: unknown value %d",
-                       (int)o->on_stale);
-    }
-    w->claim = o->claim;
+    if (svc_write_guards(w, o->expected_version, o->read_at, o->on_stale, o->claim, err) != RD_OK)
+        return err->code;
     if (svc_idem_key(call, o->idempotency_key, &key, err) != RD_OK)
         return err->code;
     if (key == NULL)
