@@ -124,7 +124,7 @@ static rd_code current_gen(svc_auth *a, int64_t *gen, rd_err *err)
 {
     int64_t started = mono_us();
     pthread_mutex_lock(&a->cache_mu);
-    bool fresh = a->gen_read_us != 0 && started - a->gen_read_us < SVC_AUTH_GEN_RECHECK_US;
+    bool fresh = a->gen_read_us != 0 && started - a->gen_read_us < a->gen_recheck_us;
     *gen = a->gen;
     pthread_mutex_unlock(&a->cache_mu);
     if (fresh)
@@ -279,6 +279,7 @@ rd_code svc_auth_open(const svc_auth_options *o, store *db, svc_auth **out, rd_e
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     a->db = db;
     pthread_mutex_init(&a->cache_mu, NULL);
+    a->gen_recheck_us = SVC_AUTH_GEN_RECHECK_US;
     if (need_file(o->pepper_file, "pepper-file", err) != RD_OK ||
         need_file(o->signing_key, "signing-key", err) != RD_OK ||
         need_file(o->trusted_keys, "trusted-keys", err) != RD_OK)
