@@ -273,7 +273,7 @@ def test_a_health_check_during_the_drain_answers_not_serving(server_factory):
 
     def wait_for_claim():
         try:
-            acquire(srv, "things", "c1", ttl=30, wait=4, timeout=CALL_TIMEOUT_S)
+            acquire(srv, "things", "c1", ttl=30, wait=6, timeout=CALL_TIMEOUT_S)
         except grpc.RpcError:
             pass  # claimed, or UNAVAILABLE once the grace is over: either is fine here
 
@@ -287,7 +287,7 @@ def test_a_health_check_during_the_drain_answers_not_serving(server_factory):
     )
     assert check(h.pb.health.HealthCheckRequest(service="readiness"), timeout=5).status == SERVING
     waiter.start()
-    time.sleep(0.3)  # the waiting AcquireClaim is in flight
+    time.sleep(1.0)  # the waiting AcquireClaim is in flight (it waits up to 6 s)
     srv.proc.send_signal(signal.SIGTERM)
     seen = {}
     end = time.monotonic() + 3
