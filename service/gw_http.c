@@ -284,6 +284,16 @@ static enum MHD_Result send_problem(gw_req *r, gw_problem *p, const char *allow)
     return finish_queue(r, resp);
 }
 
+/* Whether an Allow list ("GET, PATCH") names verb. */
+static bool allow_has(const char *allow, const char *verb)
+{
+    size_t n = strlen(verb);
+    for (const char *p = allow; (p = strstr(p, verb)) != NULL; p += n)
+        if ((p == allow || p[-1] == ' ') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
 static enum MHD_Result send_err(gw_req *r, rd_code code, int status, const char *field,
                                 const char *allow, const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
@@ -1071,9 +1081,14 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
                                          r->arena, &r->match, allow, sizeof allow);
     if (rr == GW_ROUTE_NOT_FOUND)
         return send_err(r, RD_NOT_FOUND, 404, NULL, NULL, "no route for %.200s", url);
-    if (rr == GW_ROUTE_METHOD_NOT_ALLOWED)
-        return send_err(r, RD_METHOD_NOT_ALLOWED, 0, NULL, allow, "%s is not allowed on %.200s",
+    if (rr == GW_ROUTE_METHOD_NOT_ALLOWED) {
+        /* HEAD is served wherever GET is */
+        char with_head[sizeof allow + 8];
+        snprintf(with_head, sizeof with_head, "%s%s", allow,
+                 allow_has(allow, "GET") ? ", HEAD" : "");
+        return send_err(r, RD_METHOD_NOT_ALLOWED, 0, NULL, with_head, "%s is not allowed on %.200s",
                         verb, url);
+    }
     r->matched = true;
     for (size_t i = 0; i < gw->n_routes; i++) {
         const char *v, *pattern;

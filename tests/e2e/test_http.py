@@ -100,7 +100,11 @@ def test_unknown_path_is_404_problem(srv):
 def test_wrong_method_is_405_with_allow(srv):
     r = srv.http("POST", "/v1/models/items/x")
     problem(r, 405, "method_not_allowed")
-    assert set(r.headers["Allow"].replace(" ", "").split(",")) == {"GET", "PATCH", "PUT", "DELETE"}
+    assert set(r.headers["Allow"].replace(" ", "").split(",")) == {"GET", "HEAD", "PATCH", "PUT", "DELETE"}
+    r = srv.http("GET", "/v1/commits")  # POST only: no HEAD either
+    problem(r, 405, "method_not_allowed")
+    assert r.headers["Allow"] == "POST"
+    assert srv.http("HEAD", "/v1/models/items").status_code == 200
 
 
 def test_request_id_is_echoed_or_generated(srv):
