@@ -52,8 +52,8 @@ typedef struct svc_auth {
     store *db;
     pthread_mutex_t cache_mu; /* guards key_cache */
     svc_key_slot key_cache[SVC_AUTH_KEY_CACHE_SLOTS];
-    int64_t gen;         /* the last credential generation read */
-    int64_t gen_read_us; /* when that read started (CLOCK_MONOTONIC µs); 0 = never */
+    int64_t gen;            /* the last credential generation read */
+    int64_t gen_read_us;    /* when that read started (CLOCK_MONOTONIC µs); 0 = never */
     int64_t gen_recheck_us; /* SVC_AUTH_GEN_RECHECK_US (tests set their own) */
 } svc_auth;
 
