@@ -619,9 +619,17 @@ static bool authenticated_from_memory(svc_call *c)
     const char *value = NULL;
     size_t len = 0;
     rd_err err;
+    auth_kind kind;
+    const char *cred;
+    size_t cred_len;
     if (ctx->auth == NULL)
         return false;
     md_find(c, "authorization", &value, &len);
+    /* only API keys are cached: a token's signature check and revocation
+     * read belong on a worker */
+    if (auth_classify(value, len, &kind, &cred, &cred_len, &err) != RD_OK ||
+        kind != AUTH_KIND_API_KEY)
+        return false;
     svc_auth_memory_only_begin();
     rd_code code = auth_authenticate(ctx->auth, value, len, &c->principal, &err);
     bool needed_store = svc_auth_memory_only_end();
