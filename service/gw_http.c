@@ -1354,6 +1354,7 @@ static size_t no_unescape(void *cls, struct MHD_Connection *c, char *s)
 static void *ticker_main(void *arg)
 {
     gw_http *gw = arg;
+    pthread_setname_np(pthread_self(), "rd-http-tick");
     pthread_mutex_lock(&gw->mu);
     while (!gw->tick_stop) {
         struct timespec t;

@@ -709,6 +709,7 @@ static void run_message(svc_call *c)
 static void *worker_main(void *arg)
 {
     svc_server *s = arg;
+    pthread_setname_np(pthread_self(), "rd-worker");
     for (;;) {
         pthread_mutex_lock(&s->mu);
         while (s->work_head == NULL && !s->workers_exit)
@@ -940,6 +941,7 @@ static void on_close(svc_call *c, bool ok)
 static void *cq_main(void *arg)
 {
     svc_server *s = arg;
+    pthread_setname_np(pthread_self(), "rd-cq");
     for (;;) {
         grpc_event ev = grpc_completion_queue_next(s->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         if (ev.type == GRPC_QUEUE_SHUTDOWN)

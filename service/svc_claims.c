@@ -214,6 +214,7 @@ static void retry_or_fail(acquire_call *ac)
 static void *timer_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "rd-claims");
     pthread_mutex_lock(&reg.mu);
     while (!reg.closed) {
         int64_t now = rd_now_us();

@@ -263,6 +263,7 @@ static void reap_locked(watcher **dead)
 static void *dispatcher_main(void *arg)
 {
     (void)arg;
+    pthread_setname_np(pthread_self(), "rd-feed");
     rd_err err;
     rd_err_clear(&err);
     store_conn *conn = NULL;

@@ -1067,6 +1067,7 @@ complete:
 void *store_completer_main(void *arg)
 {
     store *s = arg;
+    pthread_setname_np(pthread_self(), "rd-completer");
     pthread_mutex_lock(&s->cmu);
     for (;;) {
         while (s->chead == NULL && !s->cclosing)
@@ -1104,6 +1105,7 @@ void store_completer_stop(store *s)
 void *store_writer_main(void *arg)
 {
     store *s = arg;
+    pthread_setname_np(pthread_self(), "rd-writer");
     store_idem_open(s);
     pthread_mutex_lock(&s->qmu);
     for (;;) {
