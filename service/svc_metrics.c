@@ -244,6 +244,23 @@ char *svc_metrics_render(store *db, size_t *len)
         }
         put(&b, "recordd_commit_batch_size_sum %llu\nrecordd_commit_batch_size_count %llu\n",
             (unsigned long long)st.writes, (unsigned long long)cum);
+        put(&b, "# HELP recordd_commit_duration_seconds Time each group-commit COMMIT took"
+                " (WAL write and fsync).\n"
+                "# TYPE recordd_commit_duration_seconds histogram\n");
+        cum = 0;
+        for (int i = 0; i < STORE_COMMIT_SLOTS; i++) {
+            cum += st.commit_counts[i];
+            if (i < STORE_COMMIT_SLOTS - 1)
+                put(&b, "recordd_commit_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                    STORE_COMMIT_BOUNDS_US[i] / 1e6, (unsigned long long)cum);
+            else
+                put(&b, "recordd_commit_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
+                    (unsigned long long)cum);
+        }
+        put(&b,
+            "recordd_commit_duration_seconds_sum %.6f\n"
+            "recordd_commit_duration_seconds_count %llu\n",
+            st.commit_us / 1e6, (unsigned long long)cum);
     }
     if (b.oom) {
         free(b.p);

@@ -643,13 +643,19 @@ void store_on_commit(store *s, store_commit_fn fn, void *arg);
 
 /* Group-commit batch sizes since open, for /metrics: transactions by the
  * number of writes they carried, counts[i] for sizes up to
- * STORE_BATCH_BOUNDS[i] (the last slot: larger), and the totals. Any
+ * STORE_BATCH_BOUNDS[i] (the last slot: larger), and the totals. Also how
+ * long each transaction's COMMIT took (writing the WAL and, with
+ * synchronous=FULL, the fsync: the disk's latency as the writer sees it),
+ * commit_counts[i] for up to STORE_COMMIT_BOUNDS_US[i] microseconds. Any
  * thread; the counters are read one by one (relaxed). */
-enum { STORE_BATCH_SLOTS = 9 };
+enum { STORE_BATCH_SLOTS = 9, STORE_COMMIT_SLOTS = 11 };
 extern const int STORE_BATCH_BOUNDS[STORE_BATCH_SLOTS - 1];
+extern const int STORE_COMMIT_BOUNDS_US[STORE_COMMIT_SLOTS - 1];
 typedef struct store_batch_stats {
     uint64_t counts[STORE_BATCH_SLOTS];
     uint64_t batches, writes;
+    uint64_t commit_counts[STORE_COMMIT_SLOTS];
+    uint64_t commit_us; /* sum */
 } store_batch_stats;
 void store_batch_stats_get(store *s, store_batch_stats *out);
 

@@ -139,6 +139,7 @@ struct store {
     store_write *idem_inflight[STORE_IDEM_BUCKETS];
     _Atomic uint64_t batch_counts[STORE_BATCH_SLOTS]; /* store_batch_stats_get */
     _Atomic uint64_t batches, batch_writes;
+    _Atomic uint64_t commit_counts[STORE_COMMIT_SLOTS], commit_us;
     int64_t idem_ttl_s;     /* 0 = default; read and set atomically */
     bool idem_ready;        /* writer: _rd_idempotency exists */
     int64_t idem_pruned_us; /* writer: when expired keys were last pruned */

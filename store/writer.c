@@ -978,6 +978,8 @@ static void leave_inflight(store *s, store_write *head)
 }
 
 const int STORE_BATCH_BOUNDS[STORE_BATCH_SLOTS - 1] = {1, 2, 4, 8, 16, 32, 64, 128};
+const int STORE_COMMIT_BOUNDS_US[STORE_COMMIT_SLOTS - 1] = {100,  250,   500,   1000,  2500,
+                                                            5000, 10000, 25000, 50000, 100000};
 
 /* Records the size of a batch for store_batch_stats_get. */
 static void count_batch(store *s, const store_write *head)
@@ -993,10 +995,23 @@ static void count_batch(store *s, const store_write *head)
     atomic_fetch_add_explicit(&s->batch_writes, n, memory_order_relaxed);
 }
 
+/* Records how long a COMMIT took for store_batch_stats_get. */
+static void count_commit(store *s, int64_t us)
+{
+    int slot = 0;
+    while (slot < STORE_COMMIT_SLOTS - 1 && us > STORE_COMMIT_BOUNDS_US[slot])
+        slot++;
+    atomic_fetch_add_explicit(&s->commit_counts[slot], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->commit_us, (uint64_t)(us > 0 ? us : 0), memory_order_relaxed);
+}
+
 void store_batch_stats_get(store *s, store_batch_stats *out)
 {
     for (int i = 0; i < STORE_BATCH_SLOTS; i++)
         out->counts[i] = atomic_load_explicit(&s->batch_counts[i], memory_order_relaxed);
+    for (int i = 0; i < STORE_COMMIT_SLOTS; i++)
+        out->commit_counts[i] = atomic_load_explicit(&s->commit_counts[i], memory_order_relaxed);
+    out->commit_us = atomic_load_explicit(&s->commit_us, memory_order_relaxed);
     out->batches = atomic_load_explicit(&s->batches, memory_order_relaxed);
     out->writes = atomic_load_explicit(&s->batch_writes, memory_order_relaxed);
 }
@@ -1026,7 +1041,9 @@ static void run_batch(store *s, store_write *head)
     }
     if (!broken) {
         store_idem_prune(s);
+        int64_t t0 = rd_now_us();
         rc = wexec(s, "COMMIT");
+        count_commit(s, rd_now_us() - t0);
         if (rc != SQLITE_OK) {
             store_sql_err(s->wdb, rc, &err);
             if (err.code != RD_UNAVAILABLE)

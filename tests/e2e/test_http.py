@@ -89,6 +89,34 @@ def test_metrics_count_requests_by_transport_route_and_code(srv):
     assert 'recordd_open_streams{transport="http"}' in text
 
 
+def metric_value(text, name):
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_metrics_time_every_commit(srv):
+    def scrape():
+        return srv.http("GET", "/metrics", auth=None).text
+
+    before = scrape()
+    assert "# TYPE recordd_commit_duration_seconds histogram" in before
+    n0 = metric_value(before, "recordd_commit_duration_seconds_count")
+    s0 = metric_value(before, "recordd_commit_duration_seconds_sum")
+    rid = new_item(srv)
+    for i in range(3):
+        srv.update("items", rid, {"a": f"v{i}"})
+    after = scrape()
+    n1 = metric_value(after, "recordd_commit_duration_seconds_count")
+    # one COMMIT per group-commit transaction: as many as batches, and the
+    # four writes above took at least one more each time (sequential calls)
+    assert n1 == metric_value(after, "recordd_commit_batch_size_count")
+    assert n1 >= n0 + 4
+    assert metric_value(after, "recordd_commit_duration_seconds_sum") > s0
+    assert metric_value(after, 'recordd_commit_duration_seconds_bucket{le="+Inf"}') == n1
+
+
 # ---- routing --------------------------------------------------------------------------
 
 
