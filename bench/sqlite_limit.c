@@ -39,7 +39,7 @@ static const char *const schema_sql[] = {
     "CREATE TABLE _rd_sync_log (sync_id INTEGER PRIMARY KEY, server_tx_id TEXT NOT NULL,"
     " org TEXT NOT NULL, model TEXT NOT NULL, record_id TEXT NOT NULL, op TEXT NOT NULL,"
     " fields TEXT NOT NULL, actor TEXT NOT NULL, grp TEXT NOT NULL,"
-    " committed_at INTEGER NOT NULL)",
+    " committed_at INTEGER NOT NULL, data TEXT)",
     "CREATE TABLE " TABLE " (_id TEXT PRIMARY KEY NOT NULL, _group TEXT NOT NULL,"
     " _version INTEGER NOT NULL, _sync_id INTEGER NOT NULL, _created_at INTEGER NOT NULL,"
     " _updated_at INTEGER NOT NULL, _created_by TEXT NOT NULL, _updated_by TEXT NOT NULL,"
@@ -125,7 +125,7 @@ static int prepare(state *s)
          " _updated_by = ?3, \"n\" = ?5, \"_s_n\" = ?1 WHERE _id = ?4"},
         {offsetof(stmts, log),
          "INSERT INTO _rd_sync_log (sync_id, server_tx_id, org, model, record_id, op, fields,"
-         " actor, grp, committed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"},
+         " actor, grp, committed_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"},
     };
     for (size_t i = 0; i < sizeof q / sizeof q[0]; i++) {
         sqlite3_stmt **slot = (sqlite3_stmt **)(void *)((char *)&s->st + q[i].offset);
@@ -169,7 +169,8 @@ static int create(state *s, const options *o)
     return rc == SQLITE_OK ? 0 : fail(s->db, "fill", rc);
 }
 
-/* One commit's statements: load the row, update it, log the change. */
+/* One commit's statements: load the row, update it, log the change (the
+ * written fields and their new values, as store/writer.c logs them). */
 static int one_update(state *s)
 {
     char id[24], tx[40];
@@ -206,6 +207,10 @@ static int one_update(state *s)
     sqlite3_bind_text(l, 8, "dev", -1, SQLITE_STATIC);
     sqlite3_bind_text(l, 9, grp, -1, SQLITE_STATIC);
     sqlite3_bind_int64(l, 10, now);
+    /* the after-image of the written fields, as the change feed stores it */
+    char data[48];
+    snprintf(data, sizeof data, "{\"n\":%lld}", (long long)(old + 1));
+    sqlite3_bind_text(l, 11, data, -1, SQLITE_STATIC);
     return run(l);
 }
 

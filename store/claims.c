@@ -80,6 +80,8 @@ rd_code store_claim_check(store *s, const char *org, const char *model, const ch
     store_claim cur;
     bool found;
     bool has = claim != NULL && claim[0] != '\0';
+    if (now_us >= s->claims_until_us) /* no claim anywhere is live: no lookup */
+        return has ? claim_unknown(claim, err) : RD_OK;
     rd_code code = load_claim(s, sql_by_record, org, model, id, &cur, &found, err);
     if (code != RD_OK)
         return code;
@@ -196,6 +198,8 @@ static rd_code acquire(store *s, store_write *w, const char *actor, int64_t now)
     snprintf(out->id, sizeof out->id, "%s", w->id);
     snprintf(out->holder, sizeof out->holder, "%s", actor);
     out->expires_at_us = now + (int64_t)w->claim_ttl_s * 1000000;
+    if (out->expires_at_us > s->claims_until_us)
+        s->claims_until_us = out->expires_at_us;
     int rc = store_stmt_get(&s->wcache, sql_upsert, &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, w->org, -1, SQLITE_STATIC);

@@ -596,6 +596,17 @@ static rd_code load_state(store *s, rd_err *err)
         goto done;
     }
     s->sync_id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    st = NULL;
+    rc = sqlite3_prepare_v2(s->wdb, "SELECT coalesce(max(expires_at), 0) FROM _rd_claims", -1, &st,
+                            NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        code = store_sql_err(s->wdb, rc, err);
+        goto done;
+    }
+    s->claims_until_us = sqlite3_column_int64(st, 0);
 done:
     sqlite3_finalize(st);
     return code;

@@ -108,7 +108,11 @@ struct store {
      * the writer thread once it runs (and by open/close around it). */
     sqlite3 *wdb;
     store_stmt_cache wcache;
-    int64_t sync_id;        /* highest committed sync id */
+    int64_t sync_id; /* highest committed sync id */
+    /* no claim is live from this time on (the latest expiry ever written,
+     * kept even when that write rolled back): until then every update,
+     * replace and delete looks its record's claim up (claims.c) */
+    int64_t claims_until_us;
     store_pending *pending; /* schemas pushed in the current batch */
     size_t n_pending, cap_pending;
     pthread_t writer;
