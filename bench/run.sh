@@ -73,6 +73,12 @@ echo "bench: sqlite-limit A and B ..." >&2
 "$build/sqlite-limit" --dir "$tmp" --duration 4 --records "$records" --json |
     sed 's/^{/{"run":"sqlite",/' >>"$results"
 
+# How long one fdatasync takes on this disk, idle and with every CPU busy:
+# the server's writer syncs while the gRPC threads and this load generator
+# keep the CPUs busy, sqlite-limit syncs on an idle machine.
+echo "bench: fsync probe ..." >&2
+"$python" "$(dirname "$0")/fsync_probe.py" --dir "$tmp" --json | sed 's/^{/{"run":"fsync",/' >>"$results"
+
 echo "bench: setup (bench model, $records records) ..." >&2
 set +e
 bench --scenario update --setup --duration 0 >/dev/null
@@ -111,6 +117,7 @@ import json, os, sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 sq = next(r for r in rows if r["run"] == "sqlite")
+fs = next((r for r in rows if r["run"] == "fsync"), None)
 grpc = {(r["scenario"], r["clients"]): r for r in rows if r["run"] == "grpc"}
 http = next((r for r in rows if r["run"] == "http"), None)
 
@@ -149,6 +156,12 @@ if http is not None:
 bulk16 = grpc[("bulk", 16)]["rows_rate"]
 print("%-24s %6.2f   (bulk rows/s over SQLite's batched rows/s; no target)" % (
     "bulk@16 / sqlite-B", bulk16 / sq["b_commits_per_s"]))
+if fs is not None:
+    busy = "busy_%d" % max(int(k[5:]) for k in fs if k.startswith("busy_"))
+    print("fdatasync of %d pages: mean %.0f us with the CPUs idle, %.0f us with %s"
+          " (p90 %.0f / %.0f us)" % (fs["pages"], fs["idle"]["mean_us"], fs[busy]["mean_us"],
+                                      busy.replace("_", " ") + " CPUs", fs["idle"]["p90_us"],
+                                      fs[busy]["p90_us"]))
 print()
 for name, ratio, target in checks:
     print("%-24s %6.2f   target >= %.2f   %s" % (name, ratio, target,
