@@ -153,6 +153,23 @@ static void put_histo(buf *b, const char *name, const char *labels, const histo 
     put(b, "%s_count{%.*s} %llu\n", name, n, labels, (unsigned long long)cum);
 }
 
+/* An unlabelled histogram from per-slot counts (not cumulative): slot i
+ * holds values up to bounds[i] (the last slot: larger), each bound printed
+ * times scale. */
+static void put_counts(buf *b, const char *name, const uint64_t *counts, const int *bounds,
+                       int slots, double scale, double sum)
+{
+    uint64_t cum = 0;
+    for (int i = 0; i < slots; i++) {
+        cum += counts[i];
+        if (i < slots - 1)
+            put(b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds[i] * scale, (unsigned long long)cum);
+        else
+            put(b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+    }
+    put(b, "%s_sum %.6f\n%s_count %llu\n", name, sum, name, (unsigned long long)cum);
+}
+
 static uint64_t histo_count(const histo *h)
 {
     uint64_t n = 0;
@@ -232,35 +249,13 @@ char *svc_metrics_render(store *db, size_t *len)
         store_batch_stats_get(db, &st);
         put(&b, "# HELP recordd_commit_batch_size Writes per group-commit transaction.\n"
                 "# TYPE recordd_commit_batch_size histogram\n");
-        uint64_t cum = 0;
-        for (int i = 0; i < STORE_BATCH_SLOTS; i++) {
-            cum += st.counts[i];
-            if (i < STORE_BATCH_SLOTS - 1)
-                put(&b, "recordd_commit_batch_size_bucket{le=\"%d\"} %llu\n", STORE_BATCH_BOUNDS[i],
-                    (unsigned long long)cum);
-            else
-                put(&b, "recordd_commit_batch_size_bucket{le=\"+Inf\"} %llu\n",
-                    (unsigned long long)cum);
-        }
-        put(&b, "recordd_commit_batch_size_sum %llu\nrecordd_commit_batch_size_count %llu\n",
-            (unsigned long long)st.writes, (unsigned long long)cum);
+        put_counts(&b, "recordd_commit_batch_size", st.counts, STORE_BATCH_BOUNDS,
+                   STORE_BATCH_SLOTS, 1, (double)st.writes);
         put(&b, "# HELP recordd_commit_duration_seconds Time each group-commit COMMIT took"
                 " (WAL write and fsync).\n"
                 "# TYPE recordd_commit_duration_seconds histogram\n");
-        cum = 0;
-        for (int i = 0; i < STORE_COMMIT_SLOTS; i++) {
-            cum += st.commit_counts[i];
-            if (i < STORE_COMMIT_SLOTS - 1)
-                put(&b, "recordd_commit_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                    STORE_COMMIT_BOUNDS_US[i] / 1e6, (unsigned long long)cum);
-            else
-                put(&b, "recordd_commit_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-                    (unsigned long long)cum);
-        }
-        put(&b,
-            "recordd_commit_duration_seconds_sum %.6f\n"
-            "recordd_commit_duration_seconds_count %llu\n",
-            st.commit_us / 1e6, (unsigned long long)cum);
+        put_counts(&b, "recordd_commit_duration_seconds", st.commit_counts, STORE_COMMIT_BOUNDS_US,
+                   STORE_COMMIT_SLOTS, 1e-6, st.commit_us / 1e6);
     }
     if (b.oom) {
         free(b.p);
