@@ -270,6 +270,26 @@ static int64_t proc_cpu_us(long pid)
     return (int64_t)((ut + st) * 1000000ULL / (unsigned long long)(hz > 0 ? hz : 100));
 }
 
+/* The machine's CPU time from the first line of /proc/stat, in clock
+ * ticks: *idle gets idle + iowait, the result everything (-1 unreadable). */
+static int64_t machine_ticks(int64_t *idle)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return -1;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n != 8)
+        return -1;
+    *idle = (int64_t)(v[3] + v[4]);
+    int64_t all = 0;
+    for (int i = 0; i < 8; i++)
+        all += (int64_t)v[i];
+    return all;
+}
+
 static int64_t self_cpu_us(void)
 {
     struct rusage ru;
@@ -694,6 +714,7 @@ typedef struct run_result {
     double seconds;
     int64_t server_cpu_us; /* -1 unknown */
     int64_t client_cpu_us;
+    double idle_pct; /* the machine's idle share of the window, -1 unknown */
     char first_error[160];
 } run_result;
 
@@ -709,6 +730,7 @@ static int run_load(const options *o, const scenario *sc, run_result *res)
     int rc = 1;
     memset(res, 0, sizeof *res);
     res->server_cpu_us = -1;
+    res->idle_pct = -1;
     if (ws == NULL || slots == NULL || chans == NULL)
         goto done;
     atomic_init(&sh.next_record, 0);
@@ -757,8 +779,12 @@ static int run_load(const options *o, const scenario *sc, run_result *res)
         m0 = now_ns();
         srv0 = o->server_pid > 0 ? proc_cpu_us(o->server_pid) : -1;
         cli0 = self_cpu_us();
+        int64_t idle0 = 0, all0 = machine_ticks(&idle0);
         sleep_until_ns(sh.measure_to_ns);
         int64_t srv1 = o->server_pid > 0 ? proc_cpu_us(o->server_pid) : -1;
+        int64_t idle1 = 0, all1 = machine_ticks(&idle1);
+        if (all0 >= 0 && all1 > all0)
+            res->idle_pct = 100.0 * (double)(idle1 - idle0) / (double)(all1 - all0);
         res->client_cpu_us = self_cpu_us() - cli0;
         res->server_cpu_us = srv0 >= 0 && srv1 >= 0 ? srv1 - srv0 : -1;
         res->seconds = (double)(now_ns() - m0) / 1e9;
@@ -1023,10 +1049,10 @@ static void report(const options *o, const scenario *sc, const run_result *r)
                "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,"
                "\"mean_us\":%.1f,\"server_cpu_us_per_call\":%.2f,"
                "\"client_cpu_us_per_call\":%.2f,\"server_vmhwm_kb\":%ld,\"server_vmrss_kb\":%ld,"
-               "\"client_vmhwm_kb\":%ld,\"errors\":{",
+               "\"client_vmhwm_kb\":%ld,\"machine_idle_pct\":%.1f,\"errors\":{",
                sc->name, o->clients, o->threads, o->connections, r->seconds, r->ok, r->failed, rate,
                rows_rate, us(p50), us(p99), us(p999), us(pmax), hist_mean(&r->lat) / 1000.0,
-               srv_cpu, cli_cpu, srv_hwm, srv_rss, cli_hwm);
+               srv_cpu, cli_cpu, srv_hwm, srv_rss, cli_hwm, r->idle_pct);
         const char *sep = "";
         for (int k = 1; k < N_OUTCOMES; k++)
             if (r->outcomes[k] > 0) {
@@ -1049,6 +1075,8 @@ static void report(const options *o, const scenario *sc, const run_result *r)
         printf("  %-22s server %.1f  client %.1f\n", "CPU per call (us)", srv_cpu, cli_cpu);
     else
         printf("  %-22s client %.1f\n", "CPU per call (us)", cli_cpu);
+    if (r->idle_pct >= 0)
+        printf("  %-22s %.0f %%\n", "machine idle", r->idle_pct);
     if (srv_hwm >= 0)
         printf("  %-22s server %ld kB (now %ld kB)  client %ld kB\n", "peak RSS (VmHWM)", srv_hwm,
                srv_rss, cli_hwm);

@@ -94,13 +94,29 @@ run() { # scenario clients
     echo "bench: $1 @ $2 clients ..." >&2
     bench --scenario "$1" --clients "$2" --duration "$dur" | sed 's/^{/{"run":"grpc",/' >>"$results"
 }
+# The writer's side of a scenario, from /metrics: commit groups, the writes
+# they carried and the time their COMMITs took (cumulative counters).
+http=$(sed -n 's/.*"msg":"listening".*"http":"\([^"]*\)".*/\1/p' "$tmp/server.log" | head -n 1)
+writer_stats() {
+    [ -n "$http" ] && [ "$http" != off ] || { echo '{}'; return; }
+    "$python" - "$http" <<'PY'
+import json, sys, urllib.request
+text = urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=5).read().decode()
+want = {"recordd_commit_batch_size_count": "batches", "recordd_commit_batch_size_sum": "writes",
+        "recordd_commit_duration_seconds_sum": "commit_s"}
+print(json.dumps({want[k]: float(v) for k, v in (l.split() for l in text.splitlines()
+                  if l.split()[:1] and l.split()[0] in want)}))
+PY
+}
 run health 64
 run update 1
 run update 16
+w0=$(writer_stats)
 run update 64
+w1=$(writer_stats)
+echo "{\"run\":\"writer\",\"scenario\":\"update\",\"clients\":64,\"before\":$w0,\"after\":$w1}" >>"$results"
 # The HTTP/JSON gateway: the same patch as `update` through wrk (Debian's
 # wrk, keep-alive), 64 connections, right after the gRPC update@64 run.
-http=$(sed -n 's/.*"msg":"listening".*"http":"\([^"]*\)".*/\1/p' "$tmp/server.log" | head -n 1)
 if command -v wrk >/dev/null 2>&1 && [ -n "$http" ] && [ "$http" != off ]; then
     echo "bench: http patch @ 64 connections ..." >&2
     BENCH_RECORDS=$records wrk -t 2 -c 64 -d "${dur}s" --latency -s bench/http_patch.lua \
@@ -123,8 +139,9 @@ http = next((r for r in rows if r["run"] == "http"), None)
 
 print("\nrecordd bench: %d vCPU, load average %s at start, %s at end (this run's own"
       " processes add about 2)" % (os.cpu_count(), sys.argv[2], sys.argv[3]))
-print("%-24s %10s %9s %9s %9s %12s %12s %8s" % (
-    "run", "per s", "p50 us", "p99 us", "p999 us", "srv us/call", "srv HWM MB", "errors"))
+print("%-24s %10s %9s %9s %9s %12s %12s %8s %7s" % (
+    "run", "per s", "p50 us", "p99 us", "p999 us", "srv us/call", "srv HWM MB", "errors",
+    "idle %"))
 print("%-24s %10.0f %9s %9s %9s %12.1f %12s %8s" % (
     "sqlite A (1 commit/tx)", sq["a_commits_per_s"], "-", "-", "-", sq["a_cpu_us_per_commit"], "-", "-"))
 print("%-24s %10.0f %9s %9s %9s %12.1f %12s %8s" % (
@@ -132,9 +149,10 @@ print("%-24s %10.0f %9s %9s %9s %12.1f %12s %8s" % (
     sq["b_cpu_us_per_commit"], "-", "-"))
 for key in [("health", 64), ("update", 1), ("update", 16), ("update", 64), ("bulk", 1), ("bulk", 16)]:
     r = grpc[key]
-    print("%-24s %10.0f %9.0f %9.0f %9.0f %12.1f %12.1f %8d" % (
+    print("%-24s %10.0f %9.0f %9.0f %9.0f %12.1f %12.1f %8d %7.0f" % (
         "%s @ %d clients" % key, r["rate"], r["p50_us"], r["p99_us"], r["p999_us"],
-        r["server_cpu_us_per_call"], r["server_vmhwm_kb"] / 1024.0, r["failed"]))
+        r["server_cpu_us_per_call"], r["server_vmhwm_kb"] / 1024.0, r["failed"],
+        r.get("machine_idle_pct", -1)))
 if http is not None:
     print("%-24s %10.0f %9.0f %9.0f %9.0f %12s %12s %8d" % (
         "http patch @ 64 conns", http["rate"], http["p50_us"], http["p99_us"], http["p999_us"],
@@ -156,6 +174,14 @@ if http is not None:
 bulk16 = grpc[("bulk", 16)]["rows_rate"]
 print("%-24s %6.2f   (bulk rows/s over SQLite's batched rows/s; no target)" % (
     "bulk@16 / sqlite-B", bulk16 / sq["b_commits_per_s"]))
+wr = next((r for r in rows if r["run"] == "writer"), None)
+if wr is not None and wr["before"] and wr["after"]:
+    d = {k: wr["after"][k] - wr["before"][k] for k in ("batches", "writes", "commit_s")}
+    if d["batches"] > 0:
+        print("update @ 64 on the writer: %.1f writes per commit group, COMMIT (WAL write + fsync)"
+              " %.0f us on average, machine %.0f %% idle" % (
+                  d["writes"] / d["batches"], d["commit_s"] / d["batches"] * 1e6,
+                  grpc[("update", 64)].get("machine_idle_pct", -1)))
 if fs is not None:
     busy = "busy_%d" % max(int(k[5:]) for k in fs if k.startswith("busy_"))
     print("fdatasync of %d pages: mean %.0f us with the CPUs idle, %.0f us with %s"
