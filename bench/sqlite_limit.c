@@ -2,7 +2,7 @@
  * against (DESIGN.md §10). Runs, directly on SQLite and on a temporary
  * database, the statements recordd's writer runs for one UpdateRecord of
  * {"n": v} — load the row, UPDATE the typed row, append a sync-log row —
- * with the same table shapes, WAL and synchronous=FULL:
+ * with the same table shapes, WAL, synchronous=FULL and checkpoint interval:
  *   mode A: one commit per transaction (BEGIN IMMEDIATE … COMMIT);
  *   mode B: --batch commits per transaction, each in its own SAVEPOINT,
  *           the way the group-commit writer runs them.
@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include <sqlite3.h>
+
+#include "store/store_int.h" /* STORE_WAL_CHECKPOINT_PAGES */
 
 #define TABLE "\"r_bench__counters\""
 
@@ -146,6 +148,10 @@ static int create(state *s, const options *o)
         rc = sqlite3_exec(
             s->db, o->sync_normal ? "PRAGMA synchronous = NORMAL" : "PRAGMA synchronous = FULL",
             NULL, NULL, NULL);
+    /* the writer's checkpoint interval (store/store.c), so both run the
+     * same SQLite configuration */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_wal_autocheckpoint(s->db, STORE_WAL_CHECKPOINT_PAGES);
     if (rc != SQLITE_OK)
         return fail(s->db, "schema", rc);
     sqlite3_stmt *ins = NULL;

@@ -685,6 +685,12 @@ rd_code store_open(const store_options *opt, store **out, rd_err *err)
      * made pwrite the largest cost of a BulkMutate */
     if (rc == SQLITE_OK)
         rc = store_exec(s->wdb, "PRAGMA temp_store = MEMORY");
+    /* checkpoint every STORE_WAL_CHECKPOINT_PAGES WAL frames, not SQLite's
+     * 1000: a checkpoint's cost (copy each distinct page, fsync the
+     * database) hardly grows with the WAL's length, and it stalls the
+     * writer (docs/PERFORMANCE.md) */
+    if (rc == SQLITE_OK)
+        rc = sqlite3_wal_autocheckpoint(s->wdb, STORE_WAL_CHECKPOINT_PAGES);
     if (rc != SQLITE_OK) {
         code = store_sql_err(s->wdb, rc, err);
         goto fail;

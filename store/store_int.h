@@ -24,6 +24,9 @@
 #define STORE_ORG_MAX 64
 #define STORE_DEFAULT_BATCH 256
 #define STORE_BUSY_TIMEOUT_MS 5000
+/* The writer's automatic checkpoint runs when the WAL reaches this many
+ * frames (4 KiB pages: a WAL of up to about 32 MiB). */
+#define STORE_WAL_CHECKPOINT_PAGES 8000
 #define STORE_IDEM_BUCKETS 256
 /* Most expired idempotency rows one prune deletes, and how often it runs. */
 #define STORE_IDEM_PRUNE_ROWS 128
