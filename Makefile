@@ -183,9 +183,13 @@ $(BUILD)/recordd-bench: $(BUILD)/obj/bench/recordd_bench.o $(BUILD)/obj/bench/hi
 $(BUILD)/sqlite-limit: $(BUILD)/obj/bench/sqlite_limit.o
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ -lsqlite3 -lm
 
-.PHONY: bench
+.PHONY: bench soak
 bench: $(BIN) $(TOOLS) $(BENCH_BINS)
 	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) sh bench/run.sh $(BUILD)
+
+# DESIGN.md §10's 10-minute RSS soak (SOAK_SECONDS to change its length).
+soak: $(BIN) $(TOOLS) $(BENCH_BINS)
+	PYTHON=$(PYTHON) sh bench/soak.sh $(BUILD)
 
 # --- fuzzing (docs/internals/auth.md, Fuzzing) ----------------------------
 # libFuzzer needs clang and its runtime (libclang-rt-14-dev, in DEB_PKGS).

@@ -27,43 +27,7 @@ for b in recordd recordctl recordd-bench sqlite-limit; do
     [ -x "$build/$b" ] || { echo "bench: $build/$b is missing (run make bench)" >&2; exit 1; }
 done
 
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/recordd-bench.XXXXXX")
-pid=
-cleanup() {
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    fi
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# A fresh organisation, server keys and admin key for this run's database.
-"$build/recordctl" init --dir "$tmp/var" --db "$tmp/recordd.db" >/dev/null
-"$build/recordd" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --db "$tmp/recordd.db" \
-    --pepper-file "$tmp/var/pepper" --signing-key "$tmp/var/signing.key" \
-    --trusted-keys "$tmp/var/trusted-keys" 2>"$tmp/server.log" &
-pid=$!
-target=
-for _ in $(seq 1 100); do
-    target=$(sed -n 's/.*"msg":"listening".*"grpc":"\([^"]*\)".*/\1/p' "$tmp/server.log" | head -n 1)
-    [ -n "$target" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-done
-if [ -z "$target" ]; then
-    echo "bench: recordd did not start:" >&2
-    cat "$tmp/server.log" >&2
-    exit 1
-fi
-
-# The token comes from the environment only (never argv, visible in ps).
-RECORDD_BENCH_TOKEN="${RECORDD_BENCH_TOKEN:-$(cat "$tmp/var/admin.key")}"
-export RECORDD_BENCH_TOKEN
-bench() {
-    "$build/recordd-bench" --target "$target" --server-pid "$pid" --records "$records" --json "$@"
-}
+. "$(dirname "$0")/server.sh"
 
 : >"$results"
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -80,15 +44,7 @@ echo "bench: fsync probe ..." >&2
 "$python" "$(dirname "$0")/fsync_probe.py" --dir "$tmp" --json | sed 's/^{/{"run":"fsync",/' >>"$results"
 
 echo "bench: setup (bench model, $records records) ..." >&2
-set +e
-bench --scenario update --setup --duration 0 >/dev/null
-rc=$?
-set -e
-if [ "$rc" -eq 3 ]; then
-    echo "bench: the server refused the credential (UNAUTHENTICATED)" >&2
-    exit 1
-fi
-[ "$rc" -eq 0 ] || { echo "bench: setup failed ($rc)" >&2; exit 1; }
+bench_setup
 
 run() { # scenario clients
     echo "bench: $1 @ $2 clients ..." >&2
@@ -96,7 +52,6 @@ run() { # scenario clients
 }
 # The writer's side of a scenario, from /metrics: commit groups, the writes
 # they carried and the time their COMMITs took (cumulative counters).
-http=$(sed -n 's/.*"msg":"listening".*"http":"\([^"]*\)".*/\1/p' "$tmp/server.log" | head -n 1)
 writer_stats() {
     [ -n "$http" ] && [ "$http" != off ] || { echo '{}'; return; }
     "$python" - "$http" <<'PY'
