@@ -556,7 +556,21 @@ fail:
     return err ? err->code : RD_INTERNAL;
 }
 
-/* Loads the latest schema of every organisation and the highest sync id. */
+/* *out = the one integer sql returns. */
+static rd_code query_int64(sqlite3 *db, const char *sql, int64_t *out, rd_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *out = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? RD_OK : store_sql_err(db, rc, err);
+}
+
+/* Loads the latest schema of every organisation, the highest sync id and
+ * the latest claim expiry. */
 static rd_code load_state(store *s, rd_err *err)
 {
     static const char sql[] = "SELECT org, revision, doc FROM _rd_schema AS a"
@@ -585,28 +599,11 @@ static rd_code load_state(store *s, rd_err *err)
         code = store_sql_err(s->wdb, rc, err);
         goto done;
     }
-    sqlite3_finalize(st);
-    st = NULL;
-    rc = sqlite3_prepare_v2(s->wdb, "SELECT coalesce(max(sync_id), 0) FROM _rd_sync_log", -1, &st,
-                            NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        code = store_sql_err(s->wdb, rc, err);
-        goto done;
-    }
-    s->sync_id = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    st = NULL;
-    rc = sqlite3_prepare_v2(s->wdb, "SELECT coalesce(max(expires_at), 0) FROM _rd_claims", -1, &st,
-                            NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW) {
-        code = store_sql_err(s->wdb, rc, err);
-        goto done;
-    }
-    s->claims_until_us = sqlite3_column_int64(st, 0);
+    code =
+        query_int64(s->wdb, "SELECT coalesce(max(sync_id), 0) FROM _rd_sync_log", &s->sync_id, err);
+    if (code == RD_OK)
+        code = query_int64(s->wdb, "SELECT coalesce(max(expires_at), 0) FROM _rd_claims",
+                           &s->claims_until_us, err);
 done:
     sqlite3_finalize(st);
     return code;
