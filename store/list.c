@@ -197,7 +197,6 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
         rc = sqlite3_bind_int64(st, idx, (sqlite3_int64)limit + 1);
     if (rc != SQLITE_OK)
         goto sqlfail;
-    int ncol = sqlite3_column_count(st);
     for (;;) {
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
@@ -220,6 +219,10 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
             goto done;
         }
         out->n_last = nk;
+        /* The sort keys are the last nk columns. Count them only now: a
+         * cached "SELECT *" re-prepared by sqlite3_step after a schema push
+         * has more columns than before the step. */
+        int ncol = sqlite3_column_count(st);
         for (size_t k = 0; k < nk; k++) {
             if (!read_key(st, ncol - (int)nk + (int)k, &out->last[k])) {
                 code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
