@@ -66,6 +66,11 @@ static const opt opts[] = {
      "seconds between keep-alive comments on Server-Sent Events streams [15]"},
     {"max-bulk-ops", "RECORDD_MAX_BULK_OPS", INT(max_bulk_ops, 1, 1000),
      "most operations one BulkMutate call may carry, at most 1000 [100]"},
+    {"http-max-connections", "RECORDD_HTTP_MAX_CONNECTIONS", INT(http_max_connections, 1, 65536),
+     "HTTP gateway: most connections open at once; more are closed on accept [1024]"},
+    {"http-max-connections-per-ip", "RECORDD_HTTP_MAX_CONNECTIONS_PER_IP",
+     INT(http_max_connections_per_ip, 1, 65536),
+     "HTTP gateway: most connections open at once from one client address [128]"},
     {"log-level", "RECORDD_LOG_LEVEL", STR(log_level),
      "JSON log lines on stderr at or above: debug, info (one line per request), warn, error "
      "or off [info]"},
@@ -92,6 +97,8 @@ static void defaults(svc_config *cfg)
     snprintf(cfg->http_listen, sizeof cfg->http_listen, "127.0.0.1:8080");
     cfg->sse_keepalive_s = 15;
     cfg->max_bulk_ops = 100;
+    cfg->http_max_connections = 1024;
+    cfg->http_max_connections_per_ip = 128;
     snprintf(cfg->log_level, sizeof cfg->log_level, "info");
 }
 

@@ -45,7 +45,7 @@ extern unsigned int rd_descriptor_set_len;
 #define MAX_QUERY_PARAMS 64
 #define REQUEST_ID_MAX 128
 #define CONNECTION_TIMEOUT_S 60
-#define CONNECTION_LIMIT 4096
+#define CONNECTION_LIMIT 1024 /* when the options leave it 0 */
 #define TICK_MS 200
 
 typedef struct sse_item {
@@ -86,6 +86,7 @@ struct gw_req {
     rd_arena *arena; /* strings of the request (MHD thread, read by decode) */
     const char *path;
     bool queued; /* a response is queued */
+    bool close;  /* answered before the body: close the connection after */
     bool begun;  /* begin ran (once the body is in) */
 
     /* request, filled on the MHD thread before the call starts */
@@ -281,6 +282,10 @@ static enum MHD_Result send_problem(gw_req *r, gw_problem *p, const char *allow)
         snprintf(ra, sizeof ra, "%lld", (long long)p->retry_after_s);
         MHD_add_response_header(resp, "Retry-After", ra);
     }
+    if (p->status == 401)
+        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"recordd\"");
+    if (r->close)
+        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     return finish_queue(r, resp);
 }
 
@@ -1230,6 +1235,43 @@ static enum MHD_Result respond(gw_req *r)
     return ok;
 }
 
+/* A request with a body: its credential is checked from the headers, before
+ * a byte of the body is buffered, so an unauthenticated client cannot make
+ * the gateway hold GW_JSON_MAX_BODY per connection. A missing or bad
+ * credential is answered 401 at once and the connection closed (the body
+ * is never read). The call's own auth step runs again later, as for every
+ * request: this check only refuses, it grants nothing. Health endpoints,
+ * unknown routes and public methods wait for the body as before. */
+static enum MHD_Result check_credential_early(gw_req *r, const char *url, const char *verb)
+{
+    gw_http *gw = r->gw;
+    gw_match m;
+    char allow[128];
+    if (gw_routes_match(gw->routes, verb, url, r->arena, &m, allow, sizeof allow) != GW_ROUTE_OK ||
+        m.method->public)
+        return MHD_YES;
+    const char *cred = header(r, "Authorization");
+    rd_err err;
+    rd_err_clear(&err);
+    auth_principal *p = NULL;
+    rd_code code = RD_UNAUTHENTICATED;
+    if (gw->ctx->auth == NULL)
+        rd_errf(&err, RD_UNAUTHENTICATED, NULL, "this server is configured without credentials");
+    else
+        code = auth_authenticate(gw->ctx->auth, cred, cred != NULL ? strlen(cred) : 0, &p, &err);
+    auth_principal_free(p);
+    if (code == RD_OK)
+        return MHD_YES;
+    if (err.code != RD_UNAUTHENTICATED && err.code != RD_TOKEN_EXPIRED) {
+        /* the key store could not be read: let the call's auth step answer */
+        return MHD_YES;
+    }
+    rd_random_id("req_", r->request_id, 20);
+    r->path = rd_arena_strdup(r->arena, url);
+    r->close = true;
+    return send_err(r, err.code, 0, NULL, NULL, "%s", err.msg);
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *verb, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
@@ -1263,6 +1305,10 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
             return send_err(r, RD_BODY_TOO_LARGE, 0, NULL, NULL,
                             "the request body is larger than %zu bytes", GW_JSON_MAX_BODY);
         }
+        bool has_body =
+            (cl != NULL && strtoull(cl, NULL, 10) > 0) || header(r, "Transfer-Encoding") != NULL;
+        if (has_body)
+            return check_credential_early(r, url, verb);
         return MHD_YES;
     }
     if (r->queued)
@@ -1477,7 +1523,11 @@ rd_code gw_http_start(const gw_http_options *opt, svc_ctx *ctx, gw_http **out, i
         flags, 0, NULL, NULL, access_handler, gw, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(opt->threads > 0 ? opt->threads : 1),
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, gw, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT, (unsigned)CONNECTION_LIMIT,
+        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(opt->max_connections > 0 ? opt->max_connections : CONNECTION_LIMIT),
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned)(opt->max_connections_per_ip > 0 ? opt->max_connections_per_ip
+                                                   : CONNECTION_LIMIT),
         MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
     if (gw->d == NULL) {
         rd_errf(err, RD_UNAVAILABLE, "http_listen",

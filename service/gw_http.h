@@ -16,10 +16,12 @@
 typedef struct gw_http gw_http;
 
 typedef struct gw_http_options {
-    const char *listen;    /* "127.0.0.1:8080"; port 0 picks a free one */
-    int threads;           /* libmicrohttpd thread pool size (>= 1) */
-    int keepalive_s;       /* seconds between SSE keep-alive comments */
-    int max_message_bytes; /* gRPC's limit: a larger request once encoded is 413 (0: none) */
+    const char *listen;         /* "127.0.0.1:8080"; port 0 picks a free one */
+    int threads;                /* libmicrohttpd thread pool size (>= 1) */
+    int keepalive_s;            /* seconds between SSE keep-alive comments */
+    int max_message_bytes;      /* gRPC's limit: a larger request once encoded is 413 (0: none) */
+    int max_connections;        /* open connections in all; more are closed on accept */
+    int max_connections_per_ip; /* open connections from one client address */
 } gw_http_options;
 
 /* Builds the routes from the embedded descriptor set and starts serving on

@@ -177,7 +177,9 @@ int main(int argc, char **argv)
         gw_http_options go = {.listen = cfg.http_listen,
                               .threads = cfg.workers < 4 ? cfg.workers : 4,
                               .keepalive_s = cfg.sse_keepalive_s,
-                              .max_message_bytes = cfg.max_message_bytes};
+                              .max_message_bytes = cfg.max_message_bytes,
+                              .max_connections = cfg.http_max_connections,
+                              .max_connections_per_ip = cfg.http_max_connections_per_ip};
         int http_port = 0;
         if (gw_http_start(&go, &ctx, &gw, &http_port, &err) != RD_OK) {
             log_json("error", err.msg, json_pack("{s:s}", "http", cfg.http_listen));

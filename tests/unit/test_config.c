@@ -227,6 +227,25 @@ static void test_config_make_db_dir_creates_parents(void **state)
     rmdir(tmpl);
 }
 
+static void test_config_http_connection_limits_default_and_flags(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *argv0[] = {"recordd"};
+    assert_int_equal(load(&cfg, NULL, 1, argv0, &err), RD_OK);
+    assert_int_equal(cfg.http_max_connections, 1024);
+    assert_int_equal(cfg.http_max_connections_per_ip, 128);
+    const char *env[] = {"RECORDD_HTTP_MAX_CONNECTIONS_PER_IP", "8", NULL};
+    const char *argv1[] = {"recordd", "--http-max-connections=64"};
+    assert_int_equal(load(&cfg, env, 2, argv1, &err), RD_OK);
+    assert_int_equal(cfg.http_max_connections, 64);
+    assert_int_equal(cfg.http_max_connections_per_ip, 8);
+    const char *argv2[] = {"recordd", "--http-max-connections-per-ip", "0"};
+    assert_int_equal(load(&cfg, NULL, 3, argv2, &err), RD_VALIDATION_FAILED);
+    assert_string_equal(err.field, "--http-max-connections-per-ip");
+}
+
 static void test_config_max_bulk_ops_default_env_flag_and_cap(void **state)
 {
     (void)state;
@@ -265,6 +284,7 @@ int main(void)
         cmocka_unit_test(test_config_bound_address_replaces_port),
         cmocka_unit_test(test_config_make_db_dir_creates_parents),
         cmocka_unit_test(test_config_max_bulk_ops_default_env_flag_and_cap),
+        cmocka_unit_test(test_config_http_connection_limits_default_and_flags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
