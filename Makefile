@@ -100,7 +100,9 @@ $(DESC_C): $(DESC_SET)
 	xxd -i -n rd_descriptor_set $< > $@
 
 # --- objects ------------------------------------------------------------
-$(BUILD)/obj/gen/%.o: $(GEN)/%.c
+# (the stamp too: protoc rewrites the .c files as a side effect of the stamp's
+# recipe, which make does not see through the recipe-less rule above)
+$(BUILD)/obj/gen/%.o: $(GEN)/%.c $(GEN)/.stamp
 	@mkdir -p $(dir $@)
 	$(CC) $(BASE_CFLAGS) -w -c $< -o $@
 

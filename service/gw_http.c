@@ -47,6 +47,7 @@ extern unsigned int rd_descriptor_set_len;
 #define CONNECTION_TIMEOUT_S 60
 #define CONNECTION_LIMIT 1024 /* when the options leave it 0 */
 #define TICK_MS 200
+#define GW_IF_MATCH_MAX 16 /* entity tags in one If-Match */
 
 typedef struct sse_item {
     struct sse_item *next;
@@ -99,8 +100,9 @@ struct gw_req {
     size_t n_query;
     bool query_overflow;
     bool has_if_match;
-    const char *if_match_value;
-    int64_t if_match;
+    bool if_match_any; /* If-Match: * */
+    int64_t if_match[GW_IF_MATCH_MAX];
+    size_t n_if_match; /* strong numeric tags; 0 with has_if_match: none can match */
     bool want_minimal, want_repr;
     const char *last_event_id;
     char request_id[REQUEST_ID_MAX + 1];
@@ -425,7 +427,8 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
                             "%s is given more than once; only a repeated field may be", k);
                     goto fail;
                 }
-            if (r->has_if_match && names(d, k, "expected_version")) {
+            if (r->has_if_match &&
+                (names(d, k, "expected_version") || names(d, k, "expected_versions"))) {
                 rd_errf(err, RD_VALIDATION_FAILED, k,
                         "give the expected version in If-Match or in %s, not both", k);
                 goto fail;
@@ -439,11 +442,20 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
     for (size_t v = 0; v < r->match.n_vars; v++)
         if (gw_json_set(m, r->match.vars[v].field, r->match.vars[v].value, a, err) != RD_OK)
             goto fail;
-    if (r->has_if_match && field_of(d, "expected_version") != NULL) {
+    if (r->has_if_match && !r->if_match_any && field_of(d, "expected_version") != NULL) {
+        /* one tag: expectedVersion; several: expectedVersions; none that
+         * can match: version 0, which no record has (versions start at 1) */
         char v[32];
-        snprintf(v, sizeof v, "%lld", (long long)r->if_match);
-        if (gw_json_set(m, "expected_version", v, a, err) != RD_OK)
-            goto fail;
+        if (r->n_if_match <= 1) {
+            snprintf(v, sizeof v, "%lld", (long long)(r->n_if_match ? r->if_match[0] : 0));
+            if (gw_json_set(m, "expected_version", v, a, err) != RD_OK)
+                goto fail;
+        }
+        for (size_t i = 0; r->n_if_match > 1 && i < r->n_if_match; i++) {
+            snprintf(v, sizeof v, "%lld", (long long)r->if_match[i]);
+            if (gw_json_set(m, "expected_versions", v, a, err) != RD_OK)
+                goto fail;
+        }
     }
     if (r->want_repr && field_of(d, "return_record") != NULL &&
         gw_json_set(m, "return_record", "true", a, err) != RD_OK)
@@ -665,7 +677,9 @@ static enum MHD_Result render_error(gw_req *r)
         gw_problem_from_err(&r->decode_err, 0, r->path, &p);
     else
         gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
-    if (r->has_if_match && p.code == RD_VERSION_CONFLICT) {
+    /* If-Match: * on a record that does not exist fails its precondition */
+    if (r->has_if_match &&
+        (p.code == RD_VERSION_CONFLICT || (r->if_match_any && p.code == RD_NOT_FOUND))) {
         p.status = 412; /* RFC 9110: the precondition in If-Match failed */
         if (p.body != NULL)
             json_object_set_new(p.body, "status", json_integer(412));
@@ -691,6 +705,7 @@ static enum MHD_Result render_error(gw_req *r)
 /* Renders the reply message m (unpacked with the default allocator: a reply
  * is as large as the server's message limit, far more than r->arena holds). */
 static enum MHD_Result render_message(gw_req *r, const ProtobufCMessage *m);
+static bool if_match_ok(const gw_req *r, int64_t version);
 
 static enum MHD_Result render_reply(gw_req *r)
 {
@@ -710,10 +725,10 @@ static enum MHD_Result render_message(gw_req *r, const ProtobufCMessage *m)
     int status = 200;
     int64_t version = 0;
     bool has_etag = etag_version(m, &version);
-    if (method_is(method, "GetRecord") && r->has_if_match && (!has_etag || version != r->if_match))
+    if (method_is(method, "GetRecord") && r->has_if_match &&
+        (!has_etag || !if_match_ok(r, version)))
         return send_err(r, RD_VERSION_CONFLICT, 412, NULL, NULL,
-                        "If-Match \"%lld\" does not match the record's version %lld",
-                        (long long)r->if_match, (long long)version);
+                        "If-Match does not match the record's version %lld", (long long)version);
     bool found = false;
     if (strcmp(method->resp->name, "recordd.v1.BulkMutateResponse") == 0 &&
         int64_field(m, "total_failed", &found) > 0 && found)
@@ -967,19 +982,69 @@ static enum MHD_Result collect_query(void *cls, enum MHD_ValueKind kind, const c
 }
 
 /* Parses If-Match: "<version>" (a strong entity tag holding the version). */
-static bool parse_if_match(const char *v, int64_t *out)
+/* If-Match (RFC 9110 13.1.1): "*" or a comma-separated list of entity tags.
+ * Our tags are strong and hold a record version ("3"); a weak tag (W/"3")
+ * never matches under the strong comparison If-Match uses, nor does a
+ * strong tag that is not a version, so both are skipped. False on a syntax
+ * error or more than GW_IF_MATCH_MAX tags. */
+static bool parse_if_match(gw_req *r, const char *v)
 {
-    size_t n = strlen(v);
-    if (n < 3 || v[0] != '"' || v[n - 1] != '"')
-        return false;
-    int64_t x = 0;
-    for (size_t i = 1; i + 1 < n; i++) {
-        if (v[i] < '0' || v[i] > '9' || x > (INT64_MAX - 9) / 10)
-            return false;
-        x = x * 10 + (v[i] - '0');
+    const char *p = v;
+    while (*p == ' ' || *p == '\t')
+        p++;
+    if (p[0] == '*') {
+        for (p++; *p == ' ' || *p == '\t'; p++)
+            ;
+        r->if_match_any = true;
+        return *p == '\0';
     }
-    *out = x;
-    return true;
+    size_t tags = 0;
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        if (*p == '\0')
+            return tags > 0;
+        bool weak = p[0] == 'W' && p[1] == '/';
+        if (weak)
+            p += 2;
+        if (*p != '"')
+            return false;
+        const char *open = ++p;
+        while (*p != '"' && *p != '\0') {
+            if ((unsigned char)*p < 0x21 || *p == 0x7f)
+                return false;
+            p++;
+        }
+        if (*p != '"' || ++tags > GW_IF_MATCH_MAX)
+            return false;
+        size_t n = (size_t)(p - open);
+        p++;
+        int64_t x = 0;
+        bool version = n > 0 && !weak;
+        for (size_t i = 0; version && i < n; i++) {
+            if (open[i] < '0' || open[i] > '9' || x > (INT64_MAX - 9) / 10)
+                version = false;
+            else
+                x = x * 10 + (open[i] - '0');
+        }
+        if (version)
+            r->if_match[r->n_if_match++] = x;
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (*p != ',' && *p != '\0')
+            return false;
+    }
+}
+
+/* Whether version satisfies the request's If-Match. */
+static bool if_match_ok(const gw_req *r, int64_t version)
+{
+    if (r->if_match_any)
+        return true;
+    for (size_t i = 0; i < r->n_if_match; i++)
+        if (r->if_match[i] == version)
+            return true;
+    return false;
 }
 
 /* Parses a Grpc-Timeout value ("5S", "250m": digits and a unit H M S m u
@@ -1114,10 +1179,11 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
                         MAX_QUERY_PARAMS);
     const char *im = header(r, "If-Match");
     if (im != NULL) {
-        if (!parse_if_match(im, &r->if_match))
+        if (!parse_if_match(r, im))
             return send_err(r, RD_INVALID_BODY, 0, "If-Match", NULL,
-                            "If-Match must be one strong entity tag holding a record version, "
-                            "such as \"3\"");
+                            "If-Match must be * or a comma-separated list of at most %d entity "
+                            "tags, such as \"3\", \"4\"",
+                            GW_IF_MATCH_MAX);
         r->has_if_match = true;
         /* ignoring it would run the method unconditionally (RFC 9110 13.1.1) */
         if (field_of(r->match.method->req, "expected_version") == NULL &&

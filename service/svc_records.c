@@ -70,7 +70,11 @@ typedef struct write_opts {
     Recordd__V1__OnStale on_stale;
     const char *claim;
     const char *idempotency_key; /* the request field */
+    size_t n_expected_versions;
+    const int64_t *expected_versions;
 } write_opts;
+
+enum { MAX_EXPECTED_VERSIONS = 16 };
 
 /* Checks the options and copies them into the store write; with an
  * idempotency key (field or metadata) also the canonical hash of req and
@@ -82,6 +86,14 @@ static rd_code set_options(svc_call *call, write_call *wc, const write_opts *o,
     const char *key = NULL;
     if (svc_write_guards(w, o->expected_version, o->read_at, o->on_stale, o->claim, err) != RD_OK)
         return err->code;
+    if (o->n_expected_versions > MAX_EXPECTED_VERSIONS)
+        return rd_errf(err, RD_VALIDATION_FAILED, "expectedVersions",
+                       "expectedVersions holds at most %d versions", MAX_EXPECTED_VERSIONS);
+    if (o->n_expected_versions > 0 && o->expected_version != NULL)
+        return rd_errf(err, RD_VALIDATION_FAILED, "expectedVersions",
+                       "give expectedVersion or expectedVersions, not both");
+    w->expected_versions = o->expected_versions;
+    w->n_expected_versions = o->n_expected_versions;
     if (svc_idem_key(call, o->idempotency_key, &key, err) != RD_OK)
         return err->code;
     if (key == NULL)
@@ -360,34 +372,36 @@ fail:
 void svc_update_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__UpdateRecordRequest *r = (const void *)msg;
-    change_args a = {
-        .model = r->model,
-        .id = r->id,
-        .client_tx_id = r->client_tx_id,
-        .data = r->data,
-        .opts = {r->expected_version, r->read_at, r->on_stale, r->claim, r->idempotency_key},
-        .return_record = r->return_record};
+    change_args a = {.model = r->model,
+                     .id = r->id,
+                     .client_tx_id = r->client_tx_id,
+                     .data = r->data,
+                     .opts = {r->expected_version, r->read_at, r->on_stale, r->claim,
+                              r->idempotency_key, r->n_expected_versions, r->expected_versions},
+                     .return_record = r->return_record};
     update_or_replace(call, msg, &a, STORE_OP_UPDATE);
 }
 
 void svc_replace_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__ReplaceRecordRequest *r = (const void *)msg;
-    change_args a = {
-        .model = r->model,
-        .id = r->id,
-        .client_tx_id = r->client_tx_id,
-        .data = r->data,
-        .opts = {r->expected_version, r->read_at, r->on_stale, r->claim, r->idempotency_key},
-        .return_record = r->return_record};
+    change_args a = {.model = r->model,
+                     .id = r->id,
+                     .client_tx_id = r->client_tx_id,
+                     .data = r->data,
+                     .opts = {r->expected_version, r->read_at, r->on_stale, r->claim,
+                              r->idempotency_key, r->n_expected_versions, r->expected_versions},
+                     .return_record = r->return_record};
     update_or_replace(call, msg, &a, STORE_OP_REPLACE);
 }
 
 void svc_delete_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__DeleteRecordRequest *req = (const void *)msg;
-    write_opts o = {req->expected_version, req->read_at, req->on_stale, req->claim,
-                    req->idempotency_key};
+    write_opts o = {req->expected_version, req->read_at,
+                    req->on_stale,         req->claim,
+                    req->idempotency_key,  req->n_expected_versions,
+                    req->expected_versions};
     write_call *wc = NULL;
     rd_err err;
     rd_err_clear(&err);

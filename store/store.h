@@ -344,6 +344,10 @@ struct store_write {
     json_t *data;      /* create/replace: full data; update: merge patch */
     bool has_expected_version;
     int64_t expected_version;
+    /* update/replace/delete: when n_expected_versions > 0, the record must be
+     * at one of these versions (not together with has_expected_version) */
+    const int64_t *expected_versions;
+    size_t n_expected_versions;
     /* update/replace/delete: the id of the caller's claim on the record (NULL
      * or "" = none), checked by store_claim_check; CLAIM_ACQUIRE: a live
      * claim to renew; CLAIM_RELEASE: the claim to release */

@@ -291,6 +291,16 @@ static rd_code check_version(wctx *c, const store_record *cur)
         return rd_errf(&c->w->err, RD_VERSION_CONFLICT, "expectedVersion",
                        "version conflict: expected version %lld but the record is at version %lld",
                        (long long)c->w->expected_version, (long long)cur->version);
+    if (c->w->n_expected_versions > 0) {
+        bool any = false;
+        for (size_t i = 0; i < c->w->n_expected_versions && !any; i++)
+            any = c->w->expected_versions[i] == cur->version;
+        if (!any)
+            return rd_errf(&c->w->err, RD_VERSION_CONFLICT, "expectedVersions",
+                           "version conflict: the record is at version %lld, none of the %zu "
+                           "expected versions",
+                           (long long)cur->version, c->w->n_expected_versions);
+    }
     /* claims (store/claims.c): a live claim needs its id and its holder */
     return store_claim_check(c->s, c->w->org, c->w->model, c->w->id, c->w->claim, c->actor, c->now,
                              &c->w->err);

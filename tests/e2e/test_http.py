@@ -263,11 +263,64 @@ def test_if_match_on_get(srv):
     problem(get(srv, "items", rid, headers={"If-Match": '"2"'}), 412, "version_conflict")
 
 
-@pytest.mark.parametrize("value", ['1', 'W/"1"', '"x"', '"1", "2"'])
+@pytest.mark.parametrize("value", ['1', '"1', '"1" "2"', '*, "1"', ",", '"1",' * 17])
 def test_malformed_if_match_is_400(srv, value):
     rid = new_item(srv)
     problem(srv.http("PATCH", f"/v1/models/items/{rid}", json_body={"a": "x"}, headers={"If-Match": value}), 400,
             "invalid_body", field="If-Match")
+
+
+# RFC 9110 13.1.1: "*" matches any current representation, a list matches
+# when any member does (strong comparison: a weak tag never matches).
+@pytest.mark.parametrize("verb", ["PATCH", "PUT", "DELETE"])
+def test_if_match_star_matches_an_existing_record_and_412_when_there_is_none(srv, verb):
+    body = {"a": "star"} if verb != "DELETE" else None
+    rid = new_item(srv)
+    srv.http("PATCH", f"/v1/models/items/{rid}", json_body={"n": 3})  # version 2
+    r = srv.http(verb, f"/v1/models/items/{rid}", json_body=body, headers={"If-Match": "*"})
+    assert r.status_code == 200, r.text
+    r = srv.http(verb, f"/v1/models/items/{uid()}", json_body=body, headers={"If-Match": "*"})
+    problem(r, 412, "not_found")
+
+
+def test_if_match_star_on_get(srv):
+    rid = new_item(srv)
+    assert get(srv, "items", rid, headers={"If-Match": "*"}).status_code == 200
+    assert get(srv, "items", uid(), headers={"If-Match": "*"}).status_code == 412
+
+
+@pytest.mark.parametrize("verb", ["PATCH", "PUT", "DELETE"])
+def test_if_match_list_matches_when_any_tag_does(srv, verb):
+    body = {"a": "list"} if verb != "DELETE" else None
+    rid = new_item(srv)
+    problem(srv.http(verb, f"/v1/models/items/{rid}", json_body=body, headers={"If-Match": '"5", "7"'}),
+            412, "version_conflict")
+    r = srv.http(verb, f"/v1/models/items/{rid}", json_body=body, headers={"If-Match": '"5","1" , "9"'})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("value", ['W/"1"', 'W/"1", W/"2"', '"x"', '"x", W/"1"'])
+def test_weak_or_foreign_entity_tags_never_match(srv, value):
+    rid = new_item(srv)
+    r = srv.http("PATCH", f"/v1/models/items/{rid}", json_body={"a": "x"}, headers={"If-Match": value})
+    problem(r, 412, "version_conflict")
+    assert get(srv, "items", rid, headers={"If-Match": value}).status_code == 412
+    assert get(srv, "items", rid).json()["data"]["a"] == "a0"
+    # a weak tag next to a matching strong one: the strong one matches
+    r = srv.http("PATCH", f"/v1/models/items/{rid}", json_body={"a": "y"}, headers={"If-Match": value + ', "1"'})
+    assert r.status_code == 200, r.text
+
+
+def test_expected_versions_over_grpc(srv):
+    rid = new_item(srv)
+    with pytest.raises(grpc.RpcError) as e:
+        srv.update("items", rid, {"a": "g"}, expected_versions=[4, 5])
+    assert e.value.code() == grpc.StatusCode.ABORTED
+    srv.update("items", rid, {"a": "g"}, expected_versions=[4, 1])
+    assert srv.get_data("items", rid)["a"] == "g"
+    h.expect_error(grpc.StatusCode.INVALID_ARGUMENT, srv.update, "items", rid, {"a": "z"},
+                   expected_version=2, expected_versions=[2])
+    h.expect_error(grpc.StatusCode.INVALID_ARGUMENT, srv.delete, "items", rid, expected_versions=list(range(17)))
 
 
 def test_etag_follows_the_version_and_feeds_if_match(srv):
