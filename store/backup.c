@@ -64,6 +64,7 @@ rd_code store_backup(const char *db_path, const char *out_path, int64_t *pages, 
                        sqlite3_errstr(rc));
         goto done;
     }
+    store_create_private(tmp); /* 0600: a backup holds every record */
     rc = sqlite3_open_v2(tmp, &dst,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {

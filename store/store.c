@@ -2,6 +2,7 @@
  * plus the pieces every other store file shares: the SQL text builder, the
  * prepared-statement cache, the one SQLite -> rd_code mapping, naming rules
  * and the conversion between typed columns and JSON values. */
+#include <fcntl.h>
 #include <math.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "store/store_int.h"
 
@@ -609,9 +611,22 @@ done:
     return code;
 }
 
-/* Opens a connection with the settings every connection shares. */
+void store_create_private(const char *path)
+{
+    if (path == NULL || path[0] == '\0' || path[0] == ':' || strncmp(path, "file:", 5) == 0)
+        return;
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0)
+        close(fd);
+}
+
+/* Opens a connection with the settings every connection shares. A database
+ * it creates is created 0600 (and so are its -wal and -shm files, which
+ * SQLite gives the database file's mode). */
 static int open_db(const char *path, int flags, sqlite3 **out)
 {
+    if (flags & SQLITE_OPEN_CREATE)
+        store_create_private(path);
     int rc = sqlite3_open_v2(path, out, flags | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK)
         return rc;

@@ -73,6 +73,10 @@ typedef struct store_stmt_cache {
 /* *out = the cached (or newly prepared) statement for sql. Returns an
  * SQLite result code. */
 int store_stmt_get(store_stmt_cache *c, const char *sql, sqlite3_stmt **out);
+/* Creates path as an empty file with mode 0600 unless it exists (or is not
+ * a plain path: "", ":memory:", a "file:" URI), so that SQLite opening it
+ * makes a database nobody else may read. */
+void store_create_private(const char *path);
 void store_stmt_put(sqlite3_stmt *st);
 void store_stmt_cache_clear(store_stmt_cache *c);
 

@@ -115,17 +115,23 @@ static int write_new(const char *path, const void *data, size_t len, mode_t mode
     return 0;
 }
 
+/* Creates dir (and its parents) when missing; only a directory created
+ * here gets mode: an existing one (a home directory, /data, a mounted
+ * volume) keeps the mode its owner gave it. */
 static int mkdir_p(const char *dir, mode_t mode)
 {
     char buf[1024];
+    struct stat sb;
     if (snprintf(buf, sizeof buf, "%s/x", dir) >= (int)sizeof buf)
         return -1;
+    bool existed = stat(dir, &sb) == 0;
     rd_err err;
     if (svc_config_make_db_dir(buf, &err) != RD_OK) {
         fprintf(stderr, "recordctl: %s\n", err.msg);
         return -1;
     }
-    chmod(dir, mode);
+    if (!existed)
+        chmod(dir, mode);
     return 0;
 }
 
