@@ -509,6 +509,15 @@ rd_code store_push_schema(store *s, store_write *w, store_schema **published)
                        "organization id '%.64s' cannot hold a schema (letters, digits, _ and -; "
                        "no \"__\"; at most %d characters)",
                        w->org ? w->org : "", STORE_ORG_MAX);
+    char other[STORE_ORG_MAX + 1] = "";
+    int variant = store_org_case_variant(s->wdb, w->org, other, sizeof other);
+    if (variant < 0)
+        return store_sql_err(s->wdb, SQLITE_ERROR, &w->err);
+    if (variant > 0)
+        return rd_errf(&w->err, RD_VALIDATION_FAILED, "organizationId",
+                       "organization id '%s' differs only in case from the existing organization "
+                       "'%s' (organization ids are case-insensitive); use '%s'",
+                       w->org, other, other);
     code = store_schema_validate(w->schema, &w->err);
     if (code != RD_OK)
         return code;

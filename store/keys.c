@@ -97,6 +97,20 @@ rd_code store_key_insert(store *s, const char *key_id,
     code = admin_open(s, &db, err);
     if (code != RD_OK)
         return code;
+    char other[STORE_ORG_MAX + 1] = "";
+    int variant = store_org_case_variant(db, org, other, sizeof other);
+    if (variant < 0) {
+        code = rd_errf(err, RD_UNAVAILABLE, NULL, "cannot read the organisations: %s",
+                       sqlite3_errmsg(db));
+        goto done;
+    }
+    if (variant > 0) {
+        code = rd_errf(err, RD_VALIDATION_FAILED, "org",
+                       "organisation '%s' differs only in case from the existing organisation "
+                       "'%s': organisation ids are case-insensitive",
+                       org, other);
+        goto done;
+    }
     int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);

@@ -134,6 +134,30 @@ int store_org_valid(const char *org)
     return 1;
 }
 
+int store_org_case_variant(sqlite3 *db, const char *org, char *other, size_t other_size)
+{
+    static const char sql[] =
+        "SELECT org FROM _rd_api_keys WHERE org = ?1 COLLATE NOCASE AND org <> ?1"
+        " UNION ALL SELECT org FROM _rd_schema WHERE org = ?1 COLLATE NOCASE AND org <> ?1"
+        " LIMIT 1";
+    sqlite3_stmt *st = NULL;
+    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            snprintf(other, other_size, "%s", (const char *)sqlite3_column_text(st, 0));
+            rc = SQLITE_OK;
+            sqlite3_finalize(st);
+            return 1;
+        }
+        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_OK ? 0 : -1;
+}
+
 int store_id_valid(const char *s)
 {
     if (s == NULL || s[0] == '\0')

@@ -173,6 +173,10 @@ struct store_conn {
 /* 1 when org is a usable organisation id: ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$
  * without "__" (so table names cannot collide across organisations). */
 int store_org_valid(const char *org);
+/* Organisation ids are case-insensitive where SQLite names tables after
+ * them: 1 (other = its id) when an organisation with a key or a schema
+ * differs from org only in case, 0 when none does, -1 on a SQLite error. */
+int store_org_case_variant(sqlite3 *db, const char *org, char *other, size_t other_size);
 /* 1 when s matches ^[A-Za-z][A-Za-z0-9_]{0,62}$. */
 int store_ident_valid(const char *s);
 /* 1 when s is 1..128 bytes of [A-Za-z0-9._~:-] (record ids and groups). */
