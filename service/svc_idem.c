@@ -29,7 +29,18 @@ rd_code svc_idem_key(svc_call *call, const char *field, const char **key, rd_err
         if ((unsigned char)k[i] < 0x20 || k[i] == 0x7f)
             return rd_errf(err, RD_VALIDATION_FAILED, "idempotencyKey",
                            "the idempotency key holds a control character");
-    *key = k;
+    /* scoped to the principal: "<principal id>\x1f<key>" (a key holds no
+     * control character, so the scope cannot be forged from the key) */
+    const auth_principal *p = svc_call_principal(call);
+    const char *who = p != NULL ? auth_principal_id(p) : "";
+    size_t wlen = strlen(who);
+    char *scoped = rd_arena_alloc(svc_call_arena(call), wlen + 1 + len + 1);
+    if (scoped == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    memcpy(scoped, who, wlen);
+    scoped[wlen] = 0x1f;
+    memcpy(scoped + wlen + 1, k, len + 1);
+    *key = scoped;
     return RD_OK;
 }
 

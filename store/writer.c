@@ -876,6 +876,36 @@ rd_code store_record_apply(store *s, store_write *w)
     return code;
 }
 
+/* A replayed UPDATE, REPLACE or DELETE is authorised as the write itself
+ * would be (check_authorized on the record as it is now; a record deleted
+ * since passes only when the caller holds the verb on the model), so a
+ * stored outcome never reaches a caller that could not have made the
+ * original call: e.g. a token of the same principal with fewer
+ * capabilities. A refusal drops the replay: the caller gets the refusal,
+ * and the stored outcome stays as it was. */
+static rd_code authorize_replay(store *s, store_write *w)
+{
+    if (w->authorize == NULL ||
+        (w->op != STORE_OP_UPDATE && w->op != STORE_OP_REPLACE && w->op != STORE_OP_DELETE))
+        return RD_OK;
+    wctx c;
+    store_record cur = {0};
+    rd_err saved = w->err;
+    rd_code code = begin_write(&c, s, w);
+    if (code == RD_OK)
+        code = check_authorized(&c, load_row(&c, &cur), &cur);
+    store_record_clear(&cur);
+    end_write(&c);
+    if (code == RD_OK || code == RD_NOT_FOUND) {
+        w->err = saved;
+        return RD_OK;
+    }
+    free(w->replay);
+    w->replay = NULL;
+    w->replayed = false;
+    return code; /* never storable: the stored outcome stays */
+}
+
 /* Executes one write inside its savepoint. *published gets a schema pushed
  * by it. */
 static rd_code apply(store *s, store_write *w, store_schema **published)
@@ -934,6 +964,8 @@ static bool run_one(store *s, store_write *w)
         return true;
     }
     rd_code code = store_idem_lookup(s, w);
+    if (code == RD_OK && w->replayed)
+        code = authorize_replay(s, w);
     if (code == RD_OK && !w->replayed)
         code = apply(s, w, &published);
     if (store_idem_storable(w, code)) {
