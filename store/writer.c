@@ -876,14 +876,12 @@ rd_code store_record_apply(store *s, store_write *w)
     return code;
 }
 
-/* A replayed UPDATE, REPLACE or DELETE is authorised as the write itself
- * would be (check_authorized on the record as it is now; a record deleted
- * since passes only when the caller holds the verb on the model), so a
- * stored outcome never reaches a caller that could not have made the
- * original call: e.g. a token of the same principal with fewer
- * capabilities. A refusal drops the replay: the caller gets the refusal,
- * and the stored outcome stays as it was. */
-static rd_code authorize_replay(store *s, store_write *w)
+/* Authorises w (an UPDATE, REPLACE or DELETE by id with an authorize
+ * callback; anything else passes) against the record as it is now, as the
+ * write itself would be: check_authorized, and for a record deleted since,
+ * the verb on the model in some group. w->err is left as it was when it
+ * passes. */
+static rd_code authorize_again(store *s, store_write *w)
 {
     if (w->authorize == NULL ||
         (w->op != STORE_OP_UPDATE && w->op != STORE_OP_REPLACE && w->op != STORE_OP_DELETE))
@@ -900,10 +898,38 @@ static rd_code authorize_replay(store *s, store_write *w)
         w->err = saved;
         return RD_OK;
     }
+    return code;
+}
+
+/* A replay is authorised again before its stored outcome is returned
+ * (authorize_again; for a bulk, each of its by-id operations), so a stored
+ * outcome never reaches a caller that could not have made the original
+ * call: e.g. a token of the same principal with fewer capabilities. A
+ * refusal drops the replay: the caller gets the refusal (never storable),
+ * and the stored outcome stays as it was. */
+static rd_code authorize_replay(store *s, store_write *w)
+{
+    rd_code code = RD_OK;
+    if (w->op == STORE_OP_BULK && w->bulk != NULL) {
+        for (size_t i = 0; code == RD_OK && i < w->bulk->n_ops; i++) {
+            store_write *ow = &w->bulk->ops[i].w;
+            if (w->bulk->ops[i].skip)
+                continue;
+            if (ow->org == NULL)
+                ow->org = w->org;
+            code = authorize_again(s, ow);
+            if (code != RD_OK)
+                w->err = ow->err;
+        }
+    } else {
+        code = authorize_again(s, w);
+    }
+    if (code == RD_OK)
+        return RD_OK;
     free(w->replay);
     w->replay = NULL;
     w->replayed = false;
-    return code; /* never storable: the stored outcome stays */
+    return code;
 }
 
 /* Executes one write inside its savepoint. *published gets a schema pushed

@@ -89,3 +89,15 @@ def test_http_replay_is_scoped_too(srv):
     r = srv.http("PATCH", f"/v1/models/items/{rid}", json_body={"n": 2}, headers=hdr, auth=outsider)
     assert r.status_code == 403, r.text
     assert "Idempotent-Replayed" not in r.headers and "secret" not in r.text
+
+
+def test_a_bulk_replay_is_authorised_per_operation(srv):
+    k = srv.create_key(caps=caps(ALL))
+    rid, key = new_item(srv), uid("k")
+    op = R.BulkOperation(update=R.UpdateRecordRequest(model="items", id=rid, data=h.struct({"n": 9})))
+    req = R.BulkMutateRequest(operations=[op], idempotency_key=key)
+    assert srv.as_(k["key"]).call("BulkMutate", req).receipt.success
+    tok = srv.mint_offline(caps(["read"]), key_id=k["key_id"])["token"]  # read, no update
+    err = h.expect_error(grpc.StatusCode.PERMISSION_DENIED, srv.as_(tok).call, "BulkMutate", req)
+    assert "secret" not in str(err)
+    assert srv.as_(k["key"]).call("BulkMutate", req).receipt.success
