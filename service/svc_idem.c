@@ -29,17 +29,27 @@ rd_code svc_idem_key(svc_call *call, const char *field, const char **key, rd_err
         if ((unsigned char)k[i] < 0x20 || k[i] == 0x7f)
             return rd_errf(err, RD_VALIDATION_FAILED, "idempotencyKey",
                            "the idempotency key holds a control character");
-    /* scoped to the principal: "<principal id>\x1f<key>" (a key holds no
-     * control character, so the scope cannot be forged from the key) */
+    /* scoped to the principal and its capabilities:
+     * "<principal id>\x1f<16 hex digits of the caps' hash>\x1f<key>" (a key
+     * holds no control character, so the scope cannot be forged from it). A
+     * token with other capabilities than the key it was minted from has its
+     * own scope: a stored receipt is only ever shown to the same rights. */
     const auth_principal *p = svc_call_principal(call);
     const char *who = p != NULL ? auth_principal_id(p) : "";
+    char *caps = p != NULL ? auth_caps_to_json(auth_principal_caps(p)) : NULL;
+    unsigned char h[8];
+    crypto_generichash(h, sizeof h, (const unsigned char *)(caps ? caps : ""),
+                       caps ? strlen(caps) : 0, NULL, 0);
+    free(caps);
     size_t wlen = strlen(who);
-    char *scoped = rd_arena_alloc(svc_call_arena(call), wlen + 1 + len + 1);
+    char *scoped = rd_arena_alloc(svc_call_arena(call), wlen + 1 + 16 + 1 + len + 1);
     if (scoped == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     memcpy(scoped, who, wlen);
     scoped[wlen] = 0x1f;
-    memcpy(scoped + wlen + 1, k, len + 1);
+    sodium_bin2hex(scoped + wlen + 1, 17, h, sizeof h);
+    scoped[wlen + 17] = 0x1f;
+    memcpy(scoped + wlen + 18, k, len + 1);
     *key = scoped;
     return RD_OK;
 }

@@ -14,9 +14,10 @@
 
 /* The call's idempotency key: field (the request's idempotency_key; NULL or
  * "" = not given) or the `idempotency-key` metadata. *key = NULL when
- * neither is given, else the key scoped to the call's principal,
- * "<principal id>\x1f<key>", in the call's arena: two principals of one
- * organisation using the same key never share a stored outcome.
+ * neither is given, else the key scoped to the call's principal and its
+ * capabilities, "<principal id>\x1f<caps hash>\x1f<key>", in the call's
+ * arena: two principals of one organisation, or a key and a token of it
+ * with other capabilities, never share a stored outcome.
  * RD_VALIDATION_FAILED (field "idempotencyKey") when both are given and
  * differ, or the key is longer than STORE_IDEM_KEY_MAX bytes or holds a
  * control character. */
