@@ -8,6 +8,7 @@
 #include "google/protobuf/any.pb-c.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
+#include "service/svc_authz.h"
 
 #define TYPE_URL_PREFIX "type.googleapis.com/"
 
@@ -200,11 +201,47 @@ Recordd__V1__CommitReceipt *receipt_new(svc_call *call, const char *client_tx_id
     return r;
 }
 
-/* The notification of a stale write (refused or held): what changed under
- * the caller since read_at, from the record's current image. NULL when out
- * of memory. */
-static Recordd__V1__Notification *notification(rd_arena *a, const store_write *w, const char *model)
+/* The caller's capabilities (NULL: none, so nothing is readable). */
+static const auth_caps *caller_caps(svc_call *call)
 {
+    const auth_principal *p = svc_call_principal(call);
+    return p != NULL ? auth_principal_caps(p) : NULL;
+}
+
+/* The members of data (a record's fields) the caller may read in (model,
+ * group), as a new object (a new reference; NULL when out of memory).
+ * *withheld is set when a member was left out. */
+static json_t *readable_data(svc_call *call, const char *model, const char *group, json_t *data,
+                             protobuf_c_boolean *withheld)
+{
+    const auth_caps *caps = caller_caps(call);
+    if (svc_authz_read_scope(caps, model, group) == SVC_READ_ALL)
+        return json_incref(data);
+    json_t *out = json_object(), *v;
+    const char *k;
+    json_object_foreach(data, k, v)
+    {
+        if (!svc_authz_field_readable(caps, model, group, k)) {
+            *withheld = true;
+            continue;
+        }
+        if (out != NULL && json_object_set(out, k, v) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* The notification of a stale write (refused or held): what changed under
+ * the caller since read_at, from the record's current image; current_values
+ * holds only what the caller may read (*withheld set when something was
+ * left out). NULL when out of memory. */
+static Recordd__V1__Notification *notification(svc_call *call, const store_write *w,
+                                               const char *model, protobuf_c_boolean *withheld)
+{
+    rd_arena *a = svc_call_arena(call);
+    const auth_caps *caps = caller_caps(call);
     Recordd__V1__Notification *n = rd_arena_alloc(a, sizeof *n);
     size_t count = json_array_size(w->conflicts), i;
     char **names = rd_arena_alloc(a, (count ? count : 1) * sizeof *names);
@@ -225,7 +262,11 @@ static Recordd__V1__Notification *notification(rd_arena *a, const store_write *w
         const char *name = json_string_value(v);
         json_t *cur = json_object_get(w->record.data, name);
         names[i] = rd_arena_strdup(a, name);
-        if (names[i] == NULL || json_object_set(values, name, cur ? cur : json_null()) != 0)
+        if (names[i] == NULL)
+            ok = false;
+        else if (!svc_authz_field_readable(caps, model, w->record.group, name))
+            *withheld = true;
+        else if (json_object_set(values, name, cur ? cur : json_null()) != 0)
             ok = false;
     }
     n->conflicting_fields = names;
@@ -237,11 +278,11 @@ done:
     return ok ? n : NULL;
 }
 
-static bool add_notification(rd_arena *a, Recordd__V1__CommitReceipt *r, const store_write *w,
+static bool add_notification(svc_call *call, Recordd__V1__CommitReceipt *r, const store_write *w,
                              const char *model)
 {
-    Recordd__V1__Notification **list = rd_arena_alloc(a, sizeof *list);
-    if (list == NULL || (list[0] = notification(a, w, model)) == NULL)
+    Recordd__V1__Notification **list = rd_arena_alloc(svc_call_arena(call), sizeof *list);
+    if (list == NULL || (list[0] = notification(call, w, model, &r->data_withheld)) == NULL)
         return false;
     r->notifications = list;
     r->n_notifications = 1;
@@ -264,16 +305,27 @@ Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write
     if (r->success) {
         r->status = RECORDD__V1__COMMIT_STATUS__CONFIRMED;
         if (with_record && w->record.data != NULL) {
-            r->record = svc_record_to_pb(a, w->org, model, &w->record, w->last_sync_id);
-            if (r->record == NULL)
-                return NULL;
+            /* only what the caller may read (docs/API.md, Receipts) */
+            if (svc_authz_read_scope(caller_caps(call), model, w->record.group) == SVC_READ_NONE) {
+                r->data_withheld = true;
+            } else {
+                store_record shown = w->record;
+                shown.data =
+                    readable_data(call, model, w->record.group, w->record.data, &r->data_withheld);
+                r->record = shown.data != NULL
+                                ? svc_record_to_pb(a, w->org, model, &shown, w->last_sync_id)
+                                : NULL;
+                json_decref(shown.data);
+                if (r->record == NULL)
+                    return NULL;
+            }
         }
     } else {
         r->error = receipt_error(a, &w->err);
         r->current_version = w->current_version;
         if (r->error == NULL)
             return NULL;
-        if (w->conflicts != NULL && !add_notification(a, r, w, model))
+        if (w->conflicts != NULL && !add_notification(call, r, w, model))
             return NULL;
         if (w->held)
             r->status = RECORDD__V1__COMMIT_STATUS__HELD;
@@ -480,8 +532,8 @@ static Recordd__V1__CommitReceipt *bulk_receipt(svc_call *call, const store_writ
         if (b->ops[i].missing &&
             (r->missing_ids[r->n_missing_ids++] = rd_arena_strdup(a, ow->id)) == NULL)
             return NULL;
-        if (ow->conflicts != NULL &&
-            (r->notifications[r->n_notifications++] = notification(a, ow, ow->model)) == NULL)
+        if (ow->conflicts != NULL && (r->notifications[r->n_notifications++] = notification(
+                                          call, ow, ow->model, &r->data_withheld)) == NULL)
             return NULL;
     }
     if (b->n_failed == 0)

@@ -18,6 +18,48 @@ bool svc_authz_model_in_caps(const auth_caps *caps, auth_verb can, const char *m
     return false;
 }
 
+static bool cap_matches(const auth_caps *caps, size_t i, auth_verb can, const char *model,
+                        const char *group)
+{
+    const char *cm = auth_caps_model(caps, i), *cg = auth_caps_group(caps, i);
+    if (group == NULL || group[0] == '\0')
+        group = SVC_DEFAULT_GROUP;
+    return (auth_caps_verbs(caps, i) & can) != 0 &&
+           (strcmp(cm, "*") == 0 || strcmp(cm, model) == 0) &&
+           (strcmp(cg, "*") == 0 || strcmp(cg, group) == 0);
+}
+
+svc_read_scope svc_authz_read_scope(const auth_caps *caps, const char *model, const char *group)
+{
+    svc_read_scope scope = SVC_READ_NONE;
+    for (size_t i = 0; caps != NULL && model != NULL && i < auth_caps_count(caps); i++) {
+        if (!cap_matches(caps, i, AUTH_READ, model, group))
+            continue;
+        size_t n;
+        if (auth_caps_fields(caps, i, &n) == NULL)
+            return SVC_READ_ALL;
+        scope = SVC_READ_FIELDS;
+    }
+    return scope;
+}
+
+bool svc_authz_field_readable(const auth_caps *caps, const char *model, const char *group,
+                              const char *field)
+{
+    for (size_t i = 0; caps != NULL && model != NULL && i < auth_caps_count(caps); i++) {
+        if (!cap_matches(caps, i, AUTH_READ, model, group))
+            continue;
+        size_t n;
+        const char *const *fields = auth_caps_fields(caps, i, &n);
+        if (fields == NULL)
+            return true;
+        for (size_t j = 0; j < n; j++)
+            if (strcmp(fields[j], field) == 0)
+                return true;
+    }
+    return false;
+}
+
 bool svc_authz_writable_by(rd_arena *a, const store_model *m, const char *const *fields, size_t n,
                            const char *const *const **out)
 {

@@ -51,7 +51,22 @@ rd_code svc_authz_any(svc_call *call, unsigned verbs, rd_err *err);
 rd_code svc_authz_groups(svc_call *call, auth_verb can, const char *model, bool *all,
                          const char ***groups, size_t *n, rd_err *err);
 
+/* How much of a record in (model, group) a principal may read. */
+typedef enum svc_read_scope {
+    SVC_READ_NONE = 0,   /* no read capability on (model, group) */
+    SVC_READ_FIELDS = 1, /* only the fields the matching read caps list */
+    SVC_READ_ALL = 2,    /* some matching read cap has no field list */
+} svc_read_scope;
+
 /* ---- pure helpers (unit-tested) -------------------------------------------- */
+
+/* The read scope caps give on (model, group) (group "" = SVC_DEFAULT_GROUP). */
+svc_read_scope svc_authz_read_scope(const auth_caps *caps, const char *model, const char *group);
+
+/* Whether caps let the holder read field of a record in (model, group):
+ * some read cap matching (model, group) has no field list or lists it. */
+bool svc_authz_field_readable(const auth_caps *caps, const char *model, const char *group,
+                              const char *field);
 
 /* Whether caps grant `can` on model (exactly or "*") in any group. */
 bool svc_authz_model_in_caps(const auth_caps *caps, auth_verb can, const char *model);

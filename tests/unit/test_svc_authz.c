@@ -33,6 +33,25 @@ static void test_model_in_caps_matches_name_or_star_in_any_group(void **state)
     auth_caps_free(c);
 }
 
+static void test_read_scope_follows_model_group_and_field_lists(void **state)
+{
+    (void)state;
+    auth_caps *c = caps_of("[{\"can\":[\"update\"],\"model\":\"m\",\"group\":\"*\"},"
+                           "{\"can\":[\"read\"],\"model\":\"m\",\"group\":\"g1\","
+                           "\"fields\":[\"a\"]},"
+                           "{\"can\":[\"read\"],\"model\":\"*\",\"group\":\"g2\"}]");
+    assert_int_equal(svc_authz_read_scope(c, "m", "default"), SVC_READ_NONE);
+    assert_int_equal(svc_authz_read_scope(c, "m", ""), SVC_READ_NONE);
+    assert_int_equal(svc_authz_read_scope(c, "m", "g1"), SVC_READ_FIELDS);
+    assert_int_equal(svc_authz_read_scope(c, "other", "g2"), SVC_READ_ALL);
+    assert_int_equal(svc_authz_read_scope(NULL, "m", "g1"), SVC_READ_NONE);
+    assert_true(svc_authz_field_readable(c, "m", "g1", "a"));
+    assert_false(svc_authz_field_readable(c, "m", "g1", "b"));
+    assert_false(svc_authz_field_readable(c, "m", "default", "a"));
+    assert_true(svc_authz_field_readable(c, "m", "g2", "b"));
+    auth_caps_free(c);
+}
+
 /* A model {a, b writableBy [teacher, admin], c writableBy []}. */
 static store_model *model_abc(void)
 {
@@ -152,6 +171,7 @@ int main(void)
         cmocka_unit_test(test_data_fields_are_the_top_level_keys_in_order),
         cmocka_unit_test(test_model_fields_lists_every_field_for_replace),
         cmocka_unit_test(test_writable_by_decides_with_the_library),
+        cmocka_unit_test(test_read_scope_follows_model_group_and_field_lists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
