@@ -66,6 +66,12 @@ static const opt opts[] = {
      "seconds between keep-alive comments on Server-Sent Events streams [15]"},
     {"max-bulk-ops", "RECORDD_MAX_BULK_OPS", INT(max_bulk_ops, 1, 1000),
      "most operations one BulkMutate call may carry, at most 1000 [100]"},
+    {"max-concurrent-streams", "RECORDD_MAX_CONCURRENT_STREAMS",
+     INT(max_concurrent_streams, 1, 65536),
+     "gRPC: most HTTP/2 streams (calls) one connection may have open at once [100]"},
+    {"max-inflight-calls", "RECORDD_MAX_INFLIGHT_CALLS", INT(max_inflight_calls, 1, 1000000),
+     "gRPC calls the server holds at once (streams included, health checks excepted); more are "
+     "refused RESOURCE_EXHAUSTED at once [4096]"},
     {"http-max-connections", "RECORDD_HTTP_MAX_CONNECTIONS", INT(http_max_connections, 1, 65536),
      "HTTP gateway: most connections open at once; more are closed on accept [1024]"},
     {"http-max-connections-per-ip", "RECORDD_HTTP_MAX_CONNECTIONS_PER_IP",
@@ -97,6 +103,8 @@ static void defaults(svc_config *cfg)
     snprintf(cfg->http_listen, sizeof cfg->http_listen, "127.0.0.1:8080");
     cfg->sse_keepalive_s = 15;
     cfg->max_bulk_ops = 100;
+    cfg->max_concurrent_streams = 100;
+    cfg->max_inflight_calls = 4096;
     cfg->http_max_connections = 1024;
     cfg->http_max_connections_per_ip = 128;
     snprintf(cfg->log_level, sizeof cfg->log_level, "info");

@@ -29,6 +29,8 @@ typedef struct svc_config {
     char http_listen[256];           /* HTTP/JSON gateway host:port, or "off" */
     int sse_keepalive_s;             /* seconds between keep-alive comments on SSE streams */
     int max_bulk_ops;                /* BulkMutate: most operations per call, 1..1000 */
+    int max_concurrent_streams;      /* gRPC: HTTP/2 streams per connection */
+    int max_inflight_calls;          /* gRPC and HTTP calls at once */
     int http_max_connections;        /* HTTP gateway: open connections in all */
     int http_max_connections_per_ip; /* HTTP gateway: open connections per client address */
     char log_level[16];              /* debug, info, warn, error or off */

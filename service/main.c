@@ -165,7 +165,9 @@ int main(int argc, char **argv)
                    .max_bulk_ops = cfg.max_bulk_ops};
     svc_options opt = {.listen = cfg.grpc_listen,
                        .workers = cfg.workers,
-                       .max_message_bytes = cfg.max_message_bytes};
+                       .max_message_bytes = cfg.max_message_bytes,
+                       .max_concurrent_streams = cfg.max_concurrent_streams,
+                       .max_inflight_calls = cfg.max_inflight_calls};
     int port = 0;
     if (svc_server_start(&opt, &ctx, &server, &port, &err) != RD_OK) {
         log_json("error", err.msg, json_pack("{s:s}", "grpc", cfg.grpc_listen));

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <zlib.h>
 
 #include "service/receipt.h"
 #include "service/server_int.h"
@@ -167,8 +168,9 @@ struct svc_server {
     bool workers_exit;
     bool shutdown_done;
     size_t inflight;
-    size_t arrivals; /* calls accepted so far, for svc_server_stop's quiet wait */
-    svc_call *live;  /* streaming calls, for svc_server_stop */
+    size_t max_inflight; /* --max-inflight-calls; 0 = no limit */
+    size_t arrivals;     /* calls accepted so far, for svc_server_stop's quiet wait */
+    svc_call *live;      /* streaming calls, for svc_server_stop */
 };
 
 #define CALL_OF(tag, member) ((svc_call *)((char *)(tag)-offsetof(svc_call, member)))
@@ -460,6 +462,84 @@ static grpc_byte_buffer *pack(const ProtobufCMessage *msg, size_t len)
     return bb;
 }
 
+/* A compressed message (gzip or deflate, grpc-encoding) inflated into a
+ * malloc'd buffer of at most limit bytes (*len): the server runs with the
+ * core's decompression off (GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION 0),
+ * because the core inflates without bound before any size check — a 1.5 MB
+ * gzip of zeros became 1.5 GB. The buffer grows with the output, so a small
+ * message costs little. NULL with err set: RD_BODY_TOO_LARGE past limit,
+ * RD_INVALID_BODY for a corrupt stream, RD_UNIMPLEMENTED for another
+ * algorithm. */
+static uint8_t *inflate_bounded(grpc_byte_buffer *bb, size_t limit, size_t *len, rd_err *err)
+{
+    grpc_compression_algorithm algo = bb->data.raw.compression;
+    const grpc_slice_buffer *in = &bb->data.raw.slice_buffer;
+    if (algo != GRPC_COMPRESS_GZIP && algo != GRPC_COMPRESS_DEFLATE) {
+        rd_errf(err, RD_UNIMPLEMENTED, NULL, "message compression %d is not supported; use gzip",
+                (int)algo);
+        return NULL;
+    }
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    if (inflateInit2(&z, algo == GRPC_COMPRESS_GZIP ? 16 + MAX_WBITS : MAX_WBITS) != Z_OK) {
+        rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        return NULL;
+    }
+    size_t cap = in->length < limit / 4 ? in->length * 4 + 1024 : limit + 1, n = 0;
+    if (cap > limit + 1)
+        cap = limit + 1;
+    uint8_t *out = malloc(cap);
+    int zr = Z_OK;
+    for (size_t i = 0; out != NULL && i < in->count && zr != Z_STREAM_END; i++) {
+        z.next_in = GRPC_SLICE_START_PTR(in->slices[i]);
+        z.avail_in = (uInt)GRPC_SLICE_LENGTH(in->slices[i]);
+        while (z.avail_in > 0 && zr != Z_STREAM_END) {
+            if (n == cap) {
+                if (cap > limit) { /* limit + 1 bytes: too large */
+                    rd_errf(err, RD_BODY_TOO_LARGE, NULL,
+                            "the decompressed message is larger than %zu bytes "
+                            "(--max-message-bytes)",
+                            limit);
+                    goto fail;
+                }
+                size_t ncap = cap * 2 > limit + 1 ? limit + 1 : cap * 2;
+                uint8_t *grown = realloc(out, ncap);
+                if (grown == NULL)
+                    break;
+                out = grown;
+                cap = ncap;
+            }
+            z.next_out = out + n;
+            z.avail_out = (uInt)(cap - n);
+            zr = inflate(&z, Z_NO_FLUSH);
+            n = cap - z.avail_out;
+            if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR) {
+                rd_errf(err, RD_INVALID_BODY, NULL, "the compressed message is corrupt");
+                goto fail;
+            }
+        }
+    }
+    if (out == NULL || (zr != Z_STREAM_END && err->code == RD_OK)) {
+        if (out == NULL)
+            rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        else
+            rd_errf(err, RD_INVALID_BODY, NULL, "the compressed message is truncated");
+        goto fail;
+    }
+    if (n > limit) {
+        rd_errf(err, RD_BODY_TOO_LARGE, NULL,
+                "the decompressed message is larger than %zu bytes (--max-message-bytes)", limit);
+        goto fail;
+    }
+    inflateEnd(&z);
+    *len = n;
+    return out;
+fail:
+    inflateEnd(&z);
+    free(out);
+    return NULL;
+}
+
 /* Unpacks bb as a d into the call's arena. NULL with err set (RD_INVALID_BODY)
  * when the bytes are not a valid d. */
 static ProtobufCMessage *unpack(svc_call *c, const ProtobufCMessageDescriptor *d,
@@ -469,12 +549,20 @@ static ProtobufCMessage *unpack(svc_call *c, const ProtobufCMessageDescriptor *d
     grpc_byte_buffer_reader reader;
     grpc_slice first = grpc_empty_slice();
     const uint8_t *buf = NULL;
+    uint8_t *inflated = NULL;
     size_t len = 0;
     bool reader_ok = false;
 
     if (bb == NULL) {
         rd_errf(err, RD_INVALID_BODY, NULL, "request body is missing: expected a %s", d->name);
         goto done;
+    }
+    if (bb->type == GRPC_BB_RAW && bb->data.raw.compression != GRPC_COMPRESS_NONE) {
+        inflated = inflate_bounded(bb, (size_t)c->server->max_message_bytes, &len, err);
+        if (inflated == NULL)
+            goto done;
+        buf = inflated;
+        goto parse;
     }
     if (!grpc_byte_buffer_reader_init(&reader, bb)) {
         rd_errf(err, RD_INVALID_BODY, NULL, "request body could not be decompressed");
@@ -506,6 +594,7 @@ static ProtobufCMessage *unpack(svc_call *c, const ProtobufCMessageDescriptor *d
         buf = p;
         len = off;
     }
+parse:
     if (svc_pb_precheck(d, buf, len, err) != RD_OK)
         goto done;
     ProtobufCAllocator alloc;
@@ -517,6 +606,7 @@ done:
     grpc_slice_unref(first);
     if (reader_ok)
         grpc_byte_buffer_reader_destroy(&reader);
+    free(inflated); /* protobuf-c copied what it kept */
     return msg;
 }
 
@@ -808,10 +898,13 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
     }
     /* Stopping is read under s->mu, where svc_server_stop sets it, so a
      * stream is either listed before stop_streams looks or refused here. */
-    bool refused;
+    bool refused, over_limit;
     pthread_mutex_lock(&s->mu);
     s->inflight++;
     s->arrivals++;
+    /* health checks are answered whatever the load, so probes see it */
+    over_limit = s->max_inflight > 0 && s->inflight > s->max_inflight && c->method != NULL &&
+                 c->method->handler != svc_health_check;
     /* while stopping, a health Check is still answered (NOT_SERVING), so a
      * probe sees the drain rather than a refused call */
     refused =
@@ -843,6 +936,21 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
         reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "server is out of memory");
         return;
     }
+    /* A unary or server-stream call arrives with its request message read;
+     * none means the client cancelled (reset the stream) before sending it:
+     * answer at once, on this thread, instead of queueing work for nobody
+     * (HTTP/2 rapid reset). An empty message is a payload, not NULL. */
+    if (c->method->kind != SVC_BIDI_STREAM && c->payload == NULL) {
+        svc_metrics_refused(SVC_REFUSED_NO_MESSAGE);
+        reject(c, GRPC_STATUS_CANCELLED, "the call was cancelled before its request arrived");
+        return;
+    }
+    if (over_limit) {
+        svc_metrics_refused(SVC_REFUSED_INFLIGHT);
+        reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED,
+               "server is overloaded: too many calls in flight (--max-inflight-calls)");
+        return;
+    }
     if (is_stream(c)) {
         /* stop_streams may already have finished an idle bidi stream */
         bool started;
@@ -868,8 +976,10 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
         call_unref(c);
         return;
     }
-    if (!enqueue_work(c, true))
+    if (!enqueue_work(c, true)) {
+        svc_metrics_refused(SVC_REFUSED_QUEUE_FULL);
         reject(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "server is overloaded");
+    }
 }
 
 /* Bidi: a message arrived (payload set), or the client half-closed or the
@@ -1438,6 +1548,7 @@ rd_code svc_server_start(const svc_options *opt, svc_ctx *ctx, svc_server **out,
     s->ctx = ctx;
     ctx->server = s;
     s->max_message_bytes = opt->max_message_bytes;
+    s->max_inflight = opt->max_inflight_calls > 0 ? (size_t)opt->max_inflight_calls : 0;
     s->arena_cap = ARENA_BASE_BYTES + ARENA_PER_MESSAGE_BYTE * (size_t)opt->max_message_bytes;
     s->registered = calloc(svc_n_methods ? svc_n_methods : 1, sizeof *s->registered);
     s->workers = calloc((size_t)opt->workers, sizeof *s->workers);
@@ -1448,7 +1559,7 @@ rd_code svc_server_start(const svc_options *opt, svc_ctx *ctx, svc_server **out,
     if (svc_reflection_open(&s->reflection, err) != RD_OK)
         goto fail;
 
-    grpc_arg args[3];
+    grpc_arg args[5];
     memset(args, 0, sizeof args);
     args[0].type = GRPC_ARG_INTEGER;
     args[0].key = GRPC_ARG_ALLOW_REUSEPORT;
@@ -1459,7 +1570,15 @@ rd_code svc_server_start(const svc_options *opt, svc_ctx *ctx, svc_server **out,
     args[2].type = GRPC_ARG_INTEGER;
     args[2].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
     args[2].value.integer = opt->max_message_bytes;
-    grpc_channel_args cargs = {3, args};
+    /* compressed requests are inflated by unpack, with a bound */
+    args[3].type = GRPC_ARG_INTEGER;
+    args[3].key = GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION;
+    args[3].value.integer = 0;
+    /* HTTP/2 streams one connection may have open (rapid-reset floods) */
+    args[4].type = GRPC_ARG_INTEGER;
+    args[4].key = GRPC_ARG_MAX_CONCURRENT_STREAMS;
+    args[4].value.integer = opt->max_concurrent_streams > 0 ? opt->max_concurrent_streams : 100;
+    grpc_channel_args cargs = {5, args};
 
     s->cq = grpc_completion_queue_create_for_next(NULL);
     s->server = grpc_server_create(&cargs, NULL);

@@ -74,9 +74,11 @@ extern const svc_method svc_methods[];
 extern const size_t svc_n_methods;
 
 typedef struct svc_options {
-    const char *listen;    /* "127.0.0.1:50051"; port 0 picks a free one */
-    int workers;           /* worker threads (>= 1) */
-    int max_message_bytes; /* receive and send limit */
+    const char *listen;         /* "127.0.0.1:50051"; port 0 picks a free one */
+    int workers;                /* worker threads (>= 1) */
+    int max_message_bytes;      /* receive and send limit */
+    int max_concurrent_streams; /* HTTP/2 streams per connection; 0 = 100 */
+    int max_inflight_calls;     /* calls at once (health checks excepted); 0 = no limit */
 } svc_options;
 
 /* Binds and starts serving; sets ctx->server (ctx must outlive the

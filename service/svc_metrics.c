@@ -41,7 +41,17 @@ static struct {
     histo http_lat[SVC_METRICS_MAX_ROUTES + 1];
     const char *const *route_names;
     size_t n_routes;
+    _Atomic uint64_t refused[SVC_N_REFUSALS];
 } M;
+
+static const char *const REFUSAL_NAMES[SVC_N_REFUSALS] = {"no_message", "inflight_limit",
+                                                          "queue_full"};
+
+void svc_metrics_refused(svc_refusal why)
+{
+    if ((unsigned)why < SVC_N_REFUSALS)
+        atomic_fetch_add_explicit(&M.refused[why], 1, memory_order_relaxed);
+}
 
 static const char *const GRPC_CODE_NAMES[N_GRPC_CODES] = {
     "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
@@ -243,6 +253,12 @@ char *svc_metrics_render(store *db, size_t *len)
     for (int t = 0; t < N_TRANSPORTS; t++)
         put(&b, "recordd_open_streams{transport=\"%s\"} %lld\n", TRANSPORT_NAMES[t],
             (long long)atomic_load_explicit(&M.streams[t], memory_order_relaxed));
+
+    put(&b, "# HELP recordd_calls_refused_total gRPC calls answered without running a handler.\n"
+            "# TYPE recordd_calls_refused_total counter\n");
+    for (int r = 0; r < SVC_N_REFUSALS; r++)
+        put(&b, "recordd_calls_refused_total{reason=\"%s\"} %llu\n", REFUSAL_NAMES[r],
+            (unsigned long long)atomic_load_explicit(&M.refused[r], memory_order_relaxed));
 
     if (db != NULL) {
         store_batch_stats st;

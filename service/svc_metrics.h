@@ -31,6 +31,15 @@ void svc_metrics_set_routes(const char *const *names, size_t n_routes);
  * answered status after dur_us. */
 void svc_metrics_http(size_t route, int status, int64_t dur_us);
 
+/* Why the server answered a call without running its handler. */
+typedef enum svc_refusal {
+    SVC_REFUSED_NO_MESSAGE = 0, /* cancelled (reset) before its request message came */
+    SVC_REFUSED_INFLIGHT = 1,   /* --max-inflight-calls reached */
+    SVC_REFUSED_QUEUE_FULL = 2, /* the worker queue was full */
+    SVC_N_REFUSALS = 3,
+} svc_refusal;
+void svc_metrics_refused(svc_refusal why);
+
 /* The Prometheus text exposition (version 0.0.4) of everything recorded,
  * plus the store's commit batch sizes when db is not NULL. malloc'd,
  * *len bytes; NULL when out of memory. */

@@ -235,6 +235,8 @@ static void test_config_http_connection_limits_default_and_flags(void **state)
     const char *argv0[] = {"recordd"};
     assert_int_equal(load(&cfg, NULL, 1, argv0, &err), RD_OK);
     assert_int_equal(cfg.http_max_connections, 1024);
+    assert_int_equal(cfg.max_concurrent_streams, 100);
+    assert_int_equal(cfg.max_inflight_calls, 4096);
     assert_int_equal(cfg.http_max_connections_per_ip, 128);
     const char *env[] = {"RECORDD_HTTP_MAX_CONNECTIONS_PER_IP", "8", NULL};
     const char *argv1[] = {"recordd", "--http-max-connections=64"};
