@@ -58,6 +58,11 @@ typedef enum svc_read_scope {
     SVC_READ_ALL = 2,    /* some matching read cap has no field list */
 } svc_read_scope;
 
+/* Whether the call's principal may read every record of model, in every
+ * sync group and every field: only then does a duplicate_record refusal
+ * name the colliding field (store_write.redact_duplicates). */
+bool svc_authz_reads_whole_model(svc_call *call, const char *model);
+
 /* ---- pure helpers (unit-tested) -------------------------------------------- */
 
 /* The read scope caps give on (model, group) (group "" = SVC_DEFAULT_GROUP). */

@@ -433,6 +433,8 @@ void svc_bulk_mutate(svc_call *call, const ProtobufCMessage *msg)
             bc->bulk.ops[i].skip = true;
             bc->bulk.ops[i].w.err = op_err;
         }
+        bc->bulk.ops[i].w.redact_duplicates =
+            !svc_authz_reads_whole_model(call, bc->bulk.ops[i].w.model);
     }
     bc->w.op = STORE_OP_BULK;
     bc->w.bulk = &bc->bulk;

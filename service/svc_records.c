@@ -266,6 +266,7 @@ static void submit(svc_call *call, write_call *wc, store_op op, const char *mode
     wc->w.id = id;
     wc->w.data = data;
     wc->w.deadline_us = svc_call_deadline_us(call);
+    wc->w.redact_duplicates = !svc_authz_reads_whole_model(call, model);
     wc->w.done = write_done;
     wc->w.ctx = wc;
     store_submit(ctx->db, &wc->w);

@@ -344,6 +344,10 @@ struct store_write {
     json_t *data;      /* create/replace: full data; update: merge patch */
     bool has_expected_version;
     int64_t expected_version;
+    /* create/update/replace: a unique-constraint refusal (duplicate_record)
+     * names neither the field nor the value, for a caller that may not read
+     * every sync group of the model (docs/API.md, duplicate_record) */
+    bool redact_duplicates;
     /* update/replace/delete: when n_expected_versions > 0, the record must be
      * at one of these versions (not together with has_expected_version) */
     const int64_t *expected_versions;

@@ -195,7 +195,12 @@ typedef struct wctx {
 
 static rd_code sql_fail(wctx *c, int rc)
 {
-    return store_sql_err(c->s->wdb, rc, &c->w->err);
+    rd_code code = store_sql_err(c->s->wdb, rc, &c->w->err);
+    if (code == RD_DUPLICATE_RECORD && c->w->redact_duplicates)
+        return rd_errf(&c->w->err, RD_DUPLICATE_RECORD, NULL,
+                       "the record conflicts with an existing record: its id or a unique value "
+                       "is already taken");
+    return code;
 }
 
 static rd_code oom(wctx *c)
