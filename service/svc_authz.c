@@ -168,32 +168,6 @@ rd_code svc_authz_model(svc_call *call, auth_verb can, const char *model, rd_err
                    auth_verb_str(can), model ? model : "");
 }
 
-rd_code svc_authz_record(svc_call *call, auth_verb can, const char *model, const char *id,
-                         const char *const *fields, size_t n, const store_model *m, rd_err *err)
-{
-    const auth_principal *p = svc_call_principal(call);
-    store_record rec = {0};
-    int64_t read_at = 0;
-    rd_code code;
-    if (p == NULL)
-        return rd_errf(err, RD_UNAUTHENTICATED, NULL, "no credential");
-    store_conn *conn = svc_thread_conn(svc_call_ctx(call)->db, err);
-    if (conn == NULL)
-        return err->code;
-    code = store_get(conn, svc_call_org(call), model, id, &rec, &read_at, err);
-    if (code == RD_OK) {
-        code = svc_authz(call, can, model, rec.group, fields, n, m, err);
-        goto done;
-    }
-    if (code != RD_NOT_FOUND)
-        goto done;
-    rd_err_clear(err);
-    code = svc_authz_model(call, can, model, err);
-done:
-    store_record_clear(&rec);
-    return code;
-}
-
 rd_code svc_authz_groups(svc_call *call, auth_verb can, const char *model, bool *all,
                          const char ***groups, size_t *n, rd_err *err)
 {

@@ -28,15 +28,6 @@ rd_code svc_authz(svc_call *call, auth_verb can, const char *model, const char *
  * record's own group is then checked where the record is read. */
 rd_code svc_authz_model(svc_call *call, auth_verb can, const char *model, rd_err *err);
 
-/* svc_authz for an existing record: reads its sync group on the thread's
- * read connection (a group never changes after create) and checks there.
- * A missing record passes when the principal holds `can` on model in some
- * group (the write then reports not_found itself) and is denied otherwise,
- * so a caller without access learns nothing about which ids exist.
- * Errors: those of svc_authz, store errors other than RD_NOT_FOUND. */
-rd_code svc_authz_record(svc_call *call, auth_verb can, const char *model, const char *id,
-                         const char *const *fields, size_t n, const store_model *m, rd_err *err);
-
 /* Passes when the principal holds any capability with a verb in verbs
  * (OR of auth_verb) on any model and group; otherwise RD_PERMISSION_DENIED
  * requiring {can = the lowest verb of verbs, model "*", group "*"}. Used by

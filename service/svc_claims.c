@@ -288,6 +288,22 @@ static void acquire_done(store_write *w)
     acquire_fail(ac, &err);
 }
 
+/* The store's authorize callback for claims (writer thread, inside the
+ * claim's transaction): update on the group of the record being claimed or
+ * released, as the writer reads it; a missing record needs update on the
+ * model in some group (the claim then reports not_found). */
+static rd_code claim_authorize(svc_call *call, store_write *w, const char *group, rd_err *err)
+{
+    if (group == NULL)
+        return svc_authz_model(call, AUTH_UPDATE, w->model, err);
+    return svc_authz(call, AUTH_UPDATE, w->model, group, NULL, 0, NULL, err);
+}
+
+static rd_code acquire_authorize(store_write *w, const char *group, rd_err *err)
+{
+    return claim_authorize(((acquire_call *)w->ctx)->call, w, group, err);
+}
+
 void svc_acquire_claim(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__AcquireClaimRequest *req = (const void *)msg;
@@ -312,8 +328,9 @@ void svc_acquire_claim(svc_call *call, const ProtobufCMessage *msg)
                 SVC_CLAIM_WAIT_MAX_S);
         goto fail;
     }
-    /* a claim guards updates: taking one needs update on the record's group */
-    if (svc_authz_record(call, AUTH_UPDATE, req->model, req->id, NULL, 0, NULL, &err) != RD_OK)
+    /* a claim guards updates: taking one needs update on the record's
+     * group, checked by the writer (acquire_authorize); here only the model */
+    if (svc_authz_model(call, AUTH_UPDATE, req->model, &err) != RD_OK)
         goto fail;
     acquire_call *ac = rd_arena_calloc(svc_call_arena(call), sizeof *ac);
     if (ac == NULL) {
@@ -337,6 +354,7 @@ void svc_acquire_claim(svc_call *call, const ProtobufCMessage *msg)
     ac->w.claim = renew ? req->claim_id : NULL;
     ac->w.claim_ttl_s = req->ttl_seconds;
     ac->w.deadline_us = deadline;
+    ac->w.authorize = acquire_authorize;
     ac->w.done = acquire_done;
     ac->w.ctx = ac;
     store_submit(ctx->db, &ac->w);
@@ -351,6 +369,11 @@ typedef struct release_call {
     store_write w;
     svc_call *call;
 } release_call;
+
+static rd_code release_authorize(store_write *w, const char *group, rd_err *err)
+{
+    return claim_authorize(((release_call *)w->ctx)->call, w, group, err);
+}
 
 static void release_done(store_write *w)
 {
@@ -380,11 +403,11 @@ void svc_release_claim(svc_call *call, const ProtobufCMessage *msg)
         rd_errf(&err, RD_VALIDATION_FAILED, "claimId", "claimId is required");
         goto fail;
     }
-    /* only the holder may release (the store checks); with the record named,
-     * update on its group, else update somewhere */
-    bool named =
-        req->model != NULL && req->model[0] != '\0' && req->id != NULL && req->id[0] != '\0';
-    if ((named ? svc_authz_record(call, AUTH_UPDATE, req->model, req->id, NULL, 0, NULL, &err)
+    /* only the holder may release (the store checks), with update on the
+     * claimed record's group (checked by the writer, release_authorize);
+     * here update on the named model, or somewhere */
+    bool named = req->model != NULL && req->model[0] != '\0';
+    if ((named ? svc_authz_model(call, AUTH_UPDATE, req->model, &err)
                : svc_authz_any(call, AUTH_UPDATE, &err)) != RD_OK)
         goto fail;
     release_call *rc = rd_arena_calloc(svc_call_arena(call), sizeof *rc);
@@ -400,6 +423,7 @@ void svc_release_claim(svc_call *call, const ProtobufCMessage *msg)
     rc->w.id = req->id;
     rc->w.claim = req->claim_id;
     rc->w.deadline_us = svc_call_deadline_us(call);
+    rc->w.authorize = release_authorize;
     rc->w.done = release_done;
     rc->w.ctx = rc;
     store_submit(ctx->db, &rc->w);

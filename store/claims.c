@@ -107,20 +107,34 @@ static rd_code step_put(store *s, sqlite3_stmt *st, int rc, rd_err *err)
 
 /* RD_NOT_FOUND unless (org, model, id) names an existing record as the
  * writer sees it now. */
-static rd_code record_exists(store *s, store_write *w)
+/* The record model/id must exist, and the caller be allowed to claim it:
+ * w->authorize (when set) gets the record's sync group as the writer reads
+ * it, inside the claim's transaction, as record writes do; a missing record
+ * goes to the callback with group NULL first, so a caller without access
+ * learns nothing about which ids exist (must_exist: then NOT_FOUND). model
+ * may differ from w->model (a
+ * release names its record through the claim), so w->model is pointed at
+ * it for the callback. */
+static rd_code record_authorized(store *s, store_write *w, const char *model, const char *id,
+                                 bool must_exist)
 {
     store_schema *sch = store_writer_schema(s, w->org);
     store_sbuf sql = {0};
     sqlite3_stmt *st = NULL;
     rd_code code = RD_OK;
+    char group[sizeof((store_record *)0)->group] = "";
+    bool exists = false;
     int rc;
-    if (store_schema_model(sch, w->model) == NULL) {
-        code =
-            rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", w->model);
-        goto done;
+    if (store_schema_model(sch, model) == NULL) {
+        if (must_exist) {
+            code = rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
+                           model);
+            goto done;
+        }
+        goto check; /* the model was dropped since the claim was taken */
     }
-    store_sbuf_add(&sql, "SELECT 1 FROM ");
-    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_add(&sql, "SELECT _group FROM ");
+    store_sbuf_table(&sql, w->org, model);
     store_sbuf_add(&sql, " WHERE _id = ?1");
     if (sql.oom) {
         code = rd_errf(&w->err, RD_INTERNAL, NULL, "out of memory");
@@ -128,14 +142,28 @@ static rd_code record_exists(store *s, store_write *w)
     }
     rc = store_stmt_get(&s->wcache, sql.p, &st);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+        rc = sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE)
-        code = rd_errf(&w->err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'",
-                       w->id, w->model);
-    else if (rc != SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
+        exists = true;
+        snprintf(group, sizeof group, "%s", (const char *)sqlite3_column_text(st, 0));
+    } else if (rc != SQLITE_DONE) {
         code = store_sql_err(s->wdb, rc, &w->err);
+        goto done;
+    }
+check:
+    if (w->authorize != NULL) {
+        const char *named = w->model;
+        w->model = model;
+        code = w->authorize(w, exists ? group : NULL, &w->err);
+        w->model = named;
+        if (code != RD_OK)
+            goto done;
+    }
+    if (!exists && must_exist)
+        code = rd_errf(&w->err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'", id,
+                       model);
 done:
     store_stmt_put(st);
     store_sbuf_free(&sql);
@@ -167,7 +195,7 @@ static rd_code acquire(store *s, store_write *w, const char *actor, int64_t now)
     if (!store_id_valid(w->id))
         return rd_errf(&w->err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'",
                        w->id, w->model);
-    rd_code code = record_exists(s, w);
+    rd_code code = record_authorized(s, w, w->model, w->id, true);
     if (code == RD_OK)
         code = load_claim(s, sql_by_record, w->org, w->model, w->id, &cur, &found, &w->err);
     if (code != RD_OK)
@@ -229,6 +257,10 @@ static rd_code release(store *s, store_write *w, const char *actor, int64_t now)
         (w->id != NULL && w->id[0] != '\0' && strcmp(w->id, cur.id) != 0))
         return rd_errf(&w->err, RD_NOT_FOUND, "claimId", "claim '%.48s' expired or is unknown",
                        w->claim);
+    /* a claim outlives a deleted record until it expires: release it */
+    code = record_authorized(s, w, cur.model, cur.id, false);
+    if (code != RD_OK)
+        return code;
     if (strcmp(cur.holder, actor) != 0)
         return not_holder(w->claim, &w->err);
     w->claim_out = cur;

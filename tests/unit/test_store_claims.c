@@ -425,6 +425,73 @@ static void test_older_database_gains_the_claims_table(void **state)
     assert_int_equal(acquire("alice", "t1", 30, NULL), RD_OK);
 }
 
+/* ---- authorisation inside the writer ------------------------------------- */
+
+static char seen_group[64];     /* what the authorize callback got; "(null)" for NULL */
+static const char *allow_group; /* the callback allows this group only (NULL: none) */
+static int authorize_calls;
+
+static rd_code test_authorize(store_write *w, const char *group, rd_err *err)
+{
+    (void)w;
+    authorize_calls++;
+    snprintf(seen_group, sizeof seen_group, "%s", group ? group : "(null)");
+    if (allow_group != NULL && group != NULL && strcmp(group, allow_group) == 0)
+        return RD_OK;
+    return rd_errf(err, RD_PERMISSION_DENIED, NULL, "denied by the test");
+}
+
+static rd_code claim_authorized(store_op op, const char *id, const char *claim, store_claim *out)
+{
+    store_write w;
+    memset(&w, 0, sizeof w);
+    w.op = op;
+    w.org = ORG;
+    w.actor = "alice";
+    w.model = op == STORE_OP_CLAIM_ACQUIRE ? "tasks" : NULL;
+    w.id = id;
+    w.claim = claim;
+    w.claim_ttl_s = 60;
+    w.authorize = test_authorize;
+    rd_code code = store_submit_wait(fx->s, &w);
+    last = w.err;
+    if (out != NULL)
+        *out = w.claim_out;
+    return code;
+}
+
+static void test_acquire_authorizes_the_group_the_writer_reads(void **state)
+{
+    (void)state;
+    assert_int_equal(create_in(ORG, "auth1"), RD_OK);
+    authorize_calls = 0;
+    allow_group = "team-x";
+    assert_int_equal(claim_authorized(STORE_OP_CLAIM_ACQUIRE, "auth1", NULL, NULL),
+                     RD_PERMISSION_DENIED);
+    assert_int_equal(authorize_calls, 1);
+    assert_string_equal(seen_group, "default");
+    /* nothing was claimed: anyone may still take it */
+    assert_int_equal(acquire("bob", "auth1", 30, NULL), RD_OK);
+    /* a missing record asks with no group, and the denial hides that it is missing */
+    assert_int_equal(claim_authorized(STORE_OP_CLAIM_ACQUIRE, "nope", NULL, NULL),
+                     RD_PERMISSION_DENIED);
+    assert_string_equal(seen_group, "(null)");
+}
+
+static void test_release_authorizes_the_claimed_records_group(void **state)
+{
+    (void)state;
+    store_claim c;
+    assert_int_equal(create_in(ORG, "auth1"), RD_OK);
+    assert_int_equal(acquire("alice", "auth1", 30, &c), RD_OK);
+    allow_group = "team-x";
+    assert_int_equal(claim_authorized(STORE_OP_CLAIM_RELEASE, NULL, c.claim_id, NULL),
+                     RD_PERMISSION_DENIED);
+    assert_string_equal(seen_group, "default");
+    allow_group = "default";
+    assert_int_equal(claim_authorized(STORE_OP_CLAIM_RELEASE, NULL, c.claim_id, NULL), RD_OK);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -445,6 +512,8 @@ int main(void)
         T(test_claim_check_at_a_given_time),
         T(test_claims_survive_a_reopen),
         T(test_older_database_gains_the_claims_table),
+        T(test_acquire_authorizes_the_group_the_writer_reads),
+        T(test_release_authorizes_the_claimed_records_group),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
