@@ -876,6 +876,19 @@ static bool runs_on_cq(const svc_method *m)
             m->handler == svc_replace_record || m->handler == svc_delete_record);
 }
 
+/* The CQ thread unpacks and handles only small, uncompressed requests: a
+ * large one (a 2.7 MB update) would hold every other call's I/O for its
+ * unpack and checks, and a compressed one may inflate to --max-message-bytes.
+ * Those go to a worker. */
+enum { CQ_FAST_PATH_MAX_BYTES = 16 * 1024 };
+
+static bool small_plain_payload(const svc_call *c)
+{
+    return c->payload != NULL && c->payload->type == GRPC_BB_RAW &&
+           c->payload->data.raw.compression == GRPC_COMPRESS_NONE &&
+           c->payload->data.raw.slice_buffer.length <= CQ_FAST_PATH_MAX_BYTES;
+}
+
 /* A call arrived (ok) or its slot was cancelled by shutdown (!ok). */
 static void on_request(svc_server *s, svc_call *c, bool ok)
 {
@@ -967,8 +980,9 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
         if (c->method->kind == SVC_BIDI_STREAM)
             return; /* the server owns it until a message arrives */
     }
-    if (runs_on_cq(c->method) && authenticated_from_memory(c)) {
+    if (runs_on_cq(c->method) && small_plain_payload(c) && authenticated_from_memory(c)) {
         /* as a worker would, with the same work reference */
+        svc_metrics_cq_fast_path();
         pthread_mutex_lock(&c->mu);
         c->refs++;
         pthread_mutex_unlock(&c->mu);

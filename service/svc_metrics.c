@@ -42,10 +42,16 @@ static struct {
     const char *const *route_names;
     size_t n_routes;
     _Atomic uint64_t refused[SVC_N_REFUSALS];
+    _Atomic uint64_t cq_fast_path;
 } M;
 
 static const char *const REFUSAL_NAMES[SVC_N_REFUSALS] = {"no_message", "inflight_limit",
                                                           "queue_full"};
+
+void svc_metrics_cq_fast_path(void)
+{
+    atomic_fetch_add_explicit(&M.cq_fast_path, 1, memory_order_relaxed);
+}
 
 void svc_metrics_refused(svc_refusal why)
 {
@@ -259,6 +265,13 @@ char *svc_metrics_render(store *db, size_t *len)
     for (int r = 0; r < SVC_N_REFUSALS; r++)
         put(&b, "recordd_calls_refused_total{reason=\"%s\"} %llu\n", REFUSAL_NAMES[r],
             (unsigned long long)atomic_load_explicit(&M.refused[r], memory_order_relaxed));
+
+    put(&b,
+        "# HELP recordd_cq_fast_path_total Small record writes handled on the "
+        "completion-queue thread instead of a worker.\n"
+        "# TYPE recordd_cq_fast_path_total counter\n"
+        "recordd_cq_fast_path_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&M.cq_fast_path, memory_order_relaxed));
 
     if (db != NULL) {
         store_batch_stats st;

@@ -39,6 +39,8 @@ typedef enum svc_refusal {
     SVC_N_REFUSALS = 3,
 } svc_refusal;
 void svc_metrics_refused(svc_refusal why);
+/* A call ran its handler on the completion-queue thread (the fast path). */
+void svc_metrics_cq_fast_path(void);
 
 /* The Prometheus text exposition (version 0.0.4) of everything recorded,
  * plus the store's commit batch sizes when db is not NULL. malloc'd,
