@@ -66,6 +66,9 @@ static const opt opts[] = {
      "seconds between keep-alive comments on Server-Sent Events streams [15]"},
     {"max-bulk-ops", "RECORDD_MAX_BULK_OPS", INT(max_bulk_ops, 1, 1000),
      "most operations one BulkMutate call may carry, at most 1000 [100]"},
+    {"max-watch-streams-per-principal", "RECORDD_MAX_WATCH_STREAMS_PER_PRINCIPAL",
+     INT(max_watch_streams_per_principal, 1, 100000),
+     "WatchChanges streams (gRPC and SSE) one principal may have open at once [16]"},
     {"max-concurrent-streams", "RECORDD_MAX_CONCURRENT_STREAMS",
      INT(max_concurrent_streams, 1, 65536),
      "gRPC: most HTTP/2 streams (calls) one connection may have open at once [100]"},
@@ -104,6 +107,7 @@ static void defaults(svc_config *cfg)
     cfg->sse_keepalive_s = 15;
     cfg->max_bulk_ops = 100;
     cfg->max_concurrent_streams = 100;
+    cfg->max_watch_streams_per_principal = 16;
     cfg->max_inflight_calls = 4096;
     cfg->http_max_connections = 1024;
     cfg->http_max_connections_per_ip = 128;

@@ -12,30 +12,31 @@
 #define SVC_VERSION "0.1.0"
 
 typedef struct svc_config {
-    char grpc_listen[256];           /* host:port; port 0 picks a free one */
-    char db[1024];                   /* SQLite database file */
-    int workers;                     /* worker threads, 1..1024 */
-    int max_message_bytes;           /* gRPC receive and send limit */
-    bool sync_normal;                /* synchronous=NORMAL instead of FULL */
-    int shutdown_grace_s;            /* seconds in-flight calls get on SIGTERM */
-    int idempotency_ttl_s;           /* seconds a stored idempotent outcome is replayed */
-    char pepper_file[1024];          /* API-key hash secret (32 bytes, hex or base64) */
-    char signing_key[1024];          /* k4.secret file: signs MintToken tokens */
-    char trusted_keys[1024];         /* k4.public file or directory: token keyring */
-    char token_issuer[256];          /* iss of minted and accepted tokens */
-    char token_audience[256];        /* aud of minted and accepted tokens */
-    int rate_limit;                  /* requests per second per principal; 0 = off */
-    int rate_burst;                  /* bucket size; 0 = the rate */
-    char http_listen[256];           /* HTTP/JSON gateway host:port, or "off" */
-    int sse_keepalive_s;             /* seconds between keep-alive comments on SSE streams */
-    int max_bulk_ops;                /* BulkMutate: most operations per call, 1..1000 */
-    int max_concurrent_streams;      /* gRPC: HTTP/2 streams per connection */
-    int max_inflight_calls;          /* gRPC and HTTP calls at once */
-    int http_max_connections;        /* HTTP gateway: open connections in all */
-    int http_max_connections_per_ip; /* HTTP gateway: open connections per client address */
-    char log_level[16];              /* debug, info, warn, error or off */
-    bool help;                       /* --help given: print usage, run nothing */
-    bool version;                    /* --version given */
+    char grpc_listen[256];               /* host:port; port 0 picks a free one */
+    char db[1024];                       /* SQLite database file */
+    int workers;                         /* worker threads, 1..1024 */
+    int max_message_bytes;               /* gRPC receive and send limit */
+    bool sync_normal;                    /* synchronous=NORMAL instead of FULL */
+    int shutdown_grace_s;                /* seconds in-flight calls get on SIGTERM */
+    int idempotency_ttl_s;               /* seconds a stored idempotent outcome is replayed */
+    char pepper_file[1024];              /* API-key hash secret (32 bytes, hex or base64) */
+    char signing_key[1024];              /* k4.secret file: signs MintToken tokens */
+    char trusted_keys[1024];             /* k4.public file or directory: token keyring */
+    char token_issuer[256];              /* iss of minted and accepted tokens */
+    char token_audience[256];            /* aud of minted and accepted tokens */
+    int rate_limit;                      /* requests per second per principal; 0 = off */
+    int rate_burst;                      /* bucket size; 0 = the rate */
+    char http_listen[256];               /* HTTP/JSON gateway host:port, or "off" */
+    int sse_keepalive_s;                 /* seconds between keep-alive comments on SSE streams */
+    int max_bulk_ops;                    /* BulkMutate: most operations per call, 1..1000 */
+    int max_concurrent_streams;          /* gRPC: HTTP/2 streams per connection */
+    int max_inflight_calls;              /* gRPC calls at once */
+    int max_watch_streams_per_principal; /* WatchChanges streams one principal may hold */
+    int http_max_connections;            /* HTTP gateway: open connections in all */
+    int http_max_connections_per_ip;     /* HTTP gateway: open connections per client address */
+    char log_level[16];                  /* debug, info, warn, error or off */
+    bool help;                           /* --help given: print usage, run nothing */
+    bool version;                        /* --version given */
 } svc_config;
 
 /* Looks an environment variable up; NULL when unset. */

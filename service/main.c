@@ -162,7 +162,8 @@ int main(int argc, char **argv)
                    .auth = &auth->cfg,
                    .ratelimit = auth->ratelimit,
                    .signer = auth->signer,
-                   .max_bulk_ops = cfg.max_bulk_ops};
+                   .max_bulk_ops = cfg.max_bulk_ops,
+                   .max_watch_streams = cfg.max_watch_streams_per_principal};
     svc_options opt = {.listen = cfg.grpc_listen,
                        .workers = cfg.workers,
                        .max_message_bytes = cfg.max_message_bytes,

@@ -31,6 +31,7 @@ typedef struct svc_ctx {
     auth_ratelimit *ratelimit; /* per principal id; NULL: no rate limit */
     const auth_signer *signer; /* signs MintToken tokens; NULL: MintToken fails */
     int max_bulk_ops;          /* BulkMutate: most operations per call; 0 = 100 */
+    int max_watch_streams;     /* WatchChanges streams open per principal; 0 = 16 */
 } svc_ctx;
 
 /* Runs on a worker thread with the unpacked request (allocated in the

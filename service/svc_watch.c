@@ -31,6 +31,7 @@
 #include "recordd/v1/records.pb-c.h"
 #include "service/receipt.h"
 #include "service/svc_auth.h"
+#include "service/svc_authz.h"
 #include "service/svc_convert.h"
 #include "service/svc_handlers.h"
 #include "service/svc_watch.h"
@@ -48,6 +49,7 @@ typedef struct watcher {
     struct watcher *next;
     svc_call *call;
     char *org;
+    char *principal; /* its id: streams are counted per principal */
     char **models;
     size_t n_models;
     char **groups;
@@ -87,6 +89,7 @@ static void watcher_free(watcher *w)
     free(w->models);
     free(w->groups);
     free(w->org);
+    free(w->principal);
     free(w);
 }
 
@@ -398,6 +401,13 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
                 "at most %d models and %d groups", WATCH_FILTER_MAX, WATCH_FILTER_MAX);
         goto fail;
     }
+    /* reading the feed needs read: on every model asked for, or (no list)
+     * on some model; events are then filtered to what the caller may read */
+    for (size_t i = 0; i < req->n_models; i++)
+        if (svc_authz_model(call, AUTH_READ, req->models[i], &err) != RD_OK)
+            goto fail;
+    if (req->n_models == 0 && svc_authz_any(call, AUTH_READ, &err) != RD_OK)
+        goto fail;
     /* retention: the log holds every sync id from its oldest row on */
     store_conn *conn = svc_thread_conn(ctx->db, &err);
     int64_t oldest = 0, head = 0;
@@ -411,7 +421,9 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
         goto fail;
     }
     w = calloc(1, sizeof *w);
-    bool ok = w != NULL && (w->org = strdup(svc_call_org(call))) != NULL;
+    const auth_principal *who = svc_call_principal(call);
+    bool ok = w != NULL && (w->org = strdup(svc_call_org(call))) != NULL &&
+              (w->principal = strdup(who != NULL ? auth_principal_id(who) : "")) != NULL;
     if (ok) {
         /* the lists are calloc'd: a partial copy frees cleanly */
         ok = copy_list(req->models, req->n_models, &w->models);
@@ -437,6 +449,22 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
     if (W.stopping) {
         pthread_mutex_unlock(&W.mu);
         rd_errf(&err, RD_UNAVAILABLE, NULL, "server is shutting down");
+        goto fail;
+    }
+    /* at most max_watch_streams open streams per principal (an API key and
+     * its tokens count together), so one caller cannot hold the dispatcher */
+    int cap = ctx->max_watch_streams > 0 ? ctx->max_watch_streams : 16;
+    int open_streams = 0;
+    for (watcher *o = W.list; o != NULL; o = o->next)
+        if (!o->ended && !o->finished && strcmp(o->org, w->org) == 0 &&
+            strcmp(o->principal, w->principal) == 0)
+            open_streams++;
+    if (open_streams >= cap) {
+        pthread_mutex_unlock(&W.mu);
+        rd_errf(&err, RD_RATE_LIMITED, NULL,
+                "this principal already has %d open WatchChanges streams, the most allowed "
+                "(--max-watch-streams-per-principal); close one first",
+                open_streams);
         goto fail;
     }
     /* Registered under W.mu: the callback, should it run at once on another

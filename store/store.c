@@ -494,6 +494,8 @@ static const char *const layout_sql[] = {
     " sync_id INTEGER PRIMARY KEY, server_tx_id TEXT NOT NULL, org TEXT NOT NULL,"
     " model TEXT NOT NULL, record_id TEXT NOT NULL, op TEXT NOT NULL, fields TEXT NOT NULL,"
     " actor TEXT NOT NULL, grp TEXT NOT NULL, committed_at INTEGER NOT NULL, data TEXT)",
+    /* the change feed reads one organisation's rows in sync-id order */
+    "CREATE INDEX IF NOT EXISTS _rd_sync_log_by_org ON _rd_sync_log (org, sync_id)",
     "CREATE TABLE IF NOT EXISTS _rd_claims ("
     " org TEXT NOT NULL, model TEXT NOT NULL, record_id TEXT NOT NULL, claim_id TEXT NOT NULL,"
     " holder TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (org, model, record_id))",

@@ -233,10 +233,34 @@ static void test_commit_hook_sees_the_new_head(void **state)
     assert_int_equal(hooked, s1);
 }
 
+/* The feed reads one organisation's rows by an index, not by scanning every
+ * organisation's log. */
+static void test_feed_query_uses_the_org_index(void **state)
+{
+    (void)state;
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(
+        sqlite3_prepare_v2(fx->c->db,
+                           "EXPLAIN QUERY PLAN SELECT sync_id, server_tx_id, model, record_id, op,"
+                           " fields, actor, grp, committed_at, data FROM _rd_sync_log"
+                           " WHERE sync_id > ?1 AND sync_id <= ?2 AND org = ?3 ORDER BY sync_id",
+                           -1, &st, NULL),
+        SQLITE_OK);
+    bool indexed = false;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *detail = (const char *)sqlite3_column_text(st, 3);
+        if (detail != NULL && strstr(detail, "_rd_sync_log_by_org") != NULL)
+            indexed = true;
+    }
+    sqlite3_finalize(st);
+    assert_true(indexed);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
+        T(test_feed_query_uses_the_org_index),
         T(test_rows_keep_written_values_and_deletes_are_tombstones),
         T(test_org_scope_filters_and_cursor),
         T(test_commit_hook_sees_the_new_head),
