@@ -1324,6 +1324,11 @@ bool svc_call_on_end(svc_call *call, svc_end_fn fn, void *arg)
     return ok;
 }
 
+int svc_call_max_message_bytes(const svc_call *call)
+{
+    return call->server->max_message_bytes;
+}
+
 bool svc_call_cancelled(svc_call *call)
 {
     pthread_mutex_lock(&call->mu);

@@ -123,6 +123,8 @@ const char *svc_call_actor(const svc_call *call);
 /* The authenticated principal, owned by the call (freed with it); NULL on a
  * public method. Handlers run only after authentication succeeded. */
 const auth_principal *svc_call_principal(const svc_call *call);
+/* The server's --max-message-bytes: the largest reply the call may send. */
+int svc_call_max_message_bytes(const svc_call *call);
 /* Remembers the capability a denied call needed (strings copied into the
  * arena), for the receipt module's PERMISSION_DENIED details; NULL forgets. */
 void svc_call_set_required(svc_call *call, const auth_required *required);

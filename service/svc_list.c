@@ -261,8 +261,12 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
     store_conn *conn = svc_thread_conn(ctx->db, &err);
     if (conn == NULL)
         goto fail;
+    /* a page ends by size too, so it fits in one reply: the stored size is
+     * counted, and a record's protobuf form can be up to ~3x its stored
+     * JSON (small numbers), hence a quarter of the message limit */
     if (store_list(conn, org, m, filter, order, after, store_order_terms(order), limit,
-                   all ? NULL : groups, n_groups, &page, &err) != RD_OK)
+                   (size_t)svc_call_max_message_bytes(call) / 4, all ? NULL : groups, n_groups,
+                   &page, &err) != RD_OK)
         goto fail;
 
     Recordd__V1__ListRecordsResponse *out = rd_arena_alloc(a, sizeof *out);

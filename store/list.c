@@ -119,7 +119,8 @@ static bool read_key(sqlite3_stmt *st, int i, store_value *v)
 
 rd_code store_list(store_conn *c, const char *org, const store_model *m, const store_filter *f,
                    const store_order *o, const store_value *after, size_t n_after, size_t limit,
-                   const char *const *groups, size_t n_groups, store_page *out, rd_err *err)
+                   size_t max_bytes, const char *const *groups, size_t n_groups, store_page *out,
+                   rd_err *err)
 {
     sqlite3_stmt *st = NULL;
     store_sbuf sql = {0};
@@ -197,6 +198,13 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
         rc = sqlite3_bind_int64(st, idx, (sqlite3_int64)limit + 1);
     if (rc != SQLITE_OK)
         goto sqlfail;
+    out->last = calloc(nk ? nk : 1, sizeof *out->last);
+    if (out->last == NULL) {
+        code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        goto done;
+    }
+    out->n_last = nk;
+    size_t bytes = 0;
     for (;;) {
         rc = sqlite3_step(st);
         if (rc == SQLITE_DONE)
@@ -207,23 +215,24 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
             out->more = true;
             break;
         }
+        /* Count the columns only now: a cached "SELECT *" re-prepared by
+         * sqlite3_step after a schema push has more than before the step. */
+        int ncol = sqlite3_column_count(st);
+        size_t row_bytes = 0;
+        for (int i = 0; i < ncol; i++)
+            row_bytes += (size_t)sqlite3_column_bytes(st, i) + 8;
+        if (max_bytes > 0 && out->n > 0 && bytes + row_bytes > max_bytes) {
+            out->more = true; /* the page is full by size: this row starts the next */
+            break;
+        }
+        bytes += row_bytes;
         code = store_row_read(st, m, &out->records[out->n], err);
         if (code != RD_OK)
             goto done;
         out->n++;
-        if (out->n < limit)
-            continue;
-        out->last = calloc(nk, sizeof *out->last);
-        if (out->last == NULL) {
-            code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
-            goto done;
-        }
-        out->n_last = nk;
-        /* The sort keys are the last nk columns. Count them only now: a
-         * cached "SELECT *" re-prepared by sqlite3_step after a schema push
-         * has more columns than before the step. */
-        int ncol = sqlite3_column_count(st);
+        /* the sort keys of the last row taken: the next page starts after it */
         for (size_t k = 0; k < nk; k++) {
+            free(out->last[k].s);
             if (!read_key(st, ncol - (int)nk + (int)k, &out->last[k])) {
                 code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
                 goto done;

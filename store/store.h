@@ -244,14 +244,19 @@ void store_page_free(store_page *p);
  * schema snapshot of org the caller holds) matching f (NULL = all), in
  * order o (NULL = id asc), strictly after the sort key after[0..n_after)
  * (NULL = from the start; n_after must be store_order_terms(o)), and only
- * in groups[0..n_groups) (groups NULL = every group). Rows and read_at
+ * in groups[0..n_groups) (groups NULL = every group). With max_bytes > 0
+ * the page also ends before a row that would take the rows' stored size
+ * (every column's bytes, plus 8 each) past max_bytes; it always holds at
+ * least one row, and `more`/`last` then continue at the row left out. Rows
+ * and read_at
  * come from one read transaction on c (keyset pagination: rows inserted or
  * changed behind the cursor do not shift later pages). *out is the
  * caller's (store_page_free) on RD_OK. Errors: RD_NOT_FOUND (model gone),
  * RD_VALIDATION_FAILED (limit, key length), RD_UNAVAILABLE, RD_INTERNAL. */
 rd_code store_list(store_conn *c, const char *org, const store_model *m, const store_filter *f,
                    const store_order *o, const store_value *after, size_t n_after, size_t limit,
-                   const char *const *groups, size_t n_groups, store_page *out, rd_err *err);
+                   size_t max_bytes, const char *const *groups, size_t n_groups, store_page *out,
+                   rd_err *err);
 
 /* ---- writes -------------------------------------------------------------- */
 

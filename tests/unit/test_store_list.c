@@ -104,8 +104,8 @@ static int walk(const char *filter, const char *order, const char *const *groups
     assert_int_equal(store_filter_parse(model, filter, &f, &err), RD_OK);
     assert_int_equal(store_order_parse(model, order, &o, &err), RD_OK);
     for (;;) {
-        rd_code code = store_list(conn, ORG, model, f, o, after, n_after, limit, groups, n_groups,
-                                  &page, &err);
+        rd_code code = store_list(conn, ORG, model, f, o, after, n_after, limit, 0, groups,
+                                  n_groups, &page, &err);
         if (code != RD_OK)
             fail_msg("store_list: %s", err.msg);
         pages++;
@@ -181,18 +181,18 @@ static void test_list_checks_arguments(void **state)
     store_page page;
     rd_err err;
     store_value one = {.type = STORE_V_TEXT, .s = "i01", .n = 3};
-    assert_int_equal(store_list(conn, ORG, model, NULL, NULL, NULL, 0, 0, NULL, 0, &page, &err),
+    assert_int_equal(store_list(conn, ORG, model, NULL, NULL, NULL, 0, 0, 0, NULL, 0, &page, &err),
                      RD_VALIDATION_FAILED);
-    assert_int_equal(store_list(conn, ORG, model, NULL, NULL, NULL, 0, STORE_LIST_MAX_LIMIT + 1,
+    assert_int_equal(store_list(conn, ORG, model, NULL, NULL, NULL, 0, STORE_LIST_MAX_LIMIT + 1, 0,
                                 NULL, 0, &page, &err),
                      RD_VALIDATION_FAILED);
-    assert_int_equal(store_list(conn, ORG, model, NULL, NULL, &one, 2, 5, NULL, 0, &page, &err),
+    assert_int_equal(store_list(conn, ORG, model, NULL, NULL, &one, 2, 5, 0, NULL, 0, &page, &err),
                      RD_VALIDATION_FAILED);
     assert_string_equal(err.field, "pageToken");
     assert_int_equal(
-        store_list(conn, "bad__org", model, NULL, NULL, NULL, 0, 5, NULL, 0, &page, &err),
+        store_list(conn, "bad__org", model, NULL, NULL, NULL, 0, 5, 0, NULL, 0, &page, &err),
         RD_NOT_FOUND);
-    assert_int_equal(store_list(conn, ORG, model, NULL, NULL, &one, 1, 5, NULL, 0, &page, &err),
+    assert_int_equal(store_list(conn, ORG, model, NULL, NULL, &one, 1, 5, 0, NULL, 0, &page, &err),
                      RD_OK);
     assert_int_equal(page.n, 5);
     assert_string_equal(page.records[0].id, "i02");
