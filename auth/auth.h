@@ -363,6 +363,11 @@ rd_code auth_ratelimit_take(auth_ratelimit *rl, const char *key, double cost,
 /* The same at an explicit time (µs, monotonic), for tests. */
 rd_code auth_ratelimit_take_at(auth_ratelimit *rl, const char *key, double cost, int64_t now_us,
                                int64_t *retry_after_ms, rd_err *err);
+/* Charges cost more tokens to key's bucket after the fact, whatever it
+ * holds: the bucket may go below zero (down to -burst), so the principal's
+ * next requests wait until it has refilled. For work whose cost is known
+ * only once done (a bulk's rows). No-op for cost <= 0. */
+void auth_ratelimit_charge(auth_ratelimit *rl, const char *key, double cost);
 /* Number of buckets currently held. */
 size_t auth_ratelimit_size(auth_ratelimit *rl);
 

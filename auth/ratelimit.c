@@ -197,6 +197,32 @@ done:
     return rc;
 }
 
+void auth_ratelimit_charge(auth_ratelimit *rl, const char *key, double cost)
+{
+    if (rl == NULL || key == NULL || !(cost > 0) || strlen(key) > MAX_KEY_LEN)
+        return;
+    size_t len = strlen(key);
+    unsigned char h8[crypto_shorthash_BYTES];
+    crypto_shorthash(h8, (const unsigned char *)key, len, rl->hkey);
+    uint64_t h = 0;
+    for (int k = 0; k < 8; k++)
+        h = (h << 8) | h8[k];
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    int64_t now = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    pthread_mutex_lock(&rl->mu);
+    bucket *b = rl->table[h & rl->mask];
+    while (b != NULL && !(b->hash == h && b->key_len == len && memcmp(b->key, key, len) == 0))
+        b = b->hnext;
+    if (b != NULL) { /* no bucket: it was evicted as full; nothing to charge */
+        refill(rl, b, now);
+        b->tokens -= cost;
+        if (b->tokens < -rl->burst)
+            b->tokens = -rl->burst;
+    }
+    pthread_mutex_unlock(&rl->mu);
+}
+
 rd_code auth_ratelimit_take(auth_ratelimit *rl, const char *key, double cost,
                             int64_t *retry_after_ms, rd_err *err)
 {

@@ -37,7 +37,8 @@
     X(RD_METHOD_NOT_ALLOWED, "method_not_allowed", 12, 405)                                        \
     X(RD_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 3, 415)                                 \
     X(RD_BODY_TOO_LARGE, "body_too_large", 3, 413)                                                 \
-    X(RD_SYNC_ID_EXPIRED, "sync_id_expired", 9, 410)
+    X(RD_SYNC_ID_EXPIRED, "sync_id_expired", 9, 410)                                               \
+    X(RD_TOO_MANY_ROWS, "too_many_rows", 3, 422)
 
 typedef enum rd_code {
 #define RD_X_ENUM(name, str, grpc, http) name,

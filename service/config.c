@@ -80,6 +80,12 @@ static const opt opts[] = {
     {"http-max-connections-per-ip", "RECORDD_HTTP_MAX_CONNECTIONS_PER_IP",
      INT(http_max_connections_per_ip, 1, 65536),
      "HTTP gateway: most connections open at once from one client address [128]"},
+    {"max-bulk-rows", "RECORDD_MAX_BULK_ROWS", INT(max_bulk_rows, 1, 1000000),
+     "most records one BulkMutate call (a dry run too) may touch; beyond it the call is refused "
+     "whole (too_many_rows) [10000]"},
+    {"max-bulk-ms", "RECORDD_MAX_BULK_MS", INT(max_bulk_ms, 1, 600000),
+     "longest one BulkMutate call may hold the writer, in ms; beyond it the call is undone "
+     "(deadline_exceeded) [2000]"},
     {"log-level", "RECORDD_LOG_LEVEL", STR(log_level),
      "JSON log lines on stderr at or above: debug, info (one line per request), warn, error "
      "or off [info]"},
@@ -106,6 +112,8 @@ static void defaults(svc_config *cfg)
     snprintf(cfg->http_listen, sizeof cfg->http_listen, "127.0.0.1:8080");
     cfg->sse_keepalive_s = 15;
     cfg->max_bulk_ops = 100;
+    cfg->max_bulk_rows = 10000;
+    cfg->max_bulk_ms = 2000;
     cfg->max_concurrent_streams = 100;
     cfg->max_watch_streams_per_principal = 16;
     cfg->max_inflight_calls = 4096;

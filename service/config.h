@@ -29,6 +29,8 @@ typedef struct svc_config {
     char http_listen[256];               /* HTTP/JSON gateway host:port, or "off" */
     int sse_keepalive_s;                 /* seconds between keep-alive comments on SSE streams */
     int max_bulk_ops;                    /* BulkMutate: most operations per call, 1..1000 */
+    int max_bulk_rows;                   /* BulkMutate: records one call may touch */
+    int max_bulk_ms;                     /* BulkMutate: longest hold on the writer, ms */
     int max_concurrent_streams;          /* gRPC: HTTP/2 streams per connection */
     int max_inflight_calls;              /* gRPC calls at once */
     int max_watch_streams_per_principal; /* WatchChanges streams one principal may hold */

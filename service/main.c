@@ -163,7 +163,9 @@ int main(int argc, char **argv)
                    .ratelimit = auth->ratelimit,
                    .signer = auth->signer,
                    .max_bulk_ops = cfg.max_bulk_ops,
-                   .max_watch_streams = cfg.max_watch_streams_per_principal};
+                   .max_watch_streams = cfg.max_watch_streams_per_principal,
+                   .max_bulk_rows = cfg.max_bulk_rows,
+                   .max_bulk_ms = cfg.max_bulk_ms};
     svc_options opt = {.listen = cfg.grpc_listen,
                        .workers = cfg.workers,
                        .max_message_bytes = cfg.max_message_bytes,

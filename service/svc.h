@@ -32,6 +32,8 @@ typedef struct svc_ctx {
     const auth_signer *signer; /* signs MintToken tokens; NULL: MintToken fails */
     int max_bulk_ops;          /* BulkMutate: most operations per call; 0 = 100 */
     int max_watch_streams;     /* WatchChanges streams open per principal; 0 = 16 */
+    int max_bulk_rows;         /* BulkMutate: records one call may touch; 0 = no limit */
+    int max_bulk_ms;           /* BulkMutate: longest hold on the writer; 0 = no limit */
 } svc_ctx;
 
 /* Runs on a worker thread with the unpacked request (allocated in the

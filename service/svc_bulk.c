@@ -330,6 +330,12 @@ static void bulk_done(store_write *w)
     bulk_call *bc = w->ctx;
     svc_call *call = bc->call;
     rd_err err = w->err;
+    /* the rate limit is charged by records: the auth step took one token,
+     * the rest of what the bulk touched (dry runs included) is charged now */
+    svc_ctx *ctx = svc_call_ctx(call);
+    const auth_principal *p = svc_call_principal(call);
+    if (ctx->ratelimit != NULL && p != NULL && !w->replayed && bc->bulk.touched > 1)
+        auth_ratelimit_charge(ctx->ratelimit, auth_principal_id(p), (double)(bc->bulk.touched - 1));
     if (w->replayed) {
         void *bytes = w->replay;
         release(bc);
@@ -441,6 +447,8 @@ void svc_bulk_mutate(svc_call *call, const ProtobufCMessage *msg)
     bc->w.org = svc_call_org(call);
     bc->w.actor = svc_call_actor(call);
     bc->w.deadline_us = svc_call_deadline_us(call);
+    bc->bulk.max_rows = ctx->max_bulk_rows;
+    bc->bulk.max_us = (int64_t)ctx->max_bulk_ms * 1000;
     if (key != NULL) {
         bc->w.idem_key = key;
         bc->w.seal = bulk_seal;

@@ -108,6 +108,36 @@ done:
     return code;
 }
 
+/* Counts n more records against the bulk's row budget. RD_TOO_MANY_ROWS
+ * (in w->err) when it would exceed it. */
+static rd_code take_rows(store_bulk *b, store_write *w, int64_t n)
+{
+    b->touched += n;
+    if (b->max_rows > 0 && b->touched > b->max_rows)
+        return rd_errf(&w->err, RD_TOO_MANY_ROWS, "operations",
+                       "the bulk would touch more than %lld records (--max-bulk-rows); nothing "
+                       "was written: split it into smaller calls",
+                       (long long)b->max_rows);
+    return RD_OK;
+}
+
+/* Whether the bulk must stop now: its time slice or the call's deadline
+ * ran out (w->err says which). */
+static rd_code check_time(const store_write *parent, store_write *w)
+{
+    const store_bulk *b = parent->bulk;
+    int64_t now = rd_now_us();
+    if (b->until_us != 0 && now > b->until_us)
+        return rd_errf(&w->err, RD_DEADLINE_EXCEEDED, NULL,
+                       "the bulk held the writer longer than %lld ms (--max-bulk-ms) and was "
+                       "undone; split it into smaller calls",
+                       (long long)(b->max_us / 1000));
+    if (parent->deadline_us != 0 && now > parent->deadline_us)
+        return rd_errf(&w->err, RD_DEADLINE_EXCEEDED, NULL,
+                       "the call's deadline passed while the bulk ran; it was undone");
+    return RD_OK;
+}
+
 /* UPDATE_WHERE / DELETE_WHERE: resolve the model, parse and check the
  * filter, check the patch once, select the matching ids (refusing more
  * than the limit), then write each record as a single write would, each
@@ -168,7 +198,12 @@ static rd_code run_where(store *s, const store_write *parent, store_bulk_op *op)
                            STORE_BULK_MAX_AFFECTED);
         goto done;
     }
+    code = take_rows(parent->bulk, w, (int64_t)n);
+    if (code != RD_OK)
+        goto done;
     for (size_t i = 0; i < n; i++) {
+        if ((code = check_time(parent, w)) != RD_OK)
+            break;
         store_write t;
         memset(&t, 0, sizeof t);
         t.op = update ? STORE_OP_UPDATE : STORE_OP_DELETE;
@@ -235,7 +270,11 @@ static bool run_op(store *s, const store_write *parent, store_bulk_op *op)
     if (w->op == STORE_OP_UPDATE_WHERE || w->op == STORE_OP_DELETE_WHERE) {
         code = run_where(s, parent, op);
     } else if (w->op >= STORE_OP_CREATE && w->op <= STORE_OP_DELETE) {
-        code = store_record_apply(s, w);
+        code = take_rows(parent->bulk, w, 1);
+        if (code == RD_OK)
+            code = check_time(parent, w);
+        if (code == RD_OK)
+            code = store_record_apply(s, w);
         if (code == RD_OK) {
             s->sync_id = w->last_sync_id;
             op->affected = w->ops;
@@ -285,8 +324,11 @@ rd_code store_bulk_apply(store *s, store_write *w)
     b->n_failed = 0;
     b->err_index = 0;
     b->rows = 0;
+    b->touched = 0;
+    b->until_us = b->max_us > 0 ? rd_now_us() + b->max_us : 0;
     if (store_wexec(s, "SAVEPOINT bulk") != SQLITE_OK)
         return store_sql_err(s->wdb, sqlite3_errcode(s->wdb), &w->err);
+    rd_code abort_code = RD_OK;
     for (size_t i = 0; i < b->n_ops && usable; i++) {
         store_bulk_op *op = &b->ops[i];
         usable = run_op(s, w, op);
@@ -294,6 +336,25 @@ rd_code store_bulk_apply(store *s, store_write *w)
             b->n_failed++;
         else
             b->rows += op->affected;
+        /* over budget or out of time: the whole bulk stops and is undone */
+        rd_code c = op->w.err.code;
+        if (op->failed && (c == RD_TOO_MANY_ROWS || c == RD_DEADLINE_EXCEEDED)) {
+            abort_code = c;
+            w->err = op->w.err;
+            break;
+        }
+    }
+    if (usable && abort_code != RD_OK) {
+        int rc = store_wexec(s, "ROLLBACK TO bulk");
+        if (rc == SQLITE_OK)
+            rc = store_wexec(s, "RELEASE bulk");
+        s->sync_id = start;
+        if (rc != SQLITE_OK) {
+            b->outcome = rd_errf(&w->err, RD_INTERNAL, NULL, "the bulk could not be undone");
+            return b->outcome;
+        }
+        b->outcome = abort_code;
+        return abort_code; /* refused as a whole: executed stays false */
     }
     if (!usable) {
         /* the savepoint stack is broken: the writer abandons the batch */

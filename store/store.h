@@ -497,12 +497,22 @@ struct store_bulk {
     size_t n_ops; /* 1..STORE_BULK_MAX_OPS */
     store_bulk_mode mode;
     bool dry_run;
+    /* bounds (0 = none): records the whole bulk may touch (by-id operations
+     * count one each, by-filter ones every record they select, dry runs
+     * alike), and how long it may hold the writer. Exceeding either undoes
+     * the whole bulk: RD_TOO_MANY_ROWS (field "operations"), or
+     * RD_DEADLINE_EXCEEDED; so does the call's own deadline (w->deadline_us),
+     * checked between records. */
+    int64_t max_rows;
+    int64_t max_us;
     /* output */
     bool executed;    /* the operations ran (not refused as a whole) */
     bool applied;     /* the outcome is in the transaction (not undone) */
     size_t n_failed;  /* operations that failed */
     size_t err_index; /* ALL_OR_NOTHING failure: the operation w->err is from */
     int64_t rows;     /* records written (dry run: that would be) */
+    int64_t touched;  /* records counted against max_rows */
+    int64_t until_us; /* internal: when the bulk must stop (0 = never) */
     rd_code outcome;  /* what the bulk returned (w->err.code unless the commit failed) */
 };
 

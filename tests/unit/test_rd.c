@@ -45,6 +45,7 @@ static void test_error_table_matches_design(void **state)
         {RD_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 3, 415},
         {RD_BODY_TOO_LARGE, "body_too_large", 3, 413},
         {RD_SYNC_ID_EXPIRED, "sync_id_expired", 9, 410},
+        {RD_TOO_MANY_ROWS, "too_many_rows", 3, 422},
     };
     assert_int_equal(sizeof rows / sizeof rows[0], RD_CODE_COUNT);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
