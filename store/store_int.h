@@ -20,6 +20,10 @@
 
 #define STORE_MAX_MODELS 200
 #define STORE_MAX_FIELDS 200
+#define STORE_MAX_ENUM_VALUES 1000   /* values of one ENUM field */
+#define STORE_MAX_WRITABLE_BY 64     /* roles in one field's writableBy */
+#define STORE_MAX_UNIQUE_TOGETHER 64 /* uniqueTogether entries of one model */
+#define STORE_MAX_UNIQUE_FIELDS 16   /* fields of one uniqueTogether entry */
 #define STORE_ID_MAX 128
 #define STORE_ORG_MAX 64
 #define STORE_DEFAULT_BATCH 256

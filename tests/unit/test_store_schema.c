@@ -367,9 +367,60 @@ static void test_schema_ref_and_release(void **state)
     store_schema_release(s);
 }
 
+/* A schema text with one ENUM field of n values "v0".."v{n-1}" (plus a
+ * repeat of "v7" when dup); malloc'd. */
+static char *enum_schema(size_t n, bool dup)
+{
+    size_t cap = 128 + n * 16;
+    char *t = malloc(cap);
+    assert_non_null(t);
+    size_t o = (size_t)snprintf(t, cap,
+                                "{\"models\":[{\"name\":\"m\",\"fields\":[{\"name\":\"e\","
+                                "\"type\":\"ENUM\",\"enumValues\":[");
+    for (size_t i = 0; i < n; i++)
+        o += (size_t)snprintf(t + o, cap - o, "%s\"v%zu\"", i ? "," : "", i);
+    if (dup)
+        o += (size_t)snprintf(t + o, cap - o, ",\"v7\"");
+    snprintf(t + o, cap - o, "]}]}]}");
+    return t;
+}
+
+static void test_schema_validate_caps_enum_values_and_finds_duplicates(void **state)
+{
+    (void)state;
+    char *ok = enum_schema(1000, false), *dup = enum_schema(999, true),
+         *big = enum_schema(1001, false);
+    rd_err err;
+    assert_int_equal(validate_text(ok, &err), RD_OK);
+    expect_invalid(dup, "models[0].fields[0].enumValues", "duplicate enum value 'v7'");
+    expect_invalid(big, "models[0].fields[0].enumValues", "at most 1000");
+    free(ok);
+    free(dup);
+    free(big);
+}
+
+static void test_schema_validate_refuses_a_repeated_unique_together(void **state)
+{
+    (void)state;
+    expect_invalid("{\"models\":[{\"name\":\"m\",\"fields\":[{\"name\":\"a\",\"type\":\"STRING\"},"
+                   "{\"name\":\"b\",\"type\":\"STRING\"}],"
+                   "\"uniqueTogether\":[[\"a\",\"b\"],[\"b\",\"a\"]]}]}",
+                   "models[0].uniqueTogether[1]", "same fields as uniqueTogether[0]");
+    expect_field_invalid("{\"name\":\"a\",\"type\":\"STRING\",\"writableBy\":["
+                         "\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\","
+                         "\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\","
+                         "\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\","
+                         "\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\","
+                         "\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\",\"r\","
+                         "\"r\",\"r\",\"r\",\"r\",\"r\"]}",
+                         "models[0].fields[0].writableBy", "at most 64 roles");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_schema_validate_caps_enum_values_and_finds_duplicates),
+        cmocka_unit_test(test_schema_validate_refuses_a_repeated_unique_together),
         cmocka_unit_test(test_schema_validate_accepts_design_example),
         cmocka_unit_test(test_schema_validate_accepts_empty_schema),
         cmocka_unit_test(test_schema_validate_accepts_63_character_identifier),
