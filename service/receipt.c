@@ -85,9 +85,14 @@ static uint8_t *details_ext(rd_arena *a, const rd_err *err, Google__Protobuf__An
 
     Google__Rpc__RetryInfo retry = GOOGLE__RPC__RETRY_INFO__INIT;
     Google__Protobuf__Duration delay = GOOGLE__PROTOBUF__DURATION__INIT;
-    if (x != NULL && x->retry_after_ms > 0 && err->code == RD_RATE_LIMITED) {
-        delay.seconds = x->retry_after_ms / 1000;
-        delay.nanos = (int32_t)(x->retry_after_ms % 1000) * 1000000;
+    /* rate limits say when; an unavailable store (busy, disk full, shutting
+     * down) is worth a retry after a second */
+    int64_t retry_ms = err->code == RD_RATE_LIMITED && x != NULL ? x->retry_after_ms
+                       : err->code == RD_UNAVAILABLE             ? 1000
+                                                                 : 0;
+    if (retry_ms > 0) {
+        delay.seconds = retry_ms / 1000;
+        delay.nanos = (int32_t)(retry_ms % 1000) * 1000000;
         retry.retry_delay = &delay;
         details[st.n_details++] = pack_any(a, &retry.base);
     }

@@ -26,7 +26,13 @@ static health_status status_of(svc_call *call, const char *service)
         return ST_UNKNOWN;
     /* the store opens before the server starts and closes after it stopped */
     const svc_ctx *ctx = svc_call_ctx(call);
-    return ctx->db != NULL && svc_server_serving(ctx->server) ? ST_SERVING : ST_NOT_SERVING;
+    if (ctx->db == NULL || !svc_server_serving(ctx->server))
+        return ST_NOT_SERVING;
+    /* a full disk fails every write: not ready until there is room again
+     * (liveness stays SERVING: a restart would not help) */
+    if (strcmp(service, "readiness") == 0 && store_storage_full(ctx->db))
+        return ST_NOT_SERVING;
+    return ST_SERVING;
 }
 
 /* A Watch in progress: its service name and the last status sent. */

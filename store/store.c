@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "store/store_int.h"
@@ -301,11 +302,46 @@ static void unique_columns(const char *msg, char *out, size_t cap)
     }
 }
 
+bool store_storage_full(store *s)
+{
+    if (s == NULL || !atomic_load(&s->full))
+        return false;
+    /* room again (a file deleted, a volume grown): ready, and the next
+     * write will tell for sure */
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", s->path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    struct statvfs v;
+    if (statvfs(dir, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize >= STORE_FULL_RECOVER_BYTES)
+        return false;
+    return true;
+}
+
+static _Thread_local bool tl_full;
+
+bool store_sql_err_took_full(void)
+{
+    bool full = tl_full;
+    tl_full = false;
+    return full;
+}
+
 rd_code store_sql_err(sqlite3 *db, int rc, rd_err *err)
 {
     int primary = rc & 0xff;
     if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
         return rd_errf(err, RD_UNAVAILABLE, NULL, "the database is busy; retry later");
+    if (primary == SQLITE_FULL) {
+        tl_full = true;
+        return rd_errf(err, RD_UNAVAILABLE, NULL,
+                       "the disk is full: nothing was written; retry once space is freed");
+    }
     if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
         char cols[128];
         unique_columns(db != NULL ? sqlite3_errmsg(db) : "", cols, sizeof cols);

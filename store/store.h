@@ -237,6 +237,13 @@ typedef struct store_page {
     int64_t read_at;   /* highest committed sync id of the snapshot */
 } store_page;
 
+/* Whether writes are failing for lack of disk space: the last batch hit a
+ * full disk (SQLITE_FULL, answered RD_UNAVAILABLE), no batch has committed
+ * since, and the database's file system still has less than
+ * STORE_FULL_RECOVER_BYTES free. Readiness reports not ready meanwhile. */
+#define STORE_FULL_RECOVER_BYTES ((uint64_t)8 << 20)
+bool store_storage_full(store *s);
+
 /* Frees everything a page holds (records, key texts) and zeroes it. */
 void store_page_free(store_page *p);
 

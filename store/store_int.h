@@ -112,6 +112,9 @@ typedef struct store_pending {
 
 struct store {
     char *path;
+    /* the last batch failed because the disk is full (writer sets it, any
+     * thread reads it: store_storage_full) */
+    _Atomic bool full;
     bool sync_normal;
     int max_batch;
 
@@ -177,6 +180,9 @@ struct store_conn {
 /* 1 when org is a usable organisation id: ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$
  * without "__" (so table names cannot collide across organisations). */
 int store_org_valid(const char *org);
+/* Whether store_sql_err saw SQLITE_FULL on this thread since the last call;
+ * clears the flag. The writer asks once per batch. */
+bool store_sql_err_took_full(void);
 /* Organisation ids are case-insensitive where SQLite names tables after
  * them: 1 (other = its id) when an organisation with a key or a schema
  * differs from org only in case, 0 when none does, -1 on a SQLite error. */

@@ -1098,6 +1098,7 @@ static void run_batch(store *s, store_write *head)
     rd_err err;
     rd_err_clear(&err);
     count_batch(s, head);
+    store_sql_err_took_full(); /* from here on: did this batch hit a full disk? */
     int rc = wexec(s, "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK) {
         store_sql_err(s->wdb, rc, &err);
@@ -1135,6 +1136,12 @@ static void run_batch(store *s, store_write *head)
         pending_finish(s, true);
     }
 complete:
+    /* a committed batch proves there is room again; one that hit a full disk
+     * makes the store not ready (store_storage_full) until then */
+    if (store_sql_err_took_full())
+        atomic_store(&s->full, true);
+    else if (!broken && err.code == RD_OK)
+        atomic_store(&s->full, false);
     leave_inflight(s, head);
     store_write *tail = head;
     for (store_write *w = head; w != NULL; w = w->next_) {
