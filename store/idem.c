@@ -188,6 +188,7 @@ rd_code store_idem_save(store *s, store_write *w)
     if (rc != SQLITE_DONE)
         return store_sql_err(s->wdb, rc, &w->err);
     w->idem_stored = true;
+    s->idem_stored_since_prune++;
     return RD_OK;
 }
 
@@ -198,15 +199,26 @@ void store_idem_prune(store *s)
                               " LIMIT ?2)";
     sqlite3_stmt *st = NULL;
     int64_t now = rd_now_us();
-    if (!s->idem_ready || now - s->idem_pruned_us < STORE_IDEM_PRUNE_EVERY_US)
+    /* Once a second a fixed batch, and in every batch that stored keys two
+     * expired rows per key stored: pruning keeps up with any sustained rate
+     * of keyed writes (a fixed 128 a second did not), and each delete stays
+     * small (at most STORE_IDEM_PRUNE_MAX rows, by the created_at index). */
+    bool tick = now - s->idem_pruned_us >= STORE_IDEM_PRUNE_EVERY_US;
+    int64_t limit = (tick ? STORE_IDEM_PRUNE_ROWS : 0) +
+                    STORE_IDEM_PRUNE_PER_INSERT * s->idem_stored_since_prune;
+    if (!s->idem_ready || limit == 0)
         return;
-    s->idem_pruned_us = now;
+    if (limit > STORE_IDEM_PRUNE_MAX)
+        limit = STORE_IDEM_PRUNE_MAX;
+    s->idem_stored_since_prune = 0;
+    if (tick)
+        s->idem_pruned_us = now;
     if (store_exec(s->wdb, "SAVEPOINT prune") != SQLITE_OK)
         return;
     int rc = store_stmt_get(&s->wcache, sql, &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, live_after(s, now));
-        sqlite3_bind_int(st, 2, STORE_IDEM_PRUNE_ROWS);
+        sqlite3_bind_int64(st, 2, limit);
         rc = sqlite3_step(st);
     }
     store_stmt_put(st);

@@ -34,6 +34,8 @@
 #define STORE_IDEM_BUCKETS 256
 /* Most expired idempotency rows one prune deletes, and how often it runs. */
 #define STORE_IDEM_PRUNE_ROWS 128
+#define STORE_IDEM_PRUNE_PER_INSERT 2 /* expired rows pruned per key stored */
+#define STORE_IDEM_PRUNE_MAX 4096     /* rows one prune deletes at most */
 #define STORE_IDEM_PRUNE_EVERY_US 1000000
 
 /* ---- SQL text builder ----------------------------------------------------
@@ -158,9 +160,10 @@ struct store {
     _Atomic uint64_t batch_counts[STORE_BATCH_SLOTS]; /* store_batch_stats_get */
     _Atomic uint64_t batches, batch_writes;
     _Atomic uint64_t commit_counts[STORE_COMMIT_SLOTS], commit_us;
-    int64_t idem_ttl_s;     /* 0 = default; read and set atomically */
-    bool idem_ready;        /* writer: _rd_idempotency exists */
-    int64_t idem_pruned_us; /* writer: when expired keys were last pruned */
+    int64_t idem_ttl_s;              /* 0 = default; read and set atomically */
+    bool idem_ready;                 /* writer: _rd_idempotency exists */
+    int64_t idem_pruned_us;          /* writer: when expired keys were last pruned */
+    int64_t idem_stored_since_prune; /* writer: keys stored since the last prune */
 
     /* published schema snapshots */
     pthread_mutex_t smu;
@@ -340,9 +343,10 @@ bool store_idem_storable(const store_write *w, rd_code code);
  * replacing an expired row. Sets w->idem_stored. On failure sets w->err
  * (RD_INTERNAL, or the mapped SQLite error) and returns it. */
 rd_code store_idem_save(store *s, store_write *w);
-/* Deletes up to STORE_IDEM_PRUNE_ROWS expired rows, at most once per
- * STORE_IDEM_PRUNE_EVERY_US, inside the open batch transaction in its own
- * savepoint; errors are ignored (the rows are tried again later). */
+/* Deletes expired rows inside the open batch transaction, in its own
+ * savepoint: STORE_IDEM_PRUNE_ROWS once per STORE_IDEM_PRUNE_EVERY_US, plus
+ * STORE_IDEM_PRUNE_PER_INSERT per key stored since the last prune, at most
+ * STORE_IDEM_PRUNE_MAX at once. Errors are ignored (tried again later). */
 void store_idem_prune(store *s);
 
 #endif

@@ -322,6 +322,50 @@ static void test_expired_key_is_absent(void **state)
     assert_int_equal(version_of("i6"), 3);
 }
 
+static int64_t idem_rows(void)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t n = -1;
+    assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT count(*) FROM _rd_idempotency", -1, &st, NULL),
+                     SQLITE_OK);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        n = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return n;
+}
+
+/* Expired keys are pruned at least as fast as keys are stored, so a
+ * sustained keyed-write rate never grows the table (a fixed 128 rows a
+ * second once let it grow without bound). */
+static void test_pruning_keeps_up_with_the_insert_rate(void **state)
+{
+    (void)state;
+    char key[32];
+    create_item("p1");
+    store_set_idempotency_ttl(fx->s, 1);
+    for (int i = 0; i < 400; i++) {
+        store_write w = {0};
+        snprintf(key, sizeof key, "old-%d", i);
+        idem_write(&w, key, 1);
+        assert_int_equal(write_one(&w, STORE_OP_UPDATE, "p1", "{\"n\":1}"), RD_OK);
+        done_with(&w);
+    }
+    assert_true(idem_rows() >= 400);
+    sleep(2); /* the 400 keys expire */
+    for (int i = 0; i < 250; i++) {
+        store_write w = {0};
+        snprintf(key, sizeof key, "new-%d", i);
+        idem_write(&w, key, 1);
+        assert_int_equal(write_one(&w, STORE_OP_UPDATE, "p1", "{\"n\":2}"), RD_OK);
+        done_with(&w);
+    }
+    /* 250 new keys paid for pruning 500 old ones: only the new remain */
+    assert_int_equal(idem_rows(), 250);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -336,6 +380,7 @@ int main(void)
         T(test_concurrency_refusal_is_stored_validation_is_not),
         T(test_key_in_flight_is_refused),
         T(test_expired_key_is_absent),
+        T(test_pruning_keeps_up_with_the_insert_rate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
