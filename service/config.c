@@ -44,6 +44,10 @@ static const opt opts[] = {
      "seconds in-flight calls get to finish on SIGTERM/SIGINT [10]"},
     {"idempotency-ttl", "RECORDD_IDEMPOTENCY_TTL", INT(idempotency_ttl_s, 1, 30 * 86400),
      "seconds an idempotency key's stored outcome is replayed; then the key is free [86400]"},
+    {"changes-retention", "RECORDD_CHANGES_RETENTION", INT(changes_retention_s, 0, 1 << 30),
+     "seconds the change log (WatchChanges) keeps a change; 0 keeps it forever [604800]"},
+    {"changes-max-rows", "RECORDD_CHANGES_MAX_ROWS", INT(changes_max_rows, 0, 2000000000),
+     "most changes the change log keeps (the oldest go first); 0 = no cap [10000000]"},
     {"pepper-file", "RECORDD_PEPPER_FILE", STR(pepper_file),
      "secret for API-key hashes: 32 bytes as hex or base64 (`recordctl init`) [./var/pepper]"},
     {"signing-key", "RECORDD_SIGNING_KEY", STR(signing_key),
@@ -104,6 +108,8 @@ static void defaults(svc_config *cfg)
     cfg->sync_normal = false;
     cfg->shutdown_grace_s = 10;
     cfg->idempotency_ttl_s = 86400;
+    cfg->changes_retention_s = 604800;
+    cfg->changes_max_rows = 10000000;
     snprintf(cfg->pepper_file, sizeof cfg->pepper_file, "./var/pepper");
     snprintf(cfg->signing_key, sizeof cfg->signing_key, "./var/signing.key");
     snprintf(cfg->trusted_keys, sizeof cfg->trusted_keys, "./var/trusted-keys");

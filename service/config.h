@@ -19,6 +19,8 @@ typedef struct svc_config {
     bool sync_normal;                    /* synchronous=NORMAL instead of FULL */
     int shutdown_grace_s;                /* seconds in-flight calls get on SIGTERM */
     int idempotency_ttl_s;               /* seconds a stored idempotent outcome is replayed */
+    int changes_retention_s;             /* change log rows are kept this long (0 = forever) */
+    int changes_max_rows;                /* and at most this many (0 = no cap) */
     char pepper_file[1024];              /* API-key hash secret (32 bytes, hex or base64) */
     char signing_key[1024];              /* k4.secret file: signs MintToken tokens */
     char trusted_keys[1024];             /* k4.public file or directory: token keyring */

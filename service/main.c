@@ -144,6 +144,7 @@ int main(int argc, char **argv)
         goto done;
     }
     store_set_idempotency_ttl(db, cfg.idempotency_ttl_s);
+    store_set_changes_retention(db, cfg.changes_retention_s, cfg.changes_max_rows);
 
     svc_auth_options ao = {.pepper_file = cfg.pepper_file,
                            .signing_key = cfg.signing_key,

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "service/svc.h"
+#include "service/svc_auth.h"
 
 /* Latency bucket upper bounds in µs (Prometheus le in seconds). */
 static const int64_t BOUNDS_US[] = {250,   500,    1000,   2500,   5000,    10000,   25000,
@@ -272,6 +273,25 @@ char *svc_metrics_render(store *db, size_t *len)
         "# TYPE recordd_cq_fast_path_total counter\n"
         "recordd_cq_fast_path_total %llu\n",
         (unsigned long long)atomic_load_explicit(&M.cq_fast_path, memory_order_relaxed));
+
+    rd_err err;
+    store_conn *conn = db != NULL ? svc_thread_conn(db, &err) : NULL;
+    int64_t oldest = 0, newest = 0;
+    if (conn != NULL && store_changes_bounds(conn, &oldest, &newest, &err) == RD_OK) {
+        put(&b,
+            "# HELP recordd_changes_log_rows Changes the change log holds (retention: "
+            "--changes-retention, --changes-max-rows).\n"
+            "# TYPE recordd_changes_log_rows gauge\n"
+            "recordd_changes_log_rows %lld\n"
+            "# HELP recordd_changes_oldest_sync_id Oldest sync id the change feed can serve.\n"
+            "# TYPE recordd_changes_oldest_sync_id gauge\n"
+            "recordd_changes_oldest_sync_id %lld\n"
+            "# HELP recordd_changes_newest_sync_id Newest committed sync id.\n"
+            "# TYPE recordd_changes_newest_sync_id gauge\n"
+            "recordd_changes_newest_sync_id %lld\n",
+            (long long)(oldest > 0 ? newest - oldest + 1 : 0), (long long)oldest,
+            (long long)newest);
+    }
 
     if (db != NULL) {
         store_batch_stats st;

@@ -44,6 +44,70 @@ static rd_code read_bounds(store_conn *c, int64_t *oldest, int64_t *head, rd_err
     return RD_OK;
 }
 
+void store_set_changes_retention(store *s, int64_t seconds, int64_t max_rows)
+{
+    __atomic_store_n(&s->log_retention_s, seconds > 0 ? seconds : 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->log_max_rows, max_rows > 0 ? max_rows : 0, __ATOMIC_RELEASE);
+}
+
+/* Deletes the oldest log rows that are too old or beyond the row cap,
+ * inside the open batch transaction in its own savepoint: once a second
+ * STORE_LOG_PRUNE_ROWS, plus two for every row written since the last
+ * prune (so pruning keeps up with any write rate), at most
+ * STORE_LOG_PRUNE_MAX at once; never the newest row (the head sync id is
+ * read from it). Both deletes walk the primary key from the oldest row:
+ * sync ids grow with commit time. Errors are ignored (tried again later). */
+void store_changes_prune(store *s)
+{
+    static const char by_age[] =
+        "DELETE FROM _rd_sync_log WHERE sync_id IN (SELECT sync_id FROM (SELECT sync_id,"
+        " committed_at FROM _rd_sync_log ORDER BY sync_id LIMIT ?3) WHERE committed_at < ?1"
+        " AND sync_id < ?2)";
+    static const char by_count[] =
+        "DELETE FROM _rd_sync_log WHERE sync_id IN (SELECT sync_id FROM _rd_sync_log"
+        " WHERE sync_id <= ?1 AND sync_id < ?2 ORDER BY sync_id LIMIT ?3)";
+    int64_t keep_s = __atomic_load_n(&s->log_retention_s, __ATOMIC_ACQUIRE);
+    int64_t keep_rows = __atomic_load_n(&s->log_max_rows, __ATOMIC_ACQUIRE);
+    int64_t now = rd_now_us();
+    bool tick = now - s->log_pruned_us >= 1000000;
+    int64_t limit = (tick ? STORE_LOG_PRUNE_ROWS : 0) + 2 * s->log_rows_since_prune;
+    if ((keep_s == 0 && keep_rows == 0) || limit == 0 || s->sync_id == 0)
+        return;
+    if (limit > STORE_LOG_PRUNE_MAX)
+        limit = STORE_LOG_PRUNE_MAX;
+    s->log_rows_since_prune = 0;
+    if (tick)
+        s->log_pruned_us = now;
+    if (store_exec(s->wdb, "SAVEPOINT log_prune") != SQLITE_OK)
+        return;
+    int rc = SQLITE_DONE;
+    sqlite3_stmt *st = NULL;
+    if (keep_s > 0) {
+        rc = store_stmt_get(&s->wcache, by_age, &st);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, now - keep_s * 1000000);
+            sqlite3_bind_int64(st, 2, s->sync_id);
+            sqlite3_bind_int64(st, 3, limit);
+            rc = sqlite3_step(st);
+        }
+        store_stmt_put(st);
+        st = NULL;
+    }
+    if (rc == SQLITE_DONE && keep_rows > 0 && s->sync_id > keep_rows) {
+        rc = store_stmt_get(&s->wcache, by_count, &st);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_int64(st, 1, s->sync_id - keep_rows);
+            sqlite3_bind_int64(st, 2, s->sync_id);
+            sqlite3_bind_int64(st, 3, limit);
+            rc = sqlite3_step(st);
+        }
+        store_stmt_put(st);
+    }
+    if (rc != SQLITE_DONE)
+        store_exec(s->wdb, "ROLLBACK TO log_prune");
+    store_exec(s->wdb, "RELEASE log_prune");
+}
+
 rd_code store_changes_bounds(store_conn *c, int64_t *oldest, int64_t *head, rd_err *err)
 {
     *oldest = *head = 0;
@@ -119,6 +183,14 @@ rd_code store_changes_read(store_conn *c, const store_changes_query *q, store_ch
     code = read_bounds(c, &oldest, &head, err);
     if (code != RD_OK)
         goto done;
+    /* rows after the cursor were pruned (retention): a gap, never silent */
+    if (oldest > 0 && q->after < oldest - 1) {
+        code = rd_errf(err, RD_SYNC_ID_EXPIRED, "sinceSyncId",
+                       "sync id %lld is older than the change log's retention; the oldest "
+                       "available sync id is %lld (resume from %lld after a full re-read)",
+                       (long long)q->after, (long long)oldest, (long long)(oldest - 1));
+        goto done;
+    }
     int64_t upto = q->upto > 0 && q->upto < head ? q->upto : head;
     if (upto <= q->after)
         goto done; /* nothing new: the cursor stays */

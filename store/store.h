@@ -532,6 +532,11 @@ void store_submit(store *s, store_write *w);
  * default STORE_IDEM_TTL_DEFAULT_S). Older ones count as absent and are
  * pruned by the writer a few at a time. Call before submitting writes. */
 void store_set_idempotency_ttl(store *s, int64_t seconds);
+/* The change log's retention: rows older than seconds, and the oldest rows
+ * beyond max_rows, are pruned by the writer in small batches (0 = keep).
+ * The newest row is always kept. A feed cursor behind the oldest row left
+ * gets RD_SYNC_ID_EXPIRED. */
+void store_set_changes_retention(store *s, int64_t seconds, int64_t max_rows);
 /* Submits and waits for completion (for tools and tests); w->done must be
  * NULL. Returns w->err.code. */
 rd_code store_submit_wait(store *s, store_write *w);

@@ -160,9 +160,13 @@ struct store {
     _Atomic uint64_t batch_counts[STORE_BATCH_SLOTS]; /* store_batch_stats_get */
     _Atomic uint64_t batches, batch_writes;
     _Atomic uint64_t commit_counts[STORE_COMMIT_SLOTS], commit_us;
-    int64_t idem_ttl_s;              /* 0 = default; read and set atomically */
-    bool idem_ready;                 /* writer: _rd_idempotency exists */
-    int64_t idem_pruned_us;          /* writer: when expired keys were last pruned */
+    int64_t idem_ttl_s;           /* 0 = default; read and set atomically */
+    int64_t log_retention_s;      /* change log: keep rows this young (0 = forever); atomic */
+    int64_t log_max_rows;         /* change log: keep at most this many rows (0 = no cap); atomic */
+    int64_t log_pruned_us;        /* writer: when the change log was last pruned */
+    int64_t log_rows_since_prune; /* writer: log rows written since then */
+    bool idem_ready;              /* writer: _rd_idempotency exists */
+    int64_t idem_pruned_us;       /* writer: when expired keys were last pruned */
     int64_t idem_stored_since_prune; /* writer: keys stored since the last prune */
 
     /* published schema snapshots */
@@ -348,5 +352,10 @@ rd_code store_idem_save(store *s, store_write *w);
  * STORE_IDEM_PRUNE_PER_INSERT per key stored since the last prune, at most
  * STORE_IDEM_PRUNE_MAX at once. Errors are ignored (tried again later). */
 void store_idem_prune(store *s);
+/* store_set_changes_retention's pruning, run by the writer in every batch
+ * (store/changes.c). */
+#define STORE_LOG_PRUNE_ROWS 1024
+#define STORE_LOG_PRUNE_MAX 8192
+void store_changes_prune(store *s);
 
 #endif

@@ -532,6 +532,7 @@ static rd_code log_change(wctx *c, const char *id, const char *group, const char
     free(data);
     if (rc != SQLITE_DONE && rc != SQLITE_OK)
         return sql_fail(c, rc);
+    c->s->log_rows_since_prune++; /* store_changes_prune keeps pace */
     return RD_OK;
 }
 
@@ -1115,6 +1116,7 @@ static void run_batch(store *s, store_write *head)
     }
     if (!broken) {
         store_idem_prune(s);
+        store_changes_prune(s);
         int64_t t0 = rd_now_us();
         rc = wexec(s, "COMMIT");
         count_commit(s, rd_now_us() - t0);
