@@ -122,6 +122,7 @@ struct svc_call {
     int close_cancelled;  /* out-argument of RECV_CLOSE_ON_SERVER */
     send_item *q_head, *q_tail;
     size_t q_len, q_bytes;
+    bool recv_paused;           /* bidi: not reading until the queued replies drain */
     grpc_byte_buffer *send_bb;  /* the message on the wire */
     grpc_byte_buffer *reply_bb; /* unary: the reply in the status batch */
     grpc_status_code status;
@@ -764,6 +765,39 @@ static void run_request(svc_call *c)
 }
 
 /* Bidi streams: one received message, then the next read (or the end). */
+/* Bidi streams read ahead only while the replies already queued for the
+ * client stay under this many bytes: a client that sends requests without
+ * reading the answers (40 reflection streams once took 450 MB) is simply
+ * not read from until it drains its replies (on_send resumes the reading). */
+enum { BIDI_READ_AHEAD_BYTES = 64 * 1024 };
+
+/* Bidi, after a message was handled (c->mu held): reads the next one, or
+ * pauses while too many replies wait, or ends the call. true when the
+ * caller must drop the owner reference (the status is set). */
+static bool read_next_locked(svc_call *c)
+{
+    if (c->finishing)
+        return false;
+    if (c->stop_requested) {
+        set_status_locked(c, GRPC_STATUS_UNAVAILABLE, "server is shutting down", NULL, 0);
+        return true;
+    }
+    if (c->peer_gone) {
+        set_status_locked(c, GRPC_STATUS_CANCELLED, "the client went away", NULL, 0);
+        return true;
+    }
+    if (c->q_bytes > BIDI_READ_AHEAD_BYTES) {
+        c->recv_paused = true; /* on_send reads on once the replies drain */
+        return false;
+    }
+    c->recv_paused = false;
+    if (!start_one_locked(c, GRPC_OP_RECV_MESSAGE, &c->t_recv)) {
+        set_status_locked(c, GRPC_STATUS_OK, NULL, NULL, 0);
+        return true;
+    }
+    return false;
+}
+
 static void run_message(svc_call *c)
 {
     rd_err err;
@@ -778,19 +812,10 @@ static void run_message(svc_call *c)
     else if (authed)
         receipt_fail(c, &err);
 
-    bool owner_done = false;
     pthread_mutex_lock(&c->mu);
     c->handler_running = false;
     rd_arena_reset(c->arena);
-    if (!c->finishing) {
-        if (c->stop_requested) {
-            set_status_locked(c, GRPC_STATUS_UNAVAILABLE, "server is shutting down", NULL, 0);
-            owner_done = true;
-        } else if (!start_one_locked(c, GRPC_OP_RECV_MESSAGE, &c->t_recv)) {
-            set_status_locked(c, GRPC_STATUS_OK, NULL, NULL, 0);
-            owner_done = true;
-        }
-    }
+    bool owner_done = read_next_locked(c);
     pthread_mutex_unlock(&c->mu);
     if (owner_done)
         call_unref(c);
@@ -1025,6 +1050,7 @@ static void on_recv(svc_call *c, bool ok)
 
 static void on_send(svc_call *c, bool ok)
 {
+    bool owner_done = false;
     pthread_mutex_lock(&c->mu);
     grpc_byte_buffer_destroy(c->send_bb);
     c->send_bb = NULL;
@@ -1035,9 +1061,14 @@ static void on_send(svc_call *c, bool ok)
     }
     if (c->q_head != NULL)
         start_send_locked(c);
+    /* a bidi stream paused for its replies reads on once they drained */
+    if (c->recv_paused && (c->q_bytes <= BIDI_READ_AHEAD_BYTES || c->peer_gone))
+        owner_done = read_next_locked(c);
     if (!c->sending && c->finishing && !c->final_started)
         start_final_locked(c);
     pthread_mutex_unlock(&c->mu);
+    if (owner_done)
+        call_unref(c);
     call_unref(c); /* the SEND batch */
 }
 
