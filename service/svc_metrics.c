@@ -197,6 +197,16 @@ static uint64_t histo_count(const histo *h)
 
 static const char *const TRANSPORT_NAMES[N_TRANSPORTS] = {"grpc", "http"};
 
+/* store_org_bounds_fn: one organisation's two gauges (ids are
+ * [A-Za-z0-9_-], safe as label values). */
+static void put_org_bounds(void *arg, const char *org, int64_t oldest, int64_t newest)
+{
+    put(arg,
+        "recordd_changes_sync_id{organization=\"%s\",end=\"oldest\"} %lld\n"
+        "recordd_changes_sync_id{organization=\"%s\",end=\"newest\"} %lld\n",
+        org, (long long)oldest, org, (long long)newest);
+}
+
 char *svc_metrics_render(store *db, size_t *len)
 {
     buf b = {malloc(16384), 0, 16384, false};
@@ -276,22 +286,24 @@ char *svc_metrics_render(store *db, size_t *len)
 
     rd_err err;
     store_conn *conn = db != NULL ? svc_thread_conn(db, &err) : NULL;
-    int64_t oldest = 0, newest = 0;
-    if (conn != NULL && store_changes_bounds(conn, &oldest, &newest, &err) == RD_OK) {
+    int64_t rows = 0;
+    buf orgs = {0};
+    if (conn != NULL &&
+        store_changes_stats(conn, &rows, 100, put_org_bounds, &orgs, &err) == RD_OK) {
         put(&b,
             "# HELP recordd_changes_log_rows Changes the change log holds (retention: "
             "--changes-retention, --changes-max-rows).\n"
             "# TYPE recordd_changes_log_rows gauge\n"
-            "recordd_changes_log_rows %lld\n"
-            "# HELP recordd_changes_oldest_sync_id Oldest sync id the change feed can serve.\n"
-            "# TYPE recordd_changes_oldest_sync_id gauge\n"
-            "recordd_changes_oldest_sync_id %lld\n"
-            "# HELP recordd_changes_newest_sync_id Newest committed sync id.\n"
-            "# TYPE recordd_changes_newest_sync_id gauge\n"
-            "recordd_changes_newest_sync_id %lld\n",
-            (long long)(oldest > 0 ? newest - oldest + 1 : 0), (long long)oldest,
-            (long long)newest);
+            "recordd_changes_log_rows %lld\n",
+            (long long)rows);
+        put(&b,
+            "# HELP recordd_changes_sync_id Per organisation (the first 100 by id): the "
+            "oldest sync id the change feed can still serve, and the newest committed.\n"
+            "# TYPE recordd_changes_sync_id gauge\n"
+            "%s",
+            orgs.p != NULL ? orgs.p : "");
     }
+    free(orgs.p);
 
     if (db != NULL) {
         store_batch_stats st;

@@ -55,6 +55,8 @@ typedef struct watcher {
     char **groups;
     size_t n_groups;
     int64_t cursor;           /* every change up to here was sent or skipped */
+    int64_t seen_gen;         /* the commit generation of the last read (-1: none yet) */
+    bool more;                /* the last read filled a batch: read on */
     int64_t expires_us;       /* token exp + skew (µs since the epoch); 0: an API key */
     int64_t stalled_since_us; /* 0 = the send queue has room */
     bool ended;               /* the end callback ran (under W.mu) */
@@ -68,7 +70,7 @@ static struct {
     bool stopping; /* svc_watch_shutdown ran: no new streams */
     pthread_t thread;
     store *db;
-    int64_t head;  /* newest committed sync id known */
+    int64_t head;  /* the store's commit generation last signalled */
     bool kick;     /* a stream was added or ended */
     watcher *list; /* newest first; only the dispatcher unlinks */
 } W = {.mu = PTHREAD_MUTEX_INITIALIZER};
@@ -94,12 +96,12 @@ static void watcher_free(watcher *w)
 }
 
 /* store_commit_fn: runs on the writer thread; a short lock, a signal. */
-static void on_commit(void *arg, int64_t last_sync_id)
+static void on_commit(void *arg, int64_t generation)
 {
     (void)arg;
     pthread_mutex_lock(&W.mu);
-    if (last_sync_id > W.head) {
-        W.head = last_sync_id;
+    if (generation > W.head) {
+        W.head = generation;
         pthread_cond_signal(&W.cv);
     }
     pthread_mutex_unlock(&W.mu);
@@ -168,13 +170,16 @@ static rd_code send_change(watcher *w, rd_arena *a, const store_change *e)
 /* What serve left to do. */
 typedef enum serve_next { SERVE_IDLE = 0, SERVE_MORE = 1, SERVE_STALLED = 2 } serve_next;
 
-/* Serves one stream up to head: reads its next rows and queues those the
- * principal may read. SERVE_MORE: rows beyond one batch are waiting;
- * SERVE_STALLED: its send queue is full, retry in a while. */
-static serve_next serve(watcher *w, store_conn *conn, rd_arena *a, int64_t head)
+/* Serves one stream: when a commit came since its last read (gen, the
+ * store's commit generation; sync ids are per organisation, so the read
+ * itself finds the organisation's head), reads its next rows and queues
+ * those the principal may read. SERVE_MORE: rows beyond one batch are
+ * waiting; SERVE_STALLED: its send queue is full, retry in a while. */
+static serve_next serve(watcher *w, store_conn *conn, rd_arena *a, int64_t gen)
 {
-    if (w->finished || w->cursor >= head)
+    if (w->finished || (w->seen_gen >= gen && !w->more && w->stalled_since_us == 0))
         return SERVE_IDLE;
+    w->seen_gen = gen;
     if (w->expires_us != 0 && rd_now_us() >= w->expires_us) {
         /* nothing more is sent on an expired token's authority */
         char msg[128];
@@ -187,7 +192,7 @@ static serve_next serve(watcher *w, store_conn *conn, rd_arena *a, int64_t head)
     store_changes_query q = {
         .org = w->org,
         .after = w->cursor,
-        .upto = head,
+        .upto = 0, /* the organisation's head in the read's snapshot */
         .models = (const char *const *)w->models,
         .n_models = w->n_models,
         .groups = (const char *const *)w->groups,
@@ -241,10 +246,11 @@ static serve_next serve(watcher *w, store_conn *conn, rd_arena *a, int64_t head)
     }
     if (i == n)
         w->cursor = scanned;
+    w->more = n == q.limit || i < n;
     store_changes_free(ev, n);
     if (stalled)
         return SERVE_STALLED;
-    return !w->finished && w->cursor < head ? SERVE_MORE : SERVE_IDLE;
+    return !w->finished && w->more ? SERVE_MORE : SERVE_IDLE;
 }
 
 /* Takes ended and finished streams out of the list (W.mu held) into *dead. */
@@ -271,13 +277,11 @@ static void *dispatcher_main(void *arg)
     rd_err_clear(&err);
     store_conn *conn = NULL;
     rd_arena *a = rd_arena_new(WATCH_ARENA);
-    int64_t oldest = 0, head = 0;
-    bool conn_ok = a != NULL && store_conn_open(W.db, &conn, &err) == RD_OK &&
-                   store_changes_bounds(conn, &oldest, &head, &err) == RD_OK;
+    int64_t head = 0;
+    bool conn_ok = a != NULL && store_conn_open(W.db, &conn, &err) == RD_OK;
     serve_next next = SERVE_IDLE;
     pthread_mutex_lock(&W.mu);
-    if (head > W.head)
-        W.head = head;
+    head = W.head;
     for (;;) {
         /* a commit that came in while serving was signalled to nobody */
         if (W.stopping || W.kick || next == SERVE_MORE || W.head != head) {
@@ -411,9 +415,10 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
     /* retention: the log holds every sync id from its oldest row on */
     store_conn *conn = svc_thread_conn(ctx->db, &err);
     int64_t oldest = 0, head = 0;
-    if (conn == NULL || store_changes_bounds(conn, &oldest, &head, &err) != RD_OK)
+    if (conn == NULL ||
+        store_changes_bounds(conn, svc_call_org(call), &oldest, &head, &err) != RD_OK)
         goto fail;
-    if (oldest > 0 && req->since_sync_id < oldest - 1) {
+    if (req->since_sync_id < oldest - 1) {
         rd_errf(&err, RD_SYNC_ID_EXPIRED, "sinceSyncId",
                 "sinceSyncId %lld is older than the change log's retention; the oldest available"
                 " sync id is %lld (resume from %lld)",
@@ -437,6 +442,7 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
     }
     w->call = call;
     w->cursor = req->since_sync_id;
+    w->seen_gen = -1; /* read at once */
     /* the token's exp with the skew its verification allows */
     w->expires_us = auth_principal_expires_us(svc_call_principal(call));
     if (w->expires_us != 0 && ctx->auth != NULL)

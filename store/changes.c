@@ -23,19 +23,23 @@ void store_on_commit(store *s, store_commit_fn fn, void *arg)
     pthread_mutex_unlock(&s->cmu);
 }
 
-/* Both bounds in the connection's current snapshot. */
-static rd_code read_bounds(store_conn *c, int64_t *oldest, int64_t *head, rd_err *err)
+/* org's bounds in the connection's current snapshot: its newest committed
+ * sync id (_rd_org_seq) and the oldest the log still holds for it; with no
+ * row left (never written, or all pruned) the oldest is head + 1. */
+static rd_code read_bounds(store_conn *c, const char *org, int64_t *oldest, int64_t *head,
+                           rd_err *err)
 {
     sqlite3_stmt *st = NULL;
-    int rc = store_stmt_get(&c->cache,
-                            "SELECT coalesce(min(sync_id), 0), coalesce(max(sync_id), 0)"
-                            " FROM _rd_sync_log",
-                            &st);
+    int rc = store_org_head(c, org, head);
     if (rc == SQLITE_OK)
+        rc = store_stmt_get(&c->cache, "SELECT min(sync_id) FROM _rd_sync_log WHERE org = ?1", &st);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
         rc = sqlite3_step(st);
+    }
     if (rc == SQLITE_ROW) {
-        *oldest = sqlite3_column_int64(st, 0);
-        *head = sqlite3_column_int64(st, 1);
+        *oldest =
+            sqlite3_column_type(st, 0) == SQLITE_NULL ? *head + 1 : sqlite3_column_int64(st, 0);
         rc = SQLITE_OK;
     }
     store_stmt_put(st);
@@ -60,18 +64,17 @@ void store_set_changes_retention(store *s, int64_t seconds, int64_t max_rows)
 void store_changes_prune(store *s)
 {
     static const char by_age[] =
-        "DELETE FROM _rd_sync_log WHERE sync_id IN (SELECT sync_id FROM (SELECT sync_id,"
-        " committed_at FROM _rd_sync_log ORDER BY sync_id LIMIT ?3) WHERE committed_at < ?1"
-        " AND sync_id < ?2)";
+        "DELETE FROM _rd_sync_log WHERE seq IN (SELECT seq FROM (SELECT seq, committed_at"
+        " FROM _rd_sync_log ORDER BY seq LIMIT ?2) WHERE committed_at < ?1)";
     static const char by_count[] =
-        "DELETE FROM _rd_sync_log WHERE sync_id IN (SELECT sync_id FROM _rd_sync_log"
-        " WHERE sync_id <= ?1 AND sync_id < ?2 ORDER BY sync_id LIMIT ?3)";
+        "DELETE FROM _rd_sync_log WHERE seq IN (SELECT seq FROM _rd_sync_log WHERE seq <="
+        " (SELECT max(seq) FROM _rd_sync_log) - ?1 ORDER BY seq LIMIT ?2)";
     int64_t keep_s = __atomic_load_n(&s->log_retention_s, __ATOMIC_ACQUIRE);
     int64_t keep_rows = __atomic_load_n(&s->log_max_rows, __ATOMIC_ACQUIRE);
     int64_t now = rd_now_us();
     bool tick = now - s->log_pruned_us >= 1000000;
     int64_t limit = (tick ? STORE_LOG_PRUNE_ROWS : 0) + 2 * s->log_rows_since_prune;
-    if ((keep_s == 0 && keep_rows == 0) || limit == 0 || s->sync_id == 0)
+    if ((keep_s == 0 && keep_rows == 0) || limit == 0)
         return;
     if (limit > STORE_LOG_PRUNE_MAX)
         limit = STORE_LOG_PRUNE_MAX;
@@ -86,19 +89,17 @@ void store_changes_prune(store *s)
         rc = store_stmt_get(&s->wcache, by_age, &st);
         if (rc == SQLITE_OK) {
             sqlite3_bind_int64(st, 1, now - keep_s * 1000000);
-            sqlite3_bind_int64(st, 2, s->sync_id);
-            sqlite3_bind_int64(st, 3, limit);
+            sqlite3_bind_int64(st, 2, limit);
             rc = sqlite3_step(st);
         }
         store_stmt_put(st);
         st = NULL;
     }
-    if (rc == SQLITE_DONE && keep_rows > 0 && s->sync_id > keep_rows) {
+    if (rc == SQLITE_DONE && keep_rows > 0) {
         rc = store_stmt_get(&s->wcache, by_count, &st);
         if (rc == SQLITE_OK) {
-            sqlite3_bind_int64(st, 1, s->sync_id - keep_rows);
-            sqlite3_bind_int64(st, 2, s->sync_id);
-            sqlite3_bind_int64(st, 3, limit);
+            sqlite3_bind_int64(st, 1, keep_rows);
+            sqlite3_bind_int64(st, 2, limit);
             rc = sqlite3_step(st);
         }
         store_stmt_put(st);
@@ -108,10 +109,53 @@ void store_changes_prune(store *s)
     store_exec(s->wdb, "RELEASE log_prune");
 }
 
-rd_code store_changes_bounds(store_conn *c, int64_t *oldest, int64_t *head, rd_err *err)
+rd_code store_changes_stats(store_conn *c, int64_t *rows, size_t max_orgs, store_org_bounds_fn fn,
+                            void *arg, rd_err *err)
+{
+    static const char sql[] =
+        "SELECT o.org, o.sync_id, (SELECT min(sync_id) FROM _rd_sync_log WHERE org = o.org)"
+        " FROM _rd_org_seq AS o WHERE o.org <> '*' ORDER BY o.org LIMIT ?1";
+    sqlite3_stmt *st = NULL;
+    *rows = 0;
+    int rc = store_conn_exec(c, "BEGIN");
+    if (rc == SQLITE_OK)
+        rc = store_stmt_get(&c->cache,
+                            "SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM _rd_sync_log", &st);
+    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        *rows = sqlite3_column_int64(st, 0);
+        rc = SQLITE_OK;
+    }
+    store_stmt_put(st);
+    st = NULL;
+    if (rc == SQLITE_OK)
+        rc = store_stmt_get(&c->cache, sql, &st);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)max_orgs);
+        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            int64_t newest = sqlite3_column_int64(st, 1);
+            int64_t oldest = sqlite3_column_type(st, 2) == SQLITE_NULL
+                                 ? newest + 1
+                                 : sqlite3_column_int64(st, 2);
+            fn(arg, (const char *)sqlite3_column_text(st, 0), oldest, newest);
+        }
+        if (rc == SQLITE_DONE)
+            rc = SQLITE_OK;
+    }
+    store_stmt_put(st);
+    rd_code code = rc == SQLITE_OK ? RD_OK : store_sql_err(c->db, rc, err);
+    store_conn_exec(c, "COMMIT");
+    return code;
+}
+
+rd_code store_changes_bounds(store_conn *c, const char *org, int64_t *oldest, int64_t *head,
+                             rd_err *err)
 {
     *oldest = *head = 0;
-    return read_bounds(c, oldest, head, err);
+    if (store_conn_exec(c, "BEGIN") != SQLITE_OK)
+        return store_sql_err(c->db, sqlite3_errcode(c->db), err);
+    rd_code code = read_bounds(c, org, oldest, head, err);
+    store_conn_exec(c, "COMMIT");
+    return code;
 }
 
 static bool in_list(const char *v, const char *const *list, size_t n)
@@ -180,11 +224,11 @@ rd_code store_changes_read(store_conn *c, const store_changes_query *q, store_ch
         goto done;
     }
     in_tx = true;
-    code = read_bounds(c, &oldest, &head, err);
+    code = read_bounds(c, q->org, &oldest, &head, err);
     if (code != RD_OK)
         goto done;
     /* rows after the cursor were pruned (retention): a gap, never silent */
-    if (oldest > 0 && q->after < oldest - 1) {
+    if (q->after < oldest - 1) {
         code = rd_errf(err, RD_SYNC_ID_EXPIRED, "sinceSyncId",
                        "sync id %lld is older than the change log's retention; the oldest "
                        "available sync id is %lld (resume from %lld after a full re-read)",

@@ -178,7 +178,7 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
         goto done;
     }
 
-    rc = store_conn_begin(c, &out->read_at);
+    rc = store_conn_begin(c, org, &out->read_at);
     if (rc != SQLITE_OK)
         goto sqlfail;
     rc = store_stmt_get(&c->cache, sql.p, &st);

@@ -522,16 +522,47 @@ void store_record_clear(store_record *rec)
 
 /* ---- opening ---------------------------------------------------------------- */
 
+/* The change log: seq orders every row across organisations (pruning
+ * walks it), sync_id is the organisation's own. */
+#define SYNC_LOG_TABLE                                                                             \
+    "CREATE TABLE IF NOT EXISTS _rd_sync_log ("                                                    \
+    " seq INTEGER PRIMARY KEY, sync_id INTEGER NOT NULL, server_tx_id TEXT NOT NULL,"              \
+    " org TEXT NOT NULL, model TEXT NOT NULL, record_id TEXT NOT NULL, op TEXT NOT NULL,"          \
+    " fields TEXT NOT NULL, actor TEXT NOT NULL, grp TEXT NOT NULL,"                               \
+    " committed_at INTEGER NOT NULL, data TEXT)"
+
+/* Layout 1 -> 2: sync ids become per organisation. The log is rebuilt with
+ * seq = the old global sync id, and every organisation (and any new one)
+ * continues from the old global maximum, so each organisation's ids keep
+ * increasing across the upgrade (with one jump) and no readAt a client
+ * holds ever sees a smaller id. */
+static const char *const migrate_v2_sql[] = {
+    "ALTER TABLE _rd_sync_log RENAME TO _rd_sync_log_v1",
+    SYNC_LOG_TABLE,
+    "INSERT INTO _rd_sync_log (seq, sync_id, server_tx_id, org, model, record_id, op, fields,"
+    " actor, grp, committed_at, data) SELECT sync_id, sync_id, server_tx_id, org, model,"
+    " record_id, op, fields, actor, grp, committed_at, data FROM _rd_sync_log_v1",
+    "DROP TABLE _rd_sync_log_v1",
+    "CREATE TABLE IF NOT EXISTS _rd_org_seq (org TEXT PRIMARY KEY, sync_id INTEGER NOT NULL)"
+    " WITHOUT ROWID",
+    "INSERT OR REPLACE INTO _rd_org_seq (org, sync_id)"
+    " SELECT '*', coalesce(max(seq), 0) FROM _rd_sync_log",
+    "INSERT OR REPLACE INTO _rd_org_seq (org, sync_id) SELECT DISTINCT org,"
+    " (SELECT sync_id FROM _rd_org_seq WHERE org = '*') FROM _rd_sync_log",
+};
+
 static const char *const layout_sql[] = {
     "CREATE TABLE IF NOT EXISTS _rd_schema ("
     " org TEXT NOT NULL, revision INTEGER NOT NULL, doc TEXT NOT NULL,"
     " created_at INTEGER NOT NULL, PRIMARY KEY (org, revision))",
-    "CREATE TABLE IF NOT EXISTS _rd_sync_log ("
-    " sync_id INTEGER PRIMARY KEY, server_tx_id TEXT NOT NULL, org TEXT NOT NULL,"
-    " model TEXT NOT NULL, record_id TEXT NOT NULL, op TEXT NOT NULL, fields TEXT NOT NULL,"
-    " actor TEXT NOT NULL, grp TEXT NOT NULL, committed_at INTEGER NOT NULL, data TEXT)",
-    /* the change feed reads one organisation's rows in sync-id order */
-    "CREATE INDEX IF NOT EXISTS _rd_sync_log_by_org ON _rd_sync_log (org, sync_id)",
+    SYNC_LOG_TABLE,
+    /* the change feed reads one organisation's rows in sync-id order; sync
+     * ids are per organisation */
+    "CREATE UNIQUE INDEX IF NOT EXISTS _rd_sync_log_by_org ON _rd_sync_log (org, sync_id)",
+    /* each organisation's newest committed sync id, written with the batch
+     * that took it; org '*' holds where a new organisation starts */
+    "CREATE TABLE IF NOT EXISTS _rd_org_seq (org TEXT PRIMARY KEY, sync_id INTEGER NOT NULL)"
+    " WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS _rd_claims ("
     " org TEXT NOT NULL, model TEXT NOT NULL, record_id TEXT NOT NULL, claim_id TEXT NOT NULL,"
     " holder TEXT NOT NULL, expires_at INTEGER NOT NULL, PRIMARY KEY (org, model, record_id))",
@@ -587,22 +618,33 @@ static rd_code ensure_layout(sqlite3 *db, rd_err *err)
                        "database layout version %d is newer than this server's (%d)", version,
                        STORE_LAYOUT_VERSION);
     }
-    for (size_t i = 0; i < sizeof layout_sql / sizeof layout_sql[0]; i++) {
-        rc = store_exec(db, layout_sql[i]);
-        if (rc != SQLITE_OK)
-            goto fail;
-    }
-    /* _rd_sync_log.data (the change feed's values) came after layout 1:
+    /* _rd_sync_log.data (the change feed's values) came within layout 1:
      * older files gain the column, their rows keep NULL */
-    if (sqlite3_prepare_v2(db, "SELECT data FROM _rd_sync_log LIMIT 0", -1, &st, NULL) !=
-        SQLITE_OK) {
+    bool has_log = sqlite3_prepare_v2(db, "SELECT sync_id FROM _rd_sync_log LIMIT 0", -1, &st,
+                                      NULL) == SQLITE_OK;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (has_log && sqlite3_prepare_v2(db, "SELECT data FROM _rd_sync_log LIMIT 0", -1, &st, NULL) !=
+                       SQLITE_OK) {
         rc = store_exec(db, "ALTER TABLE _rd_sync_log ADD COLUMN data TEXT");
         if (rc != SQLITE_OK)
             goto fail;
     }
     sqlite3_finalize(st);
     st = NULL;
-    if (version == 0) {
+    if (has_log && version < 2) {
+        for (size_t i = 0; i < sizeof migrate_v2_sql / sizeof migrate_v2_sql[0]; i++) {
+            rc = store_exec(db, migrate_v2_sql[i]);
+            if (rc != SQLITE_OK)
+                goto fail;
+        }
+    }
+    for (size_t i = 0; i < sizeof layout_sql / sizeof layout_sql[0]; i++) {
+        rc = store_exec(db, layout_sql[i]);
+        if (rc != SQLITE_OK)
+            goto fail;
+    }
+    if (version < STORE_LAYOUT_VERSION) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", STORE_LAYOUT_VERSION);
         rc = store_exec(db, sql);
@@ -664,7 +706,8 @@ static rd_code load_state(store *s, rd_err *err)
         goto done;
     }
     code =
-        query_int64(s->wdb, "SELECT coalesce(max(sync_id), 0) FROM _rd_sync_log", &s->sync_id, err);
+        query_int64(s->wdb, "SELECT coalesce((SELECT sync_id FROM _rd_org_seq WHERE org = '*'), 0)",
+                    &s->seq_base, err);
     if (code == RD_OK)
         code = query_int64(s->wdb, "SELECT coalesce(max(expires_at), 0) FROM _rd_claims",
                            &s->claims_until_us, err);
@@ -703,6 +746,12 @@ static void store_free(store *s)
         sqlite3_close(s->wdb);
     }
     store_snaps_free(s);
+    for (size_t i = 0; s->org_seqs != NULL && i < s->org_seq_cap; i++)
+        if (s->org_seqs[i] != NULL) {
+            free(s->org_seqs[i]->org);
+            free(s->org_seqs[i]);
+        }
+    free(s->org_seqs);
     if (s->empty != NULL)
         store_schema_release(s->empty);
     pthread_mutex_destroy(&s->qmu);
@@ -850,22 +899,32 @@ int store_conn_exec(store_conn *c, const char *sql)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-int store_conn_begin(store_conn *c, int64_t *read_at)
+int store_org_head(store_conn *c, const char *org, int64_t *head)
 {
     sqlite3_stmt *st = NULL;
-    int rc = store_conn_exec(c, "BEGIN");
+    int rc = store_stmt_get(&c->cache,
+                            "SELECT coalesce((SELECT sync_id FROM _rd_org_seq WHERE org = ?1),"
+                            " (SELECT sync_id FROM _rd_org_seq WHERE org = '*'), 0)",
+                            &st);
     if (rc != SQLITE_OK)
         return rc;
-    rc = store_stmt_get(&c->cache, "SELECT coalesce(max(sync_id), 0) FROM _rd_sync_log", &st);
-    if (rc != SQLITE_OK)
-        return rc;
-    rc = sqlite3_step(st);
+    rc = sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        *read_at = sqlite3_column_int64(st, 0);
+        *head = sqlite3_column_int64(st, 0);
         rc = SQLITE_OK;
     }
     store_stmt_put(st);
     return rc;
+}
+
+int store_conn_begin(store_conn *c, const char *org, int64_t *read_at)
+{
+    int rc = store_conn_exec(c, "BEGIN");
+    if (rc != SQLITE_OK)
+        return rc;
+    return store_org_head(c, org, read_at);
 }
 
 rd_code store_get(store_conn *c, const char *org, const char *model, const char *id,
@@ -901,7 +960,7 @@ rd_code store_get(store_conn *c, const char *org, const char *model, const char 
         goto done;
     }
     int64_t at = 0;
-    rc = store_conn_begin(c, &at);
+    rc = store_conn_begin(c, org, &at);
     if (rc != SQLITE_OK)
         goto sqlfail;
     rc = store_stmt_get(&c->cache, sql.p, &st);

@@ -662,15 +662,25 @@ typedef struct store_changes_query {
 rd_code store_changes_read(store_conn *c, const store_changes_query *q, store_change **out,
                            size_t *n, int64_t *scanned_to, rd_err *err);
 
-/* The lowest and highest sync id in the log (0 and 0 when it is empty), in
- * one snapshot. With pruning, a cursor below oldest - 1 would have lost
- * changes. */
-rd_code store_changes_bounds(store_conn *c, int64_t *oldest, int64_t *head, rd_err *err);
+/* org's oldest sync id still in the log and its newest committed one, in one
+ * snapshot (sync ids are per organisation; with no row left, oldest is
+ * head + 1). A cursor below oldest - 1 has lost changes to retention. */
+rd_code store_changes_bounds(store_conn *c, const char *org, int64_t *oldest, int64_t *head,
+                             rd_err *err);
+
+/* The change log's size for /metrics: *rows it holds, and for the first
+ * max_orgs organisations by id, each one's oldest sync id still held and
+ * newest committed one (fn per organisation; oldest = newest + 1 when none
+ * is held). One snapshot. */
+typedef void (*store_org_bounds_fn)(void *arg, const char *org, int64_t oldest, int64_t newest);
+rd_code store_changes_stats(store_conn *c, int64_t *rows, size_t max_orgs, store_org_bounds_fn fn,
+                            void *arg, rd_err *err);
 
 /* Runs on the writer thread after each successful COMMIT that wrote sync
- * log rows, with the highest committed sync id. Must not block (take a
+ * log rows, with a generation that grows with every such commit (sync ids
+ * are per organisation: readers look at their own). Must not block (take a
  * short lock and signal at most). */
-typedef void (*store_commit_fn)(void *arg, int64_t last_sync_id);
+typedef void (*store_commit_fn)(void *arg, int64_t generation);
 
 /* Sets (fn NULL: clears) the commit hook. Any thread; once it returns, an
  * earlier hook is no longer running and will not run again. */

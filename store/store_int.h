@@ -16,7 +16,7 @@
 #include "store/store.h"
 
 /* PRAGMA user_version of the layout this code writes. */
-#define STORE_LAYOUT_VERSION 1
+#define STORE_LAYOUT_VERSION 2 /* 2: sync ids per organisation (_rd_org_seq) */
 
 #define STORE_MAX_MODELS 200
 #define STORE_MAX_FIELDS 200
@@ -112,6 +112,15 @@ typedef struct store_pending {
     store_schema *schema;
 } store_pending;
 
+/* One organisation's sync-id counter in the writer: committed = its
+ * newest committed sync id, pending = the newest taken in the open batch. */
+typedef struct store_org_seq {
+    char *org;
+    int64_t committed, pending;
+    struct store_org_seq *next_touched; /* the open batch's organisations */
+    bool touched;
+} store_org_seq;
+
 struct store {
     char *path;
     /* the last batch failed because the disk is full (writer sets it, any
@@ -124,7 +133,14 @@ struct store {
      * the writer thread once it runs (and by open/close around it). */
     sqlite3 *wdb;
     store_stmt_cache wcache;
-    int64_t sync_id; /* highest committed sync id */
+    /* the sync-id counter of the organisation of the write running now
+     * (writer.c swaps it in and out of org_seqs around each write) */
+    int64_t sync_id;
+    int64_t seq_base;         /* where a new organisation's sync ids start */
+    store_org_seq **org_seqs; /* open-addressing table by org, org_seq_cap slots */
+    size_t org_seq_cap, org_seq_n;
+    store_org_seq *org_touched; /* organisations the open batch wrote to */
+    int64_t commit_gen;         /* batches committed that wrote log rows */
     /* no claim is live from this time on (the latest expiry ever written,
      * kept even when that write rolled back): until then every update,
      * replace and delete looks its record's claim up (claims.c) */
@@ -266,10 +282,13 @@ const char *store_order_col(const store_order *o, size_t i, bool *desc);
 
 /* Runs a cached statement that returns no rows on a read connection. */
 int store_conn_exec(store_conn *c, const char *sql);
-/* Begins a read transaction on c and reads the highest committed sync id in
- * its snapshot into *read_at, so what the caller reads next matches it. The
+/* Begins a read transaction on c and reads org's highest committed sync id
+ * in its snapshot into *read_at (store_org_head), so what the caller reads next matches it. The
  * caller COMMITs (or ROLLBACKs) with store_conn_exec. SQLite result code. */
-int store_conn_begin(store_conn *c, int64_t *read_at);
+int store_conn_begin(store_conn *c, const char *org, int64_t *read_at);
+/* org's newest committed sync id in c's snapshot (_rd_org_seq; an
+ * organisation that never wrote: where new ones start). */
+int store_org_head(store_conn *c, const char *org, int64_t *head);
 
 void *store_writer_main(void *arg);
 /* The completer thread: runs the done callbacks of finished batches.

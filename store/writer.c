@@ -1090,12 +1090,127 @@ void store_batch_stats_get(store *s, store_batch_stats *out)
     out->writes = atomic_load_explicit(&s->batch_writes, memory_order_relaxed);
 }
 
+/* ---- per-organisation sync ids --------------------------------------------------------
+ * Each organisation has its own gap-free sequence of sync ids. The writer
+ * keeps them in a table by org (loaded from _rd_org_seq on first use); the
+ * counter of the write being run is swapped into s->sync_id, so every
+ * write and bulk path takes and gives back ids as with one counter. A
+ * batch writes each touched organisation's newest id to _rd_org_seq before
+ * its COMMIT; a failed batch puts every counter back. */
+
+static size_t org_slot(const store *s, const char *org)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)org; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    size_t i = (size_t)h & (s->org_seq_cap - 1);
+    while (s->org_seqs[i] != NULL && strcmp(s->org_seqs[i]->org, org) != 0)
+        i = (i + 1) & (s->org_seq_cap - 1);
+    return i;
+}
+
+static bool org_grow(store *s)
+{
+    size_t cap = s->org_seq_cap ? s->org_seq_cap * 2 : 64;
+    store_org_seq **old = s->org_seqs, **next = calloc(cap, sizeof *next);
+    size_t old_cap = s->org_seq_cap;
+    if (next == NULL)
+        return false;
+    s->org_seqs = next;
+    s->org_seq_cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i] != NULL)
+            s->org_seqs[org_slot(s, old[i]->org)] = old[i];
+    free(old);
+    return true;
+}
+
+/* org's counter, loaded on first use (the writer's transaction is open);
+ * marked touched by the batch. NULL when out of memory or unreadable. */
+static store_org_seq *org_enter(store *s, const char *org)
+{
+    if ((s->org_seq_n + 1) * 2 > s->org_seq_cap && !org_grow(s))
+        return NULL;
+    size_t i = org_slot(s, org);
+    store_org_seq *e = s->org_seqs[i];
+    if (e == NULL) {
+        sqlite3_stmt *st = NULL;
+        int64_t v = s->seq_base;
+        int rc = store_stmt_get(&s->wcache, "SELECT sync_id FROM _rd_org_seq WHERE org = ?1", &st);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
+            rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW)
+                v = sqlite3_column_int64(st, 0);
+        }
+        store_stmt_put(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return NULL;
+        e = calloc(1, sizeof *e);
+        if (e == NULL || (e->org = strdup(org)) == NULL) {
+            free(e);
+            return NULL;
+        }
+        e->committed = e->pending = v;
+        s->org_seqs[i] = e;
+        s->org_seq_n++;
+    }
+    if (!e->touched) {
+        e->touched = true;
+        e->next_touched = s->org_touched;
+        s->org_touched = e;
+    }
+    return e;
+}
+
+/* Writes the newest sync id of every organisation the batch advanced into
+ * _rd_org_seq, inside the batch's transaction. SQLite result code. */
+static int org_seqs_save(store *s)
+{
+    static const char sql[] = "INSERT INTO _rd_org_seq (org, sync_id) VALUES (?1, ?2)"
+                              " ON CONFLICT (org) DO UPDATE SET sync_id = excluded.sync_id";
+    for (store_org_seq *e = s->org_touched; e != NULL; e = e->next_touched) {
+        if (e->pending == e->committed)
+            continue;
+        sqlite3_stmt *st = NULL;
+        int rc = store_stmt_get(&s->wcache, sql, &st);
+        if (rc == SQLITE_OK) {
+            sqlite3_bind_text(st, 1, e->org, -1, SQLITE_STATIC);
+            sqlite3_bind_int64(st, 2, e->pending);
+            rc = sqlite3_step(st);
+        }
+        store_stmt_put(st);
+        if (rc != SQLITE_DONE)
+            return rc;
+    }
+    return SQLITE_OK;
+}
+
+/* Ends the batch for the touched counters: committed or put back. true when
+ * some organisation advanced. */
+static bool org_seqs_finish(store *s, bool committed)
+{
+    bool advanced = false;
+    for (store_org_seq *e = s->org_touched, *next; e != NULL; e = next) {
+        next = e->next_touched;
+        if (committed) {
+            advanced = advanced || e->pending > e->committed;
+            e->committed = e->pending;
+        } else {
+            e->pending = e->committed;
+        }
+        e->touched = false;
+        e->next_touched = NULL;
+    }
+    s->org_touched = NULL;
+    return advanced;
+}
+
 /* One group commit: every write in its own savepoint, one COMMIT, then the
  * completions in order. */
 static void run_batch(store *s, store_write *head)
 {
-    int64_t committed = s->sync_id;
-    bool broken = false;
+    bool broken = false, advanced = false;
     rd_err err;
     rd_err_clear(&err);
     count_batch(s, head);
@@ -1111,8 +1226,23 @@ static void run_batch(store *s, store_write *head)
             rd_errf(&w->err, RD_INTERNAL, NULL, "the batch was rolled back");
             continue;
         }
+        store_org_seq *e = w->org != NULL && w->org[0] != '\0' ? org_enter(s, w->org) : NULL;
+        if (w->org != NULL && w->org[0] != '\0' && e == NULL) {
+            rd_errf(&w->err, RD_INTERNAL, NULL, "the organisation's sync ids could not be read");
+            continue;
+        }
+        s->sync_id = e != NULL ? e->pending : 0;
         if (!run_one(s, w))
             broken = true;
+        if (e != NULL)
+            e->pending = s->sync_id;
+    }
+    if (!broken) {
+        rc = org_seqs_save(s);
+        if (rc != SQLITE_OK) {
+            store_sql_err(s->wdb, rc, &err);
+            broken = true;
+        }
     }
     if (!broken) {
         store_idem_prune(s);
@@ -1132,9 +1262,10 @@ static void run_batch(store *s, store_write *head)
         if (!sqlite3_get_autocommit(s->wdb))
             wexec(s, "ROLLBACK");
         fail_committed(head, &err);
-        s->sync_id = committed;
+        org_seqs_finish(s, false);
         pending_finish(s, false);
     } else {
+        advanced = org_seqs_finish(s, true);
         pending_finish(s, true);
     }
 complete:
@@ -1152,8 +1283,10 @@ complete:
         tail = w;
     }
     pthread_mutex_lock(&s->cmu);
-    if (s->commit_fn != NULL && s->sync_id > committed)
-        s->commit_fn(s->commit_arg, s->sync_id);
+    if (advanced)
+        s->commit_gen++;
+    if (s->commit_fn != NULL && advanced)
+        s->commit_fn(s->commit_arg, s->commit_gen);
     if (s->ctail != NULL)
         s->ctail->next_ = head;
     else

@@ -21,6 +21,10 @@ def metric(srv, name):
     return int(m.group(1))
 
 
+def org_sync_id(srv, end, org="default"):
+    return metric(srv, f'recordd_changes_sync_id{{organization="{org}",end="{end}"}}')
+
+
 def watch(srv, since):
     fn = srv.channel.unary_stream("/recordd.v1.Records/WatchChanges",
                                   request_serializer=lambda m: m.SerializeToString(),
@@ -35,9 +39,9 @@ def test_row_cap_prunes_and_a_lagging_feed_is_told(tmp_path):
         last = 0
         for i in range(200):
             last = srv.create("items", {"n": i}, id=f"i{i}").last_sync_id
-        assert metric(srv, "recordd_changes_newest_sync_id") == last
+        assert org_sync_id(srv, "newest") == last
         rows = metric(srv, "recordd_changes_log_rows")
-        oldest = metric(srv, "recordd_changes_oldest_sync_id")
+        oldest = org_sync_id(srv, "oldest")
         assert rows <= 52, f"{rows} rows kept with --changes-max-rows 50"
         assert oldest == last - rows + 1
         with pytest.raises(grpc.RpcError) as e:
@@ -65,7 +69,7 @@ def test_age_retention_keeps_only_recent_changes(tmp_path):
         time.sleep(2.2)
         last = srv.create("items", {"n": 99}, id="late").last_sync_id
         assert metric(srv, "recordd_changes_log_rows") == 1
-        assert metric(srv, "recordd_changes_oldest_sync_id") == last
+        assert org_sync_id(srv, "oldest") == last
     finally:
         problem = srv.kill()
     assert not problem, problem

@@ -114,7 +114,7 @@ static int64_t head(void)
 {
     int64_t oldest, newest;
     rd_err err;
-    assert_int_equal(store_changes_bounds(fx->c, &oldest, &newest, &err), RD_OK);
+    assert_int_equal(store_changes_bounds(fx->c, ORG, &oldest, &newest, &err), RD_OK);
     return newest;
 }
 

@@ -153,6 +153,11 @@ static void test_org_scope_filters_and_cursor(void **state)
     int64_t a2 = write_one(ORG, STORE_OP_CREATE, "a2", "g2", "{\"n\":2}");
     int64_t a3 = write_one(ORG, STORE_OP_CREATE, "a3", "g1", "{\"n\":3}");
     int64_t o2 = write_one(OTHER, STORE_OP_CREATE, "o2", "g1", "{\"n\":2}");
+    /* sync ids are per organisation: each counts its own writes, gap-free */
+    assert_int_equal(a1, 1);
+    assert_int_equal(a2, 2);
+    assert_int_equal(a3, 3);
+    assert_int_equal(o2, 2);
     store_change *ev = NULL;
     size_t n = 0;
     int64_t to = 0;
@@ -167,12 +172,12 @@ static void test_org_scope_filters_and_cursor(void **state)
     assert_int_equal(to, a2);
     store_changes_free(ev, n);
 
-    /* a partial page ends at the head, past the other org's rows */
+    /* a partial page ends at the organisation's head */
     q.after = to;
     assert_int_equal(store_changes_read(fx->c, &q, &ev, &n, &to, &err), RD_OK);
     assert_int_equal(n, 1);
     assert_int_equal(ev[0].sync_id, a3);
-    assert_int_equal(to, o2);
+    assert_int_equal(to, a3);
     store_changes_free(ev, n);
 
     /* nothing new: the cursor stays */
@@ -180,7 +185,7 @@ static void test_org_scope_filters_and_cursor(void **state)
     assert_int_equal(store_changes_read(fx->c, &q, &ev, &n, &to, &err), RD_OK);
     assert_int_equal(n, 0);
     assert_null(ev);
-    assert_int_equal(to, o2);
+    assert_int_equal(to, a3);
 
     /* group filter; upto bounds the read */
     const char *g1[] = {"g1"};
@@ -197,12 +202,14 @@ static void test_org_scope_filters_and_cursor(void **state)
     store_changes_query m = {.org = ORG, .after = 0, .models = none, .n_models = 1, .limit = 10};
     assert_int_equal(store_changes_read(fx->c, &m, &ev, &n, &to, &err), RD_OK);
     assert_int_equal(n, 0);
-    assert_int_equal(to, o2);
+    assert_int_equal(to, a3);
 
     /* bounds */
     int64_t oldest = 0, head = 0;
-    assert_int_equal(store_changes_bounds(fx->c, &oldest, &head, &err), RD_OK);
+    assert_int_equal(store_changes_bounds(fx->c, ORG, &oldest, &head, &err), RD_OK);
     assert_int_equal(oldest, a1);
+    assert_int_equal(head, a3);
+    assert_int_equal(store_changes_bounds(fx->c, OTHER, &oldest, &head, &err), RD_OK);
     assert_int_equal(head, o2);
 
     /* a bad limit is refused */
@@ -218,19 +225,25 @@ static void hook(void *arg, int64_t last)
     hooked = last;
 }
 
-static void test_commit_hook_sees_the_new_head(void **state)
+static void test_commit_hook_sees_each_new_commit(void **state)
 {
     (void)state;
     rd_err err;
     int64_t oldest = 0, head = 0;
-    assert_int_equal(store_changes_bounds(fx->c, &oldest, &head, &err), RD_OK);
+    assert_int_equal(store_changes_bounds(fx->c, ORG, &oldest, &head, &err), RD_OK);
     assert_int_equal(head, 0);
+    assert_int_equal(oldest, 1); /* nothing held: head + 1 */
+    hooked = 0;
     store_on_commit(fx->s, hook, NULL);
-    int64_t s1 = write_one(ORG, STORE_OP_CREATE, "h", "", "{\"n\":1}");
-    assert_int_equal(hooked, s1);
+    write_one(ORG, STORE_OP_CREATE, "h", "", "{\"n\":1}");
+    int64_t g1 = hooked;
+    assert_true(g1 > 0);
+    write_one(OTHER, STORE_OP_CREATE, "h", "", "{\"n\":1}");
+    assert_true(hooked > g1); /* any organisation's commit wakes the feed */
+    int64_t g2 = hooked;
     store_on_commit(fx->s, NULL, NULL);
     write_one(ORG, STORE_OP_UPDATE, "h", NULL, "{\"n\":2}");
-    assert_int_equal(hooked, s1);
+    assert_int_equal(hooked, g2);
 }
 
 /* The feed reads one organisation's rows by an index, not by scanning every
@@ -256,14 +269,77 @@ static void test_feed_query_uses_the_org_index(void **state)
     assert_true(indexed);
 }
 
+static void sql_on(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *msg = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg);
+    sqlite3_close(db);
+}
+
+/* A database of layout 1 (one global sync id sequence: ORG wrote 1, 3 and 5,
+ * OTHER 2 and 4) opened by this code: the log is rebuilt, old rows keep
+ * their ids, and every organisation continues after the old global maximum,
+ * so ids keep increasing for each and none is reused. */
+static void test_layout_1_migrates_to_per_organisation_sync_ids(void **state)
+{
+    (void)state;
+    rd_err err;
+    store_conn_close(fx->c);
+    store_close(fx->s);
+    sql_on(fx->path,
+           "DROP TABLE _rd_sync_log; DROP TABLE _rd_org_seq;"
+           "CREATE TABLE _rd_sync_log (sync_id INTEGER PRIMARY KEY, server_tx_id TEXT NOT NULL,"
+           " org TEXT NOT NULL, model TEXT NOT NULL, record_id TEXT NOT NULL, op TEXT NOT NULL,"
+           " fields TEXT NOT NULL, actor TEXT NOT NULL, grp TEXT NOT NULL,"
+           " committed_at INTEGER NOT NULL, data TEXT);"
+           "INSERT INTO _rd_sync_log VALUES "
+           "(1,'tx1','org_acme','items','x1','CREATE','[]','a','g',1,'{}'),"
+           " (2,'tx2','org_other','items','y1','CREATE','[]','a','g',2,'{}'),"
+           " (3,'tx3','org_acme','items','x2','CREATE','[]','a','g',3,'{}'),"
+           " (4,'tx4','org_other','items','y2','CREATE','[]','a','g',4,'{}'),"
+           " (5,'tx5','org_acme','items','x3','CREATE','[]','a','g',5,'{}');"
+           "PRAGMA user_version = 1;");
+    store_options o = {.path = fx->path, .sync_normal = true};
+    assert_int_equal(store_open(&o, &fx->s, &err), RD_OK);
+    assert_int_equal(store_conn_open(fx->s, &fx->c, &err), RD_OK);
+    int64_t oldest = 0, head = 0;
+    assert_int_equal(store_changes_bounds(fx->c, ORG, &oldest, &head, &err), RD_OK);
+    assert_int_equal(oldest, 1);
+    assert_int_equal(head, 5);
+    assert_int_equal(write_one(ORG, STORE_OP_CREATE, "n1", "", "{\"n\":1}"), 6);
+    assert_int_equal(write_one(OTHER, STORE_OP_CREATE, "n1", "", "{\"n\":1}"), 6);
+    assert_int_equal(write_one(ORG, STORE_OP_CREATE, "n2", "", "{\"n\":1}"), 7);
+    store_change *ev = NULL;
+    size_t n = 0;
+    int64_t to = 0;
+    store_changes_query q = {.org = ORG, .after = 0, .limit = 10};
+    assert_int_equal(store_changes_read(fx->c, &q, &ev, &n, &to, &err), RD_OK);
+    assert_int_equal(n, 5);
+    const int64_t want[] = {1, 3, 5, 6, 7};
+    for (size_t i = 0; i < n; i++)
+        assert_int_equal(ev[i].sync_id, want[i]);
+    store_changes_free(ev, n);
+    /* and after a restart the counters come back from _rd_org_seq */
+    store_conn_close(fx->c);
+    store_close(fx->s);
+    assert_int_equal(store_open(&o, &fx->s, &err), RD_OK);
+    assert_int_equal(store_conn_open(fx->s, &fx->c, &err), RD_OK);
+    assert_int_equal(write_one(OTHER, STORE_OP_CREATE, "n2", "", "{\"n\":1}"), 7);
+    assert_int_equal(write_one(ORG, STORE_OP_CREATE, "n3", "", "{\"n\":1}"), 8);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_feed_query_uses_the_org_index),
+        T(test_layout_1_migrates_to_per_organisation_sync_ids),
         T(test_rows_keep_written_values_and_deletes_are_tombstones),
         T(test_org_scope_filters_and_cursor),
-        T(test_commit_hook_sees_the_new_head),
+        T(test_commit_hook_sees_each_new_commit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
