@@ -505,8 +505,10 @@ static uint8_t *inflate_bounded(grpc_byte_buffer *bb, size_t limit, size_t *len,
                 }
                 size_t ncap = cap * 2 > limit + 1 ? limit + 1 : cap * 2;
                 uint8_t *grown = realloc(out, ncap);
-                if (grown == NULL)
-                    break;
+                if (grown == NULL) {
+                    rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+                    goto fail;
+                }
                 out = grown;
                 cap = ncap;
             }
@@ -764,7 +766,6 @@ static void run_request(svc_call *c)
     }
 }
 
-/* Bidi streams: one received message, then the next read (or the end). */
 /* Bidi streams read ahead only while the replies already queued for the
  * client stay under this many bytes: a client that sends requests without
  * reading the answers (40 reflection streams once took 450 MB) is simply
@@ -798,6 +799,7 @@ static bool read_next_locked(svc_call *c)
     return false;
 }
 
+/* Bidi streams: one received message, then the next read (or the end). */
 static void run_message(svc_call *c)
 {
     rd_err err;

@@ -54,27 +54,58 @@ void store_set_changes_retention(store *s, int64_t seconds, int64_t max_rows)
     __atomic_store_n(&s->log_max_rows, max_rows > 0 ? max_rows : 0, __ATOMIC_RELEASE);
 }
 
+/* Re-reads the log's size and oldest time (rowid ends: O(1)). */
+static void log_measure(store *s)
+{
+    sqlite3_stmt *st = NULL;
+    if (store_stmt_get(&s->wcache,
+                       "SELECT coalesce(max(seq) - min(seq) + 1, 0), coalesce((SELECT committed_at"
+                       " FROM _rd_sync_log ORDER BY seq LIMIT 1), 0) FROM _rd_sync_log",
+                       &st) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW) {
+        s->log_rows = sqlite3_column_int64(st, 0);
+        s->log_oldest_us = sqlite3_column_int64(st, 1);
+    }
+    store_stmt_put(st);
+}
+
+void store_changes_measure(store *s)
+{
+    log_measure(s);
+}
+
 /* Deletes the oldest log rows that are too old or beyond the row cap,
- * inside the open batch transaction in its own savepoint: once a second
- * STORE_LOG_PRUNE_ROWS, plus two for every row written since the last
- * prune (so pruning keeps up with any write rate), at most
- * STORE_LOG_PRUNE_MAX at once; never the newest row (the head sync id is
- * read from it). Both deletes walk the primary key from the oldest row:
- * sync ids grow with commit time. Errors are ignored (tried again later). */
+ * inside the open batch transaction in its own savepoint. Nothing runs
+ * unless the in-memory size or oldest time says a row is due, so a log
+ * within its bounds costs no statement. When due: up to STORE_LOG_PRUNE_ROWS
+ * once a second plus two for every row written since the last prune (so
+ * pruning keeps up with any write rate), at most STORE_LOG_PRUNE_MAX at
+ * once, oldest first (seq order; sync ids grow with commit time). Before
+ * deleting, each affected organisation's newest deleted sync id goes into
+ * _rd_org_seq, so its head survives its rows. Errors are ignored (tried
+ * again later). */
 void store_changes_prune(store *s)
 {
-    static const char by_age[] =
-        "DELETE FROM _rd_sync_log WHERE seq IN (SELECT seq FROM (SELECT seq, committed_at"
-        " FROM _rd_sync_log ORDER BY seq LIMIT ?2) WHERE committed_at < ?1)";
-    static const char by_count[] =
-        "DELETE FROM _rd_sync_log WHERE seq IN (SELECT seq FROM _rd_sync_log WHERE seq <="
-        " (SELECT max(seq) FROM _rd_sync_log) - ?1 ORDER BY seq LIMIT ?2)";
+    static const char cut_by_age[] =
+        "SELECT coalesce(max(seq), 0) FROM (SELECT seq, committed_at FROM _rd_sync_log"
+        " ORDER BY seq LIMIT ?2) WHERE committed_at < ?1";
+    static const char cut_by_count[] =
+        "SELECT coalesce(min(max(seq) - ?1, min(seq) + ?2 - 1), 0) FROM _rd_sync_log";
+    static const char keep_heads[] =
+        "INSERT INTO _rd_org_seq (org, sync_id) SELECT org, max(sync_id) FROM _rd_sync_log"
+        " WHERE seq <= ?1 GROUP BY org ON CONFLICT (org) DO UPDATE SET"
+        " sync_id = max(sync_id, excluded.sync_id)";
+    static const char delete_upto[] = "DELETE FROM _rd_sync_log WHERE seq <= ?1";
     int64_t keep_s = __atomic_load_n(&s->log_retention_s, __ATOMIC_ACQUIRE);
     int64_t keep_rows = __atomic_load_n(&s->log_max_rows, __ATOMIC_ACQUIRE);
     int64_t now = rd_now_us();
+    bool old_due = keep_s > 0 && s->log_oldest_us != 0 && s->log_oldest_us < now - keep_s * 1000000;
+    bool size_due = keep_rows > 0 && s->log_rows > keep_rows;
+    if (!old_due && !size_due)
+        return;
     bool tick = now - s->log_pruned_us >= 1000000;
     int64_t limit = (tick ? STORE_LOG_PRUNE_ROWS : 0) + 2 * s->log_rows_since_prune;
-    if ((keep_s == 0 && keep_rows == 0) || limit == 0)
+    if (limit == 0)
         return;
     if (limit > STORE_LOG_PRUNE_MAX)
         limit = STORE_LOG_PRUNE_MAX;
@@ -83,38 +114,55 @@ void store_changes_prune(store *s)
         s->log_pruned_us = now;
     if (store_exec(s->wdb, "SAVEPOINT log_prune") != SQLITE_OK)
         return;
-    int rc = SQLITE_DONE;
+    int64_t cut = 0, c = 0;
     sqlite3_stmt *st = NULL;
-    if (keep_s > 0) {
-        rc = store_stmt_get(&s->wcache, by_age, &st);
+    int rc = SQLITE_OK;
+    if (old_due && (rc = store_stmt_get(&s->wcache, cut_by_age, &st)) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, now - keep_s * 1000000);
+        sqlite3_bind_int64(st, 2, limit);
+        if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            cut = sqlite3_column_int64(st, 0);
+            rc = SQLITE_OK;
+        }
+    }
+    store_stmt_put(st);
+    st = NULL;
+    if (rc == SQLITE_OK && size_due &&
+        (rc = store_stmt_get(&s->wcache, cut_by_count, &st)) == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, keep_rows);
+        sqlite3_bind_int64(st, 2, limit);
+        if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+            c = sqlite3_column_int64(st, 0);
+            cut = c > cut ? c : cut;
+            rc = SQLITE_OK;
+        }
+    }
+    store_stmt_put(st);
+    st = NULL;
+    for (int k = 0; rc == SQLITE_OK && cut > 0 && k < 2; k++) {
+        rc = store_stmt_get(&s->wcache, k == 0 ? keep_heads : delete_upto, &st);
         if (rc == SQLITE_OK) {
-            sqlite3_bind_int64(st, 1, now - keep_s * 1000000);
-            sqlite3_bind_int64(st, 2, limit);
-            rc = sqlite3_step(st);
+            sqlite3_bind_int64(st, 1, cut);
+            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
         }
         store_stmt_put(st);
         st = NULL;
     }
-    if (rc == SQLITE_DONE && keep_rows > 0) {
-        rc = store_stmt_get(&s->wcache, by_count, &st);
-        if (rc == SQLITE_OK) {
-            sqlite3_bind_int64(st, 1, keep_rows);
-            sqlite3_bind_int64(st, 2, limit);
-            rc = sqlite3_step(st);
-        }
-        store_stmt_put(st);
-    }
-    if (rc != SQLITE_DONE)
+    if (rc != SQLITE_OK)
         store_exec(s->wdb, "ROLLBACK TO log_prune");
     store_exec(s->wdb, "RELEASE log_prune");
+    log_measure(s);
 }
 
 rd_code store_changes_stats(store_conn *c, int64_t *rows, size_t max_orgs, store_org_bounds_fn fn,
                             void *arg, rd_err *err)
 {
     static const char sql[] =
-        "SELECT o.org, o.sync_id, (SELECT min(sync_id) FROM _rd_sync_log WHERE org = o.org)"
-        " FROM _rd_org_seq AS o WHERE o.org <> '*' ORDER BY o.org LIMIT ?1";
+        "SELECT o.org, max(coalesce((SELECT max(sync_id) FROM _rd_sync_log WHERE org = o.org), 0),"
+        " coalesce((SELECT sync_id FROM _rd_org_seq WHERE org = o.org),"
+        " (SELECT sync_id FROM _rd_org_seq WHERE org = '*'), 0)),"
+        " (SELECT min(sync_id) FROM _rd_sync_log WHERE org = o.org)"
+        " FROM (SELECT DISTINCT org FROM _rd_schema) AS o ORDER BY o.org LIMIT ?1";
     sqlite3_stmt *st = NULL;
     *rows = 0;
     int rc = store_conn_exec(c, "BEGIN");

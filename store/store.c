@@ -708,6 +708,7 @@ static rd_code load_state(store *s, rd_err *err)
     code =
         query_int64(s->wdb, "SELECT coalesce((SELECT sync_id FROM _rd_org_seq WHERE org = '*'), 0)",
                     &s->seq_base, err);
+    store_changes_measure(s);
     if (code == RD_OK)
         code = query_int64(s->wdb, "SELECT coalesce(max(expires_at), 0) FROM _rd_claims",
                            &s->claims_until_us, err);
@@ -902,10 +903,7 @@ int store_conn_exec(store_conn *c, const char *sql)
 int store_org_head(store_conn *c, const char *org, int64_t *head)
 {
     sqlite3_stmt *st = NULL;
-    int rc = store_stmt_get(&c->cache,
-                            "SELECT coalesce((SELECT sync_id FROM _rd_org_seq WHERE org = ?1),"
-                            " (SELECT sync_id FROM _rd_org_seq WHERE org = '*'), 0)",
-                            &st);
+    int rc = store_stmt_get(&c->cache, STORE_ORG_HEAD_SQL, &st);
     if (rc != SQLITE_OK)
         return rc;
     rc = sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);

@@ -181,6 +181,8 @@ struct store {
     int64_t log_max_rows;         /* change log: keep at most this many rows (0 = no cap); atomic */
     int64_t log_pruned_us;        /* writer: when the change log was last pruned */
     int64_t log_rows_since_prune; /* writer: log rows written since then */
+    int64_t log_rows;             /* writer: rows the log holds (about: rolled-back rows too) */
+    int64_t log_oldest_us;        /* writer: committed_at of the oldest row; 0 = none */
     bool idem_ready;              /* writer: _rd_idempotency exists */
     int64_t idem_pruned_us;       /* writer: when expired keys were last pruned */
     int64_t idem_stored_since_prune; /* writer: keys stored since the last prune */
@@ -289,6 +291,14 @@ int store_conn_begin(store_conn *c, const char *org, int64_t *read_at);
 /* org's newest committed sync id in c's snapshot (_rd_org_seq; an
  * organisation that never wrote: where new ones start). */
 int store_org_head(store_conn *c, const char *org, int64_t *head);
+/* org's newest committed sync id: its newest log row, or what _rd_org_seq
+ * remembers (written when the log's rows of an organisation are pruned;
+ * '*': where an organisation that never wrote starts), whichever is higher.
+ * ?1 = org. */
+#define STORE_ORG_HEAD_SQL                                                                         \
+    "SELECT max(coalesce((SELECT max(sync_id) FROM _rd_sync_log WHERE org = ?1), 0),"              \
+    " coalesce((SELECT sync_id FROM _rd_org_seq WHERE org = ?1),"                                  \
+    " (SELECT sync_id FROM _rd_org_seq WHERE org = '*'), 0))"
 
 void *store_writer_main(void *arg);
 /* The completer thread: runs the done callbacks of finished batches.
@@ -376,5 +386,7 @@ void store_idem_prune(store *s);
 #define STORE_LOG_PRUNE_ROWS 1024
 #define STORE_LOG_PRUNE_MAX 8192
 void store_changes_prune(store *s);
+/* Reads the log's size and oldest time into s (at open). */
+void store_changes_measure(store *s);
 
 #endif

@@ -533,6 +533,9 @@ static rd_code log_change(wctx *c, const char *id, const char *group, const char
     if (rc != SQLITE_DONE && rc != SQLITE_OK)
         return sql_fail(c, rc);
     c->s->log_rows_since_prune++; /* store_changes_prune keeps pace */
+    c->s->log_rows++;
+    if (c->s->log_oldest_us == 0)
+        c->s->log_oldest_us = c->now;
     return RD_OK;
 }
 
@@ -1094,9 +1097,10 @@ void store_batch_stats_get(store *s, store_batch_stats *out)
  * Each organisation has its own gap-free sequence of sync ids. The writer
  * keeps them in a table by org (loaded from _rd_org_seq on first use); the
  * counter of the write being run is swapped into s->sync_id, so every
- * write and bulk path takes and gives back ids as with one counter. A
- * batch writes each touched organisation's newest id to _rd_org_seq before
- * its COMMIT; a failed batch puts every counter back. */
+ * write and bulk path takes and gives back ids as with one counter; a
+ * failed batch puts every counter back. An organisation's head is its
+ * newest log row (STORE_ORG_HEAD_SQL): nothing more is written per batch,
+ * and the pruner records heads in _rd_org_seq before it deletes rows. */
 
 static size_t org_slot(const store *s, const char *org)
 {
@@ -1136,7 +1140,7 @@ static store_org_seq *org_enter(store *s, const char *org)
     if (e == NULL) {
         sqlite3_stmt *st = NULL;
         int64_t v = s->seq_base;
-        int rc = store_stmt_get(&s->wcache, "SELECT sync_id FROM _rd_org_seq WHERE org = ?1", &st);
+        int rc = store_stmt_get(&s->wcache, STORE_ORG_HEAD_SQL, &st);
         if (rc == SQLITE_OK) {
             sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
             rc = sqlite3_step(st);
@@ -1161,29 +1165,6 @@ static store_org_seq *org_enter(store *s, const char *org)
         s->org_touched = e;
     }
     return e;
-}
-
-/* Writes the newest sync id of every organisation the batch advanced into
- * _rd_org_seq, inside the batch's transaction. SQLite result code. */
-static int org_seqs_save(store *s)
-{
-    static const char sql[] = "INSERT INTO _rd_org_seq (org, sync_id) VALUES (?1, ?2)"
-                              " ON CONFLICT (org) DO UPDATE SET sync_id = excluded.sync_id";
-    for (store_org_seq *e = s->org_touched; e != NULL; e = e->next_touched) {
-        if (e->pending == e->committed)
-            continue;
-        sqlite3_stmt *st = NULL;
-        int rc = store_stmt_get(&s->wcache, sql, &st);
-        if (rc == SQLITE_OK) {
-            sqlite3_bind_text(st, 1, e->org, -1, SQLITE_STATIC);
-            sqlite3_bind_int64(st, 2, e->pending);
-            rc = sqlite3_step(st);
-        }
-        store_stmt_put(st);
-        if (rc != SQLITE_DONE)
-            return rc;
-    }
-    return SQLITE_OK;
 }
 
 /* Ends the batch for the touched counters: committed or put back. true when
@@ -1236,13 +1217,6 @@ static void run_batch(store *s, store_write *head)
             broken = true;
         if (e != NULL)
             e->pending = s->sync_id;
-    }
-    if (!broken) {
-        rc = org_seqs_save(s);
-        if (rc != SQLITE_OK) {
-            store_sql_err(s->wdb, rc, &err);
-            broken = true;
-        }
     }
     if (!broken) {
         store_idem_prune(s);
