@@ -86,9 +86,10 @@ struct gw_req {
     req_kind kind;
     rd_arena *arena; /* strings of the request (MHD thread, read by decode) */
     const char *path;
-    bool queued; /* a response is queued */
-    bool close;  /* answered before the body: close the connection after */
-    bool begun;  /* begin ran (once the body is in) */
+    bool queued;               /* a response is queued */
+    bool close;                /* answered before the body: close the connection after */
+    auth_principal *principal; /* check_credential_early's, handed to the call */
+    bool begun;                /* begin ran (once the body is in) */
 
     /* request, filled on the MHD thread before the call starts */
     gw_match match;
@@ -160,6 +161,7 @@ static void req_unref(gw_req *r)
     free(r->details);
     free(r->reply);
     free(r->body);
+    auth_principal_free(r->principal); /* answered before its call started */
     rd_arena_free(r->arena);
     pthread_mutex_destroy(&r->mu);
     free(r);
@@ -1255,6 +1257,10 @@ static enum MHD_Result start_call(gw_req *r, const char *verb)
     r->refs++; /* the call's, dropped by on_release */
     r->call = c;
     pthread_mutex_unlock(&r->mu);
+    if (r->principal != NULL) {
+        svc_call_set_principal(c, r->principal);
+        r->principal = NULL;
+    }
 
     static const char *const forwarded[][2] = {{"Authorization", "authorization"},
                                                {"Idempotency-Key", "idempotency-key"}};
@@ -1306,8 +1312,9 @@ static enum MHD_Result respond(gw_req *r)
  * a byte of the body is buffered, so an unauthenticated client cannot make
  * the gateway hold GW_JSON_MAX_BODY per connection. A missing or bad
  * credential is answered 401 at once and the connection closed (the body
- * is never read). The call's own auth step runs again later, as for every
- * request: this check only refuses, it grants nothing. Health endpoints,
+ * is never read). The principal found is handed to the call
+ * (svc_call_set_principal), whose auth step then only applies the rate
+ * limit. Health endpoints,
  * unknown routes and public methods wait for the body as before. */
 static enum MHD_Result check_credential_early(gw_req *r, const char *url, const char *verb)
 {
@@ -1326,9 +1333,11 @@ static enum MHD_Result check_credential_early(gw_req *r, const char *url, const 
         rd_errf(&err, RD_UNAUTHENTICATED, NULL, "this server is configured without credentials");
     else
         code = auth_authenticate(gw->ctx->auth, cred, cred != NULL ? strlen(cred) : 0, &p, &err);
-    auth_principal_free(p);
-    if (code == RD_OK)
+    if (code == RD_OK) {
+        r->principal = p; /* the call's auth step uses it: one verification */
         return MHD_YES;
+    }
+    auth_principal_free(p);
     if (err.code != RD_UNAUTHENTICATED && err.code != RD_TOKEN_EXPIRED) {
         /* the key store could not be read: let the call's auth step answer */
         return MHD_YES;

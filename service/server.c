@@ -1357,6 +1357,12 @@ bool svc_call_on_end(svc_call *call, svc_end_fn fn, void *arg)
     return ok;
 }
 
+void svc_call_set_principal(svc_call *call, auth_principal *p)
+{
+    auth_principal_free(call->principal);
+    call->principal = p;
+}
+
 int svc_call_max_message_bytes(const svc_call *call)
 {
     return call->server->max_message_bytes;

@@ -253,6 +253,10 @@ typedef struct svc_transport {
  * stopping, m is a bidi stream, or memory runs out. */
 svc_call *svc_call_new_ext(svc_server *s, const svc_method *m, const svc_transport *tp, void *arg,
                            int64_t deadline_us);
+/* Hands the call a principal the transport already authenticated from the
+ * same credential (before svc_call_start; the call takes ownership): the
+ * auth step then skips verifying it again (rate limits still apply). */
+void svc_call_set_principal(svc_call *call, auth_principal *p);
 /* Adds request metadata (key lowercase; both copied into the arena) before
  * svc_call_start. false when out of memory. */
 bool svc_call_add_metadata(svc_call *call, const char *key, const char *value);
