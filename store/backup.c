@@ -114,14 +114,7 @@ done:
     if (code != RD_OK)
         return code;
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s", out_path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
+    store_dir_of(out_path, dir, sizeof dir);
     sync_path(dir, O_RDONLY | O_DIRECTORY);
     return RD_OK;
 }

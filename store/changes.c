@@ -54,8 +54,7 @@ void store_set_changes_retention(store *s, int64_t seconds, int64_t max_rows)
     __atomic_store_n(&s->log_max_rows, max_rows > 0 ? max_rows : 0, __ATOMIC_RELEASE);
 }
 
-/* Re-reads the log's size and oldest time (rowid ends: O(1)). */
-static void log_measure(store *s)
+void store_changes_measure(store *s)
 {
     sqlite3_stmt *st = NULL;
     if (store_stmt_get(&s->wcache,
@@ -67,11 +66,6 @@ static void log_measure(store *s)
         s->log_oldest_us = sqlite3_column_int64(st, 1);
     }
     store_stmt_put(st);
-}
-
-void store_changes_measure(store *s)
-{
-    log_measure(s);
 }
 
 /* Deletes the oldest log rows that are too old or beyond the row cap,
@@ -151,7 +145,7 @@ void store_changes_prune(store *s)
     if (rc != SQLITE_OK)
         store_exec(s->wdb, "ROLLBACK TO log_prune");
     store_exec(s->wdb, "RELEASE log_prune");
-    log_measure(s);
+    store_changes_measure(s);
 }
 
 rd_code store_changes_stats(store_conn *c, int64_t *rows, size_t max_orgs, store_org_bounds_fn fn,

@@ -302,6 +302,18 @@ static void unique_columns(const char *msg, char *out, size_t cap)
     }
 }
 
+void store_dir_of(const char *path, char *dir, size_t size)
+{
+    snprintf(dir, size, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash == NULL)
+        snprintf(dir, size, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+}
+
 bool store_storage_full(store *s)
 {
     if (s == NULL || !atomic_load(&s->full))
@@ -309,14 +321,7 @@ bool store_storage_full(store *s)
     /* room again (a file deleted, a volume grown): ready, and the next
      * write will tell for sure */
     char dir[4096];
-    snprintf(dir, sizeof dir, "%s", s->path);
-    char *slash = strrchr(dir, '/');
-    if (slash == NULL)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
+    store_dir_of(s->path, dir, sizeof dir);
     struct statvfs v;
     if (statvfs(dir, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize >= STORE_FULL_RECOVER_BYTES)
         return false;

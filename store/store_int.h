@@ -83,6 +83,9 @@ int store_stmt_get(store_stmt_cache *c, const char *sql, sqlite3_stmt **out);
  * a plain path: "", ":memory:", a "file:" URI), so that SQLite opening it
  * makes a database nobody else may read. */
 void store_create_private(const char *path);
+/* The directory of path into dir (size bytes): "." for a bare name, "/"
+ * for a file at the root. */
+void store_dir_of(const char *path, char *dir, size_t size);
 void store_stmt_put(sqlite3_stmt *st);
 void store_stmt_cache_clear(store_stmt_cache *c);
 
@@ -386,7 +389,8 @@ void store_idem_prune(store *s);
 #define STORE_LOG_PRUNE_ROWS 1024
 #define STORE_LOG_PRUNE_MAX 8192
 void store_changes_prune(store *s);
-/* Reads the log's size and oldest time into s (at open). */
+/* Reads the log's size and oldest time into s (rowid ends: O(1)); at open
+ * and after each prune. */
 void store_changes_measure(store *s);
 
 #endif

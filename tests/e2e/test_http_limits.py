@@ -113,7 +113,7 @@ def test_unauthenticated_bodies_do_not_grow_memory(tmp_path):
         for t in ts:
             t.join(60)
         grown_mb = (peak_rss_kb(srv.proc.pid) - before) / 1024
-        assert grown_mb < 100, f"server peak RSS grew by {grown_mb:.0f} MB"
+        assert grown_mb < 100 + h.rss_allowance_mb(), f"server peak RSS grew by {grown_mb:.0f} MB"
         srv.assert_healthy()
     finally:
         problem = srv.kill()

@@ -41,7 +41,7 @@ def test_unread_reflection_streams_do_not_grow_memory(tmp_path):
             streams.append(fn(requests(), timeout=60))  # the answers are never read
         time.sleep(4)
         grown = peak_rss_mb(srv) - before
-        assert grown < 150, f"peak RSS grew by {grown:.0f} MB with 40 unread reflection streams"
+        assert grown < 150 + h.rss_allowance_mb(), f"peak RSS grew by {grown:.0f} MB with 40 unread reflection streams"
         # the server still answers, and a stream that reads gets its answers
         srv.assert_healthy()
         fn = srv.raw_channel.stream_stream(PATH, request_serializer=lambda m: m.SerializeToString(),
