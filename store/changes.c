@@ -71,10 +71,10 @@ void store_changes_measure(store *s)
 /* Deletes the oldest log rows that are too old or beyond the row cap,
  * inside the open batch transaction in its own savepoint. Nothing runs
  * unless the in-memory size or oldest time says a row is due, so a log
- * within its bounds costs no statement. When due: up to STORE_LOG_PRUNE_ROWS
- * once a second plus two for every row written since the last prune (so
- * pruning keeps up with any write rate), at most STORE_LOG_PRUNE_MAX at
- * once, oldest first (seq order; sync ids grow with commit time). Before
+ * within its bounds costs no statement. When due: at store_prune_budget's
+ * pace (STORE_LOG_PRUNE_ROWS a second plus two per row written, at most
+ * STORE_LOG_PRUNE_MAX at once, so it keeps up with any write rate), oldest
+ * first (seq order; sync ids grow with commit time). Before
  * deleting, each affected organisation's newest deleted sync id goes into
  * _rd_org_seq, so its head survives its rows. Errors are ignored (tried
  * again later). */
@@ -97,15 +97,10 @@ void store_changes_prune(store *s)
     bool size_due = keep_rows > 0 && s->log_rows > keep_rows;
     if (!old_due && !size_due)
         return;
-    bool tick = now - s->log_pruned_us >= 1000000;
-    int64_t limit = (tick ? STORE_LOG_PRUNE_ROWS : 0) + 2 * s->log_rows_since_prune;
+    int64_t limit =
+        store_prune_budget(&s->log_pace, now, STORE_LOG_PRUNE_ROWS, STORE_LOG_PRUNE_MAX);
     if (limit == 0)
         return;
-    if (limit > STORE_LOG_PRUNE_MAX)
-        limit = STORE_LOG_PRUNE_MAX;
-    s->log_rows_since_prune = 0;
-    if (tick)
-        s->log_pruned_us = now;
     if (store_exec(s->wdb, "SAVEPOINT log_prune") != SQLITE_OK)
         return;
     int64_t cut = 0, c = 0;

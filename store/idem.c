@@ -188,8 +188,20 @@ rd_code store_idem_save(store *s, store_write *w)
     if (rc != SQLITE_DONE)
         return store_sql_err(s->wdb, rc, &w->err);
     w->idem_stored = true;
-    s->idem_stored_since_prune++;
+    s->idem_pace.added++;
     return RD_OK;
+}
+
+int64_t store_prune_budget(store_prune_pace *p, int64_t now_us, int64_t per_second, int64_t max)
+{
+    bool tick = now_us - p->last_us >= 1000000;
+    int64_t n = (tick ? per_second : 0) + STORE_PRUNE_PER_ROW * p->added;
+    if (n == 0)
+        return 0;
+    p->added = 0;
+    if (tick)
+        p->last_us = now_us;
+    return n < max ? n : max;
 }
 
 void store_idem_prune(store *s)
@@ -199,20 +211,15 @@ void store_idem_prune(store *s)
                               " LIMIT ?2)";
     sqlite3_stmt *st = NULL;
     int64_t now = rd_now_us();
-    /* Once a second a fixed batch, and in every batch that stored keys two
-     * expired rows per key stored: pruning keeps up with any sustained rate
-     * of keyed writes (a fixed 128 a second did not), and each delete stays
-     * small (at most STORE_IDEM_PRUNE_MAX rows, by the created_at index). */
-    bool tick = now - s->idem_pruned_us >= STORE_IDEM_PRUNE_EVERY_US;
-    int64_t limit = (tick ? STORE_IDEM_PRUNE_ROWS : 0) +
-                    STORE_IDEM_PRUNE_PER_INSERT * s->idem_stored_since_prune;
-    if (!s->idem_ready || limit == 0)
+    /* pruning keeps up with any sustained rate of keyed writes (a fixed 128
+     * a second did not), and each delete stays small (by the created_at
+     * index) */
+    if (!s->idem_ready)
         return;
-    if (limit > STORE_IDEM_PRUNE_MAX)
-        limit = STORE_IDEM_PRUNE_MAX;
-    s->idem_stored_since_prune = 0;
-    if (tick)
-        s->idem_pruned_us = now;
+    int64_t limit =
+        store_prune_budget(&s->idem_pace, now, STORE_IDEM_PRUNE_ROWS, STORE_IDEM_PRUNE_MAX);
+    if (limit == 0)
+        return;
     if (store_exec(s->wdb, "SAVEPOINT prune") != SQLITE_OK)
         return;
     int rc = store_stmt_get(&s->wcache, sql, &st);

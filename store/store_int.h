@@ -33,10 +33,21 @@
 #define STORE_WAL_CHECKPOINT_PAGES 8000
 #define STORE_IDEM_BUCKETS 256
 /* Most expired idempotency rows one prune deletes, and how often it runs. */
-#define STORE_IDEM_PRUNE_ROWS 128
-#define STORE_IDEM_PRUNE_PER_INSERT 2 /* expired rows pruned per key stored */
-#define STORE_IDEM_PRUNE_MAX 4096     /* rows one prune deletes at most */
-#define STORE_IDEM_PRUNE_EVERY_US 1000000
+#define STORE_IDEM_PRUNE_ROWS 128 /* expired keys pruned once a second */
+#define STORE_IDEM_PRUNE_MAX 4096 /* rows one prune deletes at most */
+
+/* The pace of a table the writer prunes (expired idempotency keys, the
+ * change log): how many rows were added since the last prune, and when the
+ * last once-a-second prune ran. */
+typedef struct store_prune_pace {
+    int64_t last_us;
+    int64_t added;
+} store_prune_pace;
+#define STORE_PRUNE_PER_ROW 2 /* rows pruned per row added: pruning keeps pace */
+/* How many rows a prune may delete now: per_second once a second, plus
+ * STORE_PRUNE_PER_ROW for each row added since the last prune, at most max;
+ * 0 when nothing is owed. Resets the count it used. */
+int64_t store_prune_budget(store_prune_pace *p, int64_t now_us, int64_t per_second, int64_t max);
 
 /* ---- SQL text builder ----------------------------------------------------
  * A growable string with a hard cap; after an allocation failure or when the
@@ -179,16 +190,14 @@ struct store {
     _Atomic uint64_t batch_counts[STORE_BATCH_SLOTS]; /* store_batch_stats_get */
     _Atomic uint64_t batches, batch_writes;
     _Atomic uint64_t commit_counts[STORE_COMMIT_SLOTS], commit_us;
-    int64_t idem_ttl_s;           /* 0 = default; read and set atomically */
-    int64_t log_retention_s;      /* change log: keep rows this young (0 = forever); atomic */
-    int64_t log_max_rows;         /* change log: keep at most this many rows (0 = no cap); atomic */
-    int64_t log_pruned_us;        /* writer: when the change log was last pruned */
-    int64_t log_rows_since_prune; /* writer: log rows written since then */
-    int64_t log_rows;             /* writer: rows the log holds (about: rolled-back rows too) */
-    int64_t log_oldest_us;        /* writer: committed_at of the oldest row; 0 = none */
-    bool idem_ready;              /* writer: _rd_idempotency exists */
-    int64_t idem_pruned_us;       /* writer: when expired keys were last pruned */
-    int64_t idem_stored_since_prune; /* writer: keys stored since the last prune */
+    int64_t idem_ttl_s;         /* 0 = default; read and set atomically */
+    int64_t log_retention_s;    /* change log: keep rows this young (0 = forever); atomic */
+    int64_t log_max_rows;       /* change log: keep at most this many rows (0 = no cap); atomic */
+    store_prune_pace log_pace;  /* writer: the change log's pruning */
+    int64_t log_rows;           /* writer: rows the log holds (about: rolled-back rows too) */
+    int64_t log_oldest_us;      /* writer: committed_at of the oldest row; 0 = none */
+    bool idem_ready;            /* writer: _rd_idempotency exists */
+    store_prune_pace idem_pace; /* writer: expired keys' pruning */
 
     /* published schema snapshots */
     pthread_mutex_t smu;
@@ -380,9 +389,9 @@ bool store_idem_storable(const store_write *w, rd_code code);
  * (RD_INTERNAL, or the mapped SQLite error) and returns it. */
 rd_code store_idem_save(store *s, store_write *w);
 /* Deletes expired rows inside the open batch transaction, in its own
- * savepoint: STORE_IDEM_PRUNE_ROWS once per STORE_IDEM_PRUNE_EVERY_US, plus
- * STORE_IDEM_PRUNE_PER_INSERT per key stored since the last prune, at most
- * STORE_IDEM_PRUNE_MAX at once. Errors are ignored (tried again later). */
+ * savepoint, at the pace store_prune_budget sets (STORE_IDEM_PRUNE_ROWS a
+ * second, at most STORE_IDEM_PRUNE_MAX at once). Errors are ignored (tried
+ * again later). */
 void store_idem_prune(store *s);
 /* store_set_changes_retention's pruning, run by the writer in every batch
  * (store/changes.c). */

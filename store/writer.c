@@ -532,7 +532,7 @@ static rd_code log_change(wctx *c, const char *id, const char *group, const char
     free(data);
     if (rc != SQLITE_DONE && rc != SQLITE_OK)
         return sql_fail(c, rc);
-    c->s->log_rows_since_prune++; /* store_changes_prune keeps pace */
+    c->s->log_pace.added++; /* store_changes_prune keeps pace */
     c->s->log_rows++;
     if (c->s->log_oldest_us == 0)
         c->s->log_oldest_us = c->now;
