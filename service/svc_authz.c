@@ -62,15 +62,9 @@ bool svc_authz_field_readable(const auth_caps *caps, const char *model, const ch
 
 bool svc_authz_reads_whole_model(svc_call *call, const char *model)
 {
+    /* group "*" matches only capabilities whose group is "*" */
     const auth_principal *p = svc_call_principal(call);
-    const auth_caps *caps = p != NULL ? auth_principal_caps(p) : NULL;
-    for (size_t i = 0; caps != NULL && model != NULL && i < auth_caps_count(caps); i++) {
-        size_t n;
-        if (strcmp(auth_caps_group(caps, i), "*") == 0 &&
-            cap_matches(caps, i, AUTH_READ, model, "*") && auth_caps_fields(caps, i, &n) == NULL)
-            return true;
-    }
-    return false;
+    return p != NULL && svc_authz_read_scope(auth_principal_caps(p), model, "*") == SVC_READ_ALL;
 }
 
 bool svc_authz_writable_by(rd_arena *a, const store_model *m, const char *const *fields, size_t n,
