@@ -18,8 +18,8 @@ PYTHON  ?= /usr/bin/python3
 # Debian packages the build, the tests and `make run` need.
 DEB_PKGS := build-essential pkg-config protobuf-compiler protobuf-c-compiler libprotobuf-dev \
             libprotobuf-c-dev libgrpc-dev grpc-proto golang-github-gogo-googleapis-dev \
-            libsqlite3-dev libsodium-dev libjansson-dev libmicrohttpd-dev libcmocka-dev xxd zlib1g-dev \
-            python3-grpcio python3-protobuf python3-requests python3-pytest sqlite3 \
+            libsqlite3-dev libsodium-dev libjansson-dev libmicrohttpd-dev libgnutls28-dev libcmocka-dev xxd zlib1g-dev \
+            python3-grpcio python3-protobuf python3-requests python3-pytest python3-cryptography openssl sqlite3 \
             clang libclang-rt-14-dev wrk
 
 PROTO_INC := -Iproto -I/usr/include -I/usr/share/grpc-proto \
@@ -41,7 +41,7 @@ GEN_H       := $(GEN_C:.c=.h)
 DESC_SET    := $(BUILD)/descriptors.binpb
 DESC_C      := $(GEN)/descriptor_set.c
 
-PKGS    := grpc libprotobuf-c sqlite3 libsodium jansson libmicrohttpd zlib
+PKGS    := grpc libprotobuf-c sqlite3 libsodium jansson libmicrohttpd gnutls zlib
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror
 OPT     ?= -O2
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(OPT) -pthread -I. -I$(GEN) \
@@ -50,7 +50,7 @@ ifeq ($(SAN),1)
 BASE_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_LDFLAGS := -fsanitize=address,undefined
 endif
-LDLIBS  := -lgrpc -lgpr -lprotobuf-c -lsqlite3 -lsodium -ljansson -lmicrohttpd -lz -pthread -lm
+LDLIBS  := -lgrpc -lgpr -lprotobuf-c -lsqlite3 -lsodium -ljansson -lmicrohttpd -lgnutls -lz -pthread -lm
 
 LIB_SRC := $(wildcard common/*.c store/*.c auth/*.c) $(filter-out service/main.c,$(wildcard service/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(GEN_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o) \

@@ -14,7 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-typedef enum opt_type { OPT_STRING, OPT_INT, OPT_SYNC } opt_type;
+typedef enum opt_type { OPT_STRING, OPT_INT, OPT_SYNC, OPT_BOOL } opt_type;
 
 typedef struct opt {
     const char *flag; /* without the leading "--" */
@@ -90,6 +90,19 @@ static const opt opts[] = {
     {"max-bulk-ms", "RECORDD_MAX_BULK_MS", INT(max_bulk_ms, 1, 600000),
      "longest one BulkMutate call may hold the writer, in ms; beyond it the call is undone "
      "(deadline_exceeded) [2000]"},
+    {"tls-cert", "RECORDD_TLS_CERT", STR(tls_cert),
+     "PEM certificate chain (leaf first): serve TLS on the gRPC and the HTTP listener; the "
+     "files are re-read when they change, no restart needed [none: plaintext]"},
+    {"tls-key", "RECORDD_TLS_KEY", STR(tls_key), "PEM private key of --tls-cert"},
+    {"tls-client-ca", "RECORDD_TLS_CLIENT_CA", STR(tls_client_ca),
+     "PEM CA certificates that sign client certificates (mutual TLS) [none]"},
+    {"tls-client-auth", "RECORDD_TLS_CLIENT_AUTH", STR(tls_client_auth),
+     "client certificates: none, request (verified when sent) or require [require with "
+     "--tls-client-ca, none without]"},
+    {"allow-plaintext", "RECORDD_ALLOW_PLAINTEXT", OPT_BOOL, offsetof(svc_config, allow_plaintext),
+     0, 0, 0,
+     "true: no warning for plaintext on a non-loopback address (a mesh terminates TLS) "
+     "[false]"},
     {"log-level", "RECORDD_LOG_LEVEL", STR(log_level),
      "JSON log lines on stderr at or above: debug, info (one line per request), warn, error "
      "or off [info]"},
@@ -164,6 +177,10 @@ static rd_code set_value(svc_config *cfg, const opt *o, const char *value, const
             return rd_errf(err, RD_VALIDATION_FAILED, source,
                            "%s: expected host:port with a port from 0 to 65535, got '%.100s'",
                            source, value);
+        if (strcmp(o->flag, "tls-client-auth") == 0 && strcmp(value, "none") != 0 &&
+            strcmp(value, "request") != 0 && strcmp(value, "require") != 0)
+            return rd_errf(err, RD_VALIDATION_FAILED, source,
+                           "%s: expected none, request or require, got '%.100s'", source, value);
         svc_log_level level;
         if (strcmp(o->flag, "log-level") == 0 && !svc_log_parse_level(value, &level))
             return rd_errf(err, RD_VALIDATION_FAILED, source,
@@ -191,6 +208,15 @@ static rd_code set_value(svc_config *cfg, const opt *o, const char *value, const
             return rd_errf(err, RD_VALIDATION_FAILED, source,
                            "%s: expected 'full' or 'normal', got '%.100s'", source, value);
         return RD_OK;
+    case OPT_BOOL:
+        if (strcasecmp(value, "true") == 0 || strcmp(value, "1") == 0)
+            *(bool *)(void *)field = true;
+        else if (strcasecmp(value, "false") == 0 || strcmp(value, "0") == 0)
+            *(bool *)(void *)field = false;
+        else
+            return rd_errf(err, RD_VALIDATION_FAILED, source,
+                           "%s: expected true or false, got '%.100s'", source, value);
+        return RD_OK;
     }
     return rd_errf(err, RD_INTERNAL, source, "%s: unknown option type", source);
 }
@@ -206,6 +232,31 @@ static const opt *find_flag(const char *name, size_t len)
 static const char *real_getenv(const char *name)
 {
     return getenv(name);
+}
+
+/* The flags that only make sense together: TLS files and the client-
+ * certificate mode. */
+static rd_code check_tls(const svc_config *cfg, rd_err *err)
+{
+    bool tls = cfg->tls_cert[0] != '\0' || cfg->tls_key[0] != '\0';
+    if (tls && (cfg->tls_cert[0] == '\0' || cfg->tls_key[0] == '\0'))
+        return rd_errf(err, RD_VALIDATION_FAILED, cfg->tls_cert[0] ? "--tls-key" : "--tls-cert",
+                       "TLS needs both --tls-cert and --tls-key");
+    if (!tls && (cfg->tls_client_ca[0] != '\0' || cfg->tls_client_auth[0] != '\0'))
+        return rd_errf(err, RD_VALIDATION_FAILED,
+                       cfg->tls_client_ca[0] ? "--tls-client-ca" : "--tls-client-auth",
+                       "client certificates need TLS: give --tls-cert and --tls-key too");
+    bool wants = strcmp(cfg->tls_client_auth, "request") == 0 ||
+                 strcmp(cfg->tls_client_auth, "require") == 0;
+    if (wants && cfg->tls_client_ca[0] == '\0')
+        return rd_errf(err, RD_VALIDATION_FAILED, "--tls-client-auth",
+                       "--tls-client-auth %s needs --tls-client-ca to verify client "
+                       "certificates with",
+                       cfg->tls_client_auth);
+    if (strcmp(cfg->tls_client_auth, "none") == 0 && cfg->tls_client_ca[0] != '\0')
+        return rd_errf(err, RD_VALIDATION_FAILED, "--tls-client-ca",
+                       "--tls-client-ca is unused with --tls-client-auth none");
+    return RD_OK;
 }
 
 rd_code svc_config_load(svc_config *cfg, int argc, char **argv, svc_getenv_fn env, rd_err *err)
@@ -248,7 +299,7 @@ rd_code svc_config_load(svc_config *cfg, int argc, char **argv, svc_getenv_fn en
         if (set_value(cfg, o, value, source, err) != RD_OK)
             return err->code;
     }
-    return RD_OK;
+    return cfg->help || cfg->version ? RD_OK : check_tls(cfg, err);
 }
 
 void svc_config_usage(FILE *out)
@@ -294,6 +345,23 @@ rd_code svc_config_make_db_dir(const char *db_path, rd_err *err)
             break;
     }
     return RD_OK;
+}
+
+bool svc_config_is_loopback(const char *listen)
+{
+    const char *colon = strrchr(listen, ':');
+    size_t n = colon ? (size_t)(colon - listen) : strlen(listen);
+    char host[256];
+    if (n >= sizeof host)
+        return false;
+    memcpy(host, listen, n);
+    host[n] = '\0';
+    if (host[0] == '[' && n >= 2 && host[n - 1] == ']') {
+        memmove(host, host + 1, n - 2);
+        host[n - 2] = '\0';
+    }
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcmp(host, "localhost") == 0;
 }
 
 void svc_config_bound_address(const char *listen, int port, char *buf, size_t len)

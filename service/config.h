@@ -38,6 +38,11 @@ typedef struct svc_config {
     int max_watch_streams_per_principal; /* WatchChanges streams one principal may hold */
     int http_max_connections;            /* HTTP gateway: open connections in all */
     int http_max_connections_per_ip;     /* HTTP gateway: open connections per client address */
+    char tls_cert[1024];                 /* PEM certificate chain: TLS on both listeners */
+    char tls_key[1024];                  /* its PEM private key */
+    char tls_client_ca[1024];            /* PEM CAs that sign client certificates */
+    char tls_client_auth[16];            /* none, request or require ("" = by the CA) */
+    bool allow_plaintext;                /* no warning for plaintext on other addresses */
     char log_level[16];                  /* debug, info, warn, error or off */
     bool help;                           /* --help given: print usage, run nothing */
     bool version;                        /* --version given */
@@ -62,6 +67,9 @@ rd_code svc_config_make_db_dir(const char *db_path, rd_err *err);
 
 /* The address actually listened on: listen with its port replaced by
  * port, into buf. */
+/* True when host:port names a loopback host (127.0.0.0/8, ::1, localhost). */
+bool svc_config_is_loopback(const char *listen);
+
 void svc_config_bound_address(const char *listen, int port, char *buf, size_t len);
 
 #endif

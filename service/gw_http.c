@@ -36,6 +36,7 @@
 #include "service/gw_route.h"
 #include "service/svc_log.h"
 #include "service/svc_metrics.h"
+#include "service/svc_tls.h"
 
 extern unsigned char rd_descriptor_set[];
 extern unsigned int rd_descriptor_set_len;
@@ -65,6 +66,7 @@ struct gw_http {
     size_t n_routes;
     int keepalive_ms;
     size_t max_message_bytes; /* 0: no limit */
+    svc_tls *tls;             /* NULL: plain HTTP */
 
     pthread_mutex_t mu; /* guards the gate, the stream list and the ticker */
     pthread_cond_t cv;
@@ -86,6 +88,7 @@ struct gw_req {
     req_kind kind;
     rd_arena *arena; /* strings of the request (MHD thread, read by decode) */
     const char *path;
+    const char *peer_id;       /* the verified client certificate's identity, or NULL */
     bool queued;               /* a response is queued */
     bool close;                /* answered before the body: close the connection after */
     auth_principal *principal; /* check_credential_early's, handed to the call */
@@ -1348,6 +1351,85 @@ static enum MHD_Result check_credential_early(gw_req *r, const char *url, const 
     return send_err(r, err.code, 0, NULL, NULL, "%s", err.msg);
 }
 
+/* A TLS connection's state (its MHD socket context): the certificate
+ * version it was accepted with, held until it closes, and the verdict on
+ * its client certificate. */
+typedef struct gw_conn {
+    svc_tls_snap *snap;
+    int peer; /* 0: not checked yet, 1: accepted, -1: refused */
+    char peer_id[256];
+} gw_conn;
+
+/* MHD_OPTION_NOTIFY_CONNECTION with TLS: a new connection, before its
+ * handshake, gets the current certificate and the client-certificate
+ * policy. With `require` GnuTLS verifies the client certificate against
+ * the snapshot's CA during the handshake and fails it without one; with
+ * `request` a certificate sent is checked by peer_ok on the first request
+ * (GnuTLS would also fail a handshake without one). */
+static void tls_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                       enum MHD_ConnectionNotificationCode code)
+{
+    gw_http *gw = cls;
+    gw_conn *c = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (c != NULL) {
+            svc_tls_snap_release(c->snap);
+            free(c);
+        }
+        *socket_context = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    if (ci == NULL || ci->tls_session == NULL || (c = calloc(1, sizeof *c)) == NULL)
+        return; /* keeps the daemon's certificate */
+    gnutls_session_t session = ci->tls_session;
+    c->snap = svc_tls_current(gw->tls);
+    if (gnutls_credentials_set(session, GNUTLS_CRD_CERTIFICATE, svc_tls_snap_gnutls(c->snap)) < 0) {
+        svc_tls_snap_release(c->snap);
+        free(c);
+        return;
+    }
+    *socket_context = c;
+    switch (svc_tls_client_auth_mode(gw->tls)) {
+    case SVC_TLS_CLIENT_NONE:
+        gnutls_certificate_server_set_request(session, GNUTLS_CERT_IGNORE);
+        break;
+    case SVC_TLS_CLIENT_REQUEST:
+        gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUEST);
+        break;
+    case SVC_TLS_CLIENT_REQUIRE:
+        gnutls_certificate_server_set_request(session, GNUTLS_CERT_REQUIRE);
+        gnutls_session_set_verify_cert(session, NULL, 0);
+        break;
+    }
+}
+
+/* The connection's client certificate, checked once per connection: false
+ * when one was sent that does not verify (or none under `require`). The
+ * verified identity, when any, goes to *peer_id. */
+static bool peer_ok(gw_req *r, const char **peer_id)
+{
+    *peer_id = NULL;
+    if (r->gw->tls == NULL)
+        return true;
+    const union MHD_ConnectionInfo *sc =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    gw_conn *c = sc != NULL ? sc->socket_context : NULL;
+    if (c == NULL || ci == NULL || ci->tls_session == NULL)
+        return false;
+    if (c->peer == 0)
+        c->peer = svc_tls_check_peer(ci->tls_session, svc_tls_client_auth_mode(r->gw->tls),
+                                     c->peer_id, sizeof c->peer_id)
+                      ? 1
+                      : -1;
+    if (c->peer_id[0] != '\0')
+        *peer_id = c->peer_id;
+    return c->peer == 1;
+}
+
 static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, const char *url,
                                       const char *verb, const char *version,
                                       const char *upload_data, size_t *upload_data_size,
@@ -1370,6 +1452,13 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         *con_cls = r;
         if (r->arena == NULL)
             return MHD_NO;
+        if (!peer_ok(r, &r->peer_id)) {
+            rd_random_id("req_", r->request_id, 20);
+            r->path = rd_arena_strdup(r->arena, url);
+            r->close = true;
+            return send_err(r, RD_UNAUTHENTICATED, 0, NULL, NULL,
+                            "the client certificate is not signed by a trusted CA");
+        }
         /* Everything else waits for the end of the body: a response queued
          * before it costs the connection, and a client still sending gets a
          * reset instead of the answer. Only a body announced far over the
@@ -1595,16 +1684,40 @@ rd_code gw_http_start(const gw_http_options *opt, svc_ctx *ctx, gw_http **out, i
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_TURBO;
     if (v6)
         flags |= MHD_USE_IPv6;
+    /* With TLS, the daemon's own certificate is the one current at start;
+     * each connection gets the current one when it is accepted
+     * (tls_notify), so a rotated certificate needs no restart. */
+    svc_tls_snap *snap = NULL;
+    struct MHD_OptionItem tls_opts[] = {{MHD_OPTION_END, 0, NULL},
+                                        {MHD_OPTION_END, 0, NULL},
+                                        {MHD_OPTION_END, 0, NULL},
+                                        {MHD_OPTION_END, 0, NULL},
+                                        {MHD_OPTION_END, 0, NULL}};
+    if (opt->tls != NULL) {
+        gw->tls = opt->tls;
+        snap = svc_tls_current(opt->tls);
+        flags |= MHD_USE_TLS;
+        tls_opts[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0,
+                                              (void *)svc_tls_snap_cert_pem(snap)};
+        tls_opts[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0,
+                                              (void *)svc_tls_snap_key_pem(snap)};
+        tls_opts[2] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_PRIORITIES, 0,
+                                              (void *)svc_tls_gnutls_priorities};
+        tls_opts[3] =
+            (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)tls_notify, gw};
+    }
     gw->d = MHD_start_daemon(
-        flags, 0, NULL, NULL, access_handler, gw, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(opt->threads > 0 ? opt->threads : 1),
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed, gw, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)CONNECTION_TIMEOUT_S, MHD_OPTION_CONNECTION_LIMIT,
+        flags, 0, NULL, NULL, access_handler, gw, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_SOCK_ADDR,
+        (struct sockaddr *)&ss, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned)(opt->threads > 0 ? opt->threads : 1), MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, gw, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)CONNECTION_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_LIMIT,
         (unsigned)(opt->max_connections > 0 ? opt->max_connections : CONNECTION_LIMIT),
         MHD_OPTION_PER_IP_CONNECTION_LIMIT,
         (unsigned)(opt->max_connections_per_ip > 0 ? opt->max_connections_per_ip
                                                    : CONNECTION_LIMIT),
         MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
+    svc_tls_snap_release(snap);
     if (gw->d == NULL) {
         rd_errf(err, RD_UNAVAILABLE, "http_listen",
                 "cannot listen on %s: address in use, not local or malformed", opt->listen);

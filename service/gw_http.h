@@ -22,6 +22,7 @@ typedef struct gw_http_options {
     int max_message_bytes;      /* gRPC's limit: a larger request once encoded is 413 (0: none) */
     int max_connections;        /* open connections in all; more are closed on accept */
     int max_connections_per_ip; /* open connections from one client address */
+    svc_tls *tls;               /* HTTPS with these files (outlive the gateway); NULL = HTTP */
 } gw_http_options;
 
 /* Builds the routes from the embedded descriptor set and starts serving on

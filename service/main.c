@@ -20,6 +20,7 @@
 #include "service/svc.h"
 #include "service/svc_claims.h"
 #include "service/svc_log.h"
+#include "service/svc_tls.h"
 #include "service/svc_watch.h"
 #include "store/store.h"
 
@@ -91,6 +92,7 @@ int main(int argc, char **argv)
     svc_server *server = NULL;
     gw_http *gw = NULL;
     svc_auth *auth = NULL;
+    svc_tls *tls = NULL;
     pthread_t sig_thread;
     bool sig_thread_started = false;
     int rc = 1;
@@ -130,6 +132,32 @@ int main(int argc, char **argv)
     stop_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+
+    if (cfg.tls_cert[0] != '\0') {
+        svc_tls_options to = {.cert_file = cfg.tls_cert,
+                              .key_file = cfg.tls_key,
+                              .client_ca_file = cfg.tls_client_ca,
+                              .client_auth = SVC_TLS_CLIENT_NONE};
+        if (strcmp(cfg.tls_client_auth, "request") == 0)
+            to.client_auth = SVC_TLS_CLIENT_REQUEST;
+        else if (strcmp(cfg.tls_client_auth, "require") == 0 ||
+                 (cfg.tls_client_auth[0] == '\0' && cfg.tls_client_ca[0] != '\0'))
+            to.client_auth = SVC_TLS_CLIENT_REQUIRE;
+        if (svc_tls_open(&to, &tls, &err) != RD_OK) {
+            log_json("error", err.msg,
+                     json_pack("{s:s,s:s}", "flag", err.field, "code", rd_code_str(err.code)));
+            goto done;
+        }
+    } else if (!cfg.allow_plaintext) {
+        const char *listens[2] = {cfg.grpc_listen, cfg.http_listen};
+        for (int i = 0; i < 2; i++)
+            if (strcmp(listens[i], "off") != 0 && !svc_config_is_loopback(listens[i]))
+                log_json("warn",
+                         "listening without TLS on a non-loopback address: API keys and tokens "
+                         "cross the network in the clear. Give --tls-cert and --tls-key, or "
+                         "--allow-plaintext true when a mesh terminates TLS",
+                         json_pack("{s:s}", "listen", listens[i]));
+    }
 
     if (svc_config_make_db_dir(cfg.db, &err) != RD_OK) {
         log_json("error", err.msg, json_pack("{s:s}", "db", cfg.db));
@@ -171,7 +199,8 @@ int main(int argc, char **argv)
                        .workers = cfg.workers,
                        .max_message_bytes = cfg.max_message_bytes,
                        .max_concurrent_streams = cfg.max_concurrent_streams,
-                       .max_inflight_calls = cfg.max_inflight_calls};
+                       .max_inflight_calls = cfg.max_inflight_calls,
+                       .tls = tls};
     int port = 0;
     if (svc_server_start(&opt, &ctx, &server, &port, &err) != RD_OK) {
         log_json("error", err.msg, json_pack("{s:s}", "grpc", cfg.grpc_listen));
@@ -185,7 +214,8 @@ int main(int argc, char **argv)
                               .keepalive_s = cfg.sse_keepalive_s,
                               .max_message_bytes = cfg.max_message_bytes,
                               .max_connections = cfg.http_max_connections,
-                              .max_connections_per_ip = cfg.http_max_connections_per_ip};
+                              .max_connections_per_ip = cfg.http_max_connections_per_ip,
+                              .tls = tls};
         int http_port = 0;
         if (gw_http_start(&go, &ctx, &gw, &http_port, &err) != RD_OK) {
             log_json("error", err.msg, json_pack("{s:s}", "http", cfg.http_listen));
@@ -194,10 +224,14 @@ int main(int argc, char **argv)
         }
         svc_config_bound_address(cfg.http_listen, http_port, http_bound, sizeof http_bound);
     }
+    const char *tls_mode = tls == NULL                                               ? "off"
+                           : svc_tls_client_auth_mode(tls) == SVC_TLS_CLIENT_REQUIRE ? "mutual"
+                           : svc_tls_client_auth_mode(tls) == SVC_TLS_CLIENT_REQUEST ? "request"
+                                                                                     : "on";
     log_json("info", "listening",
-             json_pack("{s:s,s:s,s:s,s:i,s:s,s:s}", "grpc", bound, "http", http_bound, "db", cfg.db,
-                       "workers", cfg.workers, "sync", cfg.sync_normal ? "normal" : "full",
-                       "version", SVC_VERSION));
+             json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:s}", "grpc", bound, "http", http_bound, "tls",
+                       tls_mode, "db", cfg.db, "workers", cfg.workers, "sync",
+                       cfg.sync_normal ? "normal" : "full", "version", SVC_VERSION));
 
     if (pthread_create(&sig_thread, NULL, signal_main, NULL) != 0) {
         log_json("error", "cannot start the signal thread", NULL);
@@ -228,6 +262,7 @@ done:
     if (db != NULL)
         store_close(db);
     svc_auth_close(auth); /* after the workers (and their callbacks) stopped */
+    svc_tls_free(tls);    /* after both listeners stopped */
     if (sig_thread_started) {
         pthread_mutex_lock(&stop_mu);
         signal_thread_quit = true;

@@ -26,6 +26,7 @@
 #include "service/svc_handlers.h"
 #include "service/svc_metrics.h"
 #include "service/svc_log.h"
+#include "service/svc_tls.h"
 
 /* Outstanding request_call slots per registered method and for unregistered
  * methods. A slot is re-posted as soon as its call arrives; calls arriving
@@ -1652,7 +1653,12 @@ rd_code svc_server_start(const svc_options *opt, svc_ctx *ctx, svc_server **out,
             goto fail;
         }
     }
-    grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+    grpc_server_credentials *creds = opt->tls != NULL ? svc_tls_grpc_credentials(opt->tls)
+                                                      : grpc_insecure_server_credentials_create();
+    if (creds == NULL) {
+        rd_errf(err, RD_INTERNAL, "grpc_listen", "cannot create the TLS credentials");
+        goto fail;
+    }
     int port = grpc_server_add_http2_port(s->server, opt->listen, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {

@@ -18,6 +18,7 @@
 #include "store/store.h"
 
 typedef struct svc_server svc_server;
+typedef struct svc_tls svc_tls; /* service/svc_tls.h */
 typedef struct svc_call svc_call;
 
 /* Per-server context handed to every handler. Everything it points to
@@ -82,6 +83,7 @@ typedef struct svc_options {
     int max_message_bytes;      /* receive and send limit */
     int max_concurrent_streams; /* HTTP/2 streams per connection; 0 = 100 */
     int max_inflight_calls;     /* calls at once (health checks excepted); 0 = no limit */
+    svc_tls *tls;               /* certificate files (outlive the server); NULL = plaintext */
 } svc_options;
 
 /* Binds and starts serving; sets ctx->server (ctx must outlive the

@@ -36,9 +36,9 @@ class _Factory:
         self.base = base
         self.servers: list[harness.Server] = []
 
-    def __call__(self, *extra_args: str, name: str = "") -> harness.Server:
+    def __call__(self, *extra_args: str, name: str = "", tls: "harness.ClientTLS | None" = None) -> harness.Server:
         d = self.base / (name or f"srv{len(self.servers)}")
-        srv = harness.Server(d, extra_args)
+        srv = harness.Server(d, extra_args, tls=tls)
         self.servers.append(srv)
         return srv.start()
 

@@ -296,13 +296,31 @@ class ServerStartError(RuntimeError):
     pass
 
 
+@dataclasses.dataclass
+class ClientTLS:
+    """How the harness reaches a TLS server: the CA it trusts and, for
+    mutual TLS, its client certificate and key (PEM files)."""
+
+    ca_file: Path
+    cert_file: Optional[Path] = None
+    key_file: Optional[Path] = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=Path(self.ca_file).read_bytes(),
+            private_key=Path(self.key_file).read_bytes() if self.key_file else None,
+            certificate_chain=Path(self.cert_file).read_bytes() if self.cert_file else None,
+        )
+
+
 class Server:
     """One recordd process: ``build/recordd --grpc-listen 127.0.0.1:0 --db
     <dir>/r.db --workers 2``. ``start()`` waits for the "listening" log line
     (the bound address is its "grpc" member) and for health Check == SERVING.
     stderr goes to ``<dir>/stderr-N.log`` (one file per start)."""
 
-    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, extra_args: tuple[str, ...] = (), tls: Optional["ClientTLS"] = None) -> None:
+        self.tls = tls  # set: the server runs with --tls-*; the harness connects with these
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.db_path = self.dir / "r.db"
@@ -340,7 +358,10 @@ class Server:
         try:
             self.address = self._wait_listening()
             _DEFAULT_KEYS[self.address] = self.admin_key
-            self.raw_channel = _real_insecure_channel(self.address, options=CHANNEL_OPTIONS)
+            if self.tls is not None:
+                self.raw_channel = grpc.secure_channel(self.address, self.tls.credentials(), options=CHANNEL_OPTIONS)
+            else:
+                self.raw_channel = _real_insecure_channel(self.address, options=CHANNEL_OPTIONS)
             self.channel = grpc.intercept_channel(self.raw_channel, _DefaultAuth(lambda: self.admin_key))
             self._wait_serving()
         except BaseException:
@@ -359,7 +380,8 @@ class Server:
                 if isinstance(obj, dict) and obj.get("msg") == "listening" and obj.get("grpc"):
                     self.startup = obj
                     http = obj.get("http")
-                    self.http_url = f"http://{http}" if http and http != "off" else None
+                    scheme = "https" if self.tls is not None else "http"
+                    self.http_url = f"{scheme}://{http}" if http and http != "off" else None
                     return obj["grpc"]
             rc = self.proc.poll()
             if rc is not None:
@@ -521,6 +543,10 @@ class Server:
             body = json.dumps(json_body).encode()
             hdrs.setdefault("Content-Type", "application/json")
         kw.setdefault("timeout", CALL_TIMEOUT)
+        if self.tls is not None:
+            kw.setdefault("verify", str(self.tls.ca_file))
+            if self.tls.cert_file is not None:
+                kw.setdefault("cert", (str(self.tls.cert_file), str(self.tls.key_file)))
         return requests.request(method, self.http_url + path, data=body, headers=hdrs, **kw)
 
     def call_raw(self, path: str, body: bytes, *, timeout: float = CALL_TIMEOUT) -> bytes:

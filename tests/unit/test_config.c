@@ -272,6 +272,64 @@ static void test_config_max_bulk_ops_default_env_flag_and_cap(void **state)
     assert_string_equal(err.field, "RECORDD_MAX_BULK_OPS");
 }
 
+static void test_config_tls_flags_and_their_consistency(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *ok[] = {"recordd", "--tls-cert",      "c.pem", "--tls-key",
+                        "k.pem",   "--tls-client-ca", "ca.pem"};
+    assert_int_equal(load(&cfg, NULL, 7, ok, &err), RD_OK);
+    assert_string_equal(cfg.tls_cert, "c.pem");
+    assert_string_equal(cfg.tls_client_ca, "ca.pem");
+    assert_string_equal(cfg.tls_client_auth, "");
+    const char *env[] = {"RECORDD_TLS_CERT",
+                         "c.pem",
+                         "RECORDD_TLS_KEY",
+                         "k.pem",
+                         "RECORDD_TLS_CLIENT_AUTH",
+                         "none",
+                         NULL};
+    const char *bare[] = {"recordd"};
+    assert_int_equal(load(&cfg, env, 1, bare, &err), RD_OK);
+    assert_string_equal(cfg.tls_key, "k.pem");
+
+    const char *no_key[] = {"recordd", "--tls-cert", "c.pem"};
+    assert_int_equal(load(&cfg, NULL, 3, no_key, &err), RD_VALIDATION_FAILED);
+    assert_string_equal(err.field, "--tls-key");
+    const char *ca_only[] = {"recordd", "--tls-client-ca", "ca.pem"};
+    assert_int_equal(load(&cfg, NULL, 3, ca_only, &err), RD_VALIDATION_FAILED);
+    assert_string_equal(err.field, "--tls-client-ca");
+    const char *require_no_ca[] = {"recordd", "--tls-cert",        "c",      "--tls-key",
+                                   "k",       "--tls-client-auth", "require"};
+    assert_int_equal(load(&cfg, NULL, 7, require_no_ca, &err), RD_VALIDATION_FAILED);
+    assert_string_equal(err.field, "--tls-client-auth");
+    const char *bad_mode[] = {"recordd", "--tls-client-auth", "maybe"};
+    assert_int_equal(load(&cfg, NULL, 3, bad_mode, &err), RD_VALIDATION_FAILED);
+    assert_non_null(strstr(err.msg, "none, request or require"));
+    const char *help[] = {"recordd", "--tls-cert", "c.pem", "--help"};
+    assert_int_equal(load(&cfg, NULL, 4, help, &err), RD_OK);
+
+    const char *plain[] = {"recordd", "--allow-plaintext", "true"};
+    assert_int_equal(load(&cfg, NULL, 3, plain, &err), RD_OK);
+    assert_true(cfg.allow_plaintext);
+    const char *bad_bool[] = {"recordd", "--allow-plaintext", "yes please"};
+    assert_int_equal(load(&cfg, NULL, 3, bad_bool, &err), RD_VALIDATION_FAILED);
+}
+
+static void test_config_loopback_addresses(void **state)
+{
+    (void)state;
+    assert_true(svc_config_is_loopback("127.0.0.1:50051"));
+    assert_true(svc_config_is_loopback("127.1.2.3:0"));
+    assert_true(svc_config_is_loopback("[::1]:8080"));
+    assert_true(svc_config_is_loopback("localhost:8080"));
+    assert_false(svc_config_is_loopback("0.0.0.0:50051"));
+    assert_false(svc_config_is_loopback("[::]:50051"));
+    assert_false(svc_config_is_loopback("10.0.0.5:8080"));
+    assert_false(svc_config_is_loopback("127example.com:80"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -287,6 +345,8 @@ int main(void)
         cmocka_unit_test(test_config_make_db_dir_creates_parents),
         cmocka_unit_test(test_config_max_bulk_ops_default_env_flag_and_cap),
         cmocka_unit_test(test_config_http_connection_limits_default_and_flags),
+        cmocka_unit_test(test_config_tls_flags_and_their_consistency),
+        cmocka_unit_test(test_config_loopback_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
