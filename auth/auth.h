@@ -12,6 +12,7 @@
 #ifndef AUTH_H
 #define AUTH_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +33,7 @@ enum {
     AUTH_DEFAULT_MAX_TOKEN_BYTES = 4096,
     AUTH_MINT_DEFAULT_TTL_S = 900,
     AUTH_MINT_MAX_TTL_S = 3600,
+    AUTH_CLIENT_ID_MAX = 255, /* longest client identity a credential is bound to */
 };
 
 /* Actions a capability grants; a capability holds a bit set of them. */
@@ -236,6 +238,15 @@ rd_code auth_mint_check(const auth_principal *caller, const auth_caps *requested
  * required, role may be NULL, caps is copied. Errors: RD_INTERNAL. */
 rd_code auth_principal_new_api_key(const char *key_id, const char *org, const char *role,
                                    const auth_caps *caps, auth_principal **out, rd_err *err);
+/* Binds p to a client identity: a URI or DNS subject alternative name the
+ * client's verified TLS certificate must carry for p to be accepted
+ * (service/svc_tls.h). Part of making p: call before sharing it.
+ * client_id: 1..AUTH_CLIENT_ID_MAX printable ASCII bytes, no spaces.
+ * Errors: RD_VALIDATION_FAILED (field "client_id"), RD_INTERNAL. */
+rd_code auth_principal_bind(auth_principal *p, const char *client_id, rd_err *err);
+/* Whether client_id is a well-formed binding (see auth_principal_bind). */
+bool auth_client_id_ok(const char *client_id);
+
 /* Principals are reference counted and immutable once made, so one may be
  * shared between threads (the server's credential cache does): _ref adds a
  * reference and returns p, _free drops one and frees on the last. */
@@ -253,6 +264,8 @@ const char *auth_principal_role(const auth_principal *p);   /* NULL when none */
 const char *auth_principal_jti(const auth_principal *p);    /* NULL for API keys */
 int64_t auth_principal_expires_us(const auth_principal *p); /* 0 for API keys */
 const auth_caps *auth_principal_caps(const auth_principal *p);
+/* The client identity p is bound to (auth_principal_bind), or NULL. */
+const char *auth_principal_client_id(const auth_principal *p);
 
 /* ==== PASERK and keys ==================================================== */
 
@@ -320,8 +333,8 @@ rd_code auth_signer_export_secret(const auth_signer *s, char *out, size_t out_le
  * {"kid":"k4.pid.…"} naming a keyring key, signature over PAE with an empty
  * implicit assertion, and only then the claims (UTF-8, strict JSON object,
  * required claims, iss/aud, RFC 3339 times with skew, TTL cap, caps,
- * revocation). On RD_OK *out is a new AUTH_KIND_TOKEN principal.
- * Errors: RD_TOKEN_EXPIRED (now > exp + skew), RD_UNAUTHENTICATED. */
+ * an optional cnf {"client_id"} binding (auth_principal_bind), revocation). On RD_OK *out is a new
+ * AUTH_KIND_TOKEN principal. Errors: RD_TOKEN_EXPIRED (now > exp + skew), RD_UNAUTHENTICATED. */
 rd_code auth_token_verify(const auth_config *cfg, const char *token, size_t len,
                           auth_principal **out, rd_err *err);
 
@@ -336,8 +349,10 @@ typedef struct auth_minted {
 
 /* MintToken: auth_mint_check, then signs claims iss/aud from cfg, sub = the
  * caller's key id, org, role (when set), iat = now (whole seconds), exp =
- * iat + ttl (also clamped to cfg->max_ttl_s), a fresh jti and the requested
- * caps. Errors: those of auth_mint_check, RD_INTERNAL. */
+ * iat + ttl (also clamped to cfg->max_ttl_s), a fresh jti, the requested
+ * caps and, when the caller is bound to a client identity, cnf =
+ * {"client_id": it}, so the token is bound as its key is. Errors: those of auth_mint_check,
+ * RD_INTERNAL. */
 rd_code auth_mint(const auth_config *cfg, const auth_signer *signer, const auth_principal *caller,
                   const auth_caps *requested, int64_t requested_ttl_s, auth_minted *out,
                   auth_required *required, rd_err *err);

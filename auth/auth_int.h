@@ -39,8 +39,9 @@ struct auth_principal {
     auth_kind kind;
     char *id;
     char *org;
-    char *role; /* NULL when none */
-    char *jti;  /* NULL for API keys */
+    char *role;      /* NULL when none */
+    char *jti;       /* NULL for API keys */
+    char *client_id; /* the client certificate identity it is bound to, or NULL */
     int64_t expires_us;
     auth_caps *caps;
     int refs; /* auth_principal_ref / auth_principal_free, atomic */

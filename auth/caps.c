@@ -552,6 +552,32 @@ rd_code auth_principal_new_api_key(const char *key_id, const char *org, const ch
     return auth__principal_new(AUTH_KIND_API_KEY, key_id, org, role, NULL, 0, copy, out, err);
 }
 
+bool auth_client_id_ok(const char *client_id)
+{
+    size_t n = client_id != NULL ? strlen(client_id) : 0;
+    if (n == 0 || n > AUTH_CLIENT_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (client_id[i] <= ' ' || client_id[i] > '~')
+            return false;
+    return true;
+}
+
+rd_code auth_principal_bind(auth_principal *p, const char *client_id, rd_err *err)
+{
+    if (!auth_client_id_ok(client_id))
+        return rd_errf(err, RD_VALIDATION_FAILED, "client_id",
+                       "a client identity is 1 to %d printable ASCII characters without spaces "
+                       "(a URI or DNS name of the client certificate)",
+                       AUTH_CLIENT_ID_MAX);
+    char *copy = strdup(client_id);
+    if (copy == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    free(p->client_id);
+    p->client_id = copy;
+    return RD_OK;
+}
+
 auth_principal *auth_principal_ref(auth_principal *p)
 {
     if (p != NULL)
@@ -567,6 +593,7 @@ void auth_principal_free(auth_principal *p)
     free(p->org);
     free(p->role);
     free(p->jti);
+    free(p->client_id);
     auth_caps_free(p->caps);
     free(p);
 }
@@ -589,6 +616,11 @@ const char *auth_principal_org(const auth_principal *p)
 const char *auth_principal_role(const auth_principal *p)
 {
     return p->role;
+}
+
+const char *auth_principal_client_id(const auth_principal *p)
+{
+    return p->client_id;
 }
 
 const char *auth_principal_jti(const auth_principal *p)

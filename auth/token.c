@@ -187,12 +187,31 @@ static rd_code check_claims(const auth_config *cfg, const unsigned char *m, size
         rd_errf(err, rc, NULL, "token caps are malformed");
         goto done;
     }
+    /* cnf (RFC 7800 style): {"client_id": "..."} binds the token to a client
+     * certificate identity */
+    const char *client_id = NULL;
+    json_t *cnf = json_object_get(claims, "cnf");
+    if (cnf != NULL) {
+        json_t *cid = json_is_object(cnf) && json_object_size(cnf) == 1
+                          ? json_object_get(cnf, "client_id")
+                          : NULL;
+        client_id = json_string_value(cid);
+        if (!auth_client_id_ok(client_id)) {
+            rd_errf(err, rc, NULL, "token claim cnf must be {\"client_id\": identity}");
+            goto done;
+        }
+    }
     if (cfg->is_revoked != NULL && cfg->is_revoked(cfg->revoked_ctx, jti, sub) != 0) {
         rd_errf(err, rc, NULL, "token or the key that minted it has been revoked");
         goto done;
     }
     ret = auth__principal_new(AUTH_KIND_TOKEN, sub, org, role, jti, exp, caps, out, err);
     caps = NULL;
+    if (ret == RD_OK && client_id != NULL &&
+        (ret = auth_principal_bind(*out, client_id, err)) != RD_OK) {
+        auth_principal_free(*out);
+        *out = NULL;
+    }
 done:
     auth_caps_free(caps);
     json_decref(claims);
@@ -304,6 +323,13 @@ rd_code auth_mint(const auth_config *cfg, const auth_signer *signer, const auth_
         json_object_set_new(claims, "iat", json_string(iat_s)) != 0 ||
         json_object_set_new(claims, "exp", json_string(exp_s)) != 0 ||
         json_object_set_new(claims, "jti", json_string(out->jti)) != 0) {
+        json_decref(caps);
+        rd_errf(err, rc, NULL, "out of memory");
+        goto done;
+    }
+    if (caller->client_id != NULL &&
+        json_object_set_new(claims, "cnf", json_pack("{s:s}", "client_id", caller->client_id)) !=
+            0) {
         json_decref(caps);
         rd_errf(err, rc, NULL, "out of memory");
         goto done;

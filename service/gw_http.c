@@ -88,7 +88,7 @@ struct gw_req {
     req_kind kind;
     rd_arena *arena; /* strings of the request (MHD thread, read by decode) */
     const char *path;
-    const char *peer_id;       /* the verified client certificate's identity, or NULL */
+    const char *peer_ids;      /* the verified client certificate's names, or NULL */
     bool queued;               /* a response is queued */
     bool close;                /* answered before the body: close the connection after */
     auth_principal *principal; /* check_credential_early's, handed to the call */
@@ -1267,7 +1267,8 @@ static enum MHD_Result start_call(gw_req *r, const char *verb)
 
     static const char *const forwarded[][2] = {{"Authorization", "authorization"},
                                                {"Idempotency-Key", "idempotency-key"}};
-    bool ok = svc_call_add_metadata(c, "x-request-id", r->request_id);
+    bool ok = svc_call_add_metadata(c, "x-request-id", r->request_id) &&
+              (r->peer_ids == NULL || svc_call_set_peer_ids(c, r->peer_ids));
     for (size_t i = 0; ok && i < sizeof forwarded / sizeof forwarded[0]; i++) {
         const char *v = header(r, forwarded[i][0]);
         if (v != NULL)
@@ -1356,8 +1357,8 @@ static enum MHD_Result check_credential_early(gw_req *r, const char *url, const 
  * its client certificate. */
 typedef struct gw_conn {
     svc_tls_snap *snap;
-    int peer; /* 0: not checked yet, 1: accepted, -1: refused */
-    char peer_id[256];
+    int peer;            /* 0: not checked yet, 1: accepted, -1: refused */
+    char peer_ids[1024]; /* its verified certificate's URI/DNS names, one per line */
 } gw_conn;
 
 /* MHD_OPTION_NOTIFY_CONNECTION with TLS: a new connection, before its
@@ -1407,10 +1408,10 @@ static void tls_notify(void *cls, struct MHD_Connection *conn, void **socket_con
 
 /* The connection's client certificate, checked once per connection: false
  * when one was sent that does not verify (or none under `require`). The
- * verified identity, when any, goes to *peer_id. */
-static bool peer_ok(gw_req *r, const char **peer_id)
+ * verified identities, when any, go to *peer_ids (svc_tls_check_peer). */
+static bool peer_ok(gw_req *r, const char **peer_ids)
 {
-    *peer_id = NULL;
+    *peer_ids = NULL;
     if (r->gw->tls == NULL)
         return true;
     const union MHD_ConnectionInfo *sc =
@@ -1422,11 +1423,11 @@ static bool peer_ok(gw_req *r, const char **peer_id)
         return false;
     if (c->peer == 0)
         c->peer = svc_tls_check_peer(ci->tls_session, svc_tls_client_auth_mode(r->gw->tls),
-                                     c->peer_id, sizeof c->peer_id)
+                                     c->peer_ids, sizeof c->peer_ids)
                       ? 1
                       : -1;
-    if (c->peer_id[0] != '\0')
-        *peer_id = c->peer_id;
+    if (c->peer_ids[0] != '\0')
+        *peer_ids = c->peer_ids;
     return c->peer == 1;
 }
 
@@ -1452,7 +1453,7 @@ static enum MHD_Result access_handler(void *cls, struct MHD_Connection *conn, co
         *con_cls = r;
         if (r->arena == NULL)
             return MHD_NO;
-        if (!peer_ok(r, &r->peer_id)) {
+        if (!peer_ok(r, &r->peer_ids)) {
             rd_random_id("req_", r->request_id, 20);
             r->path = rd_arena_strdup(r->arena, url);
             r->close = true;

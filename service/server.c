@@ -94,6 +94,7 @@ struct svc_call {
 
     /* set by the auth step on the worker before the handler runs */
     auth_principal *principal; /* NULL on public methods */
+    const char *peer_ids;      /* transport calls: the client certificate's names (arena) */
     auth_required required;    /* PERMISSION_DENIED details; strings in the arena */
     bool has_required;
     int64_t retry_after_ms; /* RD_RATE_LIMITED: RetryInfo */
@@ -666,6 +667,34 @@ static bool md_find(const svc_call *c, const char *key, const char **value, size
     return false;
 }
 
+/* Whether the call's connection presented a verified client certificate
+ * whose URI or DNS subject alternative name is id: from gRPC's auth
+ * context (filled only by a verifying handshake), or the names the HTTP
+ * transport handed over (svc_call_set_peer_ids). */
+static bool peer_presents(svc_call *c, const char *id)
+{
+    if (c->tp != NULL)
+        return c->peer_ids != NULL && svc_tls_ids_contain(c->peer_ids, id);
+    grpc_auth_context *ac = grpc_call_auth_context(c->call);
+    if (ac == NULL)
+        return false;
+    static const char *const names[] = {GRPC_PEER_URI_PROPERTY_NAME, GRPC_PEER_DNS_PROPERTY_NAME,
+                                        GRPC_PEER_SPIFFE_ID_PROPERTY_NAME,
+                                        GRPC_X509_SAN_PROPERTY_NAME};
+    size_t n = strlen(id);
+    bool found = false;
+    if (grpc_auth_context_peer_is_authenticated(ac))
+        for (size_t i = 0; !found && i < sizeof names / sizeof names[0]; i++) {
+            grpc_auth_property_iterator it =
+                grpc_auth_context_find_properties_by_name(ac, names[i]);
+            const grpc_auth_property *p;
+            while (!found && (p = grpc_auth_property_iterator_next(&it)) != NULL)
+                found = p->value_length == n && memcmp(p->value, id, n) == 0;
+        }
+    grpc_auth_context_release(ac);
+    return found;
+}
+
 /* The auth step (DESIGN.md §6), the one place a credential is checked:
  * unless the method is public, authenticates the first `authorization`
  * value (API key or token) into c->principal, then takes one token from the
@@ -690,6 +719,13 @@ static bool authenticate(svc_call *c)
         }
         if (auth_authenticate(ctx->auth, value, len, &c->principal, &err) != RD_OK)
             goto fail;
+    }
+    const char *bound = auth_principal_client_id(c->principal);
+    if (bound != NULL && !peer_presents(c, bound)) {
+        rd_errf(&err, RD_UNAUTHENTICATED, NULL,
+                "this credential is bound to a client certificate identity that this "
+                "connection did not present (mutual TLS)");
+        goto fail;
     }
     if (ctx->ratelimit != NULL &&
         auth_ratelimit_take(ctx->ratelimit, auth_principal_id(c->principal), 1, &c->retry_after_ms,
@@ -1362,6 +1398,12 @@ void svc_call_set_principal(svc_call *call, auth_principal *p)
 {
     auth_principal_free(call->principal);
     call->principal = p;
+}
+
+bool svc_call_set_peer_ids(svc_call *call, const char *ids)
+{
+    call->peer_ids = rd_arena_strdup(call->arena, ids);
+    return call->peer_ids != NULL;
 }
 
 int svc_call_max_message_bytes(const svc_call *call)

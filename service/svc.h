@@ -259,6 +259,11 @@ svc_call *svc_call_new_ext(svc_server *s, const svc_method *m, const svc_transpo
  * same credential (before svc_call_start; the call takes ownership): the
  * auth step then skips verifying it again (rate limits still apply). */
 void svc_call_set_principal(svc_call *call, auth_principal *p);
+/* Hands the call the verified client certificate's URI/DNS names of its
+ * connection, one per line (service/svc_tls.h), for credentials bound to
+ * a client identity; copied. Before svc_call_start. False on out of
+ * memory. */
+bool svc_call_set_peer_ids(svc_call *call, const char *ids);
 /* Adds request metadata (key lowercase; both copied into the arena) before
  * svc_call_start. false when out of memory. */
 bool svc_call_add_metadata(svc_call *call, const char *key, const char *value);

@@ -69,6 +69,12 @@ rd_code svc_auth_lookup_key(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH
         goto done;
     }
     code = auth_principal_new_api_key(k.key_id, k.org, k.role, caps, out, err);
+    if (code == RD_OK && k.client_id[0] != '\0' &&
+        (code = auth_principal_bind(*out, k.client_id, err)) != RD_OK) {
+        auth_principal_free(*out);
+        *out = NULL;
+        code = rd_errf(err, RD_INTERNAL, NULL, "a stored API key has a malformed client id");
+    }
 done:
     auth_caps_free(caps);
     store_api_key_clear(&k);

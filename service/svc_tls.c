@@ -420,40 +420,38 @@ grpc_server_credentials *svc_tls_grpc_credentials(svc_tls *t)
     return grpc_ssl_server_credentials_create_with_options(o); /* takes o */
 }
 
-/* The first URI, else the first DNS name, of the certificate's SANs. */
-static void peer_identity(const gnutls_datum_t *der, char *id, size_t id_len)
+/* The URI and DNS subject alternative names of a DER certificate, one per
+ * line, as many as fit in ids. */
+static void peer_identities(const gnutls_datum_t *der, char *ids, size_t ids_len)
 {
-    id[0] = '\0';
+    size_t used = 0;
+    ids[0] = '\0';
     gnutls_x509_crt_t crt;
     if (gnutls_x509_crt_init(&crt) < 0)
         return;
     if (gnutls_x509_crt_import(crt, der, GNUTLS_X509_FMT_DER) >= 0) {
-        char dns[256] = "";
         for (unsigned i = 0; i < 64; i++) {
             char buf[512];
             size_t len = sizeof buf - 1;
             int type = gnutls_x509_crt_get_subject_alt_name(crt, i, buf, &len, NULL);
             if (type == GNUTLS_E_REQUESTED_DATA_NOT_AVAILABLE)
                 break;
-            if (type < 0)
+            if ((type != GNUTLS_SAN_URI && type != GNUTLS_SAN_DNSNAME) || len == 0 ||
+                memchr(buf, '\n', len) != NULL || used + len + 2 > ids_len)
                 continue;
-            buf[len] = '\0';
-            if (type == GNUTLS_SAN_URI) {
-                snprintf(id, id_len, "%s", buf);
-                break;
-            }
-            if (type == GNUTLS_SAN_DNSNAME && dns[0] == '\0')
-                snprintf(dns, sizeof dns, "%.255s", buf);
+            memcpy(ids + used, buf, len);
+            used += len;
+            ids[used++] = '\n';
+            ids[used] = '\0';
         }
-        if (id[0] == '\0')
-            snprintf(id, id_len, "%s", dns);
     }
     gnutls_x509_crt_deinit(crt);
 }
 
-bool svc_tls_check_peer(gnutls_session_t session, svc_tls_client_auth mode, char *id, size_t id_len)
+bool svc_tls_check_peer(gnutls_session_t session, svc_tls_client_auth mode, char *ids,
+                        size_t ids_len)
 {
-    id[0] = '\0';
+    ids[0] = '\0';
     unsigned n = 0;
     const gnutls_datum_t *certs = gnutls_certificate_get_peers(session, &n);
     if (certs == NULL || n == 0)
@@ -461,6 +459,19 @@ bool svc_tls_check_peer(gnutls_session_t session, svc_tls_client_auth mode, char
     unsigned status = 0;
     if (gnutls_certificate_verify_peers2(session, &status) < 0 || status != 0)
         return false;
-    peer_identity(&certs[0], id, id_len);
+    peer_identities(&certs[0], ids, ids_len);
     return true;
+}
+
+bool svc_tls_ids_contain(const char *ids, const char *id)
+{
+    size_t n = strlen(id);
+    for (const char *line = ids; line != NULL && *line != '\0';) {
+        const char *end = strchr(line, '\n');
+        size_t len = end != NULL ? (size_t)(end - line) : strlen(line);
+        if (len == n && memcmp(line, id, n) == 0)
+            return true;
+        line = end != NULL ? end + 1 : NULL;
+    }
+    return false;
 }

@@ -79,9 +79,13 @@ extern const char svc_tls_gnutls_priorities[];
 /* Checks the HTTPS client certificate of session against the mode: with
  * a certificate, it must verify against the snapshot's CA; without one,
  * only SVC_TLS_CLIENT_REQUIRE refuses. On success, when verified, the
- * certificate's first URI or DNS subject alternative name goes to id
- * (empty when none). Returns false when the connection must be refused. */
-bool svc_tls_check_peer(gnutls_session_t session, svc_tls_client_auth mode, char *id,
-                        size_t id_len);
+ * certificate's URI and DNS subject alternative names go to ids, one per
+ * line (those that fit; empty when none). Returns false when the
+ * connection must be refused. */
+bool svc_tls_check_peer(gnutls_session_t session, svc_tls_client_auth mode, char *ids,
+                        size_t ids_len);
+
+/* Whether the line list ids (as svc_tls_check_peer writes it) holds id. */
+bool svc_tls_ids_contain(const char *ids, const char *id);
 
 #endif

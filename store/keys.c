@@ -77,10 +77,11 @@ static bool bounded(const char *s, size_t max)
 
 rd_code store_key_insert(store *s, const char *key_id,
                          const unsigned char hash[STORE_KEY_HASH_BYTES], const char *org,
-                         const char *role, const char *caps, rd_err *err)
+                         const char *role, const char *caps, const char *client_id, rd_err *err)
 {
     static const char sql[] = "INSERT INTO _rd_api_keys (key_id, hash, org, role, caps,"
-                              " created_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, NULL)";
+                              " created_at, revoked_at, client_id)"
+                              " VALUES (?, ?, ?, ?, ?, ?, NULL, ?)";
     sqlite3 *db = NULL;
     sqlite3_stmt *st = NULL;
     rd_code code;
@@ -94,6 +95,9 @@ rd_code store_key_insert(store *s, const char *key_id,
                        STORE_ROLE_MAX);
     if (caps == NULL)
         return rd_errf(err, RD_VALIDATION_FAILED, "caps", "caps are required");
+    if (client_id != NULL && !bounded(client_id, STORE_CLIENT_ID_MAX))
+        return rd_errf(err, RD_VALIDATION_FAILED, "client_id", "client id must be 1 to %d bytes",
+                       STORE_CLIENT_ID_MAX);
     code = admin_open(s, &db, err);
     if (code != RD_OK)
         return code;
@@ -124,6 +128,9 @@ rd_code store_key_insert(store *s, const char *key_id,
         rc = sqlite3_bind_text(st, 5, caps, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(st, 6, rd_now_us());
+    if (rc == SQLITE_OK)
+        rc = client_id != NULL ? sqlite3_bind_text(st, 7, client_id, -1, SQLITE_STATIC)
+                               : sqlite3_bind_null(st, 7);
     if (rc != SQLITE_OK) {
         code = store_sql_err(db, rc, err);
         sqlite3_finalize(st);
@@ -182,8 +189,8 @@ rd_code store_token_revoke(store *s, const char *jti, rd_err *err)
     return admin_one(s, sql, jti, NULL, err);
 }
 
-/* Copies the current row (key_id, org, role, caps, created_at, revoked_at)
- * into out. */
+/* Copies the current row (key_id, org, role, caps, created_at, revoked_at,
+ * client_id) into out. */
 static rd_code read_key(sqlite3_stmt *st, store_api_key *out, rd_err *err)
 {
     const char *id = (const char *)sqlite3_column_text(st, 0);
@@ -202,6 +209,9 @@ static rd_code read_key(sqlite3_stmt *st, store_api_key *out, rd_err *err)
     out->created_at_us = sqlite3_column_int64(st, 4);
     out->revoked_at_us =
         sqlite3_column_type(st, 5) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 5);
+    const char *client_id = (const char *)sqlite3_column_text(st, 6);
+    if (client_id != NULL)
+        snprintf(out->client_id, sizeof out->client_id, "%s", client_id);
     if (out->caps == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     return RD_OK;
@@ -210,8 +220,8 @@ static rd_code read_key(sqlite3_stmt *st, store_api_key *out, rd_err *err)
 rd_code store_key_lookup(store_conn *c, const unsigned char hash[STORE_KEY_HASH_BYTES],
                          store_api_key *out, rd_err *err)
 {
-    static const char sql[] = "SELECT key_id, org, role, caps, created_at, revoked_at, hash"
-                              " FROM _rd_api_keys WHERE hash = ?";
+    static const char sql[] = "SELECT key_id, org, role, caps, created_at, revoked_at,"
+                              " client_id, hash FROM _rd_api_keys WHERE hash = ?";
     sqlite3_stmt *st = NULL;
     rd_code code = RD_OK;
     memset(out, 0, sizeof *out);
@@ -228,8 +238,8 @@ rd_code store_key_lookup(store_conn *c, const unsigned char hash[STORE_KEY_HASH_
         code = store_sql_err(c->db, rc, err);
         goto done;
     }
-    const void *stored = sqlite3_column_blob(st, 6);
-    if (stored == NULL || sqlite3_column_bytes(st, 6) != STORE_KEY_HASH_BYTES ||
+    const void *stored = sqlite3_column_blob(st, 7);
+    if (stored == NULL || sqlite3_column_bytes(st, 7) != STORE_KEY_HASH_BYTES ||
         sodium_memcmp(stored, hash, STORE_KEY_HASH_BYTES) != 0) {
         code = rd_errf(err, RD_NOT_FOUND, NULL, "no such key");
         goto done;
@@ -245,7 +255,7 @@ done:
 
 rd_code store_key_list(store_conn *c, const char *org, store_api_key **out, size_t *n, rd_err *err)
 {
-    static const char sql[] = "SELECT key_id, org, role, caps, created_at, revoked_at"
+    static const char sql[] = "SELECT key_id, org, role, caps, created_at, revoked_at, client_id"
                               " FROM _rd_api_keys WHERE ?1 IS NULL OR org = ?1"
                               " ORDER BY created_at, key_id";
     sqlite3_stmt *st = NULL;

@@ -575,7 +575,7 @@ static const char *const layout_sql[] = {
     /* API keys and revoked token ids (store/keys.c): only hashes, never keys */
     "CREATE TABLE IF NOT EXISTS _rd_api_keys ("
     " key_id TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE, org TEXT NOT NULL, role TEXT NOT NULL,"
-    " caps TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER)",
+    " caps TEXT NOT NULL, created_at INTEGER NOT NULL, revoked_at INTEGER, client_id TEXT)",
     "CREATE INDEX IF NOT EXISTS _rd_api_keys_by_org ON _rd_api_keys (org, created_at)",
     "CREATE TABLE IF NOT EXISTS _rd_revoked_tokens ("
     " jti TEXT PRIMARY KEY, revoked_at INTEGER NOT NULL)",
@@ -632,6 +632,20 @@ static rd_code ensure_layout(sqlite3 *db, rd_err *err)
     if (has_log && sqlite3_prepare_v2(db, "SELECT data FROM _rd_sync_log LIMIT 0", -1, &st, NULL) !=
                        SQLITE_OK) {
         rc = store_exec(db, "ALTER TABLE _rd_sync_log ADD COLUMN data TEXT");
+        if (rc != SQLITE_OK)
+            goto fail;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    /* _rd_api_keys.client_id (a key bound to a client certificate) came
+     * within layout 2: older files gain the column, their keys unbound */
+    bool has_keys = sqlite3_prepare_v2(db, "SELECT key_id FROM _rd_api_keys LIMIT 0", -1, &st,
+                                       NULL) == SQLITE_OK;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (has_keys && sqlite3_prepare_v2(db, "SELECT client_id FROM _rd_api_keys LIMIT 0", -1, &st,
+                                       NULL) != SQLITE_OK) {
+        rc = store_exec(db, "ALTER TABLE _rd_api_keys ADD COLUMN client_id TEXT");
         if (rc != SQLITE_OK)
             goto fail;
     }

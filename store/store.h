@@ -558,12 +558,14 @@ rd_code store_submit_wait(store *s, store_write *w);
 #define STORE_KEY_ID_MAX 64
 #define STORE_ROLE_MAX 64
 #define STORE_JTI_MAX 256
+#define STORE_CLIENT_ID_MAX 255
 
 typedef struct store_api_key {
     char key_id[STORE_KEY_ID_MAX + 1];
     char org[65];
     char role[STORE_ROLE_MAX + 1];
     char *caps; /* JSON text, malloc'd (store_api_key_clear frees it) */
+    char client_id[STORE_CLIENT_ID_MAX + 1]; /* client certificate identity; "" = unbound */
     int64_t created_at_us;
     int64_t revoked_at_us; /* 0 = live */
 } store_api_key;
@@ -573,12 +575,14 @@ void store_api_key_clear(store_api_key *k);
 
 /* Records a new key. key_id: 1..STORE_KEY_ID_MAX bytes of [A-Za-z0-9._~:-];
  * org: a valid organisation id; role: 1..STORE_ROLE_MAX bytes; caps: JSON
- * text (the caller validated it). Errors: RD_VALIDATION_FAILED (field
- * key_id, org or role), RD_DUPLICATE_RECORD (id or hash exists),
- * RD_UNAVAILABLE (database busy), RD_INTERNAL. */
+ * text (the caller validated it); client_id: the client certificate
+ * identity the key is bound to (1..STORE_CLIENT_ID_MAX bytes), or NULL.
+ * Errors: RD_VALIDATION_FAILED (field key_id, org, role or client_id),
+ * RD_DUPLICATE_RECORD (id or hash exists), RD_UNAVAILABLE (database busy),
+ * RD_INTERNAL. */
 rd_code store_key_insert(store *s, const char *key_id,
                          const unsigned char hash[STORE_KEY_HASH_BYTES], const char *org,
-                         const char *role, const char *caps, rd_err *err);
+                         const char *role, const char *caps, const char *client_id, rd_err *err);
 
 /* Marks key_id revoked (now). Revoking twice keeps the first time.
  * Errors: RD_NOT_FOUND (unknown id), RD_UNAVAILABLE, RD_INTERNAL. */

@@ -11,6 +11,11 @@
  * only written to files with mode 0600; buffers holding them are wiped. */
 #include <errno.h>
 #include <fcntl.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <grpc/support/time.h>
 #include <jansson.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -20,6 +25,7 @@
 #include <unistd.h>
 
 #include "auth/auth.h"
+#include "grpc/health/v1/health.pb-c.h"
 #include "service/config.h"
 #include "service/svc_auth.h"
 #include "store/store.h"
@@ -36,6 +42,10 @@ typedef struct ctl {
     char signing_key[1024];
     char trusted_keys[1024];
     const char *org, *role, *caps, *sub, *key_id, *issuer, *audience, *issued_at;
+    const char *client_id; /* --bind-client */
+    /* health: the server to ask and how to reach it */
+    const char *addr, *service, *cacert, *cert, *key, *server_name;
+    long timeout_s;
     long ttl;
     bool test_key, json;
     const char *out;     /* backup --out */
@@ -52,16 +62,26 @@ static void usage(FILE *out)
         "      create the database, the API-key pepper, the token signing key, the\n"
         "      trusted-keys directory and an admin API key for NAME (default 'default'),\n"
         "      printed once and saved (mode 0600) as DIR/admin.key. Keeps what exists.\n"
-        "  key create --org ORG --role ROLE --caps JSON [--test] [--json]\n"
-        "      create an API key (sk_live_…, or sk_test_… with --test) and print it once\n"
+        "  key create --org ORG --role ROLE --caps JSON [--bind-client ID] [--test] [--json]\n"
+        "      create an API key (sk_live_…, or sk_test_… with --test) and print it once;\n"
+        "      --bind-client: accepted only over mutual TLS from a client certificate\n"
+        "      whose URI or DNS subject alternative name is ID (tokens it mints too)\n"
         "  key list [--org ORG] [--json]\n"
         "  key revoke KEY_ID\n"
         "  token mint (--key-id ID | --org ORG --sub SUBJECT [--role ROLE]) --caps JSON\n"
-        "             [--ttl SECONDS] [--issued-at RFC3339] [--json]\n"
+        "             [--ttl SECONDS] [--issued-at RFC3339] [--bind-client ID] [--json]\n"
         "      sign a token offline with the signing key; with --key-id its caps must be\n"
-        "      covered by that key's; --issued-at back-dates it (tests, expiry drills)\n"
+        "      covered by that key's (and bound as the key is); --issued-at back-dates it\n"
+        "      (tests, expiry drills)\n"
         "  token inspect TOKEN     verify with the trusted keys and print the claims\n"
         "  token revoke JTI\n"
+        "  health [--addr HOST:PORT] [--service NAME] [--cacert FILE [--cert FILE --key FILE]]\n"
+        "         [--server-name NAME] [--timeout SECONDS]\n"
+        "      ask a running server's grpc.health.v1 Check (service '', 'readiness' or\n"
+        "      'liveness'); exit 0 when SERVING. --cacert: over TLS, trusting FILE;\n"
+        "      --cert/--key: the client certificate for mutual TLS; --server-name: the\n"
+        "      name to verify in the server's certificate [the host of --addr]\n"
+        "      (a Kubernetes exec probe over TLS: the kubelet's gRPC probe has no TLS)\n"
         "  backup --out FILE [--db PATH] [--json]\n"
         "      copy the database, also while recordd serves it, into a new FILE (never\n"
         "      overwritten): one consistent snapshot, integrity-checked and fsynced\n\n"
@@ -160,6 +180,13 @@ static rd_code create_key(const ctl *c, store *db, const char *org, const char *
     rd_code code;
     if (pepper == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    if (c->client_id != NULL && !auth_client_id_ok(c->client_id)) {
+        code = rd_errf(err, RD_VALIDATION_FAILED, "bind-client",
+                       "--bind-client: 1 to %d printable characters without spaces (a URI or "
+                       "DNS name of the client certificate)",
+                       AUTH_CLIENT_ID_MAX);
+        goto done;
+    }
     code = auth_caps_from_json(caps_json, strlen(caps_json), &caps, err);
     if (code != RD_OK)
         goto done;
@@ -181,7 +208,7 @@ static rd_code create_key(const ctl *c, store *db, const char *org, const char *
     if (code != RD_OK)
         goto done;
     rd_random_id("key_", id, 20);
-    code = store_key_insert(db, id, hash, org, role, canon, err);
+    code = store_key_insert(db, id, hash, org, role, canon, c->client_id, err);
 done:
     if (code != RD_OK)
         sodium_memzero(key, AUTH_APIKEY_LEN + 1);
@@ -243,17 +270,20 @@ static int cmd_key_list(const ctl *c)
                        sizeof revoked);
         if (c->json) {
             json_t *caps = json_loads(keys[i].caps, 0, NULL);
-            json_t *o = json_pack("{s:s,s:s,s:s,s:o*,s:s,s:s?}", "key_id", keys[i].key_id, "org",
-                                  keys[i].org, "role", keys[i].role, "caps", caps, "created_at",
-                                  created, "revoked_at", keys[i].revoked_at_us ? revoked : NULL);
+            json_t *o =
+                json_pack("{s:s,s:s,s:s,s:o*,s:s,s:s?,s:s?}", "key_id", keys[i].key_id, "org",
+                          keys[i].org, "role", keys[i].role, "caps", caps, "created_at", created,
+                          "revoked_at", keys[i].revoked_at_us ? revoked : NULL, "client_id",
+                          keys[i].client_id[0] ? keys[i].client_id : NULL);
             char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
             if (s != NULL)
                 printf("%s\n", s);
             free(s);
             json_decref(o);
         } else {
-            printf("%s  org=%s  role=%s  created=%s  revoked=%s  caps=%s\n", keys[i].key_id,
-                   keys[i].org, keys[i].role, created, revoked, keys[i].caps);
+            printf("%s  org=%s  role=%s  created=%s  revoked=%s  client=%s  caps=%s\n",
+                   keys[i].key_id, keys[i].org, keys[i].role, created, revoked,
+                   keys[i].client_id[0] ? keys[i].client_id : "-", keys[i].caps);
         }
     }
     rc = 0;
@@ -309,8 +339,18 @@ static rd_code mint_principal(const ctl *c, const auth_caps *requested, auth_pri
         if (c->org == NULL || c->sub == NULL)
             return rd_errf(err, RD_VALIDATION_FAILED, NULL,
                            "token mint needs --key-id, or --org and --sub");
-        return auth_principal_new_api_key(c->sub, c->org, c->role, requested, out, err);
+        code = auth_principal_new_api_key(c->sub, c->org, c->role, requested, out, err);
+        if (code == RD_OK && c->client_id != NULL &&
+            (code = auth_principal_bind(*out, c->client_id, err)) != RD_OK) {
+            auth_principal_free(*out);
+            *out = NULL;
+        }
+        return code;
     }
+    if (c->client_id != NULL)
+        return rd_errf(err, RD_VALIDATION_FAILED, "bind-client",
+                       "--bind-client goes with --org/--sub; a token of --key-id is bound as "
+                       "its key is");
     code = open_store(c, &db, err);
     if (code != RD_OK)
         return code;
@@ -331,6 +371,11 @@ static rd_code mint_principal(const ctl *c, const auth_caps *requested, auth_pri
         if (code == RD_OK)
             code = auth_principal_new_api_key(keys[i].key_id, keys[i].org, keys[i].role, caps, out,
                                               err);
+        if (code == RD_OK && keys[i].client_id[0] != '\0' &&
+            (code = auth_principal_bind(*out, keys[i].client_id, err)) != RD_OK) {
+            auth_principal_free(*out);
+            *out = NULL;
+        }
         break;
     }
 done:
@@ -635,6 +680,164 @@ static int cmd_backup(const ctl *c)
 
 /* ---- arguments ------------------------------------------------------------------ */
 
+/* Reads a whole (small) file into a new NUL-terminated buffer. */
+static char *read_text(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            char *grown = cap <= (1 << 20) ? realloc(buf, cap) : NULL;
+            if (grown == NULL) {
+                free(buf);
+                fclose(f);
+                return NULL;
+            }
+            buf = grown;
+        }
+        size_t n = fread(buf + len, 1, 4096, f);
+        len += n;
+        if (n < 4096)
+            break;
+    }
+    bool bad = ferror(f) != 0;
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return NULL;
+    }
+    buf[len] = '\0';
+    return buf;
+}
+
+/* One grpc.health.v1.Health/Check call: 0 when SERVING, 1 otherwise (the
+ * status or the error on stderr), 2 on bad options. */
+static int cmd_health(const ctl *c)
+{
+    const char *addr = c->addr ? c->addr : "127.0.0.1:50051";
+    if ((c->cert == NULL) != (c->key == NULL) || (c->cert != NULL && c->cacert == NULL)) {
+        fprintf(stderr, "recordctl: health: --cert and --key go together, with --cacert\n");
+        return 2;
+    }
+    char *pem[3] = {NULL, NULL, NULL};
+    const char *paths[3] = {c->cacert, c->cert, c->key};
+    for (int i = 0; i < 3; i++)
+        if (paths[i] != NULL && (pem[i] = read_text(paths[i])) == NULL) {
+            fprintf(stderr, "recordctl: health: cannot read %s: %s\n", paths[i], strerror(errno));
+            for (int j = 0; j < i; j++)
+                free(pem[j]);
+            return 2;
+        }
+    grpc_init();
+    grpc_channel_credentials *creds;
+    if (pem[0] != NULL) {
+        grpc_ssl_pem_key_cert_pair pair = {pem[2], pem[1]};
+        creds = grpc_ssl_credentials_create(pem[0], pem[1] ? &pair : NULL, NULL, NULL);
+    } else {
+        creds = grpc_insecure_credentials_create();
+    }
+    grpc_arg arg = {.type = GRPC_ARG_STRING,
+                    .key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG,
+                    .value.string = (char *)c->server_name};
+    grpc_channel_args args = {c->server_name ? 1 : 0, &arg};
+    grpc_channel *ch = grpc_channel_create(addr, creds, &args);
+    grpc_channel_credentials_release(creds);
+    grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
+                     gpr_time_from_seconds(c->timeout_s > 0 ? c->timeout_s : 5, GPR_TIMESPAN));
+    grpc_slice method = grpc_slice_from_static_string("/grpc.health.v1.Health/Check");
+    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
+                                               deadline, NULL);
+
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = (char *)(c->service ? c->service : "");
+    uint8_t packed[512];
+    size_t packed_len = grpc__health__v1__health_check_request__get_packed_size(&req);
+    int rc = 1;
+    if (packed_len > sizeof packed) {
+        fprintf(stderr, "recordctl: health: --service is too long\n");
+        rc = 2;
+        goto done;
+    }
+    grpc__health__v1__health_check_request__pack(&req, packed);
+    grpc_slice body = grpc_slice_from_copied_buffer((const char *)packed, packed_len);
+    grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&body, 1);
+    grpc_slice_unref(body);
+    grpc_byte_buffer *recv = NULL;
+    grpc_metadata_array initial, trailing;
+    grpc_metadata_array_init(&initial);
+    grpc_metadata_array_init(&trailing);
+    grpc_status_code status = GRPC_STATUS_UNKNOWN;
+    grpc_slice details = grpc_empty_slice();
+    grpc_op ops[6];
+    memset(ops, 0, sizeof ops);
+    ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[1].op = GRPC_OP_SEND_MESSAGE;
+    ops[1].data.send_message.send_message = send;
+    ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
+    ops[3].op = GRPC_OP_RECV_INITIAL_METADATA;
+    ops[3].data.recv_initial_metadata.recv_initial_metadata = &initial;
+    ops[4].op = GRPC_OP_RECV_MESSAGE;
+    ops[4].data.recv_message.recv_message = &recv;
+    ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
+    ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
+    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status_details = &details;
+    if (grpc_call_start_batch(call, ops, 6, (void *)1, NULL) == GRPC_CALL_OK)
+        grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (status != GRPC_STATUS_OK) {
+        char *msg = grpc_slice_to_c_string(details);
+        fprintf(stderr, "recordctl: health: %s: status %d: %s\n", addr, (int)status, msg);
+        gpr_free(msg);
+    } else if (recv != NULL) {
+        grpc_byte_buffer_reader reader;
+        grpc_byte_buffer_reader_init(&reader, recv);
+        grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
+        grpc_byte_buffer_reader_destroy(&reader);
+        Grpc__Health__V1__HealthCheckResponse *resp =
+            grpc__health__v1__health_check_response__unpack(NULL, GRPC_SLICE_LENGTH(all),
+                                                            GRPC_SLICE_START_PTR(all));
+        grpc_slice_unref(all);
+        const char *name =
+            resp == NULL ? "malformed reply"
+            : resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+                ? "SERVING"
+            : resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+                ? "NOT_SERVING"
+                : "UNKNOWN";
+        rc = strcmp(name, "SERVING") == 0 ? 0 : 1;
+        printf("%s\n", name);
+        if (resp != NULL)
+            grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+    }
+    grpc_slice_unref(details);
+    grpc_metadata_array_destroy(&initial);
+    grpc_metadata_array_destroy(&trailing);
+    grpc_byte_buffer_destroy(send);
+    if (recv != NULL)
+        grpc_byte_buffer_destroy(recv);
+done:
+    grpc_call_unref(call);
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN)
+        ;
+    grpc_completion_queue_destroy(cq);
+    grpc_channel_destroy(ch);
+    grpc_shutdown();
+    for (int i = 0; i < 3; i++) {
+        if (pem[i] != NULL)
+            sodium_memzero(pem[i], strlen(pem[i]));
+        free(pem[i]);
+    }
+    return rc;
+}
+
 static void path_default(char *dst, size_t cap, const char *env, const char *dir, const char *name)
 {
     if (dst[0] != '\0')
@@ -693,7 +896,28 @@ static int parse(int argc, char **argv, int i, ctl *c)
             c->sub = v;
         else if (IS("key-id"))
             c->key_id = v;
-        else if (IS("issuer"))
+        else if (IS("bind-client"))
+            c->client_id = v;
+        else if (IS("addr"))
+            c->addr = v;
+        else if (IS("service"))
+            c->service = v;
+        else if (IS("cacert"))
+            c->cacert = v;
+        else if (IS("cert"))
+            c->cert = v;
+        else if (IS("key"))
+            c->key = v;
+        else if (IS("server-name"))
+            c->server_name = v;
+        else if (IS("timeout")) {
+            char *end;
+            c->timeout_s = strtol(v, &end, 10);
+            if (*end != '\0' || end == v || c->timeout_s <= 0 || c->timeout_s > 3600) {
+                fprintf(stderr, "recordctl: --timeout: expected seconds from 1 to 3600\n");
+                return 2;
+            }
+        } else if (IS("issuer"))
             c->issuer = v;
         else if (IS("audience"))
             c->audience = v;
@@ -752,6 +976,8 @@ int main(int argc, char **argv)
         return cmd_init(&c);
     if (strcmp(cmd, "backup") == 0 && c.n_args == 0)
         return cmd_backup(&c);
+    if (strcmp(cmd, "health") == 0 && c.n_args == 0)
+        return cmd_health(&c);
     if (strcmp(cmd, "key") == 0 && strcmp(sub, "create") == 0)
         return cmd_key_create(&c);
     if (strcmp(cmd, "key") == 0 && strcmp(sub, "list") == 0)

@@ -297,3 +297,110 @@ def test_plaintext_on_a_non_loopback_address_warns(server_factory):
     assert "without TLS" not in quiet.log_path.read_text()
     loopback = server_factory()
     assert "without TLS" not in loopback.log_path.read_text()
+
+
+# ---- credentials bound to a client certificate ----------------------------
+
+BILLING = "spiffe://test/ns/app/sa/billing"
+
+
+def get_schema_over(address: str, channel_creds: grpc.ChannelCredentials, credential: str):
+    with grpc.secure_channel(address, channel_creds, options=harness.CHANNEL_OPTIONS) as ch:
+        fn = ch.unary_unary("/recordd.v1.Schemas/GetSchema",
+                            request_serializer=lambda m: m.SerializeToString(),
+                            response_deserializer=pb.schema.Schema.FromString)
+        return fn(pb.schema.GetSchemaRequest(), timeout=5, metadata=harness.bearer(credential))
+
+
+def https_get(s, path: str, credential: str, cert=None) -> requests.Response:
+    return requests.get(s.http_url + path, headers={"Authorization": f"Bearer {credential}"},
+                        verify=str(s.tls.ca_file), cert=tuple(map(str, cert)) if cert else None, timeout=5)
+
+
+@pytest.fixture
+def bound(server_factory, pki):
+    """A server with optional client certificates, and an API key bound to
+    the billing workload's SPIFFE id."""
+    other = tlscerts.make_cert(pki["dir"], "reports", pki["ca"], san="URI:spiffe://test/ns/app/sa/reports")
+    s = server_factory(*tls_flags(pki, "--tls-client-ca", str(pki["ca"][0]), "--tls-client-auth", "request"),
+                       tls=ClientTLS(pki["ca"][0], *pki["client"]))
+    key = json.loads(s.ctl("key", "create", "--org", "default", "--role", "admin", "--caps",
+                           json.dumps([{"can": ["read", "admin"], "model": "*", "group": "*"}]),
+                           "--bind-client", BILLING, "--json").stdout)["key"]
+    return s, key, other
+
+
+def test_a_bound_key_works_only_from_its_client_certificate(bound, pki):
+    s, key, other = bound
+    ok = pb.schema.Schema
+    assert isinstance(get_schema_over(s.address, creds(pki["ca"], pki["client"]), key), ok)
+    assert https_get(s, "/v1/schema", key, cert=pki["client"]).status_code == 200
+    for channel_creds, cert in ((creds(pki["ca"]), None), (creds(pki["ca"], other), other)):
+        with pytest.raises(grpc.RpcError) as e:
+            get_schema_over(s.address, channel_creds, key)
+        assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "bound to a client certificate" in e.value.details()
+        assert BILLING not in e.value.details()  # the binding is not disclosed
+        r = https_get(s, "/v1/schema", key, cert=cert)
+        assert r.status_code == 401 and r.json()["code"] == "unauthenticated", r.text
+    # an unbound key is not affected
+    assert isinstance(get_schema_over(s.address, creds(pki["ca"]), s.admin_key), ok)
+    listed = [json.loads(l) for l in s.ctl("key", "list", "--json").stdout.splitlines()]
+    assert [k.get("client_id") for k in listed].count(BILLING) == 1
+
+
+def test_tokens_inherit_the_binding_of_their_key(bound, pki):
+    s, key, other = bound
+    with grpc.secure_channel(s.address, creds(pki["ca"], pki["client"]), options=harness.CHANNEL_OPTIONS) as ch:
+        mint = ch.unary_unary("/recordd.v1.Tokens/MintToken",
+                              request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=pb.tokens.MintTokenResponse.FromString)
+        token = mint(pb.tokens.MintTokenRequest(caps=[pb.tokens.Capability(can=["read"], model="*", group="*")]),
+                     timeout=5, metadata=harness.bearer(key)).token
+    assert isinstance(get_schema_over(s.address, creds(pki["ca"], pki["client"]), token), pb.schema.Schema)
+    with pytest.raises(grpc.RpcError) as e:
+        get_schema_over(s.address, creds(pki["ca"], other), token)
+    assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert https_get(s, "/v1/schema", token).status_code == 401
+    # an offline token bound by recordctl, to a DNS name of the certificate
+    offline = s.mint_offline([{"can": ["read"], "model": "*", "group": "*"}])  # unbound
+    assert https_get(s, "/v1/schema", offline["token"]).status_code == 200
+    res = s.ctl("token", "mint", "--org", "default", "--sub", "ops", "--caps",
+                json.dumps([{"can": ["read"], "model": "*", "group": "*"}]), "--bind-client", "billing.test", "--json")
+    dns_bound = json.loads(res.stdout)["token"]
+    assert https_get(s, "/v1/schema", dns_bound, cert=pki["client"]).status_code == 200
+    assert https_get(s, "/v1/schema", dns_bound, cert=other).status_code == 401
+
+
+def test_a_bound_key_is_refused_without_tls(server_factory):
+    s = server_factory()
+    key = json.loads(s.ctl("key", "create", "--org", "default", "--role", "admin", "--caps",
+                           json.dumps([{"can": ["read"], "model": "*", "group": "*"}]),
+                           "--bind-client", BILLING, "--json").stdout)["key"]
+    harness.expect_error(grpc.StatusCode.UNAUTHENTICATED, s.call, "GetSchema", pb.schema.GetSchemaRequest(), auth=key)
+    assert s.http("GET", "/v1/schema", auth=key).status_code == 401
+    bad = s.ctl("key", "create", "--org", "default", "--role", "admin", "--caps", "[]",
+                "--bind-client", "has space", check=False)
+    assert bad.returncode != 0 and "--bind-client" in bad.stderr
+
+
+def test_recordctl_health_reaches_plaintext_tls_and_mutual_tls_servers(server_factory, pki):
+    plain = server_factory()
+    res = harness.recordctl("health", "--addr", plain.address, "--service", "readiness", check=False)
+    assert res.returncode == 0 and res.stdout.strip() == "SERVING", res.stderr
+    s = server_factory(*tls_flags(pki, "--tls-client-ca", str(pki["ca"][0])),
+                       tls=ClientTLS(pki["ca"][0], *pki["client"]))
+    port = s.address.rsplit(":", 1)[1]
+    base = ("health", "--addr", f"127.0.0.1:{port}", "--service", "liveness", "--cacert", str(pki["ca"][0]))
+    mine = ("--cert", str(pki["client"][0]), "--key", str(pki["client"][1]))
+    res = harness.recordctl(*base, *mine, check=False)
+    assert res.returncode == 0 and res.stdout.strip() == "SERVING", res.stderr
+    # the name verified can differ from the address dialled (a probe dials 127.0.0.1)
+    res = harness.recordctl(*base, *mine, "--server-name", "localhost", check=False)
+    assert res.returncode == 0, res.stderr
+    for args in (base, ("health", "--addr", f"127.0.0.1:{port}", "--cacert", str(pki["other"][0]), *mine),
+                 (*base, *mine, "--server-name", "elsewhere.test")):
+        res = harness.recordctl(*args, "--timeout", "3", check=False)
+        assert res.returncode == 1 and "recordctl: health:" in res.stderr, (args, res.stderr)
+    res = harness.recordctl("health", "--cert", "x.pem", check=False)
+    assert res.returncode == 2

@@ -674,6 +674,56 @@ static void test_mint_then_verify_round_trips(void **state)
     auth_signer_free(s);
 }
 
+static void test_tokens_carry_the_client_binding_of_their_key(void **state)
+{
+    (void)state;
+    auth_signer *s = signer_a();
+    auth_keyring *kr = keyring_of(s);
+    auth_config cfg;
+    auth_config_init(&cfg);
+    cfg.keyring = kr;
+    cfg.now_us = NOW_US;
+    auth_principal *key = key_principal("[{\"can\":[\"read\"],\"model\":\"*\",\"group\":\"*\"}]");
+    assert_null(auth_principal_client_id(key));
+    assert_int_equal(auth_principal_bind(key, "has space", NULL), RD_VALIDATION_FAILED);
+    assert_int_equal(auth_principal_bind(key, "spiffe://prod/ns/billing/sa/api", NULL), RD_OK);
+    assert_string_equal(auth_principal_client_id(key), "spiffe://prod/ns/billing/sa/api");
+    auth_minted m;
+    assert_int_equal(auth_mint(&cfg, s, key, auth_principal_caps(key), 0, &m, NULL, NULL), RD_OK);
+    auth_principal *p = NULL;
+    assert_int_equal(auth_token_verify(&cfg, m.token, strlen(m.token), &p, NULL), RD_OK);
+    assert_string_equal(auth_principal_client_id(p), "spiffe://prod/ns/billing/sa/api");
+    auth_principal_free(p);
+    auth_minted_clear(&m);
+
+    /* cnf other than {"client_id": identity} is refused */
+    static const char *const bad[] = {"\"x\"",
+                                      "{}",
+                                      "{\"client_id\":\"\"}",
+                                      "{\"client_id\":7}",
+                                      "{\"client_id\":\"a b\"}",
+                                      "{\"client_id\":\"a\",\"x5t#S256\":\"b\"}"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char payload[1024], *token = NULL;
+        snprintf(payload, sizeof payload,
+                 "{\"iss\":\"recordd\",\"aud\":\"recordd\",\"sub\":\"key_1\",\"org\":\"acme\","
+                 "\"jti\":\"tok_1\",\"iat\":\"2025-06-01T12:00:00Z\",\"exp\":"
+                 "\"2025-06-01T12:10:00Z\",\"caps\":[{\"can\":[\"read\"],\"model\":\"*\","
+                 "\"group\":\"*\"}],\"cnf\":%s}",
+                 bad[i]);
+        assert_int_equal(auth__token_sign_payload(s, payload, strlen(payload), &token, NULL),
+                         RD_OK);
+        rd_err err;
+        if (auth_token_verify(&cfg, token, strlen(token), &p, &err) != RD_UNAUTHENTICATED)
+            fail_msg("accepted cnf %s", bad[i]);
+        assert_non_null(strstr(err.msg, "cnf"));
+        free(token);
+    }
+    auth_principal_free(key);
+    auth_keyring_free(kr);
+    auth_signer_free(s);
+}
+
 static void test_mint_ttl_is_clamped_to_config_max(void **state)
 {
     (void)state;
@@ -959,6 +1009,7 @@ int main(void)
         cmocka_unit_test(test_keyring_reload_while_verifying),
         cmocka_unit_test(test_signer_secret_paserk_round_trips_through_file),
         cmocka_unit_test(test_signer_rejects_mismatched_public_half),
+        cmocka_unit_test(test_tokens_carry_the_client_binding_of_their_key),
     };
     return cmocka_run_group_tests(tests, make_tmpdir, remove_tmpdir);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sqlite3.h>
 
 #include "store/store.h"
 
@@ -60,7 +61,8 @@ static void test_key_insert_then_lookup_by_hash(void **state)
     fixture *fx = *state;
     store_api_key k;
     rd_err err;
-    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "admin", "[]", &err), RD_OK);
+    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "admin", "[]", NULL, &err),
+                     RD_OK);
     assert_int_equal(store_key_lookup(fx->c, H1, &k, &err), RD_OK);
     assert_string_equal(k.key_id, "key_a");
     assert_string_equal(k.org, "acme");
@@ -76,16 +78,16 @@ static void test_key_insert_rejects_duplicates_and_bad_names(void **state)
 {
     fixture *fx = *state;
     rd_err err;
-    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", &err), RD_OK);
-    assert_int_equal(store_key_insert(fx->s, "key_a", H2, "acme", "r", "[]", &err),
+    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", NULL, &err), RD_OK);
+    assert_int_equal(store_key_insert(fx->s, "key_a", H2, "acme", "r", "[]", NULL, &err),
                      RD_DUPLICATE_RECORD);
-    assert_int_equal(store_key_insert(fx->s, "key_b", H1, "acme", "r", "[]", &err),
+    assert_int_equal(store_key_insert(fx->s, "key_b", H1, "acme", "r", "[]", NULL, &err),
                      RD_DUPLICATE_RECORD);
-    assert_int_equal(store_key_insert(fx->s, "key c", H2, "acme", "r", "[]", &err),
+    assert_int_equal(store_key_insert(fx->s, "key c", H2, "acme", "r", "[]", NULL, &err),
                      RD_VALIDATION_FAILED);
-    assert_int_equal(store_key_insert(fx->s, "key_c", H2, "a__b", "r", "[]", &err),
+    assert_int_equal(store_key_insert(fx->s, "key_c", H2, "a__b", "r", "[]", NULL, &err),
                      RD_VALIDATION_FAILED);
-    assert_int_equal(store_key_insert(fx->s, "key_c", H2, "acme", "", "[]", &err),
+    assert_int_equal(store_key_insert(fx->s, "key_c", H2, "acme", "", "[]", NULL, &err),
                      RD_VALIDATION_FAILED);
 }
 
@@ -95,8 +97,8 @@ static void test_key_list_is_per_organisation(void **state)
     store_api_key *keys = NULL;
     size_t n = 0;
     rd_err err;
-    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", &err), RD_OK);
-    assert_int_equal(store_key_insert(fx->s, "key_b", H2, "other", "r", "[]", &err), RD_OK);
+    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", NULL, &err), RD_OK);
+    assert_int_equal(store_key_insert(fx->s, "key_b", H2, "other", "r", "[]", NULL, &err), RD_OK);
     assert_int_equal(store_key_list(fx->c, "acme", &keys, &n, &err), RD_OK);
     assert_int_equal(n, 1);
     assert_string_equal(keys[0].key_id, "key_a");
@@ -111,7 +113,7 @@ static void test_key_revoke_marks_it_and_revokes_its_tokens(void **state)
     fixture *fx = *state;
     store_api_key k;
     rd_err err;
-    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", &err), RD_OK);
+    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", NULL, &err), RD_OK);
     assert_int_equal(store_is_revoked(fx->c, "tok_1", "key_a"), 0);
     assert_int_equal(store_key_revoke(fx->s, "key_a", &err), RD_OK);
     assert_int_equal(store_key_lookup(fx->c, H1, &k, &err), RD_OK);
@@ -148,7 +150,7 @@ static void test_auth_gen_rises_on_every_revocation(void **state)
     int64_t g0 = -1, g1 = -1, g2 = -1, g3 = -1;
     assert_int_equal(store_auth_gen(fx->c, &g0, &err), RD_OK);
     assert_true(g0 >= 0);
-    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", &err), RD_OK);
+    assert_int_equal(store_key_insert(fx->s, "key_a", H1, "acme", "r", "[]", NULL, &err), RD_OK);
     assert_int_equal(store_auth_gen(fx->c, &g1, &err), RD_OK);
     assert_int_equal(store_key_revoke(fx->s, "key_a", &err), RD_OK);
     assert_int_equal(store_auth_gen(fx->c, &g2, &err), RD_OK);
@@ -161,6 +163,73 @@ static void test_auth_gen_rises_on_every_revocation(void **state)
     assert_int_equal(g2, g3);
 }
 
+static void test_key_bound_to_a_client_identity(void **state)
+{
+    fixture *fx = *state;
+    rd_err err;
+    store_api_key k;
+    assert_int_equal(
+        store_key_insert(fx->s, "key_b", H1, "acme", "r", "[]", "spiffe://prod/sa/api", &err),
+        RD_OK);
+    assert_int_equal(store_key_lookup(fx->c, H1, &k, &err), RD_OK);
+    assert_string_equal(k.client_id, "spiffe://prod/sa/api");
+    store_api_key_clear(&k);
+    assert_int_equal(store_key_insert(fx->s, "key_u", H2, "acme", "r", "[]", NULL, &err), RD_OK);
+    assert_int_equal(store_key_lookup(fx->c, H2, &k, &err), RD_OK);
+    assert_string_equal(k.client_id, "");
+    store_api_key_clear(&k);
+    char long_id[STORE_CLIENT_ID_MAX + 2];
+    memset(long_id, 'a', sizeof long_id - 1);
+    long_id[sizeof long_id - 1] = '\0';
+    static const unsigned char H3[STORE_KEY_HASH_BYTES] = {7};
+    assert_int_equal(store_key_insert(fx->s, "key_l", H3, "acme", "r", "[]", long_id, &err),
+                     RD_VALIDATION_FAILED);
+    assert_string_equal(err.field, "client_id");
+}
+
+/* A database made before keys could be bound gains the column on open;
+ * its keys stay valid and unbound. */
+static void test_key_table_without_client_id_is_migrated(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/rd_keys_mig_XXXXXX", path[64], p[80];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/old.db", dir);
+    sqlite3 *db;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE _rd_api_keys (key_id TEXT PRIMARY KEY, hash BLOB NOT NULL "
+                     "UNIQUE, org TEXT NOT NULL, role TEXT NOT NULL, caps TEXT NOT NULL, "
+                     "created_at INTEGER NOT NULL, revoked_at INTEGER);"
+                     "INSERT INTO _rd_api_keys VALUES ('key_old', x'0102030000000000000000000000"
+                     "000000000000000000000000000000000000', 'acme', 'r', '[]', 1, NULL);",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    store_options o = {.path = path};
+    store *s;
+    store_conn *c;
+    rd_err err;
+    assert_int_equal(store_open(&o, &s, &err), RD_OK);
+    assert_int_equal(store_conn_open(s, &c, &err), RD_OK);
+    store_api_key k;
+    assert_int_equal(store_key_lookup(c, H1, &k, &err), RD_OK);
+    assert_string_equal(k.key_id, "key_old");
+    assert_string_equal(k.client_id, "");
+    store_api_key_clear(&k);
+    assert_int_equal(store_key_insert(s, "key_new", H2, "acme", "r", "[]", "api.prod", &err),
+                     RD_OK);
+    store_conn_close(c);
+    store_close(s);
+    unlink(path);
+    snprintf(p, sizeof p, "%s-wal", path);
+    unlink(p);
+    snprintf(p, sizeof p, "%s-shm", path);
+    unlink(p);
+    rmdir(dir);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -171,6 +240,8 @@ int main(void)
         T(test_key_revoke_marks_it_and_revokes_its_tokens),
         T(test_token_revoke_by_jti),
         T(test_auth_gen_rises_on_every_revocation),
+        T(test_key_bound_to_a_client_identity),
+        cmocka_unit_test(test_key_table_without_client_id_is_migrated),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

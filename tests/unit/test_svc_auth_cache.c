@@ -34,7 +34,7 @@ static int setup(void **state)
     snprintf(fx->path, sizeof fx->path, "%s/test.db", fx->dir);
     store_options o = {.path = fx->path};
     if (store_open(&o, &fx->s, &err) != RD_OK ||
-        store_key_insert(fx->s, "key_a", H1, "acme", "admin", "[]", &err) != RD_OK)
+        store_key_insert(fx->s, "key_a", H1, "acme", "admin", "[]", NULL, &err) != RD_OK)
         return -1;
     fx->a = calloc(1, sizeof *fx->a);
     if (fx->a == NULL)
