@@ -267,7 +267,7 @@ $(BUILD)/fuzz/route-corpus/.seeded:
 # Debian's buildah/podman/runc/debootstrap build and run the image without a
 # Docker engine; kubernetes-client provides `kubectl kustomize` when no
 # kubectl is installed. Only `make image-test` needs them.
-IMAGE_PKGS := buildah podman runc debootstrap python3-yaml
+IMAGE_PKGS := buildah podman runc debootstrap python3-yaml openssl
 
 .PHONY: image-deps image-test
 image-deps: deps

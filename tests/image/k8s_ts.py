@@ -20,10 +20,15 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 
 
+# CRDs of other projects: their kubernetes-models package
+THIRD_PARTY = {"cert-manager.io": "@kubernetes-models/cert-manager"}
+
+
 def module_of(obj):
     api, kind = obj["apiVersion"], obj["kind"]
     group, _, version = api.rpartition("/")
-    path = f"kubernetes-models/{version}/{kind}" if not group else f"kubernetes-models/{group}/{version}/{kind}"
+    package = THIRD_PARTY.get(group, "kubernetes-models")
+    path = f"{package}/{version}/{kind}" if not group else f"{package}/{group}/{version}/{kind}"
     return path, kind
 
 
@@ -46,9 +51,9 @@ def by_kind(docs):
     return out
 
 
-def secret_mount(pod, c):
-    """(mountPath, defaultMode, {key: path}) of the container's one Secret volume."""
-    (vol,) = [v for v in pod["volumes"] if v.get("secret")]
+def secret_mount(pod, c, name="recordd-keys"):
+    """(mountPath, defaultMode, {key: path}) of the container's volume of Secret name."""
+    (vol,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == name]
     (mount,) = [m for m in c["volumeMounts"] if m["name"] == vol["name"]]
     items = {i["key"]: i["path"] for i in vol["secret"].get("items", [])}
     return mount["mountPath"], vol["secret"].get("defaultMode", 0o644), items
@@ -71,10 +76,37 @@ def policy(docs):
     assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
     assert sc["capabilities"]["drop"] == ["ALL"]
     assert any(m["mountPath"] == "/tmp" for m in c["volumeMounts"]), "no writable /tmp"
+    tls = {e["name"]: e["value"] for e in c.get("env", []) if e["name"].startswith("RECORDD_TLS_")}
     for probe, service in (("startupProbe", "readiness"), ("readinessProbe", "readiness"),
                            ("livenessProbe", "liveness")):
-        g = c[probe]["grpc"]
-        assert isinstance(g["port"], int) and g["port"] == 50051 and g["service"] == service, (probe, g)
+        if not tls:
+            g = c[probe]["grpc"]
+            assert isinstance(g["port"], int) and g["port"] == 50051 and g["service"] == service, (probe, g)
+            continue
+        # the kubelet's gRPC probe has no TLS: `recordctl health` over TLS instead
+        assert "grpc" not in c[probe], (probe, "a gRPC probe cannot reach a TLS listener")
+        cmd = c[probe]["exec"]["command"]
+        assert cmd[:2] == ["recordctl", "health"], cmd
+        args = dict(zip(cmd[2::2], cmd[3::2]))
+        assert args["--addr"] == "127.0.0.1:50051" and args["--service"] == service, cmd
+        assert args["--cacert"] and args["--server-name"], cmd
+        if tls.get("RECORDD_TLS_CLIENT_AUTH") == "require":
+            assert args["--cert"] == tls["RECORDD_TLS_CERT"] and args["--key"] == tls["RECORDD_TLS_KEY"], cmd
+        probe_args = args
+    if tls:
+        # the files come from the Secret cert-manager writes, whose certificate
+        # names what the probes verify and is usable the way the probes use it
+        tls_mount, tls_mode, _ = secret_mount(pod, c, "recordd-tls")
+        for var in ("RECORDD_TLS_CERT", "RECORDD_TLS_KEY"):
+            assert tls[var].startswith(tls_mount + "/"), (var, tls[var])
+        assert probe_args["--cacert"].startswith(tls_mount + "/")
+        assert tls_mode & 0o040 and not tls_mode & 0o007, oct(tls_mode)
+        (cert,) = [d for d in kinds.get("Certificate", []) if d["spec"]["secretName"] == "recordd-tls"]
+        assert probe_args["--server-name"] in cert["spec"]["dnsNames"], cert["spec"]["dnsNames"]
+        assert "server auth" in cert["spec"]["usages"]
+        if tls.get("RECORDD_TLS_CLIENT_AUTH") == "require":
+            assert "client auth" in cert["spec"]["usages"], "the probes present the pod's certificate"
+            assert tls["RECORDD_TLS_CLIENT_CA"].startswith(tls_mount + "/")
     assert c["resources"]["requests"] and c["resources"]["limits"]
     (cm,) = kinds["ConfigMap"]
     grace = int(cm["data"]["RECORDD_SHUTDOWN_GRACE"])
@@ -109,6 +141,7 @@ def policy(docs):
         with open(REPO / src) as f:
             known |= set(re.findall(r"RECORDD_[A-Z_]+", f.read()))
     assert set(env) <= known, f"ConfigMap keys neither recordd nor the entrypoint reads: {set(env) - known}"
+    assert set(tls) <= known, f"variables recordd does not read: {set(tls) - known}"
     for var in ("RECORDD_KEYS_DIR", "RECORDD_TRUSTED_KEYS", "RECORDD_DB"):
         if var in env:
             assert env[var].startswith("/data/"), (var, env[var])

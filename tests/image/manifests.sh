@@ -13,15 +13,13 @@ trap 'rm -rf "$WORK"' EXIT
 fail() { echo "manifests: FAIL: $*"; exit 1; }
 
 command -v kubectl >/dev/null || fail "kubectl is missing (make image-deps installs kubernetes-client)"
-if [ ! -x "$NODE/node_modules/.bin/tsc" ] || [ ! -d "$NODE/node_modules/kubernetes-models" ]; then
+if [ ! -x "$NODE/node_modules/.bin/tsc" ] || [ ! -d "$NODE/node_modules/kubernetes-models" ] ||
+    [ ! -d "$NODE/node_modules/@kubernetes-models/cert-manager" ]; then
     mkdir -p "$NODE"
-    npm install --no-audit --no-fund --prefix "$NODE" kubernetes-models@4 typescript@5 >"$WORK/npm.log" 2>&1 ||
+    npm install --no-audit --no-fund --prefix "$NODE" kubernetes-models@4 @kubernetes-models/cert-manager@4 \
+        typescript@5 >"$WORK/npm.log" 2>&1 ||
         { tail -n 20 "$WORK/npm.log"; fail "npm install kubernetes-models typescript failed"; }
 fi
-
-kubectl kustomize "$REPO/docker/k8s" >"$WORK/rendered.yaml" || fail "kubectl kustomize docker/k8s failed"
-echo "manifests: rendered $(grep -c '^kind:' "$WORK/rendered.yaml") objects"
-"$PYTHON" "$REPO/tests/image/k8s_ts.py" --policy "$WORK/rendered.yaml" || fail "policy check"
 
 tsc() { # file.ts: type-checks it where node_modules resolves
     cp "$1" "$NODE/k8s-check.ts"
@@ -29,8 +27,17 @@ tsc() { # file.ts: type-checks it where node_modules resolves
         --moduleResolution bundler --target es2020 k8s-check.ts)
 }
 
-"$PYTHON" "$REPO/tests/image/k8s_ts.py" "$WORK/rendered.yaml" "$WORK/good.ts"
-tsc "$WORK/good.ts" || fail "the rendered manifests do not match the Kubernetes API types"
+# the base, and the TLS and mutual-TLS examples (base + components + a
+# cert-manager Certificate)
+for dir in docker/k8s docker/k8s-examples/tls docker/k8s-examples/mtls; do
+    out="$WORK/$(echo "$dir" | tr / -).yaml"
+    kubectl kustomize "$REPO/$dir" >"$out" || fail "kubectl kustomize $dir failed"
+    echo "manifests: $dir rendered $(grep -c '^kind:' "$out") objects"
+    "$PYTHON" "$REPO/tests/image/k8s_ts.py" --policy "$out" || fail "policy check of $dir"
+    "$PYTHON" "$REPO/tests/image/k8s_ts.py" "$out" "$WORK/good.ts"
+    tsc "$WORK/good.ts" || fail "$dir does not match the Kubernetes API types"
+done
+cp "$WORK/docker-k8s.yaml" "$WORK/rendered.yaml"
 echo "manifests: schema ok"
 
 # a typo must not pass: the same objects with one field misspelled
@@ -42,5 +49,15 @@ if tsc "$WORK/typo.ts" >"$WORK/typo.out" 2>&1; then
 fi
 grep -q terminationGracePeriodSecond "$WORK/typo.out" || { cat "$WORK/typo.out"; fail "tsc failed for another reason"; }
 echo "manifests: a misspelled field is rejected"
+
+# and in the cert-manager Certificate (typed by @kubernetes-models/cert-manager)
+sed 's/renewBefore:/renewBefor:/' "$WORK/docker-k8s-examples-tls.yaml" >"$WORK/typo-cert.yaml"
+grep -q renewBefor: "$WORK/typo-cert.yaml" || fail "could not plant the Certificate typo"
+"$PYTHON" "$REPO/tests/image/k8s_ts.py" "$WORK/typo-cert.yaml" "$WORK/typo-cert.ts"
+if tsc "$WORK/typo-cert.ts" >"$WORK/typo-cert.out" 2>&1; then
+    fail "a misspelled Certificate field (renewBefor) passed the schema check"
+fi
+grep -q renewBefor "$WORK/typo-cert.out" || { cat "$WORK/typo-cert.out"; fail "tsc failed for another reason"; }
+echo "manifests: a misspelled Certificate field is rejected"
 rm -f "$NODE/k8s-check.ts"
-echo "2 passed, 0 failed"
+echo "3 passed, 0 failed"

@@ -19,7 +19,12 @@
 #      and uid/gid (from `kubectl kustomize docker/k8s`), the pepper and
 #      signing key made by `recordctl init --dir keys` mounted read-only where
 #      the Secret goes (root-owned, group fsGroup, its defaultMode), a fresh
-#      volume owned by the fsGroup: ready, a write, podman stop exits 0.
+#      volume owned by the fsGroup: ready, a write, podman stop exits 0;
+#   8. TLS as docker/k8s/components/tls sets it up (docker/k8s-examples/tls):
+#      its variables, a kubernetes.io/tls-like mount of openssl-made files,
+#      its exec readiness probe (recordctl health over TLS) inside the
+#      container; gRPC and HTTPS from outside trusting the CA; plaintext
+#      refused; podman stop exits 0.
 #
 # Needs root, buildah, podman, runc and debootstrap (make image-deps). Uses a
 # test-owned containers.conf (CONTAINERS_CONF) instead of /etc. Environment:
@@ -68,7 +73,7 @@ cleanup() {
     if [ "${RECORDD_IMAGE_KEEP:-0}" = 1 ]; then
         log "kept $WORK and containers $NAME-*"
     else
-        podman rm -f -t 0 "$NAME-1" "$NAME-2" "$NAME-k8s" >/dev/null 2>&1 || true
+        podman rm -f -t 0 "$NAME-1" "$NAME-2" "$NAME-k8s" "$NAME-tls" >/dev/null 2>&1 || true
         rm -rf "$WORK"
     fi
     exit $rc
@@ -229,6 +234,75 @@ POD_CLIENT=("$PYTHON" "$REPO/tests/image/client.py" --addr "127.0.0.1:$GRPC_PORT
 podman stop -t 30 "$NAME-k8s" >/dev/null
 CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-k8s")
 [ "$CODE" = 0 ] || { podman logs "$NAME-k8s" | tail -n 20; fail "the pod-like container exited $CODE after SIGTERM"; }
+
+# ---- 8. TLS, as docker/k8s/components/tls configures it --------------------------------
+log "TLS: the tls component's settings and probe, certificates made with openssl"
+kubectl kustomize "$REPO/docker/k8s-examples/tls" >"$WORK/rendered-tls.yaml" ||
+    fail "kubectl kustomize docker/k8s-examples/tls failed"
+TLS_SRC="$WORK/tls-src" TLS="$WORK/tls" TLSDATA="$WORK/tls-data"
+mkdir -p "$TLS_SRC" "$TLS" "$TLSDATA"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=image-test-ca \
+    -keyout "$TLS_SRC/ca.key" -out "$TLS_SRC/ca.crt" 2>/dev/null || fail "openssl: CA"
+openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=recordd \
+    -keyout "$TLS_SRC/tls.key" -out "$TLS_SRC/tls.csr" 2>/dev/null || fail "openssl: CSR"
+printf 'subjectAltName=DNS:recordd,DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' \
+    >"$TLS_SRC/ext"
+openssl x509 -req -in "$TLS_SRC/tls.csr" -CA "$TLS_SRC/ca.crt" -CAkey "$TLS_SRC/ca.key" -CAcreateserial \
+    -days 1 -extfile "$TLS_SRC/ext" -out "$TLS_SRC/tls.crt" 2>/dev/null || fail "openssl: certificate"
+"$PYTHON" - "$WORK/rendered-tls.yaml" "$WORK" <<'PY' || fail "cannot read the tls component's settings"
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+(sts,) = [d for d in docs if d["kind"] == "StatefulSet"]
+pod = sts["spec"]["template"]["spec"]
+(c,) = pod["containers"]
+(vol,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "recordd-tls"]
+(mount,) = [m for m in c["volumeMounts"] if m["name"] == vol["name"]]
+with open(sys.argv[2] + "/tls-env", "w") as f:
+    f.writelines(f"{e['name']}={e['value']}\n" for e in c["env"])
+with open(sys.argv[2] + "/tls.sh", "w") as f:
+    f.write(f"TLS_MOUNT={mount['mountPath']}\nTLS_MODE={vol['secret']['defaultMode']:o}\n")
+    f.write("READY_PROBE=(" + " ".join(f"'{a}'" for a in c["readinessProbe"]["exec"]["command"]) + ")\n")
+PY
+# shellcheck disable=SC1091
+. "$WORK/tls.sh"
+for f in tls.crt tls.key ca.crt; do # as the kubelet mounts a kubernetes.io/tls Secret
+    install -o 0 -g 10001 -m "$TLS_MODE" "$TLS_SRC/$f" "$TLS/$f"
+done
+chown 10001:10001 "$TLSDATA"
+podman run -d --name "$NAME-tls" --read-only --cap-drop=ALL --security-opt no-new-privileges \
+    --env-file "$WORK/tls-env" -v "$TLSDATA:/data" -v "$TLS:$TLS_MOUNT:ro" \
+    -p "127.0.0.1:$GRPC_PORT:50051" -p "127.0.0.1:$HTTP_PORT:8080" "$IMAGE" >/dev/null
+ready=0
+for _ in $(seq 1 150); do
+    if podman exec "$NAME-tls" "${READY_PROBE[@]}" >/dev/null 2>&1; then ready=1; break; fi
+    sleep 0.2
+done
+[ "$ready" = 1 ] || { podman logs "$NAME-tls" | tail -n 20; fail "the tls component's readiness probe never passed"; }
+"$PYTHON" - "127.0.0.1:$GRPC_PORT" "https://127.0.0.1:$HTTP_PORT" "$TLS_SRC/ca.crt" "$TLSDATA/keys/admin.key" <<'PY' ||
+import sys, grpc, requests
+addr, url, ca, key_file = sys.argv[1:]
+key = open(key_file).read().strip()
+ch = grpc.secure_channel(addr, grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read()))
+check = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda b: b,
+                       response_deserializer=lambda b: b)
+assert check(b"", timeout=30) == b"\x08\x01", "gRPC over TLS: not SERVING"
+schema = ch.unary_unary("/recordd.v1.Schemas/GetSchema", request_serializer=lambda b: b,
+                        response_deserializer=lambda b: b)
+schema(b"", timeout=30, metadata=[("authorization", "Bearer " + key)])
+assert requests.get(url + "/readyz", verify=ca, timeout=30).status_code == 200
+r = requests.get(url + "/v1/schema", verify=ca, timeout=30, headers={"Authorization": "Bearer " + key})
+assert r.status_code == 200, r.text
+try:
+    requests.get(url.replace("https:", "http:") + "/readyz", timeout=10)
+    raise SystemExit("the HTTP listener answered plaintext")
+except requests.exceptions.ConnectionError:
+    pass
+PY
+    { podman logs "$NAME-tls" | tail -n 20; fail "TLS calls from outside the container failed"; }
+podman logs "$NAME-tls" 2>&1 | grep -q '"tls":"on"' || fail "no \"tls\":\"on\" in the listening line"
+podman stop -t 30 "$NAME-tls" >/dev/null
+CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-tls")
+[ "$CODE" = 0 ] || { podman logs "$NAME-tls" | tail -n 20; fail "the TLS container exited $CODE after SIGTERM"; }
 
 log "image test passed"
 echo "1 passed, 0 failed"
