@@ -75,6 +75,7 @@ typedef struct options {
     const char *target;
     const char *scenario;
     const char *token;
+    const char *cacert;
     int clients;
     int threads;
     int connections;
@@ -115,6 +116,8 @@ static const opt opts[] = {
     {"token", O_STR, OFF(token), 0, 0,
      "credential sent as `authorization: Bearer <token>` on record and schema calls "
      "(env RECORDD_BENCH_TOKEN)"},
+    {"cacert", O_STR, OFF(cacert), 0, 0,
+     "PEM CA file: connect over TLS, verifying the server against it [plaintext]"},
     {"setup", O_FLAG, OFF(setup), 0, 0,
      "push the bench model and create the K records before the run"},
     {"json", O_FLAG, OFF(json), 0, 0, "print one JSON object instead of text"},
@@ -127,6 +130,28 @@ static void usage(FILE *f)
     fprintf(f, "usage: recordd-bench [options]\n");
     for (size_t i = 0; i < N_OPTS; i++)
         fprintf(f, "  --%-12s %s\n", opts[i].flag, opts[i].help);
+}
+
+/* The CA of --cacert (NUL-terminated PEM), or NULL for plaintext. */
+static char *ca_pem;
+
+static char *read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    long len = -1;
+    if (f != NULL && fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) >= 0 && len < (1 << 20) &&
+        fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)len + 1)) != NULL) {
+        if (fread(buf, 1, (size_t)len, f) != (size_t)len) {
+            free(buf);
+            buf = NULL;
+        } else {
+            buf[len] = '\0';
+        }
+    }
+    if (f != NULL)
+        fclose(f);
+    return buf;
 }
 
 /* Parses argv into *o (defaults first). Returns 0, or EXIT_USAGE after
@@ -200,6 +225,10 @@ static int parse_options(int argc, char **argv, options *o)
         o->threads = o->clients;
     if (o->connections < o->threads)
         o->connections = o->threads;
+    if (o->cacert != NULL && (ca_pem = read_file(o->cacert)) == NULL) {
+        fprintf(stderr, "recordd-bench: --cacert: cannot read %s\n", o->cacert);
+        return EXIT_USAGE;
+    }
     if (o->token != NULL && o->token[0] == '\0')
         o->token = NULL;
     if (o->token != NULL && strlen(o->token) > MAX_TOKEN_BYTES) {
@@ -584,7 +613,8 @@ static const scenario *find_scenario(const char *name)
 
 /* ---- channels ----------------------------------------------------------------------- */
 
-/* A channel with its own subchannel pool, hence its own TCP connection. */
+/* A channel with its own subchannel pool, hence its own TCP connection;
+ * TLS when --cacert was given. */
 static grpc_channel *open_channel(const char *target)
 {
     grpc_arg args[2];
@@ -595,7 +625,9 @@ static grpc_channel *open_channel(const char *target)
     args[1].key = GRPC_ARG_ENABLE_RETRIES;
     args[1].value.integer = 0;
     grpc_channel_args ca = {.num_args = 2, .args = args};
-    grpc_channel_credentials *creds = grpc_insecure_credentials_create();
+    grpc_channel_credentials *creds = ca_pem != NULL
+                                          ? grpc_ssl_credentials_create(ca_pem, NULL, NULL, NULL)
+                                          : grpc_insecure_credentials_create();
     grpc_channel *ch = grpc_channel_create(target, creds, &ca);
     grpc_channel_credentials_release(creds);
     return ch;

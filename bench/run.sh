@@ -4,7 +4,8 @@
 # temporary database, runs sqlite-limit (modes A and B) on the same disk, the
 # health scenario at 64 clients and the update scenario at 1, 16 and 64
 # clients, the bulk scenario (BulkMutate of 100 updates per call) at 1 and 16
-# clients, prints a summary with the ratios against their targets, stops the
+# clients, update at 64 clients once more over TLS (the server restarted with
+# an openssl-made certificate), prints a summary with the ratios against their targets, stops the
 # server. Raw results (one JSON object a line) go to $BUILD/bench-results.jsonl.
 #
 # Usage: sh bench/run.sh [BUILD_DIR]
@@ -81,6 +82,27 @@ else
 fi
 run bulk 1
 run bulk 16
+
+# The same update@64 over TLS: the server restarted on the same database
+# with an openssl-made certificate (EC P-256), the clients verifying it.
+if command -v openssl >/dev/null 2>&1; then
+    echo "bench: update @ 64 clients over TLS ..." >&2
+    tls="$tmp/tls"
+    mkdir -p "$tls"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=bench-ca \
+        -keyout "$tls/ca.key" -out "$tls/ca.pem" 2>/dev/null
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=bench \
+        -keyout "$tls/server.key" -out "$tls/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1\n' >"$tls/ext"
+    openssl x509 -req -in "$tls/server.csr" -CA "$tls/ca.pem" -CAkey "$tls/ca.key" -CAcreateserial \
+        -days 1 -extfile "$tls/ext" -out "$tls/server.pem" 2>/dev/null
+    stop_server
+    start_server --tls-cert "$tls/server.pem" --tls-key "$tls/server.key"
+    bench --scenario update --clients 64 --duration "$dur" --cacert "$tls/ca.pem" |
+        sed 's/^{/{"run":"grpc-tls",/' >>"$results"
+else
+    echo "bench: openssl is missing: no TLS scenario" >&2
+fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
 "$python" - "$results" "$load_start" "$load_end" <<'PY'
@@ -91,6 +113,7 @@ sq = next(r for r in rows if r["run"] == "sqlite")
 fs = next((r for r in rows if r["run"] == "fsync"), None)
 grpc = {(r["scenario"], r["clients"]): r for r in rows if r["run"] == "grpc"}
 http = next((r for r in rows if r["run"] == "http"), None)
+tls = next((r for r in rows if r["run"] == "grpc-tls"), None)
 
 print("\nrecordd bench: %d vCPU, load average %s at start, %s at end (this run's own"
       " processes add about 2)" % (os.cpu_count(), sys.argv[2], sys.argv[3]))
@@ -108,6 +131,11 @@ for key in [("health", 64), ("update", 1), ("update", 16), ("update", 64), ("bul
         "%s @ %d clients" % key, r["rate"], r["p50_us"], r["p99_us"], r["p999_us"],
         r["server_cpu_us_per_call"], r["server_vmhwm_kb"] / 1024.0, r["failed"],
         r.get("machine_idle_pct", -1)))
+if tls is not None:
+    print("%-24s %10.0f %9.0f %9.0f %9.0f %12.1f %12.1f %8d %7.0f" % (
+        "update @ 64 over TLS", tls["rate"], tls["p50_us"], tls["p99_us"], tls["p999_us"],
+        tls["server_cpu_us_per_call"], tls["server_vmhwm_kb"] / 1024.0, tls["failed"],
+        tls.get("machine_idle_pct", -1)))
 if http is not None:
     print("%-24s %10.0f %9.0f %9.0f %9.0f %12s %12s %8d" % (
         "http patch @ 64 conns", http["rate"], http["p50_us"], http["p99_us"], http["p999_us"],
@@ -126,6 +154,8 @@ checks = [
 ]
 if http is not None:
     checks.append(("http patch@64 / update@64", http["rate"] / u64, 0.6))
+if tls is not None:
+    checks.append(("update@64 TLS / plain", tls["rate"] / u64, 0.85))
 bulk16 = grpc[("bulk", 16)]["rows_rate"]
 print("%-24s %6.2f   (bulk rows/s over SQLite's batched rows/s; no target)" % (
     "bulk@16 / sqlite-B", bulk16 / sq["b_commits_per_s"]))
@@ -147,7 +177,8 @@ print()
 for name, ratio, target in checks:
     print("%-24s %6.2f   target >= %.2f   %s" % (name, ratio, target,
                                               "met" if ratio >= target else "MISSED"))
-errors = sum(r["failed"] for r in grpc.values()) + (http["failed"] if http else 0)
+errors = sum(r["failed"] for r in grpc.values()) + (http["failed"] if http else 0) + (
+    tls["failed"] if tls else 0)
 if errors:
     print("\nwarning: %d calls failed; see %s" % (errors, sys.argv[1]))
 PY

@@ -147,3 +147,25 @@ def test_buf_curl_reports_a_grpc_error_with_its_code(buf, bare):
     assert res.returncode == 5 << 3, f"{res.returncode}\n{res.stdout}\n{res.stderr}"
     err = json.loads(res.stderr)
     assert err["code"] == "not_found"
+
+
+def test_buf_curl_over_tls_and_mutual_tls(buf, server_factory, tmp_path):
+    """The README's TLS forms: --cacert against https://, and --cert/--key
+    when the server requires a client certificate."""
+    import tlscerts
+
+    ca = tlscerts.make_ca(tmp_path, "ca")
+    server = tlscerts.make_cert(tmp_path, "server", ca)
+    client = tlscerts.make_cert(tmp_path, "client", ca, san="DNS:client.test")
+    s = server_factory("--tls-cert", str(server[0]), "--tls-key", str(server[1]),
+                       "--tls-client-ca", str(ca[0]), tls=h.ClientTLS(ca[0], *client))
+    url = f"https://{s.address}/grpc.health.v1.Health/Check"
+    mtls = ["--cacert", str(ca[0]), "--cert", str(client[0]), "--key", str(client[1])]
+    res = buf("curl", "--protocol", "grpc", "--timeout", "60s", *mtls, "-d", '{"service":"readiness"}', url)
+    assert json.loads(res.stdout)["status"] == "SERVING"
+    listed = buf("curl", "--protocol", "grpc", "--timeout", "60s", *mtls, "--list-methods",
+                 f"https://{s.address}").stdout
+    assert "recordd.v1.Records/UpdateRecord" in listed
+    # without the client certificate the handshake is refused
+    res = buf("curl", "--protocol", "grpc", "--timeout", "20s", "--cacert", str(ca[0]), "-d", "{}", url, check=False)
+    assert res.returncode != 0
