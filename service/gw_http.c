@@ -1366,7 +1366,8 @@ typedef struct gw_conn {
  * policy. With `require` GnuTLS verifies the client certificate against
  * the snapshot's CA during the handshake and fails it without one; with
  * `request` a certificate sent is checked by peer_ok on the first request
- * (GnuTLS would also fail a handshake without one). */
+ * (GnuTLS's handshake verification would also turn away clients that send
+ * none). */
 static void tls_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                        enum MHD_ConnectionNotificationCode code)
 {

@@ -678,9 +678,7 @@ static bool peer_presents(svc_call *c, const char *id)
     grpc_auth_context *ac = grpc_call_auth_context(c->call);
     if (ac == NULL)
         return false;
-    static const char *const names[] = {GRPC_PEER_URI_PROPERTY_NAME, GRPC_PEER_DNS_PROPERTY_NAME,
-                                        GRPC_PEER_SPIFFE_ID_PROPERTY_NAME,
-                                        GRPC_X509_SAN_PROPERTY_NAME};
+    static const char *const names[] = {GRPC_PEER_URI_PROPERTY_NAME, GRPC_PEER_DNS_PROPERTY_NAME};
     size_t n = strlen(id);
     bool found = false;
     if (grpc_auth_context_peer_is_authenticated(ac))

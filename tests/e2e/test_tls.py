@@ -370,6 +370,9 @@ def test_tokens_inherit_the_binding_of_their_key(bound, pki):
     dns_bound = json.loads(res.stdout)["token"]
     assert https_get(s, "/v1/schema", dns_bound, cert=pki["client"]).status_code == 200
     assert https_get(s, "/v1/schema", dns_bound, cert=other).status_code == 401
+    assert isinstance(get_schema_over(s.address, creds(pki["ca"], pki["client"]), dns_bound), pb.schema.Schema)
+    with pytest.raises(grpc.RpcError):
+        get_schema_over(s.address, creds(pki["ca"], other), dns_bound)
 
 
 def test_a_bound_key_is_refused_without_tls(server_factory):
