@@ -691,7 +691,7 @@ def readme_calls(section_start, section_end=None):
     start = text.index(section_start)
     end = text.index(section_end, start) if section_end else len(text)
     calls = []
-    for m in re.finditer(r"-d '(.*?)'[\s\\]*127\.0\.0\.1:50051 (\S+)", text[start:end], re.S):
+    for m in re.finditer(r"-d '([^']*)'[\s\\]*127\.0\.0\.1:50051 (\S+)", text[start:end], re.S):
         calls.append((m.group(2), m.group(1)))
     return calls
 
