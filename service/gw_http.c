@@ -1275,7 +1275,7 @@ static enum MHD_Result start_call(gw_req *r, const char *verb)
             ok = svc_call_add_metadata(c, forwarded[i][1], v);
     }
     if (!ok) {
-        svc_fail(c, 13, "out of memory", NULL, 0); /* INTERNAL */
+        svc_finish(c, 13, "out of memory", NULL, 0); /* INTERNAL */
     } else {
         svc_call_start(c);
     }

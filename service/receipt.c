@@ -150,7 +150,7 @@ static void fail_with(svc_call *call, const rd_err *err, const Recordd__V1__Comm
         any = pack_any(a, &receipt->base);
     if (receipt == NULL || any != NULL)
         details = details_ext(a, err, any, &x, &len);
-    svc_fail(call, rd_code_grpc(err->code), err->msg, details, details ? len : 0);
+    svc_finish(call, rd_code_grpc(err->code), err->msg, details, details ? len : 0);
 }
 
 /* The required capability of a denied call as the receipt error's
@@ -417,7 +417,7 @@ void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int stat
     size_t dlen = 0;
     Google__Protobuf__Any *any = receipt_any(a, bytes, len);
     uint8_t *details = any ? details_with(a, &err, any, &dlen) : NULL;
-    svc_fail(call, status, err.msg, details, details ? dlen : 0);
+    svc_finish(call, status, err.msg, details, details ? dlen : 0);
 }
 
 /* ---- BulkMutate ---------------------------------------------------------------------- */
@@ -736,7 +736,7 @@ void receipt_bulk_send(svc_call *call, const void *bytes, size_t len, int status
     if (buf == NULL)
         goto oom;
     google__rpc__status__pack(&st, buf);
-    svc_fail(call, status, re->message, buf, dlen);
+    svc_finish(call, status, re->message, buf, dlen);
     return;
 oom:
     rd_errf(&err, RD_INTERNAL, NULL, "out of memory building the bulk error");

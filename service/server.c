@@ -1296,12 +1296,6 @@ void svc_reply_raw(svc_call *call, const void *bytes, size_t len)
     finish(call, bb, GRPC_STATUS_OK, NULL, NULL, 0);
 }
 
-void svc_fail(svc_call *call, int grpc_code, const char *msg, const void *details,
-              size_t details_len)
-{
-    finish(call, NULL, grpc_code, msg, details, details_len);
-}
-
 void svc_finish(svc_call *call, int grpc_code, const char *msg, const void *details,
                 size_t details_len)
 {

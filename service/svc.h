@@ -1,9 +1,11 @@
 /* svc: the gRPC server core (DESIGN.md §2). A completion-queue thread
  * accepts calls for the methods in the method table, reads the request,
  * and hands it to a worker thread, which unpacks it into the call's arena
- * and runs the method's handler. A handler finishes the call exactly once
- * with svc_reply or svc_fail, from any thread (a write finishes on the
- * store's writer thread). Streaming methods use svc_send / svc_finish
+ * and runs the method's handler (small record writes whose credential is
+ * verified from memory run on the completion-queue thread itself: see
+ * svc_handler). A handler finishes the call exactly once with svc_reply or
+ * svc_finish, from any thread (a write finishes on the store's completer
+ * thread, rd-completer). Streaming methods use svc_send / svc_finish
  * (below). docs/internals/server.md has the threads and the call lifecycle. */
 #ifndef SVC_H
 #define SVC_H
@@ -37,15 +39,19 @@ typedef struct svc_ctx {
     int max_bulk_ms;           /* BulkMutate: longest hold on the writer; 0 = no limit */
 } svc_ctx;
 
-/* Runs on a worker thread with the unpacked request (allocated in the
- * call's arena). Must eventually finish the call exactly once (unary and
+/* Runs with the unpacked request (allocated in the call's arena) on a
+ * worker thread — or, for CreateRecord, UpdateRecord, ReplaceRecord and
+ * DeleteRecord called over gRPC with a request of at most 16 KiB,
+ * uncompressed, and an API key found in the server's memory, on the
+ * completion-queue thread, which every call's I/O waits for: handlers must
+ * not block. Must eventually finish the call exactly once (unary and
  * server-stream methods; see svc_kind for bidi streams). */
 typedef void (*svc_handler)(svc_call *call, const ProtobufCMessage *req);
 
 /* How a method exchanges messages. */
 typedef enum svc_kind {
     /* One request, one response: the handler finishes with svc_reply or
-     * svc_fail. */
+     * (a failure) svc_finish. */
     SVC_UNARY = 0,
     /* One request, any number of responses: the handler (or whatever it
      * hands the call to) sends with svc_send and ends with svc_finish. The
@@ -56,8 +62,8 @@ typedef enum svc_kind {
      * it returns; it must not keep the call after returning (the arena is
      * reset between messages). The server finishes the call with OK once
      * the client has half-closed and every queued message is sent. A
-     * handler that wants to end the stream early calls svc_finish (or
-     * svc_fail) during its run; later messages are then discarded. */
+     * handler that wants to end the stream early calls svc_finish during
+     * its run; later messages are then discarded. */
     SVC_BIDI_STREAM = 2,
 } svc_kind;
 
@@ -108,7 +114,7 @@ size_t svc_server_inflight(svc_server *s);
 
 /* ---- calls -----------------------------------------------------------------
  * A svc_call is valid from the handler's start until the call is finished;
- * after svc_reply / svc_fail / svc_finish it must not be touched (its arena
+ * after svc_reply / svc_finish it must not be touched (its arena
  * may already be gone). The accessors are for the call's current owner. */
 svc_ctx *svc_call_ctx(svc_call *call);
 rd_arena *svc_call_arena(svc_call *call);
@@ -149,11 +155,6 @@ void svc_reply(svc_call *call, const ProtobufCMessage *resp);
  * (bytes of the method's response type, copied at once): for replies that
  * must go out byte for byte as stored, such as idempotent replays. */
 void svc_reply_raw(svc_call *call, const void *bytes, size_t len);
-/* Finishes with a non-OK status. details: serialized google.rpc.Status for
- * grpc-status-details-bin (may be NULL). msg is the human message. Both are
- * copied at once. On a streaming call it is svc_finish with that status. */
-void svc_fail(svc_call *call, int grpc_code, const char *msg, const void *details,
-              size_t details_len);
 
 /* ---- streaming ---------------------------------------------------------------
  * Thread-safe: svc_send and svc_finish may be called from any thread, but
@@ -177,10 +178,12 @@ void svc_fail(svc_call *call, int grpc_code, const char *msg, const void *detail
  *                   max_message_bytes, or the call is unary. */
 rd_code svc_send(svc_call *call, const ProtobufCMessage *msg);
 
-/* Ends a streaming call with grpc_code (0 = OK), msg (may be NULL) and
- * details (serialized google.rpc.Status, may be NULL) once every queued
- * message has been sent. Exactly once per call, from any thread; copies
- * its arguments. Never blocks. */
+/* Ends a call with grpc_code (0 = OK), msg (the human message, may be
+ * NULL) and details (serialized google.rpc.Status for
+ * grpc-status-details-bin, may be NULL): a unary call with no reply (a
+ * failure), a streaming one once every queued message has been sent.
+ * Exactly once per call, from any thread; copies its arguments. Never
+ * blocks. */
 void svc_finish(svc_call *call, int grpc_code, const char *msg, const void *details,
                 size_t details_len);
 
@@ -251,7 +254,7 @@ typedef struct svc_transport {
 /* Creates a call of m (a row of svc_methods) for tp/arg with a deadline
  * (µs since the epoch, 0 = none). The caller holds one reference (drop it
  * with svc_call_release) and must then either svc_call_start it or end it
- * unstarted with svc_fail (or receipt_fail). NULL when the server is
+ * unstarted with svc_finish (or receipt_fail). NULL when the server is
  * stopping, m is a bidi stream, or memory runs out. */
 svc_call *svc_call_new_ext(svc_server *s, const svc_method *m, const svc_transport *tp, void *arg,
                            int64_t deadline_us);

@@ -16,30 +16,6 @@
 
 enum { PEPPER_FILE_MAX = 1024, RATELIMIT_KEYS = 65536 };
 
-/* ---- per-thread read connection ----------------------------------------- */
-
-static pthread_key_t conn_key;
-static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
-
-static void conn_destroy(void *c)
-{
-    store_conn_close(c);
-}
-
-static void conn_key_init(void)
-{
-    pthread_key_create(&conn_key, conn_destroy);
-}
-
-store_conn *svc_thread_conn(store *db, rd_err *err)
-{
-    pthread_once(&conn_once, conn_key_init);
-    store_conn *c = pthread_getspecific(conn_key);
-    if (c == NULL && store_conn_open(db, &c, err) == RD_OK)
-        pthread_setspecific(conn_key, c);
-    return c;
-}
-
 /* ---- callbacks ------------------------------------------------------------ */
 
 rd_code svc_auth_lookup_key(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH_BYTES],
@@ -50,7 +26,7 @@ rd_code svc_auth_lookup_key(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH
     rd_code code;
     *out = NULL;
     memset(&k, 0, sizeof k);
-    store_conn *conn = svc_thread_conn(ctx, err);
+    store_conn *conn = store_thread_conn(ctx, err);
     if (conn == NULL)
         return err->code;
     code = store_key_lookup(conn, hash, &k, err);
@@ -137,7 +113,7 @@ static rd_code current_gen(svc_auth *a, int64_t *gen, rd_err *err)
         return RD_OK;
     if (memory_only)
         return refuse_store(err);
-    store_conn *conn = svc_thread_conn(a->db, err);
+    store_conn *conn = store_thread_conn(a->db, err);
     if (conn == NULL)
         return err->code;
     rd_code code = store_auth_gen(conn, gen, err);
@@ -197,7 +173,7 @@ int svc_auth_is_revoked(void *ctx, const char *jti, const char *sub)
         refuse_store(&err);
         return 1; /* fails closed; the caller redoes the auth step */
     }
-    store_conn *conn = svc_thread_conn(ctx, &err);
+    store_conn *conn = store_thread_conn(ctx, &err);
     if (conn == NULL)
         return 1;
     return store_is_revoked(conn, jti, sub) != 0;

@@ -70,11 +70,6 @@ void svc_auth_close(svc_auth *a);
  * buffer is wiped. Errors: RD_UNAVAILABLE (cannot read), RD_VALIDATION_FAILED. */
 rd_code svc_pepper_load(const char *path, unsigned char out[AUTH_PEPPER_BYTES], rd_err *err);
 
-/* The calling thread's read connection to db, opened on first use and
- * closed when the thread exits (worker threads exit before the store
- * closes). NULL with err set when it cannot be opened. */
-store_conn *svc_thread_conn(store *db, rd_err *err);
-
 /* auth_key_lookup_fn over store_key_lookup (ctx = the store): unknown or
  * revoked keys are RD_UNAUTHENTICATED; store failures keep their code. */
 rd_code svc_auth_lookup_key(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH_BYTES],

@@ -258,7 +258,7 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
     if (req->page_token != NULL && req->page_token[0] != '\0' &&
         token_decode(call, req->page_token, fp, store_order_terms(order), &after, &err) != RD_OK)
         goto fail;
-    store_conn *conn = svc_thread_conn(ctx->db, &err);
+    store_conn *conn = store_thread_conn(ctx->db, &err);
     if (conn == NULL)
         goto fail;
     /* a page ends by size too, so it fits in one reply: the stored size is

@@ -285,7 +285,7 @@ char *svc_metrics_render(store *db, size_t *len)
         (unsigned long long)atomic_load_explicit(&M.cq_fast_path, memory_order_relaxed));
 
     rd_err err;
-    store_conn *conn = db != NULL ? svc_thread_conn(db, &err) : NULL;
+    store_conn *conn = db != NULL ? store_thread_conn(db, &err) : NULL;
     int64_t rows = 0;
     buf orgs = {0};
     if (conn != NULL &&

@@ -1,7 +1,6 @@
 /* recordd.v1.Records handlers: decode → validate against the schema →
  * hand the write to the store's writer → receipt. Reads run on the worker
  * with its own read connection. */
-#include <pthread.h>
 #include <string.h>
 
 #include "service/receipt.h"
@@ -26,32 +25,6 @@ typedef struct write_call {
     store_schema *schema;
     const store_model *m;
 } write_call;
-
-/* ---- per-thread read connection ---------------------------------------- */
-
-static pthread_key_t conn_key;
-static pthread_once_t conn_once = PTHREAD_ONCE_INIT;
-
-static void conn_destroy(void *c)
-{
-    store_conn_close(c);
-}
-
-static void conn_key_init(void)
-{
-    pthread_key_create(&conn_key, conn_destroy);
-}
-
-/* The calling thread's read connection, opened on first use and closed when
- * the thread exits (worker threads exit before the store closes). */
-static store_conn *thread_conn(store *db, rd_err *err)
-{
-    pthread_once(&conn_once, conn_key_init);
-    store_conn *c = pthread_getspecific(conn_key);
-    if (c == NULL && store_conn_open(db, &c, err) == RD_OK)
-        pthread_setspecific(conn_key, c);
-    return c;
-}
 
 /* ---- shared steps ------------------------------------------------------- */
 
@@ -314,7 +287,7 @@ void svc_get_record(svc_call *call, const ProtobufCMessage *msg)
     rd_err_clear(&err);
     if (require(req->model, "model", &err) != RD_OK || require(req->id, "id", &err) != RD_OK)
         goto fail;
-    store_conn *conn = thread_conn(ctx->db, &err);
+    store_conn *conn = store_thread_conn(ctx->db, &err);
     if (conn == NULL)
         goto fail;
     if (store_get(conn, svc_call_org(call), req->model, req->id, &rec, &read_at, &err) != RD_OK) {

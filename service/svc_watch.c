@@ -413,7 +413,7 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
     if (req->n_models == 0 && svc_authz_any(call, AUTH_READ, &err) != RD_OK)
         goto fail;
     /* retention: the log holds every sync id from its oldest row on */
-    store_conn *conn = svc_thread_conn(ctx->db, &err);
+    store_conn *conn = store_thread_conn(ctx->db, &err);
     int64_t oldest = 0, head = 0;
     if (conn == NULL ||
         store_changes_bounds(conn, svc_call_org(call), &oldest, &head, &err) != RD_OK)

@@ -4,6 +4,7 @@
  * and the conversion between typed columns and JSON values. */
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -797,6 +798,8 @@ rd_code store_open(const store_options *opt, store **out, rd_err *err)
     s = calloc(1, sizeof *s);
     if (s == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    static _Atomic uint64_t serials;
+    s->serial = ++serials;
     pthread_mutex_init(&s->qmu, NULL);
     pthread_cond_init(&s->qcv, NULL);
     pthread_mutex_init(&s->cmu, NULL);
@@ -886,6 +889,7 @@ rd_code store_conn_open(store *s, store_conn **out, rd_err *err)
     if (c == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     c->s = s;
+    c->serial = s->serial;
     int rc = open_db(s->path, SQLITE_OPEN_READONLY, &c->db);
     if (rc != SQLITE_OK) {
         rd_errf(err, RD_UNAVAILABLE, NULL, "cannot open a read connection: %s", sqlite3_errstr(rc));
@@ -905,6 +909,35 @@ void store_conn_close(store_conn *c)
     store_stmt_cache_clear(&c->cache);
     sqlite3_close(c->db);
     free(c);
+}
+
+/* The calling thread's read connection (store_thread_conn), closed by the
+ * key's destructor when the thread exits. */
+static pthread_key_t thread_conn_key;
+static pthread_once_t thread_conn_once = PTHREAD_ONCE_INIT;
+
+static void thread_conn_destroy(void *c)
+{
+    store_conn_close(c);
+}
+
+static void thread_conn_key_init(void)
+{
+    pthread_key_create(&thread_conn_key, thread_conn_destroy);
+}
+
+store_conn *store_thread_conn(store *s, rd_err *err)
+{
+    pthread_once(&thread_conn_once, thread_conn_key_init);
+    store_conn *c = pthread_getspecific(thread_conn_key);
+    if (c != NULL && c->serial != s->serial) { /* left by a store closed since */
+        store_conn_close(c);
+        pthread_setspecific(thread_conn_key, NULL);
+        c = NULL;
+    }
+    if (c == NULL && store_conn_open(s, &c, err) == RD_OK)
+        pthread_setspecific(thread_conn_key, c);
+    return c;
 }
 
 /* Runs a cached statement that returns no rows. */

@@ -4,7 +4,9 @@
  * single writer thread that group-commits queued writes.
  *
  * Threads: store_open/store_close from one thread. Writes go through
- * store_submit from any thread; their completion runs on the writer thread.
+ * store_submit from any thread; the writer thread applies and commits them,
+ * and their completion (store_write.done) runs on the completer thread
+ * (rd-completer), in commit order.
  * Reads use a store_conn, one per thread. Schema snapshots are immutable and
  * reference counted, safe to share between threads.
  *
@@ -154,6 +156,12 @@ store_schema *store_schema_get(store *s, const char *org);
 /* A read connection; use one per thread. */
 rd_code store_conn_open(store *s, store_conn **out, rd_err *err);
 void store_conn_close(store_conn *c);
+
+/* The calling thread's read connection to s, opened on first use and
+ * closed when the thread exits (so threads that use it must exit before s
+ * closes: the server's workers do). A connection a thread kept from a store
+ * closed since is replaced. NULL with err set when it cannot be opened. */
+store_conn *store_thread_conn(store *s, rd_err *err);
 
 /* Reads one record in one snapshot together with the highest committed sync
  * id (*read_at). RD_NOT_FOUND for an unknown model or id. */
@@ -343,8 +351,9 @@ typedef bool (*store_seal_fn)(store_write *w, store_sealed *out);
 
 /* One write. The caller fills the input part, keeps everything it points to
  * alive until done runs, and must not touch the struct in between. done
- * runs exactly once, on the writer thread, after the commit is durable (or
- * the write failed); it must not block. */
+ * runs exactly once, on the completer thread (rd-completer, not the
+ * writer: the writer goes on to the next batch meanwhile), after the commit
+ * is durable (or the write failed), in commit order; it must not block. */
 struct store_write {
     /* input */
     store_op op;

@@ -137,6 +137,7 @@ typedef struct store_org_seq {
 
 struct store {
     char *path;
+    uint64_t serial; /* unique per store_open in this process (store_thread_conn) */
     /* the last batch failed because the disk is full (writer sets it, any
      * thread reads it: store_storage_full) */
     _Atomic bool full;
@@ -208,6 +209,7 @@ struct store {
 
 struct store_conn {
     store *s;
+    uint64_t serial; /* s->serial when opened */
     sqlite3 *db;
     store_stmt_cache cache;
 };

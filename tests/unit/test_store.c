@@ -308,6 +308,47 @@ static int teardown(void **state)
     return 0;
 }
 
+/* ---- the per-thread read connection ----------------------------------------------- */
+
+static void *thread_conn_of(void *arg)
+{
+    rd_err err;
+    return store_thread_conn(arg, &err);
+}
+
+/* Runs on its own thread, whose exit closes the connection it holds. */
+static void *thread_conn_steps(void *arg)
+{
+    (void)arg;
+    rd_err err;
+    int64_t gen;
+    store_conn *a = store_thread_conn(fx->s, &err);
+    assert_non_null(a);
+    assert_ptr_equal(store_thread_conn(fx->s, &err), a); /* one per thread */
+    pthread_t t;
+    void *other = NULL;
+    assert_int_equal(pthread_create(&t, NULL, thread_conn_of, fx->s), 0);
+    assert_int_equal(pthread_join(t, &other), 0);
+    assert_non_null(other);
+    assert_ptr_not_equal(other, a); /* another thread, another connection */
+    /* the store closes and opens again: the connection left from the
+     * closed one is replaced, and the new one reads */
+    store_close(fx->s);
+    open_store(true);
+    store_conn *b = store_thread_conn(fx->s, &err);
+    assert_non_null(b);
+    assert_int_equal(store_auth_gen(b, &gen, &err), RD_OK);
+    return NULL;
+}
+
+static void test_store_thread_conn_is_one_per_thread_and_store(void **state)
+{
+    (void)state;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, thread_conn_steps, NULL), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+}
+
 /* ---- schema pushes ---------------------------------------------------------------- */
 
 static void test_store_push_creates_models_and_tables(void **state)
@@ -1216,6 +1257,7 @@ int main(void)
         T(test_store_create_unknown_model),
         T(test_store_create_checks_data_in_the_writer),
         T(test_store_create_group),
+        T(test_store_thread_conn_is_one_per_thread_and_store),
         T(test_store_timestamps_are_normalised),
         T(test_store_get_returns_record_and_read_at),
         T(test_store_get_not_found),

@@ -87,7 +87,7 @@ typedef struct steps {
 } steps;
 
 /* The steps run on their own thread, so its read connection (opened by
- * svc_thread_conn) is closed when the thread exits, before store_close. */
+ * store_thread_conn) is closed when the thread exits, before store_close. */
 static void *cache_steps(void *arg)
 {
     steps *st = arg;
