@@ -630,12 +630,6 @@ static const char *str_field(const ProtobufCMessage *m, const char *name)
     return *(const char *const *)(const void *)((const char *)m + f->offset);
 }
 
-static bool method_is(const svc_method *m, const char *name)
-{
-    size_t n = strlen(m->path), k = strlen(name);
-    return n > k && m->path[n - k - 1] == '/' && strcmp(m->path + n - k, name) == 0;
-}
-
 /* The version an ETag shows: a Record's, or the record a receipt carries. */
 static bool etag_version(const ProtobufCMessage *m, int64_t *v)
 {
@@ -727,20 +721,18 @@ static enum MHD_Result render_message(gw_req *r, const ProtobufCMessage *m)
 {
     const svc_method *method = r->match.method;
 
-    int status = 200;
+    int status = method->http_status != 0 ? method->http_status : 200;
     int64_t version = 0;
     bool has_etag = etag_version(m, &version);
-    if (method_is(method, "GetRecord") && r->has_if_match &&
+    if (method->http_if_match_on_reply && r->has_if_match &&
         (!has_etag || !if_match_ok(r, version)))
         return send_err(r, RD_VERSION_CONFLICT, 412, NULL, NULL,
                         "If-Match does not match the record's version %lld", (long long)version);
     bool found = false;
-    if (strcmp(method->resp->name, "recordd.v1.BulkMutateResponse") == 0 &&
-        int64_field(m, "total_failed", &found) > 0 && found)
+    if (method->http_multi_status && int64_field(m, "total_failed", &found) > 0 && found)
         status = 207;
     const char *location = NULL;
-    if (method_is(method, "CreateRecord")) {
-        status = 201;
+    if (method->http_location) {
         const ProtobufCMessage *rec = msg_field(m, "record");
         const char *id = rec != NULL ? str_field(rec, "id") : NULL;
         if (id == NULL || id[0] == '\0')
@@ -1193,7 +1185,7 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
         r->has_if_match = true;
         /* ignoring it would run the method unconditionally (RFC 9110 13.1.1) */
         if (field_of(r->match.method->req, "expected_version") == NULL &&
-            !method_is(r->match.method, "GetRecord"))
+            !r->match.method->http_if_match_on_reply)
             return send_err(r, RD_INVALID_BODY, 0, "If-Match", NULL,
                             "If-Match applies to one record (read, update, replace, delete); "
                             "this route takes none");

@@ -930,15 +930,9 @@ static void reject(svc_call *c, grpc_status_code code, const char *msg)
  * (they check against the in-memory schema and queue to the writer), and
  * the hand-off to a worker was a futex wake-up and a context switch per
  * write (docs/PERFORMANCE.md). A credential that needs a store read goes
- * to a worker as before. */
-static bool runs_on_cq(const svc_method *m)
-{
-    return m->kind == SVC_UNARY &&
-           (m->handler == svc_update_record || m->handler == svc_create_record ||
-            m->handler == svc_replace_record || m->handler == svc_delete_record);
-}
-
-/* The CQ thread unpacks and handles only small, uncompressed requests: a
+ * to a worker as before. Which methods may: svc_method.cq_fast_path.
+ *
+ * The CQ thread unpacks and handles only small, uncompressed requests: a
  * large one (a 2.7 MB update) would hold every other call's I/O for its
  * unpack and checks, and a compressed one may inflate to --max-message-bytes.
  * Those go to a worker. */
@@ -979,11 +973,10 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
     s->arrivals++;
     /* health checks are answered whatever the load, so probes see it */
     over_limit = s->max_inflight > 0 && s->inflight > s->max_inflight && c->method != NULL &&
-                 c->method->handler != svc_health_check;
+                 !c->method->always_answered;
     /* while stopping, a health Check is still answered (NOT_SERVING), so a
      * probe sees the drain rather than a refused call */
-    refused =
-        atomic_load(&s->stopping) && (c->method == NULL || c->method->handler != svc_health_check);
+    refused = atomic_load(&s->stopping) && (c->method == NULL || !c->method->always_answered);
     if (!refused && is_stream(c)) {
         svc_metrics_stream(SVC_TRANSPORT_GRPC, 1);
         c->live = true;
@@ -1042,7 +1035,8 @@ static void on_request(svc_server *s, svc_call *c, bool ok)
         if (c->method->kind == SVC_BIDI_STREAM)
             return; /* the server owns it until a message arrives */
     }
-    if (runs_on_cq(c->method) && small_plain_payload(c) && authenticated_from_memory(c)) {
+    if (c->method->cq_fast_path && c->method->kind == SVC_UNARY && small_plain_payload(c) &&
+        authenticated_from_memory(c)) {
         /* as a worker would, with the same work reference */
         svc_metrics_cq_fast_path();
         pthread_mutex_lock(&c->mu);

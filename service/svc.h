@@ -67,7 +67,8 @@ typedef enum svc_kind {
     SVC_BIDI_STREAM = 2,
 } svc_kind;
 
-/* One row per RPC. */
+/* One row per RPC: what it is, and the policy that belongs to it (read by
+ * the server core and the HTTP gateway instead of testing names). */
 typedef struct svc_method {
     const char *path; /* "/recordd.v1.Records/CreateRecord" */
     const ProtobufCMessageDescriptor *req;
@@ -77,6 +78,24 @@ typedef struct svc_method {
     /* Runs without a credential (health, reflection). Every other method
      * authenticates before its handler runs (DESIGN.md §6). */
     bool public;
+    /* The handler never waits (it checks against the in-memory schema and
+     * queues a store_write), so a small gRPC request of it may run on the
+     * completion-queue thread (svc_handler). */
+    bool cq_fast_path;
+    /* Answered whatever the load and while stopping, so probes see the
+     * server's state rather than a refused call (health Check). */
+    bool always_answered;
+    /* HTTP: the success status when not 200 (201 for a create), and a
+     * Location header naming the created record. */
+    int http_status;
+    bool http_location;
+    /* HTTP: If-Match is checked against the version of the record replied
+     * (a read: 412 when it does not match) rather than passed to the
+     * method as expected versions. */
+    bool http_if_match_on_reply;
+    /* HTTP: 207 Multi-Status when the reply reports failed operations
+     * (its total_failed field). */
+    bool http_multi_status;
 } svc_method;
 
 /* The method table (service/svc_methods.c). */

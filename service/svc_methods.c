@@ -20,55 +20,65 @@
 #define REFLECTION_V1 "/grpc.reflection.v1.ServerReflection/"
 #define REFLECTION_V1ALPHA "/grpc.reflection.v1alpha.ServerReflection/"
 
+#define M(service, name, req_type, resp_type, fn)                                                  \
+    .path = service #name, .req = &req_type##__descriptor, .resp = &resp_type##__descriptor,       \
+    .handler = fn
+
 const svc_method svc_methods[] = {
-    {RECORDS "CreateRecord", &recordd__v1__create_record_request__descriptor,
-     &recordd__v1__commit_receipt__descriptor, svc_create_record, SVC_UNARY, false},
-    {RECORDS "GetRecord", &recordd__v1__get_record_request__descriptor,
-     &recordd__v1__record__descriptor, svc_get_record, SVC_UNARY, false},
-    {RECORDS "ListRecords", &recordd__v1__list_records_request__descriptor,
-     &recordd__v1__list_records_response__descriptor, svc_list_records, SVC_UNARY, false},
-    {RECORDS "UpdateRecord", &recordd__v1__update_record_request__descriptor,
-     &recordd__v1__commit_receipt__descriptor, svc_update_record, SVC_UNARY, false},
-    {RECORDS "ReplaceRecord", &recordd__v1__replace_record_request__descriptor,
-     &recordd__v1__commit_receipt__descriptor, svc_replace_record, SVC_UNARY, false},
-    {RECORDS "DeleteRecord", &recordd__v1__delete_record_request__descriptor,
-     &recordd__v1__commit_receipt__descriptor, svc_delete_record, SVC_UNARY, false},
-    {RECORDS "BulkMutate", &recordd__v1__bulk_mutate_request__descriptor,
-     &recordd__v1__bulk_mutate_response__descriptor, svc_bulk_mutate, SVC_UNARY, false},
-    {RECORDS "WatchChanges", &recordd__v1__watch_changes_request__descriptor,
-     &recordd__v1__change_event__descriptor, svc_watch_changes, SVC_SERVER_STREAM, false},
+    {M(RECORDS, CreateRecord, recordd__v1__create_record_request, recordd__v1__commit_receipt,
+       svc_create_record),
+     .cq_fast_path = true, .http_status = 201, .http_location = true},
+    {M(RECORDS, GetRecord, recordd__v1__get_record_request, recordd__v1__record, svc_get_record),
+     .http_if_match_on_reply = true},
+    {M(RECORDS, ListRecords, recordd__v1__list_records_request, recordd__v1__list_records_response,
+       svc_list_records)},
+    {M(RECORDS, UpdateRecord, recordd__v1__update_record_request, recordd__v1__commit_receipt,
+       svc_update_record),
+     .cq_fast_path = true},
+    {M(RECORDS, ReplaceRecord, recordd__v1__replace_record_request, recordd__v1__commit_receipt,
+       svc_replace_record),
+     .cq_fast_path = true},
+    {M(RECORDS, DeleteRecord, recordd__v1__delete_record_request, recordd__v1__commit_receipt,
+       svc_delete_record),
+     .cq_fast_path = true},
+    {M(RECORDS, BulkMutate, recordd__v1__bulk_mutate_request, recordd__v1__bulk_mutate_response,
+       svc_bulk_mutate),
+     .http_multi_status = true},
+    {M(RECORDS, WatchChanges, recordd__v1__watch_changes_request, recordd__v1__change_event,
+       svc_watch_changes),
+     .kind = SVC_SERVER_STREAM},
 
-    {SCHEMAS "PushSchema", &recordd__v1__push_schema_request__descriptor,
-     &recordd__v1__push_schema_response__descriptor, svc_push_schema, SVC_UNARY, false},
-    {SCHEMAS "GetSchema", &recordd__v1__get_schema_request__descriptor,
-     &recordd__v1__schema__descriptor, svc_get_schema, SVC_UNARY, false},
+    {M(SCHEMAS, PushSchema, recordd__v1__push_schema_request, recordd__v1__push_schema_response,
+       svc_push_schema)},
+    {M(SCHEMAS, GetSchema, recordd__v1__get_schema_request, recordd__v1__schema, svc_get_schema)},
 
-    {CLAIMS "AcquireClaim", &recordd__v1__acquire_claim_request__descriptor,
-     &recordd__v1__claim__descriptor, svc_acquire_claim, SVC_UNARY, false},
-    {CLAIMS "ReleaseClaim", &recordd__v1__release_claim_request__descriptor,
-     &recordd__v1__release_claim_response__descriptor, svc_release_claim, SVC_UNARY, false},
+    {M(CLAIMS, AcquireClaim, recordd__v1__acquire_claim_request, recordd__v1__claim,
+       svc_acquire_claim)},
+    {M(CLAIMS, ReleaseClaim, recordd__v1__release_claim_request,
+       recordd__v1__release_claim_response, svc_release_claim)},
 
-    {TOKENS "MintToken", &recordd__v1__mint_token_request__descriptor,
-     &recordd__v1__mint_token_response__descriptor, svc_mint_token, SVC_UNARY, false},
+    {M(TOKENS, MintToken, recordd__v1__mint_token_request, recordd__v1__mint_token_response,
+       svc_mint_token)},
 
     /* public: no credential (health probes, tool discovery) */
 
-    {HEALTH "Check", &grpc__health__v1__health_check_request__descriptor,
-     &grpc__health__v1__health_check_response__descriptor, svc_health_check, SVC_UNARY, true},
-    {HEALTH "Watch", &grpc__health__v1__health_check_request__descriptor,
-     &grpc__health__v1__health_check_response__descriptor, svc_health_watch, SVC_SERVER_STREAM,
-     true},
+    {M(HEALTH, Check, grpc__health__v1__health_check_request,
+       grpc__health__v1__health_check_response, svc_health_check),
+     .public = true, .always_answered = true},
+    {M(HEALTH, Watch, grpc__health__v1__health_check_request,
+       grpc__health__v1__health_check_response, svc_health_watch),
+     .kind = SVC_SERVER_STREAM, .public = true},
 
     /* v1alpha is wire-identical to v1: one implementation, the v1 types */
-    {REFLECTION_V1 "ServerReflectionInfo",
-     &grpc__reflection__v1__server_reflection_request__descriptor,
-     &grpc__reflection__v1__server_reflection_response__descriptor, svc_reflection_info,
-     SVC_BIDI_STREAM, true},
-    {REFLECTION_V1ALPHA "ServerReflectionInfo",
-     &grpc__reflection__v1__server_reflection_request__descriptor,
-     &grpc__reflection__v1__server_reflection_response__descriptor, svc_reflection_info,
-     SVC_BIDI_STREAM, true},
+    {M(REFLECTION_V1, ServerReflectionInfo, grpc__reflection__v1__server_reflection_request,
+       grpc__reflection__v1__server_reflection_response, svc_reflection_info),
+     .kind = SVC_BIDI_STREAM, .public = true},
+    {M(REFLECTION_V1ALPHA, ServerReflectionInfo, grpc__reflection__v1__server_reflection_request,
+       grpc__reflection__v1__server_reflection_response, svc_reflection_info),
+     .kind = SVC_BIDI_STREAM, .public = true},
 };
+
+#undef M
 
 const size_t svc_n_methods = sizeof svc_methods / sizeof svc_methods[0];
 

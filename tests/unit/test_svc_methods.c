@@ -1,0 +1,65 @@
+/* Unit tests for the method table (service/svc_methods.c): the policy
+ * columns are consistent with each method's shape, and the methods the
+ * server core and the gateway single out are the ones marked. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "service/svc.h"
+
+static const svc_method *find(const char *path)
+{
+    for (size_t i = 0; i < svc_n_methods; i++)
+        if (strcmp(svc_methods[i].path, path) == 0)
+            return &svc_methods[i];
+    fail_msg("no method %s", path);
+    return NULL;
+}
+
+static void test_policy_columns_fit_the_method_shapes(void **state)
+{
+    (void)state;
+    for (size_t i = 0; i < svc_n_methods; i++) {
+        const svc_method *m = &svc_methods[i];
+        if (m->cq_fast_path && (m->kind != SVC_UNARY || m->public))
+            fail_msg("%s: the CQ fast path is for authenticated unary calls", m->path);
+        if (m->always_answered && !m->public)
+            fail_msg("%s: a method answered over every limit must need no credential", m->path);
+        if (m->http_location && m->http_status != 201)
+            fail_msg("%s: Location goes with 201 Created", m->path);
+        if (m->http_multi_status && m->kind != SVC_UNARY)
+            fail_msg("%s: 207 is for unary replies", m->path);
+    }
+}
+
+static void test_the_marked_methods(void **state)
+{
+    (void)state;
+    static const char *const fast[] = {
+        "/recordd.v1.Records/CreateRecord", "/recordd.v1.Records/UpdateRecord",
+        "/recordd.v1.Records/ReplaceRecord", "/recordd.v1.Records/DeleteRecord"};
+    size_t n_fast = 0;
+    for (size_t i = 0; i < svc_n_methods; i++)
+        n_fast += svc_methods[i].cq_fast_path;
+    assert_int_equal(n_fast, 4);
+    for (size_t i = 0; i < 4; i++)
+        assert_true(find(fast[i])->cq_fast_path);
+    assert_true(find("/grpc.health.v1.Health/Check")->always_answered);
+    assert_false(find("/grpc.health.v1.Health/Watch")->always_answered);
+    assert_int_equal(find("/recordd.v1.Records/CreateRecord")->http_status, 201);
+    assert_true(find("/recordd.v1.Records/GetRecord")->http_if_match_on_reply);
+    assert_true(find("/recordd.v1.Records/BulkMutate")->http_multi_status);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_policy_columns_fit_the_method_shapes),
+        cmocka_unit_test(test_the_marked_methods),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
