@@ -103,8 +103,8 @@ static int claim_time(json_t *claims, const char *name, int64_t *t_us, int *pres
 }
 
 /* Checks the verified payload's claims and builds the principal. */
-static rd_code check_claims(const auth_config *cfg, const unsigned char *m, size_t m_len,
-                            auth_principal **out, rd_err *err)
+static rd_code check_token_claims(const auth_config *cfg, const unsigned char *m, size_t m_len,
+                                  auth_principal **out, rd_err *err)
 {
     const rd_code rc = RD_UNAUTHENTICATED;
     json_error_t jerr;
@@ -255,7 +255,7 @@ rd_code auth_token_verify(const auth_config *cfg, const char *token, size_t len,
     ret = auth__paseto_verify_parts(pk, &parts, NULL, 0, &m, &m_len, &f, &f_len, err);
     if (ret != RD_OK)
         goto done;
-    ret = check_claims(cfg, m, m_len, out, err);
+    ret = check_token_claims(cfg, m, m_len, out, err);
 done:
     free(m);
     free(f);

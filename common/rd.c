@@ -56,11 +56,18 @@ typedef struct rd_block {
     max_align_t data[];
 } rd_block;
 
+typedef struct rd_cleanup {
+    struct rd_cleanup *next;
+    void (*fn)(void *arg);
+    void *arg;
+} rd_cleanup;
+
 struct rd_arena {
     rd_block *head;  /* current block, newest first */
     rd_block *first; /* kept across resets */
     size_t total;
     size_t cap;
+    rd_cleanup *cleanups; /* rd_arena_on_release, newest first (in the arena) */
 };
 
 enum { RD_ARENA_FIRST = 8192 };
@@ -101,16 +108,40 @@ static void free_blocks_until(rd_block *b, rd_block *stop)
     }
 }
 
+/* Runs and forgets the cleanups; one may register another (it runs too). */
+static void run_cleanups(rd_arena *a)
+{
+    while (a->cleanups != NULL) {
+        rd_cleanup *c = a->cleanups;
+        a->cleanups = c->next;
+        c->fn(c->arg);
+    }
+}
+
+bool rd_arena_on_release(rd_arena *a, void (*fn)(void *arg), void *arg)
+{
+    rd_cleanup *c = rd_arena_alloc(a, sizeof *c);
+    if (c == NULL)
+        return false;
+    c->fn = fn;
+    c->arg = arg;
+    c->next = a->cleanups;
+    a->cleanups = c;
+    return true;
+}
+
 void rd_arena_free(rd_arena *a)
 {
     if (a == NULL)
         return;
+    run_cleanups(a);
     free_blocks_until(a->head, NULL);
     free(a);
 }
 
 void rd_arena_reset(rd_arena *a)
 {
+    run_cleanups(a);
     free_blocks_until(a->head, a->first);
     a->head = a->first;
     a->first->used = 0;

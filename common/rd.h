@@ -5,6 +5,7 @@
 #define RD_H
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -87,6 +88,13 @@ void *rd_arena_calloc(rd_arena *a, size_t n);
 char *rd_arena_strdup(rd_arena *a, const char *s);
 char *rd_arena_strndup(rd_arena *a, const char *s, size_t n);
 char *rd_arena_printf(rd_arena *a, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Registers fn(arg) to run when the arena is reset or freed, the newest
+ * registration first, before its memory goes: the release of what a call
+ * holds outside its arena (jansson values, schema references, malloc'd
+ * buffers), so the owner of the arena is the one owner of everything the
+ * call holds. False when the arena is full: nothing is registered and the
+ * caller releases at once. */
+bool rd_arena_on_release(rd_arena *a, void (*fn)(void *arg), void *arg);
 /* A protobuf-c allocator drawing from the arena (free is a no-op). */
 struct ProtobufCAllocator;
 void rd_arena_pb_allocator(rd_arena *a, struct ProtobufCAllocator *out);

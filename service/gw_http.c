@@ -1,7 +1,7 @@
 /* gw_http: libmicrohttpd in epoll thread-pool mode with suspend/resume.
  * One gw_req per HTTP request (MHD's con_cls). The access handler gathers
  * the body, matches the route and starts a server-core call for it
- * (svc_call_new_ext), then suspends the connection, so no MHD thread waits
+ * (svc_call_new_transport), then suspends the connection, so no MHD thread waits
  * for a handler. The call decodes the JSON on its worker after the auth
  * step (decode_request), runs the handler, and its outcome comes back
  * through the transport callbacks, which copy it into the gw_req and
@@ -1240,7 +1240,7 @@ static enum MHD_Result start_call(gw_req *r, const char *verb)
     bool stopping = true;
     pthread_mutex_lock(&gw->mu);
     if (!gw->closed) {
-        c = svc_call_new_ext(gw->ctx->server, r->match.method, &TRANSPORT, r, deadline);
+        c = svc_call_new_transport(gw->ctx->server, r->match.method, &TRANSPORT, r, deadline);
         stopping = c == NULL && !svc_server_serving(gw->ctx->server);
     }
     pthread_mutex_unlock(&gw->mu);

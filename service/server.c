@@ -134,7 +134,7 @@ struct svc_call {
     svc_end_fn end_fn;
     void *end_arg;
 
-    /* Another transport (svc_call_new_ext): NULL for gRPC calls. Its
+    /* Another transport (svc_call_new_transport): NULL for gRPC calls. Its
      * request metadata lives in the arena. */
     const svc_transport *tp;
     void *tp_arg;
@@ -1438,8 +1438,8 @@ static void finish_ext(svc_call *c, const void *reply, size_t reply_len, int grp
     call_unref(c);
 }
 
-svc_call *svc_call_new_ext(svc_server *s, const svc_method *m, const svc_transport *tp, void *arg,
-                           int64_t deadline_us)
+svc_call *svc_call_new_transport(svc_server *s, const svc_method *m, const svc_transport *tp,
+                                 void *arg, int64_t deadline_us)
 {
     if (m < svc_methods || m >= svc_methods + svc_n_methods || m->kind == SVC_BIDI_STREAM)
         return NULL;

@@ -275,8 +275,8 @@ typedef struct svc_transport {
  * with svc_call_release) and must then either svc_call_start it or end it
  * unstarted with svc_finish (or receipt_fail). NULL when the server is
  * stopping, m is a bidi stream, or memory runs out. */
-svc_call *svc_call_new_ext(svc_server *s, const svc_method *m, const svc_transport *tp, void *arg,
-                           int64_t deadline_us);
+svc_call *svc_call_new_transport(svc_server *s, const svc_method *m, const svc_transport *tp,
+                                 void *arg, int64_t deadline_us);
 /* Hands the call a principal the transport already authenticated from the
  * same credential (before svc_call_start; the call takes ownership): the
  * auth step then skips verifying it again (rate limits still apply). */

@@ -307,21 +307,20 @@ static bool bulk_seal(store_write *w, store_sealed *out)
     return true;
 }
 
-/* Releases what the operations hold (JSON, images) and the schema. */
-static void release(bulk_call *bc)
+/* An arena cleanup (rd_arena_on_release): releases what the operations
+ * hold (JSON, images), the replay bytes and the schema when the call's
+ * arena goes. */
+static void release(void *arg)
 {
+    bulk_call *bc = arg;
     for (size_t i = 0; i < bc->bulk.n_ops; i++) {
         store_write *w = &bc->bulk.ops[i].w;
         json_decref(w->data);
-        w->data = NULL;
         store_record_clear(&w->record);
         json_decref(w->conflicts);
-        w->conflicts = NULL;
     }
-    if (bc->schema != NULL) {
-        store_schema_release(bc->schema);
-        bc->schema = NULL;
-    }
+    free(bc->w.replay);
+    store_schema_release(bc->schema);
 }
 
 /* Runs on the completer once the bulk is durable or failed. */
@@ -337,34 +336,23 @@ static void bulk_done(store_write *w)
     if (ctx->ratelimit != NULL && p != NULL && !w->replayed && bc->bulk.touched > 1)
         auth_ratelimit_charge(ctx->ratelimit, auth_principal_id(p), (double)(bc->bulk.touched - 1));
     if (w->replayed) {
-        void *bytes = w->replay;
-        release(bc);
         svc_call_set_replayed(call);
-        receipt_bulk_send(call, bytes, w->replay_len, w->replay_status);
-        free(bytes);
+        receipt_bulk_send(call, w->replay, w->replay_len, w->replay_status);
         return;
     }
-    free(w->replay);
-    w->replay = NULL;
     if (w->idem_stored) {
-        store_sealed s = bc->sealed;
-        release(bc);
-        receipt_bulk_send(call, s.bytes, s.len, s.status);
+        receipt_bulk_send(call, bc->sealed.bytes, bc->sealed.len, bc->sealed.status);
         return;
     }
     /* executed, and what the bulk decided is what happened (the commit did
      * not fail it afterwards) */
     if (bc->bulk.executed && w->err.code == bc->bulk.outcome) {
         store_sealed s;
-        bool ok = seal_response(bc, &s);
-        release(bc);
-        if (ok) {
+        if (seal_response(bc, &s)) {
             receipt_bulk_send(call, s.bytes, s.len, s.status);
             return;
         }
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory building the bulk response");
-    } else {
-        release(bc);
     }
     receipt_finish(call, &err, receipt_new(call, bc->client_tx_id));
 }
@@ -414,7 +402,8 @@ void svc_bulk_mutate(svc_call *call, const ProtobufCMessage *msg)
         bc->bulk.ops = rd_arena_calloc(a, n * sizeof *bc->bulk.ops);
         bc->ctx = rd_arena_calloc(a, n * sizeof *bc->ctx);
     }
-    if (bc == NULL || bc->bulk.ops == NULL || bc->ctx == NULL) {
+    if (bc == NULL || bc->bulk.ops == NULL || bc->ctx == NULL ||
+        !rd_arena_on_release(a, release, bc)) {
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
         goto fail;
     }
@@ -458,7 +447,5 @@ void svc_bulk_mutate(svc_call *call, const ProtobufCMessage *msg)
     store_submit(ctx->db, &bc->w);
     return;
 fail:
-    if (bc != NULL)
-        release(bc);
     receipt_finish(call, &err, receipt_new(call, req->client_tx_id));
 }

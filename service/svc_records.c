@@ -17,7 +17,7 @@ typedef struct write_call {
     const char *client_tx_id;
     bool with_record;
     store_sealed sealed; /* idempotent writes: the outcome as stored */
-    /* update/replace/delete: what write_authorize checks on the writer
+    /* update/replace/delete: what authorize_in_writer checks on the writer
      * thread against the record's group (schema held until done) */
     auth_verb can;
     const char *const *fields;
@@ -114,7 +114,7 @@ done:
  * capability allows the verb on the model (the write then reports
  * not_found) and is denied otherwise, so a caller without access learns
  * nothing about which ids exist. */
-static rd_code write_authorize(store_write *w, const char *group, rd_err *err)
+static rd_code authorize_in_writer(store_write *w, const char *group, rd_err *err)
 {
     write_call *wc = w->ctx;
     if (group == NULL)
@@ -126,10 +126,11 @@ static rd_code write_authorize(store_write *w, const char *group, rd_err *err)
  * create in its group with every data key, decided here. UPDATE (patch
  * keys), REPLACE (every field of the model) and DELETE (no field) need
  * their verb on the record's group, decided by the writer where it reads
- * the record (write_authorize). The schema snapshot supplies the
+ * the record (authorize_in_writer). The schema snapshot supplies the
  * writableBy rules. */
-static rd_code authorize_write(svc_call *call, write_call *wc, store_op op, const char *model,
-                               const char *group, const json_t *data, rd_err *err)
+static rd_code authorize_before_queue(svc_call *call, write_call *wc, store_op op,
+                                      const char *model, const char *group, const json_t *data,
+                                      rd_err *err)
 {
     rd_arena *a = svc_call_arena(call);
     store_schema *schema = store_schema_get(svc_call_ctx(call)->db, svc_call_org(call));
@@ -148,8 +149,8 @@ static rd_code authorize_write(svc_call *call, write_call *wc, store_op op, cons
         wc->fields = fields;
         wc->n_fields = n;
         wc->m = m;
-        wc->schema = schema; /* released in release_outputs */
-        wc->w.authorize = write_authorize;
+        wc->schema = schema; /* released with the arena (release_write) */
+        wc->w.authorize = authorize_in_writer;
         return RD_OK;
     }
     store_schema_release(schema);
@@ -163,51 +164,40 @@ static void fail_write(svc_call *call, const rd_err *err, const char *client_tx_
     receipt_finish(call, err, receipt_new(call, client_tx_id));
 }
 
-/* Releases what the store handed over in w (the caller's part of the
- * outputs) except the replay bytes, and the schema the authorisation held. */
-static void release_outputs(store_write *w)
+/* An arena cleanup (rd_arena_on_release): releases what the store handed
+ * over in the write (its outputs and replay bytes) and the schema the
+ * authorisation held, when the call's arena goes. */
+static void release_write(void *arg)
 {
-    write_call *wc = w->ctx;
-    if (wc->schema != NULL) {
-        store_schema_release(wc->schema);
-        wc->schema = NULL;
-    }
+    write_call *wc = arg;
+    store_write *w = &wc->w;
+    store_schema_release(wc->schema);
     json_decref(w->data);
-    w->data = NULL;
     store_record_clear(&w->record);
     json_decref(w->conflicts);
-    w->conflicts = NULL;
+    free(w->replay);
 }
 
-/* Runs on the writer thread once the write is durable or failed. A replay
- * and an outcome stored with the write go out as the sealed bytes, so the
- * first answer and every retry are identical. Everything the store
- * allocated is released before the call is finished, because finishing
- * frees the arena holding wc. */
+/* Runs on the store's completer thread once the write is durable or
+ * failed. A replay and an outcome stored with the write go out as the
+ * sealed bytes, so the first answer and every retry are identical. What
+ * the store allocated goes with the call's arena (release_write). */
 static void write_done(store_write *w)
 {
     write_call *wc = w->ctx;
     svc_call *call = wc->call;
     if (w->replayed) {
-        void *bytes = w->replay;
-        release_outputs(w);
         svc_call_set_replayed(call);
-        receipt_send_sealed(call, bytes, w->replay_len, w->replay_status);
-        free(bytes);
+        receipt_send_sealed(call, w->replay, w->replay_len, w->replay_status);
         return;
     }
     if (w->idem_stored) {
-        store_sealed sealed = wc->sealed;
-        release_outputs(w);
-        receipt_send_sealed(call, sealed.bytes, sealed.len, sealed.status);
+        receipt_send_sealed(call, wc->sealed.bytes, wc->sealed.len, wc->sealed.status);
         return;
     }
-    Recordd__V1__CommitReceipt *r =
-        receipt_from_write(call, w, wc->client_tx_id, wc->with_record, w->model);
-    rd_err err = w->err;
-    free(w->replay);
-    release_outputs(w);
-    receipt_finish(call, &err, r);
+    rd_err err = w->err; /* finishing may free the arena holding w */
+    receipt_finish(call, &err,
+                   receipt_from_write(call, w, wc->client_tx_id, wc->with_record, w->model));
 }
 
 /* The store's seal callback (writer thread, inside the write's savepoint):
@@ -247,9 +237,12 @@ static void submit(svc_call *call, write_call *wc, store_op op, const char *mode
 
 static write_call *new_write(svc_call *call, rd_err *err)
 {
-    write_call *wc = rd_arena_calloc(svc_call_arena(call), sizeof *wc);
-    if (wc == NULL)
+    rd_arena *a = svc_call_arena(call);
+    write_call *wc = rd_arena_calloc(a, sizeof *wc);
+    if (wc == NULL || !rd_arena_on_release(a, release_write, wc)) {
         rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        return NULL;
+    }
     return wc;
 }
 
@@ -266,7 +259,8 @@ void svc_create_record(svc_call *call, const ProtobufCMessage *msg)
     wc = new_write(call, &err);
     if (wc == NULL || set_options(call, wc, &o, (ProtobufCMessage *)msg, &err) != RD_OK ||
         check_write(call, req->model, req->data, STORE_CHECK_CREATE, &data, &err) != RD_OK ||
-        authorize_write(call, wc, STORE_OP_CREATE, req->model, req->group, data, &err) != RD_OK)
+        authorize_before_queue(call, wc, STORE_OP_CREATE, req->model, req->group, data, &err) !=
+            RD_OK)
         goto fail;
     wc->w.group = req->group;
     submit(call, wc, STORE_OP_CREATE, req->model, req->id, data, req->client_tx_id,
@@ -334,7 +328,7 @@ static void update_or_replace(svc_call *call, const ProtobufCMessage *msg, const
     if (wc == NULL || require(a->id, "id", &err) != RD_OK ||
         set_options(call, wc, &a->opts, (ProtobufCMessage *)msg, &err) != RD_OK ||
         check_write(call, a->model, a->data, mode, &data, &err) != RD_OK ||
-        authorize_write(call, wc, op, a->model, NULL, data, &err) != RD_OK)
+        authorize_before_queue(call, wc, op, a->model, NULL, data, &err) != RD_OK)
         goto fail;
     submit(call, wc, op, a->model, a->id, data, a->client_tx_id, a->return_record);
     return;
@@ -383,7 +377,7 @@ void svc_delete_record(svc_call *call, const ProtobufCMessage *msg)
     if (wc == NULL || require(req->id, "id", &err) != RD_OK ||
         set_options(call, wc, &o, (ProtobufCMessage *)msg, &err) != RD_OK ||
         check_write(call, req->model, NULL, STORE_CHECK_PATCH, NULL, &err) != RD_OK ||
-        authorize_write(call, wc, STORE_OP_DELETE, req->model, NULL, NULL, &err) != RD_OK)
+        authorize_before_queue(call, wc, STORE_OP_DELETE, req->model, NULL, NULL, &err) != RD_OK)
         goto fail;
     submit(call, wc, STORE_OP_DELETE, req->model, req->id, NULL, req->client_tx_id, false);
     return;

@@ -959,7 +959,7 @@ static rd_code apply(store *s, store_write *w, store_schema **published)
 
 /* Fails every write of the batch that had succeeded (the transaction did not
  * commit) with err. Nothing any write sealed was stored. */
-static void fail_committed(store_write *head, const rd_err *err)
+static void fail_uncommitted(store_write *head, const rd_err *err)
 {
     for (store_write *w = head; w != NULL; w = w->next_) {
         w->idem_stored = false;
@@ -1199,7 +1199,7 @@ static void run_batch(store *s, store_write *head)
     int rc = wexec(s, "BEGIN IMMEDIATE");
     if (rc != SQLITE_OK) {
         store_sql_err(s->wdb, rc, &err);
-        fail_committed(head, &err);
+        fail_uncommitted(head, &err);
         goto complete;
     }
     for (store_write *w = head; w != NULL; w = w->next_) {
@@ -1235,7 +1235,7 @@ static void run_batch(store *s, store_write *head)
     if (broken || err.code != RD_OK) {
         if (!sqlite3_get_autocommit(s->wdb))
             wexec(s, "ROLLBACK");
-        fail_committed(head, &err);
+        fail_uncommitted(head, &err);
         org_seqs_finish(s, false);
         pending_finish(s, false);
     } else {

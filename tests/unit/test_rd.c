@@ -90,7 +90,7 @@ static void test_arena_allocations_are_aligned_and_distinct(void **state)
     char *p = rd_arena_alloc(a, 3), *q = rd_arena_alloc(a, 5);
     assert_non_null(p);
     assert_true(q >= p + 3);
-    assert_int_equal((uintptr_t)q % sizeof(max_align_t), 0);
+    assert_int_equal((uintptr_t)q % _Alignof(max_align_t), 0);
     char *s = rd_arena_printf(a, "%s-%d", "tx", 42);
     assert_string_equal(s, "tx-42");
     rd_arena_free(a);
@@ -107,6 +107,43 @@ static void test_arena_grows_past_first_block(void **state)
     rd_arena_reset(a);
     assert_non_null(rd_arena_alloc(a, 16));
     rd_arena_free(a);
+}
+
+/* Cleanups record their order into a shared log. */
+static char cleanup_log[16];
+static size_t cleanup_n;
+
+static void log_cleanup(void *arg)
+{
+    cleanup_log[cleanup_n++] = *(const char *)arg;
+}
+
+static void test_arena_cleanups_run_newest_first_on_reset_and_free(void **state)
+{
+    (void)state;
+    static const char a = 'a', b = 'b', c = 'c';
+    rd_arena *ar = rd_arena_new(1 << 20);
+    assert_non_null(ar);
+    cleanup_n = 0;
+    assert_true(rd_arena_on_release(ar, log_cleanup, (void *)&a));
+    assert_true(rd_arena_on_release(ar, log_cleanup, (void *)&b));
+    rd_arena_reset(ar);
+    assert_int_equal(cleanup_n, 2);
+    assert_memory_equal(cleanup_log, "ba", 2);
+    rd_arena_reset(ar); /* ran once: forgotten after */
+    assert_int_equal(cleanup_n, 2);
+    assert_true(rd_arena_on_release(ar, log_cleanup, (void *)&c));
+    rd_arena_free(ar);
+    assert_int_equal(cleanup_n, 3);
+    assert_int_equal(cleanup_log[2], 'c');
+    /* a full arena registers nothing: the caller releases at once */
+    rd_arena *small = rd_arena_new(16);
+    assert_non_null(small);
+    while (rd_arena_alloc(small, 64) != NULL)
+        ;
+    assert_false(rd_arena_on_release(small, log_cleanup, (void *)&a));
+    rd_arena_free(small);
+    assert_int_equal(cleanup_n, 3);
 }
 
 static void test_arena_refuses_beyond_cap(void **state)
@@ -186,6 +223,7 @@ int main(void)
         cmocka_unit_test(test_arena_allocations_are_aligned_and_distinct),
         cmocka_unit_test(test_arena_grows_past_first_block),
         cmocka_unit_test(test_arena_refuses_beyond_cap),
+        cmocka_unit_test(test_arena_cleanups_run_newest_first_on_reset_and_free),
         cmocka_unit_test(test_utf8_accepts_valid_text),
         cmocka_unit_test(test_utf8_rejects_malformed_sequences),
         cmocka_unit_test(test_rfc3339_round_trip),
