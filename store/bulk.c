@@ -82,7 +82,7 @@ static rd_code select_ids(store *s, store_bulk_op *op, const store_filter *f, si
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_int64(st, idx, (sqlite3_int64)limit + 1);
     while (rc == SQLITE_OK || rc == SQLITE_ROW) {
-        rc = sqlite3_step(st);
+        rc = store_wstep(s, st);
         if (rc != SQLITE_ROW)
             break;
         ids[*n] = strdup((const char *)sqlite3_column_text(st, 0));

@@ -109,7 +109,7 @@ void store_changes_prune(store *s)
     if (old_due && (rc = store_stmt_get(&s->wcache, cut_by_age, &st)) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, now - keep_s * 1000000);
         sqlite3_bind_int64(st, 2, limit);
-        if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((rc = store_wstep(s, st)) == SQLITE_ROW) {
             cut = sqlite3_column_int64(st, 0);
             rc = SQLITE_OK;
         }
@@ -120,7 +120,7 @@ void store_changes_prune(store *s)
         (rc = store_stmt_get(&s->wcache, cut_by_count, &st)) == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, keep_rows);
         sqlite3_bind_int64(st, 2, limit);
-        if ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if ((rc = store_wstep(s, st)) == SQLITE_ROW) {
             c = sqlite3_column_int64(st, 0);
             cut = c > cut ? c : cut;
             rc = SQLITE_OK;
@@ -132,7 +132,7 @@ void store_changes_prune(store *s)
         rc = store_stmt_get(&s->wcache, k == 0 ? keep_heads : delete_upto, &st);
         if (rc == SQLITE_OK) {
             sqlite3_bind_int64(st, 1, cut);
-            rc = sqlite3_step(st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+            rc = store_wstep(s, st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
         }
         store_stmt_put(st);
         st = NULL;

@@ -114,7 +114,7 @@ rd_code store_idem_lookup(store *s, store_write *w)
         sqlite3_bind_text(st, 1, w->org, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, w->idem_key, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, live_after(s, rd_now_us()));
-        rc = sqlite3_step(st);
+        rc = store_wstep(s, st);
     }
     if (rc == SQLITE_DONE)
         goto done;
@@ -182,7 +182,7 @@ rd_code store_idem_save(store *s, store_write *w)
         sqlite3_bind_blob(st, 4, sealed.bytes, (int)sealed.len, SQLITE_STATIC);
         sqlite3_bind_int(st, 5, sealed.status);
         sqlite3_bind_int64(st, 6, rd_now_us());
-        rc = sqlite3_step(st);
+        rc = store_wstep(s, st);
     }
     store_stmt_put(st);
     if (rc != SQLITE_DONE)
@@ -226,7 +226,7 @@ void store_idem_prune(store *s)
     if (rc == SQLITE_OK) {
         sqlite3_bind_int64(st, 1, live_after(s, now));
         sqlite3_bind_int64(st, 2, limit);
-        rc = sqlite3_step(st);
+        rc = store_wstep(s, st);
     }
     store_stmt_put(st);
     if (rc != SQLITE_DONE)

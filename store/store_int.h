@@ -90,6 +90,19 @@ typedef struct store_stmt_cache {
 /* *out = the cached (or newly prepared) statement for sql. Returns an
  * SQLite result code. */
 int store_stmt_get(store_stmt_cache *c, const char *sql, sqlite3_stmt **out);
+
+/* sqlite3_step for the writer connection, through the fault injector: when
+ * armed and its countdown reaches this step, the step does not run and
+ * returns the armed code (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_FULL, …). Every
+ * statement the writer runs goes through it (records, sync log, idempotency
+ * keys, BEGIN/SAVEPOINT/COMMIT), so tests can fail the Nth one. */
+int store_wstep(store *s, sqlite3_stmt *st);
+
+/* Tests (SQLite's own style): the nth writer step from now on (1 = the next)
+ * fails with rc; with repeat, every step after it too, until
+ * store_fault_disarm. */
+void store_fault_arm(store *s, int nth, int rc, bool repeat);
+void store_fault_disarm(store *s);
 /* Creates path as an empty file with mode 0600 unless it exists (or is not
  * a plain path: "", ":memory:", a "file:" URI), so that SQLite opening it
  * makes a database nobody else may read. */
@@ -137,6 +150,12 @@ typedef struct store_org_seq {
 
 struct store {
     char *path;
+    /* fault injection (store_fault_arm): steps left before the failing one
+     * (0 = disarmed), the code it fails with, and whether every later step
+     * fails too */
+    _Atomic int fault_countdown;
+    _Atomic int fault_rc;
+    _Atomic bool fault_repeat;
     uint64_t serial; /* unique per store_open in this process (store_thread_conn) */
     /* the last batch failed because the disk is full (writer sets it, any
      * thread reads it: store_storage_full) */

@@ -123,13 +123,37 @@ rd_code store_submit_wait(store *s, store_write *w)
 /* ---- helpers --------------------------------------------------------------------- */
 
 /* Runs a cached statement on the write connection that returns no rows. */
+int store_wstep(store *s, sqlite3_stmt *st)
+{
+    int left = atomic_load(&s->fault_countdown);
+    if (left > 0) {
+        if (left > 1 || !atomic_load(&s->fault_repeat))
+            atomic_store(&s->fault_countdown, left - 1);
+        if (left == 1)
+            return atomic_load(&s->fault_rc);
+    }
+    return sqlite3_step(st);
+}
+
+void store_fault_arm(store *s, int nth, int rc, bool repeat)
+{
+    atomic_store(&s->fault_rc, rc);
+    atomic_store(&s->fault_repeat, repeat);
+    atomic_store(&s->fault_countdown, nth > 0 ? nth : 0);
+}
+
+void store_fault_disarm(store *s)
+{
+    atomic_store(&s->fault_countdown, 0);
+}
+
 static int wexec(store *s, const char *sql)
 {
     sqlite3_stmt *st = NULL;
     int rc = store_stmt_get(&s->wcache, sql, &st);
     if (rc != SQLITE_OK)
         return rc;
-    rc = sqlite3_step(st);
+    rc = store_wstep(s, st);
     store_stmt_put(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
@@ -273,7 +297,7 @@ static rd_code load_row(wctx *c, store_record *out)
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_text(st, 1, c->w->id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
+        rc = store_wstep(c->s, st);
     if (rc == SQLITE_DONE) {
         code = rd_errf(&c->w->err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'",
                        c->w->id, c->w->model);
@@ -379,7 +403,7 @@ static rd_code check_stale(wctx *c, const store_record *cur)
     if (rc == SQLITE_OK)
         rc = sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
+        rc = store_wstep(c->s, st);
     if (rc != SQLITE_ROW) {
         code = sql_fail(c, rc == SQLITE_DONE ? SQLITE_INTERNAL : rc);
         goto done;
@@ -525,7 +549,7 @@ static rd_code log_change(wctx *c, const char *id, const char *group, const char
         sqlite3_bind_text(st, 9, group, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 10, c->now);
         sqlite3_bind_text(st, 11, data, -1, SQLITE_STATIC);
-        rc = sqlite3_step(st);
+        rc = store_wstep(c->s, st);
     }
     store_stmt_put(st);
     free(text);
@@ -542,7 +566,7 @@ static rd_code log_change(wctx *c, const char *id, const char *group, const char
 /* Steps a prepared write statement to completion. */
 static rd_code step_write(wctx *c, sqlite3_stmt *st)
 {
-    int rc = sqlite3_step(st);
+    int rc = store_wstep(c->s, st);
     if (rc != SQLITE_DONE)
         return sql_fail(c, rc);
     return RD_OK;
@@ -1143,7 +1167,7 @@ static store_org_seq *org_enter(store *s, const char *org)
         int rc = store_stmt_get(&s->wcache, STORE_ORG_HEAD_SQL, &st);
         if (rc == SQLITE_OK) {
             sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
-            rc = sqlite3_step(st);
+            rc = store_wstep(s, st);
             if (rc == SQLITE_ROW)
                 v = sqlite3_column_int64(st, 0);
         }

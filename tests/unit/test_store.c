@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "store/store.h"
+#include "store/store_int.h" /* store_fault_arm */
 
 #define ORG "org_acme"
 
@@ -347,6 +348,76 @@ static void test_store_thread_conn_is_one_per_thread_and_store(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, thread_conn_steps, NULL), 0);
     assert_int_equal(pthread_join(t, NULL), 0);
+}
+
+/* ---- faults on the write path (SQLite's test style) -------------------------------- */
+
+/* The organisation's change log holds sync ids 1..n without a gap. */
+static void assert_log_gap_free(void)
+{
+    int64_t n = q_int("SELECT count(*) FROM _rd_sync_log WHERE org = 'org_acme'");
+    int64_t lo = q_int("SELECT min(sync_id) FROM _rd_sync_log WHERE org = 'org_acme'");
+    int64_t hi = q_int("SELECT max(sync_id) FROM _rd_sync_log WHERE org = 'org_acme'");
+    if (n > 0 && (lo != 1 || hi != n))
+        fail_msg("sync ids of org_acme: %lld rows from %lld to %lld", (long long)n, (long long)lo,
+                 (long long)hi);
+}
+
+/* The Nth SQLite step of the writer fails with BUSY, NOMEM or FULL, for
+ * every N a create and an update take: each write either succeeds whole
+ * or fails with UNAVAILABLE / INTERNAL and leaves nothing, the change log
+ * stays gap-free, and the next write after the fault succeeds. */
+static void test_store_faults_fail_whole_writes_and_leave_nothing(void **state)
+{
+    (void)state;
+    static const int codes[] = {SQLITE_BUSY, SQLITE_NOMEM, SQLITE_FULL};
+    assert_int_equal(quick(STORE_OP_CREATE, "courses", "base", "{\"title\":\"v0\"}"), RD_OK);
+    char want_title[32] = "v0";
+    int fired = 0;
+    for (size_t k = 0; k < sizeof codes / sizeof codes[0]; k++) {
+        for (int nth = 1; nth <= 30; nth++) {
+            char id[32], data[64], title[32];
+            snprintf(id, sizeof id, "f%zu_%d", k, nth);
+            snprintf(title, sizeof title, "v%zu_%d", k, nth);
+            snprintf(data, sizeof data, "{\"title\":\"%s\"}", title);
+            store_fault_arm(fx->s, nth, codes[k], false);
+            rd_code created = quick(STORE_OP_CREATE, "courses", id, "{\"title\":\"new\"}");
+            rd_err create_err = last;
+            rd_code updated = quick(STORE_OP_UPDATE, "courses", "base", data);
+            rd_err update_err = last;
+            store_fault_disarm(fx->s);
+
+            store_record rec = {0};
+            if (created == RD_OK) {
+                assert_int_equal(get("courses", id, &rec), RD_OK);
+            } else {
+                fired++;
+                if (created != RD_UNAVAILABLE && created != RD_INTERNAL)
+                    fail_msg("create, step %d failing with %d: %s (%s)", nth, codes[k],
+                             rd_code_str(created), create_err.msg);
+                assert_int_equal(get("courses", id, &rec), RD_NOT_FOUND);
+            }
+            store_record_clear(&rec);
+            if (updated == RD_OK) {
+                snprintf(want_title, sizeof want_title, "%s", title);
+            } else {
+                fired++;
+                if (updated != RD_UNAVAILABLE && updated != RD_INTERNAL)
+                    fail_msg("update, step %d failing with %d: %s (%s)", nth, codes[k],
+                             rd_code_str(updated), update_err.msg);
+            }
+            assert_int_equal(get("courses", "base", &rec), RD_OK);
+            assert_string_equal(json_string_value(json_object_get(rec.data, "title")), want_title);
+            store_record_clear(&rec);
+            assert_log_gap_free();
+        }
+        /* the store recovered: a write after the faults succeeds */
+        char id[32];
+        snprintf(id, sizeof id, "after%zu", k);
+        assert_int_equal(quick(STORE_OP_CREATE, "courses", id, "{\"title\":\"ok\"}"), RD_OK);
+        assert_log_gap_free();
+    }
+    assert_true(fired >= 3 * 8); /* the faults hit every kind of step of both writes */
 }
 
 /* ---- schema pushes ---------------------------------------------------------------- */
@@ -1258,6 +1329,7 @@ int main(void)
         T(test_store_create_checks_data_in_the_writer),
         T(test_store_create_group),
         T(test_store_thread_conn_is_one_per_thread_and_store),
+        T(test_store_faults_fail_whole_writes_and_leave_nothing),
         T(test_store_timestamps_are_normalised),
         T(test_store_get_returns_record_and_read_at),
         T(test_store_get_not_found),
