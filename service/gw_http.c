@@ -1158,16 +1158,7 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
                         verb, url);
     }
     r->matched = true;
-    for (size_t i = 0; i < gw->n_routes; i++) {
-        const char *v, *pattern;
-        const svc_method *m;
-        gw_routes_get(gw->routes, i, &v, &pattern, &m);
-        if (m == r->match.method && strcmp(pattern, r->match.pattern) == 0 &&
-            strcmp(v, strcmp(verb, "HEAD") == 0 ? "GET" : verb) == 0) {
-            r->route = i;
-            break;
-        }
-    }
+    r->route = r->match.index;
 
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_query, r);
     if (r->query_overflow)

@@ -595,5 +595,6 @@ gw_route_result gw_routes_match(const gw_routes *r, const char *verb, const char
     m->body = best->body;
     m->response_body = best->response_body;
     m->pattern = best->pattern;
+    m->index = (size_t)(best - r->r);
     return GW_ROUTE_OK;
 }

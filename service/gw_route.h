@@ -34,6 +34,7 @@ typedef struct gw_match {
     /* response_body of the rule, NULL when the whole response. */
     const char *response_body;
     const char *pattern; /* the template, for metrics labels ("/v1/models/{model}") */
+    size_t index;        /* the route's row, as gw_routes_get numbers them */
     size_t n_vars;
     gw_var vars[GW_MAX_VARS];
 } gw_match;

@@ -68,6 +68,14 @@ static gw_match expect(const gw_routes *r, const char *verb, const char *path, c
     if (res != GW_ROUTE_OK)
         fail_msg("%s %s: %d (allow %s), want %s", verb, path, (int)res, allow, method);
     assert_string_equal(m.method->path, method);
+    /* the match names its row: the same route gw_routes_get numbers */
+    const char *row_verb, *row_pattern;
+    const svc_method *row_method;
+    assert_true(m.index < gw_routes_count(r));
+    gw_routes_get(r, m.index, &row_verb, &row_pattern, &row_method);
+    assert_ptr_equal(row_method, m.method);
+    assert_string_equal(row_pattern, m.pattern);
+    assert_string_equal(row_verb, verb);
     va_list ap;
     va_start(ap, method);
     size_t n = 0;
