@@ -28,6 +28,8 @@
 static pthread_mutex_t stop_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t stop_cond = PTHREAD_COND_INITIALIZER;
 static int stop_signal;
+/* The TLS files, when the server has any: SIGHUP looks at them at once. */
+static svc_tls *sighup_tls;
 /* Set by main once stopped: the next SIGHUP (sent by main) ends the thread. */
 static bool signal_thread_quit;
 
@@ -50,7 +52,9 @@ static void stop_signals(sigset_t *set)
 
 /* Waits for signals for the life of the process. The first SIGTERM/SIGINT
  * asks main to stop; the next one exits at once with 128 + signal number.
- * SIGHUP is logged and otherwise ignored. */
+ * SIGHUP re-reads the TLS files when they changed (they are also looked at,
+ * at most once a second, when connections arrive); without TLS it is
+ * logged and ignored. */
 static void *signal_main(void *arg)
 {
     (void)arg;
@@ -66,7 +70,12 @@ static void *signal_main(void *arg)
             pthread_mutex_unlock(&stop_mu);
             if (quit)
                 break;
-            log_json("info", "SIGHUP ignored", NULL);
+            if (sighup_tls != NULL) {
+                log_json("info", "SIGHUP: looking at the TLS files", NULL);
+                svc_tls_check_now(sighup_tls);
+            } else {
+                log_json("info", "SIGHUP ignored", NULL);
+            }
             continue;
         }
         pthread_mutex_lock(&stop_mu);
@@ -233,6 +242,7 @@ int main(int argc, char **argv)
                        tls_mode, "db", cfg.db, "workers", cfg.workers, "sync",
                        cfg.sync_normal ? "normal" : "full", "version", SVC_VERSION));
 
+    sighup_tls = tls;
     if (pthread_create(&sig_thread, NULL, signal_main, NULL) != 0) {
         log_json("error", "cannot start the signal thread", NULL);
         gw_http_close(gw);
@@ -262,7 +272,6 @@ done:
     if (db != NULL)
         store_close(db);
     svc_auth_close(auth); /* after the workers (and their callbacks) stopped */
-    svc_tls_free(tls);    /* after both listeners stopped */
     if (sig_thread_started) {
         pthread_mutex_lock(&stop_mu);
         signal_thread_quit = true;
@@ -270,6 +279,7 @@ done:
         pthread_kill(sig_thread, SIGHUP);
         pthread_join(sig_thread, NULL);
     }
+    svc_tls_free(tls); /* after both listeners and the signal thread stopped */
     if (rc == 0)
         log_json("info", "stopped",
                  json_pack("{s:I,s:i}", "stop_ms",

@@ -345,6 +345,14 @@ svc_tls_snap *svc_tls_current(svc_tls *t)
     return s;
 }
 
+void svc_tls_check_now(svc_tls *t)
+{
+    pthread_mutex_lock(&t->mu);
+    t->next_check_us = 0;
+    maybe_reload_locked(t);
+    pthread_mutex_unlock(&t->mu);
+}
+
 void svc_tls_snap_release(svc_tls_snap *s)
 {
     if (s != NULL && atomic_fetch_sub(&s->refs, 1) == 1)

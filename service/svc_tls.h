@@ -56,6 +56,11 @@ svc_tls_client_auth svc_tls_client_auth_mode(const svc_tls *t);
 svc_tls_snap *svc_tls_current(svc_tls *t);
 void svc_tls_snap_release(svc_tls_snap *s);
 
+/* Looks at the files now, ignoring the once-a-second pace (SIGHUP), and
+ * reloads them when they changed; the result is logged as for any
+ * reload. */
+void svc_tls_check_now(svc_tls *t);
+
 /* 1 for the version read at open, +1 for each reload. */
 uint64_t svc_tls_snap_generation(const svc_tls_snap *s);
 /* NUL-terminated PEM text; the CA is NULL when none was configured. Valid

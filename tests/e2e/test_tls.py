@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import ssl
 import subprocess
@@ -407,3 +408,23 @@ def test_recordctl_health_reaches_plaintext_tls_and_mutual_tls_servers(server_fa
         assert res.returncode == 1 and "recordctl: health:" in res.stderr, (args, res.stderr)
     res = harness.recordctl("health", "--cert", "x.pem", check=False)
     assert res.returncode == 2
+
+
+def test_sighup_rereads_the_tls_files_at_once(server_factory, pki):
+    d = pki["dir"] / "hup"
+    d.mkdir()
+    cert, key = d / "tls.crt", d / "tls.key"
+    cert.write_bytes(pki["server"][0].read_bytes())
+    key.write_bytes(pki["server"][1].read_bytes())
+    s = server_factory("--tls-cert", str(cert), "--tls-key", str(key), tls=ClientTLS(pki["ca"][0]))
+    other = tlscerts.make_cert(pki["dir"], "server-hup", pki["ca"])
+    cert.write_bytes(other[0].read_bytes())
+    key.write_bytes(other[1].read_bytes())
+    # no connection arrives: only the signal makes the server look
+    s.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "TLS certificate reloaded" not in s.log_path.read_text():
+        assert time.monotonic() < deadline, s.log_tail()
+        time.sleep(0.05)
+    assert served_certificate(s.address, pki["ca"][0], "h2") == der(other[0])
+    assert s.alive()
