@@ -350,11 +350,17 @@ rd_code store_push_schema(store *s, store_write *w, store_schema **published);
 /* Runs a cached statement that returns no rows on the write connection
  * (writer thread). SQLite result code. */
 int store_wexec(store *s, const char *sql);
-/* Executes one record write (CREATE, UPDATE, REPLACE, DELETE) inside the
+/* record.c: executes one record write (CREATE, UPDATE, REPLACE, DELETE) inside the
  * caller's savepoint, with the sync id s->sync_id + 1: what the writer does
  * for a single write, without the savepoint, idempotency or deadline. The
  * caller advances s->sync_id to w->last_sync_id once it keeps the write. */
 rd_code store_record_apply(store *s, store_write *w);
+/* record.c: authorises w (an UPDATE, REPLACE or DELETE by id with an
+ * authorize callback; anything else passes) against the record as it is
+ * now, as the write itself would be (a replay is authorised again before
+ * its stored outcome is returned). w->err is left as it was when it
+ * passes. */
+rd_code store_record_authorize_again(store *s, store_write *w);
 /* Executes a BULK write (store.h, "bulk writes") inside its savepoint.
  * Leaves s->sync_id as it found it; w->last_sync_id is the highest sync id
  * the bulk took (0 when it was undone). */

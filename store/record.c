@@ -1,0 +1,733 @@
+/* record.c: one record write on the writer's connection — create,
+ * merge-patch update, replace and delete — with its checks (version,
+ * per-field staleness, claims, authorisation of the stored group,
+ * immutable fields) and the sync-log row it appends. The writer
+ * (writer.c) calls store_record_apply inside the write's savepoint. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_int.h"
+
+/* ---- one record write -------------------------------------------------------------
+ * Everything a record write needs, filled by begin_write. */
+typedef struct wctx {
+    store *s;
+    store_write *w;
+    store_schema *sch;
+    const store_model *m;
+    const char *actor;
+    int64_t sid; /* the sync id this write takes */
+    int64_t now;
+} wctx;
+
+static rd_code sql_fail(wctx *c, int rc)
+{
+    rd_code code = store_sql_err(c->s->wdb, rc, &c->w->err);
+    if (code == RD_DUPLICATE_RECORD && c->w->redact_duplicates)
+        return rd_errf(&c->w->err, RD_DUPLICATE_RECORD, NULL,
+                       "the record conflicts with an existing record: its id or a unique value "
+                       "is already taken");
+    return code;
+}
+
+static rd_code oom(wctx *c)
+{
+    return rd_errf(&c->w->err, RD_INTERNAL, NULL, "out of memory");
+}
+
+/* Resolves the model; RD_NOT_FOUND when the organisation has no such model. */
+static rd_code begin_write(wctx *c, store *s, store_write *w)
+{
+    memset(c, 0, sizeof *c);
+    c->s = s;
+    c->w = w;
+    c->actor = w->actor != NULL ? w->actor : "";
+    c->sid = s->sync_id + 1;
+    c->now = rd_now_us();
+    if (w->org == NULL || w->model == NULL || !store_org_valid(w->org))
+        return rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
+                       w->model ? w->model : "");
+    c->sch = store_writer_schema(s, w->org);
+    c->m = store_schema_model(c->sch, w->model);
+    if (c->m == NULL)
+        return rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
+                       w->model);
+    if (w->op != STORE_OP_CREATE && (w->id == NULL || w->id[0] == '\0'))
+        return rd_errf(&w->err, RD_VALIDATION_FAILED, "id", "id is required");
+    return RD_OK;
+}
+
+static void end_write(wctx *c)
+{
+    store_schema_release(c->sch);
+}
+
+/* The complete stored document for create/replace: every sent value in its
+ * stored form, defaults for absent or null fields, no nulls. */
+static json_t *complete_doc(const store_model *m, const json_t *data)
+{
+    json_t *doc = json_object();
+    for (size_t i = 0; doc != NULL && i < m->n_fields; i++) {
+        const store_field *f = &m->fields[i];
+        json_t *v = json_object_get(data, f->name);
+        if (v == NULL || json_is_null(v))
+            v = f->default_value;
+        if (v == NULL || json_is_null(v))
+            continue;
+        json_t *n = store_normalize(f, v);
+        if (n == NULL || json_object_set_new(doc, f->name, n) != 0) {
+            json_decref(doc);
+            return NULL;
+        }
+    }
+    return doc;
+}
+
+/* Loads the current row of id into *out; RD_NOT_FOUND when there is none. */
+static rd_code load_row(wctx *c, store_record *out)
+{
+    store_sbuf sql = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code = RD_OK;
+    store_sbuf_add(&sql, "SELECT * FROM ");
+    store_sbuf_table(&sql, c->w->org, c->w->model);
+    store_sbuf_add(&sql, " WHERE _id = ?1");
+    if (sql.oom) {
+        code = oom(c);
+        goto done;
+    }
+    int rc = store_stmt_get(&c->s->wcache, sql.p, &st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, c->w->id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = store_wstep(c->s, st);
+    if (rc == SQLITE_DONE) {
+        code = rd_errf(&c->w->err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'",
+                       c->w->id, c->w->model);
+        goto done;
+    }
+    if (rc != SQLITE_ROW) {
+        code = sql_fail(c, rc);
+        goto done;
+    }
+    code = store_row_read(st, c->m, out, &c->w->err);
+done:
+    store_stmt_put(st);
+    store_sbuf_free(&sql);
+    return code;
+}
+
+static rd_code check_version(wctx *c, const store_record *cur)
+{
+    if (c->w->has_expected_version && c->w->expected_version != cur->version)
+        return rd_errf(&c->w->err, RD_VERSION_CONFLICT, "expectedVersion",
+                       "version conflict: expected version %lld but the record is at version %lld",
+                       (long long)c->w->expected_version, (long long)cur->version);
+    if (c->w->n_expected_versions > 0) {
+        bool any = false;
+        for (size_t i = 0; i < c->w->n_expected_versions && !any; i++)
+            any = c->w->expected_versions[i] == cur->version;
+        if (!any)
+            return rd_errf(&c->w->err, RD_VERSION_CONFLICT, "expectedVersions",
+                           "version conflict: the record is at version %lld, none of the %zu "
+                           "expected versions",
+                           (long long)cur->version, c->w->n_expected_versions);
+    }
+    /* claims (store/claims.c): a live claim needs its id and its holder */
+    return store_claim_check(c->s, c->w->org, c->w->model, c->w->id, c->w->claim, c->actor, c->now,
+                             &c->w->err);
+}
+
+/* ---- per-field staleness (read_at) ------------------------------------------------
+ * A write with read_at is stale when a field it writes changed after read_at:
+ * its "_s_<field>" column (the sync id of the field's last change; NULL for
+ * a field added after the row was written, read as 0) is above read_at. */
+
+/* Whether the write writes field f: an update the fields of its patch, a
+ * replace or delete every field. */
+static bool writes_field(const wctx *c, const store_field *f)
+{
+    if (c->w->op != STORE_OP_UPDATE)
+        return true;
+    return json_object_get(c->w->data, f->name) != NULL;
+}
+
+/* Names the conflicts in w->err: code RD_STALE_CONTEXT, field = the names
+ * comma-joined (cut to fit), message for humans. */
+static rd_code stale_error(wctx *c, const store_record *cur)
+{
+    char names[sizeof c->w->err.field];
+    size_t used = 0, i;
+    json_t *v;
+    names[0] = '\0';
+    json_array_foreach(c->w->conflicts, i, v)
+    {
+        int n =
+            snprintf(names + used, sizeof names - used, "%s%s", i ? "," : "", json_string_value(v));
+        if (n < 0 || (size_t)n >= sizeof names - used) {
+            names[used] = '\0';
+            break;
+        }
+        used += (size_t)n;
+    }
+    return rd_errf(&c->w->err, RD_STALE_CONTEXT, names,
+                   "stale context: %s changed after read_at %lld (the record is at sync id %lld)",
+                   names, (long long)c->w->read_at, (long long)cur->sync_id);
+}
+
+/* Compares the sync ids of the fields the write writes with read_at.
+ * RD_OK when none changed (or on_stale is OVERWRITE); else w->conflicts
+ * lists them, w->held is set for NOTIFY, and RD_STALE_CONTEXT. */
+static rd_code check_stale(wctx *c, const store_record *cur)
+{
+    store_write *w = c->w;
+    const store_model *m = c->m;
+    store_sbuf sql = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code = RD_OK;
+    int rc, col = 0;
+    if (!w->has_read_at || w->on_stale == STORE_STALE_OVERWRITE)
+        return RD_OK;
+    store_sbuf_add(&sql, "SELECT 0");
+    for (size_t i = 0; i < m->n_fields; i++) {
+        if (!writes_field(c, &m->fields[i]))
+            continue;
+        store_sbuf_add(&sql, ", ");
+        store_sbuf_ident2(&sql, "_s_", m->fields[i].name);
+    }
+    store_sbuf_add(&sql, " FROM ");
+    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_add(&sql, " WHERE _id = ?1");
+    if (sql.oom) {
+        code = oom(c);
+        goto done;
+    }
+    rc = store_stmt_get(&c->s->wcache, sql.p, &st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = store_wstep(c->s, st);
+    if (rc != SQLITE_ROW) {
+        code = sql_fail(c, rc == SQLITE_DONE ? SQLITE_INTERNAL : rc);
+        goto done;
+    }
+    for (size_t i = 0; i < m->n_fields; i++) {
+        if (!writes_field(c, &m->fields[i]))
+            continue;
+        col++;
+        if (sqlite3_column_int64(st, col) <= w->read_at)
+            continue;
+        if (w->conflicts == NULL)
+            w->conflicts = json_array();
+        if (w->conflicts == NULL ||
+            json_array_append_new(w->conflicts, json_string(m->fields[i].name)) != 0) {
+            code = oom(c);
+            goto done;
+        }
+    }
+    if (w->conflicts != NULL) {
+        w->held = w->on_stale == STORE_STALE_NOTIFY;
+        code = stale_error(c, cur);
+    }
+done:
+    store_stmt_put(st);
+    store_sbuf_free(&sql);
+    return code;
+}
+
+/* UPDATE/REPLACE/DELETE: the caller's authorisation, decided inside the
+ * transaction that writes, so the group checked is the group written.
+ * loaded is load_row's result: the callback gets the record's group, or
+ * NULL when it does not exist (a caller without access must not learn
+ * that). Runs before the concurrency checks, which would otherwise tell an
+ * unauthorised caller about the record. Returns loaded when allowed. */
+static rd_code check_authorized(wctx *c, rd_code loaded, const store_record *cur)
+{
+    store_write *w = c->w;
+    if (w->authorize == NULL || (loaded != RD_OK && loaded != RD_NOT_FOUND))
+        return loaded;
+    rd_err not_found = w->err;
+    rd_code code = w->authorize(w, loaded == RD_OK ? cur->group : NULL, &w->err);
+    if (code != RD_OK)
+        return code;
+    w->err = not_found;
+    return loaded;
+}
+
+/* The concurrency checks of update, replace and delete against the current
+ * row: expected_version and claims (check_version), then read_at. When one
+ * refuses the write, w->current_version gets the record's version; a stale
+ * write also gets the current image in w->record (for the notification). */
+static rd_code check_concurrency(wctx *c, store_record *cur)
+{
+    rd_code code = check_version(c, cur);
+    if (code == RD_OK)
+        code = check_stale(c, cur);
+    if (code == RD_VERSION_CONFLICT || code == RD_STALE_CONTEXT || code == RD_CLAIMED)
+        c->w->current_version = cur->version;
+    if (code == RD_STALE_CONTEXT) {
+        store_record_clear(&c->w->record);
+        c->w->record = *cur;
+        memset(cur, 0, sizeof *cur);
+    }
+    return code;
+}
+
+/* Refuses a change to an immutable field that already holds a value. */
+static rd_code check_immutable(wctx *c, const json_t *before, const json_t *after)
+{
+    for (size_t i = 0; i < c->m->n_fields; i++) {
+        const store_field *f = &c->m->fields[i];
+        json_t *old = json_object_get(before, f->name);
+        if (!f->immutable || old == NULL)
+            continue;
+        json_t *now = json_object_get(after, f->name);
+        if (now == NULL || !json_equal(old, now))
+            return rd_errf(&c->w->err, RD_VALIDATION_FAILED, f->name,
+                           "%s: the field is immutable and already has a value", f->name);
+    }
+    return RD_OK;
+}
+
+/* 1 when field f has a different value in a and b (absent = null). */
+static int field_changed(const store_field *f, const json_t *a, const json_t *b)
+{
+    json_t *x = json_object_get(a, f->name), *y = json_object_get(b, f->name);
+    if (x == NULL || y == NULL)
+        return x != y;
+    return !json_equal(x, y);
+}
+
+/* The log row's data: each of fields with its value in doc (the
+ * after-image in stored form; null when absent), as JSON text, or "{}"
+ * without doc (a delete). malloc'd; NULL when out of memory. */
+static char *log_data(const json_t *fields, const json_t *doc)
+{
+    json_t *obj = json_object();
+    size_t i;
+    json_t *name;
+    if (obj == NULL)
+        return NULL;
+    json_array_foreach(fields, i, name)
+    {
+        if (doc == NULL)
+            break;
+        json_t *v = json_object_get(doc, json_string_value(name));
+        if (json_object_set(obj, json_string_value(name), v != NULL ? v : json_null()) != 0) {
+            json_decref(obj);
+            return NULL;
+        }
+    }
+    char *text = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    return text;
+}
+
+/* Appends the write's row to the sync log; doc is the after-image's data
+ * (NULL for a delete). */
+static rd_code log_change(wctx *c, const char *id, const char *group, const char *op,
+                          const json_t *fields, const json_t *doc)
+{
+    static const char sql[] =
+        "INSERT INTO _rd_sync_log (sync_id, server_tx_id, org, model, record_id, op, fields,"
+        " actor, grp, committed_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    sqlite3_stmt *st = NULL;
+    char *text = json_dumps(fields, JSON_COMPACT);
+    char *data = log_data(fields, doc);
+    if (text == NULL || data == NULL) {
+        free(text);
+        free(data);
+        return oom(c);
+    }
+    int rc = store_stmt_get(&c->s->wcache, sql, &st);
+    if (rc == SQLITE_OK) {
+        sqlite3_bind_int64(st, 1, c->sid);
+        sqlite3_bind_text(st, 2, c->w->server_tx_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, c->w->org, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, c->w->model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 5, id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 6, op, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 7, text, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 8, c->actor, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 9, group, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 10, c->now);
+        sqlite3_bind_text(st, 11, data, -1, SQLITE_STATIC);
+        rc = store_wstep(c->s, st);
+    }
+    store_stmt_put(st);
+    free(text);
+    free(data);
+    if (rc != SQLITE_DONE && rc != SQLITE_OK)
+        return sql_fail(c, rc);
+    c->s->log_pace.added++; /* store_changes_prune keeps pace */
+    c->s->log_rows++;
+    if (c->s->log_oldest_us == 0)
+        c->s->log_oldest_us = c->now;
+    return RD_OK;
+}
+
+/* Steps a prepared write statement to completion. */
+static rd_code step_write(wctx *c, sqlite3_stmt *st)
+{
+    int rc = store_wstep(c->s, st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(c, rc);
+    return RD_OK;
+}
+
+static void fill_record(store_record *r, const char *id, const char *group)
+{
+    snprintf(r->id, sizeof r->id, "%s", id);
+    snprintf(r->group, sizeof r->group, "%s", group);
+}
+
+/* CREATE: a new row with defaults applied, every field's sync id set. */
+static rd_code do_create(wctx *c)
+{
+    store_write *w = c->w;
+    const store_model *m = c->m;
+    char idbuf[STORE_ID_MAX + 1];
+    const char *id = w->id;
+    const char *group = w->group != NULL && w->group[0] != '\0' ? w->group : "default";
+    json_t *doc = NULL, *fields = NULL;
+    store_sbuf sql = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code;
+    int rc;
+    if (id == NULL || id[0] == '\0') {
+        rd_random_id("", idbuf, 20);
+        id = idbuf;
+    } else if (!store_id_valid(id)) {
+        return rd_errf(&w->err, RD_VALIDATION_FAILED, "id",
+                       "id must be 1 to %d characters of A-Z a-z 0-9 . _ ~ : -", STORE_ID_MAX);
+    }
+    if (!store_id_valid(group))
+        return rd_errf(&w->err, RD_VALIDATION_FAILED, "group",
+                       "group must be 1 to %d characters of A-Z a-z 0-9 . _ ~ : -", STORE_ID_MAX);
+    code = store_check_values(m, w->data, STORE_CHECK_CREATE, &w->err);
+    if (code != RD_OK)
+        return code;
+    doc = complete_doc(m, w->data);
+    fields = json_array();
+    if (doc == NULL || fields == NULL) {
+        code = oom(c);
+        goto done;
+    }
+    code = store_check_required(m, doc, &w->err);
+    if (code != RD_OK)
+        goto done;
+
+    /* ?1 id ?2 group ?3 sync id ?4 now ?5 actor, field j at ?(6 + j) */
+    store_sbuf_add(&sql, "INSERT INTO ");
+    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_add(&sql, " (_id, _group, _version, _sync_id, _created_at, _updated_at,"
+                         " _created_by, _updated_by");
+    for (size_t i = 0; i < m->n_fields; i++) {
+        store_sbuf_add(&sql, ", ");
+        store_sbuf_ident(&sql, m->fields[i].name);
+        store_sbuf_add(&sql, ", ");
+        store_sbuf_ident2(&sql, "_s_", m->fields[i].name);
+    }
+    store_sbuf_add(&sql, ") VALUES (?1, ?2, 1, ?3, ?4, ?4, ?5, ?5");
+    for (size_t i = 0; i < m->n_fields; i++)
+        store_sbuf_addf(&sql, ", ?%zu, ?3", i + 6);
+    store_sbuf_add(&sql, ")");
+    if (sql.oom) {
+        code = oom(c);
+        goto done;
+    }
+    rc = store_stmt_get(&c->s->wcache, sql.p, &st);
+    if (rc != SQLITE_OK) {
+        code = sql_fail(c, rc);
+        goto done;
+    }
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, group, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, c->sid);
+    sqlite3_bind_int64(st, 4, c->now);
+    sqlite3_bind_text(st, 5, c->actor, -1, SQLITE_STATIC);
+    for (size_t i = 0; i < m->n_fields; i++) {
+        json_t *v = json_object_get(doc, m->fields[i].name);
+        rc = store_bind_value(st, (int)i + 6, &m->fields[i], v);
+        if (rc == SQLITE_OK && v != NULL)
+            rc = json_array_append_new(fields, json_string(m->fields[i].name)) ? SQLITE_NOMEM
+                                                                               : SQLITE_OK;
+        if (rc != SQLITE_OK) {
+            code = sql_fail(c, rc);
+            goto done;
+        }
+    }
+    code = step_write(c, st);
+    if (code == RD_OK)
+        code = log_change(c, id, group, "CREATE", fields, doc);
+    if (code != RD_OK)
+        goto done;
+    store_record *r = &w->record;
+    fill_record(r, id, group);
+    snprintf(r->created_by, sizeof r->created_by, "%s", c->actor);
+    snprintf(r->updated_by, sizeof r->updated_by, "%s", c->actor);
+    r->version = 1;
+    r->sync_id = c->sid;
+    r->created_at_us = r->updated_at_us = c->now;
+    r->data = doc;
+    doc = NULL;
+    w->last_sync_id = c->sid;
+    w->ops = 1;
+done:
+    store_stmt_put(st);
+    store_sbuf_free(&sql);
+    json_decref(doc);
+    json_decref(fields);
+    return code;
+}
+
+/* The data an UPDATE produces: the current data with the patch merged per
+ * field (json fields whose old and new values are objects merge
+ * recursively; anything else is replaced; null clears). */
+static json_t *merge_fields(const store_model *m, const json_t *cur, const json_t *patch)
+{
+    const char *key;
+    json_t *v;
+    json_t *out = json_copy((json_t *)cur);
+    if (out == NULL)
+        return NULL;
+    json_object_foreach((json_t *)patch, key, v)
+    {
+        const store_field *f = store_model_field(m, key);
+        json_t *old = json_object_get(out, key);
+        json_t *next;
+        if (f == NULL)
+            continue;
+        if (json_is_null(v)) {
+            json_object_del(out, key);
+            continue;
+        }
+        /* RFC 7396: an object patch merges into the current value, or into
+         * {} when there is none or it is not an object (nulls vanish). */
+        if (f->type == STORE_T_JSON && json_is_object(v))
+            next = store_merge_patch(old ? json_deep_copy(old) : NULL, v);
+        else
+            next = store_normalize(f, v);
+        if (next == NULL || json_object_set_new(out, key, next) != 0) {
+            json_decref(out);
+            return NULL;
+        }
+    }
+    return out;
+}
+
+/* UPDATE and REPLACE: load the row, build the new data, write the changed
+ * columns (UPDATE) or every column (REPLACE), set the per-field sync id of
+ * each field whose value changed. */
+static rd_code do_change(wctx *c)
+{
+    store_write *w = c->w;
+    const store_model *m = c->m;
+    bool replace = w->op == STORE_OP_REPLACE;
+    store_record cur = {0};
+    json_t *next = NULL, *fields = json_array();
+    store_sbuf sql = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code;
+    int rc;
+    if (fields == NULL)
+        return oom(c);
+    code =
+        store_check_values(m, w->data, replace ? STORE_CHECK_REPLACE : STORE_CHECK_PATCH, &w->err);
+    if (code == RD_OK)
+        code = check_authorized(c, load_row(c, &cur), &cur);
+    if (code == RD_OK)
+        code = check_concurrency(c, &cur);
+    if (code != RD_OK)
+        goto done;
+    next = replace ? complete_doc(m, w->data) : merge_fields(m, cur.data, w->data);
+    if (next == NULL) {
+        code = oom(c);
+        goto done;
+    }
+    code = store_check_required(m, next, &w->err);
+    for (size_t i = 0; code == RD_OK && i < m->n_fields; i++) {
+        const store_field *f = &m->fields[i];
+        if (f->type == STORE_T_JSON &&
+            store_json_depth(json_object_get(next, f->name), STORE_MAX_DEPTH) > STORE_MAX_DEPTH)
+            code = rd_errf(&w->err, RD_VALIDATION_FAILED, f->name,
+                           "%s: value is nested deeper than %d levels", f->name, STORE_MAX_DEPTH);
+    }
+    if (code == RD_OK)
+        code = check_immutable(c, cur.data, next);
+    if (code != RD_OK)
+        goto done;
+
+    /* ?1 sync id ?2 now ?3 actor ?4 id, field i at ?(5 + i) */
+    store_sbuf_add(&sql, "UPDATE ");
+    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_add(&sql, " SET _version = _version + 1, _sync_id = ?1, _updated_at = ?2,"
+                         " _updated_by = ?3");
+    for (size_t i = 0; i < m->n_fields; i++) {
+        const store_field *f = &m->fields[i];
+        int changed = field_changed(f, cur.data, next);
+        if (changed && json_array_append_new(fields, json_string(f->name)) != 0) {
+            code = oom(c);
+            goto done;
+        }
+        if (!changed && !replace)
+            continue;
+        store_sbuf_add(&sql, ", ");
+        store_sbuf_ident(&sql, f->name);
+        store_sbuf_addf(&sql, " = ?%zu", i + 5);
+        if (changed) {
+            store_sbuf_add(&sql, ", ");
+            store_sbuf_ident2(&sql, "_s_", f->name);
+            store_sbuf_add(&sql, " = ?1");
+        }
+    }
+    store_sbuf_add(&sql, " WHERE _id = ?4");
+    if (sql.oom) {
+        code = oom(c);
+        goto done;
+    }
+    rc = store_stmt_get(&c->s->wcache, sql.p, &st);
+    if (rc != SQLITE_OK) {
+        code = sql_fail(c, rc);
+        goto done;
+    }
+    sqlite3_bind_int64(st, 1, c->sid);
+    sqlite3_bind_int64(st, 2, c->now);
+    sqlite3_bind_text(st, 3, c->actor, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, w->id, -1, SQLITE_STATIC);
+    for (size_t i = 0; i < m->n_fields; i++) {
+        const store_field *f = &m->fields[i];
+        if (!replace && !field_changed(f, cur.data, next))
+            continue;
+        rc = store_bind_value(st, (int)i + 5, f, json_object_get(next, f->name));
+        if (rc != SQLITE_OK) {
+            code = sql_fail(c, rc);
+            goto done;
+        }
+    }
+    code = step_write(c, st);
+    if (code == RD_OK)
+        code = log_change(c, cur.id, cur.group, replace ? "REPLACE" : "UPDATE", fields, next);
+    if (code != RD_OK)
+        goto done;
+    store_record *r = &w->record;
+    *r = cur; /* system fields; cur.data (the old data) is released below */
+    r->data = next;
+    next = NULL;
+    r->version = cur.version + 1;
+    r->sync_id = c->sid;
+    r->updated_at_us = c->now;
+    snprintf(r->updated_by, sizeof r->updated_by, "%s", c->actor);
+    w->last_sync_id = c->sid;
+    w->ops = 1;
+done:
+    store_stmt_put(st);
+    store_sbuf_free(&sql);
+    store_record_clear(&cur);
+    json_decref(next);
+    json_decref(fields);
+    return code;
+}
+
+/* DELETE: the before-image goes to w->record; the log row names every
+ * field of the model. */
+static rd_code do_delete(wctx *c)
+{
+    store_write *w = c->w;
+    store_record cur = {0};
+    json_t *fields = json_array();
+    store_sbuf sql = {0};
+    sqlite3_stmt *st = NULL;
+    rd_code code;
+    if (fields == NULL)
+        return oom(c);
+    for (size_t i = 0; i < c->m->n_fields; i++)
+        if (json_array_append_new(fields, json_string(c->m->fields[i].name)) != 0) {
+            code = oom(c);
+            goto done;
+        }
+    code = check_authorized(c, load_row(c, &cur), &cur);
+    if (code == RD_OK)
+        code = check_concurrency(c, &cur);
+    if (code != RD_OK)
+        goto done;
+    store_sbuf_add(&sql, "DELETE FROM ");
+    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_add(&sql, " WHERE _id = ?1");
+    if (sql.oom) {
+        code = oom(c);
+        goto done;
+    }
+    int rc = store_stmt_get(&c->s->wcache, sql.p, &st);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+    if (rc != SQLITE_OK) {
+        code = sql_fail(c, rc);
+        goto done;
+    }
+    code = step_write(c, st);
+    if (code == RD_OK)
+        code = log_change(c, cur.id, cur.group, "DELETE", fields, NULL);
+    if (code != RD_OK)
+        goto done;
+    w->record = cur;
+    cur.data = NULL;
+    w->last_sync_id = c->sid;
+    w->ops = 1;
+done:
+    store_stmt_put(st);
+    store_sbuf_free(&sql);
+    store_record_clear(&cur);
+    json_decref(fields);
+    return code;
+}
+
+rd_code store_record_apply(store *s, store_write *w)
+{
+    wctx c;
+    rd_code code;
+    if (w->op < STORE_OP_CREATE || w->op > STORE_OP_DELETE)
+        return rd_errf(&w->err, RD_INTERNAL, NULL, "unknown store operation %d", (int)w->op);
+    code = begin_write(&c, s, w);
+    if (code == RD_OK) {
+        switch (w->op) {
+        case STORE_OP_CREATE:
+            code = do_create(&c);
+            break;
+        case STORE_OP_UPDATE:
+        case STORE_OP_REPLACE:
+            code = do_change(&c);
+            break;
+        default:
+            code = do_delete(&c);
+            break;
+        }
+    }
+    end_write(&c);
+    return code;
+}
+
+/* Authorises w (an UPDATE, REPLACE or DELETE by id with an authorize
+ * callback; anything else passes) against the record as it is now, as the
+ * write itself would be: check_authorized, and for a record deleted since,
+ * the verb on the model in some group. w->err is left as it was when it
+ * passes. */
+rd_code store_record_authorize_again(store *s, store_write *w)
+{
+    if (w->authorize == NULL ||
+        (w->op != STORE_OP_UPDATE && w->op != STORE_OP_REPLACE && w->op != STORE_OP_DELETE))
+        return RD_OK;
+    wctx c;
+    store_record cur = {0};
+    rd_err saved = w->err;
+    rd_code code = begin_write(&c, s, w);
+    if (code == RD_OK)
+        code = check_authorized(&c, load_row(&c, &cur), &cur);
+    store_record_clear(&cur);
+    end_write(&c);
+    if (code == RD_OK || code == RD_NOT_FOUND) {
+        w->err = saved;
+        return RD_OK;
+    }
+    return code;
+}
