@@ -359,11 +359,6 @@ void svc_tls_snap_release(svc_tls_snap *s)
         snap_free(s);
 }
 
-uint64_t svc_tls_snap_generation(const svc_tls_snap *s)
-{
-    return s->generation;
-}
-
 const char *svc_tls_snap_cert_pem(const svc_tls_snap *s)
 {
     return s->pem[F_CERT];
@@ -372,11 +367,6 @@ const char *svc_tls_snap_cert_pem(const svc_tls_snap *s)
 const char *svc_tls_snap_key_pem(const svc_tls_snap *s)
 {
     return s->pem[F_KEY];
-}
-
-const char *svc_tls_snap_ca_pem(const svc_tls_snap *s)
-{
-    return s->pem[F_CA];
 }
 
 gnutls_certificate_credentials_t svc_tls_snap_gnutls(const svc_tls_snap *s)

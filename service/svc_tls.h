@@ -61,13 +61,10 @@ void svc_tls_snap_release(svc_tls_snap *s);
  * reload. */
 void svc_tls_check_now(svc_tls *t);
 
-/* 1 for the version read at open, +1 for each reload. */
-uint64_t svc_tls_snap_generation(const svc_tls_snap *s);
-/* NUL-terminated PEM text; the CA is NULL when none was configured. Valid
+/* NUL-terminated PEM text of the certificate chain and the key, valid
  * while the snapshot lives. */
 const char *svc_tls_snap_cert_pem(const svc_tls_snap *s);
 const char *svc_tls_snap_key_pem(const svc_tls_snap *s);
-const char *svc_tls_snap_ca_pem(const svc_tls_snap *s);
 /* GnuTLS credentials holding the certificate, key and client CA, for the
  * HTTPS listener; valid while the snapshot lives. */
 gnutls_certificate_credentials_t svc_tls_snap_gnutls(const svc_tls_snap *s);
