@@ -557,7 +557,7 @@ static void on_finish(void *arg, const svc_outcome *o)
     r->reply = reply;
     r->reply_len = reply != NULL ? o->reply_len : 0;
     if (o->reply != NULL && reply == NULL) { /* out of memory copying: fail */
-        r->grpc_code = 13;
+        r->grpc_code = rd_code_grpc(RD_INTERNAL);
     }
     r->replayed = o->replayed;
     r->finished = true;
@@ -1258,7 +1258,7 @@ static enum MHD_Result start_call(gw_req *r, const char *verb)
             ok = svc_call_add_metadata(c, forwarded[i][1], v);
     }
     if (!ok) {
-        svc_finish(c, 13, "out of memory", NULL, 0); /* INTERNAL */
+        svc_finish(c, rd_code_grpc(RD_INTERNAL), "out of memory", NULL, 0);
     } else {
         svc_call_start(c);
     }

@@ -266,7 +266,8 @@ void svc_claims_shutdown(void)
 
 /* ---- AcquireClaim --------------------------------------------------------------- */
 
-/* Runs on the writer thread (or in store_submit when the store is closing). */
+/* Runs on the store's completer thread (or in store_submit when the store is
+ * closing). */
 static void acquire_done(store_write *w)
 {
     acquire_call *ac = w->ctx;

@@ -17,7 +17,7 @@
  * ones from now on (they fail UNAVAILABLE instead of waiting) and joins the
  * timer thread. Call once, before svc_server_stop, so that stopping does not
  * wait out the waits; acquires still in the writer's queue finish normally.
- * Any thread but the writer's and the timer's. */
+ * Any thread but the store's (writer, completer) and the timer's. */
 void svc_claims_shutdown(void);
 
 #endif
