@@ -34,6 +34,14 @@ int rd_code_http(rd_code c)
     return (unsigned)c < RD_CODE_COUNT ? code_rows[c].http : 500;
 }
 
+rd_code rd_code_from_str(const char *s)
+{
+    for (int c = 0; s != NULL && c < RD_CODE_COUNT; c++)
+        if (strcmp(code_rows[c].str, s) == 0)
+            return (rd_code)c;
+    return RD_INTERNAL;
+}
+
 rd_code rd_errf(rd_err *e, rd_code code, const char *field, const char *fmt, ...)
 {
     if (e == NULL)

@@ -54,6 +54,9 @@ const char *rd_code_str(rd_code c);
 int rd_code_grpc(rd_code c);
 /* HTTP status. */
 int rd_code_http(rd_code c);
+/* The code whose stable string is s (a stored receipt's error code);
+ * RD_INTERNAL when s is NULL or names no row. */
+rd_code rd_code_from_str(const char *s);
 
 /* An error travelling up from the store: a code, the field it concerns (may
  * be empty) and a message for humans. Never holds a secret. */

@@ -675,7 +675,8 @@ static enum MHD_Result render_error(gw_req *r)
     if (r->decode_failed && r->details == NULL) /* no room left to build them */
         gw_problem_from_err(&r->decode_err, 0, r->path, &p);
     else
-        gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
+        gw_problem_from_status(r->grpc_code, r->rd_code, r->msg, r->details, r->details_len,
+                               r->path, &p);
     /* If-Match: * on a record that does not exist fails its precondition */
     if (r->has_if_match &&
         (p.code == RD_VERSION_CONFLICT || (r->if_match_any && p.code == RD_NOT_FOUND))) {
@@ -836,7 +837,8 @@ static char *error_event(gw_req *r)
         rd_errf(&err, RD_DEADLINE_EXCEEDED, NULL, "the Grpc-Timeout of the stream passed");
         gw_problem_from_err(&err, 0, r->path, &p);
     } else {
-        gw_problem_from_status(r->grpc_code, r->msg, r->details, r->details_len, r->path, &p);
+        gw_problem_from_status(r->grpc_code, r->rd_code, r->msg, r->details, r->details_len,
+                               r->path, &p);
     }
     char *json = p.body != NULL ? gw_json_dump(p.body, NULL) : NULL;
     json_decref(p.body);

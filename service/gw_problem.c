@@ -16,14 +16,6 @@
 #define TYPE_PREFIX "type.googleapis.com/"
 #define BULK_RESPONSE "recordd.v1.BulkMutateResponse"
 
-rd_code gw_code_from_str(const char *s)
-{
-    for (int c = 0; c < RD_CODE_COUNT; c++)
-        if (s != NULL && strcmp(rd_code_str((rd_code)c), s) == 0)
-            return (rd_code)c;
-    return RD_INTERNAL;
-}
-
 /* The first code of the table with this gRPC status (for statuses that
  * came without details, such as the server's own overload answers). */
 static rd_code code_of_grpc(int grpc_code)
@@ -109,8 +101,8 @@ static ProtobufCMessage *unpack_any(const Google__Protobuf__Any *any,
     return protobuf_c_message_unpack(*d, NULL, any->value.len, any->value.data);
 }
 
-void gw_problem_from_status(int grpc_code, const char *msg, const void *details, size_t details_len,
-                            const char *instance, gw_problem *out)
+void gw_problem_from_status(int grpc_code, int noted, const char *msg, const void *details,
+                            size_t details_len, const char *instance, gw_problem *out)
 {
     memset(out, 0, sizeof *out);
     Google__Rpc__Status *st =
@@ -147,7 +139,9 @@ void gw_problem_from_status(int grpc_code, const char *msg, const void *details,
         }
     }
 
-    rd_code code = info != NULL ? gw_code_from_str(info->reason) : code_of_grpc(grpc_code);
+    rd_code code = noted > 0 && noted < RD_CODE_COUNT && rd_code_grpc((rd_code)noted) == grpc_code
+                       ? (rd_code)noted
+                       : code_of_grpc(grpc_code);
     const char *can = NULL, *model = NULL, *group = NULL;
     for (size_t i = 0; info != NULL && i < info->n_metadata; i++) {
         const char *k = info->metadata[i]->key, *v = info->metadata[i]->value;

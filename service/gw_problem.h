@@ -34,15 +34,14 @@ typedef struct gw_problem {
  * is the request path (may be NULL). */
 void gw_problem_from_err(const rd_err *err, int http_status, const char *instance, gw_problem *out);
 
-/* The problem for a failed call: grpc_code and msg of its status, details
- * the serialized google.rpc.Status (may be NULL: the code is then the first
- * row of the table with that gRPC code). Details whose type is not known
- * are left out. */
-void gw_problem_from_status(int grpc_code, const char *msg, const void *details, size_t details_len,
-                            const char *instance, gw_problem *out);
-
-/* The rd_code whose stable string is s, or RD_INTERNAL. */
-rd_code gw_code_from_str(const char *s);
+/* The problem for a failed call: grpc_code and msg of its status, code the
+ * error-table row the call noted (svc_outcome.rd_code; -1 or a row of
+ * another gRPC status: the first row of the table with grpc_code), details
+ * the serialized google.rpc.Status (may be NULL) for the field, the
+ * required capability, field violations, retry delay and the receipt or
+ * bulk result. Details whose type is not known are left out. */
+void gw_problem_from_status(int grpc_code, int code, const char *msg, const void *details,
+                            size_t details_len, const char *instance, gw_problem *out);
 
 /* A response message descriptor by its full name ("recordd.v1.CommitReceipt")
  * among the method table's request and response types; NULL when unknown. */

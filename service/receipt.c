@@ -384,15 +384,6 @@ bool receipt_seal(svc_call *call, const rd_err *err, const Recordd__V1__CommitRe
     return true;
 }
 
-/* The rd_code whose stable string is s; RD_INTERNAL when none is. */
-static rd_code code_of(const char *s)
-{
-    for (int c = 0; c < RD_CODE_COUNT; c++)
-        if (s != NULL && strcmp(rd_code_str((rd_code)c), s) == 0)
-            return (rd_code)c;
-    return RD_INTERNAL;
-}
-
 void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int status)
 {
     rd_arena *a = svc_call_arena(call);
@@ -411,7 +402,7 @@ void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int stat
         fail_with(call, &err, NULL);
         return;
     }
-    rd_errf(&err, code_of(r->error->code), r->error->field, "%s", r->error->message);
+    rd_errf(&err, rd_code_from_str(r->error->code), r->error->field, "%s", r->error->message);
     svc_call_log_code(call, err.code);
     svc_call_log_tx_id(call, r->server_tx_id);
     size_t dlen = 0;
@@ -660,6 +651,7 @@ void receipt_bulk_send(svc_call *call, const void *bytes, size_t len, int status
         return;
     }
     const Recordd__V1__ReceiptError *re = resp->receipt->error;
+    svc_call_log_code(call, rd_code_from_str(re->code));
     Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
     Google__Protobuf__Any *details[4];
     st.code = status;
@@ -671,7 +663,7 @@ void receipt_bulk_send(svc_call *call, const void *bytes, size_t len, int status
     for (size_t i = 0; i < resp->n_results && index < 0; i++) {
         const Recordd__V1__BulkResult *res = resp->results[i];
         if (res->status != NULL && res->status->code != 0 &&
-            res->status->code == rd_code_grpc(code_of(re->code)) &&
+            res->status->code == rd_code_grpc(rd_code_from_str(re->code)) &&
             strcmp(result_field(a, res), re->field ? re->field : "") == 0)
             index = res->index;
     }

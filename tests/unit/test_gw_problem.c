@@ -19,7 +19,8 @@ static void render(rd_arena *a, const rd_err *err, const Recordd__V1__CommitRece
     size_t len = 0;
     uint8_t *details = receipt_status_details(a, err, receipt, &len);
     assert_non_null(details);
-    gw_problem_from_status(rd_code_grpc(err->code), err->msg, details, len, "/v1/x", p);
+    gw_problem_from_status(rd_code_grpc(err->code), (int)err->code, err->msg, details, len, "/v1/x",
+                           p);
     assert_non_null(p->body);
 }
 
@@ -99,13 +100,29 @@ static void test_status_without_details_maps_the_grpc_code(void **state)
 {
     (void)state;
     gw_problem p;
-    gw_problem_from_status(8, "server is overloaded", NULL, 0, NULL, &p);
+    gw_problem_from_status(8, -1, "server is overloaded", NULL, 0, NULL, &p);
     assert_int_equal(p.code, RD_RATE_LIMITED);
     assert_int_equal(p.status, 429);
     json_decref(p.body);
-    gw_problem_from_status(14, "server is shutting down", NULL, 0, NULL, &p);
+    gw_problem_from_status(14, -1, "server is shutting down", NULL, 0, NULL, &p);
     assert_int_equal(p.status, 503);
     assert_string_equal(str(p.body, "code"), "unavailable");
+    json_decref(p.body);
+}
+
+/* The code the call noted is the problem's, not a code guessed from the
+ * gRPC status (several rows share ABORTED); one of another status is not
+ * trusted. */
+static void test_the_noted_code_wins_when_it_fits_the_status(void **state)
+{
+    (void)state;
+    gw_problem p;
+    gw_problem_from_status(rd_code_grpc(RD_CLAIMED), RD_CLAIMED, "claimed", NULL, 0, NULL, &p);
+    assert_int_equal(p.code, RD_CLAIMED);
+    assert_string_equal(str(p.body, "code"), "claimed");
+    json_decref(p.body);
+    gw_problem_from_status(13, RD_CLAIMED, "out of memory", NULL, 0, NULL, &p);
+    assert_int_equal(p.code, RD_INTERNAL);
     json_decref(p.body);
 }
 
@@ -114,7 +131,7 @@ static void test_garbage_details_still_give_a_problem(void **state)
     (void)state;
     gw_problem p;
     const uint8_t junk[] = {0xff, 0xff, 0xff, 0x01, 0x02};
-    gw_problem_from_status(5, "gone", junk, sizeof junk, "/v1/y", &p);
+    gw_problem_from_status(5, -1, "gone", junk, sizeof junk, "/v1/y", &p);
     assert_int_equal(p.status, 404);
     assert_non_null(p.body);
     json_decref(p.body);
@@ -145,6 +162,7 @@ int main(void)
         cmocka_unit_test(test_invalid_argument_codes_split_into_400_and_422_with_errors),
         cmocka_unit_test(test_rejected_receipt_becomes_the_receipt_member),
         cmocka_unit_test(test_status_without_details_maps_the_grpc_code),
+        cmocka_unit_test(test_the_noted_code_wins_when_it_fits_the_status),
         cmocka_unit_test(test_garbage_details_still_give_a_problem),
         cmocka_unit_test(test_errors_found_by_the_gateway_use_the_same_shape),
     };

@@ -83,6 +83,15 @@ static void test_errf_formats_field_and_message(void **state)
     assert_string_equal(e.field, "");
 }
 
+static void test_code_from_str_is_the_table_reversed(void **state)
+{
+    (void)state;
+    for (int c = 0; c < RD_CODE_COUNT; c++)
+        assert_int_equal(rd_code_from_str(rd_code_str((rd_code)c)), c);
+    assert_int_equal(rd_code_from_str("no_such_code"), RD_INTERNAL);
+    assert_int_equal(rd_code_from_str(NULL), RD_INTERNAL);
+}
+
 static void test_arena_allocations_are_aligned_and_distinct(void **state)
 {
     (void)state;
@@ -228,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_utf8_rejects_malformed_sequences),
         cmocka_unit_test(test_rfc3339_round_trip),
         cmocka_unit_test(test_rfc3339_rejects_malformed),
+        cmocka_unit_test(test_code_from_str_is_the_table_reversed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
