@@ -28,6 +28,7 @@
 #include "service/svc_log.h"
 #include "service/svc.h"
 #include "store/store.h"
+#include "tests/unit/unit_db.h"
 
 typedef struct fixture {
     char dir[64];
@@ -68,17 +69,11 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *fx = *state;
-    char p[160];
     gw_http_close(fx->gw);
     svc_server_stop(fx->server, 0);
     gw_http_stop(fx->gw);
     store_close(fx->db);
-    unlink(fx->path);
-    snprintf(p, sizeof p, "%s-wal", fx->path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", fx->path);
-    unlink(p);
-    rmdir(fx->dir);
+    unit_db_remove(fx->dir, fx->path);
     free(fx);
     return 0;
 }

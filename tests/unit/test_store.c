@@ -18,6 +18,7 @@
 
 #include "store/store.h"
 #include "store/store_int.h" /* store_fault_arm */
+#include "tests/unit/unit_db.h"
 
 #define ORG "org_acme"
 
@@ -296,14 +297,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char p[160];
     store_close(fx->s);
-    unlink(fx->path);
-    snprintf(p, sizeof p, "%s-wal", fx->path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", fx->path);
-    unlink(p);
-    rmdir(fx->dir);
+    unit_db_remove(fx->dir, fx->path);
     free(fx);
     fx = NULL;
     return 0;

@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 
 #include "store/store_int.h"
+#include "tests/unit/unit_db.h"
 
 #define ORG "org_acme"
 #define ORG2 "org_other"
@@ -168,14 +169,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    char p[160];
     store_close(fx->s);
-    unlink(fx->path);
-    snprintf(p, sizeof p, "%s-wal", fx->path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", fx->path);
-    unlink(p);
-    rmdir(fx->dir);
+    unit_db_remove(fx->dir, fx->path);
     free(fx);
     fx = NULL;
     return 0;

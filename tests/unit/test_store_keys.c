@@ -14,6 +14,7 @@
 #include <sqlite3.h>
 
 #include "store/store.h"
+#include "tests/unit/unit_db.h"
 
 typedef struct fixture {
     char dir[64];
@@ -43,15 +44,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *fx = *state;
-    char p[160];
     store_conn_close(fx->c);
     store_close(fx->s);
-    unlink(fx->path);
-    snprintf(p, sizeof p, "%s-wal", fx->path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", fx->path);
-    unlink(p);
-    rmdir(fx->dir);
+    unit_db_remove(fx->dir, fx->path);
     free(fx);
     return 0;
 }
@@ -192,7 +187,7 @@ static void test_key_bound_to_a_client_identity(void **state)
 static void test_key_table_without_client_id_is_migrated(void **state)
 {
     (void)state;
-    char dir[] = "/tmp/rd_keys_mig_XXXXXX", path[64], p[80];
+    char dir[] = "/tmp/rd_keys_mig_XXXXXX", path[64];
     assert_non_null(mkdtemp(dir));
     snprintf(path, sizeof path, "%s/old.db", dir);
     sqlite3 *db;
@@ -222,12 +217,7 @@ static void test_key_table_without_client_id_is_migrated(void **state)
                      RD_OK);
     store_conn_close(c);
     store_close(s);
-    unlink(path);
-    snprintf(p, sizeof p, "%s-wal", path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", path);
-    unlink(p);
-    rmdir(dir);
+    unit_db_remove(dir, path);
 }
 
 int main(void)

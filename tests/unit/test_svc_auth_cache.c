@@ -14,6 +14,7 @@
 #include <cmocka.h>
 
 #include "service/svc_auth.h"
+#include "tests/unit/unit_db.h"
 
 static const unsigned char H1[AUTH_APIKEY_HASH_BYTES] = {7, 1, 2};
 
@@ -50,15 +51,9 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *fx = *state;
-    char p[160];
     svc_auth_close(fx->a);
     store_close(fx->s);
-    unlink(fx->path);
-    snprintf(p, sizeof p, "%s-wal", fx->path);
-    unlink(p);
-    snprintf(p, sizeof p, "%s-shm", fx->path);
-    unlink(p);
-    rmdir(fx->dir);
+    unit_db_remove(fx->dir, fx->path);
     free(fx);
     return 0;
 }
