@@ -13,8 +13,9 @@ static const struct {
     const char *str;
     int grpc;
     int http;
+    int precondition;
 } code_rows[] = {
-#define RD_X_ROW(name, str, grpc, http) {str, grpc, http},
+#define RD_X_ROW(name, str, grpc, http, precondition) {str, grpc, http, precondition},
     RD_CODE_TABLE(RD_X_ROW)
 #undef RD_X_ROW
 };
@@ -32,6 +33,11 @@ int rd_code_grpc(rd_code c)
 int rd_code_http(rd_code c)
 {
     return (unsigned)c < RD_CODE_COUNT ? code_rows[c].http : 500;
+}
+
+int rd_code_http_precondition(rd_code c)
+{
+    return (unsigned)c < RD_CODE_COUNT ? code_rows[c].precondition : 0;
 }
 
 rd_code rd_code_from_str(const char *s)

@@ -10,39 +10,41 @@
 #include <stdint.h>
 
 /* The error table (DESIGN.md §7). One row per code:
- *   X(enum name, stable string code, gRPC status code, HTTP status)
+ *   X(enum name, stable string code, gRPC status code, HTTP status,
+ *     HTTP status when the error answers a failed If-Match precondition, or 0)
  * Rows are only ever appended; never reorder or remove one. */
 #define RD_CODE_TABLE(X)                                                                           \
-    X(RD_OK, "ok", 0, 200)                                                                         \
-    X(RD_INVALID_BODY, "invalid_body", 3, 400)                                                     \
-    X(RD_UNKNOWN_FIELD, "unknown_field", 3, 422)                                                   \
-    X(RD_VALIDATION_FAILED, "validation_failed", 3, 422)                                           \
-    X(RD_FILTER_REQUIRED, "filter_required", 3, 422)                                               \
-    X(RD_TOO_MANY_OPERATIONS, "too_many_operations", 3, 422)                                       \
-    X(RD_UNAUTHENTICATED, "unauthenticated", 16, 401)                                              \
-    X(RD_TOKEN_EXPIRED, "token_expired", 16, 401)                                                  \
-    X(RD_PERMISSION_DENIED, "permission_denied", 7, 403)                                           \
-    X(RD_NOT_FOUND, "not_found", 5, 404)                                                           \
-    X(RD_DUPLICATE_RECORD, "duplicate_record", 6, 409)                                             \
-    X(RD_IDEMPOTENCY_KEY_REUSED, "idempotency_key_reused", 6, 409)                                 \
-    X(RD_VERSION_CONFLICT, "version_conflict", 10, 409)                                            \
-    X(RD_STALE_CONTEXT, "stale_context", 10, 409)                                                  \
-    X(RD_CLAIMED, "claimed", 10, 409)                                                              \
-    X(RD_IDEMPOTENCY_IN_PROGRESS, "idempotency_in_progress", 10, 409)                              \
-    X(RD_RATE_LIMITED, "rate_limited", 8, 429)                                                     \
-    X(RD_DEADLINE_EXCEEDED, "deadline_exceeded", 4, 504)                                           \
-    X(RD_UNAVAILABLE, "unavailable", 14, 503)                                                      \
-    X(RD_INTERNAL, "internal", 13, 500)                                                            \
-    X(RD_DESTRUCTIVE_CHANGE, "destructive_change", 9, 409)                                         \
-    X(RD_UNIMPLEMENTED, "unimplemented", 12, 501)                                                  \
-    X(RD_METHOD_NOT_ALLOWED, "method_not_allowed", 12, 405)                                        \
-    X(RD_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 3, 415)                                 \
-    X(RD_BODY_TOO_LARGE, "body_too_large", 3, 413)                                                 \
-    X(RD_SYNC_ID_EXPIRED, "sync_id_expired", 9, 410)                                               \
-    X(RD_TOO_MANY_ROWS, "too_many_rows", 3, 422)
+    X(RD_OK, "ok", 0, 200, 0)                                                                      \
+    X(RD_INVALID_BODY, "invalid_body", 3, 400, 0)                                                  \
+    X(RD_UNKNOWN_FIELD, "unknown_field", 3, 422, 0)                                                \
+    X(RD_VALIDATION_FAILED, "validation_failed", 3, 422, 0)                                        \
+    X(RD_FILTER_REQUIRED, "filter_required", 3, 422, 0)                                            \
+    X(RD_TOO_MANY_OPERATIONS, "too_many_operations", 3, 422, 0)                                    \
+    X(RD_UNAUTHENTICATED, "unauthenticated", 16, 401, 0)                                           \
+    X(RD_TOKEN_EXPIRED, "token_expired", 16, 401, 0)                                               \
+    X(RD_PERMISSION_DENIED, "permission_denied", 7, 403, 0)                                        \
+    X(RD_NOT_FOUND, "not_found", 5, 404, 412)                                                      \
+    X(RD_DUPLICATE_RECORD, "duplicate_record", 6, 409, 0)                                          \
+    X(RD_IDEMPOTENCY_KEY_REUSED, "idempotency_key_reused", 6, 409, 0)                              \
+    X(RD_VERSION_CONFLICT, "version_conflict", 10, 409, 412)                                       \
+    X(RD_STALE_CONTEXT, "stale_context", 10, 409, 0)                                               \
+    X(RD_CLAIMED, "claimed", 10, 409, 0)                                                           \
+    X(RD_IDEMPOTENCY_IN_PROGRESS, "idempotency_in_progress", 10, 409, 0)                           \
+    X(RD_RATE_LIMITED, "rate_limited", 8, 429, 0)                                                  \
+    X(RD_DEADLINE_EXCEEDED, "deadline_exceeded", 4, 504, 0)                                        \
+    X(RD_UNAVAILABLE, "unavailable", 14, 503, 0)                                                   \
+    X(RD_INTERNAL, "internal", 13, 500, 0)                                                         \
+    X(RD_DESTRUCTIVE_CHANGE, "destructive_change", 9, 409, 0)                                      \
+    X(RD_UNIMPLEMENTED, "unimplemented", 12, 501, 0)                                               \
+    X(RD_METHOD_NOT_ALLOWED, "method_not_allowed", 12, 405, 0)                                     \
+    X(RD_UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", 3, 415, 0)                              \
+    X(RD_BODY_TOO_LARGE, "body_too_large", 3, 413, 0)                                              \
+    X(RD_SYNC_ID_EXPIRED, "sync_id_expired", 9, 410, 0)                                            \
+    X(RD_TOO_MANY_ROWS, "too_many_rows", 3, 422, 0)                                                \
+    X(RD_CANCELLED, "cancelled", 1, 499, 0)
 
 typedef enum rd_code {
-#define RD_X_ENUM(name, str, grpc, http) name,
+#define RD_X_ENUM(name, str, grpc, http, precondition) name,
     RD_CODE_TABLE(RD_X_ENUM)
 #undef RD_X_ENUM
         RD_CODE_COUNT
@@ -54,6 +56,10 @@ const char *rd_code_str(rd_code c);
 int rd_code_grpc(rd_code c);
 /* HTTP status. */
 int rd_code_http(rd_code c);
+/* HTTP status when the error is the answer to an If-Match the request
+ * sent (412 Precondition Failed for a version conflict), 0 when the
+ * precondition plays no part in it. */
+int rd_code_http_precondition(rd_code c);
 /* The code whose stable string is s (a stored receipt's error code);
  * RD_INTERNAL when s is NULL or names no row. */
 rd_code rd_code_from_str(const char *s);

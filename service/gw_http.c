@@ -1,13 +1,16 @@
-/* gw_http: libmicrohttpd in epoll thread-pool mode with suspend/resume.
- * One gw_req per HTTP request (MHD's con_cls). The access handler gathers
- * the body, matches the route and starts a server-core call for it
- * (svc_call_new_transport), then suspends the connection, so no MHD thread waits
- * for a handler. The call decodes the JSON on its worker after the auth
- * step (decode_request), runs the handler, and its outcome comes back
- * through the transport callbacks, which copy it into the gw_req and
- * resume the connection; the access handler then renders JSON or
- * problem+json. Server streams are Server-Sent Events whose content reader
- * drains a queue the stream's messages are copied into.
+/* gw_http: the HTTP/JSON transport of the call core (svc_transport.h), on
+ * libmicrohttpd in epoll thread-pool mode with suspend/resume. One gw_req
+ * per HTTP request (MHD's con_cls). The access handler gathers the body,
+ * matches the route and starts a call of the core for it (svc_call_new,
+ * svc_call_admit, svc_call_dispatch), then suspends the connection, so no
+ * MHD thread waits for a handler. The call decodes the JSON on its worker
+ * after the auth step (decode_request) and runs the handler; its outcome
+ * comes back through the finish callback, which renders it at once — the
+ * reply message straight to JSON, a failure straight to problem+json —
+ * into the gw_req's answer and resumes the connection; the access handler
+ * then queues the answer. Server streams are Server-Sent Events: each
+ * message is rendered to an event when it is sent and queued for the
+ * content reader.
  *
  * Lifetimes: a gw_req has two references, MHD's (dropped in the request
  * completed callback) and the call's (dropped by the transport's release
@@ -37,6 +40,7 @@
 #include "service/svc_log.h"
 #include "service/svc_metrics.h"
 #include "service/svc_tls.h"
+#include "service/svc_transport.h"
 
 extern unsigned char rd_descriptor_set[];
 extern unsigned int rd_descriptor_set_len;
@@ -50,11 +54,27 @@ extern unsigned int rd_descriptor_set_len;
 #define TICK_MS 200
 #define GW_IF_MATCH_MAX 16 /* entity tags in one If-Match */
 
+/* One Server-Sent Event, rendered. */
 typedef struct sse_item {
     struct sse_item *next;
-    size_t len;
-    uint8_t bytes[]; /* the message, serialized */
+    size_t cost; /* the message's packed size: what the send queue limits count */
+    char *text;  /* "id: …\ndata: {…}\n\n" (malloc'd) */
 } sse_item;
+
+/* A response rendered off the MHD thread (the transport's finish callback)
+ * and queued on it (respond). */
+#define GW_ANSWER_HEADERS 8
+typedef struct gw_answer {
+    int status;        /* 0: nothing rendered */
+    const char *ctype; /* a static string; NULL without a body */
+    char *body;        /* malloc'd, may be NULL */
+    size_t len;
+    size_t n_headers;
+    struct {
+        const char *name; /* a static string */
+        char *value;      /* malloc'd */
+    } headers[GW_ANSWER_HEADERS];
+} gw_answer;
 
 typedef struct gw_req gw_req;
 
@@ -111,8 +131,8 @@ struct gw_req {
     const char *last_event_id;
     char request_id[REQUEST_ID_MAX + 1];
     const char *create_id; /* the request's id (decode_request), for Location */
-    bool decode_failed;    /* decode_request refused the request with decode_err */
-    rd_err decode_err;
+    svc_kv md[3];          /* request metadata the call reads (r->arena) */
+    size_t n_md;
 
     pthread_mutex_t mu; /* everything below */
     int refs;
@@ -124,10 +144,7 @@ struct gw_req {
     int rd_code;           /* for the log line: the outcome's or send_err's row */
     char principal_id[64]; /* for the log line, "" before authentication */
     char server_tx_id[40]; /* for the log line, "" when nothing was written */
-    char *msg;
-    void *details, *reply;
-    size_t details_len, reply_len;
-    bool replayed;
+    gw_answer ans;         /* the outcome, rendered (a stream's failure: its body is the event) */
     /* SSE */
     bool sse;
     sse_item *q_head, *q_tail;
@@ -147,6 +164,14 @@ struct gw_req {
 
 /* ---- small helpers ------------------------------------------------------------- */
 
+static void answer_free(gw_answer *a)
+{
+    free(a->body);
+    for (size_t i = 0; i < a->n_headers; i++)
+        free(a->headers[i].value);
+    memset(a, 0, sizeof *a);
+}
+
 static void req_unref(gw_req *r)
 {
     pthread_mutex_lock(&r->mu);
@@ -157,12 +182,11 @@ static void req_unref(gw_req *r)
     while (r->q_head != NULL) {
         sse_item *it = r->q_head;
         r->q_head = it->next;
+        free(it->text);
         free(it);
     }
     free(r->out);
-    free(r->msg);
-    free(r->details);
-    free(r->reply);
+    answer_free(&r->ans);
     free(r->body);
     auth_principal_free(r->principal); /* answered before its call started */
     rd_arena_free(r->arena);
@@ -272,28 +296,60 @@ static enum MHD_Result finish_queue(gw_req *r, struct MHD_Response *resp)
     return ok;
 }
 
-/* Sends problem p (its body consumed). */
-static enum MHD_Result send_problem(gw_req *r, gw_problem *p, const char *allow)
+/* Adds a header (value copied) to a; dropped when a is full or memory
+ * runs out. */
+static void answer_header(gw_answer *a, const char *name, const char *value)
 {
-    size_t len = 0;
-    char *text = p->body != NULL ? gw_json_dump(p->body, &len) : NULL;
+    char *v = value != NULL && a->n_headers < GW_ANSWER_HEADERS ? strdup(value) : NULL;
+    if (v == NULL)
+        return;
+    a->headers[a->n_headers].name = name;
+    a->headers[a->n_headers++].value = v;
+}
+
+/* Renders problem p (its body consumed) into a. */
+static void answer_problem(gw_answer *a, gw_problem *p)
+{
+    a->status = p->status;
+    a->ctype = "application/problem+json";
+    a->body = p->body != NULL ? gw_json_dump(p->body, &a->len) : NULL;
     json_decref(p->body);
     p->body = NULL;
-    struct MHD_Response *resp;
-    if (queue(r, p->status, "application/problem+json", text, len, &resp) != MHD_YES)
-        return MHD_NO;
-    if (allow != NULL)
-        MHD_add_response_header(resp, "Allow", allow);
     if (p->retry_after_s > 0) {
         char ra[32];
         snprintf(ra, sizeof ra, "%lld", (long long)p->retry_after_s);
-        MHD_add_response_header(resp, "Retry-After", ra);
+        answer_header(a, "Retry-After", ra);
     }
     if (p->status == 401)
-        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"recordd\"");
-    if (r->close)
-        MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
-    return finish_queue(r, resp);
+        answer_header(a, "WWW-Authenticate", "Bearer realm=\"recordd\"");
+}
+
+/* Queues answer a (consumed). */
+static enum MHD_Result send_answer(gw_req *r, gw_answer *a)
+{
+    struct MHD_Response *resp;
+    char *body = a->body;
+    a->body = NULL;
+    enum MHD_Result ok = queue(r, a->status, a->ctype, body, a->len, &resp);
+    if (ok == MHD_YES) {
+        for (size_t i = 0; i < a->n_headers; i++)
+            MHD_add_response_header(resp, a->headers[i].name, a->headers[i].value);
+        if (r->close)
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+        ok = finish_queue(r, resp);
+    }
+    answer_free(a);
+    return ok;
+}
+
+/* Sends problem p (its body consumed). */
+static enum MHD_Result send_problem(gw_req *r, gw_problem *p, const char *allow)
+{
+    gw_answer a = {0};
+    answer_problem(&a, p);
+    if (allow != NULL)
+        answer_header(&a, "Allow", allow);
+    return send_answer(r, &a);
 }
 
 /* Whether an Allow list ("GET, PATCH") names verb. */
@@ -493,21 +549,45 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
 oom:
     rd_errf(err, RD_INTERNAL, NULL, "out of memory");
 fail:
-    r->decode_err = *err; /* the call's arena may be too full for its details */
-    r->decode_failed = true;
     json_decref(body);
     return NULL;
 }
 
-static rd_code on_message(void *arg, const void *bytes, size_t len)
+static bool on_metadata(void *arg, const char *key, const char **value, size_t *len)
 {
     gw_req *r = arg;
-    sse_item *it = malloc(sizeof *it + (len ? len : 1));
-    if (it == NULL)
+    for (size_t i = 0; i < r->n_md; i++)
+        if (strcmp(r->md[i].key, key) == 0) {
+            *value = r->md[i].value;
+            *len = strlen(*value);
+            return true;
+        }
+    return false;
+}
+
+static bool on_peer_presents(void *arg, const char *id)
+{
+    gw_req *r = arg;
+    return r->peer_ids != NULL && svc_tls_ids_contain(r->peer_ids, id);
+}
+
+static char *sse_event(const ProtobufCMessage *m);
+
+/* A stream message: rendered to its event now (msg is the sender's), then
+ * queued for the content reader. */
+static rd_code on_send(void *arg, svc_call *call, const ProtobufCMessage *msg, size_t len)
+{
+    gw_req *r = arg;
+    (void)call;
+    sse_item *it = malloc(sizeof *it);
+    char *text = it != NULL ? sse_event(msg) : NULL;
+    if (text == NULL) {
+        free(it);
         return RD_INTERNAL;
+    }
     it->next = NULL;
-    it->len = len;
-    memcpy(it->bytes, bytes, len);
+    it->cost = len;
+    it->text = text;
     rd_code rc = RD_OK;
     pthread_mutex_lock(&r->mu);
     if (r->conn_gone) {
@@ -526,62 +606,64 @@ static rd_code on_message(void *arg, const void *bytes, size_t len)
         resume_locked(r);
     }
     pthread_mutex_unlock(&r->mu);
-    free(it);
+    if (it != NULL) {
+        free(it->text);
+        free(it);
+    }
     return rc;
 }
 
-static void *dup_bytes(const void *p, size_t n)
-{
-    if (p == NULL)
-        return NULL;
-    void *c = malloc(n ? n : 1);
-    if (c != NULL)
-        memcpy(c, p, n);
-    return c;
-}
+static rd_code render_reply(gw_req *r, svc_call *call, const svc_outcome *o, gw_answer *a);
+static rd_code render_error(gw_req *r, const svc_outcome *o, gw_answer *a);
 
-static void on_finish(void *arg, const svc_outcome *o)
+/* On the thread that finished the call: renders the outcome (o and the
+ * reply it points to are alive until the call is released, which is after
+ * this returns) into r->ans, notes what the log line needs and resumes
+ * the connection. */
+static void on_finish(void *arg, svc_call *call, const svc_outcome *o)
 {
     gw_req *r = arg;
-    char *msg = strdup(o->msg);
-    void *details = dup_bytes(o->details, o->details_len);
-    void *reply = dup_bytes(o->reply, o->reply_len);
+    gw_answer a = {0};
+    rd_code code = o->err.code;
+    if (code != RD_OK)
+        code = render_error(r, o, &a);
+    else if (r->match.method->kind == SVC_UNARY)
+        code = render_reply(r, call, o, &a);
+    const auth_principal *p = svc_call_principal(call);
     pthread_mutex_lock(&r->mu);
-    r->grpc_code = o->grpc_code;
-    r->rd_code = o->rd_code;
-    snprintf(r->principal_id, sizeof r->principal_id, "%s", o->principal_id ? o->principal_id : "");
-    snprintf(r->server_tx_id, sizeof r->server_tx_id, "%s", o->server_tx_id ? o->server_tx_id : "");
-    r->msg = msg;
-    r->details = details;
-    r->details_len = details != NULL ? o->details_len : 0;
-    r->reply = reply;
-    r->reply_len = reply != NULL ? o->reply_len : 0;
-    if (o->reply != NULL && reply == NULL) { /* out of memory copying: fail */
-        r->grpc_code = rd_code_grpc(RD_INTERNAL);
-    }
-    r->replayed = o->replayed;
+    r->grpc_code = rd_code_grpc(o->err.code);
+    r->rd_code = (int)code;
+    snprintf(r->principal_id, sizeof r->principal_id, "%s", p ? auth_principal_id(p) : "");
+    snprintf(r->server_tx_id, sizeof r->server_tx_id, "%s", svc_call_tx_id(call));
+    answer_free(&r->ans);
+    r->ans = a;
     r->finished = true;
     resume_locked(r);
     pthread_mutex_unlock(&r->mu);
 }
 
-static void on_started(void *arg)
+static void on_started(void *arg, svc_call *call)
 {
     gw_req *r = arg;
+    (void)call;
     pthread_mutex_lock(&r->mu);
     r->started = true;
     resume_locked(r);
     pthread_mutex_unlock(&r->mu);
 }
 
-static void on_release(void *arg)
+static void on_release(void *arg, svc_call *call)
 {
+    (void)call;
     req_unref(arg);
 }
 
 static const svc_transport TRANSPORT = {
+    .kind = SVC_TRANSPORT_HTTP,
+    .metadata = on_metadata,
+    .peer_presents = on_peer_presents,
     .decode = decode_request,
-    .message = on_message,
+    .send = on_send,
     .finish = on_finish,
     .started = on_started,
     .release = on_release,
@@ -669,84 +751,79 @@ static char *seg_encode(rd_arena *a, const char *s)
     return out;
 }
 
-static enum MHD_Result render_error(gw_req *r)
+/* A failed outcome as problem+json; returns the code rendered. */
+static rd_code render_error(gw_req *r, const svc_outcome *o, gw_answer *a)
 {
+    rd_code code = o->err.code;
+    int status = o->bulk != NULL ? r->match.method->http_rolled_back_status : 0;
+    /* the answer to a failed If-Match (If-Match: * on a record that does
+     * not exist fails its precondition too) */
+    if (r->has_if_match && rd_code_http_precondition(code) != 0 &&
+        (code != RD_NOT_FOUND || r->if_match_any))
+        status = rd_code_http_precondition(code);
     gw_problem p;
-    if (r->decode_failed && r->details == NULL) /* no room left to build them */
-        gw_problem_from_err(&r->decode_err, 0, r->path, &p);
-    else
-        gw_problem_from_status(r->grpc_code, r->rd_code, r->msg, r->details, r->details_len,
-                               r->path, &p);
-    /* If-Match: * on a record that does not exist fails its precondition */
-    if (r->has_if_match &&
-        (p.code == RD_VERSION_CONFLICT || (r->if_match_any && p.code == RD_NOT_FOUND))) {
-        p.status = 412; /* RFC 9110: the precondition in If-Match failed */
-        if (p.body != NULL)
-            json_object_set_new(p.body, "status", json_integer(412));
-    }
-    size_t len = 0;
-    char *text = p.body != NULL ? gw_json_dump(p.body, &len) : NULL;
-    json_decref(p.body);
-    struct MHD_Response *resp;
-    if (queue(r, p.status, "application/problem+json", text, len, &resp) != MHD_YES)
-        return MHD_NO;
-    if (p.retry_after_s > 0) {
-        char ra[32];
-        snprintf(ra, sizeof ra, "%lld", (long long)p.retry_after_s);
-        MHD_add_response_header(resp, "Retry-After", ra);
-    }
-    if (r->replayed)
-        MHD_add_response_header(resp, "Idempotent-Replayed", "true");
-    if (p.status == 401)
-        MHD_add_response_header(resp, "WWW-Authenticate", "Bearer realm=\"recordd\"");
-    return finish_queue(r, resp);
+    gw_problem_from_outcome(o, status, r->path, &p);
+    answer_problem(a, &p);
+    if (o->replayed)
+        answer_header(a, "Idempotent-Replayed", "true");
+    return code;
 }
 
-/* Renders the reply message m (unpacked with the default allocator: a reply
- * is as large as the server's message limit, far more than r->arena holds). */
-static enum MHD_Result render_message(gw_req *r, const ProtobufCMessage *m);
+/* An error found while rendering a reply (rendered instead of it). */
+static rd_code render_err(gw_req *r, gw_answer *a, rd_code code, int status, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+static rd_code render_err(gw_req *r, gw_answer *a, rd_code code, int status, const char *fmt, ...)
+{
+    svc_outcome o = {0};
+    va_list ap;
+    va_start(ap, fmt);
+    o.err.code = code;
+    vsnprintf(o.err.msg, sizeof o.err.msg, fmt, ap);
+    va_end(ap);
+    gw_problem p;
+    gw_problem_from_outcome(&o, status, r->path, &p);
+    answer_problem(a, &p);
+    return code;
+}
+
 static bool if_match_ok(const gw_req *r, int64_t version);
 
-static enum MHD_Result render_reply(gw_req *r)
-{
-    ProtobufCMessage *m =
-        protobuf_c_message_unpack(r->match.method->resp, NULL, r->reply_len, r->reply);
-    if (m == NULL)
-        return send_err(r, RD_INTERNAL, 0, NULL, NULL, "the reply could not be decoded");
-    enum MHD_Result ok = render_message(r, m);
-    protobuf_c_message_free_unpacked(m, NULL);
-    return ok;
-}
-
-static enum MHD_Result render_message(gw_req *r, const ProtobufCMessage *m)
+/* A unary call's reply, straight from the message to JSON, with the
+ * method's HTTP policy (svc_method http_*): the success status, 207 for a
+ * partial bulk, ETag from the record's version, Location for a create,
+ * If-Match checked against a read, Prefer: return=minimal. Returns the
+ * code rendered (RD_OK, or the error rendered instead). */
+static rd_code render_reply(gw_req *r, svc_call *call, const svc_outcome *o, gw_answer *a)
 {
     const svc_method *method = r->match.method;
+    const ProtobufCMessage *m = o->reply;
+    if (m == NULL)
+        return render_err(r, a, RD_INTERNAL, 0, "the call ended without a reply");
 
     int status = method->http_status != 0 ? method->http_status : 200;
     int64_t version = 0;
     bool has_etag = etag_version(m, &version);
     if (method->http_if_match_on_reply && r->has_if_match &&
         (!has_etag || !if_match_ok(r, version)))
-        return send_err(r, RD_VERSION_CONFLICT, 412, NULL, NULL,
-                        "If-Match does not match the record's version %lld", (long long)version);
+        return render_err(r, a, RD_VERSION_CONFLICT, rd_code_http_precondition(RD_VERSION_CONFLICT),
+                          "If-Match does not match the record's version %lld", (long long)version);
     bool found = false;
-    if (method->http_multi_status && int64_field(m, "total_failed", &found) > 0 && found)
-        status = 207;
+    if (method->http_partial_status != 0 && int64_field(m, "total_failed", &found) > 0 && found)
+        status = method->http_partial_status;
     const char *location = NULL;
     if (method->http_location) {
         const ProtobufCMessage *rec = msg_field(m, "record");
         const char *id = rec != NULL ? str_field(rec, "id") : NULL;
         if (id == NULL || id[0] == '\0')
             id = r->create_id;
-        const char *seg = id != NULL ? seg_encode(r->arena, id) : NULL;
+        rd_arena *ca = svc_call_arena(call);
+        const char *seg = id != NULL ? seg_encode(ca, id) : NULL;
         if (seg != NULL)
-            location = rd_arena_printf(r->arena, "%s/%s", r->path, seg);
+            location = rd_arena_printf(ca, "%s/%s", r->path, seg);
     }
     bool receipt = strcmp(method->resp->name, "recordd.v1.CommitReceipt") == 0;
-    bool minimal = r->want_minimal && receipt && status != 207;
+    bool minimal = r->want_minimal && receipt && status != method->http_partial_status;
 
-    char *text = NULL;
-    size_t len = 0;
     if (!minimal) {
         const ProtobufCMessage *out = m;
         if (r->match.response_body != NULL && r->match.response_body[0] != '\0') {
@@ -754,70 +831,59 @@ static enum MHD_Result render_message(gw_req *r, const ProtobufCMessage *m)
             if (out == NULL)
                 out = m;
         }
-        text = gw_json_encode_text(out, &len);
-        if (text == NULL)
-            return send_err(r, RD_INTERNAL, 0, NULL, NULL, "the reply could not be encoded");
+        a->body = gw_json_encode_text(out, &a->len);
+        if (a->body == NULL)
+            return render_err(r, a, RD_INTERNAL, 0, "the reply could not be encoded");
+        a->ctype = "application/json";
     }
-    struct MHD_Response *resp;
-    if (queue(r, minimal ? 204 : status, minimal ? NULL : "application/json", text, len, &resp) !=
-        MHD_YES)
-        return MHD_NO;
+    a->status = minimal ? 204 : status;
     char v[64];
     if (has_etag) {
         snprintf(v, sizeof v, "\"%lld\"", (long long)version);
-        MHD_add_response_header(resp, "ETag", v);
+        answer_header(a, "ETag", v);
     }
-    if (location != NULL)
-        MHD_add_response_header(resp, "Location", location);
-    if (r->replayed)
-        MHD_add_response_header(resp, "Idempotent-Replayed", "true");
+    answer_header(a, "Location", location);
+    if (o->replayed)
+        answer_header(a, "Idempotent-Replayed", "true");
     if (receipt && (r->want_minimal || r->want_repr))
-        MHD_add_response_header(resp, "Preference-Applied",
-                                minimal ? "return=minimal" : "return=representation");
+        answer_header(a, "Preference-Applied",
+                      minimal ? "return=minimal" : "return=representation");
     if (minimal) {
         bool f;
         int64_t sync = int64_field(m, "last_sync_id", &f);
         snprintf(v, sizeof v, "%lld", (long long)sync);
-        MHD_add_response_header(resp, "X-Sync-Id", v);
+        answer_header(a, "X-Sync-Id", v);
         const char *tx = str_field(m, "server_tx_id");
         if (tx != NULL && tx[0] != '\0')
-            MHD_add_response_header(resp, "X-Server-Tx-Id", tx);
+            answer_header(a, "X-Server-Tx-Id", tx);
         tx = str_field(m, "client_tx_id");
         if (tx != NULL && tx[0] != '\0')
-            MHD_add_response_header(resp, "X-Client-Tx-Id", tx);
+            answer_header(a, "X-Client-Tx-Id", tx);
     }
-    return finish_queue(r, resp);
+    return RD_OK;
 }
 
 /* ---- Server-Sent Events ------------------------------------------------------------- */
 
-/* The SSE text of one stream message (malloc'd) into r->out. */
-static bool format_event(gw_req *r, const sse_item *it)
+/* The Server-Sent Event of one stream message (malloc'd; NULL when out of
+ * memory): its sync id as the event id, the message in JSON as data. */
+static char *sse_event(const ProtobufCMessage *m)
 {
-    const ProtobufCMessageDescriptor *d = r->match.method->resp;
-    ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, it->len, it->bytes);
-    if (m == NULL)
-        return false;
     size_t len = 0;
     char *json = gw_json_encode_text(m, &len);
+    if (json == NULL)
+        return NULL;
     bool found = false;
     int64_t id = int64_field(m, "sync_id", &found);
-    protobuf_c_message_free_unpacked(m, NULL);
-    if (json == NULL)
-        return false;
     char *out = malloc(len + 64);
-    if (out == NULL) {
-        free(json);
-        return false;
+    if (out != NULL) {
+        if (found)
+            snprintf(out, len + 64, "id: %lld\ndata: %s\n\n", (long long)id, json);
+        else
+            snprintf(out, len + 64, "data: %s\n\n", json);
     }
-    int n = found ? snprintf(out, len + 64, "id: %lld\ndata: %s\n\n", (long long)id, json)
-                  : snprintf(out, len + 64, "data: %s\n\n", json);
     free(json);
-    free(r->out);
-    r->out = out;
-    r->out_len = (size_t)n;
-    r->out_off = 0;
-    return true;
+    return out;
 }
 
 static void set_out(gw_req *r, char *text)
@@ -828,26 +894,24 @@ static void set_out(gw_req *r, char *text)
     r->out_off = 0;
 }
 
-/* The final event of a stream that ended with an error. */
+/* The final event of a stream that ended with an error: its problem (the
+ * rendered outcome), or the deadline's. */
 static char *error_event(gw_req *r)
 {
     gw_problem p;
+    char *json = NULL;
     if (r->expired) {
         rd_err err;
         rd_errf(&err, RD_DEADLINE_EXCEEDED, NULL, "the Grpc-Timeout of the stream passed");
         gw_problem_from_err(&err, 0, r->path, &p);
-    } else {
-        gw_problem_from_status(r->grpc_code, r->rd_code, r->msg, r->details, r->details_len,
-                               r->path, &p);
+        json = p.body != NULL ? gw_json_dump(p.body, NULL) : NULL;
+        json_decref(p.body);
     }
-    char *json = p.body != NULL ? gw_json_dump(p.body, NULL) : NULL;
-    json_decref(p.body);
-    if (json == NULL)
-        return strdup("event: error\ndata: {}\n\n");
-    size_t n = strlen(json) + 32;
+    const char *data = json != NULL ? json : r->ans.body != NULL ? r->ans.body : "{}";
+    size_t n = strlen(data) + 32;
     char *out = malloc(n);
     if (out != NULL)
-        snprintf(out, n, "event: error\ndata: %s\n\n", json);
+        snprintf(out, n, "event: error\ndata: %s\n\n", data);
     free(json);
     return out;
 }
@@ -875,12 +939,10 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             if (r->q_head == NULL)
                 r->q_tail = NULL;
             r->q_len--;
-            r->q_bytes -= it->len;
+            r->q_bytes -= it->cost;
             pthread_mutex_unlock(&r->mu);
-            bool ok = format_event(r, it);
+            set_out(r, it->text);
             free(it);
-            if (!ok)
-                set_out(r, strdup(": a message could not be encoded\n\n"));
             continue;
         }
         if (r->finished && !r->sse_ended) {
@@ -1227,43 +1289,46 @@ static enum MHD_Result start_call(gw_req *r, const char *verb)
         r->deadline_us = deadline;
     }
 
+    /* what the call reads of the request, copied: the call may outlive
+     * the connection */
+    static const char *const forwarded[][2] = {{"Authorization", "authorization"},
+                                               {"Idempotency-Key", "idempotency-key"}};
+    r->md[r->n_md++] = (svc_kv){"x-request-id", r->request_id};
+    for (size_t i = 0; i < sizeof forwarded / sizeof forwarded[0]; i++) {
+        const char *v = header(r, forwarded[i][0]);
+        if (v != NULL)
+            r->md[r->n_md++] = (svc_kv){forwarded[i][1], rd_arena_strdup(r->arena, v)};
+    }
+    bool oom = false;
+    for (size_t i = 0; i < r->n_md; i++)
+        oom = oom || r->md[i].value == NULL;
+    if (r->peer_ids != NULL)
+        oom = oom || (r->peer_ids = rd_arena_strdup(r->arena, r->peer_ids)) == NULL;
+    if (oom)
+        return send_err(r, RD_INTERNAL, 0, NULL, NULL, "out of memory starting the call");
+
     /* The server is touched only with the gate open, under gw->mu: main
      * closes the gate before svc_server_stop, which frees the server. */
     svc_call *c = NULL;
-    bool stopping = true;
     pthread_mutex_lock(&gw->mu);
-    if (!gw->closed) {
-        c = svc_call_new_transport(gw->ctx->server, r->match.method, &TRANSPORT, r, deadline);
-        stopping = c == NULL && !svc_server_serving(gw->ctx->server);
-    }
+    bool closed = gw->closed;
+    if (!closed)
+        c = svc_call_new(gw->ctx->server, r->match.method, &TRANSPORT, r, deadline);
     pthread_mutex_unlock(&gw->mu);
-    if (c == NULL && stopping)
+    if (closed)
         return send_err(r, RD_UNAVAILABLE, 0, NULL, NULL, "server is shutting down");
     if (c == NULL)
         return send_err(r, RD_INTERNAL, 0, NULL, NULL, "out of memory starting the call");
     pthread_mutex_lock(&r->mu);
-    r->refs++; /* the call's, dropped by on_release */
-    r->call = c;
+    r->refs++;   /* the call's, dropped by on_release */
+    r->call = c; /* the transport's reference */
     pthread_mutex_unlock(&r->mu);
     if (r->principal != NULL) {
         svc_call_set_principal(c, r->principal);
         r->principal = NULL;
     }
-
-    static const char *const forwarded[][2] = {{"Authorization", "authorization"},
-                                               {"Idempotency-Key", "idempotency-key"}};
-    bool ok = svc_call_add_metadata(c, "x-request-id", r->request_id) &&
-              (r->peer_ids == NULL || svc_call_set_peer_ids(c, r->peer_ids));
-    for (size_t i = 0; ok && i < sizeof forwarded / sizeof forwarded[0]; i++) {
-        const char *v = header(r, forwarded[i][0]);
-        if (v != NULL)
-            ok = svc_call_add_metadata(c, forwarded[i][1], v);
-    }
-    if (!ok) {
-        svc_finish(c, rd_code_grpc(RD_INTERNAL), "out of memory", NULL, 0);
-    } else {
-        svc_call_start(c);
-    }
+    if (svc_call_admit(c))
+        svc_call_dispatch(c, false);
     pthread_mutex_lock(&r->mu);
     bool ready = r->finished || r->started || r->q_head != NULL;
     if (!ready) {
@@ -1290,7 +1355,9 @@ static enum MHD_Result respond(gw_req *r)
         pthread_mutex_unlock(&r->mu);
         return MHD_YES;
     }
-    enum MHD_Result ok = code == 0 ? render_reply(r) : render_error(r);
+    gw_answer a = r->ans; /* finished: nothing else touches it */
+    memset(&r->ans, 0, sizeof r->ans);
+    enum MHD_Result ok = send_answer(r, &a);
     svc_call *c = take_call(r);
     if (c != NULL)
         svc_call_release(c);

@@ -24,6 +24,7 @@
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 #include "recordd/v1/records.pb-c.h"
+#include "service/svc_convert.h"
 
 #define TYPE_URL_PREFIX "type.googleapis.com/"
 #define MAX_NAME 128 /* json names and type names we derive */
@@ -1529,65 +1530,29 @@ static json_t *enc_object(ectx *e, const ProtobufCMessage *m, json_t *obj)
     return obj;
 }
 
-static json_t *enc_value(ectx *e, const Google__Protobuf__Value *v);
-
-static json_t *enc_struct(ectx *e, const Google__Protobuf__Struct *s)
+/* Struct, Value and ListValue: the one Struct → JSON conversion
+ * (service/svc_convert.c), which the store path uses too. A value no store
+ * could hold (a non-finite number, nesting past the store's limit) fails
+ * the encoding. */
+static json_t *enc_wkt_value(const ProtobufCMessage *m, wkt kind)
 {
-    json_t *obj = json_object();
-    for (size_t i = 0; obj != NULL && i < s->n_fields; i++) {
-        const Google__Protobuf__Struct__FieldsEntry *en = s->fields[i];
-        if (en == NULL || en->key == NULL)
-            continue;
-        if (!put(obj, en->key, enc_value(e, en->value))) {
-            json_decref(obj);
-            obj = NULL;
-        }
-    }
-    return obj;
-}
-
-static json_t *enc_list(ectx *e, const Google__Protobuf__ListValue *l)
-{
-    json_t *arr = json_array();
-    for (size_t i = 0; arr != NULL && i < l->n_values; i++) {
-        json_t *v = enc_value(e, l->values[i]);
-        if (v == NULL || json_array_append_new(arr, v) != 0) {
-            json_decref(arr);
-            arr = NULL;
-        }
-    }
-    return arr;
-}
-
-static json_t *enc_value(ectx *e, const Google__Protobuf__Value *v)
-{
-    if (v == NULL)
-        return json_null();
-    if (++e->depth > 2 * GW_JSON_MAX_DEPTH + 600)
-        return NULL; /* a message no client could have sent, nor the store kept */
-    json_t *r;
-    switch (v->kind_case) {
-    case GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE:
-        r = enc_double(v->number_value, false);
+    json_t *out = NULL;
+    rd_err err;
+    Google__Protobuf__Value list = GOOGLE__PROTOBUF__VALUE__INIT;
+    switch (kind) {
+    case WKT_STRUCT:
+        svc_struct_to_json((const Google__Protobuf__Struct *)m, &out, &err);
         break;
-    case GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE:
-        r = v->string_value ? enc_str(v->string_value, strlen(v->string_value)) : json_string("");
-        break;
-    case GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE:
-        r = json_boolean(v->bool_value);
-        break;
-    case GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE:
-        r = v->struct_value ? enc_struct(e, v->struct_value) : json_object();
-        break;
-    case GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE:
-        r = v->list_value ? enc_list(e, v->list_value) : json_array();
+    case WKT_LIST:
+        list.kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
+        list.list_value = (Google__Protobuf__ListValue *)m;
+        svc_value_to_json(&list, "value", &out, &err);
         break;
     default:
-        r = json_null();
+        svc_value_to_json((const Google__Protobuf__Value *)m, "value", &out, &err);
         break;
     }
-    e->depth--;
-    return r;
+    return out;
 }
 
 /* Fraction of nanos as 0, 3, 6 or 9 digits (".5" -> ".500"). */
@@ -1694,13 +1659,9 @@ static json_t *enc_message(ectx *e, const ProtobufCMessage *m)
     json_t *r;
     switch (wkt_of(m->descriptor)) {
     case WKT_STRUCT:
-        r = enc_struct(e, (const Google__Protobuf__Struct *)m);
-        break;
     case WKT_VALUE:
-        r = enc_value(e, (const Google__Protobuf__Value *)m);
-        break;
     case WKT_LIST:
-        r = enc_list(e, (const Google__Protobuf__ListValue *)m);
+        r = enc_wkt_value(m, wkt_of(m->descriptor));
         break;
     case WKT_TIMESTAMP:
         r = enc_timestamp((const Google__Protobuf__Timestamp *)m);

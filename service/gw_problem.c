@@ -1,41 +1,14 @@
-/* gw_problem: renders what the receipt module put into a gRPC status as
+/* gw_problem: renders errors and failed outcomes as
  * application/problem+json (gw_problem.h). The mapping code → HTTP status
- * is rd_code_http, the one table; the only HTTP-specific rule here is that
- * a rolled-back bulk commit is 422. */
+ * is rd_code_http, the one table; a caller may override it with a status
+ * from a method column (a rolled-back bulk: 422) or the precondition
+ * column (If-Match: 412). */
 #include "service/gw_problem.h"
 
 #include <ctype.h>
 #include <string.h>
 
-#include "google/protobuf/any.pb-c.h"
-#include "google/rpc/error_details.pb-c.h"
-#include "google/rpc/status.pb-c.h"
 #include "service/gw_json.h"
-#include "service/svc.h"
-
-#define TYPE_PREFIX "type.googleapis.com/"
-#define BULK_RESPONSE "recordd.v1.BulkMutateResponse"
-
-/* The first code of the table with this gRPC status (for statuses that
- * came without details, such as the server's own overload answers). */
-static rd_code code_of_grpc(int grpc_code)
-{
-    for (int c = 1; c < RD_CODE_COUNT; c++)
-        if (rd_code_grpc((rd_code)c) == grpc_code)
-            return (rd_code)c;
-    return grpc_code == 0 ? RD_OK : RD_INTERNAL;
-}
-
-const ProtobufCMessageDescriptor *gw_message_type(const char *full_name)
-{
-    for (size_t i = 0; i < svc_n_methods; i++) {
-        if (strcmp(svc_methods[i].resp->name, full_name) == 0)
-            return svc_methods[i].resp;
-        if (strcmp(svc_methods[i].req->name, full_name) == 0)
-            return svc_methods[i].req;
-    }
-    return NULL;
-}
 
 /* "version_conflict" → "Version conflict". */
 static json_t *title_of(rd_code code)
@@ -74,131 +47,44 @@ static json_t *base(rd_code code, int status, const char *detail, const char *fi
     return o;
 }
 
-void gw_problem_from_err(const rd_err *err, int http_status, const char *instance, gw_problem *out)
+void gw_problem_from_outcome(const svc_outcome *o, int http_status, const char *instance,
+                             gw_problem *out)
 {
     memset(out, 0, sizeof *out);
+    const rd_err *err = &o->err;
     out->code = err->code;
     out->status = http_status ? http_status : rd_code_http(err->code);
     out->body = base(err->code, out->status, err->msg, err->field, instance);
-    if (out->body != NULL && err->field[0] != '\0' && rd_code_grpc(err->code) == 3) {
-        json_t *e = json_pack("{s:s,s:s}", "field", err->field, "detail", err->msg);
-        if (e != NULL)
-            json_object_set_new(out->body, "errors", json_pack("[o]", e));
-    }
-}
-
-/* The message of an Any whose type the gateway knows, unpacked with the
- * default allocator (free with protobuf_c_message_free_unpacked). */
-static ProtobufCMessage *unpack_any(const Google__Protobuf__Any *any,
-                                    const ProtobufCMessageDescriptor **d)
-{
-    *d = NULL;
-    if (any->type_url == NULL || strncmp(any->type_url, TYPE_PREFIX, strlen(TYPE_PREFIX)) != 0)
-        return NULL;
-    *d = gw_message_type(any->type_url + strlen(TYPE_PREFIX));
-    if (*d == NULL)
-        return NULL;
-    return protobuf_c_message_unpack(*d, NULL, any->value.len, any->value.data);
-}
-
-void gw_problem_from_status(int grpc_code, int noted, const char *msg, const void *details,
-                            size_t details_len, const char *instance, gw_problem *out)
-{
-    memset(out, 0, sizeof *out);
-    Google__Rpc__Status *st =
-        details != NULL ? google__rpc__status__unpack(NULL, details_len, details) : NULL;
-    Google__Rpc__ErrorInfo *info = NULL;
-    Google__Rpc__BadRequest *br = NULL;
-    Google__Rpc__RetryInfo *retry = NULL;
-    json_t *receipt = NULL, *bulk = NULL;
-    const char *field = NULL;
-    json_t *cap = NULL;
-
-    for (size_t i = 0; st != NULL && i < st->n_details; i++) {
-        const Google__Protobuf__Any *any = st->details[i];
-        const char *url = any->type_url ? any->type_url : "";
-        if (strcmp(url, TYPE_PREFIX "google.rpc.ErrorInfo") == 0 && info == NULL) {
-            info = google__rpc__error_info__unpack(NULL, any->value.len, any->value.data);
-        } else if (strcmp(url, TYPE_PREFIX "google.rpc.BadRequest") == 0 && br == NULL) {
-            br = google__rpc__bad_request__unpack(NULL, any->value.len, any->value.data);
-        } else if (strcmp(url, TYPE_PREFIX "google.rpc.RetryInfo") == 0 && retry == NULL) {
-            retry = google__rpc__retry_info__unpack(NULL, any->value.len, any->value.data);
-        } else {
-            const ProtobufCMessageDescriptor *d;
-            ProtobufCMessage *m = unpack_any(any, &d);
-            if (m == NULL)
-                continue;
-            json_t *j = gw_json_encode(m);
-            if (strcmp(d->name, "recordd.v1.CommitReceipt") == 0 && receipt == NULL)
-                receipt = j;
-            else if (strcmp(d->name, BULK_RESPONSE) == 0 && bulk == NULL)
-                bulk = j;
-            else
-                json_decref(j);
-            protobuf_c_message_free_unpacked(m, NULL);
-        }
-    }
-
-    rd_code code = noted > 0 && noted < RD_CODE_COUNT && rd_code_grpc((rd_code)noted) == grpc_code
-                       ? (rd_code)noted
-                       : code_of_grpc(grpc_code);
-    const char *can = NULL, *model = NULL, *group = NULL;
-    for (size_t i = 0; info != NULL && i < info->n_metadata; i++) {
-        const char *k = info->metadata[i]->key, *v = info->metadata[i]->value;
-        if (k == NULL || v == NULL)
+    if (o->retry_after_ms > 0)
+        out->retry_after_s = (o->retry_after_ms + 999) / 1000;
+    if (out->body == NULL)
+        return;
+    json_t *errs = NULL;
+    for (size_t i = 0; i < o->n_violations; i++) {
+        const char *f = o->violations[i].key, *d = o->violations[i].value;
+        if (f == NULL || d == NULL || !rd_utf8_valid(f, strlen(f)) || !rd_utf8_valid(d, strlen(d)))
             continue;
-        if (strcmp(k, "field") == 0)
-            field = v;
-        else if (strcmp(k, "can") == 0)
-            can = v;
-        else if (strcmp(k, "model") == 0)
-            model = v;
-        else if (strcmp(k, "sync_group") == 0)
-            group = v;
+        if (errs == NULL)
+            errs = json_array();
+        json_array_append_new(errs, json_pack("{s:s,s:s}", "field", f, "detail", d));
     }
-    if (can != NULL)
-        cap = json_pack("{s:s,s:s,s:s}", "can", can, "model", model ? model : "", "syncGroup",
-                        group ? group : "");
+    if (o->n_violations == 0 && err->field[0] != '\0' && rd_code_grpc(err->code) == 3)
+        errs = json_pack("[{s:s,s:s}]", "field", err->field, "detail", err->msg);
+    if (errs != NULL)
+        json_object_set_new(out->body, "errors", errs);
+    if (o->can != NULL)
+        json_object_set_new(out->body, "requiredCapability",
+                            json_pack("{s:s,s:s,s:s}", "can", o->can, "model",
+                                      o->model ? o->model : "", "syncGroup",
+                                      o->group ? o->group : ""));
+    if (o->receipt != NULL)
+        json_object_set_new(out->body, "receipt", gw_json_encode(o->receipt));
+    if (o->bulk != NULL)
+        json_object_set_new(out->body, "result", gw_json_encode(o->bulk));
+}
 
-    out->code = code;
-    out->status = rd_code_http(code);
-    if (bulk != NULL) {
-        out->status = 422;
-        out->bulk_rolled_back = true;
-    }
-    out->body = base(code, out->status, msg, field, instance);
-    if (out->body != NULL) {
-        if (br != NULL && br->n_field_violations > 0) {
-            json_t *errs = json_array();
-            for (size_t i = 0; i < br->n_field_violations; i++) {
-                const Google__Rpc__BadRequest__FieldViolation *fv = br->field_violations[i];
-                const char *f = fv->field ? fv->field : "",
-                           *dsc = fv->description ? fv->description : "";
-                if (rd_utf8_valid(f, strlen(f)) && rd_utf8_valid(dsc, strlen(dsc)))
-                    json_array_append_new(errs, json_pack("{s:s,s:s}", "field", f, "detail", dsc));
-            }
-            json_object_set_new(out->body, "errors", errs);
-        }
-        if (cap != NULL)
-            json_object_set(out->body, "requiredCapability", cap);
-        if (receipt != NULL)
-            json_object_set(out->body, "receipt", receipt);
-        if (bulk != NULL)
-            json_object_set(out->body, "result", bulk);
-    }
-    if (retry != NULL && retry->retry_delay != NULL) {
-        int64_t s = retry->retry_delay->seconds + (retry->retry_delay->nanos > 0 ? 1 : 0);
-        out->retry_after_s = s > 0 ? s : 1;
-    }
-    json_decref(cap);
-    json_decref(receipt);
-    json_decref(bulk);
-    if (info != NULL)
-        google__rpc__error_info__free_unpacked(info, NULL);
-    if (br != NULL)
-        google__rpc__bad_request__free_unpacked(br, NULL);
-    if (retry != NULL)
-        google__rpc__retry_info__free_unpacked(retry, NULL);
-    if (st != NULL)
-        google__rpc__status__free_unpacked(st, NULL);
+void gw_problem_from_err(const rd_err *err, int http_status, const char *instance, gw_problem *out)
+{
+    svc_outcome o = {.err = *err};
+    gw_problem_from_outcome(&o, http_status, instance, out);
 }

@@ -1,6 +1,7 @@
-/* receipt: turns store outcomes into CommitReceipts and errors into gRPC
- * statuses with google.rpc.Status details. Handlers never build a status or
- * a receipt themselves; the HTTP gateway takes its statuses from here too. */
+/* receipt: turns store outcomes into CommitReceipts and the outcomes of
+ * write calls (svc_outcome): the receipt, the error it carries, a replay's
+ * stored bytes. Handlers never build a receipt themselves; transports
+ * render the outcome (gRPC: service/svc_status.c; HTTP: gw_problem.c). */
 #include "service/receipt.h"
 
 #include <string.h>
@@ -28,129 +29,11 @@ static Google__Protobuf__Any *pack_any(rd_arena *a, const ProtobufCMessage *msg)
     return any->type_url ? any : NULL;
 }
 
-/* The receipt bytes (already serialized) as an Any in the arena. */
-static Google__Protobuf__Any *receipt_any(rd_arena *a, const void *bytes, size_t len)
-{
-    Google__Protobuf__Any *any = rd_arena_alloc(a, sizeof *any);
-    if (any == NULL)
-        return NULL;
-    google__protobuf__any__init(any);
-    any->type_url = TYPE_URL_PREFIX "recordd.v1.CommitReceipt";
-    any->value.data = (uint8_t *)bytes;
-    any->value.len = len;
-    return any;
-}
-
-/* What a call adds to its error details beyond err: the capability a
- * PERMISSION_DENIED needed (ErrorInfo metadata can/model/sync_group) and
- * the wait of a RATE_LIMITED (google.rpc.RetryInfo). */
-typedef struct details_extra {
-    const auth_required *required; /* may be NULL */
-    int64_t retry_after_ms;        /* 0 = no RetryInfo */
-} details_extra;
-
-/* google.rpc.Status for err with receipt (an Any, may be NULL) last and x
- * (may be NULL) folded in. */
-static uint8_t *details_ext(rd_arena *a, const rd_err *err, Google__Protobuf__Any *receipt,
-                            const details_extra *x, size_t *len)
-{
-    Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
-    Google__Protobuf__Any *details[4];
-    st.code = rd_code_grpc(err->code);
-    st.message = (char *)err->msg;
-    st.details = details;
-
-    Google__Rpc__ErrorInfo info = GOOGLE__RPC__ERROR_INFO__INIT;
-    Google__Rpc__ErrorInfo__MetadataEntry ents[4], *md[4];
-    info.reason = (char *)rd_code_str(err->code);
-    info.domain = "recordd";
-    info.metadata = md;
-    const char *keys[4] = {"field", "can", "model", "sync_group"};
-    const char *vals[4] = {err->field[0] != '\0' ? err->field : NULL, NULL, NULL, NULL};
-    if (x != NULL && x->required != NULL && err->code == RD_PERMISSION_DENIED) {
-        vals[1] = auth_verb_str(x->required->can);
-        vals[2] = x->required->model;
-        vals[3] = x->required->group;
-    }
-    for (size_t i = 0; i < 4; i++) {
-        if (vals[i] == NULL)
-            continue;
-        google__rpc__error_info__metadata_entry__init(&ents[info.n_metadata]);
-        ents[info.n_metadata].key = (char *)keys[i];
-        ents[info.n_metadata].value = (char *)vals[i];
-        md[info.n_metadata] = &ents[info.n_metadata];
-        info.n_metadata++;
-    }
-    details[st.n_details++] = pack_any(a, &info.base);
-
-    Google__Rpc__RetryInfo retry = GOOGLE__RPC__RETRY_INFO__INIT;
-    Google__Protobuf__Duration delay = GOOGLE__PROTOBUF__DURATION__INIT;
-    /* rate limits say when; an unavailable store (busy, disk full, shutting
-     * down) is worth a retry after a second */
-    int64_t retry_ms = err->code == RD_RATE_LIMITED && x != NULL ? x->retry_after_ms
-                       : err->code == RD_UNAVAILABLE             ? 1000
-                                                                 : 0;
-    if (retry_ms > 0) {
-        delay.seconds = retry_ms / 1000;
-        delay.nanos = (int32_t)(retry_ms % 1000) * 1000000;
-        retry.retry_delay = &delay;
-        details[st.n_details++] = pack_any(a, &retry.base);
-    }
-
-    Google__Rpc__BadRequest br = GOOGLE__RPC__BAD_REQUEST__INIT;
-    Google__Rpc__BadRequest__FieldViolation fv = GOOGLE__RPC__BAD_REQUEST__FIELD_VIOLATION__INIT;
-    Google__Rpc__BadRequest__FieldViolation *fvs[1] = {&fv};
-    if (err->field[0] != '\0' && rd_code_grpc(err->code) == 3 /* INVALID_ARGUMENT */) {
-        fv.field = (char *)err->field;
-        fv.description = (char *)err->msg;
-        br.field_violations = fvs;
-        br.n_field_violations = 1;
-        details[st.n_details++] = pack_any(a, &br.base);
-    }
-    if (receipt != NULL)
-        details[st.n_details++] = receipt;
-    for (size_t i = 0; i < st.n_details; i++)
-        if (details[i] == NULL)
-            return NULL;
-
-    *len = google__rpc__status__get_packed_size(&st);
-    uint8_t *buf = rd_arena_alloc(a, *len ? *len : 1);
-    if (buf != NULL)
-        google__rpc__status__pack(&st, buf);
-    return buf;
-}
-
-static uint8_t *details_with(rd_arena *a, const rd_err *err, Google__Protobuf__Any *receipt,
-                             size_t *len)
-{
-    return details_ext(a, err, receipt, NULL, len);
-}
-
-uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
-                                const Recordd__V1__CommitReceipt *receipt, size_t *len)
-{
-    Google__Protobuf__Any *any = NULL;
-    if (receipt != NULL) {
-        any = pack_any(a, &receipt->base);
-        if (any == NULL)
-            return NULL;
-    }
-    return details_with(a, err, any, len);
-}
-
+/* Finishes call with err and the rejected receipt (may be NULL). */
 static void fail_with(svc_call *call, const rd_err *err, const Recordd__V1__CommitReceipt *receipt)
 {
-    rd_arena *a = svc_call_arena(call);
-    details_extra x = {svc_call_required(call), svc_call_retry_after_ms(call)};
-    Google__Protobuf__Any *any = NULL;
-    size_t len = 0;
-    uint8_t *details = NULL;
-    svc_call_log_code(call, err->code);
-    if (receipt != NULL)
-        any = pack_any(a, &receipt->base);
-    if (receipt == NULL || any != NULL)
-        details = details_ext(a, err, any, &x, &len);
-    svc_finish(call, rd_code_grpc(err->code), err->msg, details, details ? len : 0);
+    svc_outcome o = {.err = *err, .receipt = receipt != NULL ? &receipt->base : NULL};
+    svc_finish(call, &o);
 }
 
 /* The required capability of a denied call as the receipt error's
@@ -166,11 +49,6 @@ static Recordd__V1__RequiredCapability *required_pb(svc_call *call)
     out->model = (char *)req->model;
     out->sync_group = (char *)req->group;
     return out;
-}
-
-void receipt_fail(svc_call *call, const rd_err *err)
-{
-    fail_with(call, err, NULL);
 }
 
 static Recordd__V1__ReceiptError *receipt_error(rd_arena *a, const rd_err *err)
@@ -384,36 +262,30 @@ bool receipt_seal(svc_call *call, const rd_err *err, const Recordd__V1__CommitRe
     return true;
 }
 
-void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int status)
+void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int status, bool replayed)
 {
-    rd_arena *a = svc_call_arena(call);
     ProtobufCAllocator alloc;
-    rd_err err;
-    if (status == 0) {
-        svc_reply_raw(call, bytes, len);
-        return;
-    }
-    /* the status message and ErrorInfo come from the receipt's error, the
-     * receipt itself travels as the stored bytes */
-    rd_arena_pb_allocator(a, &alloc);
+    rd_arena_pb_allocator(svc_call_arena(call), &alloc);
     Recordd__V1__CommitReceipt *r = recordd__v1__commit_receipt__unpack(&alloc, len, bytes);
-    if (r == NULL || r->error == NULL) {
-        rd_errf(&err, RD_INTERNAL, NULL, "a stored receipt could not be decoded");
-        fail_with(call, &err, NULL);
+    svc_outcome o = {.replayed = replayed};
+    if (r == NULL || (status != 0 && r->error == NULL)) {
+        rd_errf(&o.err, RD_INTERNAL, NULL, "a stored receipt could not be decoded");
+        svc_finish(call, &o);
         return;
     }
-    rd_errf(&err, rd_code_from_str(r->error->code), r->error->field, "%s", r->error->message);
-    svc_call_log_code(call, err.code);
     svc_call_log_tx_id(call, r->server_tx_id);
-    size_t dlen = 0;
-    Google__Protobuf__Any *any = receipt_any(a, bytes, len);
-    uint8_t *details = any ? details_with(a, &err, any, &dlen) : NULL;
-    svc_finish(call, status, err.msg, details, details ? dlen : 0);
+    if (status == 0) { /* the reply goes out as stored, byte for byte */
+        o.reply = &r->base;
+        o.reply_bytes = bytes;
+        o.reply_len = len;
+    } else { /* the error is the receipt's */
+        rd_errf(&o.err, rd_code_from_str(r->error->code), r->error->field, "%s", r->error->message);
+        o.receipt = &r->base;
+    }
+    svc_finish(call, &o);
 }
 
 /* ---- BulkMutate ---------------------------------------------------------------------- */
-
-#define TYPE_BULK_RESPONSE TYPE_URL_PREFIX "recordd.v1.BulkMutateResponse"
 
 /* An ErrorInfo metadata entry in the arena. */
 static Google__Rpc__ErrorInfo__MetadataEntry *md_entry(rd_arena *a, const char *key,
@@ -612,125 +484,98 @@ bool receipt_bulk_seal(svc_call *call, const store_write *w, const receipt_bulk_
     return true;
 }
 
-/* The field metadata of a failed result's ErrorInfo ("operations[i]" when
- * it has none). */
-static const char *result_field(rd_arena *a, const Recordd__V1__BulkResult *res)
+/* The ErrorInfo of a failed result's status (NULL when it has none). */
+static Google__Rpc__ErrorInfo *result_info(rd_arena *a, const Recordd__V1__BulkResult *res)
 {
     const Google__Rpc__Status *st = res->status;
     ProtobufCAllocator alloc;
     rd_arena_pb_allocator(a, &alloc);
     for (size_t i = 0; st != NULL && i < st->n_details; i++) {
         const Google__Protobuf__Any *any = st->details[i];
-        if (any->type_url == NULL ||
-            strcmp(any->type_url, TYPE_URL_PREFIX "google.rpc.ErrorInfo") != 0)
-            continue;
-        Google__Rpc__ErrorInfo *info =
-            google__rpc__error_info__unpack(&alloc, any->value.len, any->value.data);
-        for (size_t k = 0; info != NULL && k < info->n_metadata; k++)
-            if (strcmp(info->metadata[k]->key, "field") == 0)
-                return info->metadata[k]->value;
+        if (any->type_url != NULL &&
+            strcmp(any->type_url, TYPE_URL_PREFIX "google.rpc.ErrorInfo") == 0)
+            return google__rpc__error_info__unpack(&alloc, any->value.len, any->value.data);
     }
+    return NULL;
+}
+
+/* The field metadata of a failed result's ErrorInfo ("operations[i]" when
+ * it has none). */
+static const char *result_field(rd_arena *a, const Google__Rpc__ErrorInfo *info,
+                                const Recordd__V1__BulkResult *res)
+{
+    for (size_t k = 0; info != NULL && k < info->n_metadata; k++)
+        if (strcmp(info->metadata[k]->key, "field") == 0)
+            return info->metadata[k]->value;
     return rd_arena_printf(a, "operations[%d]", (int)res->index);
 }
 
-void receipt_bulk_send(svc_call *call, const void *bytes, size_t len, int status)
+void receipt_bulk_send(svc_call *call, const void *bytes, size_t len, int status, bool replayed)
 {
     rd_arena *a = svc_call_arena(call);
     ProtobufCAllocator alloc;
-    rd_err err;
-    if (status == 0) {
-        svc_reply_raw(call, bytes, len);
-        return;
-    }
     rd_arena_pb_allocator(a, &alloc);
     Recordd__V1__BulkMutateResponse *resp =
         recordd__v1__bulk_mutate_response__unpack(&alloc, len, bytes);
-    if (resp == NULL || resp->receipt == NULL || resp->receipt->error == NULL) {
-        rd_errf(&err, RD_INTERNAL, NULL, "a stored bulk response could not be decoded");
-        fail_with(call, &err, NULL);
+    svc_outcome o = {.replayed = replayed};
+    if (resp == NULL || (status != 0 && (resp->receipt == NULL || resp->receipt->error == NULL))) {
+        rd_errf(&o.err, RD_INTERNAL, NULL, "a stored bulk response could not be decoded");
+        svc_finish(call, &o);
         return;
     }
+    if (resp->receipt != NULL)
+        svc_call_log_tx_id(call, resp->receipt->server_tx_id);
+    if (status == 0) { /* the reply goes out as stored, byte for byte */
+        o.reply = &resp->base;
+        o.reply_bytes = bytes;
+        o.reply_len = len;
+        svc_finish(call, &o);
+        return;
+    }
+    /* the call's error is the receipt's; a violation per failing operation
+     * ("<code>: <message>"); ErrorInfo also names the operation picked and
+     * how many failed */
     const Recordd__V1__ReceiptError *re = resp->receipt->error;
-    svc_call_log_code(call, rd_code_from_str(re->code));
-    Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
-    Google__Protobuf__Any *details[4];
-    st.code = status;
-    st.message = re->message;
-    st.details = details;
-
-    /* ErrorInfo: the call's code, the failing operation picked, the count */
-    int index = -1;
-    for (size_t i = 0; i < resp->n_results && index < 0; i++) {
-        const Recordd__V1__BulkResult *res = resp->results[i];
-        if (res->status != NULL && res->status->code != 0 &&
-            res->status->code == rd_code_grpc(rd_code_from_str(re->code)) &&
-            strcmp(result_field(a, res), re->field ? re->field : "") == 0)
-            index = res->index;
-    }
-    const char *keys[6] = {"field", "index", "failed", "can", "model", "sync_group"};
-    const char *vals[6] = {re->field && re->field[0] ? re->field : NULL,
-                           index >= 0 ? rd_arena_printf(a, "%d", index) : NULL,
-                           rd_arena_printf(a, "%d", (int)resp->total_failed),
-                           NULL,
-                           NULL,
-                           NULL};
-    if (re->required_capability != NULL) {
-        vals[3] = re->required_capability->can;
-        vals[4] = re->required_capability->model;
-        vals[5] = re->required_capability->sync_group;
-    }
-    details[st.n_details++] = error_info_any(a, re->code, keys, vals, 6);
-
-    /* BadRequest: every failing operation */
-    Google__Rpc__BadRequest br = GOOGLE__RPC__BAD_REQUEST__INIT;
-    br.field_violations =
-        rd_arena_alloc(a, (resp->n_results ? resp->n_results : 1) * sizeof *br.field_violations);
-    if (br.field_violations == NULL)
+    rd_code code = rd_code_from_str(re->code);
+    rd_errf(&o.err, code, re->field, "%s", re->message);
+    svc_kv *violations =
+        rd_arena_alloc(a, (resp->n_results ? resp->n_results : 1) * sizeof *violations);
+    svc_kv *info = rd_arena_alloc(a, 2 * sizeof *info);
+    if (violations == NULL || info == NULL)
         goto oom;
+    int index = -1;
     for (size_t i = 0; i < resp->n_results; i++) {
         const Recordd__V1__BulkResult *res = resp->results[i];
         if (res->status == NULL || res->status->code == 0)
             continue;
-        Google__Rpc__BadRequest__FieldViolation *fv = rd_arena_alloc(a, sizeof *fv);
-        const char *reason = "internal";
-        if (fv == NULL)
+        Google__Rpc__ErrorInfo *ri = result_info(a, res);
+        const char *field = result_field(a, ri, res);
+        const char *reason = ri != NULL && ri->reason != NULL ? ri->reason : "internal";
+        if (index < 0 && res->status->code == rd_code_grpc(code) &&
+            strcmp(field, re->field ? re->field : "") == 0)
+            index = res->index;
+        svc_kv *v = &violations[o.n_violations++];
+        v->key = field;
+        v->value = rd_arena_printf(a, "%s: %s", reason, res->status->message);
+        if (v->key == NULL || v->value == NULL)
             goto oom;
-        google__rpc__bad_request__field_violation__init(fv);
-        for (size_t d = 0; d < res->status->n_details; d++) {
-            Google__Rpc__ErrorInfo *info = google__rpc__error_info__unpack(
-                &alloc, res->status->details[d]->value.len, res->status->details[d]->value.data);
-            if (info != NULL && info->reason != NULL &&
-                strcmp(res->status->details[d]->type_url, TYPE_URL_PREFIX "google.rpc.ErrorInfo") ==
-                    0)
-                reason = info->reason;
-        }
-        fv->field = (char *)result_field(a, res);
-        fv->description = rd_arena_printf(a, "%s: %s", reason, res->status->message);
-        if (fv->field == NULL || fv->description == NULL)
-            goto oom;
-        br.field_violations[br.n_field_violations++] = fv;
     }
-    details[st.n_details++] = pack_any(a, &br.base);
-    details[st.n_details++] = pack_any(a, &resp->receipt->base);
-    Google__Protobuf__Any *whole = rd_arena_alloc(a, sizeof *whole);
-    if (whole != NULL) {
-        google__protobuf__any__init(whole);
-        whole->type_url = TYPE_BULK_RESPONSE;
-        whole->value.data = (uint8_t *)bytes;
-        whole->value.len = len;
+    o.violations = violations;
+    info[0] = (svc_kv){"index", index >= 0 ? rd_arena_printf(a, "%d", index) : NULL};
+    info[1] = (svc_kv){"failed", rd_arena_printf(a, "%d", (int)resp->total_failed)};
+    o.info = info;
+    o.n_info = 2;
+    if (re->required_capability != NULL) {
+        o.can = re->required_capability->can;
+        o.model = re->required_capability->model;
+        o.group = re->required_capability->sync_group;
     }
-    details[st.n_details++] = whole;
-    for (size_t i = 0; i < st.n_details; i++)
-        if (details[i] == NULL)
-            goto oom;
-    size_t dlen = google__rpc__status__get_packed_size(&st);
-    uint8_t *buf = rd_arena_alloc(a, dlen ? dlen : 1);
-    if (buf == NULL)
-        goto oom;
-    google__rpc__status__pack(&st, buf);
-    svc_finish(call, status, re->message, buf, dlen);
+    o.receipt = &resp->receipt->base;
+    o.bulk = &resp->base;
+    svc_finish(call, &o);
     return;
 oom:
-    rd_errf(&err, RD_INTERNAL, NULL, "out of memory building the bulk error");
-    fail_with(call, &err, NULL);
+    rd_errf(&o.err, RD_INTERNAL, NULL, "out of memory building the bulk error");
+    o = (svc_outcome){.err = o.err};
+    svc_finish(call, &o);
 }

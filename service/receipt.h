@@ -1,18 +1,12 @@
-/* receipt: the only place that turns a store outcome into a CommitReceipt,
- * a gRPC status with google.rpc.Status details, or an HTTP status
- * (DESIGN.md §2, §7). */
+/* receipt: the only place that turns a store outcome into a CommitReceipt
+ * and the outcome of a write call (svc_outcome: the receipt, its error, a
+ * stored reply); the transports render outcomes (DESIGN.md §2, §7). */
 #ifndef RECEIPT_H
 #define RECEIPT_H
 
 #include "recordd/v1/records.pb-c.h"
 #include "service/svc.h"
 #include "service/svc_convert.h"
-
-/* Finishes call with an error that has no receipt (bad request, not found,
- * internal): status from the error table, details = google.rpc.Status with
- * ErrorInfo {reason = code string, domain "recordd", metadata field} and a
- * BadRequest field violation when err->field is set. */
-void receipt_fail(svc_call *call, const rd_err *err);
 
 /* A new receipt in the call's arena: object "commit_receipt", status
  * REJECTED until filled in, client_tx_id echoed or generated when empty.
@@ -30,9 +24,9 @@ Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write
                                                const char *model);
 
 /* Finishes a write call: OK with the receipt when err->code is RD_OK or
- * the receipt is HELD (a stale write under on_stale NOTIFY), otherwise the
- * error status with the rejected receipt (its error filled from err when
- * empty) in the details. receipt NULL means out of memory. */
+ * the receipt is HELD (a stale write under on_stale NOTIFY), otherwise err
+ * with the rejected receipt (its error filled from err when empty) in the
+ * outcome. receipt NULL means out of memory. */
 void receipt_finish(svc_call *call, const rd_err *err, Recordd__V1__CommitReceipt *receipt);
 
 /* The gRPC status a write call ends with: OK for a confirmed or HELD
@@ -47,17 +41,11 @@ int receipt_grpc_status(const rd_err *err, const Recordd__V1__CommitReceipt *rec
 bool receipt_seal(svc_call *call, const rd_err *err, const Recordd__V1__CommitReceipt *receipt,
                   store_sealed *out);
 
-/* Finishes call with a sealed outcome (first answer or replay alike):
- * status 0 -> OK with bytes as the reply, byte for byte; otherwise that
- * status with google.rpc.Status details {ErrorInfo from the receipt's
- * error, the stored receipt bytes as the CommitReceipt Any}. */
-void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int status);
-
-/* Serializes google.rpc.Status {code, message, details: ErrorInfo,
- * BadRequest (when err->field is set), and the receipt (when not NULL)}
- * into the arena. */
-uint8_t *receipt_status_details(rd_arena *a, const rd_err *err,
-                                const Recordd__V1__CommitReceipt *receipt, size_t *len);
+/* Finishes call with a sealed outcome (first answer or replay alike, so
+ * both are byte-identical): status 0 -> OK with the receipt, whose bytes
+ * gRPC sends as stored; otherwise the receipt's error with the receipt.
+ * replayed: the outcome repeats a stored one (HTTP: Idempotent-Replayed). */
+void receipt_send_sealed(svc_call *call, const void *bytes, size_t len, int status, bool replayed);
 
 /* ---- BulkMutate (service/svc_bulk.c; docs/API.md "Bulk writes") ---------- */
 
@@ -85,12 +73,12 @@ bool receipt_bulk_seal(svc_call *call, const store_write *w, const receipt_bulk_
                        const char *client_tx_id, bool dry_run, store_sealed *out);
 
 /* Finishes a BulkMutate call with a sealed response (first answer and
- * replay alike, so both are byte-identical): status 0 -> OK with bytes as
- * the reply; otherwise that status, the receipt error's message, and
- * google.rpc.Status details {ErrorInfo (reason, field, index, failed and
- * for PERMISSION_DENIED can/model/sync_group), BadRequest with a violation
- * per failing operation ("<code>: <message>"), the rejected CommitReceipt,
- * the BulkMutateResponse (these bytes)}. */
-void receipt_bulk_send(svc_call *call, const void *bytes, size_t len, int status);
+ * replay alike, so both are byte-identical): status 0 -> OK with the
+ * response, whose bytes gRPC sends as stored; otherwise the receipt
+ * error's code, field and message with: ErrorInfo extras index (the
+ * failing operation picked) and failed (how many), for PERMISSION_DENIED
+ * the capability, a field violation per failing operation ("<code>:
+ * <message>"), the rejected CommitReceipt and the BulkMutateResponse. */
+void receipt_bulk_send(svc_call *call, const void *bytes, size_t len, int status, bool replayed);
 
 #endif

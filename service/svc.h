@@ -1,12 +1,15 @@
-/* svc: the gRPC server core (DESIGN.md §2). A completion-queue thread
- * accepts calls for the methods in the method table, reads the request,
- * and hands it to a worker thread, which unpacks it into the call's arena
- * and runs the method's handler (small record writes whose credential is
- * verified from memory run on the completion-queue thread itself: see
- * svc_handler). A handler finishes the call exactly once with svc_reply or
- * svc_finish, from any thread (a write finishes on the store's completer
- * thread, rd-completer). Streaming methods use svc_send / svc_finish
- * (below). docs/internals/server.md has the threads and the call lifecycle. */
+/* svc: the call core and what handlers see of it (DESIGN.md §2). A call
+ * arrives through a transport — gRPC (service/svc_grpc.c) or the HTTP/JSON
+ * gateway (service/gw_http.c) — and the core (service/svc_call.c) runs it
+ * the same way for both: deadline check, the auth step, the request decoded
+ * into the call's arena, then the method's handler on a worker thread
+ * (small record writes whose credential is verified from memory run on the
+ * gRPC completion-queue thread itself: see svc_handler). A handler ends the
+ * call exactly once with one outcome (svc_reply, svc_fail, svc_end or
+ * svc_finish), from any thread (a write finishes on the store's completer
+ * thread, rd-completer); the transport renders it. Streaming methods use
+ * svc_send, then svc_end. docs/internals/server.md has the threads and the
+ * call lifecycle; docs/internals/request-walk.md follows one request. */
 #ifndef SVC_H
 #define SVC_H
 
@@ -51,18 +54,18 @@ typedef void (*svc_handler)(svc_call *call, const ProtobufCMessage *req);
 /* How a method exchanges messages. */
 typedef enum svc_kind {
     /* One request, one response: the handler finishes with svc_reply or
-     * (a failure) svc_finish. */
+     * (a failure) svc_fail. */
     SVC_UNARY = 0,
     /* One request, any number of responses: the handler (or whatever it
-     * hands the call to) sends with svc_send and ends with svc_finish. The
-     * call stays valid until svc_finish. */
+     * hands the call to) sends with svc_send and ends with svc_end. The
+     * call stays valid until svc_end. */
     SVC_SERVER_STREAM = 1,
     /* Messages both ways. The handler runs once per received message, one
      * at a time and in order, and may svc_send any number of answers before
      * it returns; it must not keep the call after returning (the arena is
      * reset between messages). The server finishes the call with OK once
      * the client has half-closed and every queued message is sent. A
-     * handler that wants to end the stream early calls svc_finish during
+     * handler that wants to end the stream early calls svc_end during
      * its run; later messages are then discarded. */
     SVC_BIDI_STREAM = 2,
 } svc_kind;
@@ -93,9 +96,11 @@ typedef struct svc_method {
      * (a read: 412 when it does not match) rather than passed to the
      * method as expected versions. */
     bool http_if_match_on_reply;
-    /* HTTP: 207 Multi-Status when the reply reports failed operations
-     * (its total_failed field). */
-    bool http_multi_status;
+    /* HTTP: the status of a reply that reports failed operations (its
+     * total_failed field; 207 Multi-Status), and of a failure that carries
+     * a rolled-back result (svc_outcome.bulk; 422): 0 = not applicable. */
+    int http_partial_status;
+    int http_rolled_back_status;
 } svc_method;
 
 /* The method table (service/svc_methods.c). */
@@ -133,8 +138,8 @@ size_t svc_server_inflight(svc_server *s);
 
 /* ---- calls -----------------------------------------------------------------
  * A svc_call is valid from the handler's start until the call is finished;
- * after svc_reply / svc_finish it must not be touched (its arena
- * may already be gone). The accessors are for the call's current owner. */
+ * after svc_reply / svc_fail / svc_end / svc_finish it must not be
+ * touched (its arena may already be gone). The accessors are for the call's current owner. */
 svc_ctx *svc_call_ctx(svc_call *call);
 rd_arena *svc_call_arena(svc_call *call);
 /* The call's deadline in µs since the epoch (CLOCK_REALTIME), 0 = none. */
@@ -162,22 +167,72 @@ const auth_required *svc_call_required(const svc_call *call);
 /* The retry delay of a RD_RATE_LIMITED call in ms (0 when none), for
  * google.rpc.RetryInfo. */
 int64_t svc_call_retry_after_ms(const svc_call *call);
-/* Notes for the call's request log line (service/svc_log.h): the error
- * table code of its outcome, and the server tx id of the write it made. */
-void svc_call_log_code(svc_call *call, rd_code code);
+/* Notes the server tx id of the write the call made, for its request log
+ * line (service/svc_log.h); copied. */
 void svc_call_log_tx_id(svc_call *call, const char *server_tx_id);
 
-/* Finishes with OK and resp (serialized at once; resp may live in the arena).
- * On a streaming call: svc_send(resp) then svc_finish with OK. */
+/* ---- outcomes -----------------------------------------------------------------
+ * A call ends with one outcome value, which the call's transport renders:
+ * gRPC as a status with google.rpc.Status details (ErrorInfo, BadRequest,
+ * RetryInfo, the receipt and bulk result as Any), HTTP as the reply in JSON
+ * or application/problem+json. Everything an outcome points to must stay
+ * valid until the call is released: keep it in the call's arena (or
+ * register its release with rd_arena_on_release). */
+
+/* A {key, value} pair of an outcome (field violations, ErrorInfo metadata). */
+typedef struct svc_kv {
+    const char *key, *value;
+} svc_kv;
+
+typedef struct svc_outcome {
+    rd_err err; /* RD_OK: success; else the code, the field at fault, the message */
+    /* A bare status (no google.rpc details, no problem members beyond the
+     * code): the server's own refusals and the end of a stream. */
+    bool status_only;
+    /* Success of a unary call: the response message, and when it was
+     * stored serialized (an idempotent replay) those bytes too, which gRPC
+     * sends byte for byte. */
+    const ProtobufCMessage *reply;
+    const void *reply_bytes;
+    size_t reply_len;
+    bool replayed; /* the reply (or failure) repeats a stored outcome */
+    /* Failure: the rejected write's CommitReceipt, and for a rolled-back
+     * BulkMutate its BulkMutateResponse. */
+    const ProtobufCMessage *receipt;
+    const ProtobufCMessage *bulk;
+    /* Failure: field violations (key = field, value = description) that
+     * replace the one err.field would make (BulkMutate: one per failed
+     * operation), and more ErrorInfo metadata. */
+    const svc_kv *violations;
+    size_t n_violations;
+    const svc_kv *info;
+    size_t n_info;
+    /* PERMISSION_DENIED: the capability that would have allowed it (NULL:
+     * the one the call noted with svc_call_set_required). */
+    const char *can, *model, *group;
+    /* How long to wait before retrying, ms; 0: RATE_LIMITED takes the
+     * call's noted delay, UNAVAILABLE 1 s unless status_only. */
+    int64_t retry_after_ms;
+} svc_outcome;
+
+/* Finishes a unary call with OK and resp (resp and what it points to must
+ * live until the call is released: the call's arena). On a streaming call:
+ * svc_send(resp), then svc_end with RD_OK. */
 void svc_reply(svc_call *call, const ProtobufCMessage *resp);
-/* Finishes a unary call with OK and a reply that is already serialized
- * (bytes of the method's response type, copied at once): for replies that
- * must go out byte for byte as stored, such as idempotent replays. */
-void svc_reply_raw(svc_call *call, const void *bytes, size_t len);
+/* Finishes the call with an error: err's code, field and message, with
+ * the capability and retry delay the call noted. */
+void svc_fail(svc_call *call, const rd_err *err);
+/* Ends the call with a bare status (msg may be NULL): a stream once every
+ * queued message has been sent, or a unary call without a reply. */
+void svc_end(svc_call *call, rd_code code, const char *msg);
+/* Finishes the call with *o (copied; what it points to is not). Exactly
+ * one of svc_reply / svc_fail / svc_end / svc_finish per call, from any
+ * thread; never blocks. */
+void svc_finish(svc_call *call, const svc_outcome *o);
 
 /* ---- streaming ---------------------------------------------------------------
- * Thread-safe: svc_send and svc_finish may be called from any thread, but
- * never after svc_finish (the caller serialises its own threads around
+ * Thread-safe: svc_send and svc_end may be called from any thread, but
+ * never after svc_end (the caller serialises its own threads around
  * that). Messages go out in the order svc_send queued them; one is on the
  * wire at a time, the rest wait in a per-call queue. */
 
@@ -189,7 +244,7 @@ void svc_reply_raw(svc_call *call, const void *bytes, size_t len);
  * Returns RD_OK, or (msg dropped):
  *   RD_UNAVAILABLE  the peer is gone (cancelled, disconnected, deadline
  *                   passed) or the call is finishing: stop sending and
- *                   svc_finish;
+ *                   svc_end;
  *   RD_RATE_LIMITED the queue is over SVC_SEND_QUEUE_MAX(_BYTES): the peer
  *                   reads too slowly; the caller may retry later or end
  *                   the stream (RESOURCE_EXHAUSTED);
@@ -197,20 +252,11 @@ void svc_reply_raw(svc_call *call, const void *bytes, size_t len);
  *                   max_message_bytes, or the call is unary. */
 rd_code svc_send(svc_call *call, const ProtobufCMessage *msg);
 
-/* Ends a call with grpc_code (0 = OK), msg (the human message, may be
- * NULL) and details (serialized google.rpc.Status for
- * grpc-status-details-bin, may be NULL): a unary call with no reply (a
- * failure), a streaming one once every queued message has been sent.
- * Exactly once per call, from any thread; copies its arguments. Never
- * blocks. */
-void svc_finish(svc_call *call, int grpc_code, const char *msg, const void *details,
-                size_t details_len);
-
 /* Runs once when a server-stream call should end before its owner finished
  * it: the client cancelled or went away, the deadline passed (on the
  * completion-queue thread), or the server is stopping (on the thread in
  * svc_server_stop; svc_server_serving is then false). It must not block; it
- * may svc_send a last message and must see to it that svc_finish is
+ * may svc_send a last message and must see to it that svc_end is
  * called. */
 typedef void (*svc_end_fn)(svc_call *call, void *arg);
 
@@ -224,83 +270,5 @@ bool svc_call_on_end(svc_call *call, svc_end_fn fn, void *arg);
 
 /* Whether the peer is gone (cancelled, disconnected, deadline passed). */
 bool svc_call_cancelled(svc_call *call);
-
-/* ---- other transports ---------------------------------------------------------
- * A transport other than gRPC (the HTTP/JSON gateway, service/gw_http.c)
- * runs a method through the same path as a gRPC call: deadline check, the
- * auth step (authenticate + rate limit), then the handler on a worker. It
- * supplies request metadata, a deadline and a decode callback that builds
- * the request message in the call's arena; the replies, stream messages
- * and the final status come back through its callbacks instead of gRPC
- * batches. docs/internals/server.md, "Other transports". */
-
-/* How a transport's call ended. Pointers are valid during the callback only. */
-typedef struct svc_outcome {
-    int grpc_code;       /* 0 = OK */
-    const char *msg;     /* human message, "" when none */
-    const void *details; /* serialized google.rpc.Status, or NULL */
-    size_t details_len;
-    const void *reply; /* unary OK: the response message's bytes; else NULL */
-    size_t reply_len;
-    bool replayed; /* the reply is an idempotent replay (svc_call_set_replayed) */
-    /* for the request log line (svc_log.h); valid during the callback only */
-    int rd_code;              /* the error-table row of a failure, -1 when none was noted */
-    const char *principal_id; /* NULL before authentication */
-    const char *server_tx_id; /* "" when the call wrote nothing */
-} svc_outcome;
-
-typedef struct svc_transport {
-    /* On the worker, after the auth step: the request message, allocated in
-     * the call's arena (svc_call_arena), or NULL with err set (the call is
-     * then failed with err through the receipt module). */
-    ProtobufCMessage *(*decode)(void *arg, svc_call *call, rd_err *err);
-    /* A server-stream message (bytes of the method's response type), on the
-     * thread that called svc_send. RD_OK, or RD_RATE_LIMITED (the transport's
-     * queue is full) or RD_UNAVAILABLE (the peer is gone): svc_send returns it. */
-    rd_code (*message)(void *arg, const void *bytes, size_t len);
-    /* Exactly once, on the thread that finished the call, after every
-     * message. It must not block and must copy what it keeps. */
-    void (*finish)(void *arg, const svc_outcome *out);
-    /* Server streams: the handler returned and the call is not finished —
-     * the stream is accepted (HTTP sends its 200 and headers now). May
-     * come after messages. Worker thread; must not block. May be NULL. */
-    void (*started)(void *arg);
-    /* The call is gone (its last reference dropped): no callback follows.
-     * Any thread. */
-    void (*release)(void *arg);
-} svc_transport;
-
-/* Creates a call of m (a row of svc_methods) for tp/arg with a deadline
- * (µs since the epoch, 0 = none). The caller holds one reference (drop it
- * with svc_call_release) and must then either svc_call_start it or end it
- * unstarted with svc_finish (or receipt_fail). NULL when the server is
- * stopping, m is a bidi stream, or memory runs out. */
-svc_call *svc_call_new_transport(svc_server *s, const svc_method *m, const svc_transport *tp,
-                                 void *arg, int64_t deadline_us);
-/* Hands the call a principal the transport already authenticated from the
- * same credential (before svc_call_start; the call takes ownership): the
- * auth step then skips verifying it again (rate limits still apply). */
-void svc_call_set_principal(svc_call *call, auth_principal *p);
-/* Hands the call the verified client certificate's URI/DNS names of its
- * connection, one per line (service/svc_tls.h), for credentials bound to
- * a client identity; copied. Before svc_call_start. False on out of
- * memory. */
-bool svc_call_set_peer_ids(svc_call *call, const char *ids);
-/* Adds request metadata (key lowercase; both copied into the arena) before
- * svc_call_start. false when out of memory. */
-bool svc_call_add_metadata(svc_call *call, const char *key, const char *value);
-/* Queues the call for a worker; tp->finish reports how it ended (overload
- * included). */
-void svc_call_start(svc_call *call);
-/* References for a transport that touches the call outside its callbacks. */
-void svc_call_hold(svc_call *call);
-void svc_call_release(svc_call *call);
-/* The peer went away: svc_call_cancelled turns true and the end callback of
- * a server stream runs (svc_call_on_end). Idempotent. Caller holds a
- * reference. */
-void svc_call_cancel(svc_call *call);
-/* Marks the reply the owner is about to send as an idempotent replay, for
- * transports that show it (HTTP: Idempotent-Replayed: true). */
-void svc_call_set_replayed(svc_call *call);
 
 #endif

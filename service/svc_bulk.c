@@ -336,12 +336,11 @@ static void bulk_done(store_write *w)
     if (ctx->ratelimit != NULL && p != NULL && !w->replayed && bc->bulk.touched > 1)
         auth_ratelimit_charge(ctx->ratelimit, auth_principal_id(p), (double)(bc->bulk.touched - 1));
     if (w->replayed) {
-        svc_call_set_replayed(call);
-        receipt_bulk_send(call, w->replay, w->replay_len, w->replay_status);
+        receipt_bulk_send(call, w->replay, w->replay_len, w->replay_status, true);
         return;
     }
     if (w->idem_stored) {
-        receipt_bulk_send(call, bc->sealed.bytes, bc->sealed.len, bc->sealed.status);
+        receipt_bulk_send(call, bc->sealed.bytes, bc->sealed.len, bc->sealed.status, false);
         return;
     }
     /* executed, and what the bulk decided is what happened (the commit did
@@ -349,7 +348,7 @@ static void bulk_done(store_write *w)
     if (bc->bulk.executed && w->err.code == bc->bulk.outcome) {
         store_sealed s;
         if (seal_response(bc, &s)) {
-            receipt_bulk_send(call, s.bytes, s.len, s.status);
+            receipt_bulk_send(call, s.bytes, s.len, s.status, false);
             return;
         }
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory building the bulk response");

@@ -78,7 +78,7 @@ static int64_t next_event(const acquire_call *ac)
 static void acquire_fail(acquire_call *ac, const rd_err *e)
 {
     rd_err err = *e; /* the call's arena, holding ac, goes with the call */
-    receipt_fail(ac->call, &err);
+    svc_fail(ac->call, &err);
 }
 
 static Recordd__V1__Claim *claim_to_pb(rd_arena *a, const store_claim *c)
@@ -102,7 +102,7 @@ static void fail_oom(svc_call *call)
 {
     rd_err err;
     rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
-    receipt_fail(call, &err);
+    svc_fail(call, &err);
 }
 
 /* ---- registry ---------------------------------------------------------------- */
@@ -361,7 +361,7 @@ void svc_acquire_claim(svc_call *call, const ProtobufCMessage *msg)
     store_submit(ctx->db, &ac->w);
     return;
 fail:
-    receipt_fail(call, &err);
+    svc_fail(call, &err);
 }
 
 /* ---- ReleaseClaim ------------------------------------------------------------------ */
@@ -381,7 +381,7 @@ static void release_done(store_write *w)
     release_call *rc = w->ctx;
     rd_err err = w->err;
     if (err.code != RD_OK) {
-        receipt_fail(rc->call, &err);
+        svc_fail(rc->call, &err);
         return;
     }
     registry_wake(w->org, w->claim_out.model, w->claim_out.id);
@@ -430,5 +430,5 @@ void svc_release_claim(svc_call *call, const ProtobufCMessage *msg)
     store_submit(ctx->db, &rc->w);
     return;
 fail:
-    receipt_fail(call, &err);
+    svc_fail(call, &err);
 }

@@ -5,7 +5,6 @@
  * server is not draining), "liveness" is SERVING as long as the process
  * answers at all. Other names are unknown (Check: NOT_FOUND; Watch:
  * SERVICE_UNKNOWN, as the health protocol says). */
-#include <grpc/status.h>
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
@@ -55,7 +54,7 @@ void svc_health_check(svc_call *call, const ProtobufCMessage *msg)
     if (st == ST_UNKNOWN) {
         rd_err err;
         rd_errf(&err, RD_NOT_FOUND, "service", "unknown service '%.100s'", req->service);
-        receipt_fail(call, &err);
+        svc_fail(call, &err);
         return;
     }
     Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
@@ -70,13 +69,13 @@ static void watch_end(svc_call *call, void *arg)
 {
     watch_state *w = arg;
     if (svc_server_serving(svc_call_ctx(call)->server)) {
-        svc_finish(call, GRPC_STATUS_CANCELLED, "watch ended", NULL, 0);
+        svc_end(call, RD_CANCELLED, "watch ended");
         return;
     }
     health_status now = status_of(call, w->service);
     if (w->last != now)
         send_status(call, now);
-    svc_finish(call, GRPC_STATUS_UNAVAILABLE, "server is shutting down", NULL, 0);
+    svc_end(call, RD_UNAVAILABLE, "server is shutting down");
 }
 
 void svc_health_watch(svc_call *call, const ProtobufCMessage *msg)
@@ -86,7 +85,7 @@ void svc_health_watch(svc_call *call, const ProtobufCMessage *msg)
     if (w == NULL) {
         rd_err err;
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
-        receipt_fail(call, &err);
+        svc_fail(call, &err);
         return;
     }
     w->service = req->service; /* unpacked into the arena */

@@ -293,7 +293,7 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
 oom:
     rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
 fail:
-    receipt_fail(call, &err);
+    svc_fail(call, &err);
 done:
     store_page_free(&page);
     store_order_free(order);

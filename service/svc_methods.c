@@ -43,7 +43,7 @@ const svc_method svc_methods[] = {
      .cq_fast_path = true},
     {M(RECORDS, BulkMutate, recordd__v1__bulk_mutate_request, recordd__v1__bulk_mutate_response,
        svc_bulk_mutate),
-     .http_multi_status = true},
+     .http_partial_status = 207, .http_rolled_back_status = 422},
     {M(RECORDS, WatchChanges, recordd__v1__watch_changes_request, recordd__v1__change_event,
        svc_watch_changes),
      .kind = SVC_SERVER_STREAM},

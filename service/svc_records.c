@@ -187,12 +187,11 @@ static void write_done(store_write *w)
     write_call *wc = w->ctx;
     svc_call *call = wc->call;
     if (w->replayed) {
-        svc_call_set_replayed(call);
-        receipt_send_sealed(call, w->replay, w->replay_len, w->replay_status);
+        receipt_send_sealed(call, w->replay, w->replay_len, w->replay_status, true);
         return;
     }
     if (w->idem_stored) {
-        receipt_send_sealed(call, wc->sealed.bytes, wc->sealed.len, wc->sealed.status);
+        receipt_send_sealed(call, wc->sealed.bytes, wc->sealed.len, wc->sealed.status, false);
         return;
     }
     rd_err err = w->err; /* finishing may free the arena holding w */
@@ -305,7 +304,7 @@ void svc_get_record(svc_call *call, const ProtobufCMessage *msg)
     return;
 fail:
     store_record_clear(&rec);
-    receipt_fail(call, &err);
+    svc_fail(call, &err);
 }
 
 /* The fields UpdateRecord and ReplaceRecord have in common. */

@@ -193,7 +193,7 @@ static void push_done(store_write *w)
     store_schema_release(w->schema);
     if (err.code != RD_OK) {
         json_decref(changes);
-        receipt_fail(call, &err);
+        svc_fail(call, &err);
         return;
     }
     svc_ctx *ctx = svc_call_ctx(call);
@@ -208,7 +208,7 @@ static void push_done(store_write *w)
     if (resp.schema == NULL || resp.changes == NULL) {
         store_schema_release(now);
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
-        receipt_fail(call, &err);
+        svc_fail(call, &err);
         return;
     }
     svc_reply(call, &resp.base); /* packs at once: now may go after */
@@ -250,7 +250,7 @@ void svc_push_schema(svc_call *call, const ProtobufCMessage *msg)
 fail:
     if (def != NULL)
         store_schema_release(def);
-    receipt_fail(call, &err);
+    svc_fail(call, &err);
 }
 
 /* GetSchema shows the organisation's whole schema to any principal that may
@@ -262,7 +262,7 @@ void svc_get_schema(svc_call *call, const ProtobufCMessage *msg)
     svc_ctx *ctx = svc_call_ctx(call);
     rd_err denied;
     if (svc_authz_any(call, AUTH_READ | AUTH_ADMIN, &denied) != RD_OK) {
-        receipt_fail(call, &denied);
+        svc_fail(call, &denied);
         return;
     }
     store_schema *s = store_schema_get(ctx->db, svc_call_org(call));
@@ -271,7 +271,7 @@ void svc_get_schema(svc_call *call, const ProtobufCMessage *msg)
         store_schema_release(s);
         rd_err err;
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
-        receipt_fail(call, &err);
+        svc_fail(call, &err);
         return;
     }
     svc_reply(call, &out->base); /* packs at once: s may go after */

@@ -83,5 +83,5 @@ void svc_mint_token(svc_call *call, const ProtobufCMessage *msg)
 fail:
     auth_caps_free(caps);
     auth_minted_clear(&minted);
-    receipt_fail(call, &err);
+    svc_fail(call, &err);
 }

@@ -22,7 +22,6 @@
  * exp has passed, before anything more is sent; it resumes with a fresh
  * token. (A revocation takes effect when the client reconnects.) */
 #include <errno.h>
-#include <grpc/status.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,12 +121,12 @@ static void on_end(svc_call *call, void *arg)
     pthread_mutex_unlock(&W.mu);
 }
 
-static void finish(watcher *w, int code, const char *msg)
+static void finish(watcher *w, rd_code code, const char *msg)
 {
     if (w->finished)
         return;
     w->finished = true;
-    svc_finish(w->call, code, msg, NULL, 0);
+    svc_end(w->call, code, msg);
 }
 
 static Recordd__V1__ChangeOp op_pb(store_op op)
@@ -186,7 +185,7 @@ static serve_next serve(watcher *w, store_conn *conn, rd_arena *a, int64_t gen)
         snprintf(msg, sizeof msg,
                  "the token expired; reconnect with a fresh one and resume from sync id %lld",
                  (long long)w->cursor);
-        finish(w, rd_code_grpc(RD_TOKEN_EXPIRED), msg);
+        finish(w, RD_TOKEN_EXPIRED, msg);
         return SERVE_IDLE;
     }
     store_changes_query q = {
@@ -206,7 +205,7 @@ static serve_next serve(watcher *w, store_conn *conn, rd_arena *a, int64_t gen)
     rd_err err;
     rd_err_clear(&err);
     if (store_changes_read(conn, &q, &ev, &n, &scanned, &err) != RD_OK) {
-        finish(w, rd_code_grpc(err.code), err.msg);
+        finish(w, err.code, err.msg);
         return SERVE_IDLE;
     }
     const auth_principal *p = svc_call_principal(w->call);
@@ -233,14 +232,14 @@ static serve_next serve(watcher *w, store_conn *conn, rd_arena *a, int64_t gen)
                 char msg[96];
                 snprintf(msg, sizeof msg, "slow consumer; resume from sync id %lld",
                          (long long)w->cursor);
-                finish(w, GRPC_STATUS_RESOURCE_EXHAUSTED, msg);
+                finish(w, RD_RATE_LIMITED, msg);
             } else {
                 stalled = true;
             }
         } else if (rc == RD_UNAVAILABLE) {
-            finish(w, GRPC_STATUS_CANCELLED, "watch ended");
+            finish(w, RD_CANCELLED, "watch ended");
         } else {
-            finish(w, GRPC_STATUS_INTERNAL, "a change could not be sent");
+            finish(w, RD_INTERNAL, "a change could not be sent");
         }
         break;
     }
@@ -308,11 +307,11 @@ static void *dispatcher_main(void *arg)
             dead = w->next;
             /* a finished call may be gone: only finish() may look at it */
             if (stopping)
-                finish(w, GRPC_STATUS_UNAVAILABLE, "server is shutting down");
+                finish(w, RD_UNAVAILABLE, "server is shutting down");
             else if (w->ended && !w->finished)
                 finish(w,
-                       svc_server_serving(svc_call_ctx(w->call)->server) ? GRPC_STATUS_CANCELLED
-                                                                         : GRPC_STATUS_UNAVAILABLE,
+                       svc_server_serving(svc_call_ctx(w->call)->server) ? RD_CANCELLED
+                                                                         : RD_UNAVAILABLE,
                        "watch ended");
             watcher_free(w);
         }
@@ -322,7 +321,7 @@ static void *dispatcher_main(void *arg)
         for (watcher *w = list; w != NULL; w = w->next) {
             serve_next r = SERVE_IDLE;
             if (!conn_ok)
-                finish(w, GRPC_STATUS_UNAVAILABLE, "the change log cannot be read");
+                finish(w, RD_UNAVAILABLE, "the change log cannot be read");
             else
                 r = serve(w, conn, a, head);
             if (r == SERVE_MORE || (r == SERVE_STALLED && next == SERVE_IDLE))
@@ -478,7 +477,7 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
     if (!svc_call_on_end(call, on_end, NULL)) {
         pthread_mutex_unlock(&W.mu);
         watcher_free(w);
-        svc_finish(call, GRPC_STATUS_CANCELLED, "watch ended", NULL, 0);
+        svc_end(call, RD_CANCELLED, "watch ended");
         return;
     }
     w->next = W.list;
@@ -489,7 +488,7 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
     return; /* the dispatcher owns the call from here on */
 fail:
     watcher_free(w);
-    receipt_fail(call, &err);
+    svc_fail(call, &err);
 }
 
 void svc_watch_shutdown(void)

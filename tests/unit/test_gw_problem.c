@@ -1,6 +1,6 @@
 /* Unit tests for service/gw_problem.c: the problem+json an HTTP client gets
- * is a rendering of the google.rpc.Status details the receipt module built
- * (service/receipt.c), with the HTTP status from the one error table. */
+ * is a rendering of the call's outcome (svc_outcome), with the HTTP status
+ * from the one error table. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,18 +9,16 @@
 
 #include <cmocka.h>
 
+#include "recordd/v1/records.pb-c.h"
 #include "service/gw_problem.h"
-#include "service/receipt.h"
 
-/* The problem for err (and receipt) as the receipt module details it. */
+/* The problem of an outcome with err (and receipt). */
 static void render(rd_arena *a, const rd_err *err, const Recordd__V1__CommitReceipt *receipt,
                    gw_problem *p)
 {
-    size_t len = 0;
-    uint8_t *details = receipt_status_details(a, err, receipt, &len);
-    assert_non_null(details);
-    gw_problem_from_status(rd_code_grpc(err->code), (int)err->code, err->msg, details, len, "/v1/x",
-                           p);
+    (void)a;
+    svc_outcome o = {.err = *err, .receipt = receipt != NULL ? &receipt->base : NULL};
+    gw_problem_from_outcome(&o, 0, "/v1/x", p);
     assert_non_null(p->body);
 }
 
@@ -96,44 +94,42 @@ static void test_rejected_receipt_becomes_the_receipt_member(void **state)
     rd_arena_free(a);
 }
 
-static void test_status_without_details_maps_the_grpc_code(void **state)
+static void test_retry_delay_capability_violations_and_result(void **state)
 {
     (void)state;
     gw_problem p;
-    gw_problem_from_status(8, -1, "server is overloaded", NULL, 0, NULL, &p);
-    assert_int_equal(p.code, RD_RATE_LIMITED);
+    svc_outcome o = {.retry_after_ms = 1001};
+    rd_errf(&o.err, RD_RATE_LIMITED, NULL, "slow down");
+    gw_problem_from_outcome(&o, 0, NULL, &p);
     assert_int_equal(p.status, 429);
+    assert_int_equal(p.retry_after_s, 2); /* rounded up */
     json_decref(p.body);
-    gw_problem_from_status(14, -1, "server is shutting down", NULL, 0, NULL, &p);
-    assert_int_equal(p.status, 503);
-    assert_string_equal(str(p.body, "code"), "unavailable");
-    json_decref(p.body);
-}
 
-/* The code the call noted is the problem's, not a code guessed from the
- * gRPC status (several rows share ABORTED); one of another status is not
- * trusted. */
-static void test_the_noted_code_wins_when_it_fits_the_status(void **state)
-{
-    (void)state;
-    gw_problem p;
-    gw_problem_from_status(rd_code_grpc(RD_CLAIMED), RD_CLAIMED, "claimed", NULL, 0, NULL, &p);
-    assert_int_equal(p.code, RD_CLAIMED);
-    assert_string_equal(str(p.body, "code"), "claimed");
+    o = (svc_outcome){.can = "update", .model = "students", .group = "g1"};
+    rd_errf(&o.err, RD_PERMISSION_DENIED, NULL, "no capability allows update");
+    gw_problem_from_outcome(&o, 0, NULL, &p);
+    assert_int_equal(p.status, 403);
+    json_t *cap = json_object_get(p.body, "requiredCapability");
+    assert_string_equal(str(cap, "can"), "update");
+    assert_string_equal(str(cap, "model"), "students");
+    assert_string_equal(str(cap, "syncGroup"), "g1");
     json_decref(p.body);
-    gw_problem_from_status(13, RD_CLAIMED, "out of memory", NULL, 0, NULL, &p);
-    assert_int_equal(p.code, RD_INTERNAL);
-    json_decref(p.body);
-}
 
-static void test_garbage_details_still_give_a_problem(void **state)
-{
-    (void)state;
-    gw_problem p;
-    const uint8_t junk[] = {0xff, 0xff, 0xff, 0x01, 0x02};
-    gw_problem_from_status(5, -1, "gone", junk, sizeof junk, "/v1/y", &p);
-    assert_int_equal(p.status, 404);
-    assert_non_null(p.body);
+    /* a rolled-back bulk: the caller's status (the method's 422), a
+     * violation per failed operation, the result */
+    Recordd__V1__BulkMutateResponse resp = RECORDD__V1__BULK_MUTATE_RESPONSE__INIT;
+    resp.total_failed = 2;
+    const svc_kv violations[] = {{"operations[0].data.age", "validation_failed: too old"},
+                                 {"operations[2]", "not_found: no record"}};
+    o = (svc_outcome){.bulk = &resp.base, .violations = violations, .n_violations = 2};
+    rd_errf(&o.err, RD_NOT_FOUND, "operations[2]", "operations[2]: no record");
+    gw_problem_from_outcome(&o, 422, "/v1/bulk", &p);
+    assert_int_equal(p.status, 422);
+    json_t *errs = json_object_get(p.body, "errors");
+    assert_int_equal(json_array_size(errs), 2);
+    assert_string_equal(str(json_array_get(errs, 1), "detail"), "not_found: no record");
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(p.body, "result"), "totalFailed")), 2);
     json_decref(p.body);
 }
 
@@ -161,9 +157,7 @@ int main(void)
         cmocka_unit_test(test_status_and_members_come_from_the_error_table),
         cmocka_unit_test(test_invalid_argument_codes_split_into_400_and_422_with_errors),
         cmocka_unit_test(test_rejected_receipt_becomes_the_receipt_member),
-        cmocka_unit_test(test_status_without_details_maps_the_grpc_code),
-        cmocka_unit_test(test_the_noted_code_wins_when_it_fits_the_status),
-        cmocka_unit_test(test_garbage_details_still_give_a_problem),
+        cmocka_unit_test(test_retry_delay_capability_violations_and_result),
         cmocka_unit_test(test_errors_found_by_the_gateway_use_the_same_shape),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -2,6 +2,7 @@
  * RFC 3339 helpers. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -46,12 +47,15 @@ static void test_error_table_matches_design(void **state)
         {RD_BODY_TOO_LARGE, "body_too_large", 3, 413},
         {RD_SYNC_ID_EXPIRED, "sync_id_expired", 9, 410},
         {RD_TOO_MANY_ROWS, "too_many_rows", 3, 422},
+        {RD_CANCELLED, "cancelled", 1, 499},
     };
     assert_int_equal(sizeof rows / sizeof rows[0], RD_CODE_COUNT);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         assert_string_equal(rd_code_str(rows[i].code), rows[i].str);
         assert_int_equal(rd_code_grpc(rows[i].code), rows[i].grpc);
         assert_int_equal(rd_code_http(rows[i].code), rows[i].http);
+        bool precondition = rows[i].code == RD_VERSION_CONFLICT || rows[i].code == RD_NOT_FOUND;
+        assert_int_equal(rd_code_http_precondition(rows[i].code), precondition ? 412 : 0);
     }
 }
 

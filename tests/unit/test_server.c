@@ -1,9 +1,8 @@
-/* Unit tests for the server core (service/server.c) and the HTTP
- * transport's rendering (service/gw_http.c), in process: a server on
- * 127.0.0.1 with a temporary store and no credentials configured, called
- * through the gRPC C core and a plain socket. What each path answers is
- * pinned here, below the e2e suite, so the call core can be restructured
- * with a fast check. */
+/* Unit tests for the call core (service/svc_call.c) with its gRPC transport
+ * (service/svc_grpc.c) and the HTTP transport's rendering (service/gw_http.c), in process: a server
+ * on 127.0.0.1 with a temporary store and no credentials configured, called through the gRPC C core
+ * and a plain socket. What each path answers is pinned here, below the e2e suite, so the call core
+ * can be restructured with a fast check. */
 #include <arpa/inet.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>

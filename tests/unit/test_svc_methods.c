@@ -31,8 +31,8 @@ static void test_policy_columns_fit_the_method_shapes(void **state)
             fail_msg("%s: a method answered over every limit must need no credential", m->path);
         if (m->http_location && m->http_status != 201)
             fail_msg("%s: Location goes with 201 Created", m->path);
-        if (m->http_multi_status && m->kind != SVC_UNARY)
-            fail_msg("%s: 207 is for unary replies", m->path);
+        if ((m->http_partial_status || m->http_rolled_back_status) && m->kind != SVC_UNARY)
+            fail_msg("%s: 207 and 422 bulk statuses are for unary replies", m->path);
     }
 }
 
@@ -52,7 +52,8 @@ static void test_the_marked_methods(void **state)
     assert_false(find("/grpc.health.v1.Health/Watch")->always_answered);
     assert_int_equal(find("/recordd.v1.Records/CreateRecord")->http_status, 201);
     assert_true(find("/recordd.v1.Records/GetRecord")->http_if_match_on_reply);
-    assert_true(find("/recordd.v1.Records/BulkMutate")->http_multi_status);
+    assert_int_equal(find("/recordd.v1.Records/BulkMutate")->http_partial_status, 207);
+    assert_int_equal(find("/recordd.v1.Records/BulkMutate")->http_rolled_back_status, 422);
 }
 
 int main(void)

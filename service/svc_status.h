@@ -1,0 +1,17 @@
+/* svc_status: the gRPC rendering of a failed call's outcome — the
+ * google.rpc.Status that travels in grpc-status-details-bin (DESIGN.md §7):
+ * ErrorInfo {reason = the code's string, domain "recordd", metadata field,
+ * can/model/sync_group for PERMISSION_DENIED, and the outcome's extra
+ * entries}, RetryInfo when the outcome has a retry delay, BadRequest (the
+ * outcome's field violations, or err.field for INVALID_ARGUMENT), then the
+ * rejected CommitReceipt and the BulkMutateResponse as Any. */
+#ifndef SVC_STATUS_H
+#define SVC_STATUS_H
+
+#include "service/svc.h"
+
+/* The serialized google.rpc.Status of o in arena a (*len bytes); NULL when
+ * out of memory. */
+uint8_t *svc_status_details(rd_arena *a, const svc_outcome *o, size_t *len);
+
+#endif
