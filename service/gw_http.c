@@ -36,6 +36,7 @@
 
 #include "service/gw_json.h"
 #include "service/gw_problem.h"
+#include "service/gw_render.h"
 #include "service/gw_route.h"
 #include "service/svc_log.h"
 #include "service/svc_metrics.h"
@@ -52,7 +53,6 @@ extern unsigned int rd_descriptor_set_len;
 #define CONNECTION_TIMEOUT_S 60
 #define CONNECTION_LIMIT 1024 /* when the options leave it 0 */
 #define TICK_MS 200
-#define GW_IF_MATCH_MAX 16 /* entity tags in one If-Match */
 
 /* One Server-Sent Event, rendered. */
 typedef struct sse_item {
@@ -60,21 +60,6 @@ typedef struct sse_item {
     size_t cost; /* the message's packed size: what the send queue limits count */
     char *text;  /* "id: …\ndata: {…}\n\n" (malloc'd) */
 } sse_item;
-
-/* A response rendered off the MHD thread (the transport's finish callback)
- * and queued on it (respond). */
-#define GW_ANSWER_HEADERS 8
-typedef struct gw_answer {
-    int status;        /* 0: nothing rendered */
-    const char *ctype; /* a static string; NULL without a body */
-    char *body;        /* malloc'd, may be NULL */
-    size_t len;
-    size_t n_headers;
-    struct {
-        const char *name; /* a static string */
-        char *value;      /* malloc'd */
-    } headers[GW_ANSWER_HEADERS];
-} gw_answer;
 
 typedef struct gw_req gw_req;
 
@@ -123,15 +108,10 @@ struct gw_req {
     gw_var query[MAX_QUERY_PARAMS];
     size_t n_query;
     bool query_overflow;
-    bool has_if_match;
-    bool if_match_any; /* If-Match: * */
-    int64_t if_match[GW_IF_MATCH_MAX];
-    size_t n_if_match; /* strong numeric tags; 0 with has_if_match: none can match */
-    bool want_minimal, want_repr;
+    gw_render_req q; /* what of the request shapes its answer (gw_render.h) */
     const char *last_event_id;
     char request_id[REQUEST_ID_MAX + 1];
-    const char *create_id; /* the request's id (decode_request), for Location */
-    svc_kv md[3];          /* request metadata the call reads (r->arena) */
+    svc_kv md[3]; /* request metadata the call reads (r->arena) */
     size_t n_md;
 
     pthread_mutex_t mu; /* everything below */
@@ -164,14 +144,6 @@ struct gw_req {
 
 /* ---- small helpers ------------------------------------------------------------- */
 
-static void answer_free(gw_answer *a)
-{
-    free(a->body);
-    for (size_t i = 0; i < a->n_headers; i++)
-        free(a->headers[i].value);
-    memset(a, 0, sizeof *a);
-}
-
 static void req_unref(gw_req *r)
 {
     pthread_mutex_lock(&r->mu);
@@ -186,7 +158,7 @@ static void req_unref(gw_req *r)
         free(it);
     }
     free(r->out);
-    answer_free(&r->ans);
+    gw_answer_free(&r->ans);
     free(r->body);
     auth_principal_free(r->principal); /* answered before its call started */
     rd_arena_free(r->arena);
@@ -296,34 +268,6 @@ static enum MHD_Result finish_queue(gw_req *r, struct MHD_Response *resp)
     return ok;
 }
 
-/* Adds a header (value copied) to a; dropped when a is full or memory
- * runs out. */
-static void answer_header(gw_answer *a, const char *name, const char *value)
-{
-    char *v = value != NULL && a->n_headers < GW_ANSWER_HEADERS ? strdup(value) : NULL;
-    if (v == NULL)
-        return;
-    a->headers[a->n_headers].name = name;
-    a->headers[a->n_headers++].value = v;
-}
-
-/* Renders problem p (its body consumed) into a. */
-static void answer_problem(gw_answer *a, gw_problem *p)
-{
-    a->status = p->status;
-    a->ctype = "application/problem+json";
-    a->body = p->body != NULL ? gw_json_dump(p->body, &a->len) : NULL;
-    json_decref(p->body);
-    p->body = NULL;
-    if (p->retry_after_s > 0) {
-        char ra[32];
-        snprintf(ra, sizeof ra, "%lld", (long long)p->retry_after_s);
-        answer_header(a, "Retry-After", ra);
-    }
-    if (p->status == 401)
-        answer_header(a, "WWW-Authenticate", "Bearer realm=\"recordd\"");
-}
-
 /* Queues answer a (consumed). */
 static enum MHD_Result send_answer(gw_req *r, gw_answer *a)
 {
@@ -338,7 +282,7 @@ static enum MHD_Result send_answer(gw_req *r, gw_answer *a)
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
         ok = finish_queue(r, resp);
     }
-    answer_free(a);
+    gw_answer_free(a);
     return ok;
 }
 
@@ -346,9 +290,9 @@ static enum MHD_Result send_answer(gw_req *r, gw_answer *a)
 static enum MHD_Result send_problem(gw_req *r, gw_problem *p, const char *allow)
 {
     gw_answer a = {0};
-    answer_problem(&a, p);
+    gw_answer_problem(&a, p);
     if (allow != NULL)
-        answer_header(&a, "Allow", allow);
+        gw_answer_header(&a, "Allow", allow);
     return send_answer(r, &a);
 }
 
@@ -488,7 +432,7 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
                             "%s is given more than once; only a repeated field may be", k);
                     goto fail;
                 }
-            if (r->has_if_match &&
+            if (r->q.has_if_match &&
                 (names(d, k, "expected_version") || names(d, k, "expected_versions"))) {
                 rd_errf(err, RD_VALIDATION_FAILED, k,
                         "give the expected version in If-Match or in %s, not both", k);
@@ -503,22 +447,22 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
     for (size_t v = 0; v < r->match.n_vars; v++)
         if (gw_json_set(m, r->match.vars[v].field, r->match.vars[v].value, a, err) != RD_OK)
             goto fail;
-    if (r->has_if_match && !r->if_match_any && field_of(d, "expected_version") != NULL) {
+    if (r->q.has_if_match && !r->q.if_match_any && field_of(d, "expected_version") != NULL) {
         /* one tag: expectedVersion; several: expectedVersions; none that
          * can match: version 0, which no record has (versions start at 1) */
         char v[32];
-        if (r->n_if_match <= 1) {
-            snprintf(v, sizeof v, "%lld", (long long)(r->n_if_match ? r->if_match[0] : 0));
+        if (r->q.n_if_match <= 1) {
+            snprintf(v, sizeof v, "%lld", (long long)(r->q.n_if_match ? r->q.if_match[0] : 0));
             if (gw_json_set(m, "expected_version", v, a, err) != RD_OK)
                 goto fail;
         }
-        for (size_t i = 0; r->n_if_match > 1 && i < r->n_if_match; i++) {
-            snprintf(v, sizeof v, "%lld", (long long)r->if_match[i]);
+        for (size_t i = 0; r->q.n_if_match > 1 && i < r->q.n_if_match; i++) {
+            snprintf(v, sizeof v, "%lld", (long long)r->q.if_match[i]);
             if (gw_json_set(m, "expected_versions", v, a, err) != RD_OK)
                 goto fail;
         }
     }
-    if (r->want_repr && field_of(d, "return_record") != NULL &&
+    if (r->q.want_repr && field_of(d, "return_record") != NULL &&
         gw_json_set(m, "return_record", "true", a, err) != RD_OK)
         goto fail;
     if (r->last_event_id != NULL && field_of(d, "since_sync_id") != NULL &&
@@ -542,7 +486,7 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
         idf->label != PROTOBUF_C_LABEL_REPEATED) {
         const char *id = *(const char *const *)(const void *)((const char *)m + idf->offset);
         if (id != NULL && id[0] != '\0')
-            r->create_id = rd_arena_strdup(r->arena, id);
+            r->q.create_id = rd_arena_strdup(r->arena, id);
     }
     json_decref(body);
     return m;
@@ -571,8 +515,6 @@ static bool on_peer_presents(void *arg, const char *id)
     return r->peer_ids != NULL && svc_tls_ids_contain(r->peer_ids, id);
 }
 
-static char *sse_event(const ProtobufCMessage *m);
-
 /* A stream message: rendered to its event now (msg is the sender's), then
  * queued for the content reader. */
 static rd_code on_send(void *arg, svc_call *call, const ProtobufCMessage *msg, size_t len)
@@ -580,7 +522,7 @@ static rd_code on_send(void *arg, svc_call *call, const ProtobufCMessage *msg, s
     gw_req *r = arg;
     (void)call;
     sse_item *it = malloc(sizeof *it);
-    char *text = it != NULL ? sse_event(msg) : NULL;
+    char *text = it != NULL ? gw_render_event(msg) : NULL;
     if (text == NULL) {
         free(it);
         return RD_INTERNAL;
@@ -613,9 +555,6 @@ static rd_code on_send(void *arg, svc_call *call, const ProtobufCMessage *msg, s
     return rc;
 }
 
-static rd_code render_reply(gw_req *r, svc_call *call, const svc_outcome *o, gw_answer *a);
-static rd_code render_error(gw_req *r, const svc_outcome *o, gw_answer *a);
-
 /* On the thread that finished the call: renders the outcome (o and the
  * reply it points to are alive until the call is released, which is after
  * this returns) into r->ans, notes what the log line needs and resumes
@@ -624,18 +563,14 @@ static void on_finish(void *arg, svc_call *call, const svc_outcome *o)
 {
     gw_req *r = arg;
     gw_answer a = {0};
-    rd_code code = o->err.code;
-    if (code != RD_OK)
-        code = render_error(r, o, &a);
-    else if (r->match.method->kind == SVC_UNARY)
-        code = render_reply(r, call, o, &a);
+    rd_code code = gw_render_outcome(&r->q, r->match.method, o, svc_call_arena(call), &a);
     const auth_principal *p = svc_call_principal(call);
     pthread_mutex_lock(&r->mu);
     r->grpc_code = rd_code_grpc(o->err.code);
     r->rd_code = (int)code;
     snprintf(r->principal_id, sizeof r->principal_id, "%s", p ? auth_principal_id(p) : "");
     snprintf(r->server_tx_id, sizeof r->server_tx_id, "%s", svc_call_tx_id(call));
-    answer_free(&r->ans);
+    gw_answer_free(&r->ans);
     r->ans = a;
     r->finished = true;
     resume_locked(r);
@@ -669,222 +604,7 @@ static const svc_transport TRANSPORT = {
     .release = on_release,
 };
 
-/* ---- rendering an outcome --------------------------------------------------------- */
-
-static int64_t int64_field(const ProtobufCMessage *m, const char *name, bool *found)
-{
-    const ProtobufCFieldDescriptor *f = field_of(m->descriptor, name);
-    *found = false;
-    if (f == NULL || f->label == PROTOBUF_C_LABEL_REPEATED)
-        return 0;
-    const char *p = (const char *)m + f->offset;
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_INT64:
-    case PROTOBUF_C_TYPE_SINT64:
-    case PROTOBUF_C_TYPE_SFIXED64:
-    case PROTOBUF_C_TYPE_UINT64:
-    case PROTOBUF_C_TYPE_FIXED64:
-        *found = true;
-        return *(const int64_t *)(const void *)p;
-    case PROTOBUF_C_TYPE_INT32:
-    case PROTOBUF_C_TYPE_SINT32:
-    case PROTOBUF_C_TYPE_SFIXED32:
-        *found = true;
-        return *(const int32_t *)(const void *)p;
-    default:
-        return 0;
-    }
-}
-
-static const ProtobufCMessage *msg_field(const ProtobufCMessage *m, const char *name)
-{
-    const ProtobufCFieldDescriptor *f = field_of(m->descriptor, name);
-    if (f == NULL || f->type != PROTOBUF_C_TYPE_MESSAGE || f->label == PROTOBUF_C_LABEL_REPEATED)
-        return NULL;
-    return *(const ProtobufCMessage *const *)(const void *)((const char *)m + f->offset);
-}
-
-static const char *str_field(const ProtobufCMessage *m, const char *name)
-{
-    const ProtobufCFieldDescriptor *f = field_of(m->descriptor, name);
-    if (f == NULL || f->type != PROTOBUF_C_TYPE_STRING || f->label == PROTOBUF_C_LABEL_REPEATED)
-        return NULL;
-    return *(const char *const *)(const void *)((const char *)m + f->offset);
-}
-
-/* The version an ETag shows: a Record's, or the record a receipt carries. */
-static bool etag_version(const ProtobufCMessage *m, int64_t *v)
-{
-    bool found;
-    if (strcmp(m->descriptor->name, "recordd.v1.Record") == 0) {
-        *v = int64_field(m, "version", &found);
-        return found && *v > 0;
-    }
-    const ProtobufCMessage *rec = msg_field(m, "record");
-    if (rec != NULL && strcmp(rec->descriptor->name, "recordd.v1.Record") == 0) {
-        *v = int64_field(rec, "version", &found);
-        return found && *v > 0;
-    }
-    return false;
-}
-
-/* Percent-encodes s as one path segment into a. */
-static char *seg_encode(rd_arena *a, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = strlen(s);
-    char *out = rd_arena_alloc(a, 3 * n + 1), *p = out;
-    if (out == NULL)
-        return NULL;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-            c == '-' || c == '_' || c == '.' || c == '~') {
-            *p++ = (char)c;
-        } else {
-            *p++ = '%';
-            *p++ = hex[c >> 4];
-            *p++ = hex[c & 15];
-        }
-    }
-    *p = '\0';
-    return out;
-}
-
-/* A failed outcome as problem+json; returns the code rendered. */
-static rd_code render_error(gw_req *r, const svc_outcome *o, gw_answer *a)
-{
-    rd_code code = o->err.code;
-    int status = o->bulk != NULL ? r->match.method->http_rolled_back_status : 0;
-    /* the answer to a failed If-Match (If-Match: * on a record that does
-     * not exist fails its precondition too) */
-    if (r->has_if_match && rd_code_http_precondition(code) != 0 &&
-        (code != RD_NOT_FOUND || r->if_match_any))
-        status = rd_code_http_precondition(code);
-    gw_problem p;
-    gw_problem_from_outcome(o, status, r->path, &p);
-    answer_problem(a, &p);
-    if (o->replayed)
-        answer_header(a, "Idempotent-Replayed", "true");
-    return code;
-}
-
-/* An error found while rendering a reply (rendered instead of it). */
-static rd_code render_err(gw_req *r, gw_answer *a, rd_code code, int status, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
-static rd_code render_err(gw_req *r, gw_answer *a, rd_code code, int status, const char *fmt, ...)
-{
-    svc_outcome o = {0};
-    va_list ap;
-    va_start(ap, fmt);
-    o.err.code = code;
-    vsnprintf(o.err.msg, sizeof o.err.msg, fmt, ap);
-    va_end(ap);
-    gw_problem p;
-    gw_problem_from_outcome(&o, status, r->path, &p);
-    answer_problem(a, &p);
-    return code;
-}
-
-static bool if_match_ok(const gw_req *r, int64_t version);
-
-/* A unary call's reply, straight from the message to JSON, with the
- * method's HTTP policy (svc_method http_*): the success status, 207 for a
- * partial bulk, ETag from the record's version, Location for a create,
- * If-Match checked against a read, Prefer: return=minimal. Returns the
- * code rendered (RD_OK, or the error rendered instead). */
-static rd_code render_reply(gw_req *r, svc_call *call, const svc_outcome *o, gw_answer *a)
-{
-    const svc_method *method = r->match.method;
-    const ProtobufCMessage *m = o->reply;
-    if (m == NULL)
-        return render_err(r, a, RD_INTERNAL, 0, "the call ended without a reply");
-
-    int status = method->http_status != 0 ? method->http_status : 200;
-    int64_t version = 0;
-    bool has_etag = etag_version(m, &version);
-    if (method->http_if_match_on_reply && r->has_if_match &&
-        (!has_etag || !if_match_ok(r, version)))
-        return render_err(r, a, RD_VERSION_CONFLICT, rd_code_http_precondition(RD_VERSION_CONFLICT),
-                          "If-Match does not match the record's version %lld", (long long)version);
-    bool found = false;
-    if (method->http_partial_status != 0 && int64_field(m, "total_failed", &found) > 0 && found)
-        status = method->http_partial_status;
-    const char *location = NULL;
-    if (method->http_location) {
-        const ProtobufCMessage *rec = msg_field(m, "record");
-        const char *id = rec != NULL ? str_field(rec, "id") : NULL;
-        if (id == NULL || id[0] == '\0')
-            id = r->create_id;
-        rd_arena *ca = svc_call_arena(call);
-        const char *seg = id != NULL ? seg_encode(ca, id) : NULL;
-        if (seg != NULL)
-            location = rd_arena_printf(ca, "%s/%s", r->path, seg);
-    }
-    bool receipt = strcmp(method->resp->name, "recordd.v1.CommitReceipt") == 0;
-    bool minimal = r->want_minimal && receipt && status != method->http_partial_status;
-
-    if (!minimal) {
-        const ProtobufCMessage *out = m;
-        if (r->match.response_body != NULL && r->match.response_body[0] != '\0') {
-            out = msg_field(m, r->match.response_body);
-            if (out == NULL)
-                out = m;
-        }
-        a->body = gw_json_encode_text(out, &a->len);
-        if (a->body == NULL)
-            return render_err(r, a, RD_INTERNAL, 0, "the reply could not be encoded");
-        a->ctype = "application/json";
-    }
-    a->status = minimal ? 204 : status;
-    char v[64];
-    if (has_etag) {
-        snprintf(v, sizeof v, "\"%lld\"", (long long)version);
-        answer_header(a, "ETag", v);
-    }
-    answer_header(a, "Location", location);
-    if (o->replayed)
-        answer_header(a, "Idempotent-Replayed", "true");
-    if (receipt && (r->want_minimal || r->want_repr))
-        answer_header(a, "Preference-Applied",
-                      minimal ? "return=minimal" : "return=representation");
-    if (minimal) {
-        bool f;
-        int64_t sync = int64_field(m, "last_sync_id", &f);
-        snprintf(v, sizeof v, "%lld", (long long)sync);
-        answer_header(a, "X-Sync-Id", v);
-        const char *tx = str_field(m, "server_tx_id");
-        if (tx != NULL && tx[0] != '\0')
-            answer_header(a, "X-Server-Tx-Id", tx);
-        tx = str_field(m, "client_tx_id");
-        if (tx != NULL && tx[0] != '\0')
-            answer_header(a, "X-Client-Tx-Id", tx);
-    }
-    return RD_OK;
-}
-
 /* ---- Server-Sent Events ------------------------------------------------------------- */
-
-/* The Server-Sent Event of one stream message (malloc'd; NULL when out of
- * memory): its sync id as the event id, the message in JSON as data. */
-static char *sse_event(const ProtobufCMessage *m)
-{
-    size_t len = 0;
-    char *json = gw_json_encode_text(m, &len);
-    if (json == NULL)
-        return NULL;
-    bool found = false;
-    int64_t id = int64_field(m, "sync_id", &found);
-    char *out = malloc(len + 64);
-    if (out != NULL) {
-        if (found)
-            snprintf(out, len + 64, "id: %lld\ndata: %s\n\n", (long long)id, json);
-        else
-            snprintf(out, len + 64, "data: %s\n\n", json);
-    }
-    free(json);
-    return out;
-}
 
 static void set_out(gw_req *r, char *text)
 {
@@ -907,11 +627,7 @@ static char *error_event(gw_req *r)
         json = p.body != NULL ? gw_json_dump(p.body, NULL) : NULL;
         json_decref(p.body);
     }
-    const char *data = json != NULL ? json : r->ans.body != NULL ? r->ans.body : "{}";
-    size_t n = strlen(data) + 32;
-    char *out = malloc(n);
-    if (out != NULL)
-        snprintf(out, n, "event: error\ndata: %s\n\n", data);
+    char *out = gw_render_error_event(json != NULL ? json : r->ans.body);
     free(json);
     return out;
 }
@@ -1056,7 +772,7 @@ static bool parse_if_match(gw_req *r, const char *v)
     if (p[0] == '*') {
         for (p++; *p == ' ' || *p == '\t'; p++)
             ;
-        r->if_match_any = true;
+        r->q.if_match_any = true;
         return *p == '\0';
     }
     size_t tags = 0;
@@ -1089,23 +805,12 @@ static bool parse_if_match(gw_req *r, const char *v)
                 x = x * 10 + (open[i] - '0');
         }
         if (version)
-            r->if_match[r->n_if_match++] = x;
+            r->q.if_match[r->q.n_if_match++] = x;
         while (*p == ' ' || *p == '\t')
             p++;
         if (*p != ',' && *p != '\0')
             return false;
     }
-}
-
-/* Whether version satisfies the request's If-Match. */
-static bool if_match_ok(const gw_req *r, int64_t version)
-{
-    if (r->if_match_any)
-        return true;
-    for (size_t i = 0; i < r->n_if_match; i++)
-        if (r->if_match[i] == version)
-            return true;
-    return false;
 }
 
 /* Parses a Grpc-Timeout value ("5S", "250m": digits and a unit H M S m u
@@ -1144,13 +849,13 @@ static void parse_prefer(gw_req *r, const char *v)
             p++;
         size_t n = strcspn(p, ",;");
         if (n == 14 && strncasecmp(p, "return=minimal", 14) == 0)
-            r->want_minimal = true;
+            r->q.want_minimal = true;
         else if (n == 21 && strncasecmp(p, "return=representation", 21) == 0)
-            r->want_repr = true;
+            r->q.want_repr = true;
         p += n;
     }
-    if (r->want_minimal && r->want_repr)
-        r->want_minimal = r->want_repr = false; /* contradictory: neither applies */
+    if (r->q.want_minimal && r->q.want_repr)
+        r->q.want_minimal = r->q.want_repr = false; /* contradictory: neither applies */
 }
 
 static bool media_type_is(const char *ct, const char *type)
@@ -1223,6 +928,8 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
     }
     r->matched = true;
     r->route = r->match.index;
+    r->q.path = r->path;
+    r->q.response_body = r->match.response_body;
 
     MHD_get_connection_values(r->conn, MHD_GET_ARGUMENT_KIND, collect_query, r);
     if (r->query_overflow)
@@ -1237,7 +944,7 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
                             "If-Match must be * or a comma-separated list of at most %d entity "
                             "tags, such as \"3\", \"4\"",
                             GW_IF_MATCH_MAX);
-        r->has_if_match = true;
+        r->q.has_if_match = true;
         /* ignoring it would run the method unconditionally (RFC 9110 13.1.1) */
         if (field_of(r->match.method->req, "expected_version") == NULL &&
             !r->match.method->http_if_match_on_reply)
