@@ -99,6 +99,17 @@ $(DESC_C): $(DESC_SET)
 	@mkdir -p $(GEN)
 	xxd -i -n rd_descriptor_set $< > $@
 
+# The method table's rows come from the descriptor set (service/svc_methods.c):
+# a small generator, linked only with protobuf-c, writes them as an X-macro.
+METHODS_GEN := $(GEN)/svc_methods_gen.h
+GEN_METHODS := $(BUILD)/build-tools/gen_methods
+$(GEN_METHODS): tools/build/gen_methods.c $(BUILD)/obj/gen/google/protobuf/descriptor.pb-c.o
+	@mkdir -p $(dir $@)
+	$(CC) $(BASE_CFLAGS) $(WARN) -o $@ $^ -lprotobuf-c
+$(METHODS_GEN): $(GEN_METHODS) $(DESC_SET)
+	$(GEN_METHODS) $(DESC_SET) > $@.tmp && mv $@.tmp $@
+$(BUILD)/obj/service/svc_methods.o: $(METHODS_GEN)
+
 # --- objects ------------------------------------------------------------
 # (the stamp too: protoc rewrites the .c files as a side effect of the stamp's
 # recipe, which make does not see through the recipe-less rule above)

@@ -25,6 +25,9 @@ void svc_health_watch(svc_call *call, const ProtobufCMessage *req);
 /* grpc.reflection.v1(alpha).ServerReflection/ServerReflectionInfo, a bidi
  * stream answered from the embedded descriptor set (service/svc_reflection.c). */
 void svc_reflection_info(svc_call *call, const ProtobufCMessage *req);
+/* The same for grpc.reflection.v1alpha, whose messages are wire-identical
+ * to v1's: the request is re-read as v1. */
+void svc_reflection_info_v1alpha(svc_call *call, const ProtobufCMessage *req);
 
 /* The parsed descriptor set and its symbol index. Built once per server,
  * read-only afterwards, so any thread may use it. */

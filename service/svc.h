@@ -81,6 +81,11 @@ typedef struct svc_method {
     /* Runs without a credential (health, reflection). Every other method
      * authenticates before its handler runs (DESIGN.md §6). */
     bool public;
+    /* The capability verb(s) the method needs (auth_verb bits; the handler
+     * authorises with it against the model and group it touches). 0: not
+     * one verb — public methods, BulkMutate (per operation), MintToken
+     * (what it delegates). */
+    unsigned can;
     /* The handler never waits (it checks against the in-memory schema and
      * queues a store_write), so a small gRPC request of it may run on the
      * completion-queue thread (svc_handler). */

@@ -242,7 +242,8 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
     size_t limit = req->page_size == 0                     ? LIST_DEFAULT_PAGE
                    : req->page_size > STORE_LIST_MAX_LIMIT ? STORE_LIST_MAX_LIMIT
                                                            : (size_t)req->page_size;
-    if (svc_authz_groups(call, AUTH_READ, req->model, &all, &groups, &n_groups, &err) != RD_OK)
+    if (svc_authz_groups(call, svc_call_method(call)->can, req->model, &all, &groups, &n_groups,
+                         &err) != RD_OK)
         goto fail;
     schema = store_schema_get(ctx->db, org);
     const store_model *m = store_schema_model(schema, req->model);

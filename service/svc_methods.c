@@ -1,84 +1,77 @@
-/* The method table: one row per RPC the server answers, read by the server
- * core at start-up (registration), by health (known services) and by
- * reflection (list_services). A new RPC is a new row and a handler. */
+/* The method table: one row per RPC the server answers, read by the call
+ * core and the gRPC transport (registration), the HTTP gateway (routes),
+ * health (known services) and reflection (list_services). A new RPC is a
+ * new rpc in a proto, a handler and its policy line below. */
 #include <string.h>
 
 #include "grpc/health/v1/health.pb-c.h"
 #include "grpc/reflection/v1/reflection.pb-c.h"
+#include "grpc/reflection/v1alpha/reflection.pb-c.h"
 #include "recordd/v1/claims.pb-c.h"
 #include "recordd/v1/records.pb-c.h"
 #include "recordd/v1/schema.pb-c.h"
 #include "recordd/v1/tokens.pb-c.h"
 #include "service/server_int.h"
 #include "service/svc_handlers.h"
+#include "svc_methods_gen.h"
 
-#define RECORDS "/recordd.v1.Records/"
-#define SCHEMAS "/recordd.v1.Schemas/"
-#define CLAIMS "/recordd.v1.Claims/"
-#define TOKENS "/recordd.v1.Tokens/"
-#define HEALTH "/grpc.health.v1.Health/"
-#define REFLECTION_V1 "/grpc.reflection.v1.ServerReflection/"
-#define REFLECTION_V1ALPHA "/grpc.reflection.v1alpha.ServerReflection/"
+/* The rows themselves — path, request and response types, kind — come
+ * from the embedded descriptor set (build/gen/svc_methods_gen.h, written by
+ * tools/build/gen_methods.c), so they cannot drift from the protos. What a
+ * method is beyond its signature is said here, once per RPC: its handler,
+ * the capability verb it needs, and its policy. An RPC added to a proto
+ * without its line here does not compile. */
+#define POLICY(id) id##_POLICY
 
-#define M(service, name, req_type, resp_type, fn)                                                  \
-    .path = service #name, .req = &req_type##__descriptor, .resp = &resp_type##__descriptor,       \
-    .handler = fn
+/* ---- recordd.v1 ---------------------------------------------------------------- */
 
-const svc_method svc_methods[] = {
-    {M(RECORDS, CreateRecord, recordd__v1__create_record_request, recordd__v1__commit_receipt,
-       svc_create_record),
-     .cq_fast_path = true, .http_status = 201, .http_location = true},
-    {M(RECORDS, GetRecord, recordd__v1__get_record_request, recordd__v1__record, svc_get_record),
-     .http_if_match_on_reply = true},
-    {M(RECORDS, ListRecords, recordd__v1__list_records_request, recordd__v1__list_records_response,
-       svc_list_records)},
-    {M(RECORDS, UpdateRecord, recordd__v1__update_record_request, recordd__v1__commit_receipt,
-       svc_update_record),
-     .cq_fast_path = true},
-    {M(RECORDS, ReplaceRecord, recordd__v1__replace_record_request, recordd__v1__commit_receipt,
-       svc_replace_record),
-     .cq_fast_path = true},
-    {M(RECORDS, DeleteRecord, recordd__v1__delete_record_request, recordd__v1__commit_receipt,
-       svc_delete_record),
-     .cq_fast_path = true},
-    {M(RECORDS, BulkMutate, recordd__v1__bulk_mutate_request, recordd__v1__bulk_mutate_response,
-       svc_bulk_mutate),
-     .http_partial_status = 207, .http_rolled_back_status = 422},
-    {M(RECORDS, WatchChanges, recordd__v1__watch_changes_request, recordd__v1__change_event,
-       svc_watch_changes),
-     .kind = SVC_SERVER_STREAM},
+#define recordd_v1_Records_CreateRecord_POLICY                                                     \
+    .handler = svc_create_record, .can = AUTH_CREATE, .cq_fast_path = true, .http_status = 201,    \
+    .http_location = true
+#define recordd_v1_Records_GetRecord_POLICY                                                        \
+    .handler = svc_get_record, .can = AUTH_READ, .http_if_match_on_reply = true
+#define recordd_v1_Records_ListRecords_POLICY .handler = svc_list_records, .can = AUTH_READ
+#define recordd_v1_Records_UpdateRecord_POLICY                                                     \
+    .handler = svc_update_record, .can = AUTH_UPDATE, .cq_fast_path = true
+#define recordd_v1_Records_ReplaceRecord_POLICY                                                    \
+    .handler = svc_replace_record, .can = AUTH_UPDATE, .cq_fast_path = true
+#define recordd_v1_Records_DeleteRecord_POLICY                                                     \
+    .handler = svc_delete_record, .can = AUTH_DELETE, .cq_fast_path = true
+/* each operation needs its own verb */
+#define recordd_v1_Records_BulkMutate_POLICY                                                       \
+    .handler = svc_bulk_mutate, .http_partial_status = 207, .http_rolled_back_status = 422
+#define recordd_v1_Records_WatchChanges_POLICY .handler = svc_watch_changes, .can = AUTH_READ
 
-    {M(SCHEMAS, PushSchema, recordd__v1__push_schema_request, recordd__v1__push_schema_response,
-       svc_push_schema)},
-    {M(SCHEMAS, GetSchema, recordd__v1__get_schema_request, recordd__v1__schema, svc_get_schema)},
+#define recordd_v1_Schemas_PushSchema_POLICY .handler = svc_push_schema, .can = AUTH_ADMIN
+#define recordd_v1_Schemas_GetSchema_POLICY .handler = svc_get_schema, .can = AUTH_READ | AUTH_ADMIN
 
-    {M(CLAIMS, AcquireClaim, recordd__v1__acquire_claim_request, recordd__v1__claim,
-       svc_acquire_claim)},
-    {M(CLAIMS, ReleaseClaim, recordd__v1__release_claim_request,
-       recordd__v1__release_claim_response, svc_release_claim)},
+#define recordd_v1_Claims_AcquireClaim_POLICY .handler = svc_acquire_claim, .can = AUTH_UPDATE
+#define recordd_v1_Claims_ReleaseClaim_POLICY .handler = svc_release_claim, .can = AUTH_UPDATE
 
-    {M(TOKENS, MintToken, recordd__v1__mint_token_request, recordd__v1__mint_token_response,
-       svc_mint_token)},
+/* the capabilities delegated, whatever they are: the minting key must hold them */
+#define recordd_v1_Tokens_MintToken_POLICY .handler = svc_mint_token
 
-    /* public: no credential (health probes, tool discovery) */
+/* ---- public: no credential (health probes, tool discovery) ------------------------ */
 
-    {M(HEALTH, Check, grpc__health__v1__health_check_request,
-       grpc__health__v1__health_check_response, svc_health_check),
-     .public = true, .always_answered = true},
-    {M(HEALTH, Watch, grpc__health__v1__health_check_request,
-       grpc__health__v1__health_check_response, svc_health_watch),
-     .kind = SVC_SERVER_STREAM, .public = true},
+#define grpc_health_v1_Health_Check_POLICY                                                         \
+    .handler = svc_health_check, .public = true, .always_answered = true
+#define grpc_health_v1_Health_Watch_POLICY .handler = svc_health_watch, .public = true
+#define grpc_reflection_v1_ServerReflection_ServerReflectionInfo_POLICY                            \
+    .handler = svc_reflection_info, .public = true
+/* v1alpha is wire-identical to v1: its messages are re-read as v1 */
+#define grpc_reflection_v1alpha_ServerReflection_ServerReflectionInfo_POLICY                       \
+    .handler = svc_reflection_info_v1alpha, .public = true
 
-    /* v1alpha is wire-identical to v1: one implementation, the v1 types */
-    {M(REFLECTION_V1, ServerReflectionInfo, grpc__reflection__v1__server_reflection_request,
-       grpc__reflection__v1__server_reflection_response, svc_reflection_info),
-     .kind = SVC_BIDI_STREAM, .public = true},
-    {M(REFLECTION_V1ALPHA, ServerReflectionInfo, grpc__reflection__v1__server_reflection_request,
-       grpc__reflection__v1__server_reflection_response, svc_reflection_info),
-     .kind = SVC_BIDI_STREAM, .public = true},
-};
+#define ROW(id, p, req_type, resp_type, k)                                                         \
+    {.path = p,                                                                                    \
+     .req = &req_type##__descriptor,                                                               \
+     .resp = &resp_type##__descriptor,                                                             \
+     .kind = k,                                                                                    \
+     POLICY(id)},
 
-#undef M
+const svc_method svc_methods[] = {SVC_METHODS_FROM_DESCRIPTORS(ROW)};
+
+#undef ROW
 
 const size_t svc_n_methods = sizeof svc_methods / sizeof svc_methods[0];
 

@@ -445,3 +445,25 @@ void svc_reflection_info(svc_call *call, const ProtobufCMessage *msg)
     /* A failed send means the peer is gone: the server ends the stream. */
     svc_send(call, &resp.base);
 }
+
+void svc_reflection_info_v1alpha(svc_call *call, const ProtobufCMessage *req)
+{
+    rd_arena *a = svc_call_arena(call);
+    size_t len = protobuf_c_message_get_packed_size(req);
+    uint8_t *buf = rd_arena_alloc(a, len ? len : 1);
+    ProtobufCMessage *v1 = NULL;
+    if (buf != NULL) {
+        ProtobufCAllocator alloc;
+        rd_arena_pb_allocator(a, &alloc);
+        protobuf_c_message_pack(req, buf);
+        v1 = protobuf_c_message_unpack(&grpc__reflection__v1__server_reflection_request__descriptor,
+                                       &alloc, len, buf);
+    }
+    if (v1 == NULL) {
+        rd_err err;
+        rd_errf(&err, RD_INTERNAL, NULL, "out of memory reading the request");
+        svc_fail(call, &err);
+        return;
+    }
+    svc_reflection_info(call, v1);
+}

@@ -407,9 +407,9 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *msg)
     /* reading the feed needs read: on every model asked for, or (no list)
      * on some model; events are then filtered to what the caller may read */
     for (size_t i = 0; i < req->n_models; i++)
-        if (svc_authz_model(call, AUTH_READ, req->models[i], &err) != RD_OK)
+        if (svc_authz_model(call, svc_call_method(call)->can, req->models[i], &err) != RD_OK)
             goto fail;
-    if (req->n_models == 0 && svc_authz_any(call, AUTH_READ, &err) != RD_OK)
+    if (req->n_models == 0 && svc_authz_any(call, svc_call_method(call)->can, &err) != RD_OK)
         goto fail;
     /* retention: the log holds every sync id from its oldest row on */
     store_conn *conn = store_thread_conn(ctx->db, &err);

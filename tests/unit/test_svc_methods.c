@@ -36,6 +36,27 @@ static void test_policy_columns_fit_the_method_shapes(void **state)
     }
 }
 
+/* The rows come from the descriptor set (tools/build/gen_methods.c); each
+ * has its handler and a capability verb unless it needs none or several. */
+static void test_every_row_has_a_handler_and_a_verb(void **state)
+{
+    (void)state;
+    assert_int_equal(svc_n_methods, 17);
+    for (size_t i = 0; i < svc_n_methods; i++) {
+        const svc_method *m = &svc_methods[i];
+        if (m->handler == NULL)
+            fail_msg("%s: no handler", m->path);
+        bool verbless = m->public || strcmp(m->path, "/recordd.v1.Records/BulkMutate") == 0 ||
+                        strcmp(m->path, "/recordd.v1.Tokens/MintToken") == 0;
+        if (verbless != (m->can == 0))
+            fail_msg("%s: capability verb %u", m->path, m->can);
+        if (strcmp(m->req->name, "grpc.health.v1.HealthCheckRequest") != 0 &&
+            strncmp(m->req->name, "grpc.reflection.", 16) != 0 &&
+            strncmp(m->req->name, "recordd.v1.", 11) != 0)
+            fail_msg("%s: request type %s", m->path, m->req->name);
+    }
+}
+
 static void test_the_marked_methods(void **state)
 {
     (void)state;
@@ -52,6 +73,11 @@ static void test_the_marked_methods(void **state)
     assert_false(find("/grpc.health.v1.Health/Watch")->always_answered);
     assert_int_equal(find("/recordd.v1.Records/CreateRecord")->http_status, 201);
     assert_true(find("/recordd.v1.Records/GetRecord")->http_if_match_on_reply);
+    assert_int_equal(find("/recordd.v1.Records/CreateRecord")->can, AUTH_CREATE);
+    assert_int_equal(find("/recordd.v1.Records/GetRecord")->can, AUTH_READ);
+    assert_int_equal(find("/recordd.v1.Records/ReplaceRecord")->can, AUTH_UPDATE);
+    assert_int_equal(find("/recordd.v1.Records/DeleteRecord")->can, AUTH_DELETE);
+    assert_int_equal(find("/recordd.v1.Schemas/PushSchema")->can, AUTH_ADMIN);
     assert_int_equal(find("/recordd.v1.Records/BulkMutate")->http_partial_status, 207);
     assert_int_equal(find("/recordd.v1.Records/BulkMutate")->http_rolled_back_status, 422);
 }
@@ -60,6 +86,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_policy_columns_fit_the_method_shapes),
+        cmocka_unit_test(test_every_row_has_a_handler_and_a_verb),
         cmocka_unit_test(test_the_marked_methods),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
