@@ -12,74 +12,81 @@
 #include "service/svc_convert.h"
 #include "service/svc_handlers.h"
 #include "service/svc_idem.h"
+#include "service/svc_write.h"
 
 #define BULK_DEFAULT_OPS 100
 
-typedef struct bulk_call bulk_call;
-
-/* What one operation needs beyond its store_bulk_op: the authorisation
- * the writer runs per record, and the capability a denial named. */
-typedef struct bulk_op {
-    bulk_call *bc;
-    auth_verb can;
-    const char *const *fields;
-    size_t n_fields;
-    const store_model *m;
-    auth_required required; /* valid when denied */
-    bool denied;
-} bulk_op;
-
 /* One BulkMutate in flight. Lives in the call's arena. */
-struct bulk_call {
+typedef struct bulk_call {
     store_write w;
     store_bulk bulk;
     svc_call *call;
-    bulk_op *ctx; /* one per operation */
+    /* per operation: its authorisation (svc_write.h), which op->w.ctx
+     * points to, and the capability a denial named */
+    svc_write_authz *ctx;
     const char *client_tx_id;
     store_schema *schema; /* the snapshot the operations were checked against */
     store_sealed sealed;
-};
-
-/* ---- authorisation --------------------------------------------------------------- */
-
-/* Keeps the capability a denial needed (svc_authz remembers only the
- * call's latest). */
-static void note_denial(bulk_op *bo, rd_code code)
-{
-    const auth_required *r = svc_call_required(bo->bc->call);
-    if (code != RD_PERMISSION_DENIED || r == NULL)
-        return;
-    bo->required = *r;
-    bo->denied = true;
-}
-
-/* The store's authorize callback for by-id updates, replaces and deletes
- * (the record's group, or NULL when it does not exist) and for every record
- * a by-filter operation writes: the same rule as a single write. */
-static rd_code bulk_authorize(store_write *w, const char *group, rd_err *err)
-{
-    bulk_op *bo = w->ctx;
-    svc_call *call = bo->bc->call;
-    rd_code code = group == NULL ? svc_authz_model(call, bo->can, w->model, err)
-                                 : svc_authz(call, bo->can, w->model, group, bo->fields,
-                                             bo->n_fields, bo->m, err);
-    note_denial(bo, code);
-    return code;
-}
+} bulk_call;
 
 /* ---- preparing one operation ----------------------------------------------------------- */
 
-static rd_code require(const char *value, const char *field, rd_err *err)
+/* The verb each kind of operation needs: that of the single RPC. */
+static auth_verb verb_of(store_op op)
 {
-    if (value == NULL || value[0] == '\0')
-        return rd_errf(err, RD_VALIDATION_FAILED, field, "%s is required", field);
-    return RD_OK;
+    switch (op) {
+    case STORE_OP_CREATE:
+        return AUTH_CREATE;
+    case STORE_OP_DELETE:
+    case STORE_OP_DELETE_WHERE:
+        return AUTH_DELETE;
+    default:
+        return AUTH_UPDATE;
+    }
 }
 
-/* The data of an operation as JSON (NULL Struct = {}). */
-static rd_code data_json(const Google__Protobuf__Struct *data, json_t **out, rd_err *err)
+/* A by-filter operation: only records in groups the caller may write are
+ * matched; each one is still authorised with its fields by the writer
+ * (svc_write_authorize_in_writer). */
+static rd_code prepare_where(bulk_call *bc, store_bulk_op *op, svc_write_authz *az,
+                             const Recordd__V1__BulkOperation *in, rd_err *err)
 {
-    return svc_struct_to_json(data, out, err);
+    rd_arena *a = svc_call_arena(bc->call);
+    store_write *w = &op->w;
+    bool update = in->operation_case == RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE_WHERE;
+    const Recordd__V1__UpdateWhere *u = in->update_where;
+    const Recordd__V1__DeleteWhere *d = in->delete_where;
+    const Google__Protobuf__Int64Value *max = update ? u->max_affected : d->max_affected;
+    bool all = false;
+    const char **groups = NULL;
+    size_t n_groups = 0;
+    w->op = update ? STORE_OP_UPDATE_WHERE : STORE_OP_DELETE_WHERE;
+    w->model = update ? u->model : d->model;
+    op->filter = update ? u->filter : d->filter;
+    if (max != NULL) {
+        op->has_max_affected = true;
+        op->max_affected = max->value;
+    }
+    if (svc_write_require(w->model, "model", err) != RD_OK)
+        return err->code;
+    if (update && svc_struct_to_json(u->data, &w->data, err) != RD_OK)
+        return err->code;
+    az->call = bc->call;
+    az->can = verb_of(w->op);
+    az->m = store_schema_model(bc->schema, w->model);
+    if (update && !svc_authz_data_fields(a, w->data, &az->fields, &az->n_fields))
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    rd_code code = svc_authz_groups(bc->call, az->can, w->model, &all, &groups, &n_groups, err);
+    if (code == RD_PERMISSION_DENIED && svc_call_required(bc->call) != NULL) {
+        az->required = *svc_call_required(bc->call);
+        az->denied = true;
+    }
+    if (code != RD_OK)
+        return code;
+    op->groups = all ? NULL : groups;
+    op->n_groups = n_groups;
+    w->authorize = svc_write_authorize_in_writer;
+    return RD_OK;
 }
 
 /* Fills op from the i-th operation of the request. A failure here is that
@@ -88,112 +95,49 @@ static rd_code data_json(const Google__Protobuf__Struct *data, json_t **out, rd_
 static rd_code prepare_op(bulk_call *bc, size_t i, const Recordd__V1__BulkOperation *in,
                           rd_err *err)
 {
-    svc_call *call = bc->call;
-    rd_arena *a = svc_call_arena(call);
     store_bulk_op *op = &bc->bulk.ops[i];
-    bulk_op *bo = &bc->ctx[i];
-    store_write *w = &op->w;
-    const store_model *m = NULL;
-    rd_code code;
-    bo->bc = bc;
-    w->ctx = bo;
+    svc_write_authz *az = &bc->ctx[i];
+    op->w.ctx = az;
+    /* the by-id operations carry the single RPCs' requests */
+    svc_write_req r = {0};
     switch (in->operation_case) {
     case RECORDD__V1__BULK_OPERATION__OPERATION_CREATE: {
-        const Recordd__V1__CreateRecordRequest *r = in->create;
-        w->op = STORE_OP_CREATE;
-        w->model = r->model;
-        w->id = r->id;
-        w->group = r->group;
-        if (require(r->model, "model", err) != RD_OK || data_json(r->data, &w->data, err) != RD_OK)
-            return err->code;
-        m = store_schema_model(bc->schema, r->model);
-        const char *const *fields = NULL;
-        size_t n = 0;
-        if (!svc_authz_data_fields(a, w->data, &fields, &n))
-            return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
-        code = svc_authz(call, AUTH_CREATE, r->model, r->group, fields, n, m, err);
-        note_denial(bo, code);
-        return code;
+        const Recordd__V1__CreateRecordRequest *q = in->create;
+        r = (svc_write_req){.op = STORE_OP_CREATE,
+                            .model = q->model,
+                            .id = q->id,
+                            .group = q->group,
+                            .data = q->data};
+        break;
     }
-    case RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE:
+    case RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE: {
+        const Recordd__V1__UpdateRecordRequest *q = in->update;
+        r = (svc_write_req){STORE_OP_UPDATE,     q->model,   q->id,       NULL,    q->data,
+                            q->expected_version, q->read_at, q->on_stale, q->claim};
+        break;
+    }
     case RECORDD__V1__BULK_OPERATION__OPERATION_REPLACE: {
-        bool update = in->operation_case == RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE;
-        /* UpdateRecordRequest and ReplaceRecordRequest have the same fields */
-        const Recordd__V1__UpdateRecordRequest *u = in->update;
-        const Recordd__V1__ReplaceRecordRequest *r = in->replace;
-        w->op = update ? STORE_OP_UPDATE : STORE_OP_REPLACE;
-        w->model = update ? u->model : r->model;
-        w->id = update ? u->id : r->id;
-        if (require(w->model, "model", err) != RD_OK || require(w->id, "id", err) != RD_OK)
-            return err->code;
-        code =
-            update
-                ? svc_write_guards(w, u->expected_version, u->read_at, u->on_stale, u->claim, err)
-                : svc_write_guards(w, r->expected_version, r->read_at, r->on_stale, r->claim, err);
-        if (code != RD_OK || data_json(update ? u->data : r->data, &w->data, err) != RD_OK)
-            return err->code;
-        m = store_schema_model(bc->schema, w->model);
-        bool ok = update ? svc_authz_data_fields(a, w->data, &bo->fields, &bo->n_fields)
-                         : svc_authz_model_fields(a, m, &bo->fields, &bo->n_fields);
-        if (!ok)
-            return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
-        bo->can = AUTH_UPDATE;
-        bo->m = m;
-        w->authorize = bulk_authorize;
-        return RD_OK;
+        const Recordd__V1__ReplaceRecordRequest *q = in->replace;
+        r = (svc_write_req){STORE_OP_REPLACE,    q->model,   q->id,       NULL,    q->data,
+                            q->expected_version, q->read_at, q->on_stale, q->claim};
+        break;
     }
     case RECORDD__V1__BULK_OPERATION__OPERATION_DELETE: {
-        const Recordd__V1__DeleteRecordRequest *r = in->delete_;
-        w->op = STORE_OP_DELETE;
-        w->model = r->model;
-        w->id = r->id;
-        if (require(r->model, "model", err) != RD_OK || require(r->id, "id", err) != RD_OK ||
-            svc_write_guards(w, r->expected_version, r->read_at, r->on_stale, r->claim, err) !=
-                RD_OK)
-            return err->code;
-        bo->can = AUTH_DELETE;
-        bo->m = store_schema_model(bc->schema, r->model);
-        w->authorize = bulk_authorize;
-        return RD_OK;
+        const Recordd__V1__DeleteRecordRequest *q = in->delete_;
+        r = (svc_write_req){STORE_OP_DELETE,     q->model,   q->id,       NULL,    NULL,
+                            q->expected_version, q->read_at, q->on_stale, q->claim};
+        break;
     }
     case RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE_WHERE:
-    case RECORDD__V1__BULK_OPERATION__OPERATION_DELETE_WHERE: {
-        bool update = in->operation_case == RECORDD__V1__BULK_OPERATION__OPERATION_UPDATE_WHERE;
-        const Recordd__V1__UpdateWhere *u = in->update_where;
-        const Recordd__V1__DeleteWhere *d = in->delete_where;
-        const Google__Protobuf__Int64Value *max = update ? u->max_affected : d->max_affected;
-        bool all = false;
-        const char **groups = NULL;
-        size_t n_groups = 0;
-        w->op = update ? STORE_OP_UPDATE_WHERE : STORE_OP_DELETE_WHERE;
-        w->model = update ? u->model : d->model;
-        op->filter = update ? u->filter : d->filter;
-        if (max != NULL) {
-            op->has_max_affected = true;
-            op->max_affected = max->value;
-        }
-        if (require(w->model, "model", err) != RD_OK)
-            return err->code;
-        if (update && data_json(u->data, &w->data, err) != RD_OK)
-            return err->code;
-        bo->can = update ? AUTH_UPDATE : AUTH_DELETE;
-        bo->m = store_schema_model(bc->schema, w->model);
-        if (update && !svc_authz_data_fields(a, w->data, &bo->fields, &bo->n_fields))
-            return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
-        /* only records in groups the caller may write are matched; each
-         * one is still authorised with its fields by the writer */
-        code = svc_authz_groups(call, bo->can, w->model, &all, &groups, &n_groups, err);
-        note_denial(bo, code);
-        if (code != RD_OK)
-            return code;
-        op->groups = all ? NULL : groups;
-        op->n_groups = n_groups;
-        w->authorize = bulk_authorize;
-        return RD_OK;
-    }
+    case RECORDD__V1__BULK_OPERATION__OPERATION_DELETE_WHERE:
+        return prepare_where(bc, op, az, in, err);
     default:
         return rd_errf(err, RD_INTERNAL, NULL, "unknown operation");
     }
+    if (svc_write_prepare(&r, &op->w, err) != RD_OK)
+        return err->code;
+    return svc_write_authorize(bc->call, az, verb_of(r.op), &op->w,
+                               store_schema_model(bc->schema, r.model), err);
 }
 
 /* The request-level check of operation i: exactly one kind, and none of

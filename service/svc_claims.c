@@ -295,9 +295,10 @@ static void acquire_done(store_write *w)
  * model in some group (the claim then reports not_found). */
 static rd_code claim_authorize(svc_call *call, store_write *w, const char *group, rd_err *err)
 {
+    auth_verb can = svc_call_method(call)->can;
     if (group == NULL)
-        return svc_authz_model(call, AUTH_UPDATE, w->model, err);
-    return svc_authz(call, AUTH_UPDATE, w->model, group, NULL, 0, NULL, err);
+        return svc_authz_model(call, can, w->model, err);
+    return svc_authz(call, can, w->model, group, NULL, 0, NULL, err);
 }
 
 static rd_code acquire_authorize(store_write *w, const char *group, rd_err *err)
@@ -331,7 +332,7 @@ void svc_acquire_claim(svc_call *call, const ProtobufCMessage *msg)
     }
     /* a claim guards updates: taking one needs update on the record's
      * group, checked by the writer (acquire_authorize); here only the model */
-    if (svc_authz_model(call, AUTH_UPDATE, req->model, &err) != RD_OK)
+    if (svc_authz_model(call, svc_call_method(call)->can, req->model, &err) != RD_OK)
         goto fail;
     acquire_call *ac = rd_arena_calloc(svc_call_arena(call), sizeof *ac);
     if (ac == NULL) {
@@ -385,13 +386,17 @@ static void release_done(store_write *w)
         return;
     }
     registry_wake(w->org, w->claim_out.model, w->claim_out.id);
-    Recordd__V1__ReleaseClaimResponse resp = RECORDD__V1__RELEASE_CLAIM_RESPONSE__INIT;
-    resp.released = true;
-    resp.claim = claim_to_pb(svc_call_arena(rc->call), &w->claim_out);
-    if (resp.claim == NULL)
+    rd_arena *a = svc_call_arena(rc->call);
+    Recordd__V1__ReleaseClaimResponse *resp = rd_arena_alloc(a, sizeof *resp);
+    if (resp != NULL) {
+        recordd__v1__release_claim_response__init(resp);
+        resp->released = true;
+        resp->claim = claim_to_pb(a, &w->claim_out);
+    }
+    if (resp == NULL || resp->claim == NULL)
         fail_oom(rc->call);
     else
-        svc_reply(rc->call, &resp.base);
+        svc_reply(rc->call, &resp->base);
 }
 
 void svc_release_claim(svc_call *call, const ProtobufCMessage *msg)
@@ -408,8 +413,9 @@ void svc_release_claim(svc_call *call, const ProtobufCMessage *msg)
      * claimed record's group (checked by the writer, release_authorize);
      * here update on the named model, or somewhere */
     bool named = req->model != NULL && req->model[0] != '\0';
-    if ((named ? svc_authz_model(call, AUTH_UPDATE, req->model, &err)
-               : svc_authz_any(call, AUTH_UPDATE, &err)) != RD_OK)
+    auth_verb can = svc_call_method(call)->can;
+    if ((named ? svc_authz_model(call, can, req->model, &err) : svc_authz_any(call, can, &err)) !=
+        RD_OK)
         goto fail;
     release_call *rc = rd_arena_calloc(svc_call_arena(call), sizeof *rc);
     if (rc == NULL) {

@@ -297,36 +297,3 @@ rd_code svc_pb_precheck(const ProtobufCMessageDescriptor *d, const uint8_t *buf,
     char path[256] = "";
     return scan(d, buf, buf + len, SVC_MAX_PB_DEPTH, path, 0, sizeof path, err);
 }
-
-rd_code svc_write_guards(store_write *w, const Google__Protobuf__Int64Value *expected_version,
-                         const Google__Protobuf__Int64Value *read_at, Recordd__V1__OnStale on_stale,
-                         const char *claim, rd_err *err)
-{
-    if (expected_version != NULL) {
-        w->has_expected_version = true;
-        w->expected_version = expected_version->value;
-    }
-    if (read_at != NULL) {
-        if (read_at->value < 0)
-            return rd_errf(err, RD_VALIDATION_FAILED, "readAt", "readAt must not be negative");
-        w->has_read_at = true;
-        w->read_at = read_at->value;
-    }
-    switch (on_stale) {
-    case RECORDD__V1__ON_STALE__ON_STALE_UNSPECIFIED:
-    case RECORDD__V1__ON_STALE__REJECT:
-        w->on_stale = STORE_STALE_REJECT;
-        break;
-    case RECORDD__V1__ON_STALE__OVERWRITE:
-        w->on_stale = STORE_STALE_OVERWRITE;
-        break;
-    case RECORDD__V1__ON_STALE__NOTIFY:
-        w->on_stale = STORE_STALE_NOTIFY;
-        break;
-    default:
-        return rd_errf(err, RD_VALIDATION_FAILED, "onStale", "onStale: unknown value %d",
-                       (int)on_stale);
-    }
-    w->claim = claim;
-    return RD_OK;
-}

@@ -45,12 +45,4 @@ Recordd__V1__Record *svc_record_to_pb(rd_arena *a, const char *org, const char *
 rd_code svc_pb_precheck(const ProtobufCMessageDescriptor *d, const uint8_t *buf, size_t len,
                         rd_err *err);
 
-/* Copies the concurrency guards of a write request (DESIGN.md §4) into w:
- * expected_version, read_at (not negative), on_stale (REJECT when
- * unspecified) and the claim id. Errors: RD_VALIDATION_FAILED naming
- * readAt or onStale. Shared by the single-record RPCs and BulkMutate. */
-rd_code svc_write_guards(store_write *w, const Google__Protobuf__Int64Value *expected_version,
-                         const Google__Protobuf__Int64Value *read_at, Recordd__V1__OnStale on_stale,
-                         const char *claim, rd_err *err);
-
 #endif

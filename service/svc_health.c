@@ -57,9 +57,17 @@ void svc_health_check(svc_call *call, const ProtobufCMessage *msg)
         svc_fail(call, &err);
         return;
     }
-    Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
-    resp.status = st;
-    svc_reply(call, &resp.base);
+    Grpc__Health__V1__HealthCheckResponse *resp =
+        rd_arena_alloc(svc_call_arena(call), sizeof *resp);
+    if (resp == NULL) {
+        rd_err err;
+        rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
+        svc_fail(call, &err);
+        return;
+    }
+    grpc__health__v1__health_check_response__init(resp);
+    resp->status = st;
+    svc_reply(call, &resp->base);
 }
 
 /* The end of a Watch: shutdown (send the NOT_SERVING transition first,

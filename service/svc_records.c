@@ -1,6 +1,7 @@
 /* recordd.v1.Records handlers: decode → validate against the schema →
- * hand the write to the store's writer → receipt. Reads run on the worker
- * with its own read connection. */
+ * hand the write to the store's writer → receipt. A write is prepared and
+ * authorised by service/svc_write.c, which BulkMutate shares. Reads run on
+ * the worker with its thread's read connection. */
 #include <string.h>
 
 #include "service/receipt.h"
@@ -8,40 +9,26 @@
 #include "service/svc_convert.h"
 #include "service/svc_handlers.h"
 #include "service/svc_idem.h"
+#include "service/svc_write.h"
 
 /* One write in flight: the store's request plus what the receipt needs.
  * Lives in the call's arena. */
 typedef struct write_call {
+    svc_write_authz az; /* first: the writer's authorize callback finds it at w.ctx */
     store_write w;
     svc_call *call;
     const char *client_tx_id;
     bool with_record;
-    store_sealed sealed; /* idempotent writes: the outcome as stored */
-    /* update/replace/delete: what authorize_in_writer checks on the writer
-     * thread against the record's group (schema held until done) */
-    auth_verb can;
-    const char *const *fields;
-    size_t n_fields;
-    store_schema *schema;
-    const store_model *m;
+    store_sealed sealed;  /* idempotent writes: the outcome as stored */
+    store_schema *schema; /* the snapshot the write was checked against */
 } write_call;
 
 /* ---- shared steps ------------------------------------------------------- */
 
-static rd_code require(const char *value, const char *field, rd_err *err)
-{
-    if (value == NULL || value[0] == '\0')
-        return rd_errf(err, RD_VALIDATION_FAILED, field, "%s is required", field);
-    return RD_OK;
-}
-
 static bool write_seal(store_write *w, store_sealed *out);
 
-/* The concurrency and retry options of a write request (DESIGN.md §4). */
+/* The retry options of a write request (DESIGN.md §4) beyond its guards. */
 typedef struct write_opts {
-    const Google__Protobuf__Int64Value *expected_version, *read_at;
-    Recordd__V1__OnStale on_stale;
-    const char *claim;
     const char *idempotency_key; /* the request field */
     size_t n_expected_versions;
     const int64_t *expected_versions;
@@ -53,16 +40,14 @@ enum { MAX_EXPECTED_VERSIONS = 16 };
  * idempotency key (field or metadata) also the canonical hash of req and
  * the seal callback. */
 static rd_code set_options(svc_call *call, write_call *wc, const write_opts *o,
-                           ProtobufCMessage *req, rd_err *err)
+                           const ProtobufCMessage *req, rd_err *err)
 {
     store_write *w = &wc->w;
     const char *key = NULL;
-    if (svc_write_guards(w, o->expected_version, o->read_at, o->on_stale, o->claim, err) != RD_OK)
-        return err->code;
     if (o->n_expected_versions > MAX_EXPECTED_VERSIONS)
         return rd_errf(err, RD_VALIDATION_FAILED, "expectedVersions",
                        "expectedVersions holds at most %d versions", MAX_EXPECTED_VERSIONS);
-    if (o->n_expected_versions > 0 && o->expected_version != NULL)
+    if (o->n_expected_versions > 0 && w->has_expected_version)
         return rd_errf(err, RD_VALIDATION_FAILED, "expectedVersions",
                        "give expectedVersion or expectedVersions, not both");
     w->expected_versions = o->expected_versions;
@@ -71,90 +56,32 @@ static rd_code set_options(svc_call *call, write_call *wc, const write_opts *o,
         return err->code;
     if (key == NULL)
         return RD_OK;
-    if (svc_idem_hash(svc_call_arena(call), svc_call_method(call)->path, req, w->idem_hash, err) !=
-        RD_OK)
+    if (svc_idem_hash(svc_call_arena(call), svc_call_method(call)->path, (ProtobufCMessage *)req,
+                      w->idem_hash, err) != RD_OK)
         return err->code;
     w->idem_key = key;
     w->seal = write_seal;
     return RD_OK;
 }
 
-/* Checks the request strings, the model and (when data is given) the data
- * against the organisation's current schema; *out gets the data as JSON.
- * The store checks again inside its transaction: this early pass keeps bad
- * writes out of the writer's queue. */
-static rd_code check_write(svc_call *call, const char *model, const Google__Protobuf__Struct *data,
-                           store_check_mode mode, json_t **out, rd_err *err)
+/* Checks the model and the data against the organisation's current schema
+ * (the snapshot is kept with the write: svc_write_authorize's writableBy
+ * rules point into it); *m gets the model. The store checks again inside
+ * its transaction: this early pass keeps bad writes out of the writer's
+ * queue. */
+static rd_code check_write(svc_call *call, write_call *wc, const store_model **m, rd_err *err)
 {
-    svc_ctx *ctx = svc_call_ctx(call);
-    if (require(model, "model", err) != RD_OK)
-        return err->code;
-    store_schema *schema = store_schema_get(ctx->db, svc_call_org(call));
-    const store_model *m = store_schema_model(schema, model);
-    if (m == NULL) {
-        rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", model);
-        goto done;
-    }
-    if (out == NULL)
-        goto done;
-    if (svc_struct_to_json(data, out, err) != RD_OK)
-        goto done;
-    if (store_check_data(m, *out, mode, err) != RD_OK) {
-        json_decref(*out);
-        *out = NULL;
-    }
-done:
-    store_schema_release(schema);
-    return err->code;
-}
-
-/* The store's authorize callback (writer thread, inside the transaction):
- * the record's sync group as the store reads it, so the group checked is
- * the group written. A missing record (group NULL) passes when some
- * capability allows the verb on the model (the write then reports
- * not_found) and is denied otherwise, so a caller without access learns
- * nothing about which ids exist. */
-static rd_code authorize_in_writer(store_write *w, const char *group, rd_err *err)
-{
-    write_call *wc = w->ctx;
-    if (group == NULL)
-        return svc_authz_model(wc->call, wc->can, w->model, err);
-    return svc_authz(wc->call, wc->can, w->model, group, wc->fields, wc->n_fields, wc->m, err);
-}
-
-/* Authorises a write (svc_authz.h) once check_write passed: CREATE needs
- * create in its group with every data key, decided here. UPDATE (patch
- * keys), REPLACE (every field of the model) and DELETE (no field) need
- * their verb on the record's group, decided by the writer where it reads
- * the record (authorize_in_writer). The schema snapshot supplies the
- * writableBy rules. */
-static rd_code authorize_before_queue(svc_call *call, write_call *wc, store_op op,
-                                      const char *model, const char *group, const json_t *data,
-                                      rd_err *err)
-{
-    rd_arena *a = svc_call_arena(call);
-    store_schema *schema = store_schema_get(svc_call_ctx(call)->db, svc_call_org(call));
-    const store_model *m = store_schema_model(schema, model);
-    const char *const *fields = NULL;
-    size_t n = 0;
-    bool ok = op == STORE_OP_REPLACE  ? svc_authz_model_fields(a, m, &fields, &n)
-              : op == STORE_OP_DELETE ? true
-                                      : svc_authz_data_fields(a, data, &fields, &n);
-    if (!ok) {
-        rd_errf(err, RD_INTERNAL, NULL, "out of memory");
-    } else if (op == STORE_OP_CREATE) {
-        svc_authz(call, AUTH_CREATE, model, group, fields, n, m, err);
-    } else {
-        wc->can = op == STORE_OP_DELETE ? AUTH_DELETE : AUTH_UPDATE;
-        wc->fields = fields;
-        wc->n_fields = n;
-        wc->m = m;
-        wc->schema = schema; /* released with the arena (release_write) */
-        wc->w.authorize = authorize_in_writer;
-        return RD_OK;
-    }
-    store_schema_release(schema);
-    return err->code;
+    static const store_check_mode modes[] = {[STORE_OP_CREATE] = STORE_CHECK_CREATE,
+                                             [STORE_OP_UPDATE] = STORE_CHECK_PATCH,
+                                             [STORE_OP_REPLACE] = STORE_CHECK_REPLACE};
+    store_write *w = &wc->w;
+    wc->schema = store_schema_get(svc_call_ctx(call)->db, svc_call_org(call));
+    *m = store_schema_model(wc->schema, w->model);
+    if (*m == NULL)
+        return rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", w->model);
+    if (w->op != STORE_OP_DELETE)
+        return store_check_data(*m, w->data, modes[w->op], err);
+    return RD_OK;
 }
 
 /* Finishes a write that failed before reaching the store: the error with a
@@ -213,22 +140,17 @@ static bool write_seal(store_write *w, store_sealed *out)
     return true;
 }
 
-/* Fills the common part of a write and queues it. */
-static void submit(svc_call *call, write_call *wc, store_op op, const char *model, const char *id,
-                   json_t *data, const char *client_tx_id, bool with_record)
+/* Fills the common part of a prepared write and queues it. */
+static void submit(svc_call *call, write_call *wc, const char *client_tx_id, bool with_record)
 {
     svc_ctx *ctx = svc_call_ctx(call);
     wc->call = call;
     wc->client_tx_id = client_tx_id;
     wc->with_record = with_record;
-    wc->w.op = op;
     wc->w.org = svc_call_org(call);
     wc->w.actor = svc_call_actor(call);
-    wc->w.model = model;
-    wc->w.id = id;
-    wc->w.data = data;
     wc->w.deadline_us = svc_call_deadline_us(call);
-    wc->w.redact_duplicates = !svc_authz_reads_whole_model(call, model);
+    wc->w.redact_duplicates = !svc_authz_reads_whole_model(call, wc->w.model);
     wc->w.done = write_done;
     wc->w.ctx = wc;
     store_submit(ctx->db, &wc->w);
@@ -247,38 +169,47 @@ static write_call *new_write(svc_call *call, rd_err *err)
 
 /* ---- handlers ------------------------------------------------------------ */
 
+/* Every record write: prepared and authorised (svc_write.c) with the
+ * method's capability verb, checked against the schema, queued. */
+static void write_record(svc_call *call, const ProtobufCMessage *msg, const svc_write_req *r,
+                         const write_opts *o, const char *client_tx_id, bool with_record)
+{
+    const store_model *m = NULL;
+    rd_err err;
+    rd_err_clear(&err);
+    write_call *wc = new_write(call, &err);
+    if (wc == NULL || svc_write_prepare(r, &wc->w, &err) != RD_OK ||
+        set_options(call, wc, o, msg, &err) != RD_OK || check_write(call, wc, &m, &err) != RD_OK ||
+        svc_write_authorize(call, &wc->az, svc_call_method(call)->can, &wc->w, m, &err) != RD_OK) {
+        fail_write(call, &err, client_tx_id); /* the arena's cleanup releases w.data */
+        return;
+    }
+    submit(call, wc, client_tx_id, with_record);
+}
+
 void svc_create_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__CreateRecordRequest *req = (const void *)msg;
+    svc_write_req r = {.op = STORE_OP_CREATE,
+                       .model = req->model,
+                       .id = req->id,
+                       .group = req->group,
+                       .data = req->data};
     write_opts o = {.idempotency_key = req->idempotency_key};
-    write_call *wc = NULL;
-    rd_err err;
-    json_t *data = NULL;
-    rd_err_clear(&err);
-    wc = new_write(call, &err);
-    if (wc == NULL || set_options(call, wc, &o, (ProtobufCMessage *)msg, &err) != RD_OK ||
-        check_write(call, req->model, req->data, STORE_CHECK_CREATE, &data, &err) != RD_OK ||
-        authorize_before_queue(call, wc, STORE_OP_CREATE, req->model, req->group, data, &err) !=
-            RD_OK)
-        goto fail;
-    wc->w.group = req->group;
-    submit(call, wc, STORE_OP_CREATE, req->model, req->id, data, req->client_tx_id,
-           req->return_record);
-    return;
-fail:
-    json_decref(data);
-    fail_write(call, &err, req->client_tx_id);
+    write_record(call, msg, &r, &o, req->client_tx_id, req->return_record);
 }
 
 void svc_get_record(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__GetRecordRequest *req = (const void *)msg;
     svc_ctx *ctx = svc_call_ctx(call);
+    auth_verb can = svc_call_method(call)->can; /* read */
     store_record rec = {0};
     int64_t read_at = 0;
     rd_err err;
     rd_err_clear(&err);
-    if (require(req->model, "model", &err) != RD_OK || require(req->id, "id", &err) != RD_OK)
+    if (svc_write_require(req->model, "model", &err) != RD_OK ||
+        svc_write_require(req->id, "id", &err) != RD_OK)
         goto fail;
     store_conn *conn = store_thread_conn(ctx->db, &err);
     if (conn == NULL)
@@ -286,12 +217,12 @@ void svc_get_record(svc_call *call, const ProtobufCMessage *msg)
     if (store_get(conn, svc_call_org(call), req->model, req->id, &rec, &read_at, &err) != RD_OK) {
         /* a caller that may read no such model learns nothing about ids */
         if (err.code == RD_NOT_FOUND &&
-            !svc_authz_model_in_caps(auth_principal_caps(svc_call_principal(call)), AUTH_READ,
+            !svc_authz_model_in_caps(auth_principal_caps(svc_call_principal(call)), can,
                                      req->model))
-            svc_authz(call, AUTH_READ, req->model, "*", NULL, 0, NULL, &err);
+            svc_authz(call, can, req->model, "*", NULL, 0, NULL, &err);
         goto fail;
     }
-    if (svc_authz(call, AUTH_READ, req->model, rec.group, NULL, 0, NULL, &err) != RD_OK)
+    if (svc_authz(call, can, req->model, rec.group, NULL, 0, NULL, &err) != RD_OK)
         goto fail;
     Recordd__V1__Record *out =
         svc_record_to_pb(svc_call_arena(call), svc_call_org(call), req->model, &rec, read_at);
@@ -307,79 +238,29 @@ fail:
     svc_fail(call, &err);
 }
 
-/* The fields UpdateRecord and ReplaceRecord have in common. */
-typedef struct change_args {
-    const char *model, *id, *client_tx_id;
-    const Google__Protobuf__Struct *data;
-    write_opts opts;
-    bool return_record;
-} change_args;
-
-static void update_or_replace(svc_call *call, const ProtobufCMessage *msg, const change_args *a,
-                              store_op op)
-{
-    store_check_mode mode = op == STORE_OP_UPDATE ? STORE_CHECK_PATCH : STORE_CHECK_REPLACE;
-    write_call *wc = NULL;
-    rd_err err;
-    json_t *data = NULL;
-    rd_err_clear(&err);
-    wc = new_write(call, &err);
-    if (wc == NULL || require(a->id, "id", &err) != RD_OK ||
-        set_options(call, wc, &a->opts, (ProtobufCMessage *)msg, &err) != RD_OK ||
-        check_write(call, a->model, a->data, mode, &data, &err) != RD_OK ||
-        authorize_before_queue(call, wc, op, a->model, NULL, data, &err) != RD_OK)
-        goto fail;
-    submit(call, wc, op, a->model, a->id, data, a->client_tx_id, a->return_record);
-    return;
-fail:
-    json_decref(data);
-    fail_write(call, &err, a->client_tx_id);
-}
-
 void svc_update_record(svc_call *call, const ProtobufCMessage *msg)
 {
-    const Recordd__V1__UpdateRecordRequest *r = (const void *)msg;
-    change_args a = {.model = r->model,
-                     .id = r->id,
-                     .client_tx_id = r->client_tx_id,
-                     .data = r->data,
-                     .opts = {r->expected_version, r->read_at, r->on_stale, r->claim,
-                              r->idempotency_key, r->n_expected_versions, r->expected_versions},
-                     .return_record = r->return_record};
-    update_or_replace(call, msg, &a, STORE_OP_UPDATE);
+    const Recordd__V1__UpdateRecordRequest *q = (const void *)msg;
+    svc_write_req r = {STORE_OP_UPDATE,     q->model,   q->id,       NULL,    q->data,
+                       q->expected_version, q->read_at, q->on_stale, q->claim};
+    write_opts o = {q->idempotency_key, q->n_expected_versions, q->expected_versions};
+    write_record(call, msg, &r, &o, q->client_tx_id, q->return_record);
 }
 
 void svc_replace_record(svc_call *call, const ProtobufCMessage *msg)
 {
-    const Recordd__V1__ReplaceRecordRequest *r = (const void *)msg;
-    change_args a = {.model = r->model,
-                     .id = r->id,
-                     .client_tx_id = r->client_tx_id,
-                     .data = r->data,
-                     .opts = {r->expected_version, r->read_at, r->on_stale, r->claim,
-                              r->idempotency_key, r->n_expected_versions, r->expected_versions},
-                     .return_record = r->return_record};
-    update_or_replace(call, msg, &a, STORE_OP_REPLACE);
+    const Recordd__V1__ReplaceRecordRequest *q = (const void *)msg;
+    svc_write_req r = {STORE_OP_REPLACE,    q->model,   q->id,       NULL,    q->data,
+                       q->expected_version, q->read_at, q->on_stale, q->claim};
+    write_opts o = {q->idempotency_key, q->n_expected_versions, q->expected_versions};
+    write_record(call, msg, &r, &o, q->client_tx_id, q->return_record);
 }
 
 void svc_delete_record(svc_call *call, const ProtobufCMessage *msg)
 {
-    const Recordd__V1__DeleteRecordRequest *req = (const void *)msg;
-    write_opts o = {req->expected_version, req->read_at,
-                    req->on_stale,         req->claim,
-                    req->idempotency_key,  req->n_expected_versions,
-                    req->expected_versions};
-    write_call *wc = NULL;
-    rd_err err;
-    rd_err_clear(&err);
-    wc = new_write(call, &err);
-    if (wc == NULL || require(req->id, "id", &err) != RD_OK ||
-        set_options(call, wc, &o, (ProtobufCMessage *)msg, &err) != RD_OK ||
-        check_write(call, req->model, NULL, STORE_CHECK_PATCH, NULL, &err) != RD_OK ||
-        authorize_before_queue(call, wc, STORE_OP_DELETE, req->model, NULL, NULL, &err) != RD_OK)
-        goto fail;
-    submit(call, wc, STORE_OP_DELETE, req->model, req->id, NULL, req->client_tx_id, false);
-    return;
-fail:
-    fail_write(call, &err, req->client_tx_id);
+    const Recordd__V1__DeleteRecordRequest *q = (const void *)msg;
+    svc_write_req r = {STORE_OP_DELETE,     q->model,   q->id,       NULL,    NULL,
+                       q->expected_version, q->read_at, q->on_stale, q->claim};
+    write_opts o = {q->idempotency_key, q->n_expected_versions, q->expected_versions};
+    write_record(call, msg, &r, &o, q->client_tx_id, false);
 }

@@ -183,6 +183,22 @@ typedef struct push_call {
     svc_call *call;
 } push_call;
 
+static void release_schema(void *arg)
+{
+    store_schema_release(arg);
+}
+
+/* s held until the call's arena goes (the reply points into it); NULL, s
+ * released, when memory runs out. */
+static store_schema *schema_held(svc_call *call, store_schema *s)
+{
+    if (s != NULL && !rd_arena_on_release(svc_call_arena(call), release_schema, s)) {
+        store_schema_release(s);
+        return NULL;
+    }
+    return s;
+}
+
 static void push_done(store_write *w)
 {
     push_call *pc = w->ctx;
@@ -197,22 +213,25 @@ static void push_done(store_write *w)
         return;
     }
     svc_ctx *ctx = svc_call_ctx(call);
-    store_schema *now = store_schema_get(ctx->db, w->org);
-    Recordd__V1__PushSchemaResponse resp = RECORDD__V1__PUSH_SCHEMA_RESPONSE__INIT;
-    resp.schema = schema_to_pb(a, now);
-    resp.n_changes = json_array_size(changes);
-    resp.changes = rd_arena_calloc(a, (resp.n_changes + 1) * sizeof *resp.changes);
-    for (size_t i = 0; resp.changes != NULL && i < resp.n_changes; i++)
-        resp.changes[i] = rd_arena_strdup(a, json_string_value(json_array_get(changes, i)));
+    Recordd__V1__PushSchemaResponse *resp = rd_arena_alloc(a, sizeof *resp);
+    store_schema *now = schema_held(call, store_schema_get(ctx->db, w->org));
+    bool ok = resp != NULL && now != NULL;
+    if (ok) {
+        recordd__v1__push_schema_response__init(resp);
+        resp->schema = schema_to_pb(a, now);
+        resp->n_changes = json_array_size(changes);
+        resp->changes = rd_arena_calloc(a, (resp->n_changes + 1) * sizeof *resp->changes);
+        for (size_t i = 0; resp->changes != NULL && i < resp->n_changes; i++)
+            resp->changes[i] = rd_arena_strdup(a, json_string_value(json_array_get(changes, i)));
+        ok = resp->schema != NULL && resp->changes != NULL;
+    }
     json_decref(changes);
-    if (resp.schema == NULL || resp.changes == NULL) {
-        store_schema_release(now);
+    if (!ok) {
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
         svc_fail(call, &err);
         return;
     }
-    svc_reply(call, &resp.base); /* packs at once: now may go after */
-    store_schema_release(now);
+    svc_reply(call, &resp->base);
 }
 
 void svc_push_schema(svc_call *call, const ProtobufCMessage *msg)
@@ -222,7 +241,7 @@ void svc_push_schema(svc_call *call, const ProtobufCMessage *msg)
     store_schema *def = NULL;
     rd_err err;
     rd_err_clear(&err);
-    if (svc_authz(call, AUTH_ADMIN, "*", "*", NULL, 0, NULL, &err) != RD_OK)
+    if (svc_authz(call, svc_call_method(call)->can, "*", "*", NULL, 0, NULL, &err) != RD_OK)
         goto fail;
     if (req->schema == NULL) {
         rd_errf(&err, RD_VALIDATION_FAILED, "schema", "schema is required");
@@ -261,19 +280,17 @@ void svc_get_schema(svc_call *call, const ProtobufCMessage *msg)
     (void)msg;
     svc_ctx *ctx = svc_call_ctx(call);
     rd_err denied;
-    if (svc_authz_any(call, AUTH_READ | AUTH_ADMIN, &denied) != RD_OK) {
+    if (svc_authz_any(call, svc_call_method(call)->can, &denied) != RD_OK) {
         svc_fail(call, &denied);
         return;
     }
-    store_schema *s = store_schema_get(ctx->db, svc_call_org(call));
-    Recordd__V1__Schema *out = schema_to_pb(svc_call_arena(call), s);
+    store_schema *s = schema_held(call, store_schema_get(ctx->db, svc_call_org(call)));
+    Recordd__V1__Schema *out = s != NULL ? schema_to_pb(svc_call_arena(call), s) : NULL;
     if (out == NULL) {
-        store_schema_release(s);
         rd_err err;
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
         svc_fail(call, &err);
         return;
     }
-    svc_reply(call, &out->base); /* packs at once: s may go after */
-    store_schema_release(s);
+    svc_reply(call, &out->base);
 }

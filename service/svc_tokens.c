@@ -46,42 +46,52 @@ fail:
     return err->code;
 }
 
+/* An arena cleanup: the minted token (the reply points to it) is wiped and
+ * freed with the call. */
+static void release_minted(void *arg)
+{
+    auth_minted_clear(arg);
+}
+
 void svc_mint_token(svc_call *call, const ProtobufCMessage *msg)
 {
     const Recordd__V1__MintTokenRequest *req = (const void *)msg;
     svc_ctx *ctx = svc_call_ctx(call);
+    rd_arena *a = svc_call_arena(call);
     auth_caps *caps = NULL;
-    auth_minted minted;
     auth_required required = {0};
     rd_err err;
     rd_err_clear(&err);
-    memset(&minted, 0, sizeof minted);
+    auth_minted *minted = rd_arena_calloc(a, sizeof *minted);
+    Recordd__V1__MintTokenResponse *resp = rd_arena_alloc(a, sizeof *resp);
+    if (minted == NULL || resp == NULL || !rd_arena_on_release(a, release_minted, minted)) {
+        rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
+        goto fail;
+    }
     if (ctx->auth == NULL || ctx->signer == NULL) {
         rd_errf(&err, RD_UNAVAILABLE, NULL, "this server has no signing key");
         goto fail;
     }
     if (caps_from_pb(req, &caps, &err) != RD_OK)
         goto fail;
-    if (auth_mint(ctx->auth, ctx->signer, svc_call_principal(call), caps, req->ttl_seconds, &minted,
+    if (auth_mint(ctx->auth, ctx->signer, svc_call_principal(call), caps, req->ttl_seconds, minted,
                   &required, &err) != RD_OK) {
         if (err.code == RD_PERMISSION_DENIED)
             svc_call_set_required(call, &required);
         goto fail;
     }
-    Recordd__V1__MintTokenResponse resp = RECORDD__V1__MINT_TOKEN_RESPONSE__INIT;
-    resp.token = minted.token;
-    resp.jti = minted.jti;
-    resp.expires_at = svc_timestamp(svc_call_arena(call), minted.expires_at_us);
-    if (resp.expires_at == NULL) {
+    recordd__v1__mint_token_response__init(resp);
+    resp->token = minted->token;
+    resp->jti = minted->jti;
+    resp->expires_at = svc_timestamp(a, minted->expires_at_us);
+    if (resp->expires_at == NULL) {
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
         goto fail;
     }
     auth_caps_free(caps);
-    svc_reply(call, &resp.base); /* serialized at once */
-    auth_minted_clear(&minted);
+    svc_reply(call, &resp->base);
     return;
 fail:
     auth_caps_free(caps);
-    auth_minted_clear(&minted);
     svc_fail(call, &err);
 }

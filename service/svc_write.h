@@ -1,0 +1,66 @@
+/* svc_write: the one preparation of a record write, shared by the single
+ * record RPCs (service/svc_records.c) and BulkMutate's operations
+ * (service/svc_bulk.c): the request's fields checked and copied into a
+ * store_write (model, id, group, the data as JSON, the concurrency guards)
+ * and its authorisation — a create decided at once, an update, replace or
+ * delete by the writer against the group of the record it reads (the one
+ * authorize callback both paths use). */
+#ifndef SVC_WRITE_H
+#define SVC_WRITE_H
+
+#include "auth/auth.h"
+#include "recordd/v1/records.pb-c.h"
+#include "service/svc.h"
+#include "store/store.h"
+
+/* A record write as requested, whatever message carried it. */
+typedef struct svc_write_req {
+    store_op op; /* CREATE, UPDATE, REPLACE or DELETE */
+    const char *model, *id;
+    const char *group;                    /* create only; "" = default */
+    const Google__Protobuf__Struct *data; /* create, update (a merge patch), replace */
+    const Google__Protobuf__Int64Value *expected_version, *read_at;
+    Recordd__V1__OnStale on_stale;
+    const char *claim;
+} svc_write_req;
+
+/* The authorisation of one write. The struct w->ctx points to must begin
+ * with it (the writer's authorize callback finds it there), and it must
+ * live until the write's done ran. */
+typedef struct svc_write_authz {
+    svc_call *call;
+    auth_verb can;
+    const char *const *fields; /* the fields written (arena) */
+    size_t n_fields;
+    const store_model *m; /* writableBy rules; from a snapshot the caller holds */
+    /* a denial's needed capability (svc_authz remembers only the call's latest) */
+    auth_required required;
+    bool denied;
+} svc_write_authz;
+
+/* "<field> is required" (RD_VALIDATION_FAILED) when value is NULL or "". */
+rd_code svc_write_require(const char *value, const char *field, rd_err *err);
+
+/* Checks r — model, id (not for a create), readAt (not negative), onStale
+ * — and fills w: op, model, id, group, the guards, and the data as JSON
+ * (w->data, a new reference the caller releases; NULL for a delete).
+ * Errors are RD_VALIDATION_FAILED / RD_INVALID_BODY naming the field. */
+rd_code svc_write_prepare(const svc_write_req *r, store_write *w, rd_err *err);
+
+/* Authorises prepared write w of call with verb can on model m (NULL when
+ * the schema has no such model; the store then reports it): the fields it
+ * writes are the data's keys (create, update), every field of m (replace)
+ * or none (delete). A create is decided here (RD_PERMISSION_DENIED with
+ * the capability noted in az); the others get w->authorize, which the
+ * writer runs with the record's sync group. */
+rd_code svc_write_authorize(svc_call *call, svc_write_authz *az, auth_verb can, store_write *w,
+                            const store_model *m, rd_err *err);
+
+/* The writer's authorize callback (svc_write_authorize sets it; BulkMutate's
+ * by-filter operations set it themselves with az filled in): the record's
+ * group, or NULL when there is no such record — then some capability must
+ * allow the verb on the model (the write reports not_found) or the caller
+ * learns nothing about which ids exist. */
+rd_code svc_write_authorize_in_writer(store_write *w, const char *group, rd_err *err);
+
+#endif
