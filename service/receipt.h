@@ -16,7 +16,7 @@ Recordd__V1__CommitReceipt *receipt_new(svc_call *call, const char *client_tx_id
 /* Builds the receipt of a finished write in the call's arena. client_tx_id
  * is echoed, or generated when empty. model names the record's model. A
  * write refused by a concurrency check carries current_version; a stale
- * one (w->conflicts) one notification {model, id, read_at,
+ * one (w->rec.conflicts) one notification {model, id, read_at,
  * observed_sync_id, conflicting_fields, current_values, written_by, group}
  * and, when held, status HELD (success false, error stale_context). */
 Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write *w,

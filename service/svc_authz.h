@@ -51,7 +51,7 @@ typedef enum svc_read_scope {
 
 /* Whether the call's principal may read every record of model, in every
  * sync group and every field: only then does a duplicate_record refusal
- * name the colliding field (store_write.redact_duplicates). */
+ * name the colliding field (store_write.rec.redact_duplicates). */
 bool svc_authz_reads_whole_model(svc_call *call, const char *model);
 
 /* ---- pure helpers (unit-tested) -------------------------------------------- */

@@ -61,22 +61,22 @@ static rd_code prepare_where(bulk_call *bc, store_bulk_op *op, svc_write_authz *
     const char **groups = NULL;
     size_t n_groups = 0;
     w->op = update ? STORE_OP_UPDATE_WHERE : STORE_OP_DELETE_WHERE;
-    w->model = update ? u->model : d->model;
+    w->rec.model = update ? u->model : d->model;
     op->filter = update ? u->filter : d->filter;
     if (max != NULL) {
         op->has_max_affected = true;
         op->max_affected = max->value;
     }
-    if (svc_write_require(w->model, "model", err) != RD_OK)
+    if (svc_write_require(w->rec.model, "model", err) != RD_OK)
         return err->code;
-    if (update && svc_struct_to_json(u->data, &w->data, err) != RD_OK)
+    if (update && svc_struct_to_json(u->data, &w->rec.data, err) != RD_OK)
         return err->code;
     az->call = bc->call;
     az->can = verb_of(w->op);
-    az->m = store_schema_model(bc->schema, w->model);
-    if (update && !svc_authz_data_fields(a, w->data, &az->fields, &az->n_fields))
+    az->m = store_schema_model(bc->schema, w->rec.model);
+    if (update && !svc_authz_data_fields(a, w->rec.data, &az->fields, &az->n_fields))
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
-    rd_code code = svc_authz_groups(bc->call, az->can, w->model, &all, &groups, &n_groups, err);
+    rd_code code = svc_authz_groups(bc->call, az->can, w->rec.model, &all, &groups, &n_groups, err);
     if (code == RD_PERMISSION_DENIED && svc_call_required(bc->call) != NULL) {
         az->required = *svc_call_required(bc->call);
         az->denied = true;
@@ -231,7 +231,8 @@ static bool seal_response(bulk_call *bc, store_sealed *out)
         ops[i].required = bc->ctx[i].denied ? &bc->ctx[i].required : NULL;
         if (!op->failed || e->field[0] == '\0')
             ops[i].field = rd_arena_printf(a, "operations[%zu]", i);
-        else if (request_field(store_schema_model(bc->schema, op->w.model ? op->w.model : ""), e))
+        else if (request_field(
+                     store_schema_model(bc->schema, op->w.rec.model ? op->w.rec.model : ""), e))
             ops[i].field = rd_arena_printf(a, "operations[%zu].%s", i, e->field);
         else
             ops[i].field = rd_arena_printf(a, "operations[%zu].data.%s", i, e->field);
@@ -259,9 +260,9 @@ static void release(void *arg)
     bulk_call *bc = arg;
     for (size_t i = 0; i < bc->bulk.n_ops; i++) {
         store_write *w = &bc->bulk.ops[i].w;
-        json_decref(w->data);
-        store_record_clear(&w->record);
-        json_decref(w->conflicts);
+        json_decref(w->rec.data);
+        store_record_clear(&w->rec.record);
+        json_decref(w->rec.conflicts);
     }
     free(bc->w.replay);
     store_schema_release(bc->schema);
@@ -371,8 +372,8 @@ void svc_bulk_mutate(svc_call *call, const ProtobufCMessage *msg)
             bc->bulk.ops[i].skip = true;
             bc->bulk.ops[i].w.err = op_err;
         }
-        bc->bulk.ops[i].w.redact_duplicates =
-            !svc_authz_reads_whole_model(call, bc->bulk.ops[i].w.model);
+        bc->bulk.ops[i].w.rec.redact_duplicates =
+            !svc_authz_reads_whole_model(call, bc->bulk.ops[i].w.rec.model);
     }
     bc->w.op = STORE_OP_BULK;
     bc->w.bulk = &bc->bulk;

@@ -63,8 +63,8 @@ static unsigned key_bucket(const char *org, const char *model, const char *id)
 
 static bool same_key(const acquire_call *ac, const char *org, const char *model, const char *id)
 {
-    return strcmp(ac->w.org, org) == 0 && strcmp(ac->w.model, model) == 0 &&
-           strcmp(ac->w.id, id) == 0;
+    return strcmp(ac->w.org, org) == 0 && strcmp(ac->w.rec.model, model) == 0 &&
+           strcmp(ac->w.rec.id, id) == 0;
 }
 
 /* The earliest moment ac needs the timer: its retry or the end of its wait. */
@@ -132,7 +132,7 @@ static rd_code registry_add(acquire_call *ac, rd_err *err)
         }
         reg.started = true;
     }
-    ac->bucket = key_bucket(ac->w.org, ac->w.model, ac->w.id);
+    ac->bucket = key_bucket(ac->w.org, ac->w.rec.model, ac->w.rec.id);
     ac->next = NULL;
     acquire_call **tail = &reg.buckets[ac->bucket];
     while (*tail != NULL)
@@ -204,7 +204,7 @@ static void retry_or_fail(acquire_call *ac)
         acquire_fail(ac, &ac->last);
         return;
     }
-    memset(&ac->w.claim_out, 0, sizeof ac->w.claim_out);
+    memset(&ac->w.lease.out, 0, sizeof ac->w.lease.out);
     store_submit(ac->db, &ac->w); /* acquire_done runs again */
 }
 
@@ -273,7 +273,7 @@ static void acquire_done(store_write *w)
     acquire_call *ac = w->ctx;
     rd_err err = w->err;
     if (err.code == RD_OK) {
-        Recordd__V1__Claim *out = claim_to_pb(svc_call_arena(ac->call), &w->claim_out);
+        Recordd__V1__Claim *out = claim_to_pb(svc_call_arena(ac->call), &w->lease.out);
         if (out == NULL)
             fail_oom(ac->call);
         else
@@ -282,7 +282,7 @@ static void acquire_done(store_write *w)
     }
     if (err.code == RD_CLAIMED && ac->wait_until_us > rd_now_us()) {
         ac->last = err;
-        ac->due_us = w->claim_out.expires_at_us;
+        ac->due_us = w->lease.out.expires_at_us;
         if (registry_add(ac, &err) == RD_OK)
             return; /* ac belongs to the registry now */
     }
@@ -297,8 +297,8 @@ static rd_code claim_authorize(svc_call *call, store_write *w, const char *group
 {
     auth_verb can = svc_call_method(call)->can;
     if (group == NULL)
-        return svc_authz_model(call, can, w->model, err);
-    return svc_authz(call, can, w->model, group, NULL, 0, NULL, err);
+        return svc_authz_model(call, can, w->rec.model, err);
+    return svc_authz(call, can, w->rec.model, group, NULL, 0, NULL, err);
 }
 
 static rd_code acquire_authorize(store_write *w, const char *group, rd_err *err)
@@ -351,10 +351,10 @@ void svc_acquire_claim(svc_call *call, const ProtobufCMessage *msg)
     ac->w.op = STORE_OP_CLAIM_ACQUIRE;
     ac->w.org = svc_call_org(call);
     ac->w.actor = svc_call_actor(call);
-    ac->w.model = req->model;
-    ac->w.id = req->id;
-    ac->w.claim = renew ? req->claim_id : NULL;
-    ac->w.claim_ttl_s = req->ttl_seconds;
+    ac->w.rec.model = req->model;
+    ac->w.rec.id = req->id;
+    ac->w.rec.claim = renew ? req->claim_id : NULL;
+    ac->w.lease.ttl_s = req->ttl_seconds;
     ac->w.deadline_us = deadline;
     ac->w.authorize = acquire_authorize;
     ac->w.done = acquire_done;
@@ -385,13 +385,13 @@ static void release_done(store_write *w)
         svc_fail(rc->call, &err);
         return;
     }
-    registry_wake(w->org, w->claim_out.model, w->claim_out.id);
+    registry_wake(w->org, w->lease.out.model, w->lease.out.id);
     rd_arena *a = svc_call_arena(rc->call);
     Recordd__V1__ReleaseClaimResponse *resp = rd_arena_alloc(a, sizeof *resp);
     if (resp != NULL) {
         recordd__v1__release_claim_response__init(resp);
         resp->released = true;
-        resp->claim = claim_to_pb(a, &w->claim_out);
+        resp->claim = claim_to_pb(a, &w->lease.out);
     }
     if (resp == NULL || resp->claim == NULL)
         fail_oom(rc->call);
@@ -426,9 +426,9 @@ void svc_release_claim(svc_call *call, const ProtobufCMessage *msg)
     rc->w.op = STORE_OP_CLAIM_RELEASE;
     rc->w.org = svc_call_org(call);
     rc->w.actor = svc_call_actor(call);
-    rc->w.model = req->model;
-    rc->w.id = req->id;
-    rc->w.claim = req->claim_id;
+    rc->w.rec.model = req->model;
+    rc->w.rec.id = req->id;
+    rc->w.rec.claim = req->claim_id;
     rc->w.deadline_us = svc_call_deadline_us(call);
     rc->w.authorize = release_authorize;
     rc->w.done = release_done;

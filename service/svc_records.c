@@ -47,11 +47,11 @@ static rd_code set_options(svc_call *call, write_call *wc, const write_opts *o,
     if (o->n_expected_versions > MAX_EXPECTED_VERSIONS)
         return rd_errf(err, RD_VALIDATION_FAILED, "expectedVersions",
                        "expectedVersions holds at most %d versions", MAX_EXPECTED_VERSIONS);
-    if (o->n_expected_versions > 0 && w->has_expected_version)
+    if (o->n_expected_versions > 0 && w->rec.has_expected_version)
         return rd_errf(err, RD_VALIDATION_FAILED, "expectedVersions",
                        "give expectedVersion or expectedVersions, not both");
-    w->expected_versions = o->expected_versions;
-    w->n_expected_versions = o->n_expected_versions;
+    w->rec.expected_versions = o->expected_versions;
+    w->rec.n_expected_versions = o->n_expected_versions;
     if (svc_idem_key(call, o->idempotency_key, &key, err) != RD_OK)
         return err->code;
     if (key == NULL)
@@ -76,11 +76,12 @@ static rd_code check_write(svc_call *call, write_call *wc, const store_model **m
                                              [STORE_OP_REPLACE] = STORE_CHECK_REPLACE};
     store_write *w = &wc->w;
     wc->schema = store_schema_get(svc_call_ctx(call)->db, svc_call_org(call));
-    *m = store_schema_model(wc->schema, w->model);
+    *m = store_schema_model(wc->schema, w->rec.model);
     if (*m == NULL)
-        return rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", w->model);
+        return rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
+                       w->rec.model);
     if (w->op != STORE_OP_DELETE)
-        return store_check_data(*m, w->data, modes[w->op], err);
+        return store_check_data(*m, w->rec.data, modes[w->op], err);
     return RD_OK;
 }
 
@@ -99,9 +100,9 @@ static void release_write(void *arg)
     write_call *wc = arg;
     store_write *w = &wc->w;
     store_schema_release(wc->schema);
-    json_decref(w->data);
-    store_record_clear(&w->record);
-    json_decref(w->conflicts);
+    json_decref(w->rec.data);
+    store_record_clear(&w->rec.record);
+    json_decref(w->rec.conflicts);
     free(w->replay);
 }
 
@@ -123,7 +124,7 @@ static void write_done(store_write *w)
     }
     rd_err err = w->err; /* finishing may free the arena holding w */
     receipt_finish(call, &err,
-                   receipt_from_write(call, w, wc->client_tx_id, wc->with_record, w->model));
+                   receipt_from_write(call, w, wc->client_tx_id, wc->with_record, w->rec.model));
 }
 
 /* The store's seal callback (writer thread, inside the write's savepoint):
@@ -133,7 +134,7 @@ static bool write_seal(store_write *w, store_sealed *out)
 {
     write_call *wc = w->ctx;
     Recordd__V1__CommitReceipt *r =
-        receipt_from_write(wc->call, w, wc->client_tx_id, wc->with_record, w->model);
+        receipt_from_write(wc->call, w, wc->client_tx_id, wc->with_record, w->rec.model);
     if (!receipt_seal(wc->call, &w->err, r, out))
         return false;
     wc->sealed = *out;
@@ -150,7 +151,7 @@ static void submit(svc_call *call, write_call *wc, const char *client_tx_id, boo
     wc->w.org = svc_call_org(call);
     wc->w.actor = svc_call_actor(call);
     wc->w.deadline_us = svc_call_deadline_us(call);
-    wc->w.redact_duplicates = !svc_authz_reads_whole_model(call, wc->w.model);
+    wc->w.rec.redact_duplicates = !svc_authz_reads_whole_model(call, wc->w.rec.model);
     wc->w.done = write_done;
     wc->w.ctx = wc;
     store_submit(ctx->db, &wc->w);
@@ -181,7 +182,7 @@ static void write_record(svc_call *call, const ProtobufCMessage *msg, const svc_
     if (wc == NULL || svc_write_prepare(r, &wc->w, &err) != RD_OK ||
         set_options(call, wc, o, msg, &err) != RD_OK || check_write(call, wc, &m, &err) != RD_OK ||
         svc_write_authorize(call, &wc->az, svc_call_method(call)->can, &wc->w, m, &err) != RD_OK) {
-        fail_write(call, &err, client_tx_id); /* the arena's cleanup releases w.data */
+        fail_write(call, &err, client_tx_id); /* the arena's cleanup releases w.rec.data */
         return;
     }
     submit(call, wc, client_tx_id, with_record);

@@ -205,8 +205,8 @@ static void push_done(store_write *w)
     svc_call *call = pc->call;
     rd_arena *a = svc_call_arena(call);
     rd_err err = w->err;
-    json_t *changes = w->changes;
-    store_schema_release(w->schema);
+    json_t *changes = w->push.changes;
+    store_schema_release(w->push.schema);
     if (err.code != RD_OK) {
         json_decref(changes);
         svc_fail(call, &err);
@@ -259,8 +259,8 @@ void svc_push_schema(svc_call *call, const ProtobufCMessage *msg)
     pc->w.op = STORE_OP_PUSH_SCHEMA;
     pc->w.org = svc_call_org(call);
     pc->w.actor = svc_call_actor(call);
-    pc->w.schema = def;
-    pc->w.force = req->force;
+    pc->w.push.schema = def;
+    pc->w.push.force = req->force;
     pc->w.deadline_us = svc_call_deadline_us(call);
     pc->w.done = push_done;
     pc->w.ctx = pc;

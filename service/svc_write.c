@@ -16,47 +16,47 @@ rd_code svc_write_require(const char *value, const char *field, rd_err *err)
 static rd_code guards(const svc_write_req *r, store_write *w, rd_err *err)
 {
     if (r->expected_version != NULL) {
-        w->has_expected_version = true;
-        w->expected_version = r->expected_version->value;
+        w->rec.has_expected_version = true;
+        w->rec.expected_version = r->expected_version->value;
     }
     if (r->read_at != NULL) {
         if (r->read_at->value < 0)
             return rd_errf(err, RD_VALIDATION_FAILED, "readAt", "readAt must not be negative");
-        w->has_read_at = true;
-        w->read_at = r->read_at->value;
+        w->rec.has_read_at = true;
+        w->rec.read_at = r->read_at->value;
     }
     switch (r->on_stale) {
     case RECORDD__V1__ON_STALE__ON_STALE_UNSPECIFIED:
     case RECORDD__V1__ON_STALE__REJECT:
-        w->on_stale = STORE_STALE_REJECT;
+        w->rec.on_stale = STORE_STALE_REJECT;
         break;
     case RECORDD__V1__ON_STALE__OVERWRITE:
-        w->on_stale = STORE_STALE_OVERWRITE;
+        w->rec.on_stale = STORE_STALE_OVERWRITE;
         break;
     case RECORDD__V1__ON_STALE__NOTIFY:
-        w->on_stale = STORE_STALE_NOTIFY;
+        w->rec.on_stale = STORE_STALE_NOTIFY;
         break;
     default:
         return rd_errf(err, RD_VALIDATION_FAILED, "onStale", "onStale: unknown value %d",
                        (int)r->on_stale);
     }
-    w->claim = r->claim;
+    w->rec.claim = r->claim;
     return RD_OK;
 }
 
 rd_code svc_write_prepare(const svc_write_req *r, store_write *w, rd_err *err)
 {
     w->op = r->op;
-    w->model = r->model;
-    w->id = r->id;
-    w->group = r->op == STORE_OP_CREATE ? r->group : NULL;
+    w->rec.model = r->model;
+    w->rec.id = r->id;
+    w->rec.group = r->op == STORE_OP_CREATE ? r->group : NULL;
     if (svc_write_require(r->model, "model", err) != RD_OK)
         return err->code;
     if (r->op != STORE_OP_CREATE && svc_write_require(r->id, "id", err) != RD_OK)
         return err->code;
     if (r->op != STORE_OP_CREATE && guards(r, w, err) != RD_OK)
         return err->code;
-    if (r->op != STORE_OP_DELETE && svc_struct_to_json(r->data, &w->data, err) != RD_OK)
+    if (r->op != STORE_OP_DELETE && svc_struct_to_json(r->data, &w->rec.data, err) != RD_OK)
         return err->code;
     return RD_OK;
 }
@@ -81,14 +81,15 @@ rd_code svc_write_authorize(svc_call *call, svc_write_authz *az, auth_verb can, 
     bool ok = w->op == STORE_OP_REPLACE ? svc_authz_model_fields(a, m, &az->fields, &az->n_fields)
               : w->op == STORE_OP_DELETE
                   ? true
-                  : svc_authz_data_fields(a, w->data, &az->fields, &az->n_fields);
+                  : svc_authz_data_fields(a, w->rec.data, &az->fields, &az->n_fields);
     if (!ok)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     if (w->op != STORE_OP_CREATE) {
         w->authorize = svc_write_authorize_in_writer;
         return RD_OK;
     }
-    rd_code code = svc_authz(call, can, w->model, w->group, az->fields, az->n_fields, m, err);
+    rd_code code =
+        svc_authz(call, can, w->rec.model, w->rec.group, az->fields, az->n_fields, m, err);
     note_denial(az, code);
     return code;
 }
@@ -96,8 +97,8 @@ rd_code svc_write_authorize(svc_call *call, svc_write_authz *az, auth_verb can, 
 rd_code svc_write_authorize_in_writer(store_write *w, const char *group, rd_err *err)
 {
     svc_write_authz *az = w->ctx;
-    rd_code code = group == NULL ? svc_authz_model(az->call, az->can, w->model, err)
-                                 : svc_authz(az->call, az->can, w->model, group, az->fields,
+    rd_code code = group == NULL ? svc_authz_model(az->call, az->can, w->rec.model, err)
+                                 : svc_authz(az->call, az->can, w->rec.model, group, az->fields,
                                              az->n_fields, az->m, err);
     note_denial(az, code);
     return code;

@@ -43,7 +43,7 @@ rd_code svc_write_require(const char *value, const char *field, rd_err *err);
 
 /* Checks r — model, id (not for a create), readAt (not negative), onStale
  * — and fills w: op, model, id, group, the guards, and the data as JSON
- * (w->data, a new reference the caller releases; NULL for a delete).
+ * (w->rec.data, a new reference the caller releases; NULL for a delete).
  * Errors are RD_VALIDATION_FAILED / RD_INVALID_BODY naming the field. */
 rd_code svc_write_prepare(const svc_write_req *r, store_write *w, rd_err *err);
 

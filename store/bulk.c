@@ -30,15 +30,15 @@ bool store_bulk_storable(const store_write *w)
 /* Clears what a record write produced (the store's part of its outputs). */
 static void clear_outputs(store_write *w)
 {
-    store_record_clear(&w->record);
-    json_decref(w->conflicts);
-    w->conflicts = NULL;
-    json_decref(w->changes);
-    w->changes = NULL;
+    store_record_clear(&w->rec.record);
+    json_decref(w->rec.conflicts);
+    w->rec.conflicts = NULL;
+    json_decref(w->push.changes);
+    w->push.changes = NULL;
     w->last_sync_id = 0;
     w->ops = 0;
-    w->held = false;
-    w->current_version = 0;
+    w->rec.held = false;
+    w->rec.current_version = 0;
 }
 
 /* ---- by filter ------------------------------------------------------------------------ */
@@ -58,7 +58,7 @@ static rd_code select_ids(store *s, store_bulk_op *op, const store_filter *f, si
     *out = NULL;
     *n = 0;
     store_sbuf_add(&sql, "SELECT _id FROM ");
-    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_table(&sql, w->org, w->rec.model);
     store_sbuf_add(&sql, " WHERE (");
     store_sbuf_add(&sql, store_filter_sql(f));
     store_sbuf_add(&sql, ")");
@@ -151,13 +151,13 @@ static rd_code run_where(store *s, const store_write *parent, store_bulk_op *op)
     char **ids = NULL;
     size_t n = 0;
     rd_code code = RD_OK;
-    if (w->model == NULL || w->model[0] == '\0')
+    if (w->rec.model == NULL || w->rec.model[0] == '\0')
         return rd_errf(&w->err, RD_VALIDATION_FAILED, "model", "model is required");
     sch = store_writer_schema(s, parent->org);
-    const store_model *m = store_schema_model(sch, w->model);
+    const store_model *m = store_schema_model(sch, w->rec.model);
     if (!store_org_valid(parent->org) || m == NULL) {
-        code =
-            rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", w->model);
+        code = rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
+                       w->rec.model);
         goto done;
     }
     if (store_filter_parse(m, op->filter, &f, &w->err) != RD_OK) {
@@ -175,7 +175,7 @@ static rd_code run_where(store *s, const store_write *parent, store_bulk_op *op)
                        "maxAffected must not be negative");
         goto done;
     }
-    if (update && store_check_values(m, w->data, STORE_CHECK_PATCH, &w->err) != RD_OK) {
+    if (update && store_check_values(m, w->rec.data, STORE_CHECK_PATCH, &w->err) != RD_OK) {
         code = w->err.code;
         goto done;
     }
@@ -209,9 +209,9 @@ static rd_code run_where(store *s, const store_write *parent, store_bulk_op *op)
         t.op = update ? STORE_OP_UPDATE : STORE_OP_DELETE;
         t.org = parent->org;
         t.actor = parent->actor;
-        t.model = w->model;
-        t.id = ids[i];
-        t.data = w->data;
+        t.rec.model = w->rec.model;
+        t.rec.id = ids[i];
+        t.rec.data = w->rec.data;
         t.authorize = w->authorize;
         t.ctx = w->ctx;
         memcpy(t.server_tx_id, parent->server_tx_id, sizeof t.server_tx_id);
@@ -223,7 +223,7 @@ static rd_code run_where(store *s, const store_write *parent, store_bulk_op *op)
             /* the record's error, naming it */
             rd_errf(&w->err, code, t.err.field[0] ? t.err.field : NULL, "record '%.128s': %s",
                     ids[i], t.err.msg);
-            w->current_version = t.current_version;
+            w->rec.current_version = t.rec.current_version;
         }
         clear_outputs(&t);
         if (code != RD_OK)
@@ -298,7 +298,7 @@ static bool run_op(store *s, const store_write *parent, store_bulk_op *op)
     }
     /* failed or held (w->err keeps why): undo the operation's writes and give
      * its sync ids back */
-    op->failed = !(code == RD_STALE_CONTEXT && w->held);
+    op->failed = !(code == RD_STALE_CONTEXT && w->rec.held);
     op->affected = 0;
     s->sync_id = before;
     w->last_sync_id = 0;

@@ -113,7 +113,7 @@ static rd_code step_put(store *s, sqlite3_stmt *st, int rc, rd_err *err)
  * goes to the callback with group NULL first, so a caller without access
  * learns nothing about which ids exist (must_exist: then NOT_FOUND). model
  * may differ from w->model (a
- * release names its record through the claim), so w->model is pointed at
+ * release names its record through the claim), so w->rec.model is pointed at
  * it for the callback. */
 static rd_code record_authorized(store *s, store_write *w, const char *model, const char *id,
                                  bool must_exist)
@@ -154,10 +154,10 @@ static rd_code record_authorized(store *s, store_write *w, const char *model, co
     }
 check:
     if (w->authorize != NULL) {
-        const char *named = w->model;
-        w->model = model;
+        const char *named = w->rec.model;
+        w->rec.model = model;
         code = w->authorize(w, exists ? group : NULL, &w->err);
-        w->model = named;
+        w->rec.model = named;
         if (code != RD_OK)
             goto done;
     }
@@ -172,7 +172,7 @@ done:
 }
 
 /* CLAIM_ACQUIRE: a new claim, a renewal, or RD_CLAIMED with the blocking
- * claim in w->claim_out. */
+ * claim in w->lease.out. */
 static rd_code acquire(store *s, store_write *w, const char *actor, int64_t now)
 {
     static const char sql_upsert[] =
@@ -180,59 +180,59 @@ static rd_code acquire(store *s, store_write *w, const char *actor, int64_t now)
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (org, model, record_id) DO UPDATE SET"
         " claim_id = excluded.claim_id, holder = excluded.holder,"
         " expires_at = excluded.expires_at";
-    bool renew = w->claim != NULL && w->claim[0] != '\0';
+    bool renew = w->rec.claim != NULL && w->rec.claim[0] != '\0';
     store_claim cur;
     bool found;
     sqlite3_stmt *st = NULL;
-    if (!store_org_valid(w->org) || w->model == NULL || !store_ident_valid(w->model))
+    if (!store_org_valid(w->org) || w->rec.model == NULL || !store_ident_valid(w->rec.model))
         return rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
-                       w->model ? w->model : "");
-    if (w->id == NULL || w->id[0] == '\0')
+                       w->rec.model ? w->rec.model : "");
+    if (w->rec.id == NULL || w->rec.id[0] == '\0')
         return rd_errf(&w->err, RD_VALIDATION_FAILED, "id", "id is required");
-    if (w->claim_ttl_s < 1 || w->claim_ttl_s > STORE_CLAIM_TTL_MAX_S)
+    if (w->lease.ttl_s < 1 || w->lease.ttl_s > STORE_CLAIM_TTL_MAX_S)
         return rd_errf(&w->err, RD_VALIDATION_FAILED, "ttlSeconds",
                        "ttlSeconds must be between 1 and %d", STORE_CLAIM_TTL_MAX_S);
-    if (!store_id_valid(w->id))
+    if (!store_id_valid(w->rec.id))
         return rd_errf(&w->err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'",
-                       w->id, w->model);
-    rd_code code = record_authorized(s, w, w->model, w->id, true);
+                       w->rec.id, w->rec.model);
+    rd_code code = record_authorized(s, w, w->rec.model, w->rec.id, true);
     if (code == RD_OK)
-        code = load_claim(s, sql_by_record, w->org, w->model, w->id, &cur, &found, &w->err);
+        code = load_claim(s, sql_by_record, w->org, w->rec.model, w->rec.id, &cur, &found, &w->err);
     if (code != RD_OK)
         return code;
     bool live = found && cur.expires_at_us > now;
     if (live) {
-        w->claim_out = cur;
-        w->claim_out.claim_id[0] = '\0'; /* never hand out another caller's id */
+        w->lease.out = cur;
+        w->lease.out.claim_id[0] = '\0'; /* never hand out another caller's id */
     }
     if (renew) {
         if (!live)
-            return claim_unknown(w->claim, &w->err);
-        if (strcmp(cur.claim_id, w->claim) != 0)
+            return claim_unknown(w->rec.claim, &w->err);
+        if (strcmp(cur.claim_id, w->rec.claim) != 0)
             return claimed_by(&cur, &w->err);
         if (strcmp(cur.holder, actor) != 0)
-            return not_holder(w->claim, &w->err);
+            return not_holder(w->rec.claim, &w->err);
     } else if (live) {
         return claimed_by(&cur, &w->err);
     }
 
-    store_claim *out = &w->claim_out;
+    store_claim *out = &w->lease.out;
     memset(out, 0, sizeof *out);
     if (renew)
         snprintf(out->claim_id, sizeof out->claim_id, "%s", cur.claim_id);
     else
         rd_random_id("clm_", out->claim_id, 26);
-    snprintf(out->model, sizeof out->model, "%s", w->model);
-    snprintf(out->id, sizeof out->id, "%s", w->id);
+    snprintf(out->model, sizeof out->model, "%s", w->rec.model);
+    snprintf(out->id, sizeof out->id, "%s", w->rec.id);
     snprintf(out->holder, sizeof out->holder, "%s", actor);
-    out->expires_at_us = now + (int64_t)w->claim_ttl_s * 1000000;
+    out->expires_at_us = now + (int64_t)w->lease.ttl_s * 1000000;
     if (out->expires_at_us > s->claims_until_us)
         s->claims_until_us = out->expires_at_us;
     int rc = store_stmt_get(&s->wcache, sql_upsert, &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, w->org, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, w->model, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, w->id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, w->rec.model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, w->rec.id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 4, out->claim_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 5, actor, -1, SQLITE_STATIC);
         rc = sqlite3_bind_int64(st, 6, out->expires_at_us);
@@ -247,27 +247,27 @@ static rd_code release(store *s, store_write *w, const char *actor, int64_t now)
     store_claim cur;
     bool found;
     sqlite3_stmt *st = NULL;
-    if (w->claim == NULL || w->claim[0] == '\0')
+    if (w->rec.claim == NULL || w->rec.claim[0] == '\0')
         return rd_errf(&w->err, RD_VALIDATION_FAILED, "claimId", "claimId is required");
-    rd_code code = load_claim(s, sql_by_id, w->org, w->claim, NULL, &cur, &found, &w->err);
+    rd_code code = load_claim(s, sql_by_id, w->org, w->rec.claim, NULL, &cur, &found, &w->err);
     if (code != RD_OK)
         return code;
     if (!found || cur.expires_at_us <= now ||
-        (w->model != NULL && w->model[0] != '\0' && strcmp(w->model, cur.model) != 0) ||
-        (w->id != NULL && w->id[0] != '\0' && strcmp(w->id, cur.id) != 0))
+        (w->rec.model != NULL && w->rec.model[0] != '\0' && strcmp(w->rec.model, cur.model) != 0) ||
+        (w->rec.id != NULL && w->rec.id[0] != '\0' && strcmp(w->rec.id, cur.id) != 0))
         return rd_errf(&w->err, RD_NOT_FOUND, "claimId", "claim '%.48s' expired or is unknown",
-                       w->claim);
+                       w->rec.claim);
     /* a claim outlives a deleted record until it expires: release it */
     code = record_authorized(s, w, cur.model, cur.id, false);
     if (code != RD_OK)
         return code;
     if (strcmp(cur.holder, actor) != 0)
-        return not_holder(w->claim, &w->err);
-    w->claim_out = cur;
+        return not_holder(w->rec.claim, &w->err);
+    w->lease.out = cur;
     int rc = store_stmt_get(&s->wcache, sql_delete, &st);
     if (rc == SQLITE_OK) {
         sqlite3_bind_text(st, 1, w->org, -1, SQLITE_STATIC);
-        rc = sqlite3_bind_text(st, 2, w->claim, -1, SQLITE_STATIC);
+        rc = sqlite3_bind_text(st, 2, w->rec.claim, -1, SQLITE_STATIC);
     }
     return step_put(s, st, rc, &w->err);
 }
@@ -276,7 +276,7 @@ rd_code store_claim_apply(store *s, store_write *w)
 {
     const char *actor = w->actor != NULL ? w->actor : "";
     int64_t now = rd_now_us();
-    memset(&w->claim_out, 0, sizeof w->claim_out);
+    memset(&w->lease.out, 0, sizeof w->lease.out);
     if (w->org == NULL)
         return rd_errf(&w->err, RD_INTERNAL, NULL, "a claim write needs an organisation");
     if (w->op == STORE_OP_CLAIM_ACQUIRE)

@@ -320,7 +320,7 @@ static rd_code check_destructive(push *p, const store_model *om, const store_mod
         const store_field *of = &om->fields[i];
         const store_field *nf = store_model_field(nm, of->name);
         snprintf(path, sizeof path, "%s.%s", om->name, of->name);
-        if (p->w->force || (nf != NULL && nf->type == of->type))
+        if (p->w->push.force || (nf != NULL && nf->type == of->type))
             continue;
         if (nf == NULL)
             return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, path,
@@ -453,7 +453,7 @@ static rd_code apply_diff(push *p, const store_schema *cur, const store_schema *
         const store_model *om = &cur->models[i];
         if (store_schema_model(next, om->name) != NULL)
             continue;
-        if (!p->w->force)
+        if (!p->w->push.force)
             return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, om->name,
                            "would drop model %s and its records; use force", om->name);
         code = drop_model(p, om);
@@ -518,11 +518,11 @@ rd_code store_push_schema(store *s, store_write *w, store_schema **published)
                        "organization id '%s' differs only in case from the existing organization "
                        "'%s' (organization ids are case-insensitive); use '%s'",
                        w->org, other, other);
-    code = store_schema_validate(w->schema, &w->err);
+    code = store_schema_validate(w->push.schema, &w->err);
     if (code != RD_OK)
         return code;
     cur = store_writer_schema(s, w->org);
-    doc = store_schema_to_json(w->schema);
+    doc = store_schema_to_json(w->push.schema);
     curdoc = store_schema_to_json(cur);
     p.changes = json_array();
     if (doc == NULL || curdoc == NULL || p.changes == NULL) {
@@ -531,7 +531,7 @@ rd_code store_push_schema(store *s, store_write *w, store_schema **published)
     }
     if (json_equal(doc, curdoc)) {
         /* identical: nothing to do, the revision stays */
-        w->schema_revision = cur->revision;
+        w->push.revision = cur->revision;
         goto finish;
     }
     next = store_schema_from_json(doc, cur->revision + 1);
@@ -544,11 +544,11 @@ rd_code store_push_schema(store *s, store_write *w, store_schema **published)
         code = record_revision(&p, doc, next->revision);
     if (code != RD_OK)
         goto done;
-    w->schema_revision = next->revision;
+    w->push.revision = next->revision;
     *published = next;
     next = NULL;
 finish:
-    w->changes = p.changes;
+    w->push.changes = p.changes;
     p.changes = NULL;
 done:
     json_decref(p.changes);

@@ -23,7 +23,7 @@ typedef struct wctx {
 static rd_code sql_fail(wctx *c, int rc)
 {
     rd_code code = store_sql_err(c->s->wdb, rc, &c->w->err);
-    if (code == RD_DUPLICATE_RECORD && c->w->redact_duplicates)
+    if (code == RD_DUPLICATE_RECORD && c->w->rec.redact_duplicates)
         return rd_errf(&c->w->err, RD_DUPLICATE_RECORD, NULL,
                        "the record conflicts with an existing record: its id or a unique value "
                        "is already taken");
@@ -44,15 +44,15 @@ static rd_code begin_write(wctx *c, store *s, store_write *w)
     c->actor = w->actor != NULL ? w->actor : "";
     c->sid = s->sync_id + 1;
     c->now = rd_now_us();
-    if (w->org == NULL || w->model == NULL || !store_org_valid(w->org))
+    if (w->org == NULL || w->rec.model == NULL || !store_org_valid(w->org))
         return rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
-                       w->model ? w->model : "");
+                       w->rec.model ? w->rec.model : "");
     c->sch = store_writer_schema(s, w->org);
-    c->m = store_schema_model(c->sch, w->model);
+    c->m = store_schema_model(c->sch, w->rec.model);
     if (c->m == NULL)
         return rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
-                       w->model);
-    if (w->op != STORE_OP_CREATE && (w->id == NULL || w->id[0] == '\0'))
+                       w->rec.model);
+    if (w->op != STORE_OP_CREATE && (w->rec.id == NULL || w->rec.id[0] == '\0'))
         return rd_errf(&w->err, RD_VALIDATION_FAILED, "id", "id is required");
     return RD_OK;
 }
@@ -90,7 +90,7 @@ static rd_code load_row(wctx *c, store_record *out)
     sqlite3_stmt *st = NULL;
     rd_code code = RD_OK;
     store_sbuf_add(&sql, "SELECT * FROM ");
-    store_sbuf_table(&sql, c->w->org, c->w->model);
+    store_sbuf_table(&sql, c->w->org, c->w->rec.model);
     store_sbuf_add(&sql, " WHERE _id = ?1");
     if (sql.oom) {
         code = oom(c);
@@ -98,12 +98,12 @@ static rd_code load_row(wctx *c, store_record *out)
     }
     int rc = store_stmt_get(&c->s->wcache, sql.p, &st);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, c->w->id, -1, SQLITE_STATIC);
+        rc = sqlite3_bind_text(st, 1, c->w->rec.id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = store_wstep(c->s, st);
     if (rc == SQLITE_DONE) {
         code = rd_errf(&c->w->err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'",
-                       c->w->id, c->w->model);
+                       c->w->rec.id, c->w->rec.model);
         goto done;
     }
     if (rc != SQLITE_ROW) {
@@ -119,23 +119,23 @@ done:
 
 static rd_code check_version(wctx *c, const store_record *cur)
 {
-    if (c->w->has_expected_version && c->w->expected_version != cur->version)
+    if (c->w->rec.has_expected_version && c->w->rec.expected_version != cur->version)
         return rd_errf(&c->w->err, RD_VERSION_CONFLICT, "expectedVersion",
                        "version conflict: expected version %lld but the record is at version %lld",
-                       (long long)c->w->expected_version, (long long)cur->version);
-    if (c->w->n_expected_versions > 0) {
+                       (long long)c->w->rec.expected_version, (long long)cur->version);
+    if (c->w->rec.n_expected_versions > 0) {
         bool any = false;
-        for (size_t i = 0; i < c->w->n_expected_versions && !any; i++)
-            any = c->w->expected_versions[i] == cur->version;
+        for (size_t i = 0; i < c->w->rec.n_expected_versions && !any; i++)
+            any = c->w->rec.expected_versions[i] == cur->version;
         if (!any)
             return rd_errf(&c->w->err, RD_VERSION_CONFLICT, "expectedVersions",
                            "version conflict: the record is at version %lld, none of the %zu "
                            "expected versions",
-                           (long long)cur->version, c->w->n_expected_versions);
+                           (long long)cur->version, c->w->rec.n_expected_versions);
     }
     /* claims (store/claims.c): a live claim needs its id and its holder */
-    return store_claim_check(c->s, c->w->org, c->w->model, c->w->id, c->w->claim, c->actor, c->now,
-                             &c->w->err);
+    return store_claim_check(c->s, c->w->org, c->w->rec.model, c->w->rec.id, c->w->rec.claim,
+                             c->actor, c->now, &c->w->err);
 }
 
 /* ---- per-field staleness (read_at) ------------------------------------------------
@@ -149,7 +149,7 @@ static bool writes_field(const wctx *c, const store_field *f)
 {
     if (c->w->op != STORE_OP_UPDATE)
         return true;
-    return json_object_get(c->w->data, f->name) != NULL;
+    return json_object_get(c->w->rec.data, f->name) != NULL;
 }
 
 /* Names the conflicts in w->err: code RD_STALE_CONTEXT, field = the names
@@ -160,7 +160,7 @@ static rd_code stale_error(wctx *c, const store_record *cur)
     size_t used = 0, i;
     json_t *v;
     names[0] = '\0';
-    json_array_foreach(c->w->conflicts, i, v)
+    json_array_foreach(c->w->rec.conflicts, i, v)
     {
         int n =
             snprintf(names + used, sizeof names - used, "%s%s", i ? "," : "", json_string_value(v));
@@ -172,12 +172,12 @@ static rd_code stale_error(wctx *c, const store_record *cur)
     }
     return rd_errf(&c->w->err, RD_STALE_CONTEXT, names,
                    "stale context: %s changed after read_at %lld (the record is at sync id %lld)",
-                   names, (long long)c->w->read_at, (long long)cur->sync_id);
+                   names, (long long)c->w->rec.read_at, (long long)cur->sync_id);
 }
 
 /* Compares the sync ids of the fields the write writes with read_at.
- * RD_OK when none changed (or on_stale is OVERWRITE); else w->conflicts
- * lists them, w->held is set for NOTIFY, and RD_STALE_CONTEXT. */
+ * RD_OK when none changed (or on_stale is OVERWRITE); else w->rec.conflicts
+ * lists them, w->rec.held is set for NOTIFY, and RD_STALE_CONTEXT. */
 static rd_code check_stale(wctx *c, const store_record *cur)
 {
     store_write *w = c->w;
@@ -186,7 +186,7 @@ static rd_code check_stale(wctx *c, const store_record *cur)
     sqlite3_stmt *st = NULL;
     rd_code code = RD_OK;
     int rc, col = 0;
-    if (!w->has_read_at || w->on_stale == STORE_STALE_OVERWRITE)
+    if (!w->rec.has_read_at || w->rec.on_stale == STORE_STALE_OVERWRITE)
         return RD_OK;
     store_sbuf_add(&sql, "SELECT 0");
     for (size_t i = 0; i < m->n_fields; i++) {
@@ -196,7 +196,7 @@ static rd_code check_stale(wctx *c, const store_record *cur)
         store_sbuf_ident2(&sql, "_s_", m->fields[i].name);
     }
     store_sbuf_add(&sql, " FROM ");
-    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_table(&sql, w->org, w->rec.model);
     store_sbuf_add(&sql, " WHERE _id = ?1");
     if (sql.oom) {
         code = oom(c);
@@ -204,7 +204,7 @@ static rd_code check_stale(wctx *c, const store_record *cur)
     }
     rc = store_stmt_get(&c->s->wcache, sql.p, &st);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+        rc = sqlite3_bind_text(st, 1, w->rec.id, -1, SQLITE_STATIC);
     if (rc == SQLITE_OK)
         rc = store_wstep(c->s, st);
     if (rc != SQLITE_ROW) {
@@ -215,18 +215,18 @@ static rd_code check_stale(wctx *c, const store_record *cur)
         if (!writes_field(c, &m->fields[i]))
             continue;
         col++;
-        if (sqlite3_column_int64(st, col) <= w->read_at)
+        if (sqlite3_column_int64(st, col) <= w->rec.read_at)
             continue;
-        if (w->conflicts == NULL)
-            w->conflicts = json_array();
-        if (w->conflicts == NULL ||
-            json_array_append_new(w->conflicts, json_string(m->fields[i].name)) != 0) {
+        if (w->rec.conflicts == NULL)
+            w->rec.conflicts = json_array();
+        if (w->rec.conflicts == NULL ||
+            json_array_append_new(w->rec.conflicts, json_string(m->fields[i].name)) != 0) {
             code = oom(c);
             goto done;
         }
     }
-    if (w->conflicts != NULL) {
-        w->held = w->on_stale == STORE_STALE_NOTIFY;
+    if (w->rec.conflicts != NULL) {
+        w->rec.held = w->rec.on_stale == STORE_STALE_NOTIFY;
         code = stale_error(c, cur);
     }
 done:
@@ -256,7 +256,7 @@ static rd_code check_authorized(wctx *c, rd_code loaded, const store_record *cur
 
 /* The concurrency checks of update, replace and delete against the current
  * row: expected_version and claims (check_version), then read_at. When one
- * refuses the write, w->current_version gets the record's version; a stale
+ * refuses the write, w->rec.current_version gets the record's version; a stale
  * write also gets the current image in w->record (for the notification). */
 static rd_code check_concurrency(wctx *c, store_record *cur)
 {
@@ -264,10 +264,10 @@ static rd_code check_concurrency(wctx *c, store_record *cur)
     if (code == RD_OK)
         code = check_stale(c, cur);
     if (code == RD_VERSION_CONFLICT || code == RD_STALE_CONTEXT || code == RD_CLAIMED)
-        c->w->current_version = cur->version;
+        c->w->rec.current_version = cur->version;
     if (code == RD_STALE_CONTEXT) {
-        store_record_clear(&c->w->record);
-        c->w->record = *cur;
+        store_record_clear(&c->w->rec.record);
+        c->w->rec.record = *cur;
         memset(cur, 0, sizeof *cur);
     }
     return code;
@@ -344,7 +344,7 @@ static rd_code log_change(wctx *c, const char *id, const char *group, const char
         sqlite3_bind_int64(st, 1, c->sid);
         sqlite3_bind_text(st, 2, c->w->server_tx_id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 3, c->w->org, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, c->w->model, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, c->w->rec.model, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 5, id, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 6, op, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 7, text, -1, SQLITE_STATIC);
@@ -387,8 +387,8 @@ static rd_code do_create(wctx *c)
     store_write *w = c->w;
     const store_model *m = c->m;
     char idbuf[STORE_ID_MAX + 1];
-    const char *id = w->id;
-    const char *group = w->group != NULL && w->group[0] != '\0' ? w->group : "default";
+    const char *id = w->rec.id;
+    const char *group = w->rec.group != NULL && w->rec.group[0] != '\0' ? w->rec.group : "default";
     json_t *doc = NULL, *fields = NULL;
     store_sbuf sql = {0};
     sqlite3_stmt *st = NULL;
@@ -404,10 +404,10 @@ static rd_code do_create(wctx *c)
     if (!store_id_valid(group))
         return rd_errf(&w->err, RD_VALIDATION_FAILED, "group",
                        "group must be 1 to %d characters of A-Z a-z 0-9 . _ ~ : -", STORE_ID_MAX);
-    code = store_check_values(m, w->data, STORE_CHECK_CREATE, &w->err);
+    code = store_check_values(m, w->rec.data, STORE_CHECK_CREATE, &w->err);
     if (code != RD_OK)
         return code;
-    doc = complete_doc(m, w->data);
+    doc = complete_doc(m, w->rec.data);
     fields = json_array();
     if (doc == NULL || fields == NULL) {
         code = oom(c);
@@ -419,7 +419,7 @@ static rd_code do_create(wctx *c)
 
     /* ?1 id ?2 group ?3 sync id ?4 now ?5 actor, field j at ?(6 + j) */
     store_sbuf_add(&sql, "INSERT INTO ");
-    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_table(&sql, w->org, w->rec.model);
     store_sbuf_add(&sql, " (_id, _group, _version, _sync_id, _created_at, _updated_at,"
                          " _created_by, _updated_by");
     for (size_t i = 0; i < m->n_fields; i++) {
@@ -462,7 +462,7 @@ static rd_code do_create(wctx *c)
         code = log_change(c, id, group, "CREATE", fields, doc);
     if (code != RD_OK)
         goto done;
-    store_record *r = &w->record;
+    store_record *r = &w->rec.record;
     fill_record(r, id, group);
     snprintf(r->created_by, sizeof r->created_by, "%s", c->actor);
     snprintf(r->updated_by, sizeof r->updated_by, "%s", c->actor);
@@ -532,15 +532,15 @@ static rd_code do_change(wctx *c)
     int rc;
     if (fields == NULL)
         return oom(c);
-    code =
-        store_check_values(m, w->data, replace ? STORE_CHECK_REPLACE : STORE_CHECK_PATCH, &w->err);
+    code = store_check_values(m, w->rec.data, replace ? STORE_CHECK_REPLACE : STORE_CHECK_PATCH,
+                              &w->err);
     if (code == RD_OK)
         code = check_authorized(c, load_row(c, &cur), &cur);
     if (code == RD_OK)
         code = check_concurrency(c, &cur);
     if (code != RD_OK)
         goto done;
-    next = replace ? complete_doc(m, w->data) : merge_fields(m, cur.data, w->data);
+    next = replace ? complete_doc(m, w->rec.data) : merge_fields(m, cur.data, w->rec.data);
     if (next == NULL) {
         code = oom(c);
         goto done;
@@ -560,7 +560,7 @@ static rd_code do_change(wctx *c)
 
     /* ?1 sync id ?2 now ?3 actor ?4 id, field i at ?(5 + i) */
     store_sbuf_add(&sql, "UPDATE ");
-    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_table(&sql, w->org, w->rec.model);
     store_sbuf_add(&sql, " SET _version = _version + 1, _sync_id = ?1, _updated_at = ?2,"
                          " _updated_by = ?3");
     for (size_t i = 0; i < m->n_fields; i++) {
@@ -594,7 +594,7 @@ static rd_code do_change(wctx *c)
     sqlite3_bind_int64(st, 1, c->sid);
     sqlite3_bind_int64(st, 2, c->now);
     sqlite3_bind_text(st, 3, c->actor, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, w->id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 4, w->rec.id, -1, SQLITE_STATIC);
     for (size_t i = 0; i < m->n_fields; i++) {
         const store_field *f = &m->fields[i];
         if (!replace && !field_changed(f, cur.data, next))
@@ -610,7 +610,7 @@ static rd_code do_change(wctx *c)
         code = log_change(c, cur.id, cur.group, replace ? "REPLACE" : "UPDATE", fields, next);
     if (code != RD_OK)
         goto done;
-    store_record *r = &w->record;
+    store_record *r = &w->rec.record;
     *r = cur; /* system fields; cur.data (the old data) is released below */
     r->data = next;
     next = NULL;
@@ -629,7 +629,7 @@ done:
     return code;
 }
 
-/* DELETE: the before-image goes to w->record; the log row names every
+/* DELETE: the before-image goes to w->rec.record; the log row names every
  * field of the model. */
 static rd_code do_delete(wctx *c)
 {
@@ -652,7 +652,7 @@ static rd_code do_delete(wctx *c)
     if (code != RD_OK)
         goto done;
     store_sbuf_add(&sql, "DELETE FROM ");
-    store_sbuf_table(&sql, w->org, w->model);
+    store_sbuf_table(&sql, w->org, w->rec.model);
     store_sbuf_add(&sql, " WHERE _id = ?1");
     if (sql.oom) {
         code = oom(c);
@@ -660,7 +660,7 @@ static rd_code do_delete(wctx *c)
     }
     int rc = store_stmt_get(&c->s->wcache, sql.p, &st);
     if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, w->id, -1, SQLITE_STATIC);
+        rc = sqlite3_bind_text(st, 1, w->rec.id, -1, SQLITE_STATIC);
     if (rc != SQLITE_OK) {
         code = sql_fail(c, rc);
         goto done;
@@ -670,7 +670,7 @@ static rd_code do_delete(wctx *c)
         code = log_change(c, cur.id, cur.group, "DELETE", fields, NULL);
     if (code != RD_OK)
         goto done;
-    w->record = cur;
+    w->rec.record = cur;
     cur.data = NULL;
     w->last_sync_id = c->sid;
     w->ops = 1;

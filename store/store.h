@@ -293,19 +293,19 @@ typedef enum store_op {
  * docs/internals/claims.md). Claim writes go through the writer like record
  * writes but append nothing to the sync log.
  *
- * CLAIM_ACQUIRE (org, actor, model, id, claim_ttl_s, claim): the record must
- * exist (RD_NOT_FOUND); claim_ttl_s outside 1..STORE_CLAIM_TTL_MAX_S is
+ * CLAIM_ACQUIRE (org, actor, rec.model, rec.id, lease.ttl_s, rec.claim): the
+ * record must exist (RD_NOT_FOUND); lease.ttl_s outside 1..STORE_CLAIM_TTL_MAX_S is
  * RD_VALIDATION_FAILED. With claim NULL/"": a new claim when the record has
  * no live claim (an expired one is replaced), else RD_CLAIMED, whoever asks
  * (one principal may run many workers). With claim set: renews that live
  * claim (same id, expires now + ttl) when the actor holds it, else
- * RD_CLAIMED. claim_out gets the claim; on RD_CLAIMED the blocking claim
+ * RD_CLAIMED. lease.out gets the claim; on RD_CLAIMED the blocking claim
  * (holder and expiry, never its id).
  *
- * CLAIM_RELEASE (org, actor, claim, model and id optional): deletes the live
+ * CLAIM_RELEASE (org, actor, rec.claim; rec.model and rec.id optional): deletes the live
  * claim. RD_NOT_FOUND when no live claim of org has that id (or it is on
  * another model/id than the ones given); RD_CLAIMED when the actor is not
- * its holder. claim_out gets the claim as it was. */
+ * its holder. lease.out gets the claim as it was. */
 typedef struct store_claim {
     char claim_id[48];
     char model[64];
@@ -325,7 +325,7 @@ typedef struct store_bulk store_bulk;
 typedef enum store_on_stale {
     STORE_STALE_REJECT = 0,    /* RD_STALE_CONTEXT, not applied */
     STORE_STALE_OVERWRITE = 1, /* applied: last writer wins */
-    STORE_STALE_NOTIFY = 2,    /* not applied; w->held with the conflict */
+    STORE_STALE_NOTIFY = 2,    /* not applied; w->rec.held with the conflict */
 } store_on_stale;
 
 /* Idempotency keys (store/idem.c, docs/internals/store.md). */
@@ -349,16 +349,10 @@ typedef struct store_sealed {
  * it cannot (out of memory): the write then fails with RD_INTERNAL. */
 typedef bool (*store_seal_fn)(store_write *w, store_sealed *out);
 
-/* One write. The caller fills the input part, keeps everything it points to
- * alive until done runs, and must not touch the struct in between. done
- * runs exactly once, on the completer thread (rd-completer, not the
- * writer: the writer goes on to the next batch meanwhile), after the commit
- * is durable (or the write failed), in commit order; it must not block. */
-struct store_write {
+/* The part of a write that addresses one record: CREATE, UPDATE, REPLACE,
+ * DELETE (also as a bulk operation) and the record a claim is about. */
+typedef struct store_record_write {
     /* input */
-    store_op op;
-    const char *org;   /* organisation id */
-    const char *actor; /* principal id, recorded as created_by/updated_by */
     const char *model;
     const char *id;    /* NULL or "" on create: the store generates one */
     const char *group; /* create only; "" = default group */
@@ -377,14 +371,55 @@ struct store_write {
      * or "" = none), checked by store_claim_check; CLAIM_ACQUIRE: a live
      * claim to renew; CLAIM_RELEASE: the claim to release */
     const char *claim;
-    int claim_ttl_s;     /* CLAIM_ACQUIRE: 1..STORE_CLAIM_TTL_MAX_S */
-    int64_t deadline_us; /* 0 = none; past it the write is not applied */
     /* update/replace/delete: per-field staleness. With has_read_at, the write
      * is stale when a field it writes (update: the patch's fields; replace
      * and delete: every field) changed after read_at; on_stale decides. */
     bool has_read_at;
     int64_t read_at;
     store_on_stale on_stale;
+
+    /* output, valid when done runs */
+    store_record record; /* after-image for create/update/replace;
+                            before-image for delete (the caller clears it) */
+    /* Refused by a concurrency check (version_conflict, stale_context, held,
+     * claimed): current_version is the record's version. Stale (and held):
+     * record is the current image (the caller clears it). */
+    int64_t current_version;
+    /* Stale (RD_STALE_CONTEXT): the written fields that changed after
+     * read_at, an array of names in schema order (caller decrefs). held is
+     * true when on_stale was NOTIFY: the write was held, not failed. */
+    json_t *conflicts;
+    bool held;
+} store_record_write;
+
+/* The part of a PUSH_SCHEMA write. */
+typedef struct store_push_write {
+    store_schema *schema; /* input: the new definition (store takes a ref) */
+    bool force;           /* input: allow destructive changes */
+    int64_t revision;     /* output: the new revision */
+    json_t *changes;      /* output: array of strings (caller decrefs) */
+} store_push_write;
+
+/* The part of a CLAIM_ACQUIRE / CLAIM_RELEASE write (the record and the
+ * claim id are in the record part). */
+typedef struct store_lease_write {
+    int ttl_s;       /* input, CLAIM_ACQUIRE: 1..STORE_CLAIM_TTL_MAX_S */
+    store_claim out; /* output: see store_claim; zero it before submitting */
+} store_lease_write;
+
+/* One write: a header every operation has, then the part of its kind of
+ * operation (rec, push, lease or bulk). The caller fills the input parts,
+ * keeps everything they point to alive until done runs, and must not touch
+ * the struct in between. done runs exactly once, on the completer thread
+ * (rd-completer, not the writer: the writer goes on to the next batch
+ * meanwhile), after the commit is durable (or the write failed), in commit
+ * order; it must not block. */
+struct store_write {
+    /* ---- the header -------------------------------------------------------- */
+    store_op op;
+    const char *org;     /* organisation id */
+    const char *actor;   /* principal id, recorded as created_by/updated_by */
+    int64_t deadline_us; /* 0 = none; past it the write is not applied */
     /* Idempotency (any record write): with idem_key set (1..STORE_IDEM_KEY_MAX
      * bytes), store_submit refuses a second write with the same (org, key)
      * while the first is queued (RD_IDEMPOTENCY_IN_PROGRESS); the writer
@@ -396,36 +431,19 @@ struct store_write {
     const char *idem_key;
     uint8_t idem_hash[STORE_IDEM_HASH_BYTES];
     store_seal_fn seal;
-    store_bulk *bulk;     /* BULK: the operations and their outcomes (store_bulk) */
-    store_schema *schema; /* PUSH_SCHEMA: the new definition (store takes a ref) */
-    bool force;           /* PUSH_SCHEMA: allow destructive changes */
-    /* update/replace/delete: runs on the writer thread once the record is
-     * looked up, before any other check, with the record's sync group, or
-     * NULL when the record does not exist; a code other than RD_OK (with err
-     * filled) rejects the write. NULL = no check. */
+    /* update/replace/delete and claims: runs on the writer thread once the
+     * record is looked up, before any other check, with the record's sync
+     * group, or NULL when the record does not exist; a code other than RD_OK
+     * (with err filled) rejects the write. NULL = no check. */
     rd_code (*authorize)(store_write *w, const char *group, rd_err *err);
     store_done_fn done;
     void *ctx; /* for the caller */
 
     /* output, valid when done runs */
-    rd_err err;              /* err.code == RD_OK on success */
-    char server_tx_id[40];   /* unique per write */
-    int64_t last_sync_id;    /* sync id of this write; 0 when nothing written */
-    int ops;                 /* rows written */
-    store_record record;     /* after-image for create/update/replace;
-                                before-image for delete (the caller clears it) */
-    int64_t schema_revision; /* PUSH_SCHEMA: the new revision */
-    json_t *changes;         /* PUSH_SCHEMA: array of strings (caller decrefs) */
-    store_claim claim_out;   /* CLAIM_*: see store_claim; zero it before submitting */
-    /* Refused by a concurrency check (version_conflict, stale_context, held,
-     * claimed): current_version is the record's version. Stale (and held):
-     * record is the current image (the caller clears it). */
-    int64_t current_version;
-    /* Stale (RD_STALE_CONTEXT): the written fields that changed after
-     * read_at, an array of names in schema order (caller decrefs). held is
-     * true when on_stale was NOTIFY: the write was held, not failed. */
-    json_t *conflicts;
-    bool held;
+    rd_err err;            /* err.code == RD_OK on success */
+    char server_tx_id[40]; /* unique per write */
+    int64_t last_sync_id;  /* sync id of this write; 0 when nothing written */
+    int ops;               /* rows written */
     /* Idempotency: idem_stored = the sealed outcome was committed with the
      * write; replayed = an earlier outcome was found and nothing executed:
      * replay (malloc'd, caller frees) holds its bytes, replay_status its
@@ -435,6 +453,12 @@ struct store_write {
     void *replay;
     size_t replay_len;
     int replay_status;
+
+    /* ---- the part of the operation --------------------------------------------- */
+    store_record_write rec;  /* CREATE, UPDATE, REPLACE, DELETE; CLAIM_*: the record */
+    store_push_write push;   /* PUSH_SCHEMA */
+    store_lease_write lease; /* CLAIM_ACQUIRE, CLAIM_RELEASE */
+    store_bulk *bulk;        /* BULK: the operations and their outcomes (store_bulk) */
 
     store_write *next_;      /* internal */
     store_write *idem_next_; /* internal: chain of the in-flight key set */

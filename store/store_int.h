@@ -374,7 +374,7 @@ bool store_bulk_storable(const store_write *w);
  * write's savepoint. */
 
 /* Executes a CLAIM_ACQUIRE or CLAIM_RELEASE write (rules in store.h, at
- * store_claim); fills w->claim_out and w->err. */
+ * store_claim); fills w->lease.out and w->err. */
 rd_code store_claim_apply(store *s, store_write *w);
 
 /* The claim rule for a write to record (org, model, id) by actor carrying

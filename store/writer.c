@@ -17,12 +17,12 @@ static void init_outputs(store_write *w)
     rd_random_id("tx_", w->server_tx_id, 20);
     w->last_sync_id = 0;
     w->ops = 0;
-    memset(&w->record, 0, sizeof w->record);
-    w->schema_revision = 0;
-    w->changes = NULL;
-    w->current_version = 0;
-    w->conflicts = NULL;
-    w->held = false;
+    memset(&w->rec.record, 0, sizeof w->rec.record);
+    w->push.revision = 0;
+    w->push.changes = NULL;
+    w->rec.current_version = 0;
+    w->rec.conflicts = NULL;
+    w->rec.held = false;
     w->idem_stored = false;
     w->replayed = false;
     w->replay = NULL;
@@ -33,16 +33,16 @@ static void init_outputs(store_write *w)
 /* Drops whatever a failed write had produced. */
 static void reset_outputs(store_write *w)
 {
-    store_record_clear(&w->record);
-    json_decref(w->changes);
-    w->changes = NULL;
+    store_record_clear(&w->rec.record);
+    json_decref(w->push.changes);
+    w->push.changes = NULL;
     w->last_sync_id = 0;
     w->ops = 0;
-    w->schema_revision = 0;
-    w->current_version = 0;
-    json_decref(w->conflicts);
-    w->conflicts = NULL;
-    w->held = false;
+    w->push.revision = 0;
+    w->rec.current_version = 0;
+    json_decref(w->rec.conflicts);
+    w->rec.conflicts = NULL;
+    w->rec.held = false;
     w->idem_stored = false;
     free(w->replay);
     w->replay = NULL;
@@ -73,7 +73,7 @@ void store_submit(store *s, store_write *w)
         return;
     }
     if (w->op == STORE_OP_PUSH_SCHEMA)
-        store_schema_ref(w->schema);
+        store_schema_ref(w->push.schema);
     if (s->qtail != NULL)
         s->qtail->next_ = w;
     else
@@ -553,7 +553,7 @@ complete:
     store_write *tail = head;
     for (store_write *w = head; w != NULL; w = w->next_) {
         if (w->op == STORE_OP_PUSH_SCHEMA)
-            store_schema_release(w->schema);
+            store_schema_release(w->push.schema);
         tail = w;
     }
     pthread_mutex_lock(&s->cmu);

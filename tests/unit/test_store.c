@@ -127,17 +127,17 @@ static rd_code push_org(const char *org, const char *text, bool force, json_t **
     w.op = STORE_OP_PUSH_SCHEMA;
     w.org = org;
     w.actor = "tester";
-    w.schema = def;
-    w.force = force;
+    w.push.schema = def;
+    w.push.force = force;
     rd_code code = store_submit_wait(fx->s, &w);
     last = w.err;
     store_schema_release(def);
     if (changes != NULL)
-        *changes = w.changes;
+        *changes = w.push.changes;
     else
-        json_decref(w.changes);
+        json_decref(w.push.changes);
     if (revision != NULL)
-        *revision = w.schema_revision;
+        *revision = w.push.revision;
     return code;
 }
 
@@ -153,18 +153,18 @@ static void prep(store_write *w, store_op op, const char *model, const char *id,
     w->op = op;
     w->org = ORG;
     w->actor = "tester";
-    w->model = model;
-    w->id = id;
-    w->data = data ? parse(data) : NULL;
+    w->rec.model = model;
+    w->rec.id = id;
+    w->rec.data = data ? parse(data) : NULL;
 }
 
-/* Runs a record write; the caller clears w->record. */
+/* Runs a record write; the caller clears w->rec.record. */
 static rd_code run_write(store_write *w)
 {
     rd_code code = store_submit_wait(fx->s, w);
     last = w->err;
-    json_decref(w->data);
-    w->data = NULL;
+    json_decref(w->rec.data);
+    w->rec.data = NULL;
     return code;
 }
 
@@ -180,7 +180,7 @@ static rd_code quick(store_op op, const char *model, const char *id, const char 
 {
     store_write w;
     rd_code code = write_rec(op, model, id, data, &w);
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
     return code;
 }
 
@@ -648,16 +648,17 @@ static void test_store_create_applies_defaults(void **state)
     store_write w;
     assert_int_equal(write_rec(STORE_OP_CREATE, "students", "s1", "{\"firstName\":\"Ada\"}", &w),
                      RD_OK);
-    assert_json(w.record.data, "{\"firstName\":\"Ada\",\"isActive\":true,\"status\":\"active\"}");
-    assert_string_equal(w.record.id, "s1");
-    assert_string_equal(w.record.group, "default");
-    assert_string_equal(w.record.created_by, "tester");
-    assert_int_equal(w.record.version, 1);
+    assert_json(w.rec.record.data,
+                "{\"firstName\":\"Ada\",\"isActive\":true,\"status\":\"active\"}");
+    assert_string_equal(w.rec.record.id, "s1");
+    assert_string_equal(w.rec.record.group, "default");
+    assert_string_equal(w.rec.record.created_by, "tester");
+    assert_int_equal(w.rec.record.version, 1);
     assert_true(w.last_sync_id > 0);
-    assert_int_equal(w.record.sync_id, w.last_sync_id);
+    assert_int_equal(w.rec.record.sync_id, w.last_sync_id);
     assert_int_equal(w.ops, 1);
     assert_int_equal(strncmp(w.server_tx_id, "tx_", 3), 0);
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
 }
 
 static void test_store_create_generates_id(void **state)
@@ -666,13 +667,13 @@ static void test_store_create_generates_id(void **state)
     store_write w;
     assert_int_equal(write_rec(STORE_OP_CREATE, "courses", NULL, "{\"title\":\"Math\"}", &w),
                      RD_OK);
-    assert_int_equal(strlen(w.record.id), 20);
+    assert_int_equal(strlen(w.rec.record.id), 20);
     char id[129];
-    snprintf(id, sizeof id, "%s", w.record.id);
-    store_record_clear(&w.record);
+    snprintf(id, sizeof id, "%s", w.rec.record.id);
+    store_record_clear(&w.rec.record);
     assert_int_equal(write_rec(STORE_OP_CREATE, "courses", "", "{\"title\":\"Art\"}", &w), RD_OK);
-    assert_string_not_equal(w.record.id, id);
-    store_record_clear(&w.record);
+    assert_string_not_equal(w.rec.record.id, id);
+    store_record_clear(&w.rec.record);
     store_record rec;
     assert_int_equal(get("courses", id, &rec), RD_OK);
     store_record_clear(&rec);
@@ -727,12 +728,12 @@ static void test_store_create_group(void **state)
     (void)state;
     store_write w;
     prep(&w, STORE_OP_CREATE, "courses", "c1", "{\"title\":\"x\"}");
-    w.group = "team-1";
+    w.rec.group = "team-1";
     assert_int_equal(run_write(&w), RD_OK);
-    assert_string_equal(w.record.group, "team-1");
-    store_record_clear(&w.record);
+    assert_string_equal(w.rec.record.group, "team-1");
+    store_record_clear(&w.rec.record);
     prep(&w, STORE_OP_CREATE, "courses", "c2", "{\"title\":\"x\"}");
-    w.group = "no spaces";
+    w.rec.group = "no spaces";
     assert_int_equal(run_write(&w), RD_VALIDATION_FAILED);
     assert_string_equal(last.field, "group");
 }
@@ -746,15 +747,15 @@ static void test_store_timestamps_are_normalised(void **state)
                                "\"age\":30.0,\"score\":2}",
                                &w),
                      RD_OK);
-    assert_string_equal(json_string_value(json_object_get(w.record.data, "enrolledAt")),
+    assert_string_equal(json_string_value(json_object_get(w.rec.record.data, "enrolledAt")),
                         "2024-05-01T12:00:00Z");
-    assert_true(json_is_integer(json_object_get(w.record.data, "age")));
-    assert_true(json_is_real(json_object_get(w.record.data, "score")));
+    assert_true(json_is_integer(json_object_get(w.rec.record.data, "age")));
+    assert_true(json_is_real(json_object_get(w.rec.record.data, "score")));
     store_record rec;
     assert_int_equal(get("students", "s1", &rec), RD_OK);
-    assert_true(json_equal(rec.data, w.record.data));
+    assert_true(json_equal(rec.data, w.rec.record.data));
     store_record_clear(&rec);
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
 }
 
 static void test_store_get_returns_record_and_read_at(void **state)
@@ -770,15 +771,15 @@ static void test_store_get_returns_record_and_read_at(void **state)
                      RD_OK);
     assert_int_equal(quick(STORE_OP_CREATE, "courses", NULL, "{\"title\":\"x\"}"), RD_OK);
     assert_int_equal(get_org(ORG, "students", "s1", &rec, &read_at), RD_OK);
-    assert_true(json_equal(rec.data, w.record.data));
+    assert_true(json_equal(rec.data, w.rec.record.data));
     assert_int_equal(rec.version, 1);
     assert_int_equal(rec.sync_id, w.last_sync_id);
-    assert_int_equal(rec.created_at_us, w.record.created_at_us);
+    assert_int_equal(rec.created_at_us, w.rec.record.created_at_us);
     assert_string_equal(rec.group, "default");
     assert_int_equal(read_at, w.last_sync_id + 1);
     assert_int_equal(read_at, q_int("SELECT max(sync_id) FROM _rd_sync_log"));
     store_record_clear(&rec);
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
 }
 
 static void test_store_get_not_found(void **state)
@@ -818,17 +819,17 @@ static void test_store_update_merges_patch(void **state)
                                "\"profile\":{\"a\":null,\"b\":{\"d\":3}}}",
                                &w),
                      RD_OK);
-    assert_json(w.record.data, "{\"firstName\":\"Ada\",\"lastName\":\"L\",\"isActive\":true,"
-                               "\"status\":\"inactive\",\"profile\":{\"b\":{\"c\":2,\"d\":3},"
-                               "\"keep\":true}}");
-    assert_int_equal(w.record.version, 2);
-    assert_string_equal(w.record.updated_by, "tester");
+    assert_json(w.rec.record.data, "{\"firstName\":\"Ada\",\"lastName\":\"L\",\"isActive\":true,"
+                                   "\"status\":\"inactive\",\"profile\":{\"b\":{\"c\":2,\"d\":3},"
+                                   "\"keep\":true}}");
+    assert_int_equal(w.rec.record.version, 2);
+    assert_string_equal(w.rec.record.updated_by, "tester");
     store_record rec;
     assert_int_equal(get("students", "s1", &rec), RD_OK);
-    assert_true(json_equal(rec.data, w.record.data));
+    assert_true(json_equal(rec.data, w.rec.record.data));
     assert_int_equal(rec.version, 2);
     store_record_clear(&rec);
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
 }
 
 static void test_store_update_json_non_object_replaces(void **state)
@@ -840,8 +841,8 @@ static void test_store_update_json_non_object_replaces(void **state)
         RD_OK);
     assert_int_equal(write_rec(STORE_OP_UPDATE, "students", "s1", "{\"profile\":[1,2]}", &w),
                      RD_OK);
-    assert_json(json_object_get(w.record.data, "profile"), "[1,2]");
-    store_record_clear(&w.record);
+    assert_json(json_object_get(w.rec.record.data, "profile"), "[1,2]");
+    store_record_clear(&w.rec.record);
 }
 
 static void test_store_update_sets_per_field_sync_ids(void **state)
@@ -863,8 +864,8 @@ static void test_store_update_sets_per_field_sync_ids(void **state)
     char *fields = q_text("SELECT fields FROM _rd_sync_log ORDER BY sync_id DESC LIMIT 1");
     assert_string_equal(fields, "[\"age\"]");
     free(fields);
-    store_record_clear(&c.record);
-    store_record_clear(&u.record);
+    store_record_clear(&c.rec.record);
+    store_record_clear(&u.rec.record);
 }
 
 static void test_store_update_clearing_required_field_refused(void **state)
@@ -887,11 +888,11 @@ static void test_store_update_without_changes_bumps_version(void **state)
     assert_int_equal(quick(STORE_OP_CREATE, "students", "s1", "{\"firstName\":\"Ada\"}"), RD_OK);
     assert_int_equal(write_rec(STORE_OP_UPDATE, "students", "s1", "{\"firstName\":\"Ada\"}", &w),
                      RD_OK);
-    assert_int_equal(w.record.version, 2);
+    assert_int_equal(w.rec.record.version, 2);
     char *fields = q_text("SELECT fields FROM _rd_sync_log ORDER BY sync_id DESC LIMIT 1");
     assert_string_equal(fields, "[]");
     free(fields);
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
 }
 
 static void test_store_update_immutable_field(void **state)
@@ -919,21 +920,22 @@ static void test_store_replace_resets_omitted_fields(void **state)
     prep(&c, STORE_OP_CREATE, "students", "s1",
          "{\"firstName\":\"Ada\",\"age\":5,\"status\":\"inactive\",\"isActive\":false,"
          "\"profile\":{\"x\":1}}");
-    c.group = "g1";
+    c.rec.group = "g1";
     assert_int_equal(run_write(&c), RD_OK);
     assert_int_equal(write_rec(STORE_OP_REPLACE, "students", "s1", "{\"firstName\":\"Bea\"}", &w),
                      RD_OK);
-    assert_json(w.record.data, "{\"firstName\":\"Bea\",\"isActive\":true,\"status\":\"active\"}");
-    assert_int_equal(w.record.version, 2);
-    assert_string_equal(w.record.group, "g1");
-    assert_int_equal(w.record.created_at_us, c.record.created_at_us);
-    assert_string_equal(w.record.id, "s1");
+    assert_json(w.rec.record.data,
+                "{\"firstName\":\"Bea\",\"isActive\":true,\"status\":\"active\"}");
+    assert_int_equal(w.rec.record.version, 2);
+    assert_string_equal(w.rec.record.group, "g1");
+    assert_int_equal(w.rec.record.created_at_us, c.rec.record.created_at_us);
+    assert_string_equal(w.rec.record.id, "s1");
     store_record rec;
     assert_int_equal(get("students", "s1", &rec), RD_OK);
-    assert_true(json_equal(rec.data, w.record.data));
+    assert_true(json_equal(rec.data, w.rec.record.data));
     store_record_clear(&rec);
-    store_record_clear(&c.record);
-    store_record_clear(&w.record);
+    store_record_clear(&c.rec.record);
+    store_record_clear(&w.rec.record);
 }
 
 static void test_store_replace_requires_required_fields(void **state)
@@ -952,14 +954,14 @@ static void test_store_delete_returns_before_image(void **state)
     store_record rec;
     assert_int_equal(quick(STORE_OP_CREATE, "courses", "c1", "{\"title\":\"Math\"}"), RD_OK);
     assert_int_equal(write_rec(STORE_OP_DELETE, "courses", "c1", NULL, &w), RD_OK);
-    assert_json(w.record.data, "{\"title\":\"Math\"}");
-    assert_string_equal(w.record.id, "c1");
+    assert_json(w.rec.record.data, "{\"title\":\"Math\"}");
+    assert_string_equal(w.rec.record.id, "c1");
     assert_int_equal(w.ops, 1);
     assert_int_equal(get("courses", "c1", &rec), RD_NOT_FOUND);
     char *op = q_text("SELECT op || ' ' || fields FROM _rd_sync_log ORDER BY sync_id DESC LIMIT 1");
     assert_string_equal(op, "DELETE [\"title\"]");
     free(op);
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
     assert_int_equal(quick(STORE_OP_DELETE, "courses", "c1", NULL), RD_NOT_FOUND);
 }
 
@@ -1009,21 +1011,21 @@ static void test_store_version_conflict(void **state)
     store_write w;
     assert_int_equal(quick(STORE_OP_CREATE, "courses", "c1", "{\"title\":\"x\"}"), RD_OK);
     prep(&w, STORE_OP_UPDATE, "courses", "c1", "{\"title\":\"y\"}");
-    w.has_expected_version = true;
-    w.expected_version = 5;
+    w.rec.has_expected_version = true;
+    w.rec.expected_version = 5;
     assert_int_equal(run_write(&w), RD_VERSION_CONFLICT);
     assert_msg("at version 1");
     assert_int_equal(w.last_sync_id, 0);
     prep(&w, STORE_OP_DELETE, "courses", "c1", NULL);
-    w.has_expected_version = true;
-    w.expected_version = 2;
+    w.rec.has_expected_version = true;
+    w.rec.expected_version = 2;
     assert_int_equal(run_write(&w), RD_VERSION_CONFLICT);
     prep(&w, STORE_OP_UPDATE, "courses", "c1", "{\"title\":\"y\"}");
-    w.has_expected_version = true;
-    w.expected_version = 1;
+    w.rec.has_expected_version = true;
+    w.rec.expected_version = 1;
     assert_int_equal(run_write(&w), RD_OK);
-    assert_int_equal(w.record.version, 2);
-    store_record_clear(&w.record);
+    assert_int_equal(w.rec.record.version, 2);
+    store_record_clear(&w.rec.record);
 }
 
 /* Updates touching 100 different field sets need more statements than the
@@ -1075,11 +1077,11 @@ static void test_store_statement_cache_eviction(void **state)
         w.op = STORE_OP_UPDATE;
         w.org = ORG;
         w.actor = "tester";
-        w.model = "students";
-        w.id = "s1";
-        w.data = patch;
+        w.rec.model = "students";
+        w.rec.id = "s1";
+        w.rec.data = patch;
         assert_int_equal(run_write(&w), RD_OK);
-        store_record_clear(&w.record);
+        store_record_clear(&w.rec.record);
     }
     assert_int_equal(get("students", "s1", &rec), RD_OK);
     if (!json_equal(rec.data, want)) {
@@ -1102,18 +1104,18 @@ static void test_store_sync_ids_increase_without_gaps(void **state)
     int64_t ids[4];
     assert_int_equal(write_rec(STORE_OP_CREATE, "courses", "c1", "{\"title\":\"a\"}", &w), RD_OK);
     ids[0] = w.last_sync_id;
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
     assert_int_equal(quick(STORE_OP_CREATE, "courses", "c1", "{\"title\":\"dup\"}"),
                      RD_DUPLICATE_RECORD);
     assert_int_equal(write_rec(STORE_OP_UPDATE, "courses", "c1", "{\"title\":\"b\"}", &w), RD_OK);
     ids[1] = w.last_sync_id;
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
     assert_int_equal(write_rec(STORE_OP_REPLACE, "courses", "c1", "{\"title\":\"c\"}", &w), RD_OK);
     ids[2] = w.last_sync_id;
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
     assert_int_equal(write_rec(STORE_OP_DELETE, "courses", "c1", NULL, &w), RD_OK);
     ids[3] = w.last_sync_id;
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
     for (int i = 0; i < 4; i++)
         assert_int_equal(ids[i], base + 1 + i);
     char *ops = q_text("SELECT group_concat(op, ',') FROM (SELECT op FROM _rd_sync_log"
@@ -1151,14 +1153,14 @@ static void *writer_thread(void *p)
         w.op = STORE_OP_CREATE;
         w.org = ORG;
         w.actor = "tester";
-        w.model = "courses";
-        w.id = id;
-        w.data = json_pack("{s:s}", "title", id);
+        w.rec.model = "courses";
+        w.rec.id = id;
+        w.rec.data = json_pack("{s:s}", "title", id);
         if (store_submit_wait(fx->s, &w) != RD_OK)
             a->failures++;
         a->ids[i] = w.last_sync_id;
-        store_record_clear(&w.record);
-        json_decref(w.data);
+        store_record_clear(&w.rec.record);
+        json_decref(w.rec.data);
         store_record rec;
         int64_t at = 0;
         if (store_get(c, ORG, "courses", id, &rec, &at, &err) != RD_OK || at < a->ids[i])
@@ -1246,11 +1248,11 @@ static void test_store_failing_write_does_not_affect_its_batch(void **state)
     assert_int_equal(w[0].last_sync_id, base + 1);
     assert_int_equal(w[1].last_sync_id, base + 2);
     assert_int_equal(w[2].last_sync_id, 0);
-    assert_null(w[2].record.data);
+    assert_null(w[2].rec.record.data);
     assert_int_equal(w[3].last_sync_id, base + 3);
     for (int i = 0; i < 4; i++) {
-        store_record_clear(&w[i].record);
-        json_decref(w[i].data);
+        store_record_clear(&w[i].rec.record);
+        json_decref(w[i].rec.data);
     }
 }
 
@@ -1267,7 +1269,7 @@ static void test_store_deadline_passed_is_not_applied(void **state)
     prep(&w, STORE_OP_CREATE, "courses", "ontime", "{\"title\":\"x\"}");
     w.deadline_us = rd_now_us() + 10 * 1000000;
     assert_int_equal(run_write(&w), RD_OK);
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
 }
 
 static void test_store_reopen_reads_back(void **state)
@@ -1289,14 +1291,14 @@ static void test_store_reopen_reads_back(void **state)
     assert_non_null(store_schema_model(s, "students"));
     store_schema_release(s);
     assert_int_equal(get("students", "s1", &rec), RD_OK);
-    assert_true(json_equal(rec.data, w.record.data));
+    assert_true(json_equal(rec.data, w.rec.record.data));
     assert_string_equal(json_string_value(json_object_get(rec.data, "enrolledAt")),
                         "2024-05-01T12:00:00.500Z");
     store_record_clear(&rec);
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
     assert_int_equal(write_rec(STORE_OP_UPDATE, "students", "s1", "{\"age\":1}", &w), RD_OK);
     assert_int_equal(w.last_sync_id, sid + 1);
-    store_record_clear(&w.record);
+    store_record_clear(&w.rec.record);
     assert_int_equal(push(schema_v1, false, NULL), RD_OK); /* still identical */
 }
 

@@ -59,10 +59,10 @@ static int setup(void **state)
     rd_err err;
     assert_int_equal(store_open(&o, &fx->s, &err), RD_OK);
     store_write w = {.op = STORE_OP_PUSH_SCHEMA, .org = ORG, .actor = "admin"};
-    w.schema = items_schema();
+    w.push.schema = items_schema();
     assert_int_equal(store_submit_wait(fx->s, &w), RD_OK);
-    store_schema_release(w.schema);
-    json_decref(w.changes);
+    store_schema_release(w.push.schema);
+    json_decref(w.push.changes);
     assert_int_equal(store_conn_open(fx->s, &fx->c, &err), RD_OK);
     return 0;
 }
@@ -88,13 +88,13 @@ static int64_t create_item(const char *id, const char *group, const char *name, 
     store_write w = {.op = STORE_OP_CREATE,
                      .org = ORG,
                      .actor = "alice",
-                     .model = "items",
-                     .id = id,
-                     .group = group};
-    w.data = json_loads(data, 0, NULL);
+                     .rec.model = "items",
+                     .rec.id = id,
+                     .rec.group = group};
+    w.rec.data = json_loads(data, 0, NULL);
     assert_int_equal(store_submit_wait(fx->s, &w), RD_OK);
-    json_decref(w.data);
-    store_record_clear(&w.record);
+    json_decref(w.rec.data);
+    store_record_clear(&w.rec.record);
     return w.last_sync_id;
 }
 
@@ -124,9 +124,9 @@ static store_bulk_op by_id(store_op op, const char *id, const char *data)
     store_bulk_op o;
     memset(&o, 0, sizeof o);
     o.w.op = op;
-    o.w.model = "items";
-    o.w.id = id;
-    o.w.data = data ? json_loads(data, 0, NULL) : NULL;
+    o.w.rec.model = "items";
+    o.w.rec.id = id;
+    o.w.rec.data = data ? json_loads(data, 0, NULL) : NULL;
     return o;
 }
 
@@ -158,9 +158,9 @@ static rd_code run(store_write *w, store_bulk *b, store_bulk_op *ops, size_t n,
 static void done_with(store_bulk_op *ops, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
-        json_decref(ops[i].w.data);
-        store_record_clear(&ops[i].w.record);
-        json_decref(ops[i].w.conflicts);
+        json_decref(ops[i].w.rec.data);
+        store_record_clear(&ops[i].w.rec.record);
+        json_decref(ops[i].w.rec.conflicts);
     }
 }
 
@@ -253,7 +253,7 @@ static void test_bulk_unknown_model_is_a_failure_not_a_missing_id(void **state)
 {
     (void)state;
     store_bulk_op ops[] = {by_id(STORE_OP_UPDATE, "x", "{\"n\":1}")};
-    ops[0].w.model = "ghosts";
+    ops[0].w.rec.model = "ghosts";
     store_write w;
     store_bulk b;
     assert_int_equal(run(&w, &b, ops, 1, STORE_BULK_BEST_EFFORT, false), RD_OK);
@@ -275,14 +275,14 @@ static void test_bulk_stale_notify_is_held_and_not_a_failure(void **state)
     done_with(first, 1);
     store_bulk_op ops[] = {by_id(STORE_OP_UPDATE, "h1", "{\"n\":3}"),
                            by_id(STORE_OP_CREATE, "h2", "{\"name\":\"h-two\"}")};
-    ops[0].w.has_read_at = true;
-    ops[0].w.read_at = read_at;
-    ops[0].w.on_stale = STORE_STALE_NOTIFY;
+    ops[0].w.rec.has_read_at = true;
+    ops[0].w.rec.read_at = read_at;
+    ops[0].w.rec.on_stale = STORE_STALE_NOTIFY;
     assert_int_equal(run(&w, &b, ops, 2, STORE_BULK_ALL_OR_NOTHING, false), RD_OK);
     assert_false(ops[0].failed);
-    assert_true(ops[0].w.held);
+    assert_true(ops[0].w.rec.held);
     assert_int_equal(ops[0].w.err.code, RD_STALE_CONTEXT);
-    assert_int_equal(json_array_size(ops[0].w.conflicts), 1);
+    assert_int_equal(json_array_size(ops[0].w.rec.conflicts), 1);
     assert_int_equal(ops[0].affected, 0);
     assert_int_equal(w.ops, 1);
     assert_int_equal(n_of("h1"), 2);

@@ -53,10 +53,10 @@ static store_schema *items_schema(void)
 static void push(const char *org)
 {
     store_write w = {.op = STORE_OP_PUSH_SCHEMA, .org = org, .actor = "admin"};
-    w.schema = items_schema();
+    w.push.schema = items_schema();
     assert_int_equal(store_submit_wait(fx->s, &w), RD_OK);
-    store_schema_release(w.schema);
-    json_decref(w.changes);
+    store_schema_release(w.push.schema);
+    json_decref(w.push.changes);
 }
 
 static int setup(void **state)
@@ -92,13 +92,13 @@ static int teardown(void **state)
 static int64_t write_one(const char *org, store_op op, const char *id, const char *group,
                          const char *data)
 {
-    store_write w = {.op = op, .org = org, .actor = "alice", .model = "items", .id = id};
-    w.group = group;
-    w.data = data ? json_loads(data, 0, NULL) : NULL;
+    store_write w = {.op = op, .org = org, .actor = "alice", .rec.model = "items", .rec.id = id};
+    w.rec.group = group;
+    w.rec.data = data ? json_loads(data, 0, NULL) : NULL;
     assert_int_equal(store_submit_wait(fx->s, &w), RD_OK);
     int64_t sid = w.last_sync_id;
-    json_decref(w.data);
-    store_record_clear(&w.record);
+    json_decref(w.rec.data);
+    store_record_clear(&w.rec.record);
     return sid;
 }
 

@@ -53,12 +53,12 @@ static rd_code push_org(const char *org)
     w.op = STORE_OP_PUSH_SCHEMA;
     w.org = org;
     w.actor = "tester";
-    w.schema = store_schema_from_json(doc, 0);
+    w.push.schema = store_schema_from_json(doc, 0);
     json_decref(doc);
-    assert_non_null(w.schema);
+    assert_non_null(w.push.schema);
     rd_code code = store_submit_wait(fx->s, &w);
-    store_schema_release(w.schema);
-    json_decref(w.changes);
+    store_schema_release(w.push.schema);
+    json_decref(w.push.changes);
     return code;
 }
 
@@ -69,17 +69,17 @@ static rd_code create_in(const char *org, const char *id)
     w.op = STORE_OP_CREATE;
     w.org = org;
     w.actor = "tester";
-    w.model = "tasks";
-    w.id = id;
-    w.data = json_pack("{s:s}", "title", id);
+    w.rec.model = "tasks";
+    w.rec.id = id;
+    w.rec.data = json_pack("{s:s}", "title", id);
     rd_code code = store_submit_wait(fx->s, &w);
     last = w.err;
-    json_decref(w.data);
-    store_record_clear(&w.record);
+    json_decref(w.rec.data);
+    store_record_clear(&w.rec.record);
     return code;
 }
 
-/* A claim write; *out (optional) gets claim_out. */
+/* A claim write; *out (optional) gets lease.out. */
 static rd_code claim_op(store_op op, const char *org, const char *actor, const char *model,
                         const char *id, const char *claim, int ttl, store_claim *out)
 {
@@ -88,14 +88,14 @@ static rd_code claim_op(store_op op, const char *org, const char *actor, const c
     w.op = op;
     w.org = org;
     w.actor = actor;
-    w.model = model;
-    w.id = id;
-    w.claim = claim;
-    w.claim_ttl_s = ttl;
+    w.rec.model = model;
+    w.rec.id = id;
+    w.rec.claim = claim;
+    w.lease.ttl_s = ttl;
     rd_code code = store_submit_wait(fx->s, &w);
     last = w.err;
     if (out != NULL)
-        *out = w.claim_out;
+        *out = w.lease.out;
     return code;
 }
 
@@ -122,15 +122,15 @@ static rd_code write_with(store_op op, const char *actor, const char *id, const 
     w.op = op;
     w.org = ORG;
     w.actor = actor;
-    w.model = "tasks";
-    w.id = id;
-    w.claim = claim;
+    w.rec.model = "tasks";
+    w.rec.id = id;
+    w.rec.claim = claim;
     if (op != STORE_OP_DELETE)
-        w.data = json_pack("{s:s}", "title", "changed");
+        w.rec.data = json_pack("{s:s}", "title", "changed");
     rd_code code = store_submit_wait(fx->s, &w);
     last = w.err;
-    json_decref(w.data);
-    store_record_clear(&w.record);
+    json_decref(w.rec.data);
+    store_record_clear(&w.rec.record);
     return code;
 }
 
@@ -298,13 +298,13 @@ static void test_release_by_holder_frees_the_record(void **state)
     w.op = STORE_OP_CLAIM_RELEASE;
     w.org = ORG;
     w.actor = "alice";
-    w.model = "tasks";
-    w.id = "t1";
-    w.claim = a.claim_id;
+    w.rec.model = "tasks";
+    w.rec.id = "t1";
+    w.rec.claim = a.claim_id;
     assert_int_equal(store_submit_wait(fx->s, &w), RD_OK);
-    assert_string_equal(w.claim_out.claim_id, a.claim_id);
-    assert_string_equal(w.claim_out.model, "tasks");
-    assert_string_equal(w.claim_out.id, "t1");
+    assert_string_equal(w.lease.out.claim_id, a.claim_id);
+    assert_string_equal(w.lease.out.model, "tasks");
+    assert_string_equal(w.lease.out.id, "t1");
     assert_int_equal(acquire("bob", "t1", 30, NULL), RD_OK);
     /* released once: a second release finds nothing */
     assert_int_equal(release("alice", a.claim_id), RD_NOT_FOUND);
@@ -443,15 +443,15 @@ static rd_code claim_authorized(store_op op, const char *id, const char *claim, 
     w.op = op;
     w.org = ORG;
     w.actor = "alice";
-    w.model = op == STORE_OP_CLAIM_ACQUIRE ? "tasks" : NULL;
-    w.id = id;
-    w.claim = claim;
-    w.claim_ttl_s = 60;
+    w.rec.model = op == STORE_OP_CLAIM_ACQUIRE ? "tasks" : NULL;
+    w.rec.id = id;
+    w.rec.claim = claim;
+    w.lease.ttl_s = 60;
     w.authorize = test_authorize;
     rd_code code = store_submit_wait(fx->s, &w);
     last = w.err;
     if (out != NULL)
-        *out = w.claim_out;
+        *out = w.lease.out;
     return code;
 }
 

@@ -59,10 +59,10 @@ static int setup(void **state)
     rd_err err;
     assert_int_equal(store_open(&o, &fx->s, &err), RD_OK);
     store_write w = {.op = STORE_OP_PUSH_SCHEMA, .org = ORG, .actor = "admin"};
-    w.schema = items_schema();
+    w.push.schema = items_schema();
     assert_int_equal(store_submit_wait(fx->s, &w), RD_OK);
-    store_schema_release(w.schema);
-    json_decref(w.changes);
+    store_schema_release(w.push.schema);
+    json_decref(w.push.changes);
     return 0;
 }
 
@@ -84,17 +84,17 @@ static rd_code write_one(store_write *w, store_op op, const char *id, const char
     w->op = op;
     w->org = ORG;
     w->actor = "alice";
-    w->model = "items";
-    w->id = id;
-    w->data = data ? json_loads(data, 0, NULL) : NULL;
+    w->rec.model = "items";
+    w->rec.id = id;
+    w->rec.data = data ? json_loads(data, 0, NULL) : NULL;
     return store_submit_wait(fx->s, w);
 }
 
 static void done_with(store_write *w)
 {
-    json_decref(w->data);
-    store_record_clear(&w->record);
-    json_decref(w->conflicts);
+    json_decref(w->rec.data);
+    store_record_clear(&w->rec.record);
+    json_decref(w->rec.conflicts);
     free(w->replay);
     memset(w, 0, sizeof *w);
 }
@@ -150,15 +150,15 @@ static void test_stale_field_rejects_and_names_only_written_changed_fields(void 
     (void)state;
     int64_t read_at = create_item("s1");
     update_ok("s1", "{\"a\":\"theirs\",\"b\":\"theirs\"}");
-    store_write w = {.has_read_at = true, .read_at = read_at};
+    store_write w = {.rec.has_read_at = true, .rec.read_at = read_at};
     assert_int_equal(write_one(&w, STORE_OP_UPDATE, "s1", "{\"a\":\"mine\",\"n\":3}"),
                      RD_STALE_CONTEXT);
     assert_string_equal(w.err.field, "a");
-    assert_int_equal(json_array_size(w.conflicts), 1);
-    assert_string_equal(json_string_value(json_array_get(w.conflicts, 0)), "a");
-    assert_false(w.held);
-    assert_int_equal(w.current_version, 2);
-    assert_string_equal(json_string_value(json_object_get(w.record.data, "a")), "theirs");
+    assert_int_equal(json_array_size(w.rec.conflicts), 1);
+    assert_string_equal(json_string_value(json_array_get(w.rec.conflicts, 0)), "a");
+    assert_false(w.rec.held);
+    assert_int_equal(w.rec.current_version, 2);
+    assert_string_equal(json_string_value(json_object_get(w.rec.record.data, "a")), "theirs");
     done_with(&w);
     assert_int_equal(version_of("s1"), 2);
 }
@@ -168,12 +168,14 @@ static void test_notify_holds_and_overwrite_applies(void **state)
     (void)state;
     int64_t read_at = create_item("s2");
     update_ok("s2", "{\"n\":7}");
-    store_write w = {.has_read_at = true, .read_at = read_at, .on_stale = STORE_STALE_NOTIFY};
+    store_write w = {
+        .rec.has_read_at = true, .rec.read_at = read_at, .rec.on_stale = STORE_STALE_NOTIFY};
     assert_int_equal(write_one(&w, STORE_OP_UPDATE, "s2", "{\"n\":1}"), RD_STALE_CONTEXT);
-    assert_true(w.held);
+    assert_true(w.rec.held);
     assert_int_equal(w.last_sync_id, 0);
     done_with(&w);
-    w = (store_write){.has_read_at = true, .read_at = read_at, .on_stale = STORE_STALE_OVERWRITE};
+    w = (store_write){
+        .rec.has_read_at = true, .rec.read_at = read_at, .rec.on_stale = STORE_STALE_OVERWRITE};
     assert_int_equal(write_one(&w, STORE_OP_UPDATE, "s2", "{\"n\":1}"), RD_OK);
     done_with(&w);
     assert_int_equal(version_of("s2"), 3);
@@ -184,7 +186,7 @@ static void test_fields_nobody_changed_are_not_stale(void **state)
     (void)state;
     int64_t read_at = create_item("s3");
     update_ok("s3", "{\"a\":\"theirs\"}");
-    store_write w = {.has_read_at = true, .read_at = read_at};
+    store_write w = {.rec.has_read_at = true, .rec.read_at = read_at};
     assert_int_equal(write_one(&w, STORE_OP_UPDATE, "s3", "{\"b\":\"mine\"}"), RD_OK);
     done_with(&w);
 }
@@ -194,7 +196,7 @@ static void test_delete_writes_every_field(void **state)
     (void)state;
     int64_t read_at = create_item("s4");
     update_ok("s4", "{\"b\":\"theirs\"}");
-    store_write w = {.has_read_at = true, .read_at = read_at};
+    store_write w = {.rec.has_read_at = true, .rec.read_at = read_at};
     assert_int_equal(write_one(&w, STORE_OP_DELETE, "s4", NULL), RD_STALE_CONTEXT);
     assert_string_equal(w.err.field, "b");
     done_with(&w);
@@ -259,11 +261,11 @@ static void test_concurrency_refusal_is_stored_validation_is_not(void **state)
 {
     (void)state;
     create_item("i3");
-    store_write w = {.has_expected_version = true, .expected_version = 9};
+    store_write w = {.rec.has_expected_version = true, .rec.expected_version = 9};
     idem_write(&w, "k3", 1);
     assert_int_equal(write_one(&w, STORE_OP_UPDATE, "i3", "{\"n\":1}"), RD_VERSION_CONFLICT);
     assert_true(w.idem_stored);
-    assert_int_equal(w.current_version, 1);
+    assert_int_equal(w.rec.current_version, 1);
     done_with(&w);
     idem_write(&w, "k3", 1);
     assert_int_equal(write_one(&w, STORE_OP_UPDATE, "i3", "{\"n\":1}"), RD_OK);

@@ -44,11 +44,11 @@ static int setup(void **state)
         return -1;
     json_t *doc = json_loads(schema_json, 0, NULL);
     store_write w = {.op = STORE_OP_PUSH_SCHEMA, .org = ORG, .actor = "t"};
-    w.schema = store_schema_from_json(doc, 0);
+    w.push.schema = store_schema_from_json(doc, 0);
     json_decref(doc);
     rd_code code = store_submit_wait(db, &w);
-    store_schema_release(w.schema);
-    json_decref(w.changes);
+    store_schema_release(w.push.schema);
+    json_decref(w.push.changes);
     if (code != RD_OK)
         return -1;
     for (int i = 0; i < N; i++) {
@@ -62,12 +62,12 @@ static int setup(void **state)
         store_write c = {.op = STORE_OP_CREATE,
                          .org = ORG,
                          .actor = "t",
-                         .model = "items",
-                         .id = id,
-                         .group = group,
-                         .data = data};
+                         .rec.model = "items",
+                         .rec.id = id,
+                         .rec.group = group,
+                         .rec.data = data};
         code = store_submit_wait(db, &c);
-        store_record_clear(&c.record);
+        store_record_clear(&c.rec.record);
         json_decref(data);
         if (code != RD_OK)
             return -1;
