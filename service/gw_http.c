@@ -917,7 +917,7 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
     gw_route_result rr = gw_routes_match(gw->routes, strcmp(verb, "HEAD") == 0 ? "GET" : verb, url,
                                          r->arena, &r->match, allow, sizeof allow);
     if (rr == GW_ROUTE_NOT_FOUND)
-        return send_err(r, RD_NOT_FOUND, 404, NULL, NULL, "no route for %.200s", url);
+        return send_err(r, RD_NOT_FOUND, 0, NULL, NULL, "no route for %.200s", url);
     if (rr == GW_ROUTE_METHOD_NOT_ALLOWED) {
         /* HEAD is served wherever GET is */
         char with_head[sizeof allow + 8];

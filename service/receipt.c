@@ -10,24 +10,9 @@
 #include "google/rpc/error_details.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 #include "service/svc_authz.h"
+#include "service/svc_status.h"
 
 #define TYPE_URL_PREFIX "type.googleapis.com/"
-
-/* Packs msg into an Any in the arena. */
-static Google__Protobuf__Any *pack_any(rd_arena *a, const ProtobufCMessage *msg)
-{
-    Google__Protobuf__Any *any = rd_arena_alloc(a, sizeof *any);
-    size_t len = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = rd_arena_alloc(a, len ? len : 1);
-    if (any == NULL || buf == NULL)
-        return NULL;
-    google__protobuf__any__init(any);
-    protobuf_c_message_pack(msg, buf);
-    any->type_url = rd_arena_printf(a, TYPE_URL_PREFIX "%s", msg->descriptor->name);
-    any->value.data = buf;
-    any->value.len = len;
-    return any->type_url ? any : NULL;
-}
 
 /* Finishes call with err and the rejected receipt (may be NULL). */
 static void fail_with(svc_call *call, const rd_err *err, const Recordd__V1__CommitReceipt *receipt)
@@ -126,7 +111,7 @@ static Recordd__V1__Notification *notification(svc_call *call, const store_write
     rd_arena *a = svc_call_arena(call);
     const auth_caps *caps = caller_caps(call);
     Recordd__V1__Notification *n = rd_arena_alloc(a, sizeof *n);
-    size_t count = json_array_size(w->conflicts), i;
+    size_t count = json_array_size(w->rec.conflicts), i;
     char **names = rd_arena_alloc(a, (count ? count : 1) * sizeof *names);
     json_t *values = json_object(), *v;
     bool ok = n != NULL && names != NULL && values != NULL;
@@ -134,20 +119,20 @@ static Recordd__V1__Notification *notification(svc_call *call, const store_write
         goto done;
     recordd__v1__notification__init(n);
     n->model = rd_arena_strdup(a, model);
-    n->id = rd_arena_strdup(a, w->record.id);
-    n->read_at = w->read_at;
-    n->observed_sync_id = w->record.sync_id;
-    n->written_by = rd_arena_strdup(a, w->record.updated_by);
-    n->group = rd_arena_strdup(a, w->record.group);
+    n->id = rd_arena_strdup(a, w->rec.record.id);
+    n->read_at = w->rec.read_at;
+    n->observed_sync_id = w->rec.record.sync_id;
+    n->written_by = rd_arena_strdup(a, w->rec.record.updated_by);
+    n->group = rd_arena_strdup(a, w->rec.record.group);
     ok = n->model && n->id && n->written_by && n->group;
-    json_array_foreach(w->conflicts, i, v)
+    json_array_foreach(w->rec.conflicts, i, v)
     {
         const char *name = json_string_value(v);
-        json_t *cur = json_object_get(w->record.data, name);
+        json_t *cur = json_object_get(w->rec.record.data, name);
         names[i] = rd_arena_strdup(a, name);
         if (names[i] == NULL)
             ok = false;
-        else if (!svc_authz_field_readable(caps, model, w->record.group, name))
+        else if (!svc_authz_field_readable(caps, model, w->rec.record.group, name))
             *withheld = true;
         else if (json_object_set(values, name, cur ? cur : json_null()) != 0)
             ok = false;
@@ -187,14 +172,15 @@ Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write
     r->success = w->err.code == RD_OK;
     if (r->success) {
         r->status = RECORDD__V1__COMMIT_STATUS__CONFIRMED;
-        if (with_record && w->record.data != NULL) {
+        if (with_record && w->rec.record.data != NULL) {
             /* only what the caller may read (docs/API.md, Receipts) */
-            if (svc_authz_read_scope(caller_caps(call), model, w->record.group) == SVC_READ_NONE) {
+            if (svc_authz_read_scope(caller_caps(call), model, w->rec.record.group) ==
+                SVC_READ_NONE) {
                 r->data_withheld = true;
             } else {
-                store_record shown = w->record;
-                shown.data =
-                    readable_data(call, model, w->record.group, w->record.data, &r->data_withheld);
+                store_record shown = w->rec.record;
+                shown.data = readable_data(call, model, w->rec.record.group, w->rec.record.data,
+                                           &r->data_withheld);
                 r->record = shown.data != NULL
                                 ? svc_record_to_pb(a, w->org, model, &shown, w->last_sync_id)
                                 : NULL;
@@ -205,12 +191,12 @@ Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write
         }
     } else {
         r->error = receipt_error(a, &w->err);
-        r->current_version = w->current_version;
+        r->current_version = w->rec.current_version;
         if (r->error == NULL)
             return NULL;
-        if (w->conflicts != NULL && !add_notification(call, r, w, model))
+        if (w->rec.conflicts != NULL && !add_notification(call, r, w, model))
             return NULL;
-        if (w->held)
+        if (w->rec.held)
             r->status = RECORDD__V1__COMMIT_STATUS__HELD;
     }
     return r->server_tx_id ? r : NULL;
@@ -320,7 +306,7 @@ static Google__Protobuf__Any *error_info_any(rd_arena *a, const char *reason,
             return NULL;
         info.n_metadata++;
     }
-    return pack_any(a, &info.base);
+    return svc_status_any(a, &info.base);
 }
 
 /* The google.rpc.Status of one operation's result. */
@@ -334,7 +320,7 @@ static Google__Rpc__Status *bulk_op_status(rd_arena *a, const store_write *w,
     google__rpc__status__init(st);
     (void)w;
     if (!op->failed) {
-        if (op->w.held)
+        if (op->w.rec.held)
             st->message = rd_arena_printf(a, "held: %s", op->w.err.msg);
         else if (op->missing)
             st->message = "not found: the id is listed in the receipt's missingIds";
@@ -351,8 +337,8 @@ static Google__Rpc__Status *bulk_op_status(rd_arena *a, const store_write *w,
     st->message = rd_arena_strdup(a, e->msg);
     const char *keys[5] = {"field", "current_version", "can", "model", "sync_group"};
     const char *vals[5] = {o->field, NULL, NULL, NULL, NULL};
-    if (op->w.current_version > 0)
-        vals[1] = rd_arena_printf(a, "%lld", (long long)op->w.current_version);
+    if (op->w.rec.current_version > 0)
+        vals[1] = rd_arena_printf(a, "%lld", (long long)op->w.rec.current_version);
     if (e->code == RD_PERMISSION_DENIED && o->required != NULL && o->required->can != 0) {
         vals[2] = auth_verb_str(o->required->can);
         vals[3] = o->required->model;
@@ -389,7 +375,7 @@ static Recordd__V1__CommitReceipt *bulk_receipt(svc_call *call, const store_writ
         r->status = RECORDD__V1__COMMIT_STATUS__REJECTED;
     for (size_t i = 0; i < b->n_ops; i++) {
         n_missing += b->ops[i].missing;
-        n_notes += b->ops[i].w.conflicts != NULL;
+        n_notes += b->ops[i].w.rec.conflicts != NULL;
     }
     r->missing_ids = rd_arena_alloc(a, (n_missing ? n_missing : 1) * sizeof *r->missing_ids);
     r->notifications = rd_arena_alloc(a, (n_notes ? n_notes : 1) * sizeof *r->notifications);
@@ -398,10 +384,10 @@ static Recordd__V1__CommitReceipt *bulk_receipt(svc_call *call, const store_writ
     for (size_t i = 0; i < b->n_ops; i++) {
         const store_write *ow = &b->ops[i].w;
         if (b->ops[i].missing &&
-            (r->missing_ids[r->n_missing_ids++] = rd_arena_strdup(a, ow->id)) == NULL)
+            (r->missing_ids[r->n_missing_ids++] = rd_arena_strdup(a, ow->rec.id)) == NULL)
             return NULL;
-        if (ow->conflicts != NULL && (r->notifications[r->n_notifications++] = notification(
-                                          call, ow, ow->model, &r->data_withheld)) == NULL)
+        if (ow->rec.conflicts != NULL && (r->notifications[r->n_notifications++] = notification(
+                                              call, ow, ow->rec.model, &r->data_withheld)) == NULL)
             return NULL;
     }
     if (b->n_failed == 0)
@@ -434,7 +420,7 @@ static Recordd__V1__CommitReceipt *bulk_receipt(svc_call *call, const store_writ
         e->required_capability = rc;
     }
     if (b->mode == STORE_BULK_ALL_OR_NOTHING)
-        r->current_version = op->w.current_version;
+        r->current_version = op->w.rec.current_version;
     r->error = e;
     return e->field && e->message ? r : NULL;
 }
@@ -458,11 +444,12 @@ bool receipt_bulk_seal(svc_call *call, const store_write *w, const receipt_bulk_
             return false;
         recordd__v1__bulk_result__init(res);
         res->index = (int32_t)i;
-        const char *id =
-            op->w.op == STORE_OP_CREATE && op->w.record.id[0] != '\0' ? op->w.record.id : op->w.id;
+        const char *id = op->w.op == STORE_OP_CREATE && op->w.rec.record.id[0] != '\0'
+                             ? op->w.rec.record.id
+                             : op->w.rec.id;
         res->id = rd_arena_strdup(a, id ? id : "");
         res->affected = (int32_t)op->affected;
-        res->applied = b->applied && !op->failed && !op->w.held;
+        res->applied = b->applied && !op->failed && !op->w.rec.held;
         res->status = bulk_op_status(a, w, &ops[i], res->applied, dry_run);
         if (res->id == NULL || res->status == NULL)
             return false;

@@ -10,8 +10,7 @@
 
 #define TYPE_URL_PREFIX "type.googleapis.com/"
 
-/* Packs msg into an Any in the arena. */
-static Google__Protobuf__Any *pack_any(rd_arena *a, const ProtobufCMessage *msg)
+Google__Protobuf__Any *svc_status_any(rd_arena *a, const ProtobufCMessage *msg)
 {
     Google__Protobuf__Any *any = rd_arena_alloc(a, sizeof *any);
     size_t len = protobuf_c_message_get_packed_size(msg);
@@ -54,7 +53,7 @@ static Google__Protobuf__Any *error_info(rd_arena *a, const svc_outcome *o)
         md[info.n_metadata] = &ents[info.n_metadata];
         info.n_metadata++;
     }
-    return pack_any(a, &info.base);
+    return svc_status_any(a, &info.base);
 }
 
 static Google__Protobuf__Any *retry_info(rd_arena *a, int64_t ms)
@@ -64,7 +63,7 @@ static Google__Protobuf__Any *retry_info(rd_arena *a, int64_t ms)
     delay.seconds = ms / 1000;
     delay.nanos = (int32_t)(ms % 1000) * 1000000;
     retry.retry_delay = &delay;
-    return pack_any(a, &retry.base);
+    return svc_status_any(a, &retry.base);
 }
 
 /* BadRequest: the outcome's violations, else err.field for
@@ -95,7 +94,7 @@ static Google__Protobuf__Any *bad_request(rd_arena *a, const svc_outcome *o, boo
         *none = true;
         return NULL;
     }
-    return pack_any(a, &br.base);
+    return svc_status_any(a, &br.base);
 }
 
 uint8_t *svc_status_details(rd_arena *a, const svc_outcome *o, size_t *len)
@@ -113,9 +112,9 @@ uint8_t *svc_status_details(rd_arena *a, const svc_outcome *o, size_t *len)
     if (!no_br)
         details[st.n_details++] = br;
     if (o->receipt != NULL)
-        details[st.n_details++] = pack_any(a, o->receipt);
+        details[st.n_details++] = svc_status_any(a, o->receipt);
     if (o->bulk != NULL)
-        details[st.n_details++] = pack_any(a, o->bulk);
+        details[st.n_details++] = svc_status_any(a, o->bulk);
     for (size_t i = 0; i < st.n_details; i++)
         if (details[i] == NULL)
             return NULL;
