@@ -165,13 +165,11 @@ const auth_principal *svc_call_principal(const svc_call *call);
 /* The server's --max-message-bytes: the largest reply the call may send. */
 int svc_call_max_message_bytes(const svc_call *call);
 /* Remembers the capability a denied call needed (strings copied into the
- * arena), for the receipt module's PERMISSION_DENIED details; NULL forgets. */
+ * arena): a PERMISSION_DENIED outcome carries it (svc_outcome.can/model/
+ * group; the receipt's required_capability); NULL forgets. */
 void svc_call_set_required(svc_call *call, const auth_required *required);
 /* The remembered capability, or NULL. */
 const auth_required *svc_call_required(const svc_call *call);
-/* The retry delay of a RD_RATE_LIMITED call in ms (0 when none), for
- * google.rpc.RetryInfo. */
-int64_t svc_call_retry_after_ms(const svc_call *call);
 /* Notes the server tx id of the write the call made, for its request log
  * line (service/svc_log.h); copied. */
 void svc_call_log_tx_id(svc_call *call, const char *server_tx_id);
