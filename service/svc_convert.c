@@ -3,6 +3,8 @@
  * submitting it to the store, and when building replies. */
 #include "service/svc_convert.h"
 
+#include "service/gw_json.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -97,86 +99,30 @@ rd_code svc_value_to_json(const Google__Protobuf__Value *v, const char *path, js
     return value_to_json(v, path, 1, out, err);
 }
 
+/* JSON -> Struct / Value: the gateway's proto3 JSON decoder (gw_json.c),
+ * the one implementation of that direction. */
 Google__Protobuf__Value *svc_json_to_value(rd_arena *a, const json_t *j)
 {
-    Google__Protobuf__Value *v = rd_arena_alloc(a, sizeof *v);
-    if (v == NULL)
+    ProtobufCMessage *m = NULL;
+    rd_err err;
+    if (gw_json_decode(&google__protobuf__value__descriptor, j, a, &m, &err) != RD_OK)
         return NULL;
-    google__protobuf__value__init(v);
-    switch (json_typeof(j)) {
-    case JSON_NULL:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE;
-        v->null_value = GOOGLE__PROTOBUF__NULL_VALUE__NULL_VALUE;
-        break;
-    case JSON_TRUE:
-    case JSON_FALSE:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_BOOL_VALUE;
-        v->bool_value = json_is_true(j);
-        break;
-    case JSON_INTEGER:
-    case JSON_REAL:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_NUMBER_VALUE;
-        v->number_value = json_number_value(j);
-        break;
-    case JSON_STRING:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
-        v->string_value = rd_arena_strndup(a, json_string_value(j), json_string_length(j));
-        if (v->string_value == NULL)
-            return NULL;
-        break;
-    case JSON_OBJECT:
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRUCT_VALUE;
-        v->struct_value = svc_json_to_struct(a, j);
-        if (v->struct_value == NULL)
-            return NULL;
-        break;
-    case JSON_ARRAY: {
-        Google__Protobuf__ListValue *l = rd_arena_alloc(a, sizeof *l);
-        if (l == NULL)
-            return NULL;
-        google__protobuf__list_value__init(l);
-        l->n_values = json_array_size(j);
-        l->values = rd_arena_alloc(a, (l->n_values + 1) * sizeof *l->values);
-        if (l->values == NULL)
-            return NULL;
-        for (size_t i = 0; i < l->n_values; i++) {
-            l->values[i] = svc_json_to_value(a, json_array_get(j, i));
-            if (l->values[i] == NULL)
-                return NULL;
-        }
-        v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_LIST_VALUE;
-        v->list_value = l;
-        break;
-    }
-    }
-    return v;
+    return (Google__Protobuf__Value *)m;
 }
 
 Google__Protobuf__Struct *svc_json_to_struct(rd_arena *a, const json_t *obj)
 {
-    Google__Protobuf__Struct *s = rd_arena_alloc(a, sizeof *s);
-    if (s == NULL)
-        return NULL;
-    google__protobuf__struct__init(s);
-    size_t n = json_is_object(obj) ? json_object_size(obj) : 0;
-    s->fields = rd_arena_alloc(a, (n + 1) * sizeof *s->fields);
-    if (s->fields == NULL)
-        return NULL;
-    const char *key;
-    json_t *val;
-    json_object_foreach((json_t *)obj, key, val)
-    {
-        Google__Protobuf__Struct__FieldsEntry *e = rd_arena_alloc(a, sizeof *e);
-        if (e == NULL)
-            return NULL;
-        google__protobuf__struct__fields_entry__init(e);
-        e->key = rd_arena_strdup(a, key);
-        e->value = svc_json_to_value(a, val);
-        if (e->key == NULL || e->value == NULL)
-            return NULL;
-        s->fields[s->n_fields++] = e;
+    ProtobufCMessage *m = NULL;
+    rd_err err;
+    if (!json_is_object(obj)) { /* no data: an empty object */
+        Google__Protobuf__Struct *s = rd_arena_alloc(a, sizeof *s);
+        if (s != NULL)
+            google__protobuf__struct__init(s);
+        return s;
     }
-    return s;
+    if (gw_json_decode(&google__protobuf__struct__descriptor, obj, a, &m, &err) != RD_OK)
+        return NULL;
+    return (Google__Protobuf__Struct *)m;
 }
 
 Google__Protobuf__Timestamp *svc_timestamp(rd_arena *a, int64_t t_us)

@@ -20,7 +20,9 @@ rd_code svc_struct_to_json(const Google__Protobuf__Struct *s, json_t **out, rd_e
 rd_code svc_value_to_json(const Google__Protobuf__Value *v, const char *path, json_t **out,
                           rd_err *err);
 
-/* Builds a Struct / Value in the arena from jansson. NULL when out of memory. */
+/* Builds a Struct / Value in the arena from jansson (store data, which the
+ * store already checked), with the proto3 JSON decoder of gw_json.c. NULL
+ * when out of memory; a Struct of NULL or a non-object is empty. */
 Google__Protobuf__Struct *svc_json_to_struct(rd_arena *a, const json_t *obj);
 Google__Protobuf__Value *svc_json_to_value(rd_arena *a, const json_t *v);
 
