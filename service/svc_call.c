@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,12 +56,17 @@ struct svc_call {
     int64_t retry_after_ms; /* RD_RATE_LIMITED: RetryInfo */
     char tx_id[40];         /* server tx id of the write, "" when none */
 
-    /* Everything below is guarded by mu. */
-    pthread_mutex_t mu;
     /* References: the owner (handler, or the server for bidi streams) until
      * the call is finished, the transport's, one while queued for or
-     * running on a worker, and any the transport holds (svc_call_hold). */
-    int refs;
+     * running on a worker, and any the transport holds (svc_call_hold).
+     * Atomic: taken and dropped several times per call, never waited on. */
+    atomic_int refs;
+    /* Admission, decided by svc_call_new under the server's mutex and acted
+     * on by svc_call_admit: RD_OK, RD_UNAVAILABLE (stopping) or
+     * RD_RATE_LIMITED (over --max-inflight-calls). */
+    rd_code admission;
+
+    /* Guarded by mu. */
     bool finishing;       /* the outcome is decided */
     bool peer_gone;       /* cancelled, disconnected or past its deadline */
     bool end_fired;       /* end_fn ran (or is running) */
@@ -70,10 +76,18 @@ struct svc_call {
     void *end_arg;
     svc_outcome outcome; /* valid once finishing */
 
-    svc_call *next_work;             /* worker queue (server mu) */
+    svc_call *next_work;             /* worker queue (server mu), free list (cache_mu) */
     svc_call *live_prev, *live_next; /* open streams (server mu) */
     bool live;
+
+    /* Last: a call taken from the server's free list is zeroed up to here
+     * (its mutex and its reset arena are kept). */
+    pthread_mutex_t mu;
 };
+
+/* Finished calls kept for reuse, with their mutex and first arena block:
+ * a call then costs no allocation. */
+enum { CALL_CACHE_MAX = 64 };
 
 struct svc_server {
     svc_ctx *ctx;
@@ -97,6 +111,10 @@ struct svc_server {
     size_t max_inflight; /* --max-inflight-calls; 0 = no limit */
     size_t arrivals;     /* calls accepted so far, for svc_server_stop's quiet wait */
     svc_call *live;      /* streaming calls, for svc_server_stop */
+
+    pthread_mutex_t cache_mu; /* guards the free list */
+    svc_call *cache;
+    size_t n_cache;
 };
 
 static bool is_stream(const svc_call *c)
@@ -105,6 +123,41 @@ static bool is_stream(const svc_call *c)
 }
 
 /* ---- references --------------------------------------------------------------- */
+
+static void call_destroy(svc_call *c)
+{
+    rd_arena_free(c->arena);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+/* A call from the free list (zeroed, its arena reset) or a new one. */
+static svc_call *call_alloc(svc_server *s)
+{
+    pthread_mutex_lock(&s->cache_mu);
+    svc_call *c = s->cache;
+    if (c != NULL) {
+        s->cache = c->next_work;
+        s->n_cache--;
+    }
+    pthread_mutex_unlock(&s->cache_mu);
+    if (c != NULL) {
+        rd_arena *a = c->arena;
+        memset(c, 0, offsetof(svc_call, mu));
+        c->arena = a;
+        return c;
+    }
+    c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->arena = rd_arena_new(s->arena_cap);
+    if (c->arena == NULL) {
+        free(c);
+        return NULL;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    return c;
+}
 
 /* The last reference is gone: the call leaves the server's books. */
 static void call_free(svc_call *c)
@@ -125,54 +178,57 @@ static void call_free(svc_call *c)
     if (s->inflight == 0)
         pthread_cond_broadcast(&s->state_cond);
     pthread_mutex_unlock(&s->mu);
-    rd_arena_free(c->arena);
     auth_principal_free(c->principal);
-    pthread_mutex_destroy(&c->mu);
-    free(c);
+    rd_arena_reset(c->arena); /* its cleanups run now, as when it is freed */
+    pthread_mutex_lock(&s->cache_mu);
+    bool kept = s->n_cache < CALL_CACHE_MAX;
+    if (kept) {
+        c->next_work = s->cache;
+        s->cache = c;
+        s->n_cache++;
+    }
+    pthread_mutex_unlock(&s->cache_mu);
+    if (!kept)
+        call_destroy(c);
 }
 
 void svc_call_hold(svc_call *call)
 {
-    pthread_mutex_lock(&call->mu);
-    call->refs++;
-    pthread_mutex_unlock(&call->mu);
+    atomic_fetch_add_explicit(&call->refs, 1, memory_order_relaxed);
 }
 
 void svc_call_release(svc_call *call)
 {
-    pthread_mutex_lock(&call->mu);
-    bool dead = --call->refs == 0;
-    pthread_mutex_unlock(&call->mu);
-    if (dead)
+    if (atomic_fetch_sub_explicit(&call->refs, 1, memory_order_acq_rel) == 1)
         call_free(call);
 }
 
 svc_call *svc_call_new(svc_server *s, const svc_method *m, const svc_transport *tp, void *arg,
                        int64_t deadline_us)
 {
-    svc_call *c = calloc(1, sizeof *c);
+    svc_call *c = call_alloc(s);
     if (c == NULL)
         return NULL;
-    c->arena = rd_arena_new(s->arena_cap);
-    if (c->arena == NULL) {
-        free(c);
-        return NULL;
-    }
     c->server = s;
     c->method = m;
     c->tp = tp;
     c->tp_arg = arg;
     c->deadline_us = deadline_us;
     c->start_us = rd_now_us();
-    c->refs = 2; /* the owner's and the transport's */
-    pthread_mutex_init(&c->mu, NULL);
+    atomic_init(&c->refs, 2); /* the owner's and the transport's */
     /* Stopping is read under s->mu, where svc_server_stop sets it, so a
      * stream is either listed before stop_streams looks or refused by
-     * svc_call_admit. */
+     * svc_call_admit. Health checks are answered whatever the load and
+     * while stopping (NOT_SERVING), so probes see the server's state. */
+    bool answered = m != NULL && m->always_answered;
     pthread_mutex_lock(&s->mu);
     s->inflight++;
     s->arrivals++;
-    if (!atomic_load(&s->stopping) && is_stream(c)) {
+    c->admission = atomic_load(&s->stopping) && !answered ? RD_UNAVAILABLE
+                   : s->max_inflight > 0 && s->inflight > s->max_inflight && !answered
+                       ? RD_RATE_LIMITED
+                       : RD_OK;
+    if (c->admission != RD_UNAVAILABLE && is_stream(c)) {
         svc_metrics_stream(tp->kind, 1);
         c->live = true;
         c->live_next = s->live;
@@ -465,20 +521,11 @@ static bool enqueue_work(svc_call *c, bool bounded)
 
 bool svc_call_admit(svc_call *c)
 {
-    svc_server *s = c->server;
-    bool answered = c->method != NULL && c->method->always_answered;
-    pthread_mutex_lock(&s->mu);
-    /* while stopping, a health Check is still answered (NOT_SERVING), so a
-     * probe sees the drain rather than a refused call; and whatever the
-     * load, so probes see the server's state */
-    bool refused = atomic_load(&s->stopping) && !answered;
-    bool over_limit = s->max_inflight > 0 && s->inflight > s->max_inflight && !answered;
-    pthread_mutex_unlock(&s->mu);
-    if (refused) {
+    if (c->admission == RD_UNAVAILABLE) {
         svc_end(c, RD_UNAVAILABLE, "server is shutting down");
         return false;
     }
-    if (over_limit) {
+    if (c->admission == RD_RATE_LIMITED) {
         svc_metrics_refused(SVC_REFUSED_INFLIGHT);
         svc_end(c, RD_RATE_LIMITED,
                 "server is overloaded: too many calls in flight (--max-inflight-calls)");
@@ -708,6 +755,12 @@ void svc_server_transport_down(svc_server *s)
 
 static void server_free(svc_server *s)
 {
+    while (s->cache != NULL) {
+        svc_call *c = s->cache;
+        s->cache = c->next_work;
+        call_destroy(c);
+    }
+    pthread_mutex_destroy(&s->cache_mu);
     svc_reflection_close(s->reflection);
     free(s->workers);
     pthread_cond_destroy(&s->work_cond);
@@ -726,6 +779,7 @@ rd_code svc_server_start(const svc_options *opt, svc_ctx *ctx, svc_server **out,
     if (s == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->cache_mu, NULL);
     pthread_cond_init(&s->work_cond, NULL);
     pthread_cond_init(&s->state_cond, NULL);
     atomic_init(&s->stopping, false);
@@ -770,13 +824,17 @@ static void stop_streams(svc_server *s)
         cap++;
     list = cap ? malloc(cap * sizeof *list) : NULL;
     for (svc_call *c = s->live; c != NULL && list != NULL; c = c->live_next) {
-        pthread_mutex_lock(&c->mu);
-        if (c->refs > 0) { /* 0: being freed, waiting for s->mu */
+        /* a reference unless it is 0: then the call is being freed, waiting
+         * for s->mu in call_free */
+        int refs = atomic_load(&c->refs);
+        while (refs > 0 && !atomic_compare_exchange_weak(&c->refs, &refs, refs + 1))
+            ;
+        if (refs > 0) {
+            pthread_mutex_lock(&c->mu);
             c->stop_requested = true;
-            c->refs++;
+            pthread_mutex_unlock(&c->mu);
             list[n++] = c;
         }
-        pthread_mutex_unlock(&c->mu);
     }
     pthread_mutex_unlock(&s->mu);
 
