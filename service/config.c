@@ -77,8 +77,8 @@ static const opt opts[] = {
      INT(max_concurrent_streams, 1, 65536),
      "gRPC: most HTTP/2 streams (calls) one connection may have open at once [100]"},
     {"max-inflight-calls", "RECORDD_MAX_INFLIGHT_CALLS", INT(max_inflight_calls, 1, 1000000),
-     "gRPC calls the server holds at once (streams included, health checks excepted); more are "
-     "refused RESOURCE_EXHAUSTED at once [4096]"},
+     "calls (gRPC and HTTP) the server holds at once (streams included, health checks "
+     "excepted); more are refused RESOURCE_EXHAUSTED / 429 at once [4096]"},
     {"http-max-connections", "RECORDD_HTTP_MAX_CONNECTIONS", INT(http_max_connections, 1, 65536),
      "HTTP gateway: most connections open at once; more are closed on accept [1024]"},
     {"http-max-connections-per-ip", "RECORDD_HTTP_MAX_CONNECTIONS_PER_IP",

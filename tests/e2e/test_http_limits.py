@@ -4,6 +4,7 @@ before the body is read, and connections are bounded per client address."""
 import re
 import socket
 import threading
+import time
 import urllib.parse
 
 import harness as h
@@ -153,3 +154,53 @@ def test_connections_per_client_address_are_bounded(srv):
         finally:
             s.close()
     pytest.fail("no connection was served after the held ones closed")
+
+
+def test_http_calls_count_against_max_inflight_calls(tmp_path):
+    """--max-inflight-calls holds for every call the server runs, whichever
+    transport carried it: with the limit taken by gRPC streams, an HTTP
+    request is refused 429 rate_limited at once, and served again once the
+    streams end."""
+    R = h.pb.records
+    s = h.Server(tmp_path / "recordd", extra_args=("--max-inflight-calls", "2")).start()
+    watches = []
+    try:
+        s.push_schema([{"name": "items", "fields": [{"name": "a", "type": "STRING"}]}])
+        assert s.http("GET", "/v1/schema").status_code == 200
+        watch = s.channel.unary_stream("/recordd.v1.Records/WatchChanges",
+                                       request_serializer=lambda m: m.SerializeToString(),
+                                       response_deserializer=lambda b: b)
+        # two streams in flight (a stream that raced the release of the
+        # previous call and was itself refused is opened again)
+        deadline = time.time() + 10
+        while True:
+            watches = [w for w in watches if not w.done()]
+            watches += [watch(R.WatchChangesRequest(), timeout=30) for _ in range(2 - len(watches))]
+            time.sleep(0.1)
+            metrics = s.http("GET", "/metrics", auth=None).text
+            if all(not w.done() for w in watches) and \
+                    'recordd_open_streams{transport="grpc"} 2' in metrics:
+                break
+            assert time.time() < deadline, "the two streams did not open"
+        deadline = time.time() + 10
+        while True:
+            r = s.http("GET", "/v1/schema")
+            if r.status_code == 429:
+                break
+            assert time.time() < deadline, "an HTTP call was served with the limit taken"
+            time.sleep(0.05)
+        p = r.json()
+        assert p["code"] == "rate_limited" and "--max-inflight-calls" in p["detail"], p
+        assert s.http("GET", "/healthz", auth=None).status_code == 200  # not a call
+        for w in watches:
+            w.cancel()
+        watches = []
+        deadline = time.time() + 10
+        while s.http("GET", "/v1/schema").status_code != 200:
+            assert time.time() < deadline, "the slots did not come back"
+            time.sleep(0.05)
+    finally:
+        for w in watches:
+            w.cancel()
+        problem = s.kill()
+    assert not problem, problem
