@@ -1,12 +1,12 @@
 /* gw_http: the HTTP/1.1 front door (DESIGN.md §2, §8). libmicrohttpd with
  * an epoll thread pool accepts requests, matches them against the routes
  * built from the google.api.http options (gw_route), and runs each one as
- * a call of the server core (svc_call_new_transport): the same request message
+ * a call of the call core (svc_transport.h): the same request message
  * (decoded by gw_json on the worker, after the same auth step), the same
- * handler, the same receipt. Replies are rendered as proto3 JSON, errors as
- * problem+json (gw_problem), server streams as Server-Sent Events. Also
- * /healthz, /readyz and /metrics. docs/API.md has the HTTP contract,
- * docs/internals/server.md the call lifecycle. */
+ * handler, the same outcome. Replies are rendered as proto3 JSON, errors as
+ * problem+json (gw_render, gw_problem), server streams as Server-Sent
+ * Events. Also /healthz, /readyz and /metrics. docs/API.md has the HTTP
+ * contract, docs/internals/gateway.md how it works. */
 #ifndef GW_HTTP_H
 #define GW_HTTP_H
 

@@ -1,6 +1,6 @@
-/* Internals of the gRPC server core shared by server.c and the built-in
- * services (health, reflection) and the method table helpers. Not for
- * handlers: they use service/svc.h. */
+/* Internals of the server shared by the call core (svc_call.c), the gRPC
+ * transport, the built-in services (health, reflection) and the method
+ * table helpers. Not for handlers: they use service/svc.h. */
 #ifndef SERVER_INT_H
 #define SERVER_INT_H
 

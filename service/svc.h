@@ -71,7 +71,7 @@ typedef enum svc_kind {
 } svc_kind;
 
 /* One row per RPC: what it is, and the policy that belongs to it (read by
- * the server core and the HTTP gateway instead of testing names). */
+ * the call core and both transports instead of testing names). */
 typedef struct svc_method {
     const char *path; /* "/recordd.v1.Records/CreateRecord" */
     const ProtobufCMessageDescriptor *req;

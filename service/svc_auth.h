@@ -2,7 +2,7 @@
  * secrets (API-key pepper, token signing key, trusted token keys) into one
  * auth_config, and implements the store-backed callbacks the library asks
  * for: API-key lookup and token revocation. The per-RPC checks are in
- * svc_authz.h; the auth step itself is in server.c. */
+ * svc_authz.h; the auth step itself is in svc_call.c. */
 #ifndef SVC_AUTH_H
 #define SVC_AUTH_H
 

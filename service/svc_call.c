@@ -100,7 +100,7 @@ struct svc_server {
     pthread_t *workers;
     int n_workers;
 
-    pthread_mutex_t mu;        /* guards everything below */
+    pthread_mutex_t mu;        /* guards everything below up to cache_mu */
     pthread_cond_t work_cond;  /* workers: work arrived or exit */
     pthread_cond_t state_cond; /* stop: transport_down or inflight changed */
     svc_call *work_head, *work_tail;

@@ -1,5 +1,5 @@
 /* svc_metrics: fixed arrays of relaxed atomic counters, recorded by the
- * server core (server.c, both transports) and the HTTP gateway, rendered as
+ * call core (svc_call.c, both transports) and the HTTP gateway, rendered as
  * Prometheus text for GET /metrics. Nothing here allocates on the
  * recording path; rendering builds one malloc'd buffer. */
 #include "service/svc_metrics.h"
