@@ -98,13 +98,16 @@ static const char *str_field(const ProtobufCMessage *m, const char *name)
     return *(const char *const *)(const void *)((const char *)m + f->offset);
 }
 
-/* The version an ETag shows: a Record's, or the record a receipt carries. */
+/* The version an ETag shows: a Record's, a receipt's (the version a
+ * write left), or that of the record a message carries. */
 static bool etag_version(const ProtobufCMessage *m, int64_t *v)
 {
     bool found;
-    if (strcmp(m->descriptor->name, "recordd.v1.Record") == 0) {
+    if (strcmp(m->descriptor->name, "recordd.v1.Record") == 0 ||
+        strcmp(m->descriptor->name, "recordd.v1.CommitReceipt") == 0) {
         *v = int64_field(m, "version", &found);
-        return found && *v > 0;
+        if (found && *v > 0)
+            return true;
     }
     const ProtobufCMessage *rec = msg_field(m, "record");
     if (rec != NULL && strcmp(rec->descriptor->name, "recordd.v1.Record") == 0) {
@@ -202,6 +205,8 @@ static rd_code render_reply(const gw_render_req *q, const svc_method *method, co
     if (method->http_location) {
         const ProtobufCMessage *rec = msg_field(m, "record");
         const char *id = rec != NULL ? str_field(rec, "id") : NULL;
+        if (id == NULL || id[0] == '\0')
+            id = str_field(m, "id"); /* the receipt's: also a generated one */
         if (id == NULL || id[0] == '\0')
             id = q->create_id;
         const char *seg = id != NULL ? seg_encode(scratch, id) : NULL;

@@ -172,6 +172,12 @@ Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write
     r->success = w->err.code == RD_OK;
     if (r->success) {
         r->status = RECORDD__V1__COMMIT_STATUS__CONFIRMED;
+        if (w->op != STORE_OP_DELETE && w->rec.record.version > 0) {
+            r->id = rd_arena_strdup(a, w->rec.record.id);
+            r->version = w->rec.record.version;
+            if (r->id == NULL)
+                return NULL;
+        }
         if (with_record && w->rec.record.data != NULL) {
             /* only what the caller may read (docs/API.md, Receipts) */
             if (svc_authz_read_scope(caller_caps(call), model, w->rec.record.group) ==

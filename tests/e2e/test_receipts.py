@@ -206,3 +206,36 @@ def test_concurrent_updates_with_the_same_expected_version_let_exactly_one_win(s
     r = school.get("students", rid)
     assert r.version == 2
     assert h.to_dict(r.data)["age"] == wins[0]
+
+
+def test_receipts_carry_the_id_and_new_version_for_chained_writes(school):
+    """A confirmed create, update or replace reports the record's id and new
+    version, so the next conditional write needs no read; a delete reports
+    neither."""
+    made = school.create("students", {"firstName": "A"})  # a generated id
+    assert made.id and made.version == 1
+    assert school.get("students", made.id).version == 1
+    up = school.update("students", made.id, {"age": 3}, expected_version=made.version)
+    assert (up.id, up.version) == (made.id, 2)
+    rep = school.replace("students", made.id, {"firstName": "B"}, expected_version=up.version)
+    assert rep.version == 3 == school.get("students", made.id).version
+    gone = school.delete("students", made.id, expected_version=rep.version)
+    assert gone.success and gone.id == "" and gone.version == 0
+
+
+def test_http_writes_answer_etag_and_location_from_the_receipt(school):
+    """Over HTTP the new version comes back as ETag, so If-Match chains
+    writes; a create without id answers the generated id in Location."""
+    r = school.http("POST", "/v1/models/students", json_body={"firstName": "A"})
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    assert r.headers["Location"] == f"/v1/models/students/{rid}"
+    assert r.headers["ETag"] == '"1"'
+    r = school.http("PATCH", f"/v1/models/students/{rid}", json_body={"age": 4},
+                    headers={"If-Match": r.headers["ETag"]})
+    assert r.status_code == 200 and r.headers["ETag"] == '"2"', r.text
+    r = school.http("PATCH", f"/v1/models/students/{rid}", json_body={"age": 5},
+                    headers={"If-Match": '"1"'})
+    assert r.status_code == 412, r.text
+    r = school.http("DELETE", f"/v1/models/students/{rid}", headers={"If-Match": '"2"'})
+    assert r.status_code == 200 and "ETag" not in r.headers, r.text

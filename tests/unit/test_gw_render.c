@@ -108,6 +108,14 @@ static void test_a_create_is_201_with_location_and_etag(void **state)
     assert_string_equal(header(&a, "Location"), "/v1/models/students/given");
     assert_null(header(&a, "ETag"));
     gw_answer_free(&a);
+
+    /* the receipt's own id and version (a generated id, no record asked for) */
+    fx->receipt.id = "gen 1";
+    fx->receipt.version = 1;
+    assert_int_equal(gw_render_outcome(&q, method("CreateRecord"), &o, fx->a, &a), RD_OK);
+    assert_string_equal(header(&a, "Location"), "/v1/models/students/gen%201");
+    assert_string_equal(header(&a, "ETag"), "\"1\"");
+    gw_answer_free(&a);
 }
 
 static void test_prefer_minimal_is_204_with_the_receipt_in_headers(void **state)
