@@ -462,6 +462,23 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
                 goto fail;
         }
     }
+    if (r->q.has_if_match && !r->q.if_match_any && field_of(d, "expected_revision") != NULL) {
+        /* the schema's revision: one tag; none that can match: -1 */
+        const ProtobufCFieldDescriptor *f = field_of(d, "expected_revision");
+        char v[32];
+        if (*(void *const *)(const void *)((const char *)m + f->offset) != NULL) {
+            rd_errf(err, RD_VALIDATION_FAILED, "expectedRevision",
+                    "give the expected revision in If-Match or in expectedRevision, not both");
+            goto fail;
+        }
+        if (r->q.n_if_match > 1) {
+            rd_errf(err, RD_INVALID_BODY, "If-Match", "If-Match on the schema takes one revision");
+            goto fail;
+        }
+        snprintf(v, sizeof v, "%lld", (long long)(r->q.n_if_match ? r->q.if_match[0] : -1));
+        if (gw_json_set(m, "expected_revision", v, a, err) != RD_OK)
+            goto fail;
+    }
     if (r->q.want_repr && field_of(d, "return_record") != NULL &&
         gw_json_set(m, "return_record", "true", a, err) != RD_OK)
         goto fail;
@@ -947,9 +964,11 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
         r->q.has_if_match = true;
         /* ignoring it would run the method unconditionally (RFC 9110 13.1.1) */
         if (field_of(r->match.method->req, "expected_version") == NULL &&
+            field_of(r->match.method->req, "expected_revision") == NULL &&
             !r->match.method->http_if_match_on_reply)
             return send_err(r, RD_INVALID_BODY, 0, "If-Match", NULL,
-                            "If-Match applies to one record (read, update, replace, delete); "
+                            "If-Match applies to one record (read, update, replace, delete) or the "
+                            "schema (push); "
                             "this route takes none");
     }
     const char *prefer = header(r, "Prefer");

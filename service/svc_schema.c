@@ -261,6 +261,14 @@ void svc_push_schema(svc_call *call, const ProtobufCMessage *msg)
     pc->w.actor = svc_call_actor(call);
     pc->w.push.schema = def;
     pc->w.push.force = req->force;
+    pc->w.push.merge = req->merge;
+    /* the revision the push was made from: expectedRevision, else the one
+     * the schema document carries */
+    if (req->expected_revision != NULL || req->schema->revision != 0) {
+        pc->w.push.has_expected_revision = true;
+        pc->w.push.expected_revision =
+            req->expected_revision != NULL ? req->expected_revision->value : req->schema->revision;
+    }
     pc->w.deadline_us = svc_call_deadline_us(call);
     pc->w.done = push_done;
     pc->w.ctx = pc;

@@ -324,7 +324,10 @@ static rd_code check_destructive(push *p, const store_model *om, const store_mod
             continue;
         if (nf == NULL)
             return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, path,
-                           "would drop field %s and its values; use force", path);
+                           "would drop field %s and its values: send every field of the model "
+                           "(GET the schema first), push with merge to add only, or use force "
+                           "to drop it",
+                           path);
         return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, path,
                        "would change the type of %s from %s to %s and drop its values; use force",
                        path, store_type_name(of->type), store_type_name(nf->type));
@@ -455,7 +458,10 @@ static rd_code apply_diff(push *p, const store_schema *cur, const store_schema *
             continue;
         if (!p->w->push.force)
             return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, om->name,
-                           "would drop model %s and its records; use force", om->name);
+                           "would drop model %s and its records: a push replaces the whole "
+                           "schema, so send every model (GET the schema first), push with merge "
+                           "to add only, or use force to drop it",
+                           om->name);
         code = drop_model(p, om);
         if (code != RD_OK)
             return code;
@@ -497,6 +503,70 @@ static rd_code record_revision(push *p, const json_t *doc, int64_t revision)
     return code;
 }
 
+/* The element of array a whose "name" is name, or NULL (*index set). */
+static json_t *named(json_t *a, const char *name, size_t *index)
+{
+    size_t i;
+    json_t *v;
+    json_array_foreach(a, i, v)
+    {
+        const char *n = json_string_value(json_object_get(v, "name"));
+        if (n != NULL && name != NULL && strcmp(n, name) == 0) {
+            *index = i;
+            return v;
+        }
+    }
+    return NULL;
+}
+
+/* A merge push: cur (a schema document) with the models of pushed added;
+ * for a model that exists, its fields are added or replaced by name and its
+ * uniqueTogether entries added. Nothing is dropped. A new document; NULL
+ * when out of memory. */
+static json_t *merge_docs(const json_t *cur, const json_t *pushed)
+{
+    json_t *out = json_deep_copy(cur);
+    json_t *models = json_object_get(out, "models");
+    size_t i, j, k;
+    json_t *pm, *pf, *pu, *u;
+    if (models == NULL)
+        goto fail;
+    json_array_foreach(json_object_get(pushed, "models"), i, pm)
+    {
+        json_t *om = named(models, json_string_value(json_object_get(pm, "name")), &k);
+        if (om == NULL) {
+            if (json_array_append(models, pm) != 0)
+                goto fail;
+            continue;
+        }
+        json_t *fields = json_object_get(om, "fields");
+        json_array_foreach(json_object_get(pm, "fields"), j, pf)
+        {
+            bool found = named(fields, json_string_value(json_object_get(pf, "name")), &k) != NULL;
+            if ((found ? json_array_set(fields, k, pf) : json_array_append(fields, pf)) != 0)
+                goto fail;
+        }
+        json_t *uts = json_object_get(pm, "uniqueTogether");
+        if (json_array_size(uts) == 0)
+            continue;
+        json_t *ours = json_object_get(om, "uniqueTogether");
+        if (ours == NULL && (json_object_set_new(om, "uniqueTogether", json_array()) != 0 ||
+                             (ours = json_object_get(om, "uniqueTogether")) == NULL))
+            goto fail;
+        json_array_foreach(uts, j, pu)
+        {
+            bool have = false;
+            json_array_foreach(ours, k, u) have = have || json_equal(u, pu);
+            if (!have && json_array_append(ours, pu) != 0)
+                goto fail;
+        }
+    }
+    return out;
+fail:
+    json_decref(out);
+    return NULL;
+}
+
 rd_code store_push_schema(store *s, store_write *w, store_schema **published)
 {
     push p = {s, w, w->org, NULL, &w->err};
@@ -518,16 +588,34 @@ rd_code store_push_schema(store *s, store_write *w, store_schema **published)
                        "organization id '%s' differs only in case from the existing organization "
                        "'%s' (organization ids are case-insensitive); use '%s'",
                        w->org, other, other);
-    code = store_schema_validate(w->push.schema, &w->err);
-    if (code != RD_OK)
+    /* a merge is validated once merged (it may name fields it does not send) */
+    if (!w->push.merge && (code = store_schema_validate(w->push.schema, &w->err)) != RD_OK)
         return code;
     cur = store_writer_schema(s, w->org);
+    /* here, in the writer, no other push can come between the check and
+     * the change */
+    if (w->push.has_expected_revision && w->push.expected_revision != cur->revision) {
+        code = rd_errf(&w->err, RD_VERSION_CONFLICT, "expectedRevision",
+                       "the schema is at revision %lld, not %lld: get it, make your change to "
+                       "it and push again",
+                       (long long)cur->revision, (long long)w->push.expected_revision);
+        goto done;
+    }
     doc = store_schema_to_json(w->push.schema);
     curdoc = store_schema_to_json(cur);
     p.changes = json_array();
     if (doc == NULL || curdoc == NULL || p.changes == NULL) {
         code = oom(&p);
         goto done;
+    }
+    if (w->push.merge) {
+        json_t *merged = merge_docs(curdoc, doc);
+        json_decref(doc);
+        doc = merged;
+        if (doc == NULL) {
+            code = oom(&p);
+            goto done;
+        }
     }
     if (json_equal(doc, curdoc)) {
         /* identical: nothing to do, the revision stays */
@@ -539,6 +627,8 @@ rd_code store_push_schema(store *s, store_write *w, store_schema **published)
         code = oom(&p);
         goto done;
     }
+    if (w->push.merge && (code = store_schema_validate(next, &w->err)) != RD_OK)
+        goto done;
     code = apply_diff(&p, cur, next);
     if (code == RD_OK)
         code = record_revision(&p, doc, next->revision);

@@ -396,8 +396,13 @@ typedef struct store_record_write {
 typedef struct store_push_write {
     store_schema *schema; /* input: the new definition (store takes a ref) */
     bool force;           /* input: allow destructive changes */
-    int64_t revision;     /* output: the new revision */
-    json_t *changes;      /* output: array of strings (caller decrefs) */
+    /* input: refuse the push (RD_VERSION_CONFLICT) unless the schema is at
+     * this revision; -1 matches none */
+    bool has_expected_revision;
+    int64_t expected_revision;
+    bool merge;       /* input: merge into the current schema (store_push_schema) */
+    int64_t revision; /* output: the new revision */
+    json_t *changes;  /* output: array of strings (caller decrefs) */
 } store_push_write;
 
 /* The part of a CLAIM_ACQUIRE / CLAIM_RELEASE write (the record and the

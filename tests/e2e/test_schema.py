@@ -258,3 +258,63 @@ def test_repush_identical_after_records_keeps_them(server):
 def test_schema_field_names_are_case_sensitive_and_reject_unknown_case(server):
     server.push_schema([STUDENTS])
     expect_error(INVALID, server.create, "students", {"firstname": "ada"}, reason="unknown_field", field="firstname")
+
+
+# -- edits that cannot overwrite each other -------------------------------------
+
+
+def push(server, models, **kw):
+    req = pb.schema.PushSchemaRequest(schema=h.schema_msg(models), **kw)
+    return server.call("PushSchema", req)
+
+
+def test_a_push_from_a_stale_revision_is_refused_naming_the_current_one(server):
+    base = server.push_schema([STUDENTS]).schema.revision
+    server.push_schema(SCHOOL)  # someone else's edit: revision base + 1
+    before = server.get_schema()
+    d = expect_error(grpc.StatusCode.ABORTED, push, server, [STUDENTS, ENROLLMENTS],
+                     expected_revision=pb.wrappers.Int64Value(value=base),
+                     reason="version_conflict", field="expectedRevision")
+    assert f"revision {before.revision}" in d.message, d.message
+    assert server.get_schema() == before
+    # the revision a fetched schema carries counts the same way
+    stale = h.schema_msg([STUDENTS])
+    stale.revision = base
+    expect_error(grpc.StatusCode.ABORTED, server.call, "PushSchema",
+                 pb.schema.PushSchemaRequest(schema=stale), reason="version_conflict")
+    # from the current revision it applies
+    resp = push(server, SCHOOL + [{"name": "rooms", "fields": [{"name": "no", "type": "INTEGER"}]}],
+                expected_revision=pb.wrappers.Int64Value(value=before.revision))
+    assert resp.schema.revision == before.revision + 1
+
+
+def test_http_push_takes_the_revision_from_if_match(server):
+    rev = server.push_schema([STUDENTS]).schema.revision
+    from google.protobuf import json_format
+
+    body = json_format.MessageToDict(pb.schema.PushSchemaRequest(schema=h.schema_msg([STUDENTS, ENROLLMENTS])))
+    r = server.http("PUT", "/v1/schema", json_body=body, headers={"If-Match": f'"{rev + 5}"'})
+    assert r.status_code == 412 and r.json()["code"] == "version_conflict", r.text
+    r = server.http("PUT", "/v1/schema", json_body=body, headers={"If-Match": f'"{rev}"'})
+    assert r.status_code == 200, r.text
+    assert r.json()["schema"]["revision"] == str(rev + 1)
+
+
+def test_merge_adds_models_and_fields_without_resending_the_rest(server):
+    server.push_schema(SCHOOL)
+    before = server.get_schema()
+    resp = push(server, [{"name": "students", "fields": [{"name": "nickname", "type": "STRING"}]},
+                         {"name": "rooms", "fields": [{"name": "no", "type": "INTEGER"}]}],
+                merge=True)
+    after = resp.schema
+    assert after.revision == before.revision + 1
+    assert model_names(after) == ["enrollments", "rooms", "students"]
+    assert set(fields_of(after, "students")) == set(fields_of(before, "students")) | {"nickname"}
+    assert fields_of(after, "enrollments") == fields_of(before, "enrollments")
+
+
+def test_the_destructive_change_error_says_to_send_everything_first(server):
+    server.push_schema(SCHOOL)
+    d = expect_error(grpc.StatusCode.FAILED_PRECONDITION, server.push_schema, [STUDENTS],
+                     reason="destructive_change")
+    assert d.message.index("send every model (GET the schema first)") < d.message.index("force"), d.message
