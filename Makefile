@@ -180,6 +180,12 @@ check: deps
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
+# docs/errors.md is generated from the error table (common/rd.c); a test
+# fails when the two disagree.
+.PHONY: errors-doc
+errors-doc: $(BUILD)/recordctl
+	$(BUILD)/recordctl errors > docs/errors.md
+
 clean:
 	rm -rf build
 

@@ -40,6 +40,181 @@ int rd_code_http_precondition(rd_code c)
     return (unsigned)c < RD_CODE_COUNT ? code_rows[c].precondition : 0;
 }
 
+/* The catalogue: one entry per row of the error table (test_rd checks). */
+static const rd_code_doc code_docs[RD_CODE_COUNT] = {
+    [RD_OK] = {false, "Success.", "Nothing."},
+    [RD_INVALID_BODY] = {false,
+                         "The request cannot be decoded: malformed JSON or protobuf, a value of "
+                         "the wrong shape, a bad header value.",
+                         "Fix the request; `field` and the message say where."},
+    [RD_UNKNOWN_FIELD] = {false, "A field the message or the model does not have.",
+                          "Check the name against the API or GetSchema; field names are "
+                          "case-sensitive."},
+    [RD_VALIDATION_FAILED] = {false,
+                              "A value breaks a rule: the model's field rules, a limit, a "
+                              "filter or a page token. `field` names it.",
+                              "Fix the value named by `field` (or each entry of `errors`)."},
+    [RD_FILTER_REQUIRED] = {false, "A by-filter bulk operation without a condition.",
+                            "Give a filter; to touch every record, say so with one that is "
+                            "always true for them."},
+    [RD_TOO_MANY_OPERATIONS] = {false,
+                                "A BulkMutate with more operations than the server allows "
+                                "(`--max-bulk-ops`).",
+                                "Split the operations over several calls."},
+    [RD_UNAUTHENTICATED] = {false,
+                            "The credential is missing, malformed, unknown, revoked or not "
+                            "trusted, or bound to a client certificate the connection did not "
+                            "present.",
+                            "Send `authorization: Bearer <API key or token>` with a valid "
+                            "credential."},
+    [RD_TOKEN_EXPIRED] = {false, "The token's expiry has passed.",
+                          "Mint a new token and send the request again with it."},
+    [RD_PERMISSION_DENIED] = {false,
+                              "No capability of the credential allows the action; "
+                              "`requiredCapability` names one that would.",
+                              "Use a credential that holds that capability, or ask for one."},
+    [RD_NOT_FOUND] = {false, "No such model, record, claim, service or route.",
+                      "Check the names and the id; a record may have been deleted."},
+    [RD_DUPLICATE_RECORD] = {false, "The id or a unique value is taken by another record.",
+                             "Use another id or value, or update the existing record."},
+    [RD_IDEMPOTENCY_KEY_REUSED] = {false,
+                                   "The idempotency key was used before for a different "
+                                   "request.",
+                                   "Use a new key for a new request; a key belongs to one "
+                                   "request."},
+    [RD_VERSION_CONFLICT] = {false,
+                             "The record (or the schema) is not at the version (revision) the "
+                             "request expected; the receipt carries the current one.",
+                             "Read it again, apply your change to what you read, and send it "
+                             "with the new version."},
+    [RD_STALE_CONTEXT] = {false,
+                          "A field the write changes was changed by someone else after "
+                          "`readAt`; the receipt's notification says what changed.",
+                          "Read the record again and decide; or send `onStale` OVERWRITE or "
+                          "NOTIFY."},
+    [RD_CLAIMED] = {true,
+                    "The record is claimed by someone else, or the claim named is not live "
+                    "(expired or released).",
+                    "Wait for the claim to end (or its holder to release it), then retry; "
+                    "or acquire a claim yourself."},
+    [RD_IDEMPOTENCY_IN_PROGRESS] = {true,
+                                    "The first request with this idempotency key is still "
+                                    "running.",
+                                    "Retry the same request shortly; it then gets that "
+                                    "request's outcome."},
+    [RD_RATE_LIMITED] = {true, "A rate limit, a stream cap or the server's load limit was reached.",
+                         "Retry after `Retry-After` (RetryInfo over gRPC); slow down."},
+    [RD_DEADLINE_EXCEEDED] = {true,
+                              "The call's deadline (or `--max-bulk-ms`) passed before the "
+                              "work was done; nothing was written.",
+                              "Retry, with a longer deadline if it keeps happening."},
+    [RD_UNAVAILABLE] = {true,
+                        "The server cannot do it now: the database is busy, the disk is full, "
+                        "or the server is shutting down.",
+                        "Retry after `Retry-After` (1 s), against another replica if there is "
+                        "one."},
+    [RD_INTERNAL] = {false, "A bug or an unexpected storage error.",
+                     "Report it with the request id (`X-Request-Id` / `x-request-id`)."},
+    [RD_DESTRUCTIVE_CHANGE] = {false,
+                               "A schema push would drop data: a model, a field or a field's "
+                               "values.",
+                               "Send every model (GET the schema first), push with `merge` to "
+                               "add only, or set `force` to drop the data."},
+    [RD_UNIMPLEMENTED] = {false, "An unknown method or an unsupported message encoding.",
+                          "Check the method name; compress messages with gzip or not at all."},
+    [RD_METHOD_NOT_ALLOWED] = {false,
+                               "The HTTP verb is not served on that path; `Allow` lists those "
+                               "that are.",
+                               "Use one of the verbs in `Allow`."},
+    [RD_UNSUPPORTED_MEDIA_TYPE] = {false,
+                                   "The HTTP body is not `application/json` (or "
+                                   "`application/merge-patch+json` for PATCH).",
+                                   "Send the body as JSON with that Content-Type."},
+    [RD_BODY_TOO_LARGE] = {false,
+                           "The request is over the body limit or `--max-message-bytes` (also "
+                           "once decompressed or decoded).",
+                           "Send less per request: split it, or use BulkMutate."},
+    [RD_SYNC_ID_EXPIRED] = {false, "A change-feed cursor older than the log the server keeps.",
+                            "Read the records again (ListRecords), then watch from its "
+                            "`readAt`."},
+    [RD_TOO_MANY_ROWS] = {false,
+                          "A BulkMutate would touch more records than the server allows "
+                          "(`--max-bulk-rows`).",
+                          "Narrow the filters or split the work over several calls."},
+    [RD_CANCELLED] = {true,
+                      "The client went away, or cancelled the call before its request "
+                      "arrived.",
+                      "Nothing, unless the client did not mean to: then retry."},
+};
+
+static const char *const grpc_names[17] = {
+    "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+    "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+    "DATA_LOSS", "UNAUTHENTICATED"};
+
+const rd_code_doc *rd_code_describe(rd_code c)
+{
+    return (unsigned)c < RD_CODE_COUNT ? &code_docs[c] : &code_docs[RD_INTERNAL];
+}
+
+size_t rd_code_entry_md(rd_code c, char *buf, size_t cap)
+{
+    const rd_code_doc *d = rd_code_describe(c);
+    int grpc = rd_code_grpc(c), pre = rd_code_http_precondition(c);
+    char http[64];
+    if (pre != 0)
+        snprintf(http, sizeof http, "%d (%d when it answers If-Match)", rd_code_http(c), pre);
+    else
+        snprintf(http, sizeof http, "%d", rd_code_http(c));
+    int n = snprintf(buf, cap,
+                     "## %s\n\n"
+                     "Problem type `urn:recordd:problem:%s`.\n\n"
+                     "- gRPC status: %s (%d)\n"
+                     "- HTTP status: %s\n"
+                     "- Retry the same request: %s\n"
+                     "- Meaning: %s\n"
+                     "- What to do: %s\n",
+                     rd_code_str(c), rd_code_str(c), grpc_names[grpc], grpc, http,
+                     d->retryable ? "yes" : "no", d->meaning, d->action);
+    return n < 0 ? 0 : (size_t)n;
+}
+
+char *rd_code_catalogue_md(void)
+{
+    static const char head[] =
+        "# Error catalogue\n\n"
+        "Every error recordd answers carries one of these stable codes: as the "
+        "`reason` of the `google.rpc.ErrorInfo` in `grpc-status-details-bin` over gRPC, "
+        "as `code` (and the problem `type` `urn:recordd:problem:<code>`) in "
+        "`application/problem+json` over HTTP, and as the `error.code` of a rejected "
+        "receipt. Codes are only ever added. A running server describes each one at "
+        "`GET /problems/<code>` (no credential needed); this file is generated from "
+        "the same table (`make errors-doc`).\n\n"
+        "| code | gRPC status | HTTP status | retry as is |\n"
+        "|---|---|---|---|\n";
+    size_t cap = sizeof head + 64 * 1024, len = 0;
+    char *out = malloc(cap);
+    if (out == NULL)
+        return NULL;
+    len = (size_t)snprintf(out, cap, "%s", head);
+    for (int c = 0; c < RD_CODE_COUNT && len < cap; c++)
+        len += (size_t)snprintf(out + len, cap - len, "| [`%s`](#%s) | %s | %d | %s |\n",
+                                rd_code_str((rd_code)c), rd_code_str((rd_code)c),
+                                grpc_names[rd_code_grpc((rd_code)c)], rd_code_http((rd_code)c),
+                                code_docs[c].retryable ? "yes" : "no");
+    for (int c = 0; c < RD_CODE_COUNT && len < cap; c++) {
+        len += (size_t)snprintf(out + len, cap - len, "\n");
+        if (len < cap)
+            len += rd_code_entry_md((rd_code)c, out + len, cap - len);
+    }
+    if (len >= cap) {
+        free(out);
+        return NULL;
+    }
+    return out;
+}
+
 rd_code rd_code_from_str(const char *s)
 {
     for (int c = 0; s != NULL && c < RD_CODE_COUNT; c++)

@@ -60,6 +60,23 @@ int rd_code_http(rd_code c);
  * sent (412 Precondition Failed for a version conflict), 0 when the
  * precondition plays no part in it. */
 int rd_code_http_precondition(rd_code c);
+/* The error catalogue (docs/errors.md, GET /problems/{code}): whether a
+ * client may send the same request again and expect another answer, what
+ * the code means and what to do about it. */
+typedef struct rd_code_doc {
+    bool retryable;
+    const char *meaning;
+    const char *action;
+} rd_code_doc;
+const rd_code_doc *rd_code_describe(rd_code c);
+/* The catalogue entry of c as Markdown (a "## code" section) into buf of
+ * cap bytes, NUL-terminated; returns the length it needed (snprintf's
+ * rule). */
+size_t rd_code_entry_md(rd_code c, char *buf, size_t cap);
+/* The whole catalogue as Markdown (docs/errors.md), malloc'd; NULL when
+ * out of memory. */
+char *rd_code_catalogue_md(void);
+
 /* The code whose stable string is s (a stored receipt's error code);
  * RD_INTERNAL when s is NULL or names no row. */
 rd_code rd_code_from_str(const char *s);

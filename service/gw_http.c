@@ -82,7 +82,7 @@ struct gw_http {
     bool ticker_started;
 };
 
-typedef enum req_kind { REQ_API, REQ_HEALTHZ, REQ_READYZ, REQ_METRICS } req_kind;
+typedef enum req_kind { REQ_API, REQ_HEALTHZ, REQ_READYZ, REQ_METRICS, REQ_DOCS } req_kind;
 
 struct gw_req {
     gw_http *gw;
@@ -903,6 +903,25 @@ static enum MHD_Result serve_health(gw_req *r)
     return queue(r, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
 }
 
+/* GET /problems (the error catalogue) and /problems/{code} (one entry), as
+ * Markdown: what a problem's type urn:recordd:problem:<code> means. Static
+ * text, so no credential is asked. */
+static enum MHD_Result serve_problems(gw_req *r, const char *code)
+{
+    if (code == NULL) {
+        char *md = rd_code_catalogue_md();
+        if (md == NULL)
+            return send_err(r, RD_INTERNAL, 0, NULL, NULL, "out of memory");
+        return queue(r, 200, "text/markdown; charset=utf-8", md, strlen(md), NULL);
+    }
+    rd_code c = rd_code_from_str(code);
+    if (strcmp(rd_code_str(c), code) != 0)
+        return send_err(r, RD_NOT_FOUND, 0, NULL, NULL, "no problem type '%.64s'", code);
+    char buf[4096];
+    rd_code_entry_md(c, buf, sizeof buf);
+    return send_text(r, 200, "text/markdown; charset=utf-8", buf);
+}
+
 /* The first call for a request: headers are in, the body is not. Sets up
  * r and answers what needs no body (health, metrics, no route). */
 static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
@@ -929,6 +948,13 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
                             "%s answers GET and HEAD only", url);
         r->kind = url[1] == 'h' ? REQ_HEALTHZ : url[1] == 'r' ? REQ_READYZ : REQ_METRICS;
         return serve_health(r);
+    }
+    if (strncmp(url, "/problems", 9) == 0 && (url[9] == '\0' || url[9] == '/')) {
+        if (!get)
+            return send_err(r, RD_METHOD_NOT_ALLOWED, 0, NULL, "GET, HEAD",
+                            "%s answers GET and HEAD only", "/problems");
+        r->kind = REQ_DOCS;
+        return serve_problems(r, url[9] == '/' ? url + 10 : NULL);
     }
     char allow[128];
     gw_route_result rr = gw_routes_match(gw->routes, strcmp(verb, "HEAD") == 0 ? "GET" : verb, url,

@@ -84,7 +84,9 @@ static void usage(FILE *out)
         "      (a Kubernetes exec probe over TLS: the kubelet's gRPC probe has no TLS)\n"
         "  backup --out FILE [--db PATH] [--json]\n"
         "      copy the database, also while recordd serves it, into a new FILE (never\n"
-        "      overwritten): one consistent snapshot, integrity-checked and fsynced\n\n"
+        "      overwritten): one consistent snapshot, integrity-checked and fsynced\n"
+        "  errors [CODE]\n"
+        "      the error catalogue as Markdown (docs/errors.md), or the entry of CODE\n\n"
         "Common options (each also read from its RECORDD_* variable):\n"
         "  --dir DIR             where init puts everything [./var]\n"
         "  --db PATH             [DIR/recordd.db]      (RECORDD_DB)\n"
@@ -953,6 +955,29 @@ static int parse(int argc, char **argv, int i, ctl *c)
     return 0;
 }
 
+/* The error catalogue, or one entry (rd_code_catalogue_md, common/rd.h). */
+static int cmd_errors(const ctl *c)
+{
+    if (c->n_args == 0) {
+        char *md = rd_code_catalogue_md();
+        if (md == NULL)
+            return 1;
+        fputs(md, stdout);
+        free(md);
+        return 0;
+    }
+    rd_code code = rd_code_from_str(c->args[0]);
+    if (c->n_args != 1 || strcmp(rd_code_str(code), c->args[0]) != 0) {
+        fprintf(stderr, "recordctl: errors: no code '%s' (recordctl errors lists them)\n",
+                c->args[0]);
+        return 1;
+    }
+    char buf[4096];
+    rd_code_entry_md(code, buf, sizeof buf);
+    fputs(buf, stdout);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     ctl c;
@@ -978,6 +1003,8 @@ int main(int argc, char **argv)
         return cmd_backup(&c);
     if (strcmp(cmd, "health") == 0 && c.n_args == 0)
         return cmd_health(&c);
+    if (strcmp(cmd, "errors") == 0)
+        return cmd_errors(&c);
     if (strcmp(cmd, "key") == 0 && strcmp(sub, "create") == 0)
         return cmd_key_create(&c);
     if (strcmp(cmd, "key") == 0 && strcmp(sub, "list") == 0)

@@ -24,3 +24,40 @@ def test_relative_links_and_paths_in_the_docs_exist():
     for doc in DOCS:
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
             assert (doc.parent / target).exists(), f"{doc.relative_to(ROOT)} links to missing {target}"
+
+
+def recordctl_errors(*args):
+    import os
+    import subprocess
+
+    build = pathlib.Path(os.environ.get("RECORDD_BUILD", ROOT / "build"))
+    return subprocess.run([str(build / "recordctl"), "errors", *args], capture_output=True,
+                          text=True)
+
+
+def test_the_error_catalogue_is_generated_from_the_error_table():
+    """docs/errors.md is what `recordctl errors` (the error table) prints:
+    a code added to the table without regenerating it fails here
+    (`make errors-doc`)."""
+    out = recordctl_errors()
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (ROOT / "docs" / "errors.md").read_text(), \
+        "docs/errors.md is stale: run make errors-doc"
+    assert recordctl_errors("no_such_code").returncode == 1
+
+
+def test_problem_types_resolve_to_their_catalogue_entry(server):
+    """The type of every problem, urn:recordd:problem:<code>, is described at
+    GET /problems/<code>, with no credential."""
+    r = server.http("PUT", "/v1/schema", json_body={"schema": {"models": []}},
+                    headers={"If-Match": '"41"'})
+    assert r.status_code == 412, r.text
+    code = r.json()["type"].rsplit(":", 1)[1]
+    doc = server.http("GET", f"/problems/{code}", auth=None)
+    assert doc.status_code == 200 and doc.headers["Content-Type"].startswith("text/markdown")
+    assert doc.text.startswith(f"## {code}\n") and "What to do:" in doc.text
+    assert doc.text in (ROOT / "docs" / "errors.md").read_text()
+    whole = server.http("GET", "/problems", auth=None)
+    assert whole.text == (ROOT / "docs" / "errors.md").read_text()
+    missing = server.http("GET", "/problems/no_such_code", auth=None)
+    assert missing.status_code == 404 and missing.json()["code"] == "not_found"

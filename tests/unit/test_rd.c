@@ -5,6 +5,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -57,6 +59,26 @@ static void test_error_table_matches_design(void **state)
         bool precondition = rows[i].code == RD_VERSION_CONFLICT || rows[i].code == RD_NOT_FOUND;
         assert_int_equal(rd_code_http_precondition(rows[i].code), precondition ? 412 : 0);
     }
+}
+
+/* The catalogue (docs/errors.md, GET /problems/{code}) has an entry for
+ * every row: a new code without one fails here. */
+static void test_every_code_is_in_the_catalogue(void **state)
+{
+    (void)state;
+    char *md = rd_code_catalogue_md();
+    assert_non_null(md);
+    for (int c = 0; c < RD_CODE_COUNT; c++) {
+        const rd_code_doc *d = rd_code_describe((rd_code)c);
+        if (d->meaning == NULL || d->action == NULL)
+            fail_msg("%s has no catalogue entry (common/rd.c code_docs)", rd_code_str((rd_code)c));
+        char head[96];
+        snprintf(head, sizeof head, "\n## %s\n", rd_code_str((rd_code)c));
+        assert_non_null(strstr(md, head));
+    }
+    free(md);
+    assert_true(rd_code_describe(RD_RATE_LIMITED)->retryable);
+    assert_false(rd_code_describe(RD_VALIDATION_FAILED)->retryable);
 }
 
 static void test_error_codes_are_unique_strings(void **state)
@@ -231,6 +253,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_table_matches_design),
         cmocka_unit_test(test_error_codes_are_unique_strings),
+        cmocka_unit_test(test_every_code_is_in_the_catalogue),
         cmocka_unit_test(test_out_of_range_code_is_internal),
         cmocka_unit_test(test_errf_formats_field_and_message),
         cmocka_unit_test(test_arena_allocations_are_aligned_and_distinct),
