@@ -40,6 +40,7 @@
 #include "service/gw_route.h"
 #include "service/svc_log.h"
 #include "service/svc_metrics.h"
+#include "service/svc_net.h"
 #include "service/svc_tls.h"
 #include "service/svc_transport.h"
 
@@ -1525,8 +1526,9 @@ rd_code gw_http_start(const gw_http_options *opt, svc_ctx *ctx, gw_http **out, i
         MHD_OPTION_UNESCAPE_CALLBACK, no_unescape, NULL, MHD_OPTION_END);
     svc_tls_snap_release(snap);
     if (gw->d == NULL) {
-        rd_errf(err, RD_UNAVAILABLE, "http_listen",
-                "cannot listen on %s: address in use, not local or malformed", opt->listen);
+        char why[256];
+        rd_errf(err, RD_UNAVAILABLE, "http_listen", "cannot listen on %s: %s", opt->listen,
+                svc_listen_cause(opt->listen, why, sizeof why));
         goto fail;
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(gw->d, MHD_DAEMON_INFO_BIND_PORT);

@@ -22,6 +22,7 @@
 #include "service/svc_grpc.h"
 #include "service/svc_log.h"
 #include "service/svc_metrics.h"
+#include "service/svc_net.h"
 #include "service/svc_convert.h"
 #include "service/svc_status.h"
 #include "service/svc_tls.h"
@@ -608,7 +609,9 @@ static void log_call(gcall *c, svc_call *call)
                      .principal_id = p != NULL ? auth_principal_id(p) : NULL,
                      .server_tx_id = svc_call_tx_id(call),
                      .request_id = rid,
-                     .probe = strncmp(method, "/grpc.health.v1.Health/", 23) == 0};
+                     /* probes and tool discovery log at debug */
+                     .probe = strncmp(method, "/grpc.health.v1.Health/", 23) == 0 ||
+                              strncmp(method, "/grpc.reflection.", 17) == 0};
     svc_log_request(&r);
 }
 
@@ -939,8 +942,9 @@ rd_code svc_grpc_start(svc_server *s, const svc_options *opt, svc_grpc **out, in
     int port = grpc_server_add_http2_port(g->server, opt->listen, creds);
     grpc_server_credentials_release(creds);
     if (port == 0) {
-        rd_errf(err, RD_UNAVAILABLE, "grpc_listen",
-                "cannot listen on %s: address in use, not local or malformed", opt->listen);
+        char why[256];
+        rd_errf(err, RD_UNAVAILABLE, "grpc_listen", "cannot listen on %s: %s", opt->listen,
+                svc_listen_cause(opt->listen, why, sizeof why));
         goto fail;
     }
     grpc_server_start(g->server);

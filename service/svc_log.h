@@ -43,7 +43,7 @@ typedef struct svc_log_req {
     const char *principal_id; /* the authenticated principal's id (never the credential) */
     const char *server_tx_id; /* the write's server tx id, when it produced one */
     const char *request_id;   /* x-request-id as received; NULL or unusable: generated */
-    bool probe;               /* a health probe: logged at debug, not info */
+    bool probe;               /* a health probe or reflection: logged at debug, not info */
 } svc_log_req;
 
 /* Writes the request line:

@@ -196,14 +196,31 @@ def free_port():
         return s.getsockname()[1]
 
 
-def test_debug_level_logs_health_probes_info_does_not(server_factory):
+def reflect(srv):
+    """One reflection stream: list the services."""
+    call = srv.channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                                     request_serializer=lambda m: m.SerializeToString(),
+                                     response_deserializer=lambda b: b)
+    req = h.pb.refl_v1.ServerReflectionRequest(list_services="*")
+    assert list(call(iter([req]), timeout=10))
+
+
+REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
+
+
+def test_debug_level_logs_health_probes_and_reflection_info_does_not(server_factory):
     quiet = server_factory()
     quiet.health("")
+    reflect(quiet)
     loud = server_factory("--log-level", "debug", name="loud")
     loud.health("readiness")
+    reflect(loud)
     assert wait_logged(loud, method="/grpc.health.v1.Health/Check", level="debug")
-    time.sleep(0.2)
+    assert wait_logged(loud, method=REFLECTION, level="debug")
+    quiet.get_schema()
+    assert wait_logged(quiet, method="/recordd.v1.Schemas/GetSchema", level="info")
     assert requests_logged(quiet, method="/grpc.health.v1.Health/Check") == []
+    assert requests_logged(quiet, method=REFLECTION) == []
 
 
 # ---- health ----------------------------------------------------------------------------

@@ -199,3 +199,29 @@ def test_reflection_stream_survives_a_malformed_message(school):
         list(call(iter([b"\xff\xff\xff"]), timeout=h.CALL_TIMEOUT))
     assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     school.assert_healthy()
+
+
+@pytest.mark.parametrize("flag", ["--grpc-listen", "--http-listen"])
+def test_a_listen_failure_names_its_cause(tmp_path, flag):
+    """The server says why it cannot listen: the port is taken, or the
+    address is not one of this machine's."""
+    import socket
+    import subprocess
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen(1)
+    port = holder.getsockname()[1]
+    subprocess.run([str(h.RECORDCTL), "init", "--dir", str(tmp_path / "var"), "--db", str(tmp_path / "r.db")],
+                   capture_output=True, check=True)
+    base = [str(h.BIN), "--db", str(tmp_path / "r.db"), "--pepper-file", str(tmp_path / "var" / "pepper"),
+            "--signing-key", str(tmp_path / "var" / "signing.key"),
+            "--trusted-keys", str(tmp_path / "var" / "trusted-keys"),
+            "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]
+    try:
+        for addr, cause in ((f"127.0.0.1:{port}", "in use"), ("192.0.2.1:0", "not an address of this machine")):
+            res = subprocess.run(base + [flag, addr], capture_output=True, text=True, timeout=30)
+            assert res.returncode == 1, res.stderr
+            assert f"cannot listen on {addr}: " in res.stderr and cause in res.stderr, res.stderr
+    finally:
+        holder.close()
