@@ -7,6 +7,8 @@
 #   make image-test build docker/Dockerfile with buildah, run it with podman, check the
 #                   k8s manifests (tests/image/; needs root; installs IMAGE_PKGS)
 #   make fmt        clang-format every source file
+#   make install    recordd and recordctl into $(PREFIX)/bin [/usr/local]
+#   make errors-doc regenerate docs/errors.md from the error table
 #   make clean
 
 BUILD   ?= build
@@ -179,6 +181,14 @@ check: deps
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')
+
+# make install: recordd and recordctl into $(DESTDIR)$(PREFIX)/bin, so
+# `recordctl …` works from any directory.
+PREFIX ?= /usr/local
+.PHONY: install
+install: $(BIN) $(BUILD)/recordctl
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(BIN) $(BUILD)/recordctl $(DESTDIR)$(PREFIX)/bin/
 
 # docs/errors.md is generated from the error table (common/rd.c); a test
 # fails when the two disagree.

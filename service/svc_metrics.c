@@ -4,14 +4,18 @@
  * recording path; rendering builds one malloc'd buffer. */
 #include "service/svc_metrics.h"
 
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "service/svc.h"
+#include "service/config.h"
 #include "service/svc_auth.h"
 
 /* Latency bucket upper bounds in µs (Prometheus le in seconds). */
@@ -207,6 +211,46 @@ static void put_org_bounds(void *arg, const char *org, int64_t oldest, int64_t n
         org, (long long)oldest, org, (long long)newest);
 }
 
+/* The process metrics Prometheus clients export (CPU, resident memory,
+ * open file descriptors) and the build. */
+static void put_process(buf *b)
+{
+    struct rusage ru;
+    double cpu = 0;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)
+        cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+              ru.ru_stime.tv_usec / 1e6;
+    long long rss = 0, pages = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f != NULL) {
+        if (fscanf(f, "%*s %lld", &pages) == 1)
+            rss = pages * (long long)sysconf(_SC_PAGESIZE);
+        fclose(f);
+    }
+    long long fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d != NULL && (e = readdir(d)) != NULL;)
+        fds += e->d_name[0] != '.';
+    if (d != NULL) {
+        closedir(d);
+        fds--; /* the directory's own descriptor */
+    }
+    put(b,
+        "# HELP process_cpu_seconds_total User and system CPU time spent, in seconds.\n"
+        "# TYPE process_cpu_seconds_total counter\n"
+        "process_cpu_seconds_total %.3f\n"
+        "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+        "# TYPE process_resident_memory_bytes gauge\n"
+        "process_resident_memory_bytes %lld\n"
+        "# HELP process_open_fds Open file descriptors.\n"
+        "# TYPE process_open_fds gauge\n"
+        "process_open_fds %lld\n"
+        "# HELP recordd_build_info The running build (always 1).\n"
+        "# TYPE recordd_build_info gauge\n"
+        "recordd_build_info{version=\"%s\"} 1\n",
+        cpu, rss, fds, SVC_VERSION);
+}
+
 char *svc_metrics_render(store *db, size_t *len)
 {
     buf b = {malloc(16384), 0, 16384, false};
@@ -318,6 +362,17 @@ char *svc_metrics_render(store *db, size_t *len)
         put_counts(&b, "recordd_commit_duration_seconds", st.commit_counts, STORE_COMMIT_BOUNDS_US,
                    STORE_COMMIT_SLOTS, 1e-6, st.commit_us / 1e6);
     }
+    if (db != NULL) {
+        int64_t db_bytes = 0, wal_bytes = 0;
+        store_file_sizes(db, &db_bytes, &wal_bytes);
+        put(&b,
+            "# HELP recordd_database_bytes Size of the database file and of its write-ahead log.\n"
+            "# TYPE recordd_database_bytes gauge\n"
+            "recordd_database_bytes{file=\"db\"} %lld\n"
+            "recordd_database_bytes{file=\"wal\"} %lld\n",
+            (long long)db_bytes, (long long)wal_bytes);
+    }
+    put_process(&b);
     if (b.oom) {
         free(b.p);
         return NULL;

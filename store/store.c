@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <limits.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -313,6 +315,15 @@ void store_dir_of(const char *path, char *dir, size_t size)
         dir[1] = '\0';
     else
         *slash = '\0';
+}
+
+void store_file_sizes(store *s, int64_t *db_bytes, int64_t *wal_bytes)
+{
+    struct stat st;
+    char wal[PATH_MAX];
+    *db_bytes = stat(s->path, &st) == 0 ? (int64_t)st.st_size : 0;
+    snprintf(wal, sizeof wal, "%s-wal", s->path);
+    *wal_bytes = stat(wal, &st) == 0 ? (int64_t)st.st_size : 0;
 }
 
 bool store_storage_full(store *s)

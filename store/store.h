@@ -251,6 +251,9 @@ typedef struct store_page {
  * STORE_FULL_RECOVER_BYTES free. Readiness reports not ready meanwhile. */
 #define STORE_FULL_RECOVER_BYTES ((uint64_t)8 << 20)
 bool store_storage_full(store *s);
+/* The size in bytes of the database file and of its write-ahead log (0
+ * when absent), for /metrics. */
+void store_file_sizes(store *s, int64_t *db_bytes, int64_t *wal_bytes);
 
 /* Frees everything a page holds (records, key texts) and zeroes it. */
 void store_page_free(store_page *p);

@@ -5,6 +5,7 @@ Idempotency-Key, If-Match/ETag, Prefer, X-Request-Id, Last-Event-ID),
 problem+json errors, Server-Sent Events, /healthz /readyz /metrics."""
 
 import json
+import re
 import threading
 import time
 
@@ -94,6 +95,18 @@ def metric_value(text, name):
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise AssertionError(f"{name} is not in /metrics")
+
+
+def test_metrics_describe_the_process_the_build_and_the_database(srv):
+    text = srv.http("GET", "/metrics", auth=None).text
+    assert metric_value(text, "process_cpu_seconds_total") > 0
+    assert metric_value(text, "process_resident_memory_bytes") > 1 << 20
+    assert metric_value(text, "process_open_fds") >= 3
+    assert re.search(r'^recordd_build_info\{version="[^"]+"\} 1$', text, re.M), text
+    assert metric_value(text, 'recordd_database_bytes{file="db"}') > 0
+    assert metric_value(text, 'recordd_database_bytes{file="wal"}') >= 0
+    # the newest committed sync id per organisation
+    assert "recordd_changes_sync_id{" in text
 
 
 def test_metrics_time_every_commit(srv):

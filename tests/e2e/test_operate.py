@@ -369,3 +369,23 @@ def test_readme_grpc_examples_work_in_the_order_written(buf, server_factory):
         if method == "recordd.v1.Tokens/MintToken":
             token = json.loads(res.stdout)["token"]
     assert token is not None, "the worked example's MintToken was not found"
+
+
+def test_make_install_puts_recordd_and_recordctl_in_prefix_bin(tmp_path):
+    """`make install PREFIX=…` installs both binaries, which then run."""
+    import os
+    import subprocess
+
+    build = os.environ.get("RECORDD_BUILD", str(h.REPO / "build"))
+    res = subprocess.run(["make", "-s", "-C", str(h.REPO), "install", f"PREFIX={tmp_path}", f"BUILD={build}",
+                          "-o", f"{build}/recordd", "-o", f"{build}/recordctl"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    for name in ("recordd", "recordctl"):
+        exe = tmp_path / "bin" / name
+        assert exe.is_file() and os.access(exe, os.X_OK), name
+    out = subprocess.run([str(tmp_path / "bin" / "recordd"), "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip()
+    out = subprocess.run([str(tmp_path / "bin" / "recordctl"), "errors", "not_found"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and out.stdout.startswith("## not_found")
