@@ -26,6 +26,8 @@
 
 #include "auth/auth.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "recordd/v1/schema.pb-c.h"
+#include "service/gw_json.h"
 #include "service/config.h"
 #include "service/svc_auth.h"
 #include "store/store.h"
@@ -48,6 +50,8 @@ typedef struct ctl {
     long timeout_s;
     long ttl;
     bool test_key, json;
+    bool force, merge;   /* schema push */
+    char key_file[1024]; /* schema: --key-file */
     const char *out;     /* backup --out */
     const char *args[4]; /* positional arguments after the command words */
     int n_args;
@@ -85,6 +89,13 @@ static void usage(FILE *out)
         "  backup --out FILE [--db PATH] [--json]\n"
         "      copy the database, also while recordd serves it, into a new FILE (never\n"
         "      overwritten): one consistent snapshot, integrity-checked and fsynced\n"
+        "  schema get [--addr HOST:PORT] [--key-file FILE] [TLS options as for health]\n"
+        "      print the organisation's schema as JSON, with its revision\n"
+        "  schema push FILE [--force] [--merge] [--addr HOST:PORT] [--key-file FILE]\n"
+        "      push the JSON schema in FILE (as schema get prints it; a \"revision\" in it\n"
+        "      is refused when the schema moved on: leave it out to push over any); the\n"
+        "      changes go to stderr, the schema now in force to stdout. Both send\n"
+        "      RECORDD_TOKEN, else --key-file, else DIR/admin.key\n"
         "  errors [CODE]\n"
         "      the error catalogue as Markdown (docs/errors.md), or the entry of CODE\n\n"
         "Common options (each also read from its RECORDD_* variable):\n"
@@ -718,18 +729,34 @@ static char *read_text(const char *path)
 
 /* One grpc.health.v1.Health/Check call: 0 when SERVING, 1 otherwise (the
  * status or the error on stderr), 2 on bad options. */
-static int cmd_health(const ctl *c)
+/* A call's answer: the gRPC status and message, and on OK the reply's
+ * bytes (malloc'd). */
+typedef struct answer {
+    grpc_status_code status;
+    char msg[512];
+    uint8_t *reply;
+    size_t reply_len;
+} answer;
+
+/* One unary call of method (request req) on the server c names (--addr,
+ * TLS with --cacert/--cert/--key, --server-name, --timeout), sending
+ * `authorization: Bearer <bearer>` when bearer is not NULL. 0, or 2 when
+ * a file cannot be read (said on stderr). */
+static int unary_call(const ctl *c, const char *what, const char *method,
+                      const ProtobufCMessage *req, const char *bearer, answer *out)
 {
     const char *addr = c->addr ? c->addr : "127.0.0.1:50051";
+    memset(out, 0, sizeof *out);
+    out->status = GRPC_STATUS_UNKNOWN;
     if ((c->cert == NULL) != (c->key == NULL) || (c->cert != NULL && c->cacert == NULL)) {
-        fprintf(stderr, "recordctl: health: --cert and --key go together, with --cacert\n");
+        fprintf(stderr, "recordctl: %s: --cert and --key go together, with --cacert\n", what);
         return 2;
     }
     char *pem[3] = {NULL, NULL, NULL};
     const char *paths[3] = {c->cacert, c->cert, c->key};
     for (int i = 0; i < 3; i++)
         if (paths[i] != NULL && (pem[i] = read_text(paths[i])) == NULL) {
-            fprintf(stderr, "recordctl: health: cannot read %s: %s\n", paths[i], strerror(errno));
+            fprintf(stderr, "recordctl: %s: cannot read %s: %s\n", what, paths[i], strerror(errno));
             for (int j = 0; j < i; j++)
                 free(pem[j]);
             return 2;
@@ -752,33 +779,32 @@ static int cmd_health(const ctl *c)
     gpr_timespec deadline =
         gpr_time_add(gpr_now(GPR_CLOCK_REALTIME),
                      gpr_time_from_seconds(c->timeout_s > 0 ? c->timeout_s : 5, GPR_TIMESPAN));
-    grpc_slice method = grpc_slice_from_static_string("/grpc.health.v1.Health/Check");
-    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
-                                               deadline, NULL);
-
-    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-    req.service = (char *)(c->service ? c->service : "");
-    uint8_t packed[512];
-    size_t packed_len = grpc__health__v1__health_check_request__get_packed_size(&req);
-    int rc = 1;
-    if (packed_len > sizeof packed) {
-        fprintf(stderr, "recordctl: health: --service is too long\n");
-        rc = 2;
-        goto done;
-    }
-    grpc__health__v1__health_check_request__pack(&req, packed);
-    grpc_slice body = grpc_slice_from_copied_buffer((const char *)packed, packed_len);
+    grpc_call *call =
+        grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                 grpc_slice_from_static_string(method), NULL, deadline, NULL);
+    size_t packed_len = protobuf_c_message_get_packed_size(req);
+    grpc_slice body = grpc_slice_malloc(packed_len);
+    protobuf_c_message_pack(req, GRPC_SLICE_START_PTR(body));
     grpc_byte_buffer *send = grpc_raw_byte_buffer_create(&body, 1);
     grpc_slice_unref(body);
     grpc_byte_buffer *recv = NULL;
     grpc_metadata_array initial, trailing;
     grpc_metadata_array_init(&initial);
     grpc_metadata_array_init(&trailing);
-    grpc_status_code status = GRPC_STATUS_UNKNOWN;
     grpc_slice details = grpc_empty_slice();
+    char *auth = NULL;
+    grpc_metadata md;
+    memset(&md, 0, sizeof md);
+    if (bearer != NULL && (auth = malloc(strlen(bearer) + 8)) != NULL) {
+        sprintf(auth, "Bearer %s", bearer);
+        md.key = grpc_slice_from_static_string("authorization");
+        md.value = grpc_slice_from_static_string(auth);
+    }
     grpc_op ops[6];
     memset(ops, 0, sizeof ops);
     ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+    ops[0].data.send_initial_metadata.count = auth != NULL ? 1 : 0;
+    ops[0].data.send_initial_metadata.metadata = auth != NULL ? &md : NULL;
     ops[1].op = GRPC_OP_SEND_MESSAGE;
     ops[1].data.send_message.send_message = send;
     ops[2].op = GRPC_OP_SEND_CLOSE_FROM_CLIENT;
@@ -788,34 +814,23 @@ static int cmd_health(const ctl *c)
     ops[4].data.recv_message.recv_message = &recv;
     ops[5].op = GRPC_OP_RECV_STATUS_ON_CLIENT;
     ops[5].data.recv_status_on_client.trailing_metadata = &trailing;
-    ops[5].data.recv_status_on_client.status = &status;
+    ops[5].data.recv_status_on_client.status = &out->status;
     ops[5].data.recv_status_on_client.status_details = &details;
     if (grpc_call_start_batch(call, ops, 6, (void *)1, NULL) == GRPC_CALL_OK)
         grpc_completion_queue_pluck(cq, (void *)1, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
-    if (status != GRPC_STATUS_OK) {
-        char *msg = grpc_slice_to_c_string(details);
-        fprintf(stderr, "recordctl: health: %s: status %d: %s\n", addr, (int)status, msg);
-        gpr_free(msg);
-    } else if (recv != NULL) {
+    char *m = grpc_slice_to_c_string(details);
+    snprintf(out->msg, sizeof out->msg, "%s", m);
+    gpr_free(m);
+    if (out->status == GRPC_STATUS_OK && recv != NULL) {
         grpc_byte_buffer_reader reader;
         grpc_byte_buffer_reader_init(&reader, recv);
         grpc_slice all = grpc_byte_buffer_reader_readall(&reader);
         grpc_byte_buffer_reader_destroy(&reader);
-        Grpc__Health__V1__HealthCheckResponse *resp =
-            grpc__health__v1__health_check_response__unpack(NULL, GRPC_SLICE_LENGTH(all),
-                                                            GRPC_SLICE_START_PTR(all));
+        out->reply_len = GRPC_SLICE_LENGTH(all);
+        out->reply = malloc(out->reply_len ? out->reply_len : 1);
+        if (out->reply != NULL)
+            memcpy(out->reply, GRPC_SLICE_START_PTR(all), out->reply_len);
         grpc_slice_unref(all);
-        const char *name =
-            resp == NULL ? "malformed reply"
-            : resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-                ? "SERVING"
-            : resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
-                ? "NOT_SERVING"
-                : "UNKNOWN";
-        rc = strcmp(name, "SERVING") == 0 ? 0 : 1;
-        printf("%s\n", name);
-        if (resp != NULL)
-            grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
     }
     grpc_slice_unref(details);
     grpc_metadata_array_destroy(&initial);
@@ -823,7 +838,10 @@ static int cmd_health(const ctl *c)
     grpc_byte_buffer_destroy(send);
     if (recv != NULL)
         grpc_byte_buffer_destroy(recv);
-done:
+    if (auth != NULL) {
+        sodium_memzero(auth, strlen(auth));
+        free(auth);
+    }
     grpc_call_unref(call);
     grpc_completion_queue_shutdown(cq);
     while (grpc_completion_queue_pluck(cq, NULL, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
@@ -837,6 +855,153 @@ done:
             sodium_memzero(pem[i], strlen(pem[i]));
         free(pem[i]);
     }
+    return 0;
+}
+
+static int cmd_health(const ctl *c)
+{
+    Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+    req.service = (char *)(c->service ? c->service : "");
+    answer a;
+    if (strlen(req.service) > 256) {
+        fprintf(stderr, "recordctl: health: --service is too long\n");
+        return 2;
+    }
+    int rc = unary_call(c, "health", "/grpc.health.v1.Health/Check", &req.base, NULL, &a);
+    if (rc != 0)
+        return rc;
+    if (a.status != GRPC_STATUS_OK) {
+        fprintf(stderr, "recordctl: health: %s: status %d: %s\n",
+                c->addr ? c->addr : "127.0.0.1:50051", (int)a.status, a.msg);
+        return 1;
+    }
+    Grpc__Health__V1__HealthCheckResponse *resp =
+        grpc__health__v1__health_check_response__unpack(NULL, a.reply_len, a.reply);
+    free(a.reply);
+    const char *name =
+        resp == NULL ? "malformed reply"
+        : resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+            ? "SERVING"
+        : resp->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING
+            ? "NOT_SERVING"
+            : "UNKNOWN";
+    printf("%s\n", name);
+    if (resp != NULL)
+        grpc__health__v1__health_check_response__free_unpacked(resp, NULL);
+    return strcmp(name, "SERVING") == 0 ? 0 : 1;
+}
+
+/* The API key or token schema commands send: RECORDD_TOKEN, else the file
+ * --key-file names, else DIR/admin.key (what init saved). malloc'd; NULL
+ * (said on stderr) when none can be read. */
+static char *bearer_of(const ctl *c)
+{
+    const char *env = getenv("RECORDD_TOKEN");
+    if (env != NULL && env[0] != '\0')
+        return strdup(env);
+    char path[1100];
+    snprintf(path, sizeof path, "%s", c->key_file);
+    if (path[0] == '\0')
+        snprintf(path, sizeof path, "%s/admin.key", c->dir[0] ? c->dir : "./var");
+    char *text = read_text(path);
+    if (text == NULL) {
+        fprintf(stderr,
+                "recordctl: no credential: set RECORDD_TOKEN or --key-file (cannot read %s: %s)\n",
+                path, strerror(errno));
+        return NULL;
+    }
+    text[strcspn(text, "\r\n")] = '\0';
+    return text;
+}
+
+/* schema get: the organisation's schema as JSON (with its revision, which
+ * a later push of the file then expects). schema push FILE [--force]
+ * [--merge]: pushes the JSON schema document in FILE (as get writes it;
+ * a "revision" in it guards against a concurrent edit: leave it out to push
+ * over whatever is current) and prints the changes. */
+static int cmd_schema(const ctl *c, const char *sub)
+{
+    bool get = strcmp(sub, "get") == 0;
+    if ((get && c->n_args != 0) || (!get && c->n_args != 1)) {
+        fprintf(stderr, "recordctl: schema get | schema push FILE\n");
+        return 2;
+    }
+    char *bearer = bearer_of(c);
+    if (bearer == NULL)
+        return 1;
+    rd_arena *a = rd_arena_new((size_t)64 << 20);
+    answer ans = {0};
+    int rc = 1;
+    rd_err err;
+    rd_err_clear(&err);
+    if (a == NULL)
+        goto done;
+    if (get) {
+        Recordd__V1__GetSchemaRequest req = RECORDD__V1__GET_SCHEMA_REQUEST__INIT;
+        if ((rc = unary_call(c, "schema get", "/recordd.v1.Schemas/GetSchema", &req.base, bearer,
+                             &ans)) != 0)
+            goto done;
+    } else {
+        char *text = read_text(c->args[0]);
+        json_t *doc = NULL;
+        ProtobufCMessage *schema = NULL;
+        if (text == NULL) {
+            fprintf(stderr, "recordctl: schema push: cannot read %s: %s\n", c->args[0],
+                    strerror(errno));
+            rc = 2;
+            goto done;
+        }
+        rd_code code = gw_json_parse(text, strlen(text), &doc, &err);
+        free(text);
+        if (code == RD_OK)
+            code = gw_json_decode(&recordd__v1__schema__descriptor, doc, a, &schema, &err);
+        json_decref(doc);
+        if (code != RD_OK) {
+            fprintf(stderr, "recordctl: schema push: %s: %s\n", c->args[0], err.msg);
+            rc = 2;
+            goto done;
+        }
+        Recordd__V1__PushSchemaRequest req = RECORDD__V1__PUSH_SCHEMA_REQUEST__INIT;
+        req.schema = (Recordd__V1__Schema *)schema;
+        req.force = c->force;
+        req.merge = c->merge;
+        if ((rc = unary_call(c, "schema push", "/recordd.v1.Schemas/PushSchema", &req.base, bearer,
+                             &ans)) != 0)
+            goto done;
+    }
+    rc = 1;
+    if (ans.status != GRPC_STATUS_OK) {
+        fprintf(stderr, "recordctl: schema %s: status %d: %s\n", sub, (int)ans.status, ans.msg);
+        goto done;
+    }
+    const ProtobufCMessageDescriptor *d =
+        get ? &recordd__v1__schema__descriptor : &recordd__v1__push_schema_response__descriptor;
+    ProtobufCMessage *reply = protobuf_c_message_unpack(d, NULL, ans.reply_len, ans.reply);
+    if (reply == NULL) {
+        fprintf(stderr, "recordctl: schema %s: malformed reply\n", sub);
+        goto done;
+    }
+    const ProtobufCMessage *shown = reply;
+    if (!get) { /* the changes on stderr, the schema now in force on stdout */
+        const Recordd__V1__PushSchemaResponse *pr = (const void *)reply;
+        for (size_t i = 0; i < pr->n_changes; i++)
+            fprintf(stderr, "%s\n", pr->changes[i]);
+        if (pr->n_changes == 0)
+            fprintf(stderr, "no change\n");
+        shown = &pr->schema->base;
+    }
+    char *out = shown != NULL ? gw_json_encode_text(shown, NULL) : NULL;
+    if (out != NULL) {
+        printf("%s\n", out);
+        rc = 0;
+    }
+    free(out);
+    protobuf_c_message_free_unpacked(reply, NULL);
+done:
+    free(ans.reply);
+    rd_arena_free(a);
+    sodium_memzero(bearer, strlen(bearer));
+    free(bearer);
     return rc;
 }
 
@@ -871,6 +1036,10 @@ static int parse(int argc, char **argv, int i, ctl *c)
         }
         if (IS("json")) {
             c->json = true;
+            continue;
+        }
+        if (IS("force") || IS("merge")) {
+            *(IS("force") ? &c->force : &c->merge) = true;
             continue;
         }
         const char *v = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
@@ -912,6 +1081,8 @@ static int parse(int argc, char **argv, int i, ctl *c)
             c->key = v;
         else if (IS("server-name"))
             c->server_name = v;
+        else if (IS("key-file"))
+            snprintf(c->key_file, sizeof c->key_file, "%s", v);
         else if (IS("timeout")) {
             char *end;
             c->timeout_s = strtol(v, &end, 10);
@@ -992,7 +1163,7 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[1];
     const char *sub = argc > 2 ? argv[2] : "";
-    bool two = strcmp(cmd, "key") == 0 || strcmp(cmd, "token") == 0;
+    bool two = strcmp(cmd, "key") == 0 || strcmp(cmd, "token") == 0 || strcmp(cmd, "schema") == 0;
     if (parse(argc, argv, two ? 3 : 2, &c) != 0) {
         usage(stderr);
         return 2;
@@ -1005,6 +1176,8 @@ int main(int argc, char **argv)
         return cmd_health(&c);
     if (strcmp(cmd, "errors") == 0)
         return cmd_errors(&c);
+    if (strcmp(cmd, "schema") == 0 && (strcmp(sub, "get") == 0 || strcmp(sub, "push") == 0))
+        return cmd_schema(&c, sub);
     if (strcmp(cmd, "key") == 0 && strcmp(sub, "create") == 0)
         return cmd_key_create(&c);
     if (strcmp(cmd, "key") == 0 && strcmp(sub, "list") == 0)

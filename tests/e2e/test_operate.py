@@ -196,7 +196,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def reflect(srv):
+def list_by_reflection(srv):
     """One reflection stream: list the services."""
     call = srv.channel.stream_stream("/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
                                      request_serializer=lambda m: m.SerializeToString(),
@@ -211,10 +211,10 @@ REFLECTION = "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"
 def test_debug_level_logs_health_probes_and_reflection_info_does_not(server_factory):
     quiet = server_factory()
     quiet.health("")
-    reflect(quiet)
+    list_by_reflection(quiet)
     loud = server_factory("--log-level", "debug", name="loud")
     loud.health("readiness")
-    reflect(loud)
+    list_by_reflection(loud)
     assert wait_logged(loud, method="/grpc.health.v1.Health/Check", level="debug")
     assert wait_logged(loud, method=REFLECTION, level="debug")
     quiet.get_schema()
@@ -389,3 +389,36 @@ def test_make_install_puts_recordd_and_recordctl_in_prefix_bin(tmp_path):
     out = subprocess.run([str(tmp_path / "bin" / "recordctl"), "errors", "not_found"], capture_output=True,
                          text=True)
     assert out.returncode == 0 and out.stdout.startswith("## not_found")
+
+
+def test_recordctl_schema_get_and_push_a_file(server, tmp_path):
+    """`recordctl schema get|push FILE`: the schema as a file (GitOps); the
+    revision the file carries guards against a concurrent edit."""
+    import json
+    import subprocess
+
+    key = tmp_path / "admin.key"
+    key.write_text(server.admin_key + "\n")
+
+    def ctl(*args):
+        return subprocess.run([str(h.RECORDCTL), "schema", *args, "--addr", server.address,
+                               "--key-file", str(key)], capture_output=True, text=True, timeout=30)
+
+    got = ctl("get")
+    assert got.returncode == 0, got.stderr
+    assert json.loads(got.stdout).get("revision", "0") == "0"
+    doc = tmp_path / "schema.json"
+    doc.write_text(json.dumps({"models": [h.STUDENTS]}))
+    pushed = ctl("push", str(doc))
+    assert pushed.returncode == 0, pushed.stderr
+    assert "create model students" in pushed.stderr
+    now = json.loads(ctl("get").stdout)
+    assert now["revision"] == "1" and now["models"][0]["name"] == "students"
+    doc.write_text(json.dumps(now))  # carries revision 1
+    server.push_schema([h.STUDENTS, h.ENROLLMENTS])  # someone else: revision 2
+    stale = ctl("push", str(doc))
+    assert stale.returncode == 1 and "revision 2" in stale.stderr, stale.stderr
+    doc.write_text(json.dumps({"models": [{"name": "rooms", "fields": [{"name": "no", "type": "INTEGER"}]}]}))
+    merged = ctl("push", str(doc), "--merge")
+    assert merged.returncode == 0, merged.stderr
+    assert sorted(m["name"] for m in json.loads(merged.stdout)["models"]) == ["enrollments", "rooms", "students"]
