@@ -18,7 +18,7 @@ CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 
 # Debian packages the build, the tests and `make run` need.
-DEB_PKGS := build-essential pkg-config protobuf-compiler protobuf-c-compiler libprotobuf-dev \
+DEB_PKGS := build-essential pkg-config protobuf-compiler protobuf-compiler-grpc protobuf-c-compiler libprotobuf-dev \
             libprotobuf-c-dev libgrpc-dev grpc-proto golang-github-gogo-googleapis-dev \
             libsqlite3-dev libsodium-dev libjansson-dev libmicrohttpd-dev libgnutls28-dev libcmocka-dev xxd zlib1g-dev \
             python3-grpcio python3-protobuf python3-requests python3-pytest python3-cryptography openssl sqlite3 \
@@ -189,6 +189,16 @@ PREFIX ?= /usr/local
 install: $(BIN) $(BUILD)/recordctl
 	install -d $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(BIN) $(BUILD)/recordctl $(DESTDIR)$(PREFIX)/bin/
+
+# buf (buf.yaml, buf.gen.yaml; docs/clients.md): the googleapis files the
+# protos import, from Debian's packages, as a local buf module.
+GOOGLEAPIS := /usr/share/gocode/src/github.com/gogo/googleapis
+.PHONY: buf-deps
+buf-deps:
+	@mkdir -p $(BUILD)/buf-deps/google/api $(BUILD)/buf-deps/google/rpc
+	cp $(GOOGLEAPIS)/google/api/annotations.proto $(GOOGLEAPIS)/google/api/http.proto \
+	    $(BUILD)/buf-deps/google/api/
+	cp $(GOOGLEAPIS)/google/rpc/status.proto $(BUILD)/buf-deps/google/rpc/
 
 # docs/errors.md is generated from the error table (common/rd.c); a test
 # fails when the two disagree.
