@@ -998,6 +998,9 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
                             "schema (push); "
                             "this route takes none");
     }
+    const char *inm = header(r, "If-None-Match");
+    if (inm != NULL && strlen(inm) <= 1024)
+        r->q.if_none_match = rd_arena_strdup(r->arena, inm);
     const char *prefer = header(r, "Prefer");
     if (prefer != NULL)
         parse_prefer(r, prefer);

@@ -1886,3 +1886,13 @@ char *gw_json_encode_text(const ProtobufCMessage *m, size_t *len)
     json_decref(j);
     return s;
 }
+
+void gw_json_name(const char *proto, char *out, size_t cap)
+{
+    json_name(proto, out, cap);
+}
+
+bool gw_json_is_map(const ProtobufCFieldDescriptor *f)
+{
+    return is_map(f);
+}

@@ -14,6 +14,7 @@
 #define GW_JSON_H
 
 #include <jansson.h>
+#include <stdbool.h>
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 
@@ -75,5 +76,13 @@ char *gw_json_encode_text(const ProtobufCMessage *m, size_t *len);
  * form that reads back the same. For problem+json bodies. NULL on out of
  * memory. */
 char *gw_json_dump(const json_t *v, size_t *len);
+
+/* protoc's json_name of a proto field name ("read_at" → "readAt") into out
+ * (cap bytes, truncated, NUL-terminated). */
+void gw_json_name(const char *proto, char *out, size_t cap);
+
+/* Whether f is a proto map field (a repeated XxxEntry {key = 1; value = 2}):
+ * a JSON object in the mapping. */
+bool gw_json_is_map(const ProtobufCFieldDescriptor *f);
 
 #endif

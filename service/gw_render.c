@@ -117,6 +117,29 @@ static bool etag_version(const ProtobufCMessage *m, int64_t *v)
     return false;
 }
 
+/* Whether an If-None-Match value ("*" or a list of entity tags) names
+ * tag under the weak comparison RFC 9110 13.1.2 asks for. */
+static bool none_match_names(const char *header, const char *tag)
+{
+    size_t n = strlen(tag);
+    for (const char *p = header; *p != '\0';) {
+        p += strspn(p, " \t,");
+        if (*p == '*')
+            return true;
+        if (p[0] == 'W' && p[1] == '/')
+            p += 2;
+        if (*p != '"')
+            return false;
+        const char *close = strchr(++p, '"');
+        if (close == NULL)
+            return false;
+        if ((size_t)(close - p) == n && memcmp(p, tag, n) == 0)
+            return true;
+        p = close + 1;
+    }
+    return false;
+}
+
 /* Percent-encodes s as one path segment into a. */
 static char *seg_encode(rd_arena *a, const char *s)
 {
@@ -215,6 +238,12 @@ static rd_code render_reply(const gw_render_req *q, const svc_method *method, co
     }
     bool receipt = strcmp(method->resp->name, "recordd.v1.CommitReceipt") == 0;
     bool minimal = q->want_minimal && receipt && status != method->http_partial_status;
+    const char *tag = str_field(m, "etag");
+    if (tag != NULL && tag[0] == '\0')
+        tag = NULL;
+    bool not_modified = tag != NULL && q->if_none_match != NULL && status == 200 &&
+                        none_match_names(q->if_none_match, tag);
+    minimal = minimal || not_modified;
 
     if (!minimal) {
         const ProtobufCMessage *out = m;
@@ -228,10 +257,13 @@ static rd_code render_reply(const gw_render_req *q, const svc_method *method, co
             return render_err(q, a, RD_INTERNAL, 0, "the reply could not be encoded");
         a->ctype = "application/json";
     }
-    a->status = minimal ? 204 : status;
+    a->status = not_modified ? 304 : minimal ? 204 : status;
     char v[64];
     if (has_etag) {
         snprintf(v, sizeof v, "\"%lld\"", (long long)version);
+        gw_answer_header(a, "ETag", v);
+    } else if (tag != NULL) {
+        snprintf(v, sizeof v, "\"%.60s\"", tag);
         gw_answer_header(a, "ETag", v);
     }
     gw_answer_header(a, "Location", location);
@@ -240,7 +272,7 @@ static rd_code render_reply(const gw_render_req *q, const svc_method *method, co
     if (receipt && (q->want_minimal || q->want_repr))
         gw_answer_header(a, "Preference-Applied",
                          minimal ? "return=minimal" : "return=representation");
-    if (minimal) {
+    if (minimal && receipt) {
         bool f;
         int64_t sync = int64_field(m, "last_sync_id", &f);
         snprintf(v, sizeof v, "%lld", (long long)sync);

@@ -26,6 +26,7 @@ typedef struct gw_render_req {
     int64_t if_match[GW_IF_MATCH_MAX];
     size_t n_if_match;            /* strong numeric tags; 0 with has_if_match: none can match */
     bool want_minimal, want_repr; /* Prefer: return=minimal / representation */
+    const char *if_none_match;    /* the header as sent, or NULL */
 } gw_render_req;
 
 /* A rendered response: status, body and headers. */
@@ -58,10 +59,11 @@ bool gw_if_match_ok(const gw_render_req *q, int64_t version);
  * http_partial_status when total_failed > 0, 204 for Prefer:
  * return=minimal on a receipt), ETag from the record's version, Location
  * for a create, If-Match checked against a read (http_if_match_on_reply),
- * Idempotent-Replayed. A failure: problem+json, 412 for a failed If-Match
- * (the error table's precondition column), m's http_rolled_back_status
- * for a rolled-back bulk. Returns the code rendered (an error rendered in
- * place of a reply is its code). */
+ * Idempotent-Replayed; a reply with a string `etag` field (AIP-154) has
+ * it as its ETag and answers 304 to an If-None-Match naming it. A failure: problem+json, 412 for a
+ * failed If-Match (the error table's precondition column), m's http_rolled_back_status for a
+ * rolled-back bulk. Returns the code rendered (an error rendered in place of a reply is its code).
+ */
 rd_code gw_render_outcome(const gw_render_req *q, const svc_method *m, const svc_outcome *o,
                           rd_arena *scratch, gw_answer *a);
 

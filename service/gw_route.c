@@ -32,6 +32,7 @@ typedef struct route {
     char *pattern; /* the template as written */
     char *custom;  /* the ":verb" suffix without ':', or NULL */
     char *body, *response_body;
+    char *doc; /* the method's leading comment, or NULL */
     const svc_method *method;
     seg segs[MAX_SEGS];
     size_t n_segs;
@@ -197,6 +198,7 @@ static void route_free(route *r)
     free(r->custom);
     free(r->body);
     free(r->response_body);
+    free(r->doc);
     for (size_t i = 0; i < r->n_segs; i++)
         if (r->segs[i].kind == SEG_LIT)
             free(r->segs[i].lit);
@@ -221,7 +223,7 @@ static char *opt_strdup(const char *s)
 
 /* Adds the route of one rule (not its additional bindings). */
 static rd_code add_rule(gw_routes *rs, const svc_method *m, const Google__Api__HttpRule *rule,
-                        rd_err *err)
+                        const char *doc, rd_err *err)
 {
     const char *verb, *tmpl;
     switch (rule->pattern_case) {
@@ -268,8 +270,11 @@ static rd_code add_rule(gw_routes *rs, const svc_method *m, const Google__Api__H
         r->body = opt_strdup(rule->body);
     if (rule->response_body != NULL && rule->response_body[0] != '\0')
         r->response_body = opt_strdup(rule->response_body);
+    if (doc != NULL)
+        r->doc = strdup(doc);
     if (r->verb == NULL || r->pattern == NULL || (rule->body && rule->body[0] && !r->body) ||
-        (rule->response_body && rule->response_body[0] && !r->response_body)) {
+        (rule->response_body && rule->response_body[0] && !r->response_body) ||
+        (doc != NULL && r->doc == NULL)) {
         route_free(r);
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     }
@@ -338,8 +343,22 @@ static rd_code method_rule(const Google__Protobuf__MethodDescriptorProto *md,
     return RD_OK;
 }
 
+/* The leading comment of the element at path (SourceCodeInfo), or NULL. */
+static const char *leading_comment(const Google__Protobuf__FileDescriptorProto *fd,
+                                   const int32_t *path, size_t n)
+{
+    const Google__Protobuf__SourceCodeInfo *info = fd->source_code_info;
+    for (size_t i = 0; info != NULL && i < info->n_location; i++) {
+        const Google__Protobuf__SourceCodeInfo__Location *l = info->location[i];
+        if (l->n_path == n && memcmp(l->path, path, n * sizeof *path) == 0)
+            return l->leading_comments;
+    }
+    return NULL;
+}
+
 static rd_code add_method(gw_routes *rs, const char *path,
-                          const Google__Protobuf__MethodDescriptorProto *md, rd_err *err)
+                          const Google__Protobuf__MethodDescriptorProto *md, const char *doc,
+                          rd_err *err)
 {
     Google__Api__HttpRule *rule;
     if (method_rule(md, &rule) != RD_OK)
@@ -352,13 +371,13 @@ static rd_code add_method(gw_routes *rs, const char *path,
         rc = rd_errf(err, RD_INTERNAL, path, "%s has an HTTP rule but no row in svc_methods", path);
         goto done;
     }
-    rc = add_rule(rs, m, rule, err);
+    rc = add_rule(rs, m, rule, doc, err);
     for (size_t i = 0; rc == RD_OK && i < rule->n_additional_bindings; i++) {
         if (rule->additional_bindings[i]->n_additional_bindings > 0) {
             rc = rd_errf(err, RD_INTERNAL, path, "%s: nested additional_bindings", path);
             break;
         }
-        rc = add_rule(rs, m, rule->additional_bindings[i], err);
+        rc = add_rule(rs, m, rule->additional_bindings[i], doc, err);
     }
 done:
     google__api__http_rule__free_unpacked(rule, NULL);
@@ -383,7 +402,9 @@ rd_code gw_routes_build(const void *desc_set, size_t len, gw_routes **out, rd_er
                 char path[256];
                 snprintf(path, sizeof path, "/%s%s%s/%s", pkg, pkg[0] ? "." : "",
                          sd->name ? sd->name : "", sd->method[k]->name ? sd->method[k]->name : "");
-                rc = add_method(rs, path, sd->method[k], err);
+                /* FileDescriptorProto.service = 6, .method = 2 */
+                const int32_t at[] = {6, (int32_t)s, 2, (int32_t)k};
+                rc = add_method(rs, path, sd->method[k], leading_comment(fd, at, 4), err);
             }
         }
     }
@@ -407,6 +428,12 @@ void gw_routes_get(const gw_routes *r, size_t i, const char **verb, const char *
     *verb = r->r[i].verb;
     *pattern = r->r[i].pattern;
     *method = r->r[i].method;
+}
+
+void gw_routes_info(const gw_routes *r, size_t i, gw_route_info *out)
+{
+    const route *x = &r->r[i];
+    *out = (gw_route_info){x->verb, x->pattern, x->method, x->body, x->response_body, x->doc};
 }
 
 /* ---- matching ------------------------------------------------------------------------ */

@@ -66,4 +66,13 @@ size_t gw_routes_count(const gw_routes *r);
 void gw_routes_get(const gw_routes *r, size_t i, const char **verb, const char **pattern,
                    const svc_method **method);
 
+/* The i-th route in full, for the OpenAPI document (service/gw_openapi.c). */
+typedef struct gw_route_info {
+    const char *verb, *pattern;
+    const svc_method *method;
+    const char *body, *response_body; /* NULL when none */
+    const char *doc;                  /* the method's leading proto comment, or NULL */
+} gw_route_info;
+void gw_routes_info(const gw_routes *r, size_t i, gw_route_info *out);
+
 #endif

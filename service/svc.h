@@ -81,6 +81,15 @@ typedef struct svc_method {
     /* Runs without a credential (health, reflection). Every other method
      * authenticates before its handler runs (DESIGN.md §6). */
     bool public;
+    /* Runs without a credential too (svc_call_principal is then NULL), but
+     * a credential sent is authenticated as on any call (GetOpenApi: the
+     * fixed API for anyone, the organisation's models for its members). */
+    bool credential_optional;
+    /* The codes the method answers beyond those every call can (bad
+     * request, credential, capability, rate limit, deadline, unavailable,
+     * internal), ended by RD_OK; NULL: none. The OpenAPI document lists
+     * them per route (service/gw_openapi.c). */
+    const rd_code *answers;
     /* The capability verb(s) the method needs (auth_verb bits; the handler
      * authorises with it against the model and group it touches). 0: not
      * one verb — public methods, BulkMutate (per operation), MintToken
@@ -160,7 +169,8 @@ const svc_method *svc_call_method(const svc_call *call);
 const char *svc_call_org(const svc_call *call);
 const char *svc_call_actor(const svc_call *call);
 /* The authenticated principal, owned by the call (freed with it); NULL on a
- * public method. Handlers run only after authentication succeeded. */
+ * public method and on a credential_optional one called without a
+ * credential. Handlers run only after authentication succeeded. */
 const auth_principal *svc_call_principal(const svc_call *call);
 /* The server's --max-message-bytes: the largest reply the call may send. */
 int svc_call_max_message_bytes(const svc_call *call);

@@ -326,7 +326,8 @@ static bool md_find(const svc_call *c, const char *key, const char **value, size
 }
 
 /* The auth step (DESIGN.md §6), the one place a credential is checked:
- * unless the method is public, authenticates the first `authorization`
+ * unless the method is public (or credential_optional and called without
+ * one), authenticates the first `authorization`
  * value (API key or token) into c->principal, checks a client identity the
  * credential is bound to against the connection's certificate, then takes
  * one token from the principal's rate-limit bucket. On failure the call is
@@ -344,6 +345,8 @@ static bool authenticate(svc_call *c)
         return true;
     if (c->principal == NULL) { /* else: authenticated_from_memory or the transport */
         md_find(c, "authorization", &value, &len);
+        if (c->method->credential_optional && len == 0)
+            return true;
         if (ctx->auth == NULL) {
             rd_errf(&err, RD_UNAUTHENTICATED, NULL,
                     "this server is configured without credentials");

@@ -21,6 +21,7 @@ void svc_watch_changes(svc_call *call, const ProtobufCMessage *req);
 /* recordd.v1.Schemas (service/svc_schema.c) */
 void svc_push_schema(svc_call *call, const ProtobufCMessage *req);
 void svc_get_schema(svc_call *call, const ProtobufCMessage *req);
+void svc_get_openapi(svc_call *call, const ProtobufCMessage *req);
 
 /* recordd.v1.Claims (service/svc_claims.c; svc_claims.h has the shutdown) */
 void svc_acquire_claim(svc_call *call, const ProtobufCMessage *req);

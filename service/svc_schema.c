@@ -1,10 +1,15 @@
 /* recordd.v1.Schemas handlers: PushSchema converts the wire schema into the
  * store's definition and hands it to the writer (the store validates it and
- * applies the DDL atomically); GetSchema renders the current snapshot. */
+ * applies the DDL atomically); GetSchema renders the current snapshot;
+ * GetOpenApi describes the HTTP API of the caller's organisation
+ * (service/gw_openapi.c). */
+#include <pthread.h>
+#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "recordd/v1/schema.pb-c.h"
+#include "service/gw_openapi.h"
 #include "service/receipt.h"
 #include "service/svc_convert.h"
 #include "service/svc_authz.h"
@@ -296,6 +301,96 @@ void svc_get_schema(svc_call *call, const ProtobufCMessage *msg)
     Recordd__V1__Schema *out = s != NULL ? schema_to_pb(svc_call_arena(call), s) : NULL;
     if (out == NULL) {
         rd_err err;
+        rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
+        svc_fail(call, &err);
+        return;
+    }
+    svc_reply(call, &out->base);
+}
+
+/* ---- GetOpenApi ---------------------------------------------------------------------- */
+
+extern unsigned char rd_descriptor_set[];
+extern unsigned int rd_descriptor_set_len;
+
+/* Built once: the routes, and the document without a credential (packed),
+ * so an anonymous caller cannot make the server build one per request. */
+static struct {
+    pthread_once_t once;
+    gw_routes *routes;
+    uint8_t *generic;
+    size_t generic_len;
+} openapi = {.once = PTHREAD_ONCE_INIT};
+
+/* The document as a reply in the arena: the Struct and an etag, a hash of
+ * its canonical text. NULL when out of memory. */
+static Recordd__V1__OpenApiDocument *openapi_reply(rd_arena *a, json_t *doc)
+{
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    Recordd__V1__OpenApiDocument *out = rd_arena_calloc(a, sizeof *out);
+    char *etag = rd_arena_alloc(a, 2 * 16 + 1);
+    if (text == NULL || out == NULL || etag == NULL) {
+        free(text);
+        return NULL;
+    }
+    unsigned char h[16];
+    crypto_generichash(h, sizeof h, (const unsigned char *)text, strlen(text), NULL, 0);
+    free(text);
+    sodium_bin2hex(etag, 2 * sizeof h + 1, h, sizeof h);
+    recordd__v1__open_api_document__init(out);
+    out->etag = etag;
+    out->document = svc_json_to_struct(a, doc);
+    return out->document != NULL ? out : NULL;
+}
+
+static void openapi_init(void)
+{
+    rd_err err;
+    if (gw_routes_build(rd_descriptor_set, rd_descriptor_set_len, &openapi.routes, &err) != RD_OK)
+        return;
+    rd_arena *a = rd_arena_new(1 << 20);
+    json_t *doc = gw_openapi_build(openapi.routes, NULL);
+    Recordd__V1__OpenApiDocument *d = a != NULL ? openapi_reply(a, doc) : NULL;
+    size_t len = d != NULL ? recordd__v1__open_api_document__get_packed_size(d) : 0;
+    uint8_t *buf = len > 0 ? malloc(len) : NULL;
+    if (buf != NULL) {
+        recordd__v1__open_api_document__pack(d, buf);
+        openapi.generic = buf;
+        openapi.generic_len = len;
+    }
+    json_decref(doc);
+    rd_arena_free(a);
+}
+
+void svc_get_openapi(svc_call *call, const ProtobufCMessage *msg)
+{
+    (void)msg;
+    rd_err err;
+    rd_arena *a = svc_call_arena(call);
+    pthread_once(&openapi.once, openapi_init);
+    if (openapi.routes == NULL || openapi.generic == NULL) {
+        rd_errf(&err, RD_INTERNAL, NULL, "the OpenAPI document could not be built");
+        svc_fail(call, &err);
+        return;
+    }
+    Recordd__V1__OpenApiDocument *out = NULL;
+    if (svc_call_principal(call) == NULL) {
+        ProtobufCAllocator alloc;
+        rd_arena_pb_allocator(a, &alloc);
+        out = recordd__v1__open_api_document__unpack(&alloc, openapi.generic_len, openapi.generic);
+    } else {
+        if (svc_authz_any(call, svc_call_method(call)->can, &err) != RD_OK) {
+            svc_fail(call, &err);
+            return;
+        }
+        svc_ctx *ctx = svc_call_ctx(call);
+        store_schema *s = schema_held(call, store_schema_get(ctx->db, svc_call_org(call)));
+        Recordd__V1__Schema *pb = s != NULL ? schema_to_pb(a, s) : NULL;
+        json_t *doc = pb != NULL ? gw_openapi_build(openapi.routes, pb) : NULL;
+        out = openapi_reply(a, doc);
+        json_decref(doc);
+    }
+    if (out == NULL) {
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
         svc_fail(call, &err);
         return;

@@ -191,6 +191,7 @@ _RPCS: dict[str, tuple[str, Callable[[], Any], Callable[[], Any]]] = {
     "BulkMutate": ("recordd.v1.Records", lambda: pb.records.BulkMutateRequest, lambda: pb.records.BulkMutateResponse),
     "PushSchema": ("recordd.v1.Schemas", lambda: pb.schema.PushSchemaRequest, lambda: pb.schema.PushSchemaResponse),
     "GetSchema": ("recordd.v1.Schemas", lambda: pb.schema.GetSchemaRequest, lambda: pb.schema.Schema),
+    "GetOpenApi": ("recordd.v1.Schemas", lambda: pb.schema.GetOpenApiRequest, lambda: pb.schema.OpenApiDocument),
     "AcquireClaim": ("recordd.v1.Claims", lambda: pb.claims.AcquireClaimRequest, lambda: pb.claims.Claim),
     "ReleaseClaim": ("recordd.v1.Claims", lambda: pb.claims.ReleaseClaimRequest, lambda: pb.claims.ReleaseClaimResponse),
     "MintToken": ("recordd.v1.Tokens", lambda: pb.tokens.MintTokenRequest, lambda: pb.tokens.MintTokenResponse),

@@ -146,7 +146,7 @@ def test_reflection_describes_the_schemas_service_and_http_annotations(school, v
     (resp,) = reflect(school, version, [{"file_containing_symbol": "recordd.v1.Schemas"}])
     pool = build_pool(resp.file_descriptor_response.file_descriptor_proto)
     svc = pool.FindServiceByName("recordd.v1.Schemas")
-    assert [m.name for m in svc.methods] == ["PushSchema", "GetSchema"]
+    assert [m.name for m in svc.methods] == ["PushSchema", "GetSchema", "GetOpenApi"]
     assert pool.FindMessageTypeByName("recordd.v1.PushSchemaRequest").fields_by_name["force"]
     assert pool.FindFileByName("google/api/annotations.proto")
 

@@ -33,6 +33,11 @@ static void test_policy_columns_fit_the_method_shapes(void **state)
             fail_msg("%s: Location goes with 201 Created", m->path);
         if ((m->http_partial_status || m->http_rolled_back_status) && m->kind != SVC_UNARY)
             fail_msg("%s: 207 and 422 bulk statuses are for unary replies", m->path);
+        if (m->credential_optional && m->public)
+            fail_msg("%s: public already takes no credential", m->path);
+        for (const rd_code *c = m->answers; c != NULL && *c != RD_OK; c++)
+            if (*c <= RD_OK || *c >= RD_CODE_COUNT)
+                fail_msg("%s: answers a code outside the error table", m->path);
     }
 }
 
@@ -41,7 +46,7 @@ static void test_policy_columns_fit_the_method_shapes(void **state)
 static void test_every_row_has_a_handler_and_a_verb(void **state)
 {
     (void)state;
-    assert_int_equal(svc_n_methods, 17);
+    assert_int_equal(svc_n_methods, 18);
     for (size_t i = 0; i < svc_n_methods; i++) {
         const svc_method *m = &svc_methods[i];
         if (m->handler == NULL)
@@ -78,6 +83,7 @@ static void test_the_marked_methods(void **state)
     assert_int_equal(find("/recordd.v1.Records/ReplaceRecord")->can, AUTH_UPDATE);
     assert_int_equal(find("/recordd.v1.Records/DeleteRecord")->can, AUTH_DELETE);
     assert_int_equal(find("/recordd.v1.Schemas/PushSchema")->can, AUTH_ADMIN);
+    assert_true(find("/recordd.v1.Schemas/GetOpenApi")->credential_optional);
     assert_int_equal(find("/recordd.v1.Records/BulkMutate")->http_partial_status, 207);
     assert_int_equal(find("/recordd.v1.Records/BulkMutate")->http_rolled_back_status, 422);
 }
