@@ -63,7 +63,7 @@ TOOLS   := $(patsubst tools/%.c,$(BUILD)/%,$(wildcard tools/*.c))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit e2e check fmt clean
+.PHONY: all deps node-deps run test unit e2e check fmt clean
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -81,6 +81,19 @@ deps:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "missing Debian packages (run as root or install): $$missing"; exit 1; fi; \
 	fi
+
+# The npm tools the tests drive (buf, the OpenAPI validators, the TypeScript
+# toolchain, kubernetes-models), pinned in tests/node/package.json and
+# installed into build/node whenever that file changes. Tests that need one
+# install it the same way when run on their own.
+NODE_DIR := build/node
+node-deps: deps $(NODE_DIR)/.installed
+
+$(NODE_DIR)/.installed: tests/node/package.json
+	@mkdir -p $(NODE_DIR)
+	cp tests/node/package.json $(NODE_DIR)/package.json
+	npm install --no-audit --no-fund --prefix $(NODE_DIR)
+	@touch $@
 
 # --- generated code -----------------------------------------------------
 $(GEN)/.stamp: $(OWN_PROTOS) Makefile
@@ -169,12 +182,12 @@ e2e: $(BIN) $(TOOLS)
 	RECORDD_BIN=$(abspath $(BIN)) RECORDD_BUILD=$(abspath $(BUILD)) \
 	  $(PYTHON) -m pytest -q tests/e2e
 
-test: deps
+test: deps node-deps
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) e2e
 
-check: deps
+check: deps node-deps
 	$(MAKE) BUILD=build/san SAN=1 OPT=-O1 all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 	  $(MAKE) BUILD=build/san SAN=1 OPT=-O1 unit e2e

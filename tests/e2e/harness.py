@@ -38,6 +38,7 @@ import grpc
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+NODE_DIR = REPO / "build" / "node"  # npm tools of tests/node/package.json (make node-deps)
 BIN = Path(os.environ.get("RECORDD_BIN") or REPO / "build" / "recordd")
 BUILD = Path(os.environ.get("RECORDD_BUILD") or REPO / "build")
 RECORDCTL = BUILD / "recordctl"
@@ -793,3 +794,26 @@ ENROLLMENTS = {
 SCHOOL = [STUDENTS, ENROLLMENTS]
 
 SYSTEM_FIELDS = ["id", "createdAt", "updatedAt", "organizationId", "createdBy", "version", "syncId", "group"]
+
+
+def node_tools(*needed: str) -> Path:
+    """The npm tools of tests/node/package.json in build/node (node_modules
+    paths such as ".bin/tsc" or "openapi-fetch"), installed the way `make
+    node-deps` does when one is missing. Skips the test only when npm itself
+    is missing; a failed install fails it. Returns build/node/node_modules."""
+    import pytest
+
+    mods = NODE_DIR / "node_modules"
+    if all((mods / n).exists() for n in needed):
+        return mods
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed, so the npm test tools cannot be installed (apt-get install npm)")
+    NODE_DIR.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "tests" / "node" / "package.json", NODE_DIR / "package.json")
+    res = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR)],
+                         capture_output=True, text=True, timeout=900)
+    missing = [n for n in needed if not (mods / n).exists()]
+    if res.returncode != 0 or missing:
+        pytest.fail(f"npm install into {NODE_DIR} failed ({res.returncode}; missing {missing}):\n{res.stdout}\n{res.stderr}")
+    return mods

@@ -2,38 +2,26 @@
 everything through server reflection (DESIGN.md §1 "people debugging it with
 grpcurl", §9).
 
-buf is installed once into <repo>/build/node with npm. The tests skip only
-when npm itself is missing; a failed install is a failure.
+buf comes from npm (tests/node/package.json, installed into build/node by
+make node-deps or here). The tests skip only when npm itself is missing; a
+failed install is a failure.
 """
 
 import json
 import os
-import shutil
 import subprocess
 
 import pytest
 
 import harness as h
 
-NODE_DIR = h.REPO / "build" / "node"
-BUF = NODE_DIR / "node_modules" / ".bin" / "buf"
+BUF = h.NODE_DIR / "node_modules" / ".bin" / "buf"
 BASE_FLAGS = ["--protocol", "grpc", "--http2-prior-knowledge", "--timeout", "60s"]
 
 
 @pytest.fixture(scope="module")
 def buf(tmp_path_factory):
-    if not BUF.exists():
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip("npm is not installed, so the buf CLI cannot be installed (apt-get install npm)")
-        res = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR), "@bufbuild/buf"],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if res.returncode != 0 or not BUF.exists():
-            pytest.fail(f"npm install @bufbuild/buf failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    h.node_tools(".bin/buf")
     env = dict(os.environ)
     env["BUF_CACHE_DIR"] = str(tmp_path_factory.mktemp("bufcache"))
     env.setdefault("HOME", str(tmp_path_factory.mktemp("home")))

@@ -1,9 +1,9 @@
 """GET /v1/openapi.json: the HTTP API as an OpenAPI 3.1 document, generic
 without a credential and typed from the organisation's schema with one;
-checked by the tools its users run (npm, installed once into
-<repo>/build/node: swagger-parser, Redocly CLI, openapi-typescript, tsc,
-openapi-fetch). The npm tests skip only when npm itself is missing; a failed
-install is a failure."""
+checked by the tools its users run (swagger-parser, Redocly CLI,
+openapi-typescript, tsc, openapi-fetch: tests/node/package.json, installed
+into build/node by make node-deps or here). The npm tests skip only when npm
+itself is missing; a failed install is a failure."""
 
 import json
 import os
@@ -14,17 +14,8 @@ import pytest
 
 import harness as h
 
-NODE_DIR = h.REPO / "build" / "node"
-NODE_BIN = NODE_DIR / "node_modules" / ".bin"
+NODE_BIN = h.NODE_DIR / "node_modules" / ".bin"
 HERE = h.REPO / "tests" / "e2e" / "openapi"
-NPM_PACKAGES = [
-    "@apidevtools/swagger-parser@13.0.0",
-    "@redocly/cli@2.77.0",
-    "openapi-typescript@7.13.0",
-    "openapi-fetch@0.17.0",
-    "typescript@5.9.3",
-    "@types/node@26.6.11",
-]
 
 TEACHERS = {
     "name": "teachers",
@@ -244,25 +235,9 @@ def test_credentials_are_checked_and_organisations_kept_apart(srv):
 
 @pytest.fixture(scope="module")
 def node_tools():
-    wanted = [NODE_BIN / "redocly", NODE_BIN / "openapi-typescript", NODE_BIN / "tsc"]
-    pkgs = NODE_DIR / "node_modules"
-    have = all(p.exists() for p in wanted) and all(
-        (pkgs / name.rsplit("@", 1)[0] / "package.json").exists() for name in NPM_PACKAGES
-    )
-    if not have:
-        npm = shutil.which("npm")
-        if npm is None:
-            pytest.skip("npm is not installed, so the OpenAPI tools cannot be installed (apt-get install npm)")
-        res = subprocess.run(
-            [npm, "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR), *NPM_PACKAGES],
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if res.returncode != 0:
-            pytest.fail(f"npm install failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    env = dict(os.environ, NO_COLOR="1", REDOCLY_TELEMETRY="off", REDOCLY_SUPPRESS_UPDATE_NOTICE="true")
-    return env
+    h.node_tools(".bin/redocly", ".bin/openapi-typescript", ".bin/tsc", "openapi-fetch",
+                 "@apidevtools/swagger-parser", "@types/node")
+    return dict(os.environ, NO_COLOR="1", REDOCLY_TELEMETRY="off", REDOCLY_SUPPRESS_UPDATE_NOTICE="true")
 
 
 def run(args, env, cwd=None, timeout=300):
@@ -280,7 +255,7 @@ def docs_on_disk(srv, tmp_path):
 
 
 def test_swagger_parser_validates_both_documents(node_tools, docs_on_disk):
-    res = run(["node", HERE / "validate.cjs", *docs_on_disk], dict(node_tools, NODE_PATH=str(NODE_DIR / "node_modules")))
+    res = run(["node", HERE / "validate.cjs", *docs_on_disk], dict(node_tools, NODE_PATH=str(h.NODE_DIR / "node_modules")))
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count("valid ") == 2
 
@@ -301,7 +276,7 @@ def typescript_project(tmp_path, doc, env):
     for name in ["client.ts", "tsconfig.json"]:
         shutil.copy(HERE / name, proj / name)
     (proj / "package.json").write_text('{"type": "module", "private": true}\n')
-    (proj / "node_modules").symlink_to(NODE_DIR / "node_modules")
+    (proj / "node_modules").symlink_to(h.NODE_DIR / "node_modules")
     # --default-non-nullable false: a field with a default may be left out of a write
     res = run([NODE_BIN / "openapi-typescript", doc, "--default-non-nullable", "false", "-o", proj / "api.d.ts"], env)
     assert res.returncode == 0, res.stdout + res.stderr
