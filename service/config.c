@@ -103,6 +103,9 @@ static const opt opts[] = {
      0, 0, 0,
      "true: no warning for plaintext on a non-loopback address (a mesh terminates TLS) "
      "[false]"},
+    {"cors-origins", "RECORDD_CORS_ORIGINS", STR(cors_origins),
+     "HTTP gateway: comma-separated origins (scheme://host[:port], exactly as browsers send "
+     "them) whose pages may call the API; CORS headers go to these only [none: CORS off]"},
     {"log-level", "RECORDD_LOG_LEVEL", STR(log_level),
      "JSON log lines on stderr at or above: debug, info (one line per request), warn, error "
      "or off [info]"},
@@ -154,6 +157,100 @@ static bool listen_ok(const char *v)
            port <= 65535;
 }
 
+bool svc_config_origin_ok(const char *s, size_t n, char *why, size_t why_len)
+{
+    size_t scheme = n >= 7 && memcmp(s, "http://", 7) == 0    ? 7
+                    : n >= 8 && memcmp(s, "https://", 8) == 0 ? 8
+                                                              : 0;
+    if (n > SVC_ORIGIN_MAX) {
+        snprintf(why, why_len, "longer than %d characters", SVC_ORIGIN_MAX);
+        return false;
+    }
+    if (scheme == 0) {
+        snprintf(why, why_len, "an origin starts with http:// or https:// (lower case)%s",
+                 n == 1 && s[0] == '*' ? "; the wildcard * is not accepted, list the origins" : "");
+        return false;
+    }
+    const char *h = s + scheme, *end = s + n;
+    const char *p = h;
+    if (p < end && *p == '[') { /* an IPv6 literal */
+        while (p < end && *p != ']') {
+            bool ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') || *p == ':' ||
+                      *p == '.' || (p == h && *p == '[');
+            if (!ok) {
+                snprintf(why, why_len, "a bracketed IPv6 host holds lower-case hex, ':' and '.'");
+                return false;
+            }
+            p++;
+        }
+        if (p == end || p - h < 3) {
+            snprintf(why, why_len, "an IPv6 host is written [address]");
+            return false;
+        }
+        p++;
+    } else {
+        while (p < end &&
+               ((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '.'))
+            p++;
+        if (p == h || h[0] == '.' || h[0] == '-' || p[-1] == '.' || p[-1] == '-') {
+            snprintf(why, why_len, "the host must be a lower-case DNS name or an IP address");
+            return false;
+        }
+    }
+    if (p < end && *p == ':') {
+        const char *d = ++p;
+        long port = 0;
+        while (p < end && *p >= '0' && *p <= '9' && p - d < 6)
+            port = port * 10 + (*p++ - '0');
+        if (p == d || d[0] == '0' || port > 65535 || p != end) {
+            snprintf(why, why_len,
+                     "the port must be a number from 1 to 65535, with nothing after it");
+            return false;
+        }
+        if (port == (scheme == 7 ? 80 : 443)) {
+            snprintf(why, why_len, "browsers leave the default port out of Origin: drop ':%ld'",
+                     port);
+            return false;
+        }
+    }
+    if (p != end) {
+        snprintf(why, why_len,
+                 "an origin is scheme://host[:port] only (lower case, no path, no '/' at the "
+                 "end, no user info)");
+        return false;
+    }
+    return true;
+}
+
+/* Checks a --cors-origins list: comma-separated origins, spaces allowed
+ * around the commas, none empty. */
+static rd_code cors_origins_ok(const char *v, const char *source, rd_err *err)
+{
+    size_t count = 0;
+    for (const char *p = v;; p++) {
+        const char *e = p + strcspn(p, ",");
+        const char *b = p;
+        while (b < e && (*b == ' ' || *b == '\t'))
+            b++;
+        const char *t = e;
+        while (t > b && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        char why[160];
+        if (t == b)
+            return rd_errf(err, RD_VALIDATION_FAILED, source,
+                           "%s: an empty entry in the origin list", source);
+        if (!svc_config_origin_ok(b, (size_t)(t - b), why, sizeof why))
+            return rd_errf(err, RD_VALIDATION_FAILED, source, "%s: '%.*s' is not an origin: %s",
+                           source, (int)(t - b > 200 ? 200 : t - b), b, why);
+        if (++count > SVC_CORS_ORIGINS_MAX)
+            return rd_errf(err, RD_VALIDATION_FAILED, source, "%s: more than %d origins", source,
+                           SVC_CORS_ORIGINS_MAX);
+        if (*e == '\0')
+            return RD_OK;
+        p = e;
+    }
+}
+
 /* Stores value into the option's field. source names the flag ("--db") or
  * the variable ("RECORDD_DB") in errors. */
 static rd_code set_value(svc_config *cfg, const opt *o, const char *value, const char *source,
@@ -165,6 +262,10 @@ static rd_code set_value(svc_config *cfg, const opt *o, const char *value, const
         if (strcmp(o->flag, "http-listen") == 0 &&
             (value[0] == '\0' || strcmp(value, "off") == 0)) {
             snprintf(field, o->size, "off");
+            return RD_OK;
+        }
+        if (strcmp(o->flag, "cors-origins") == 0 && value[0] == '\0') {
+            field[0] = '\0'; /* CORS off */
             return RD_OK;
         }
         if (value[0] == '\0')
@@ -181,6 +282,8 @@ static rd_code set_value(svc_config *cfg, const opt *o, const char *value, const
             strcmp(value, "request") != 0 && strcmp(value, "require") != 0)
             return rd_errf(err, RD_VALIDATION_FAILED, source,
                            "%s: expected none, request or require, got '%.100s'", source, value);
+        if (strcmp(o->flag, "cors-origins") == 0 && cors_origins_ok(value, source, err) != RD_OK)
+            return err->code;
         svc_log_level level;
         if (strcmp(o->flag, "log-level") == 0 && !svc_log_parse_level(value, &level))
             return rd_errf(err, RD_VALIDATION_FAILED, source,

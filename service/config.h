@@ -10,6 +10,8 @@
 #include "common/rd.h"
 
 #define SVC_VERSION "0.1.0"
+#define SVC_CORS_ORIGINS_MAX 64 /* entries of --cors-origins */
+#define SVC_ORIGIN_MAX 253      /* bytes of one origin (longer Origin headers never match) */
 
 typedef struct svc_config {
     char grpc_listen[256];               /* host:port; port 0 picks a free one */
@@ -43,9 +45,10 @@ typedef struct svc_config {
     char tls_client_ca[1024];            /* PEM CAs that sign client certificates */
     char tls_client_auth[16];            /* none, request or require ("" = by the CA) */
     bool allow_plaintext;                /* no warning for plaintext on other addresses */
-    char log_level[16];                  /* debug, info, warn, error or off */
-    bool help;                           /* --help given: print usage, run nothing */
-    bool version;                        /* --version given */
+    char cors_origins[2048]; /* HTTP gateway: origins browsers may call from ("" = off) */
+    char log_level[16];      /* debug, info, warn, error or off */
+    bool help;               /* --help given: print usage, run nothing */
+    bool version;            /* --version given */
 } svc_config;
 
 /* Looks an environment variable up; NULL when unset. */
@@ -57,6 +60,12 @@ typedef const char *(*svc_getenv_fn)(const char *name);
  * err->field naming the flag or variable and err->msg a sentence for
  * humans; *cfg is then unspecified. */
 rd_code svc_config_load(svc_config *cfg, int argc, char **argv, svc_getenv_fn env, rd_err *err);
+
+/* Checks one --cors-origins entry (n bytes at s): an origin as a browser
+ * sends it, scheme://host[:port] with scheme http or https, a lower-case
+ * host (DNS name, IPv4 or [IPv6]) and no default port, path, query,
+ * user info or wildcard. False with a reason in why. */
+bool svc_config_origin_ok(const char *s, size_t n, char *why, size_t why_len);
 
 /* Writes the --help text. */
 void svc_config_usage(FILE *out);

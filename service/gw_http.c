@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "service/config.h"
 #include "service/gw_json.h"
 #include "service/gw_problem.h"
 #include "service/gw_render.h"
@@ -73,6 +74,10 @@ struct gw_http {
     int keepalive_ms;
     size_t max_message_bytes; /* 0: no limit */
     svc_tls *tls;             /* NULL: plain HTTP */
+    char *cors_buf;           /* --cors-origins, its entries NUL-terminated in place */
+    const char *cors[SVC_CORS_ORIGINS_MAX];
+    size_t cors_len[SVC_CORS_ORIGINS_MAX];
+    size_t n_cors; /* 0: CORS off, no CORS header on any answer */
 
     pthread_mutex_t mu; /* guards the gate, the stream list and the ticker */
     pthread_cond_t cv;
@@ -230,9 +235,47 @@ static char *query_decode(rd_arena *a, const char *s)
 
 /* ---- responses ------------------------------------------------------------------- */
 
+/* CORS (docs/API.md, Browser access): the request headers the gateway
+ * reads, which a browser may send across origins, and the response
+ * headers it sets beyond the safelisted ones, which a page may read. */
+#define CORS_ALLOW_HEADERS                                                                         \
+    "Authorization, Content-Type, Idempotency-Key, If-Match, Prefer, Last-Event-ID, "              \
+    "X-Request-Id, Grpc-Timeout"
+#define CORS_EXPOSE_HEADERS                                                                        \
+    "ETag, Location, X-Request-Id, Idempotent-Replayed, Preference-Applied, Retry-After, "         \
+    "WWW-Authenticate, Allow, X-Sync-Id, X-Server-Tx-Id, X-Client-Tx-Id"
+#define CORS_MAX_AGE "600"
+
+/* The request's Origin when it is in --cors-origins (the list's copy),
+ * else NULL. Compared byte for byte: an origin is case-sensitive as
+ * browsers serialize it, and the list holds that form only. */
+static const char *cors_origin(gw_req *r)
+{
+    gw_http *gw = r->gw;
+    if (gw->n_cors == 0)
+        return NULL;
+    const char *o = header(r, "Origin");
+    if (o == NULL)
+        return NULL;
+    size_t n = strnlen(o, SVC_ORIGIN_MAX + 1);
+    for (size_t i = 0; n <= SVC_ORIGIN_MAX && i < gw->n_cors; i++)
+        if (gw->cors_len[i] == n && memcmp(gw->cors[i], o, n) == 0)
+            return gw->cors[i];
+    return NULL;
+}
+
 static void add_common_headers(gw_req *r, struct MHD_Response *resp)
 {
     MHD_add_response_header(resp, "X-Request-Id", r->request_id);
+    if (r->gw->n_cors > 0) {
+        /* with CORS on, every answer depends on Origin: caches must key on it */
+        MHD_add_response_header(resp, "Vary", "Origin");
+        const char *origin = cors_origin(r);
+        if (origin != NULL) {
+            MHD_add_response_header(resp, "Access-Control-Allow-Origin", origin);
+            MHD_add_response_header(resp, "Access-Control-Expose-Headers", CORS_EXPOSE_HEADERS);
+        }
+    }
 }
 
 /* Queues a response with body (malloc'd, taken; may be NULL) and status. */
@@ -923,6 +966,48 @@ static enum MHD_Result serve_problems(gw_req *r, const char *code)
     return send_text(r, 200, "text/markdown; charset=utf-8", buf);
 }
 
+static bool is_probe_path(const char *url)
+{
+    return strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
+           strcmp(url, "/metrics") == 0;
+}
+
+static bool is_problems_path(const char *url)
+{
+    return strncmp(url, "/problems", 9) == 0 && (url[9] == '\0' || url[9] == '/');
+}
+
+/* A CORS preflight (OPTIONS with Origin and Access-Control-Request-Method)
+ * with CORS on: answered here, before any credential or handler. An
+ * allowed origin gets 204 with the path's methods and the headers the
+ * gateway reads; another origin 403; a path without routes 404. */
+static enum MHD_Result serve_preflight(gw_req *r, const char *url)
+{
+    char allow[136];
+    if (is_probe_path(url) || is_problems_path(url)) {
+        snprintf(allow, sizeof allow, "GET, HEAD");
+    } else {
+        gw_match m;
+        char verbs[128] = "";
+        if (gw_routes_match(r->gw->routes, "OPTIONS", url, r->arena, &m, verbs, sizeof verbs) ==
+            GW_ROUTE_NOT_FOUND)
+            return send_err(r, RD_NOT_FOUND, 0, NULL, NULL, "no route for %.200s", url);
+        snprintf(allow, sizeof allow, "%s%s", verbs, allow_has(verbs, "GET") ? ", HEAD" : "");
+    }
+    if (cors_origin(r) == NULL)
+        return send_err(r, RD_PERMISSION_DENIED, 0, "Origin", NULL,
+                        "origin %.200s may not call this API from a browser (it is not in "
+                        "--cors-origins)",
+                        header(r, "Origin"));
+    struct MHD_Response *resp;
+    if (queue(r, 204, NULL, NULL, 0, &resp) != MHD_YES)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Access-Control-Allow-Methods", allow);
+    MHD_add_response_header(resp, "Access-Control-Allow-Headers", CORS_ALLOW_HEADERS);
+    MHD_add_response_header(resp, "Access-Control-Max-Age", CORS_MAX_AGE);
+    return finish_queue(r, resp);
+}
+
 /* The first call for a request: headers are in, the body is not. Sets up
  * r and answers what needs no body (health, metrics, no route). */
 static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
@@ -941,16 +1026,18 @@ static enum MHD_Result begin(gw_req *r, const char *url, const char *verb)
     if (r->path == NULL)
         return MHD_NO;
 
+    if (gw->n_cors > 0 && strcmp(verb, "OPTIONS") == 0 && header(r, "Origin") != NULL &&
+        header(r, "Access-Control-Request-Method") != NULL)
+        return serve_preflight(r, url);
     bool get = strcmp(verb, "GET") == 0 || strcmp(verb, "HEAD") == 0;
-    if (strcmp(url, "/healthz") == 0 || strcmp(url, "/readyz") == 0 ||
-        strcmp(url, "/metrics") == 0) {
+    if (is_probe_path(url)) {
         if (!get)
             return send_err(r, RD_METHOD_NOT_ALLOWED, 0, NULL, "GET, HEAD",
                             "%s answers GET and HEAD only", url);
         r->kind = url[1] == 'h' ? REQ_HEALTHZ : url[1] == 'r' ? REQ_READYZ : REQ_METRICS;
         return serve_health(r);
     }
-    if (strncmp(url, "/problems", 9) == 0 && (url[9] == '\0' || url[9] == '/')) {
+    if (is_problems_path(url)) {
         if (!get)
             return send_err(r, RD_METHOD_NOT_ALLOWED, 0, NULL, "GET, HEAD",
                             "%s answers GET and HEAD only", "/problems");
@@ -1454,6 +1541,35 @@ static rd_code parse_listen(const char *listen, struct sockaddr_storage *ss, boo
     return RD_OK;
 }
 
+/* Splits --cors-origins into gw->cors (checked again: the gateway trusts
+ * no caller). */
+static rd_code cors_parse(gw_http *gw, const char *list, rd_err *err)
+{
+    if ((gw->cors_buf = strdup(list)) == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    for (char *p = gw->cors_buf;;) {
+        char *e = p + strcspn(p, ",");
+        bool last = *e == '\0';
+        while (p < e && (*p == ' ' || *p == '\t'))
+            p++;
+        char *t = e;
+        while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
+            t--;
+        char why[160];
+        if (gw->n_cors == SVC_CORS_ORIGINS_MAX ||
+            !svc_config_origin_ok(p, (size_t)(t - p), why, sizeof why))
+            return rd_errf(err, RD_VALIDATION_FAILED, "cors_origins",
+                           "--cors-origins: '%.*s' is not an origin (or more than %d)",
+                           (int)(t - p > 200 ? 200 : t - p), p, SVC_CORS_ORIGINS_MAX);
+        *t = '\0';
+        gw->cors[gw->n_cors] = p;
+        gw->cors_len[gw->n_cors++] = (size_t)(t - p);
+        if (last)
+            return RD_OK;
+        p = e + 1;
+    }
+}
+
 rd_code gw_http_start(const gw_http_options *opt, svc_ctx *ctx, gw_http **out, int *bound_port,
                       rd_err *err)
 {
@@ -1486,6 +1602,9 @@ rd_code gw_http_start(const gw_http_options *opt, svc_ctx *ctx, gw_http **out, i
         }
     }
     svc_metrics_set_routes(gw->route_names, gw->n_routes);
+    if (opt->cors_origins != NULL && opt->cors_origins[0] != '\0' &&
+        cors_parse(gw, opt->cors_origins, err) != RD_OK)
+        goto fail;
 
     struct sockaddr_storage ss;
     bool v6 = false;
@@ -1587,6 +1706,7 @@ void gw_http_stop(gw_http *gw)
         free((void *)gw->route_names[i]);
     free(gw->route_names);
     gw_routes_free(gw->routes);
+    free(gw->cors_buf);
     pthread_cond_destroy(&gw->cv);
     pthread_mutex_destroy(&gw->mu);
     free(gw);

@@ -23,6 +23,9 @@ typedef struct gw_http_options {
     int max_connections;        /* open connections in all; more are closed on accept */
     int max_connections_per_ip; /* open connections from one client address */
     svc_tls *tls;               /* HTTPS with these files (outlive the gateway); NULL = HTTP */
+    /* CORS: comma-separated origins (svc_config_origin_ok; checked at
+     * start-up) whose pages may call the API; NULL or "" = CORS off. */
+    const char *cors_origins;
 } gw_http_options;
 
 /* Builds the routes from the embedded descriptor set and starts serving on

@@ -224,7 +224,8 @@ int main(int argc, char **argv)
                               .max_message_bytes = cfg.max_message_bytes,
                               .max_connections = cfg.http_max_connections,
                               .max_connections_per_ip = cfg.http_max_connections_per_ip,
-                              .tls = tls};
+                              .tls = tls,
+                              .cors_origins = cfg.cors_origins};
         int http_port = 0;
         if (gw_http_start(&go, &ctx, &gw, &http_port, &err) != RD_OK) {
             log_json("error", err.msg, json_pack("{s:s}", "http", cfg.http_listen));

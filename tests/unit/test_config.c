@@ -330,6 +330,58 @@ static void test_config_loopback_addresses(void **state)
     assert_false(svc_config_is_loopback("127example.com:80"));
 }
 
+static void test_config_cors_origins(void **state)
+{
+    (void)state;
+    svc_config cfg;
+    rd_err err;
+    const char *bare[] = {"recordd"};
+    assert_int_equal(load(&cfg, NULL, 1, bare, &err), RD_OK);
+    assert_string_equal(cfg.cors_origins, ""); /* off by default */
+    const char *env[] = {"RECORDD_CORS_ORIGINS", "https://app.example.com, http://localhost:5173",
+                         NULL};
+    assert_int_equal(load(&cfg, env, 1, bare, &err), RD_OK);
+    assert_string_equal(cfg.cors_origins, "https://app.example.com, http://localhost:5173");
+    const char *off[] = {"recordd", "--cors-origins", ""};
+    assert_int_equal(load(&cfg, env, 3, off, &err), RD_OK);
+    assert_string_equal(cfg.cors_origins, "");
+
+    static const char *const good[] = {"http://a", "https://a.example.com", "http://127.0.0.1:8000",
+                                       "http://[::1]:5173", "https://x-y.z:65535"};
+    static const char *const bad[] = {"*",
+                                      "null",
+                                      "a.example.com",
+                                      "HTTPS://a.example.com",
+                                      "https://A.example.com",
+                                      "https://a.example.com/",
+                                      "https://a.example.com/app",
+                                      "https://u@a.example.com",
+                                      "https://a.example.com:443",
+                                      "http://a.example.com:80",
+                                      "http://a:0",
+                                      "http://a:65536",
+                                      "http://a:",
+                                      "http://-a",
+                                      "http://a.",
+                                      "http://[]",
+                                      "ftp://a"};
+    char why[160];
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        assert_true(svc_config_origin_ok(good[i], strlen(good[i]), why, sizeof why));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_false(svc_config_origin_ok(bad[i], strlen(bad[i]), why, sizeof why));
+
+    const char *wild[] = {"recordd", "--cors-origins", "http://a,*"};
+    assert_int_equal(load(&cfg, NULL, 3, wild, &err), RD_VALIDATION_FAILED);
+    assert_string_equal(err.field, "--cors-origins");
+    assert_non_null(strstr(err.msg, "'*'"));
+    const char *empty_entry[] = {"recordd", "--cors-origins", "http://a,,http://b"};
+    assert_int_equal(load(&cfg, NULL, 3, empty_entry, &err), RD_VALIDATION_FAILED);
+    const char *path[] = {"recordd", "--cors-origins=http://a/x"};
+    assert_int_equal(load(&cfg, NULL, 2, path, &err), RD_VALIDATION_FAILED);
+    assert_non_null(strstr(err.msg, "'http://a/x'"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -347,6 +399,7 @@ int main(void)
         cmocka_unit_test(test_config_http_connection_limits_default_and_flags),
         cmocka_unit_test(test_config_tls_flags_and_their_consistency),
         cmocka_unit_test(test_config_loopback_addresses),
+        cmocka_unit_test(test_config_cors_origins),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
