@@ -17,12 +17,13 @@ SAN     ?=
 CC      ?= cc
 PYTHON  ?= /usr/bin/python3
 
-# Debian packages the build, the tests and `make run` need.
+# Debian packages the build, the tests and `make run` need (chromium: the
+# browser tests of tests/e2e/test_cors.py).
 DEB_PKGS := build-essential pkg-config protobuf-compiler protobuf-compiler-grpc protobuf-c-compiler libprotobuf-dev \
             libprotobuf-c-dev libgrpc-dev grpc-proto golang-github-gogo-googleapis-dev \
             libsqlite3-dev libsodium-dev libjansson-dev libmicrohttpd-dev libgnutls28-dev libcmocka-dev xxd zlib1g-dev \
             python3-grpcio python3-protobuf python3-requests python3-pytest python3-cryptography openssl sqlite3 \
-            clang libclang-rt-14-dev wrk
+            clang libclang-rt-14-dev wrk chromium
 
 PROTO_INC := -Iproto -I/usr/include -I/usr/share/grpc-proto \
              -I/usr/share/gocode/src/github.com/gogo/googleapis
@@ -83,7 +84,8 @@ deps:
 	fi
 
 # The npm tools the tests drive (buf, the OpenAPI validators, the TypeScript
-# toolchain, kubernetes-models), pinned in tests/node/package.json and
+# toolchain, kubernetes-models, the fetch-based SSE client and playwright-core
+# for the browser tests), pinned in tests/node/package.json and
 # installed into build/node whenever that file changes. Tests that need one
 # install it the same way when run on their own.
 NODE_DIR := build/node
