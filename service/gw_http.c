@@ -1556,11 +1556,13 @@ static rd_code cors_parse(gw_http *gw, const char *list, rd_err *err)
         while (t > p && (t[-1] == ' ' || t[-1] == '\t'))
             t--;
         char why[160];
-        if (gw->n_cors == SVC_CORS_ORIGINS_MAX ||
-            !svc_config_origin_ok(p, (size_t)(t - p), why, sizeof why))
+        if (gw->n_cors == SVC_CORS_ORIGINS_MAX)
             return rd_errf(err, RD_VALIDATION_FAILED, "cors_origins",
-                           "--cors-origins: '%.*s' is not an origin (or more than %d)",
-                           (int)(t - p > 200 ? 200 : t - p), p, SVC_CORS_ORIGINS_MAX);
+                           "--cors-origins: more than %d origins", SVC_CORS_ORIGINS_MAX);
+        if (!svc_config_origin_ok(p, (size_t)(t - p), why, sizeof why))
+            return rd_errf(err, RD_VALIDATION_FAILED, "cors_origins",
+                           "--cors-origins: '%.*s' is not an origin: %s",
+                           (int)(t - p > 200 ? 200 : t - p), p, why);
         *t = '\0';
         gw->cors[gw->n_cors] = p;
         gw->cors_len[gw->n_cors++] = (size_t)(t - p);
