@@ -405,11 +405,11 @@ def request_log(srv):
     return out
 
 
-def open_page(node_bin, chromium_path, site, srv, want):
+def open_page(node_bin, chromium_path, site, srv, want, *write_id):
     from urllib.parse import urlencode
 
     url = f"{site}/feed.html?" + urlencode({"api": srv.http_url, "key": srv.admin_key})
-    return NodeScript(node_bin, "drive_chromium.js", chromium_path, url, want)
+    return NodeScript(node_bin, "drive_chromium.js", chromium_path, url, want, *write_id)
 
 
 def test_a_page_from_an_allowed_origin_receives_live_events_in_chromium(tmp_path, node, chromium, page_site):
@@ -418,19 +418,28 @@ def test_a_page_from_an_allowed_origin_receives_live_events_in_chromium(tmp_path
     try:
         srv.push_schema(h.SCHOOL)
         ids = [f"page-{n}" for n in range(4)]
-        page = open_page(node, chromium, page_site, srv, len(ids))
+        page = open_page(node, chromium, page_site, srv, len(ids), "from-page")
         try:
             opened = page.next()
             assert opened["state"] == "open", opened
             assert opened["requestId"], opened  # X-Request-Id is exposed to the page
             sync_ids = write_live(srv, "enrollments", ids)  # written while the page listens
             events = page.next()["events"]
+            writes = page.next()["writes"]
             page.finish()
         finally:
             page.kill()
         assert [e["data"]["id"] for e in events] == ids, events
         assert [e["id"] for e in events] == sync_ids
         assert all(e["event"] == "message" and e["data"]["op"] == "CREATE" for e in events)
+        # the page's own writes pass their preflights, and it reads the exposed headers
+        created, patched, stale = writes["created"], writes["patched"], writes["stale"]
+        assert created["status"] == 201, writes
+        assert created["Location"] == "/v1/models/enrollments/from-page" and created["ETag"] == '"1"', writes
+        assert created["X-Request-Id"] and created["Preference-Applied"] == "return=representation", writes
+        assert patched["status"] == 200 and patched["ETag"] == '"2"', writes
+        assert stale["status"] == 412 and stale["body"]["code"] == "version_conflict", writes
+        assert srv.http("GET", "/v1/models/enrollments/from-page").json()["data"]["grade"] == 97
         # the browser asked first: a preflight, answered without a credential
         reqs = request_log(srv)
         assert any(r["http_status"] == 204 and "principal_id" not in r for r in reqs), reqs

@@ -2,15 +2,18 @@
 // system's chromium) and reports what the page's fetch-based SSE reader
 // sees.
 //
-//   node drive_chromium.js <chromium> <page url> <events to wait for>
+//   node drive_chromium.js <chromium> <page url> <events to wait for> [record id]
 //
 // Prints {"state", "requestId"} once the page's fetch settled (state
 // "open" or the error), then, when open, {"events": [...]} after that many
-// events, and exits 0. NODE_PATH must reach playwright-core.
+// events; with a record id, then {"writes": …}, what the page read of a
+// create, a conditional update and a stale delete of that record made
+// from the page (window.writeFromPage); and exits 0. NODE_PATH must reach
+// playwright-core.
 'use strict';
 const { chromium } = require('playwright-core');
 
-const [executablePath, pageUrl, want] = process.argv.slice(2);
+const [executablePath, pageUrl, want, writeId] = process.argv.slice(2);
 
 (async () => {
     const browser = await chromium.launch({
@@ -34,6 +37,14 @@ const [executablePath, pageUrl, want] = process.argv.slice(2);
             });
             const events = await page.evaluate(() => window.feed.events);
             console.log(JSON.stringify({ events }));
+            if (writeId) {
+                const q = new URL(pageUrl).searchParams;
+                const writes = await page.evaluate(
+                    ([api, key, id]) => window.writeFromPage(api, key, id),
+                    [q.get('api'), q.get('key'), writeId],
+                );
+                console.log(JSON.stringify({ writes }));
+            }
         }
     } finally {
         await browser.close();
