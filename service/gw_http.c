@@ -239,8 +239,8 @@ static char *query_decode(rd_arena *a, const char *s)
  * reads, which a browser may send across origins, and the response
  * headers it sets beyond the safelisted ones, which a page may read. */
 #define CORS_ALLOW_HEADERS                                                                         \
-    "Authorization, Content-Type, Idempotency-Key, If-Match, Prefer, Last-Event-ID, "              \
-    "X-Request-Id, Grpc-Timeout"
+    "Authorization, Content-Type, Idempotency-Key, If-Match, If-None-Match, Prefer, "              \
+    "Last-Event-ID, X-Request-Id, Grpc-Timeout"
 #define CORS_EXPOSE_HEADERS                                                                        \
     "ETag, Location, X-Request-Id, Idempotent-Replayed, Preference-Applied, Retry-After, "         \
     "WWW-Authenticate, Allow, X-Sync-Id, X-Server-Tx-Id, X-Client-Tx-Id"

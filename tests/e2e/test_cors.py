@@ -28,8 +28,8 @@ import harness as h
 ALLOWED = "https://app.example.com"
 OTHER_ALLOWED = "http://localhost:5173"
 EXPOSED = {"etag", "location", "x-request-id", "idempotent-replayed", "preference-applied", "retry-after"}
-READ_HEADERS = {"authorization", "content-type", "idempotency-key", "if-match", "prefer", "last-event-id",
-                "x-request-id", "grpc-timeout"}
+READ_HEADERS = {"authorization", "content-type", "idempotency-key", "if-match", "if-none-match", "prefer",
+                "last-event-id", "x-request-id", "grpc-timeout"}
 PROBLEM = "application/problem+json"
 
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
@@ -118,6 +118,7 @@ def test_the_origin_list_from_the_environment_is_checked_too(tmp_path):
     ("/v1/models/students/s1", "DELETE", "authorization, if-match", {"GET", "HEAD", "PATCH", "PUT", "DELETE"}),
     ("/v1/changes", "GET", "authorization, last-event-id", {"GET", "HEAD"}),
     ("/v1/schema", "PUT", "authorization, content-type, if-match", {"GET", "HEAD", "PUT"}),
+    ("/v1/openapi.json", "GET", "authorization, if-none-match", {"GET", "HEAD"}),
     ("/healthz", "GET", None, {"GET", "HEAD"}),
     ("/problems/version_conflict", "GET", None, {"GET", "HEAD"}),
 ])
