@@ -20,9 +20,11 @@
 #define MAX_PATH 512
 
 typedef struct oa {
-    json_t *schemas; /* components.schemas */
-    json_t *tags;    /* tag name → true, to declare the tags used */
-    json_t *op_ids;  /* operationId → true, to keep them unique */
+    json_t *schemas;    /* components.schemas */
+    json_t *parameters; /* components.parameters */
+    json_t *responses;  /* components.responses */
+    json_t *tags;       /* tag name → true, to declare the tags used */
+    json_t *op_ids;     /* operationId → true, to keep them unique */
 } oa;
 
 /* ---- messages in the proto3 JSON mapping -------------------------------------------------- */
@@ -664,6 +666,53 @@ static size_t comment_text(const char *c, char *out, size_t cap)
     return n;
 }
 
+/* value as a reference to the component section[name] (kind: "parameters",
+ * "responses"), written there on first use; inline when the name is taken
+ * by a different value (another binding of the method). Takes value. */
+static json_t *shared(json_t *section, const char *kind, const char *name, json_t *value)
+{
+    json_t *have = json_object_get(section, name);
+    if (have != NULL && !json_equal(have, value))
+        return value;
+    if (have == NULL)
+        json_object_set(section, name, value);
+    json_decref(value);
+    char ref[256];
+    snprintf(ref, sizeof ref, "#/components/%s/%s", kind, name);
+    return json_pack("{s:s}", "$ref", ref);
+}
+
+/* Moves the inline members of an operation's parameters (an array; named by
+ * their `key` member) or responses (an object; named by status) into the
+ * components as "<Method>.<name>", so the paths of every model share one
+ * copy. Returns the container, its inline members replaced by references. */
+static json_t *share_all(json_t *section, const char *kind, const char *method, const char *key,
+                         json_t *items)
+{
+    char name[192];
+    if (json_is_array(items)) {
+        size_t i;
+        json_t *v;
+        json_array_foreach(items, i, v)
+        {
+            if (json_object_get(v, "$ref") != NULL)
+                continue;
+            snprintf(name, sizeof name, "%s.%s", method,
+                     json_string_value(json_object_get(v, key)));
+            json_array_set_new(items, i, shared(section, kind, name, json_incref(v)));
+        }
+        return items;
+    }
+    const char *status;
+    json_t *v;
+    json_object_foreach(items, status, v)
+    {
+        snprintf(name, sizeof name, "%s.%s", method, status);
+        json_object_set_new(items, status, shared(section, kind, name, json_incref(v)));
+    }
+    return items;
+}
+
 static void add_operation(oa *o, json_t *paths, const gw_route_info *r, const char *model)
 {
     const svc_method *m = r->method;
@@ -695,14 +744,20 @@ static void add_operation(oa *o, json_t *paths, const gw_route_info *r, const ch
     size_t n = comment_text(r->doc, doc, sizeof doc - 256);
     snprintf(doc + n, sizeof doc - n, "%sgRPC: `%s`.", n > 0 ? "\n\n" : "", m->path + 1);
     json_object_set_new(op, "description", json_string(doc));
-    json_object_set_new(op, "parameters", parameters(o, r, model));
+    json_object_set_new(
+        op, "parameters",
+        share_all(o->parameters, "parameters", short_method(m), "name", parameters(o, r, model)));
     if (r->body != NULL)
         json_object_set_new(op, "requestBody", request_body(o, r, model));
     json_t *responses = json_object();
     success_responses(o, r, model, responses);
     bool if_match = field_of(m->req, "expected_version") != NULL ||
                     field_of(m->req, "expected_revision") != NULL || m->http_if_match_on_reply;
-    error_responses(r, if_match, responses);
+    json_t *errors = json_object();
+    error_responses(r, if_match, errors);
+    json_object_update(responses,
+                       share_all(o->responses, "responses", short_method(m), NULL, errors));
+    json_decref(errors);
     json_object_set_new(op, "responses", responses);
     if (m->public)
         json_object_set_new(op, "security", json_array());
@@ -899,7 +954,7 @@ static const char *tag_doc(const char *tag, const Recordd__V1__Schema *schema)
 
 json_t *gw_openapi_build(const gw_routes *routes, const Recordd__V1__Schema *schema)
 {
-    oa o = {json_object(), json_object(), json_object()};
+    oa o = {json_object(), components_parameters(), json_object(), json_object(), json_object()};
     json_t *paths = json_object();
     if (schema != NULL && schema->n_models == 0)
         schema = NULL; /* nothing to type: the generic paths */
@@ -948,17 +1003,17 @@ json_t *gw_openapi_build(const gw_routes *routes, const Recordd__V1__Schema *sch
                  "The recordd HTTP/JSON API with generic record bodies. With a credential, "
                  "GET /v1/openapi.json describes the caller's organisation: a path per model "
                  "and the record data typed from its schema.");
-    json_t *doc =
-        json_pack("{s:s,s:{s:s,s:s,s:s},s:[{s:s}],s:[{s:[]},{s:[]}],s:o,s:o,"
-                  "s:{s:o,s:o,s:o,s:{s:{s:s,s:s,s:s,s:s},s:{s:s,s:s,s:s,s:s}}}}",
-                  "openapi", "3.1.0", "info", "title", "recordd", "version", SVC_VERSION,
-                  "description", desc, "servers", "url", "/", "security", "apiKey", "token", "tags",
-                  tags, "paths", paths, "components", "schemas", o.schemas, "parameters",
-                  components_parameters(), "headers", components_headers(), "securitySchemes",
-                  "apiKey", "type", "http", "scheme", "bearer", "bearerFormat", "API key",
-                  "description", "An API key (sk_live_… or sk_test_…) as a bearer credential.",
-                  "token", "type", "http", "scheme", "bearer", "bearerFormat", "PASETO v4.public",
-                  "description", "A capability token (v4.public.…) minted with POST /v1/tokens.");
+    json_t *doc = json_pack(
+        "{s:s,s:{s:s,s:s,s:s},s:[{s:s}],s:[{s:[]},{s:[]}],s:o,s:o,"
+        "s:{s:o,s:o,s:o,s:o,s:{s:{s:s,s:s,s:s,s:s},s:{s:s,s:s,s:s,s:s}}}}",
+        "openapi", "3.1.0", "info", "title", "recordd", "version", SVC_VERSION, "description", desc,
+        "servers", "url", "/", "security", "apiKey", "token", "tags", tags, "paths", paths,
+        "components", "schemas", o.schemas, "parameters", o.parameters, "responses", o.responses,
+        "headers", components_headers(), "securitySchemes", "apiKey", "type", "http", "scheme",
+        "bearer", "bearerFormat", "API key", "description",
+        "An API key (sk_live_… or sk_test_…) as a bearer credential.", "token", "type", "http",
+        "scheme", "bearer", "bearerFormat", "PASETO v4.public", "description",
+        "A capability token (v4.public.…) minted with POST /v1/tokens.");
     json_decref(o.tags);
     json_decref(o.op_ids);
     return doc;

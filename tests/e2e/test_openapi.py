@@ -44,6 +44,16 @@ def doc_of(srv, **kw):
     return r, r.json()
 
 
+def resolve(doc, obj):
+    """obj, or what its $ref names in doc."""
+    ref = obj.get("$ref")
+    if ref is None:
+        return obj
+    for part in ref.removeprefix("#/").split("/"):
+        doc = doc[part]
+    return doc
+
+
 def operations(doc):
     for path, item in doc["paths"].items():
         for verb, op in item.items():
@@ -103,7 +113,9 @@ def test_a_member_gets_every_model_of_its_schema_typed(srv):
     assert create["responses"]["201"]["content"]["application/json"]["schema"] == {
         "$ref": "#/components/schemas/students.CommitReceipt"
     }
-    assert not any(p["name"] == "model" for p in create["parameters"] if "name" in p)
+    params = [resolve(doc, p) for p in create["parameters"]]
+    assert not any(p["name"] == "model" for p in params)
+    assert {"name": "id", "in": "query", "schema": {"type": "string"}} in params
 
     s = doc["components"]["schemas"]
     read = s["students"]
@@ -140,13 +152,13 @@ def test_a_member_gets_every_model_of_its_schema_typed(srv):
 
 
 def test_each_route_lists_the_problem_codes_it_can_answer(srv):
-    srv.push_schema([h.STUDENTS], force=True)
+    srv.push_schema([h.STUDENTS, h.ENROLLMENTS], force=True)
     _, doc = doc_of(srv)
 
     def codes(path, verb):
         out = {}
         for status, resp in doc["paths"][path][verb]["responses"].items():
-            c = resp.get("content", {}).get("application/problem+json")
+            c = resolve(doc, resp).get("content", {}).get("application/problem+json")
             if c:
                 out[status] = set(c["schema"]["properties"]["code"]["enum"])
         return out
@@ -161,6 +173,9 @@ def test_each_route_lists_the_problem_codes_it_can_answer(srv):
     push = codes("/v1/schema", "put")
     assert "destructive_change" in push["409"]
     assert "sync_id_expired" in codes("/v1/changes", "get")["410"]
+    # every model's paths share one copy of each method's problem responses
+    refs = [doc["paths"][f"/v1/models/{m}/{{id}}"]["patch"]["responses"]["409"] for m in ["students", "enrollments"]]
+    assert refs == [{"$ref": "#/components/responses/UpdateRecord.409"}] * 2
     bulk = codes("/v1/commits", "post")
     assert {"filter_required", "too_many_operations"} <= bulk["422"]
     assert {"version_conflict", "claimed"} <= bulk["422"]  # an all-or-nothing bulk rolled back
