@@ -473,9 +473,10 @@ static void problem_response_add(json_t *responses, int status, rd_code code, co
     snprintf(st, sizeof st, "%d", status);
     json_t *resp = json_object_get(responses, st);
     if (resp == NULL) {
-        resp = json_pack("{s:s,s:{s:{s:{s:[{s:s}],s:{s:{s:s,s:[]}}}}}}", "description", "",
-                         "content", "application/problem+json", "schema", "allOf", "$ref",
-                         REF_PREFIX "Problem", "properties", "code", "type", "string", "enum");
+        resp =
+            json_pack("{s:s,s:{s:{s:{s:[{s:s}],s:{s:{s:s,s:[]}}}}}}", "description", "", "content",
+                      "application/problem+json", "schema", "allOf", "$ref",
+                      REF_PREFIX "recordd.Problem", "properties", "code", "type", "string", "enum");
         const char *h = status == 401                    ? "WWW-Authenticate"
                         : status == 429 || status == 503 ? "Retry-After"
                                                          : NULL;
@@ -917,7 +918,7 @@ static void fixed_paths(json_t *paths, json_t *tags)
                   "code", "in", "path", "required", 1, "schema", "type", "string", "responses",
                   "200", "description", "The entry", "content", "text/markdown; charset=utf-8",
                   "schema", "type", "string", "404", "description", "No such code", "content",
-                  "application/problem+json", "schema", "$ref", REF_PREFIX "Problem"));
+                  "application/problem+json", "schema", "$ref", REF_PREFIX "recordd.Problem"));
     json_object_set_new(tags, "Operations", json_true());
 }
 
@@ -983,7 +984,8 @@ json_t *gw_openapi_build(const gw_routes *routes, const Recordd__V1__Schema *sch
     mark_system_fields(&o);
     const char *key;
     json_t *v;
-    json_object_set_new(o.schemas, "Problem", problem_schema());
+    json_object_set_new(o.schemas, "recordd.Problem",
+                        problem_schema()); /* no model name has a dot */
 
     json_t *tags = json_array();
     json_object_foreach(o.tags, key, v)

@@ -151,6 +151,16 @@ def test_a_member_gets_every_model_of_its_schema_typed(srv):
     assert lst["items"] == {"$ref": "#/components/schemas/students.Record"}
 
 
+def test_model_names_never_collide_with_the_fixed_components(srv):
+    problem = {"name": "Problem", "fields": [{"name": "title", "type": "INTEGER"}]}
+    srv.push_schema([h.STUDENTS, problem], force=True)
+    _, doc = doc_of(srv)
+    s = doc["components"]["schemas"]
+    assert s["Problem"]["properties"]["title"]["type"] == "integer"
+    assert s["recordd.Problem"]["properties"]["title"]["type"] == "string"
+    assert s["Problem.Record"]["properties"]["data"] == {"$ref": "#/components/schemas/Problem"}
+
+
 def test_each_route_lists_the_problem_codes_it_can_answer(srv):
     srv.push_schema([h.STUDENTS, h.ENROLLMENTS], force=True)
     _, doc = doc_of(srv)
@@ -180,7 +190,7 @@ def test_each_route_lists_the_problem_codes_it_can_answer(srv):
     assert {"filter_required", "too_many_operations"} <= bulk["422"]
     assert {"version_conflict", "claimed"} <= bulk["422"]  # an all-or-nothing bulk rolled back
     # every code named is one of the catalogue's
-    catalogue = set(doc["components"]["schemas"]["Problem"]["properties"]["code"]["enum"])
+    catalogue = set(doc["components"]["schemas"]["recordd.Problem"]["properties"]["code"]["enum"])
     for path, verb, _ in operations(doc):
         if path.startswith("/v1/"):
             for got in codes(path, verb).values():
