@@ -1,7 +1,8 @@
 # recordd build. Out of tree into $(BUILD); generated code in $(BUILD)/gen.
 #   make            build recordd (and the test binaries' library)
 #   make run        install missing Debian packages, build, start the server
-#   make test       install, build, run unit + e2e tests
+#   make test       install, build, run unit + e2e tests (e2e on SQLite, then on PostgreSQL)
+#   make run BACKEND=postgres   the same on a local PostgreSQL cluster in ./pgdata
 #   make check      the same tests under ASan + UBSan (separate build dir)
 #   make fuzz       libFuzzer runs: token parser/verifier, filter parser (FUZZ_SECONDS each, 25)
 #   make image-test build docker/Dockerfile with buildah, run it with podman, check the
@@ -23,7 +24,7 @@ DEB_PKGS := build-essential pkg-config protobuf-compiler protobuf-compiler-grpc 
             libprotobuf-c-dev libgrpc-dev grpc-proto golang-github-gogo-googleapis-dev \
             libsqlite3-dev libsodium-dev libjansson-dev libmicrohttpd-dev libgnutls28-dev libcmocka-dev xxd zlib1g-dev \
             python3-grpcio python3-protobuf python3-requests python3-pytest python3-cryptography openssl sqlite3 \
-            clang libclang-rt-14-dev wrk chromium
+            postgresql libpq-dev clang libclang-rt-14-dev wrk chromium
 
 PROTO_INC := -Iproto -I/usr/include -I/usr/share/grpc-proto \
              -I/usr/share/gocode/src/github.com/gogo/googleapis
@@ -44,7 +45,7 @@ GEN_H       := $(GEN_C:.c=.h)
 DESC_SET    := $(BUILD)/descriptors.binpb
 DESC_C      := $(GEN)/descriptor_set.c
 
-PKGS    := grpc libprotobuf-c sqlite3 libsodium jansson libmicrohttpd gnutls zlib
+PKGS    := grpc libprotobuf-c sqlite3 libpq libsodium jansson libmicrohttpd gnutls zlib
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Werror
 OPT     ?= -O2
 BASE_CFLAGS := -std=c11 -D_GNU_SOURCE -g $(OPT) -pthread -I. -I$(GEN) \
@@ -53,7 +54,7 @@ ifeq ($(SAN),1)
 BASE_CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SAN_LDFLAGS := -fsanitize=address,undefined
 endif
-LDLIBS  := -lgrpc -lgpr -lprotobuf-c -lsqlite3 -lsodium -ljansson -lmicrohttpd -lgnutls -lz -pthread -lm
+LDLIBS  := -lgrpc -lgpr -lprotobuf-c -lsqlite3 -lpq -lsodium -ljansson -lmicrohttpd -lgnutls -lz -pthread -lm
 
 LIB_SRC := $(wildcard common/*.c store/*.c auth/*.c) $(filter-out service/main.c,$(wildcard service/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/obj/%.o) $(GEN_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o) \
@@ -173,26 +174,43 @@ $(BUILD)/tests/test_gw_json: $(BUILD)/obj/tests/unit/test_gw_json.o $(GWTEST_OBJ
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
 # --- running ------------------------------------------------------------
+# BACKEND=postgres: on a local PostgreSQL cluster of its own (tools/run-pg.sh)
 run: deps all
-	@sh tools/run.sh $(BIN)
+	@sh tools/$(if $(filter postgres,$(BACKEND)),run-pg.sh,run.sh) $(BIN)
 
 # --- tests --------------------------------------------------------------
+# Unit tests named test_pg_* need a PostgreSQL server: each runs under
+# PG_RUN, which starts a throw-away cluster (tests/pg/pgcluster.py), gives
+# the test its URI in RECORDD_TEST_PG (and PGPASSFILE), and removes it after.
+PG_RUN ?= $(PYTHON) tests/pg/pgcluster.py run --
+
 unit: $(UNIT_BIN)
-	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; \
+	  case $${t##*/} in test_pg_*) $(PG_RUN) $$t;; *) $$t;; esac; done
 
 e2e: $(BIN) $(TOOLS)
 	RECORDD_BIN=$(abspath $(BIN)) RECORDD_BUILD=$(abspath $(BUILD)) \
 	  $(PYTHON) -m pytest -q tests/e2e
 
+# The e2e suite with every server on PostgreSQL (tests/e2e/harness.py: one
+# cluster for the session, a fresh database per server); the sqlite_only
+# tests are skipped.
+.PHONY: e2e-pg
+e2e-pg: $(BIN) $(TOOLS)
+	RECORDD_TEST_BACKEND=postgres RECORDD_BIN=$(abspath $(BIN)) RECORDD_BUILD=$(abspath $(BUILD)) \
+	  $(PYTHON) -m pytest -q tests/e2e
+
+# The whole e2e suite runs twice: on SQLite, then on PostgreSQL.
 test: deps node-deps
 	$(MAKE) all
 	$(MAKE) unit
 	$(MAKE) e2e
+	$(MAKE) e2e-pg
 
 check: deps node-deps
 	$(MAKE) BUILD=build/san SAN=1 OPT=-O1 all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
-	  $(MAKE) BUILD=build/san SAN=1 OPT=-O1 unit e2e
+	  $(MAKE) BUILD=build/san SAN=1 OPT=-O1 unit e2e e2e-pg
 
 fmt:
 	clang-format -i $$(git ls-files '*.c' '*.h')
@@ -227,6 +245,9 @@ clean:
 # --- benchmarks (bench/, docs/PERFORMANCE.md) ---------------------------
 # `make bench` runs bench/run.sh: sqlite-limit, then recordd-bench against a
 # freshly started build/recordd; figures are only compared within one run.
+# `make bench BACKEND=postgres` runs bench/pg.sh instead: the update
+# scenario on SQLite and on a throw-away durable PostgreSQL cluster, side by
+# side in one run (BENCH_ROUNDS, PG_BIN: see the script).
 BENCH_BINS := $(BUILD)/recordd-bench $(BUILD)/sqlite-limit
 
 all: $(BENCH_BINS)
@@ -239,7 +260,11 @@ $(BUILD)/sqlite-limit: $(BUILD)/obj/bench/sqlite_limit.o
 
 .PHONY: bench soak
 bench: $(BIN) $(TOOLS) $(BENCH_BINS)
+ifeq ($(BACKEND),postgres)
+	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) sh bench/pg.sh $(BUILD)
+else
 	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) sh bench/run.sh $(BUILD)
+endif
 
 # DESIGN.md §10's 10-minute RSS soak (SOAK_SECONDS to change its length).
 soak: $(BIN) $(TOOLS) $(BENCH_BINS)

@@ -33,7 +33,9 @@ static const opt opts[] = {
     {"grpc-listen", "RECORDD_GRPC_LISTEN", STR(grpc_listen),
      "gRPC listen address host:port (port 0 picks a free port) [127.0.0.1:50051]"},
     {"db", "RECORDD_DB", STR(db),
-     "SQLite database file; its directory is created when missing [./var/recordd.db]"},
+     "the database: a SQLite file (PATH or sqlite:PATH; its directory is created when "
+     "missing) or PostgreSQL (postgres://USER@HOST:PORT/DB, a libpq URI; give the password "
+     "in PGPASSFILE or PGPASSWORD, not in the URI) [./var/recordd.db]"},
     {"workers", "RECORDD_WORKERS", INT(workers, 1, 1024),
      "worker threads running handlers [number of CPUs, at least 2]"},
     {"max-message-bytes", "RECORDD_MAX_MESSAGE_BYTES", INT(max_message_bytes, 1024, 1 << 30),

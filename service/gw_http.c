@@ -934,9 +934,11 @@ static enum MHD_Result serve_health(gw_req *r)
         return send_text(r, 200, "application/json", "{\"status\":\"ok\"}");
     if (r->kind == REQ_READYZ) {
         pthread_mutex_lock(&gw->mu); /* see start_call: the server only with the gate open */
-        bool ready = !gw->closed && gw->ctx->db != NULL && svc_server_serving(gw->ctx->server) &&
-                     !store_storage_full(gw->ctx->db);
+        bool ready = !gw->closed && gw->ctx->db != NULL && svc_server_serving(gw->ctx->server);
         pthread_mutex_unlock(&gw->mu);
+        /* the store's probe may take a round trip to the database: not under
+         * the lock (the store outlives the gateway's listener) */
+        ready = ready && store_ready(gw->ctx->db);
         return ready ? send_text(r, 200, "application/json", "{\"status\":\"ready\"}")
                      : send_text(r, 503, "application/json", "{\"status\":\"not ready\"}");
     }

@@ -119,6 +119,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "recordd: %s\nTry 'recordd --help'.\n", err.msg);
         return 2;
     }
+    for (int i = 1; i < argc; i++) /* the --db password, out of ps's sight */
+        store_target_scrub(argv[i]);
     if (cfg.help) {
         svc_config_usage(stdout);
         return 0;
@@ -168,14 +170,17 @@ int main(int argc, char **argv)
                          json_pack("{s:s}", "listen", listens[i]));
     }
 
-    if (svc_config_make_db_dir(cfg.db, &err) != RD_OK) {
-        log_json("error", err.msg, json_pack("{s:s}", "db", cfg.db));
+    char db_shown[sizeof cfg.db];
+    store_target_redact(cfg.db, db_shown, sizeof db_shown);
+    const char *db_file = store_target_file(cfg.db);
+    if (db_file != NULL && svc_config_make_db_dir(db_file, &err) != RD_OK) {
+        log_json("error", err.msg, json_pack("{s:s}", "db", db_shown));
         goto done;
     }
     store_options so = {.path = cfg.db, .sync_normal = cfg.sync_normal, .max_batch = 0};
     if (store_open(&so, &db, &err) != RD_OK) {
         log_json("error", "cannot open the database",
-                 json_pack("{s:s,s:s,s:s}", "db", cfg.db, "code", rd_code_str(err.code), "error",
+                 json_pack("{s:s,s:s,s:s}", "db", db_shown, "code", rd_code_str(err.code), "error",
                            err.msg));
         db = NULL;
         goto done;
@@ -240,7 +245,7 @@ int main(int argc, char **argv)
                                                                                      : "on";
     log_json("info", "listening",
              json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:s}", "grpc", bound, "http", http_bound, "tls",
-                       tls_mode, "db", cfg.db, "workers", cfg.workers, "sync",
+                       tls_mode, "db", db_shown, "workers", cfg.workers, "sync",
                        cfg.sync_normal ? "normal" : "full", "version", SVC_VERSION));
 
     sighup_tls = tls;

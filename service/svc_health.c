@@ -27,9 +27,10 @@ static health_status status_of(svc_call *call, const char *service)
     const svc_ctx *ctx = svc_call_ctx(call);
     if (ctx->db == NULL || !svc_server_serving(ctx->server))
         return ST_NOT_SERVING;
-    /* a full disk fails every write: not ready until there is room again
-     * (liveness stays SERVING: a restart would not help) */
-    if (strcmp(service, "readiness") == 0 && store_storage_full(ctx->db))
+    /* a full disk, or a database server out of reach, fails every write:
+     * not ready until that passes (liveness stays SERVING: a restart
+     * would not help) */
+    if (strcmp(service, "readiness") == 0 && !store_ready(ctx->db))
         return ST_NOT_SERVING;
     return ST_SERVING;
 }

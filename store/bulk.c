@@ -51,7 +51,7 @@ static rd_code select_ids(store *s, store_bulk_op *op, const store_filter *f, si
 {
     store_write *w = &op->w;
     store_sbuf sql = {0};
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     char **ids = NULL;
     rd_code code = RD_OK;
     int rc, idx = 1;
@@ -75,24 +75,24 @@ static rd_code select_ids(store *s, store_bulk_op *op, const store_filter *f, si
         goto done;
     }
     rc = store_stmt_get(&s->wcache, sql.p, &st);
-    if (rc == SQLITE_OK)
+    if (rc == STORE_DB_OK)
         rc = store_filter_bind(f, st, &idx);
-    for (size_t g = 0; rc == SQLITE_OK && op->groups != NULL && g < op->n_groups; g++)
-        rc = sqlite3_bind_text(st, idx++, op->groups[g], -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, idx, (sqlite3_int64)limit + 1);
-    while (rc == SQLITE_OK || rc == SQLITE_ROW) {
+    for (size_t g = 0; rc == STORE_DB_OK && op->groups != NULL && g < op->n_groups; g++)
+        rc = store_db_bind_text(st, idx++, op->groups[g], -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_int64(st, idx, (int64_t)limit + 1);
+    while (rc == STORE_DB_OK || rc == STORE_DB_ROW) {
         rc = store_wstep(s, st);
-        if (rc != SQLITE_ROW)
+        if (rc != STORE_DB_ROW)
             break;
-        ids[*n] = strdup((const char *)sqlite3_column_text(st, 0));
+        ids[*n] = strdup((const char *)store_db_column_text(st, 0));
         if (ids[*n] == NULL) {
             code = rd_errf(&w->err, RD_INTERNAL, NULL, "out of memory");
             goto done;
         }
         (*n)++;
     }
-    if (rc != SQLITE_DONE)
+    if (rc != STORE_DB_DONE)
         code = store_sql_err(s->wdb, rc, &w->err);
 done:
     store_stmt_put(st);
@@ -262,8 +262,8 @@ static bool run_op(store *s, const store_write *parent, store_bulk_op *op)
     w->actor = parent->actor;
     memcpy(w->server_tx_id, parent->server_tx_id, sizeof w->server_tx_id);
     rd_err_clear(&w->err);
-    if (store_wexec(s, "SAVEPOINT op") != SQLITE_OK) {
-        store_sql_err(s->wdb, sqlite3_errcode(s->wdb), &w->err);
+    if (store_wexec(s, "SAVEPOINT op") != STORE_DB_OK) {
+        store_sql_err(s->wdb, store_db_errcode(s->wdb), &w->err);
         op->failed = true;
         return false;
     }
@@ -291,9 +291,9 @@ static bool run_op(store *s, const store_write *parent, store_bulk_op *op)
                        (int)w->op);
     }
     if (code == RD_OK) {
-        if (store_wexec(s, "RELEASE op") == SQLITE_OK)
+        if (store_wexec(s, "RELEASE op") == STORE_DB_OK)
             return true;
-        code = store_sql_err(s->wdb, sqlite3_errcode(s->wdb), &w->err);
+        code = store_sql_err(s->wdb, store_db_errcode(s->wdb), &w->err);
         op->affected = 0;
     }
     /* failed or held (w->err keeps why): undo the operation's writes and give
@@ -304,9 +304,9 @@ static bool run_op(store *s, const store_write *parent, store_bulk_op *op)
     w->last_sync_id = 0;
     w->ops = 0;
     int rc = store_wexec(s, "ROLLBACK TO op");
-    if (rc == SQLITE_OK)
+    if (rc == STORE_DB_OK)
         rc = store_wexec(s, "RELEASE op");
-    return rc == SQLITE_OK;
+    return rc == STORE_DB_OK;
 }
 
 /* ---- the bulk -------------------------------------------------------------------------------- */
@@ -326,8 +326,8 @@ rd_code store_bulk_apply(store *s, store_write *w)
     b->rows = 0;
     b->touched = 0;
     b->until_us = b->max_us > 0 ? rd_now_us() + b->max_us : 0;
-    if (store_wexec(s, "SAVEPOINT bulk") != SQLITE_OK)
-        return store_sql_err(s->wdb, sqlite3_errcode(s->wdb), &w->err);
+    if (store_wexec(s, "SAVEPOINT bulk") != STORE_DB_OK)
+        return store_sql_err(s->wdb, store_db_errcode(s->wdb), &w->err);
     rd_code abort_code = RD_OK;
     for (size_t i = 0; i < b->n_ops && usable; i++) {
         store_bulk_op *op = &b->ops[i];
@@ -346,10 +346,10 @@ rd_code store_bulk_apply(store *s, store_write *w)
     }
     if (usable && abort_code != RD_OK) {
         int rc = store_wexec(s, "ROLLBACK TO bulk");
-        if (rc == SQLITE_OK)
+        if (rc == STORE_DB_OK)
             rc = store_wexec(s, "RELEASE bulk");
         s->sync_id = start;
-        if (rc != SQLITE_OK) {
+        if (rc != STORE_DB_OK) {
             b->outcome = rd_errf(&w->err, RD_INTERNAL, NULL, "the bulk could not be undone");
             return b->outcome;
         }
@@ -364,12 +364,12 @@ rd_code store_bulk_apply(store *s, store_write *w)
     }
     b->executed = true;
     bool undo = b->dry_run || (b->mode == STORE_BULK_ALL_OR_NOTHING && b->n_failed > 0);
-    int rc = undo ? store_wexec(s, "ROLLBACK TO bulk") : SQLITE_OK;
-    if (rc == SQLITE_OK)
+    int rc = undo ? store_wexec(s, "ROLLBACK TO bulk") : STORE_DB_OK;
+    if (rc == STORE_DB_OK)
         rc = store_wexec(s, "RELEASE bulk");
     int64_t last = s->sync_id;
     s->sync_id = start; /* the writer advances it once the write's savepoint is released */
-    if (rc != SQLITE_OK) {
+    if (rc != STORE_DB_OK) {
         b->executed = false;
         b->outcome = store_sql_err(s->wdb, rc, &w->err);
         return b->outcome;

@@ -29,21 +29,21 @@ void store_on_commit(store *s, store_commit_fn fn, void *arg)
 static rd_code read_bounds(store_conn *c, const char *org, int64_t *oldest, int64_t *head,
                            rd_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     int rc = store_org_head(c, org, head);
-    if (rc == SQLITE_OK)
+    if (rc == STORE_DB_OK)
         rc = store_stmt_get(&c->cache, "SELECT min(sync_id) FROM _rd_sync_log WHERE org = ?1", &st);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
-        rc = sqlite3_step(st);
+    if (rc == STORE_DB_OK) {
+        store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC);
+        rc = store_db_step(st);
     }
-    if (rc == SQLITE_ROW) {
+    if (rc == STORE_DB_ROW) {
         *oldest =
-            sqlite3_column_type(st, 0) == SQLITE_NULL ? *head + 1 : sqlite3_column_int64(st, 0);
-        rc = SQLITE_OK;
+            store_db_column_type(st, 0) == STORE_DB_NULL ? *head + 1 : store_db_column_int64(st, 0);
+        rc = STORE_DB_OK;
     }
     store_stmt_put(st);
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         return store_sql_err(c->db, rc, err);
     return RD_OK;
 }
@@ -56,14 +56,14 @@ void store_set_changes_retention(store *s, int64_t seconds, int64_t max_rows)
 
 void store_changes_measure(store *s)
 {
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     if (store_stmt_get(&s->wcache,
                        "SELECT coalesce(max(seq) - min(seq) + 1, 0), coalesce((SELECT committed_at"
                        " FROM _rd_sync_log ORDER BY seq LIMIT 1), 0) FROM _rd_sync_log",
-                       &st) == SQLITE_OK &&
-        sqlite3_step(st) == SQLITE_ROW) {
-        s->log_rows = sqlite3_column_int64(st, 0);
-        s->log_oldest_us = sqlite3_column_int64(st, 1);
+                       &st) == STORE_DB_OK &&
+        store_db_step(st) == STORE_DB_ROW) {
+        s->log_rows = store_db_column_int64(st, 0);
+        s->log_oldest_us = store_db_column_int64(st, 1);
     }
     store_stmt_put(st);
 }
@@ -82,13 +82,13 @@ void store_changes_prune(store *s)
 {
     static const char cut_by_age[] =
         "SELECT coalesce(max(seq), 0) FROM (SELECT seq, committed_at FROM _rd_sync_log"
-        " ORDER BY seq LIMIT ?2) WHERE committed_at < ?1";
+        " ORDER BY seq LIMIT ?2) AS oldest WHERE committed_at < ?1";
     static const char cut_by_count[] =
         "SELECT coalesce(min(max(seq) - ?1, min(seq) + ?2 - 1), 0) FROM _rd_sync_log";
     static const char keep_heads[] =
         "INSERT INTO _rd_org_seq (org, sync_id) SELECT org, max(sync_id) FROM _rd_sync_log"
         " WHERE seq <= ?1 GROUP BY org ON CONFLICT (org) DO UPDATE SET"
-        " sync_id = max(sync_id, excluded.sync_id)";
+        " sync_id = max(_rd_org_seq.sync_id, excluded.sync_id)";
     static const char delete_upto[] = "DELETE FROM _rd_sync_log WHERE seq <= ?1";
     int64_t keep_s = __atomic_load_n(&s->log_retention_s, __ATOMIC_ACQUIRE);
     int64_t keep_rows = __atomic_load_n(&s->log_max_rows, __ATOMIC_ACQUIRE);
@@ -101,43 +101,43 @@ void store_changes_prune(store *s)
         store_prune_budget(&s->log_pace, now, STORE_LOG_PRUNE_ROWS, STORE_LOG_PRUNE_MAX);
     if (limit == 0)
         return;
-    if (store_exec(s->wdb, "SAVEPOINT log_prune") != SQLITE_OK)
+    if (store_exec(s->wdb, "SAVEPOINT log_prune") != STORE_DB_OK)
         return;
     int64_t cut = 0, c = 0;
-    sqlite3_stmt *st = NULL;
-    int rc = SQLITE_OK;
-    if (old_due && (rc = store_stmt_get(&s->wcache, cut_by_age, &st)) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, now - keep_s * 1000000);
-        sqlite3_bind_int64(st, 2, limit);
-        if ((rc = store_wstep(s, st)) == SQLITE_ROW) {
-            cut = sqlite3_column_int64(st, 0);
-            rc = SQLITE_OK;
+    store_dbst *st = NULL;
+    int rc = STORE_DB_OK;
+    if (old_due && (rc = store_stmt_get(&s->wcache, cut_by_age, &st)) == STORE_DB_OK) {
+        store_db_bind_int64(st, 1, now - keep_s * 1000000);
+        store_db_bind_int64(st, 2, limit);
+        if ((rc = store_wstep(s, st)) == STORE_DB_ROW) {
+            cut = store_db_column_int64(st, 0);
+            rc = STORE_DB_OK;
         }
     }
     store_stmt_put(st);
     st = NULL;
-    if (rc == SQLITE_OK && size_due &&
-        (rc = store_stmt_get(&s->wcache, cut_by_count, &st)) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, keep_rows);
-        sqlite3_bind_int64(st, 2, limit);
-        if ((rc = store_wstep(s, st)) == SQLITE_ROW) {
-            c = sqlite3_column_int64(st, 0);
+    if (rc == STORE_DB_OK && size_due &&
+        (rc = store_stmt_get(&s->wcache, cut_by_count, &st)) == STORE_DB_OK) {
+        store_db_bind_int64(st, 1, keep_rows);
+        store_db_bind_int64(st, 2, limit);
+        if ((rc = store_wstep(s, st)) == STORE_DB_ROW) {
+            c = store_db_column_int64(st, 0);
             cut = c > cut ? c : cut;
-            rc = SQLITE_OK;
+            rc = STORE_DB_OK;
         }
     }
     store_stmt_put(st);
     st = NULL;
-    for (int k = 0; rc == SQLITE_OK && cut > 0 && k < 2; k++) {
+    for (int k = 0; rc == STORE_DB_OK && cut > 0 && k < 2; k++) {
         rc = store_stmt_get(&s->wcache, k == 0 ? keep_heads : delete_upto, &st);
-        if (rc == SQLITE_OK) {
-            sqlite3_bind_int64(st, 1, cut);
-            rc = store_wstep(s, st) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+        if (rc == STORE_DB_OK) {
+            store_db_bind_int64(st, 1, cut);
+            rc = store_wstep(s, st) == STORE_DB_DONE ? STORE_DB_OK : STORE_DB_ERROR;
         }
         store_stmt_put(st);
         st = NULL;
     }
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         store_exec(s->wdb, "ROLLBACK TO log_prune");
     store_exec(s->wdb, "RELEASE log_prune");
     store_changes_measure(s);
@@ -152,34 +152,34 @@ rd_code store_changes_stats(store_conn *c, int64_t *rows, size_t max_orgs, store
         " (SELECT sync_id FROM _rd_org_seq WHERE org = '*'), 0)),"
         " (SELECT min(sync_id) FROM _rd_sync_log WHERE org = o.org)"
         " FROM (SELECT DISTINCT org FROM _rd_schema) AS o ORDER BY o.org LIMIT ?1";
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     *rows = 0;
     int rc = store_conn_exec(c, "BEGIN");
-    if (rc == SQLITE_OK)
+    if (rc == STORE_DB_OK)
         rc = store_stmt_get(&c->cache,
                             "SELECT coalesce(max(seq) - min(seq) + 1, 0) FROM _rd_sync_log", &st);
-    if (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        *rows = sqlite3_column_int64(st, 0);
-        rc = SQLITE_OK;
+    if (rc == STORE_DB_OK && (rc = store_db_step(st)) == STORE_DB_ROW) {
+        *rows = store_db_column_int64(st, 0);
+        rc = STORE_DB_OK;
     }
     store_stmt_put(st);
     st = NULL;
-    if (rc == SQLITE_OK)
+    if (rc == STORE_DB_OK)
         rc = store_stmt_get(&c->cache, sql, &st);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, (sqlite3_int64)max_orgs);
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            int64_t newest = sqlite3_column_int64(st, 1);
-            int64_t oldest = sqlite3_column_type(st, 2) == SQLITE_NULL
+    if (rc == STORE_DB_OK) {
+        store_db_bind_int64(st, 1, (int64_t)max_orgs);
+        while ((rc = store_db_step(st)) == STORE_DB_ROW) {
+            int64_t newest = store_db_column_int64(st, 1);
+            int64_t oldest = store_db_column_type(st, 2) == STORE_DB_NULL
                                  ? newest + 1
-                                 : sqlite3_column_int64(st, 2);
-            fn(arg, (const char *)sqlite3_column_text(st, 0), oldest, newest);
+                                 : store_db_column_int64(st, 2);
+            fn(arg, (const char *)store_db_column_text(st, 0), oldest, newest);
         }
-        if (rc == SQLITE_DONE)
-            rc = SQLITE_OK;
+        if (rc == STORE_DB_DONE)
+            rc = STORE_DB_OK;
     }
     store_stmt_put(st);
-    rd_code code = rc == SQLITE_OK ? RD_OK : store_sql_err(c->db, rc, err);
+    rd_code code = rc == STORE_DB_OK ? RD_OK : store_sql_err(c->db, rc, err);
     store_conn_exec(c, "COMMIT");
     return code;
 }
@@ -188,8 +188,8 @@ rd_code store_changes_bounds(store_conn *c, const char *org, int64_t *oldest, in
                              rd_err *err)
 {
     *oldest = *head = 0;
-    if (store_conn_exec(c, "BEGIN") != SQLITE_OK)
-        return store_sql_err(c->db, sqlite3_errcode(c->db), err);
+    if (store_conn_exec(c, "BEGIN") != STORE_DB_OK)
+        return store_sql_err(c->db, store_db_errcode(c->db), err);
     rd_code code = read_bounds(c, org, oldest, head, err);
     store_conn_exec(c, "COMMIT");
     return code;
@@ -216,17 +216,17 @@ static store_op op_of(const char *op)
     return STORE_OP_DELETE;
 }
 
-static void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int col)
+static void copy_col(char *dst, size_t cap, store_dbst *st, int col)
 {
-    const unsigned char *v = sqlite3_column_text(st, col);
+    const unsigned char *v = store_db_column_text(st, col);
     snprintf(dst, cap, "%s", v != NULL ? (const char *)v : "");
 }
 
 /* JSON text of column col, or an empty container of the given kind when the
  * column is NULL or not valid JSON of that kind. New reference or NULL. */
-static json_t *json_col(sqlite3_stmt *st, int col, bool array)
+static json_t *json_col(store_dbst *st, int col, bool array)
 {
-    const char *text = (const char *)sqlite3_column_text(st, col);
+    const char *text = (const char *)store_db_column_text(st, col);
     json_t *v = text != NULL ? json_loads(text, JSON_DECODE_ANY, NULL) : NULL;
     if (v != NULL && (array ? json_is_array(v) : json_is_object(v)))
         return v;
@@ -241,7 +241,7 @@ rd_code store_changes_read(store_conn *c, const store_changes_query *q, store_ch
         "SELECT sync_id, server_tx_id, model, record_id, op, fields, actor, grp, committed_at,"
         " data FROM _rd_sync_log WHERE sync_id > ?1 AND sync_id <= ?2 AND org = ?3"
         " ORDER BY sync_id";
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     store_change *res = NULL;
     size_t cnt = 0;
     int64_t oldest, head, last = q->after;
@@ -256,7 +256,7 @@ rd_code store_changes_read(store_conn *c, const store_changes_query *q, store_ch
     if (res == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     int rc = store_exec(c->db, "BEGIN");
-    if (rc != SQLITE_OK) {
+    if (rc != STORE_DB_OK) {
         code = store_sql_err(c->db, rc, err);
         goto done;
     }
@@ -276,29 +276,29 @@ rd_code store_changes_read(store_conn *c, const store_changes_query *q, store_ch
     if (upto <= q->after)
         goto done; /* nothing new: the cursor stays */
     rc = store_stmt_get(&c->cache, sql, &st);
-    if (rc != SQLITE_OK) {
+    if (rc != STORE_DB_OK) {
         code = store_sql_err(c->db, rc, err);
         goto done;
     }
-    sqlite3_bind_int64(st, 1, q->after);
-    sqlite3_bind_int64(st, 2, upto);
-    sqlite3_bind_text(st, 3, q->org, -1, SQLITE_STATIC);
+    store_db_bind_int64(st, 1, q->after);
+    store_db_bind_int64(st, 2, upto);
+    store_db_bind_text(st, 3, q->org, -1, STORE_DB_STATIC);
     last = upto; /* unless the page fills up first */
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *model = (const char *)sqlite3_column_text(st, 2);
-        const char *grp = (const char *)sqlite3_column_text(st, 7);
+    while ((rc = store_db_step(st)) == STORE_DB_ROW) {
+        const char *model = (const char *)store_db_column_text(st, 2);
+        const char *grp = (const char *)store_db_column_text(st, 7);
         if (model == NULL || grp == NULL || !in_list(model, q->models, q->n_models) ||
             !in_list(grp, q->groups, q->n_groups))
             continue;
         store_change *e = &res[cnt];
-        e->sync_id = sqlite3_column_int64(st, 0);
+        e->sync_id = store_db_column_int64(st, 0);
         copy_col(e->server_tx_id, sizeof e->server_tx_id, st, 1);
         copy_col(e->model, sizeof e->model, st, 2);
         copy_col(e->id, sizeof e->id, st, 3);
-        e->op = op_of((const char *)sqlite3_column_text(st, 4));
+        e->op = op_of((const char *)store_db_column_text(st, 4));
         copy_col(e->actor, sizeof e->actor, st, 6);
         copy_col(e->group, sizeof e->group, st, 7);
-        e->committed_at_us = sqlite3_column_int64(st, 8);
+        e->committed_at_us = store_db_column_int64(st, 8);
         e->fields = json_col(st, 5, true);
         e->data = e->op == STORE_OP_DELETE ? json_object() : json_col(st, 9, false);
         cnt++;
@@ -311,7 +311,7 @@ rd_code store_changes_read(store_conn *c, const store_changes_query *q, store_ch
             break;
         }
     }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+    if (rc != STORE_DB_ROW && rc != STORE_DB_DONE)
         code = store_sql_err(c->db, rc, err);
 done:
     store_stmt_put(st);

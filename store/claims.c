@@ -15,9 +15,9 @@ static const char sql_by_record[] = "SELECT " CLAIM_COLS " FROM _rd_claims"
 static const char sql_by_id[] = "SELECT " CLAIM_COLS " FROM _rd_claims"
                                 " WHERE org = ?1 AND claim_id = ?2";
 
-static void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int i)
+static void copy_col(char *dst, size_t cap, store_dbst *st, int i)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
+    const unsigned char *t = store_db_column_text(st, i);
     snprintf(dst, cap, "%s", t != NULL ? (const char *)t : "");
 }
 
@@ -27,27 +27,27 @@ static void copy_col(char *dst, size_t cap, sqlite3_stmt *st, int i)
 static rd_code load_claim(store *s, const char *sql, const char *a, const char *b, const char *c,
                           store_claim *out, bool *found, rd_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code = RD_OK;
     *found = false;
     memset(out, 0, sizeof *out);
     int rc = store_stmt_get(&s->wcache, sql, &st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, a, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK && c != NULL)
-        rc = sqlite3_bind_text(st, 3, c, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 1, a, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 2, b, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK && c != NULL)
+        rc = store_db_bind_text(st, 3, c, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
+    if (rc == STORE_DB_ROW) {
         copy_col(out->claim_id, sizeof out->claim_id, st, 0);
         copy_col(out->model, sizeof out->model, st, 1);
         copy_col(out->id, sizeof out->id, st, 2);
         copy_col(out->holder, sizeof out->holder, st, 3);
-        out->expires_at_us = sqlite3_column_int64(st, 4);
+        out->expires_at_us = store_db_column_int64(st, 4);
         *found = true;
-    } else if (rc != SQLITE_DONE) {
+    } else if (rc != STORE_DB_DONE) {
         code = store_sql_err(s->wdb, rc, err);
     }
     store_stmt_put(st);
@@ -95,12 +95,12 @@ rd_code store_claim_check(store *s, const char *org, const char *model, const ch
 }
 
 /* Steps a write statement (already bound) to completion and puts it back. */
-static rd_code step_put(store *s, sqlite3_stmt *st, int rc, rd_err *err)
+static rd_code step_put(store *s, store_dbst *st, int rc, rd_err *err)
 {
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
     store_stmt_put(st);
-    if (rc != SQLITE_DONE)
+    if (rc != STORE_DB_DONE)
         return store_sql_err(s->wdb, rc, err);
     return RD_OK;
 }
@@ -120,7 +120,7 @@ static rd_code record_authorized(store *s, store_write *w, const char *model, co
 {
     store_schema *sch = store_writer_schema(s, w->org);
     store_sbuf sql = {0};
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code = RD_OK;
     char group[sizeof((store_record *)0)->group] = "";
     bool exists = false;
@@ -141,14 +141,14 @@ static rd_code record_authorized(store *s, store_write *w, const char *model, co
         goto done;
     }
     rc = store_stmt_get(&s->wcache, sql.p, &st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 1, id, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
+    if (rc == STORE_DB_ROW) {
         exists = true;
-        snprintf(group, sizeof group, "%s", (const char *)sqlite3_column_text(st, 0));
-    } else if (rc != SQLITE_DONE) {
+        snprintf(group, sizeof group, "%s", (const char *)store_db_column_text(st, 0));
+    } else if (rc != STORE_DB_DONE) {
         code = store_sql_err(s->wdb, rc, &w->err);
         goto done;
     }
@@ -183,7 +183,7 @@ static rd_code acquire(store *s, store_write *w, const char *actor, int64_t now)
     bool renew = w->rec.claim != NULL && w->rec.claim[0] != '\0';
     store_claim cur;
     bool found;
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     if (!store_org_valid(w->org) || w->rec.model == NULL || !store_ident_valid(w->rec.model))
         return rd_errf(&w->err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
                        w->rec.model ? w->rec.model : "");
@@ -229,13 +229,13 @@ static rd_code acquire(store *s, store_write *w, const char *actor, int64_t now)
     if (out->expires_at_us > s->claims_until_us)
         s->claims_until_us = out->expires_at_us;
     int rc = store_stmt_get(&s->wcache, sql_upsert, &st);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, w->org, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, w->rec.model, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, w->rec.id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, out->claim_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, actor, -1, SQLITE_STATIC);
-        rc = sqlite3_bind_int64(st, 6, out->expires_at_us);
+    if (rc == STORE_DB_OK) {
+        store_db_bind_text(st, 1, w->org, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 2, w->rec.model, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 3, w->rec.id, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 4, out->claim_id, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 5, actor, -1, STORE_DB_STATIC);
+        rc = store_db_bind_int64(st, 6, out->expires_at_us);
     }
     return step_put(s, st, rc, &w->err);
 }
@@ -246,7 +246,7 @@ static rd_code release(store *s, store_write *w, const char *actor, int64_t now)
     static const char sql_delete[] = "DELETE FROM _rd_claims WHERE org = ?1 AND claim_id = ?2";
     store_claim cur;
     bool found;
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     if (w->rec.claim == NULL || w->rec.claim[0] == '\0')
         return rd_errf(&w->err, RD_VALIDATION_FAILED, "claimId", "claimId is required");
     rd_code code = load_claim(s, sql_by_id, w->org, w->rec.claim, NULL, &cur, &found, &w->err);
@@ -265,9 +265,9 @@ static rd_code release(store *s, store_write *w, const char *actor, int64_t now)
         return not_holder(w->rec.claim, &w->err);
     w->lease.out = cur;
     int rc = store_stmt_get(&s->wcache, sql_delete, &st);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, w->org, -1, SQLITE_STATIC);
-        rc = sqlite3_bind_text(st, 2, w->rec.claim, -1, SQLITE_STATIC);
+    if (rc == STORE_DB_OK) {
+        store_db_bind_text(st, 1, w->org, -1, STORE_DB_STATIC);
+        rc = store_db_bind_text(st, 2, w->rec.claim, -1, STORE_DB_STATIC);
     }
     return step_put(s, st, rc, &w->err);
 }

@@ -18,18 +18,31 @@ typedef struct push {
     rd_err *err;
 } push;
 
-static const char *column_type(store_type t)
+/* The column type of a field. SQLite stores booleans as 0/1 and JSON as
+ * text; PostgreSQL has its own types for both, and its text compares
+ * bytewise ("C") so that lists order as on SQLite. */
+static const char *column_type(const push *p, store_type t)
 {
+    bool pg = store_db_dialect(p->s->wdb) == STORE_DIALECT_POSTGRES;
     switch (t) {
     case STORE_T_NUMBER:
-        return "REAL";
-    case STORE_T_INTEGER:
+        return pg ? "DOUBLE PRECISION" : "REAL";
     case STORE_T_BOOLEAN:
+        return pg ? "BOOLEAN" : "INTEGER";
+    case STORE_T_INTEGER:
     case STORE_T_TIMESTAMP:
-        return "INTEGER";
+        return pg ? "BIGINT" : "INTEGER";
+    case STORE_T_JSON:
+        return pg ? "JSONB" : "TEXT";
     default:
-        return "TEXT";
+        return pg ? "TEXT COLLATE \"C\"" : "TEXT";
     }
+}
+
+/* A per-field sync id's column type. */
+static const char *sync_type(const push *p)
+{
+    return store_db_dialect(p->s->wdb) == STORE_DIALECT_POSTGRES ? "BIGINT" : "INTEGER";
 }
 
 static rd_code oom(push *p)
@@ -59,7 +72,7 @@ static rd_code run(push *p, store_sbuf *b)
         code = oom(p);
     } else {
         int rc = store_exec(p->s->wdb, b->p);
-        if (rc != SQLITE_OK)
+        if (rc != STORE_DB_OK)
             code = store_sql_err(p->s->wdb, rc, p->err);
     }
     store_sbuf_free(b);
@@ -85,24 +98,75 @@ static void join_names(char *const *names, size_t n, char *out, size_t cap, cons
 static void index_name(store_sbuf *b, const push *p, const char *model, char *const *fields,
                        size_t n, bool composite)
 {
-    char list[STORE_MAX_FIELDS * 65];
+    char list[STORE_MAX_FIELDS * 65], name[sizeof list + 160];
     join_names(fields, n, list, sizeof list, ",");
-    store_sbuf_addf(b, "\"r_%s__%s:%s:%s\"", p->org, model, composite ? "ut" : "u", list);
+    int len =
+        snprintf(name, sizeof name, "r_%s__%s:%s:%s", p->org, model, composite ? "ut" : "u", list);
+    /* PostgreSQL cuts names at 63 bytes, and two cut names could meet: a
+     * long one keeps its first 44 bytes and ends in a hash of the whole */
+    if (store_db_dialect(p->s->wdb) == STORE_DIALECT_POSTGRES && len > STORE_PG_NAME_MAX) {
+        uint64_t h = 1469598103934665603ull;
+        for (const unsigned char *q = (const unsigned char *)name; *q; q++)
+            h = (h ^ *q) * 1099511628211ull;
+        snprintf(name + 44, sizeof name - 44, "~%016llx", (unsigned long long)h);
+    }
+    store_sbuf_addf(b, "\"%s\"", name);
 }
 
-static rd_code create_unique(push *p, const char *model, char *const *fields, size_t n,
+/* On PostgreSQL a name longer than STORE_PG_NAME_MAX bytes would be cut
+ * (and could meet another): a model's table "r_<org>__<model>" and a
+ * field's sync-id column "_s_<field>" must fit. */
+static rd_code check_pg_names(push *p, const store_schema *next)
+{
+    if (store_db_dialect(p->s->wdb) != STORE_DIALECT_POSTGRES)
+        return RD_OK;
+    size_t org = strlen(p->org);
+    for (size_t i = 0; i < next->n_models; i++) {
+        const store_model *m = &next->models[i];
+        char path[96];
+        if (2 + org + 2 + strlen(m->name) > STORE_PG_NAME_MAX) {
+            snprintf(path, sizeof path, "models[%zu].name", i);
+            return rd_errf(p->err, RD_VALIDATION_FAILED, path,
+                           "model name '%s' is too long for this database: organisation and "
+                           "model name together may have at most %d characters on PostgreSQL",
+                           m->name, STORE_PG_NAME_MAX - 4);
+        }
+        for (size_t j = 0; j < m->n_fields; j++)
+            if (3 + strlen(m->fields[j].name) > STORE_PG_NAME_MAX) {
+                snprintf(path, sizeof path, "models[%zu].fields[%zu].name", i, j);
+                return rd_errf(p->err, RD_VALIDATION_FAILED, path,
+                               "field name '%s' is too long for this database: at most %d "
+                               "characters on PostgreSQL",
+                               m->fields[j].name, STORE_PG_NAME_MAX - 3);
+            }
+    }
+    return RD_OK;
+}
+
+/* A unique index on fields of m. On PostgreSQL a text or JSON field is
+ * indexed by its SHA-256 (_rd_key, pg_layout.c): a B-tree entry holds at
+ * most about 2.7 kB, while a value may be a megabyte (as on SQLite). */
+static rd_code create_unique(push *p, const store_model *m, char *const *fields, size_t n,
                              bool composite)
 {
     store_sbuf b = {0};
     char list[STORE_MAX_FIELDS * 65];
+    const char *model = m->name;
+    bool pg = store_db_dialect(p->s->wdb) == STORE_DIALECT_POSTGRES;
     store_sbuf_add(&b, "CREATE UNIQUE INDEX ");
     index_name(&b, p, model, fields, n, composite);
     store_sbuf_add(&b, " ON ");
     store_sbuf_table(&b, p->org, model);
     store_sbuf_add(&b, " (");
     for (size_t i = 0; i < n; i++) {
+        const store_field *f = store_model_field(m, fields[i]);
+        bool hashed =
+            pg && f != NULL &&
+            (f->type == STORE_T_STRING || f->type == STORE_T_ENUM || f->type == STORE_T_JSON);
         store_sbuf_add(&b, i ? ", " : "");
+        store_sbuf_add(&b, hashed ? "_rd_key(" : "");
         store_sbuf_ident(&b, fields[i]);
+        store_sbuf_add(&b, !hashed ? "" : f->type == STORE_T_JSON ? "::text)" : ")");
     }
     store_sbuf_add(&b, ")");
     rd_code code = run(p, &b);
@@ -134,7 +198,7 @@ static rd_code add_columns(push *p, const char *model, const store_field *f)
         store_sbuf_table(&b, p->org, model);
         store_sbuf_add(&b, " ADD COLUMN ");
         store_sbuf_ident2(&b, k ? "_s_" : "", f->name);
-        store_sbuf_addf(&b, " %s", k ? "INTEGER" : column_type(f->type));
+        store_sbuf_addf(&b, " %s", k ? sync_type(p) : column_type(p, f->type));
         code = run(p, &b);
         if (code != RD_OK)
             return code;
@@ -163,7 +227,7 @@ static rd_code drop_columns(push *p, const char *model, const char *field)
 static rd_code backfill_default(push *p, const char *model, const store_field *f)
 {
     store_sbuf b = {0};
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code = RD_OK;
     json_t *v = store_normalize(f, f->default_value);
     store_sbuf_add(&b, "UPDATE ");
@@ -175,15 +239,15 @@ static rd_code backfill_default(push *p, const char *model, const store_field *f
         code = oom(p);
         goto done;
     }
-    int rc = sqlite3_prepare_v2(p->s->wdb, b.p, -1, &st, NULL);
-    if (rc == SQLITE_OK)
+    int rc = store_db_prepare(p->s->wdb, b.p, &st);
+    if (rc == STORE_DB_OK)
         rc = store_bind_value(st, 1, f, v);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE)
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
+    if (rc != STORE_DB_DONE)
         code = store_sql_err(p->s->wdb, rc, p->err);
 done:
-    sqlite3_finalize(st);
+    store_db_finalize(st);
     store_sbuf_free(&b);
     json_decref(v);
     return code;
@@ -194,7 +258,7 @@ done:
 static int has_rows(push *p, const char *model)
 {
     store_sbuf b = {0};
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     int result = -1;
     store_sbuf_add(&b, "SELECT 1 FROM ");
     store_sbuf_table(&b, p->org, model);
@@ -203,17 +267,17 @@ static int has_rows(push *p, const char *model)
         oom(p);
         goto done;
     }
-    int rc = sqlite3_prepare_v2(p->s->wdb, b.p, -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
+    int rc = store_db_prepare(p->s->wdb, b.p, &st);
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
+    if (rc == STORE_DB_ROW)
         result = 1;
-    else if (rc == SQLITE_DONE)
+    else if (rc == STORE_DB_DONE)
         result = 0;
     else
         store_sql_err(p->s->wdb, rc, p->err);
 done:
-    sqlite3_finalize(st);
+    store_db_finalize(st);
     store_sbuf_free(&b);
     return result;
 }
@@ -223,25 +287,28 @@ static rd_code create_model(push *p, const store_model *m)
     store_sbuf b = {0};
     store_sbuf_add(&b, "CREATE TABLE ");
     store_sbuf_table(&b, p->org, m->name);
-    store_sbuf_add(&b, " (_id TEXT PRIMARY KEY NOT NULL, _group TEXT NOT NULL,"
-                       " _version INTEGER NOT NULL, _sync_id INTEGER NOT NULL,"
-                       " _created_at INTEGER NOT NULL, _updated_at INTEGER NOT NULL,"
-                       " _created_by TEXT NOT NULL, _updated_by TEXT NOT NULL");
+    const char *text = column_type(p, STORE_T_STRING), *i64 = sync_type(p);
+    store_sbuf_addf(&b,
+                    " (_id %s PRIMARY KEY NOT NULL, _group %s NOT NULL,"
+                    " _version %s NOT NULL, _sync_id %s NOT NULL,"
+                    " _created_at %s NOT NULL, _updated_at %s NOT NULL,"
+                    " _created_by %s NOT NULL, _updated_by %s NOT NULL",
+                    text, text, i64, i64, i64, i64, text, text);
     for (size_t i = 0; i < m->n_fields; i++) {
         store_sbuf_add(&b, ", ");
         store_sbuf_ident(&b, m->fields[i].name);
-        store_sbuf_addf(&b, " %s, ", column_type(m->fields[i].type));
+        store_sbuf_addf(&b, " %s, ", column_type(p, m->fields[i].type));
         store_sbuf_ident2(&b, "_s_", m->fields[i].name);
-        store_sbuf_add(&b, " INTEGER");
+        store_sbuf_addf(&b, " %s", i64);
     }
     store_sbuf_add(&b, ")");
     rd_code code = run(p, &b);
     for (size_t i = 0; code == RD_OK && i < m->n_fields; i++)
         if (m->fields[i].unique)
-            code = create_unique(p, m->name, &m->fields[i].name, 1, false);
+            code = create_unique(p, m, &m->fields[i].name, 1, false);
     for (size_t i = 0; code == RD_OK && i < m->n_unique_together; i++)
-        code = create_unique(p, m->name, m->unique_together[i].fields,
-                             m->unique_together[i].n_fields, true);
+        code =
+            create_unique(p, m, m->unique_together[i].fields, m->unique_together[i].n_fields, true);
     if (code == RD_OK)
         code = change(p, "create model %s", m->name);
     return code;
@@ -417,7 +484,7 @@ static rd_code alter_model(push *p, const store_model *om, const store_model *nm
         bool kept = field_kept(om, nm, nf->name);
         if (!nf->unique || (kept && of->unique))
             continue;
-        code = create_unique(p, model, &nf->name, 1, false);
+        code = create_unique(p, nm, &nf->name, 1, false);
         if (code == RD_OK && (of == NULL || !of->unique))
             code = change(p, "add unique %s.%s", model, nf->name);
         if (code != RD_OK)
@@ -427,7 +494,7 @@ static rd_code alter_model(push *p, const store_model *om, const store_model *nm
         const store_unique *u = &nm->unique_together[i];
         if (has_unique(om, u) && unique_kept(om, nm, u))
             continue;
-        code = create_unique(p, model, u->fields, u->n_fields, true);
+        code = create_unique(p, nm, u->fields, u->n_fields, true);
         join_names(u->fields, u->n_fields, list, sizeof list, ", ");
         if (code == RD_OK && !has_unique(om, u))
             code = change(p, "add unique %s(%s)", model, list);
@@ -480,25 +547,25 @@ static rd_code apply_diff(push *p, const store_schema *cur, const store_schema *
 
 static rd_code record_revision(push *p, const json_t *doc, int64_t revision)
 {
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code = RD_OK;
     char *text = json_dumps(doc, JSON_COMPACT);
     if (text == NULL)
         return oom(p);
-    int rc = sqlite3_prepare_v2(p->s->wdb,
-                                "INSERT INTO _rd_schema (org, revision, doc, created_at)"
-                                " VALUES (?1, ?2, ?3, ?4)",
-                                -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, p->org, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 2, revision);
-        sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 4, rd_now_us());
-        rc = sqlite3_step(st);
+    int rc = store_db_prepare(p->s->wdb,
+                              "INSERT INTO _rd_schema (org, revision, doc, created_at)"
+                              " VALUES (?1, ?2, ?3, ?4)",
+                              &st);
+    if (rc == STORE_DB_OK) {
+        store_db_bind_text(st, 1, p->org, -1, STORE_DB_STATIC);
+        store_db_bind_int64(st, 2, revision);
+        store_db_bind_text(st, 3, text, -1, STORE_DB_STATIC);
+        store_db_bind_int64(st, 4, rd_now_us());
+        rc = store_db_step(st);
     }
-    if (rc != SQLITE_DONE)
+    if (rc != STORE_DB_DONE)
         code = store_sql_err(p->s->wdb, rc, p->err);
-    sqlite3_finalize(st);
+    store_db_finalize(st);
     free(text);
     return code;
 }
@@ -582,7 +649,7 @@ rd_code store_push_schema(store *s, store_write *w, store_schema **published)
     char other[STORE_ORG_MAX + 1] = "";
     int variant = store_org_case_variant(s->wdb, w->org, other, sizeof other);
     if (variant < 0)
-        return store_sql_err(s->wdb, SQLITE_ERROR, &w->err);
+        return store_sql_err(s->wdb, STORE_DB_ERROR, &w->err);
     if (variant > 0)
         return rd_errf(&w->err, RD_VALIDATION_FAILED, "organizationId",
                        "organization id '%s' differs only in case from the existing organization "
@@ -628,6 +695,8 @@ rd_code store_push_schema(store *s, store_write *w, store_schema **published)
         goto done;
     }
     if (w->push.merge && (code = store_schema_validate(next, &w->err)) != RD_OK)
+        goto done;
+    if ((code = check_pg_names(&p, next)) != RD_OK)
         goto done;
     code = apply_diff(&p, cur, next);
     if (code == RD_OK)

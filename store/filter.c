@@ -21,6 +21,9 @@ typedef struct filter_cond {
     char col[72]; /* column name, unquoted: a field name or a system column */
     filter_op op;
     store_value value;
+    /* a fractional (or out of int64's range) number against an integer
+     * column: compared as a double, which PostgreSQL must be told */
+    bool as_real;
 } filter_cond;
 
 struct store_filter {
@@ -180,7 +183,7 @@ size_t store_filter_conditions(const store_filter *f)
 
 const char *store_filter_sql(const store_filter *f)
 {
-    return f != NULL && f->sql != NULL ? f->sql : "1";
+    return f != NULL && f->sql != NULL ? f->sql : "TRUE";
 }
 
 static rd_code parse_op(lexer *lx, filter_op *op)
@@ -436,7 +439,9 @@ static rd_code parse_cmp(lexer *lx, const store_model *m, filter_cond *c)
     code = read_literal(lx, &c->value, &kind);
     if (code != RD_OK)
         return code;
-    return fit_literal(lx, field, type, c->op, kind, &c->value, lit_pos);
+    code = fit_literal(lx, field, type, c->op, kind, &c->value, lit_pos);
+    c->as_real = code == RD_OK && type == STORE_T_INTEGER && c->value.type == STORE_V_REAL;
+    return code;
 }
 
 /* Compiles the AST into f->sql. */
@@ -451,10 +456,11 @@ static rd_code compile(store_filter *f, rd_err *err)
         if (c->value.type == STORE_V_NULL)
             store_sbuf_add(&b, c->op == OP_EQ ? " IS NULL" : " IS NOT NULL");
         else
-            store_sbuf_addf(&b, " %s ?", op_sql[c->op]);
+            store_sbuf_addf(&b, c->as_real ? " %s CAST(? AS DOUBLE PRECISION)" : " %s ?",
+                            op_sql[c->op]);
     }
     if (f->n == 0)
-        store_sbuf_add(&b, "1");
+        store_sbuf_add(&b, "TRUE");
     if (b.oom) {
         store_sbuf_free(&b);
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
@@ -616,31 +622,31 @@ done:
 
 /* ---- internals for list.c -------------------------------------------------------- */
 
-int store_value_bind(sqlite3_stmt *st, int idx, const store_value *v)
+int store_value_bind(store_dbst *st, int idx, const store_value *v)
 {
     switch (v->type) {
     case STORE_V_NULL:
-        return sqlite3_bind_null(st, idx);
+        return store_db_bind_null(st, idx);
     case STORE_V_INT:
-        return sqlite3_bind_int64(st, idx, v->i);
+        return store_db_bind_int64(st, idx, v->i);
     case STORE_V_REAL:
-        return sqlite3_bind_double(st, idx, v->d);
+        return store_db_bind_double(st, idx, v->d);
     case STORE_V_TEXT:
-        return sqlite3_bind_text(st, idx, v->s, (int)v->n, SQLITE_STATIC);
+        return store_db_bind_text(st, idx, v->s, (int)v->n, STORE_DB_STATIC);
     }
-    return SQLITE_MISMATCH;
+    return STORE_DB_MISMATCH;
 }
 
-int store_filter_bind(const store_filter *f, sqlite3_stmt *st, int *idx)
+int store_filter_bind(const store_filter *f, store_dbst *st, int *idx)
 {
     for (size_t i = 0; f != NULL && i < f->n; i++) {
         if (f->conds[i].value.type == STORE_V_NULL)
             continue;
         int rc = store_value_bind(st, (*idx)++, &f->conds[i].value);
-        if (rc != SQLITE_OK)
+        if (rc != STORE_DB_OK)
             return rc;
     }
-    return SQLITE_OK;
+    return STORE_DB_OK;
 }
 
 const char *store_order_col(const store_order *o, size_t i, bool *desc)

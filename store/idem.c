@@ -70,6 +70,11 @@ static int64_t live_after(store *s, int64_t now)
 
 void store_idem_open(store *s)
 {
+    /* PostgreSQL databases have the table from their first open (pg_layout.c) */
+    if (store_db_dialect(s->wdb) == STORE_DIALECT_POSTGRES) {
+        s->idem_ready = true;
+        return;
+    }
     static const char *const sql[] = {
         "BEGIN IMMEDIATE",
         "CREATE TABLE IF NOT EXISTS _rd_idempotency ("
@@ -81,8 +86,8 @@ void store_idem_open(store *s)
         "COMMIT",
     };
     for (size_t i = 0; i < sizeof sql / sizeof sql[0]; i++)
-        if (store_exec(s->wdb, sql[i]) != SQLITE_OK) {
-            if (!sqlite3_get_autocommit(s->wdb))
+        if (store_exec(s->wdb, sql[i]) != STORE_DB_OK) {
+            if (!store_db_autocommit(s->wdb))
                 store_exec(s->wdb, "ROLLBACK");
             return;
         }
@@ -103,34 +108,34 @@ rd_code store_idem_lookup(store *s, store_write *w)
 {
     static const char sql[] = "SELECT request_hash, receipt, grpc_code FROM _rd_idempotency"
                               " WHERE org = ?1 AND key = ?2 AND created_at > ?3";
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code = RD_OK;
     if (!has_key(w))
         return RD_OK;
     if (!s->idem_ready)
         return not_ready(w);
     int rc = store_stmt_get(&s->wcache, sql, &st);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, w->org, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, w->idem_key, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 3, live_after(s, rd_now_us()));
+    if (rc == STORE_DB_OK) {
+        store_db_bind_text(st, 1, w->org, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 2, w->idem_key, -1, STORE_DB_STATIC);
+        store_db_bind_int64(st, 3, live_after(s, rd_now_us()));
         rc = store_wstep(s, st);
     }
-    if (rc == SQLITE_DONE)
+    if (rc == STORE_DB_DONE)
         goto done;
-    if (rc != SQLITE_ROW) {
+    if (rc != STORE_DB_ROW) {
         code = store_sql_err(s->wdb, rc, &w->err);
         goto done;
     }
-    const void *hash = sqlite3_column_blob(st, 0);
-    if (sqlite3_column_bytes(st, 0) != STORE_IDEM_HASH_BYTES || hash == NULL ||
+    const void *hash = store_db_column_blob(st, 0);
+    if (store_db_column_bytes(st, 0) != STORE_IDEM_HASH_BYTES || hash == NULL ||
         memcmp(hash, w->idem_hash, STORE_IDEM_HASH_BYTES) != 0) {
         code = rd_errf(&w->err, RD_IDEMPOTENCY_KEY_REUSED, "idempotencyKey",
                        "the idempotency key was already used for a different request");
         goto done;
     }
-    const void *bytes = sqlite3_column_blob(st, 1);
-    size_t len = (size_t)sqlite3_column_bytes(st, 1);
+    const void *bytes = store_db_column_blob(st, 1);
+    size_t len = (size_t)store_db_column_bytes(st, 1);
     w->replay = malloc(len ? len : 1);
     if (w->replay == NULL) {
         code = rd_errf(&w->err, RD_INTERNAL, NULL, "out of memory");
@@ -139,7 +144,7 @@ rd_code store_idem_lookup(store *s, store_write *w)
     if (len > 0)
         memcpy(w->replay, bytes, len);
     w->replay_len = len;
-    w->replay_status = sqlite3_column_int(st, 2);
+    w->replay_status = store_db_column_int64(st, 2);
     w->replayed = true;
 done:
     store_stmt_put(st);
@@ -166,26 +171,28 @@ bool store_idem_storable(const store_write *w, rd_code code)
 rd_code store_idem_save(store *s, store_write *w)
 {
     static const char sql[] =
-        "INSERT OR REPLACE INTO _rd_idempotency (org, key, request_hash, receipt, grpc_code,"
-        " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+        "INSERT INTO _rd_idempotency (org, key, request_hash, receipt, grpc_code,"
+        " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (org, key) DO UPDATE SET"
+        " request_hash = excluded.request_hash, receipt = excluded.receipt,"
+        " grpc_code = excluded.grpc_code, created_at = excluded.created_at";
     store_sealed sealed = {0};
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     if (!s->idem_ready)
         return not_ready(w);
     if (w->seal == NULL || !w->seal(w, &sealed) || sealed.bytes == NULL)
         return rd_errf(&w->err, RD_INTERNAL, NULL, "the outcome could not be sealed");
     int rc = store_stmt_get(&s->wcache, sql, &st);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_text(st, 1, w->org, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, w->idem_key, -1, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 3, w->idem_hash, STORE_IDEM_HASH_BYTES, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 4, sealed.bytes, (int)sealed.len, SQLITE_STATIC);
-        sqlite3_bind_int(st, 5, sealed.status);
-        sqlite3_bind_int64(st, 6, rd_now_us());
+    if (rc == STORE_DB_OK) {
+        store_db_bind_text(st, 1, w->org, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 2, w->idem_key, -1, STORE_DB_STATIC);
+        store_db_bind_blob(st, 3, w->idem_hash, STORE_IDEM_HASH_BYTES, STORE_DB_STATIC);
+        store_db_bind_blob(st, 4, sealed.bytes, (int)sealed.len, STORE_DB_STATIC);
+        store_db_bind_int64(st, 5, sealed.status);
+        store_db_bind_int64(st, 6, rd_now_us());
         rc = store_wstep(s, st);
     }
     store_stmt_put(st);
-    if (rc != SQLITE_DONE)
+    if (rc != STORE_DB_DONE)
         return store_sql_err(s->wdb, rc, &w->err);
     w->idem_stored = true;
     s->idem_pace.added++;
@@ -206,10 +213,10 @@ int64_t store_prune_budget(store_prune_pace *p, int64_t now_us, int64_t per_seco
 
 void store_idem_prune(store *s)
 {
-    static const char sql[] = "DELETE FROM _rd_idempotency WHERE rowid IN (SELECT rowid FROM"
-                              " _rd_idempotency WHERE created_at <= ?1 ORDER BY created_at"
+    static const char sql[] = "DELETE FROM _rd_idempotency WHERE (org, key) IN (SELECT org, key"
+                              " FROM _rd_idempotency WHERE created_at <= ?1 ORDER BY created_at"
                               " LIMIT ?2)";
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     int64_t now = rd_now_us();
     /* pruning keeps up with any sustained rate of keyed writes (a fixed 128
      * a second did not), and each delete stays small (by the created_at
@@ -220,16 +227,16 @@ void store_idem_prune(store *s)
         store_prune_budget(&s->idem_pace, now, STORE_IDEM_PRUNE_ROWS, STORE_IDEM_PRUNE_MAX);
     if (limit == 0)
         return;
-    if (store_exec(s->wdb, "SAVEPOINT prune") != SQLITE_OK)
+    if (store_exec(s->wdb, "SAVEPOINT prune") != STORE_DB_OK)
         return;
     int rc = store_stmt_get(&s->wcache, sql, &st);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, live_after(s, now));
-        sqlite3_bind_int64(st, 2, limit);
+    if (rc == STORE_DB_OK) {
+        store_db_bind_int64(st, 1, live_after(s, now));
+        store_db_bind_int64(st, 2, limit);
         rc = store_wstep(s, st);
     }
     store_stmt_put(st);
-    if (rc != SQLITE_DONE)
+    if (rc != STORE_DB_DONE)
         store_exec(s->wdb, "ROLLBACK TO prune");
     store_exec(s->wdb, "RELEASE prune");
 }

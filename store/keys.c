@@ -26,47 +26,40 @@ void store_api_keys_free(store_api_key *keys, size_t n)
 }
 
 /* Opens a read-write connection to s's database for one admin write. */
-static rd_code admin_open(store *s, sqlite3 **out, rd_err *err)
+static rd_code admin_open(store *s, store_db **out, rd_err *err)
 {
-    int rc = sqlite3_open_v2(s->path, out, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc == SQLITE_OK) {
-        sqlite3_extended_result_codes(*out, 1);
-        rc = sqlite3_busy_timeout(*out, STORE_BUSY_TIMEOUT_MS);
-    }
-    if (rc != SQLITE_OK) {
-        rd_errf(err, RD_UNAVAILABLE, NULL, "cannot open the database: %s", sqlite3_errstr(rc));
-        sqlite3_close(*out);
-        *out = NULL;
-        return RD_UNAVAILABLE;
-    }
+    char msg[256];
+    store_db_options opt = {.role = STORE_DB_TOOL};
+    if (store_db_open(s->path, &opt, out, msg, sizeof msg) != STORE_DB_OK)
+        return rd_errf(err, RD_UNAVAILABLE, NULL, "cannot open the database: %s", msg);
     return RD_OK;
 }
 
 /* Runs one prepared, fully bound write statement st on db inside an
  * IMMEDIATE transaction. *changes gets the rows changed. Finalizes st. */
-static rd_code admin_run(sqlite3 *db, sqlite3_stmt *st, int *changes, rd_err *err)
+static rd_code admin_run(store_db *db, store_dbst *st, int *changes, rd_err *err)
 {
     rd_code code = RD_OK;
     int rc = store_exec(db, "BEGIN IMMEDIATE");
-    if (rc != SQLITE_OK) {
+    if (rc != STORE_DB_OK) {
         code = store_sql_err(db, rc, err);
         goto done;
     }
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) {
+    rc = store_db_step(st);
+    if (rc != STORE_DB_DONE) {
         code = store_sql_err(db, rc, err);
         store_exec(db, "ROLLBACK");
         goto done;
     }
     if (changes != NULL)
-        *changes = sqlite3_changes(db);
+        *changes = store_db_changes(db);
     rc = store_exec(db, "COMMIT");
-    if (rc != SQLITE_OK) {
+    if (rc != STORE_DB_OK) {
         code = store_sql_err(db, rc, err);
         store_exec(db, "ROLLBACK");
     }
 done:
-    sqlite3_finalize(st);
+    store_db_finalize(st);
     return code;
 }
 
@@ -82,8 +75,8 @@ rd_code store_key_insert(store *s, const char *key_id,
     static const char sql[] = "INSERT INTO _rd_api_keys (key_id, hash, org, role, caps,"
                               " created_at, revoked_at, client_id)"
                               " VALUES (?, ?, ?, ?, ?, ?, NULL, ?)";
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    store_db *db = NULL;
+    store_dbst *st = NULL;
     rd_code code;
     if (!bounded(key_id, STORE_KEY_ID_MAX) || !store_id_valid(key_id))
         return rd_errf(err, RD_VALIDATION_FAILED, "key_id", "key id is malformed");
@@ -105,7 +98,7 @@ rd_code store_key_insert(store *s, const char *key_id,
     int variant = store_org_case_variant(db, org, other, sizeof other);
     if (variant < 0) {
         code = rd_errf(err, RD_UNAVAILABLE, NULL, "cannot read the organisations: %s",
-                       sqlite3_errmsg(db));
+                       store_db_errmsg(db));
         goto done;
     }
     if (variant > 0) {
@@ -115,53 +108,53 @@ rd_code store_key_insert(store *s, const char *key_id,
                        org, other);
         goto done;
     }
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, key_id, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_blob(st, 2, hash, STORE_KEY_HASH_BYTES, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 3, org, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 4, role, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 5, caps, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 6, rd_now_us());
-    if (rc == SQLITE_OK)
-        rc = client_id != NULL ? sqlite3_bind_text(st, 7, client_id, -1, SQLITE_STATIC)
-                               : sqlite3_bind_null(st, 7);
-    if (rc != SQLITE_OK) {
+    int rc = store_db_prepare(db, sql, &st);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 1, key_id, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_blob(st, 2, hash, STORE_KEY_HASH_BYTES, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 3, org, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 4, role, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 5, caps, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_int64(st, 6, rd_now_us());
+    if (rc == STORE_DB_OK)
+        rc = client_id != NULL ? store_db_bind_text(st, 7, client_id, -1, STORE_DB_STATIC)
+                               : store_db_bind_null(st, 7);
+    if (rc != STORE_DB_OK) {
         code = store_sql_err(db, rc, err);
-        sqlite3_finalize(st);
+        store_db_finalize(st);
         goto done;
     }
     code = admin_run(db, st, NULL, err);
 done:
-    sqlite3_close(db);
+    store_db_close(db);
     return code;
 }
 
 /* Runs an admin statement with one text parameter; *changes as admin_run. */
 static rd_code admin_one(store *s, const char *sql, const char *arg, int *changes, rd_err *err)
 {
-    sqlite3 *db = NULL;
-    sqlite3_stmt *st = NULL;
+    store_db *db = NULL;
+    store_dbst *st = NULL;
     rd_code code = admin_open(s, &db, err);
     if (code != RD_OK)
         return code;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, arg, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, 2, rd_now_us());
-    if (rc != SQLITE_OK) {
+    int rc = store_db_prepare(db, sql, &st);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 1, arg, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_int64(st, 2, rd_now_us());
+    if (rc != STORE_DB_OK) {
         code = store_sql_err(db, rc, err);
-        sqlite3_finalize(st);
+        store_db_finalize(st);
     } else {
         code = admin_run(db, st, changes, err);
     }
-    sqlite3_close(db);
+    store_db_close(db);
     return code;
 }
 
@@ -191,12 +184,12 @@ rd_code store_token_revoke(store *s, const char *jti, rd_err *err)
 
 /* Copies the current row (key_id, org, role, caps, created_at, revoked_at,
  * client_id) into out. */
-static rd_code read_key(sqlite3_stmt *st, store_api_key *out, rd_err *err)
+static rd_code read_key(store_dbst *st, store_api_key *out, rd_err *err)
 {
-    const char *id = (const char *)sqlite3_column_text(st, 0);
-    const char *org = (const char *)sqlite3_column_text(st, 1);
-    const char *role = (const char *)sqlite3_column_text(st, 2);
-    const char *caps = (const char *)sqlite3_column_text(st, 3);
+    const char *id = (const char *)store_db_column_text(st, 0);
+    const char *org = (const char *)store_db_column_text(st, 1);
+    const char *role = (const char *)store_db_column_text(st, 2);
+    const char *caps = (const char *)store_db_column_text(st, 3);
     memset(out, 0, sizeof *out);
     if (id == NULL || org == NULL || role == NULL || caps == NULL ||
         strlen(id) >= sizeof out->key_id || strlen(org) >= sizeof out->org ||
@@ -206,10 +199,10 @@ static rd_code read_key(sqlite3_stmt *st, store_api_key *out, rd_err *err)
     memcpy(out->org, org, strlen(org) + 1);
     memcpy(out->role, role, strlen(role) + 1);
     out->caps = strdup(caps);
-    out->created_at_us = sqlite3_column_int64(st, 4);
+    out->created_at_us = store_db_column_int64(st, 4);
     out->revoked_at_us =
-        sqlite3_column_type(st, 5) == SQLITE_NULL ? 0 : sqlite3_column_int64(st, 5);
-    const char *client_id = (const char *)sqlite3_column_text(st, 6);
+        store_db_column_type(st, 5) == STORE_DB_NULL ? 0 : store_db_column_int64(st, 5);
+    const char *client_id = (const char *)store_db_column_text(st, 6);
     if (client_id != NULL)
         snprintf(out->client_id, sizeof out->client_id, "%s", client_id);
     if (out->caps == NULL)
@@ -222,24 +215,24 @@ rd_code store_key_lookup(store_conn *c, const unsigned char hash[STORE_KEY_HASH_
 {
     static const char sql[] = "SELECT key_id, org, role, caps, created_at, revoked_at,"
                               " client_id, hash FROM _rd_api_keys WHERE hash = ?";
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code = RD_OK;
     memset(out, 0, sizeof *out);
     int rc = store_stmt_get(&c->cache, sql, &st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_blob(st, 1, hash, STORE_KEY_HASH_BYTES, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_blob(st, 1, hash, STORE_KEY_HASH_BYTES, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
+    if (rc == STORE_DB_DONE) {
         code = rd_errf(err, RD_NOT_FOUND, NULL, "no such key");
         goto done;
     }
-    if (rc != SQLITE_ROW) {
+    if (rc != STORE_DB_ROW) {
         code = store_sql_err(c->db, rc, err);
         goto done;
     }
-    const void *stored = sqlite3_column_blob(st, 7);
-    if (stored == NULL || sqlite3_column_bytes(st, 7) != STORE_KEY_HASH_BYTES ||
+    const void *stored = store_db_column_blob(st, 7);
+    if (stored == NULL || store_db_column_bytes(st, 7) != STORE_KEY_HASH_BYTES ||
         sodium_memcmp(stored, hash, STORE_KEY_HASH_BYTES) != 0) {
         code = rd_errf(err, RD_NOT_FOUND, NULL, "no such key");
         goto done;
@@ -256,19 +249,19 @@ done:
 rd_code store_key_list(store_conn *c, const char *org, store_api_key **out, size_t *n, rd_err *err)
 {
     static const char sql[] = "SELECT key_id, org, role, caps, created_at, revoked_at, client_id"
-                              " FROM _rd_api_keys WHERE ?1 IS NULL OR org = ?1"
+                              " FROM _rd_api_keys WHERE CAST(?1 AS TEXT) IS NULL OR org = ?1"
                               " ORDER BY created_at, key_id";
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     store_api_key *keys = NULL;
     size_t count = 0, cap = 0;
     rd_code code = RD_OK;
     *out = NULL;
     *n = 0;
     int rc = store_stmt_get(&c->cache, sql, &st);
-    if (rc == SQLITE_OK)
-        rc = org ? sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC) : sqlite3_bind_null(st, 1);
-    while (rc == SQLITE_OK && (rc = sqlite3_step(st)) == SQLITE_ROW) {
-        rc = SQLITE_OK;
+    if (rc == STORE_DB_OK)
+        rc = org ? store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC) : store_db_bind_null(st, 1);
+    while (rc == STORE_DB_OK && (rc = store_db_step(st)) == STORE_DB_ROW) {
+        rc = STORE_DB_OK;
         if (count == cap) {
             size_t ncap = cap ? cap * 2 : 8;
             store_api_key *grown = realloc(keys, ncap * sizeof *keys);
@@ -286,7 +279,7 @@ rd_code store_key_list(store_conn *c, const char *org, store_api_key **out, size
         }
         count++;
     }
-    if (rc != SQLITE_DONE)
+    if (rc != STORE_DB_DONE)
         code = store_sql_err(c->db, rc, err);
 done:
     if (st != NULL)
@@ -305,18 +298,18 @@ int store_is_revoked(store_conn *c, const char *jti, const char *sub)
     static const char sql[] = "SELECT 1 FROM _rd_revoked_tokens WHERE jti = ?1"
                               " UNION ALL SELECT 1 FROM _rd_api_keys"
                               " WHERE key_id = ?2 AND revoked_at IS NOT NULL LIMIT 1";
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     int revoked = -1;
     int rc = store_stmt_get(&c->cache, sql, &st);
-    if (rc == SQLITE_OK)
-        rc = jti ? sqlite3_bind_text(st, 1, jti, -1, SQLITE_STATIC) : sqlite3_bind_null(st, 1);
-    if (rc == SQLITE_OK)
-        rc = sub ? sqlite3_bind_text(st, 2, sub, -1, SQLITE_STATIC) : sqlite3_bind_null(st, 2);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
+    if (rc == STORE_DB_OK)
+        rc = jti ? store_db_bind_text(st, 1, jti, -1, STORE_DB_STATIC) : store_db_bind_null(st, 1);
+    if (rc == STORE_DB_OK)
+        rc = sub ? store_db_bind_text(st, 2, sub, -1, STORE_DB_STATIC) : store_db_bind_null(st, 2);
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
+    if (rc == STORE_DB_ROW)
         revoked = 1;
-    else if (rc == SQLITE_DONE)
+    else if (rc == STORE_DB_DONE)
         revoked = 0;
     if (st != NULL)
         store_stmt_put(st);
@@ -326,14 +319,14 @@ int store_is_revoked(store_conn *c, const char *jti, const char *sub)
 rd_code store_auth_gen(store_conn *c, int64_t *gen, rd_err *err)
 {
     static const char sql[] = "SELECT gen FROM _rd_auth_gen WHERE id = 1";
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code = RD_OK;
     int rc = store_stmt_get(&c->cache, sql, &st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *gen = sqlite3_column_int64(st, 0);
-    else if (rc == SQLITE_DONE)
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
+    if (rc == STORE_DB_ROW)
+        *gen = store_db_column_int64(st, 0);
+    else if (rc == STORE_DB_DONE)
         code = rd_errf(err, RD_INTERNAL, NULL, "the credential generation row is missing");
     else
         code = store_sql_err(c->db, rc, err);

@@ -23,12 +23,13 @@ void store_page_free(store_page *p)
 }
 
 /* Appends the keyset condition "row sorts after the cursor" for the sort
- * keys of o and the cursor after[0..n) to b. SQLite puts NULL first in
- * ascending and last in descending order, so "after" on key k is:
+ * keys of o and the cursor after[0..n) to b. NULL sorts first in ascending
+ * and last in descending order (as SQLite does; the ORDER BY says so for
+ * PostgreSQL), so "after" on key k is:
  *   asc,  cursor NULL: k IS NOT NULL     asc,  cursor v: k > v
  *   desc, cursor NULL: (nothing)         desc, cursor v: (k < v OR k IS NULL)
  * and the whole condition is the lexicographic expansion
- *   after(k1) OR (k1 IS v1 AND after(k2)) OR ... */
+ *   after(k1) OR (k1 IS NOT DISTINCT FROM v1 AND after(k2)) OR ... */
 static void keyset_sql(store_sbuf *b, const store_order *o, const store_value *after, size_t n)
 {
     store_sbuf_add(b, " AND (");
@@ -39,7 +40,7 @@ static void keyset_sql(store_sbuf *b, const store_order *o, const store_value *a
         store_sbuf_add(b, "(");
         for (size_t j = 0; j < k; j++) {
             store_sbuf_ident(b, store_order_col(o, j, &desc));
-            store_sbuf_add(b, " IS ? AND ");
+            store_sbuf_add(b, " IS NOT DISTINCT FROM ? AND ");
         }
         const char *col = store_order_col(o, k, &desc);
         bool null = after[k].type == STORE_V_NULL;
@@ -50,7 +51,7 @@ static void keyset_sql(store_sbuf *b, const store_order *o, const store_value *a
             store_sbuf_ident(b, col);
             store_sbuf_add(b, " > ?");
         } else if (null) {
-            store_sbuf_add(b, "0");
+            store_sbuf_add(b, "FALSE");
         } else {
             store_sbuf_add(b, "(");
             store_sbuf_ident(b, col);
@@ -64,7 +65,7 @@ static void keyset_sql(store_sbuf *b, const store_order *o, const store_value *a
 }
 
 /* Binds the keyset condition's values in keyset_sql's placeholder order. */
-static int keyset_bind(sqlite3_stmt *st, int *idx, const store_order *o, const store_value *after,
+static int keyset_bind(store_dbst *st, int *idx, const store_order *o, const store_value *after,
                        size_t n)
 {
     for (size_t k = 0; k < n; k++) {
@@ -72,36 +73,36 @@ static int keyset_bind(sqlite3_stmt *st, int *idx, const store_order *o, const s
         int rc;
         for (size_t j = 0; j < k; j++) {
             rc = store_value_bind(st, (*idx)++, &after[j]);
-            if (rc != SQLITE_OK)
+            if (rc != STORE_DB_OK)
                 return rc;
         }
         store_order_col(o, k, &desc);
         if (after[k].type == STORE_V_NULL)
             continue;
         rc = store_value_bind(st, (*idx)++, &after[k]);
-        if (rc != SQLITE_OK)
+        if (rc != STORE_DB_OK)
             return rc;
     }
-    return SQLITE_OK;
+    return STORE_DB_OK;
 }
 
 /* Copies column i of the current row into *v (text malloc'd). */
-static bool read_key(sqlite3_stmt *st, int i, store_value *v)
+static bool read_key(store_dbst *st, int i, store_value *v)
 {
     memset(v, 0, sizeof *v);
-    switch (sqlite3_column_type(st, i)) {
-    case SQLITE_INTEGER:
+    switch (store_db_column_type(st, i)) {
+    case STORE_DB_INTEGER:
         v->type = STORE_V_INT;
-        v->i = sqlite3_column_int64(st, i);
+        v->i = store_db_column_int64(st, i);
         return true;
-    case SQLITE_FLOAT:
+    case STORE_DB_FLOAT:
         v->type = STORE_V_REAL;
-        v->d = sqlite3_column_double(st, i);
+        v->d = store_db_column_double(st, i);
         return true;
-    case SQLITE_TEXT:
-    case SQLITE_BLOB: {
-        const unsigned char *t = sqlite3_column_text(st, i);
-        size_t n = (size_t)sqlite3_column_bytes(st, i);
+    case STORE_DB_TEXT:
+    case STORE_DB_BLOB: {
+        const unsigned char *t = store_db_column_text(st, i);
+        size_t n = (size_t)store_db_column_bytes(st, i);
         v->type = STORE_V_TEXT;
         v->s = malloc(n + 1);
         if (v->s == NULL)
@@ -122,7 +123,7 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
                    size_t max_bytes, const char *const *groups, size_t n_groups, store_page *out,
                    rd_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     store_sbuf sql = {0};
     rd_code code = RD_OK;
     size_t nk = store_order_terms(o);
@@ -165,7 +166,8 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
         if (k > 0)
             store_sbuf_add(&sql, ", ");
         store_sbuf_ident(&sql, col);
-        store_sbuf_add(&sql, desc ? " DESC" : " ASC");
+        /* SQLite's NULL order, spelled out for PostgreSQL (keyset_sql) */
+        store_sbuf_add(&sql, desc ? " DESC NULLS LAST" : " ASC NULLS FIRST");
     }
     store_sbuf_add(&sql, " LIMIT ?");
     if (sql.oom) {
@@ -179,24 +181,24 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
     }
 
     rc = store_conn_begin(c, org, &out->read_at);
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         goto sqlfail;
     rc = store_stmt_get(&c->cache, sql.p, &st);
-    if (rc == SQLITE_ERROR && strncmp(sqlite3_errmsg(c->db), "no such table", 13) == 0) {
+    if (rc == STORE_DB_ERROR && strncmp(store_db_errmsg(c->db), "no such table", 13) == 0) {
         /* the model was dropped after the caller's schema snapshot */
         code = rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", m->name);
         goto done;
     }
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         goto sqlfail;
     rc = store_filter_bind(f, st, &idx);
-    for (size_t g = 0; rc == SQLITE_OK && groups != NULL && g < n_groups; g++)
-        rc = sqlite3_bind_text(st, idx++, groups[g], -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK && after != NULL)
+    for (size_t g = 0; rc == STORE_DB_OK && groups != NULL && g < n_groups; g++)
+        rc = store_db_bind_text(st, idx++, groups[g], -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK && after != NULL)
         rc = keyset_bind(st, &idx, o, after, nk);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_int64(st, idx, (sqlite3_int64)limit + 1);
-    if (rc != SQLITE_OK)
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_int64(st, idx, (int64_t)limit + 1);
+    if (rc != STORE_DB_OK)
         goto sqlfail;
     out->last = calloc(nk ? nk : 1, sizeof *out->last);
     if (out->last == NULL) {
@@ -206,21 +208,21 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
     out->n_last = nk;
     size_t bytes = 0;
     for (;;) {
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_DONE)
+        rc = store_db_step(st);
+        if (rc == STORE_DB_DONE)
             break;
-        if (rc != SQLITE_ROW)
+        if (rc != STORE_DB_ROW)
             goto sqlfail;
         if (out->n == limit) {
             out->more = true;
             break;
         }
         /* Count the columns only now: a cached "SELECT *" re-prepared by
-         * sqlite3_step after a schema push has more than before the step. */
-        int ncol = sqlite3_column_count(st);
+         * store_db_step after a schema push has more than before the step. */
+        int ncol = store_db_column_count(st);
         size_t row_bytes = 0;
         for (int i = 0; i < ncol; i++)
-            row_bytes += (size_t)sqlite3_column_bytes(st, i) + 8;
+            row_bytes += (size_t)store_db_column_bytes(st, i) + 8;
         if (max_bytes > 0 && out->n > 0 && bytes + row_bytes > max_bytes) {
             out->more = true; /* the page is full by size: this row starts the next */
             break;
@@ -242,7 +244,7 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
     store_stmt_put(st);
     st = NULL;
     rc = store_conn_exec(c, "COMMIT");
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         goto sqlfail;
     if (!out->more) {
         for (size_t k = 0; out->last != NULL && k < out->n_last; k++)
@@ -256,7 +258,7 @@ sqlfail:
     code = store_sql_err(c->db, rc, err);
 done:
     store_stmt_put(st);
-    if (!sqlite3_get_autocommit(c->db))
+    if (!store_db_autocommit(c->db))
         store_conn_exec(c, "ROLLBACK");
     store_sbuf_free(&sql);
     if (code != RD_OK)

@@ -87,7 +87,7 @@ static json_t *complete_doc(const store_model *m, const json_t *data)
 static rd_code load_row(wctx *c, store_record *out)
 {
     store_sbuf sql = {0};
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code = RD_OK;
     store_sbuf_add(&sql, "SELECT * FROM ");
     store_sbuf_table(&sql, c->w->org, c->w->rec.model);
@@ -97,16 +97,16 @@ static rd_code load_row(wctx *c, store_record *out)
         goto done;
     }
     int rc = store_stmt_get(&c->s->wcache, sql.p, &st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, c->w->rec.id, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 1, c->w->rec.id, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
         rc = store_wstep(c->s, st);
-    if (rc == SQLITE_DONE) {
+    if (rc == STORE_DB_DONE) {
         code = rd_errf(&c->w->err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'",
                        c->w->rec.id, c->w->rec.model);
         goto done;
     }
-    if (rc != SQLITE_ROW) {
+    if (rc != STORE_DB_ROW) {
         code = sql_fail(c, rc);
         goto done;
     }
@@ -183,7 +183,7 @@ static rd_code check_stale(wctx *c, const store_record *cur)
     store_write *w = c->w;
     const store_model *m = c->m;
     store_sbuf sql = {0};
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code = RD_OK;
     int rc, col = 0;
     if (!w->rec.has_read_at || w->rec.on_stale == STORE_STALE_OVERWRITE)
@@ -203,19 +203,19 @@ static rd_code check_stale(wctx *c, const store_record *cur)
         goto done;
     }
     rc = store_stmt_get(&c->s->wcache, sql.p, &st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, w->rec.id, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 1, w->rec.id, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
         rc = store_wstep(c->s, st);
-    if (rc != SQLITE_ROW) {
-        code = sql_fail(c, rc == SQLITE_DONE ? SQLITE_INTERNAL : rc);
+    if (rc != STORE_DB_ROW) {
+        code = sql_fail(c, rc == STORE_DB_DONE ? STORE_DB_INTERNAL : rc);
         goto done;
     }
     for (size_t i = 0; i < m->n_fields; i++) {
         if (!writes_field(c, &m->fields[i]))
             continue;
         col++;
-        if (sqlite3_column_int64(st, col) <= w->rec.read_at)
+        if (store_db_column_int64(st, col) <= w->rec.read_at)
             continue;
         if (w->rec.conflicts == NULL)
             w->rec.conflicts = json_array();
@@ -331,7 +331,7 @@ static rd_code log_change(wctx *c, const char *id, const char *group, const char
     static const char sql[] =
         "INSERT INTO _rd_sync_log (sync_id, server_tx_id, org, model, record_id, op, fields,"
         " actor, grp, committed_at, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     char *text = json_dumps(fields, JSON_COMPACT);
     char *data = log_data(fields, doc);
     if (text == NULL || data == NULL) {
@@ -340,24 +340,24 @@ static rd_code log_change(wctx *c, const char *id, const char *group, const char
         return oom(c);
     }
     int rc = store_stmt_get(&c->s->wcache, sql, &st);
-    if (rc == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, c->sid);
-        sqlite3_bind_text(st, 2, c->w->server_tx_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 3, c->w->org, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 4, c->w->rec.model, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 5, id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 6, op, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 7, text, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 8, c->actor, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 9, group, -1, SQLITE_STATIC);
-        sqlite3_bind_int64(st, 10, c->now);
-        sqlite3_bind_text(st, 11, data, -1, SQLITE_STATIC);
-        rc = store_wstep(c->s, st);
+    if (rc == STORE_DB_OK) {
+        store_db_bind_int64(st, 1, c->sid);
+        store_db_bind_text(st, 2, c->w->server_tx_id, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 3, c->w->org, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 4, c->w->rec.model, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 5, id, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 6, op, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 7, text, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 8, c->actor, -1, STORE_DB_STATIC);
+        store_db_bind_text(st, 9, group, -1, STORE_DB_STATIC);
+        store_db_bind_int64(st, 10, c->now);
+        store_db_bind_text(st, 11, data, -1, STORE_DB_STATIC);
+        rc = store_wdefer(c->s, st);
     }
     store_stmt_put(st);
     free(text);
     free(data);
-    if (rc != SQLITE_DONE && rc != SQLITE_OK)
+    if (rc != STORE_DB_DONE && rc != STORE_DB_OK)
         return sql_fail(c, rc);
     c->s->log_pace.added++; /* store_changes_prune keeps pace */
     c->s->log_rows++;
@@ -366,11 +366,13 @@ static rd_code log_change(wctx *c, const char *id, const char *group, const char
     return RD_OK;
 }
 
-/* Steps a prepared write statement to completion. */
-static rd_code step_write(wctx *c, sqlite3_stmt *st)
+/* Steps a prepared write statement to completion (deferred: a failure,
+ * such as a unique violation, shows at a later statement and makes the
+ * writer run the batch again, waiting; writer.c). */
+static rd_code step_write(wctx *c, store_dbst *st)
 {
-    int rc = store_wstep(c->s, st);
-    if (rc != SQLITE_DONE)
+    int rc = store_wdefer(c->s, st);
+    if (rc != STORE_DB_DONE)
         return sql_fail(c, rc);
     return RD_OK;
 }
@@ -391,7 +393,7 @@ static rd_code do_create(wctx *c)
     const char *group = w->rec.group != NULL && w->rec.group[0] != '\0' ? w->rec.group : "default";
     json_t *doc = NULL, *fields = NULL;
     store_sbuf sql = {0};
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code;
     int rc;
     if (id == NULL || id[0] == '\0') {
@@ -437,22 +439,22 @@ static rd_code do_create(wctx *c)
         goto done;
     }
     rc = store_stmt_get(&c->s->wcache, sql.p, &st);
-    if (rc != SQLITE_OK) {
+    if (rc != STORE_DB_OK) {
         code = sql_fail(c, rc);
         goto done;
     }
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, group, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 3, c->sid);
-    sqlite3_bind_int64(st, 4, c->now);
-    sqlite3_bind_text(st, 5, c->actor, -1, SQLITE_STATIC);
+    store_db_bind_text(st, 1, id, -1, STORE_DB_STATIC);
+    store_db_bind_text(st, 2, group, -1, STORE_DB_STATIC);
+    store_db_bind_int64(st, 3, c->sid);
+    store_db_bind_int64(st, 4, c->now);
+    store_db_bind_text(st, 5, c->actor, -1, STORE_DB_STATIC);
     for (size_t i = 0; i < m->n_fields; i++) {
         json_t *v = json_object_get(doc, m->fields[i].name);
         rc = store_bind_value(st, (int)i + 6, &m->fields[i], v);
-        if (rc == SQLITE_OK && v != NULL)
-            rc = json_array_append_new(fields, json_string(m->fields[i].name)) ? SQLITE_NOMEM
-                                                                               : SQLITE_OK;
-        if (rc != SQLITE_OK) {
+        if (rc == STORE_DB_OK && v != NULL)
+            rc = json_array_append_new(fields, json_string(m->fields[i].name)) ? STORE_DB_NOMEM
+                                                                               : STORE_DB_OK;
+        if (rc != STORE_DB_OK) {
             code = sql_fail(c, rc);
             goto done;
         }
@@ -527,7 +529,7 @@ static rd_code do_change(wctx *c)
     store_record cur = {0};
     json_t *next = NULL, *fields = json_array();
     store_sbuf sql = {0};
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code;
     int rc;
     if (fields == NULL)
@@ -587,20 +589,20 @@ static rd_code do_change(wctx *c)
         goto done;
     }
     rc = store_stmt_get(&c->s->wcache, sql.p, &st);
-    if (rc != SQLITE_OK) {
+    if (rc != STORE_DB_OK) {
         code = sql_fail(c, rc);
         goto done;
     }
-    sqlite3_bind_int64(st, 1, c->sid);
-    sqlite3_bind_int64(st, 2, c->now);
-    sqlite3_bind_text(st, 3, c->actor, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 4, w->rec.id, -1, SQLITE_STATIC);
+    store_db_bind_int64(st, 1, c->sid);
+    store_db_bind_int64(st, 2, c->now);
+    store_db_bind_text(st, 3, c->actor, -1, STORE_DB_STATIC);
+    store_db_bind_text(st, 4, w->rec.id, -1, STORE_DB_STATIC);
     for (size_t i = 0; i < m->n_fields; i++) {
         const store_field *f = &m->fields[i];
         if (!replace && !field_changed(f, cur.data, next))
             continue;
         rc = store_bind_value(st, (int)i + 5, f, json_object_get(next, f->name));
-        if (rc != SQLITE_OK) {
+        if (rc != STORE_DB_OK) {
             code = sql_fail(c, rc);
             goto done;
         }
@@ -637,7 +639,7 @@ static rd_code do_delete(wctx *c)
     store_record cur = {0};
     json_t *fields = json_array();
     store_sbuf sql = {0};
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code;
     if (fields == NULL)
         return oom(c);
@@ -659,9 +661,9 @@ static rd_code do_delete(wctx *c)
         goto done;
     }
     int rc = store_stmt_get(&c->s->wcache, sql.p, &st);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, w->rec.id, -1, SQLITE_STATIC);
-    if (rc != SQLITE_OK) {
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 1, w->rec.id, -1, STORE_DB_STATIC);
+    if (rc != STORE_DB_OK) {
         code = sql_fail(c, rc);
         goto done;
     }

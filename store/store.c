@@ -138,28 +138,28 @@ int store_org_valid(const char *org)
     return 1;
 }
 
-int store_org_case_variant(sqlite3 *db, const char *org, char *other, size_t other_size)
+int store_org_case_variant(store_db *db, const char *org, char *other, size_t other_size)
 {
     static const char sql[] =
-        "SELECT org FROM _rd_api_keys WHERE org = ?1 COLLATE NOCASE AND org <> ?1"
-        " UNION ALL SELECT org FROM _rd_schema WHERE org = ?1 COLLATE NOCASE AND org <> ?1"
+        "SELECT org FROM _rd_api_keys WHERE lower(org) = lower(?1) AND org <> ?1"
+        " UNION ALL SELECT org FROM _rd_schema WHERE lower(org) = lower(?1) AND org <> ?1"
         " LIMIT 1";
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            snprintf(other, other_size, "%s", (const char *)sqlite3_column_text(st, 0));
-            rc = SQLITE_OK;
-            sqlite3_finalize(st);
+    store_dbst *st = NULL;
+    int rc = store_db_prepare(db, sql, &st);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK) {
+        rc = store_db_step(st);
+        if (rc == STORE_DB_ROW) {
+            snprintf(other, other_size, "%s", (const char *)store_db_column_text(st, 0));
+            rc = STORE_DB_OK;
+            store_db_finalize(st);
             return 1;
         }
-        rc = rc == SQLITE_DONE ? SQLITE_OK : rc;
+        rc = rc == STORE_DB_DONE ? STORE_DB_OK : rc;
     }
-    sqlite3_finalize(st);
-    return rc == SQLITE_OK ? 0 : -1;
+    store_db_finalize(st);
+    return rc == STORE_DB_OK ? 0 : -1;
 }
 
 int store_id_valid(const char *s)
@@ -208,7 +208,7 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-int store_stmt_get(store_stmt_cache *c, const char *sql, sqlite3_stmt **out)
+int store_stmt_get(store_stmt_cache *c, const char *sql, store_dbst **out)
 {
     uint64_t h = fnv1a(sql);
     store_stmt_ent *victim = NULL;
@@ -218,51 +218,50 @@ int store_stmt_get(store_stmt_cache *c, const char *sql, sqlite3_stmt **out)
         if (e->st != NULL && e->hash == h && strcmp(e->sql, sql) == 0) {
             e->used = ++c->tick;
             *out = e->st;
-            return SQLITE_OK;
+            return STORE_DB_OK;
         }
         if (e->st == NULL) {
             if (victim == NULL || victim->st != NULL)
                 victim = e;
-        } else if (!sqlite3_stmt_busy(e->st) &&
+        } else if (!store_db_busy(e->st) &&
                    (victim == NULL || (victim->st != NULL && e->used < victim->used))) {
             victim = e;
         }
     }
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v3(c->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL);
-    if (rc != SQLITE_OK)
+    store_dbst *st = NULL;
+    int rc = store_db_prepare(c->db, sql, &st);
+    if (rc != STORE_DB_OK)
         return rc;
     char *copy = strdup(sql);
     if (copy == NULL || victim == NULL) {
         /* out of memory, or every slot holds a running statement: an
          * uncached statement would leak through store_stmt_put, so fail */
         free(copy);
-        sqlite3_finalize(st);
-        return SQLITE_NOMEM;
+        store_db_finalize(st);
+        return STORE_DB_NOMEM;
     }
     if (victim->st != NULL)
-        sqlite3_finalize(victim->st);
+        store_db_finalize(victim->st);
     free(victim->sql);
     victim->st = st;
     victim->sql = copy;
     victim->hash = h;
     victim->used = ++c->tick;
     *out = st;
-    return SQLITE_OK;
+    return STORE_DB_OK;
 }
 
-void store_stmt_put(sqlite3_stmt *st)
+void store_stmt_put(store_dbst *st)
 {
     if (st == NULL)
         return;
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
+    store_db_reset(st);
 }
 
 void store_stmt_cache_clear(store_stmt_cache *c)
 {
     for (int i = 0; i < STORE_STMT_CACHE; i++) {
-        sqlite3_finalize(c->ent[i].st);
+        store_db_finalize(c->ent[i].st);
         free(c->ent[i].sql);
         memset(&c->ent[i], 0, sizeof c->ent[i]);
     }
@@ -321,8 +320,12 @@ void store_file_sizes(store *s, int64_t *db_bytes, int64_t *wal_bytes)
 {
     struct stat st;
     char wal[PATH_MAX];
-    *db_bytes = stat(s->path, &st) == 0 ? (int64_t)st.st_size : 0;
-    snprintf(wal, sizeof wal, "%s-wal", s->path);
+    const char *file = store_target_file(s->path);
+    *db_bytes = *wal_bytes = 0;
+    if (file == NULL)
+        return; /* a database server's files are its own */
+    *db_bytes = stat(file, &st) == 0 ? (int64_t)st.st_size : 0;
+    snprintf(wal, sizeof wal, "%s-wal", file);
     *wal_bytes = stat(wal, &st) == 0 ? (int64_t)st.st_size : 0;
 }
 
@@ -332,12 +335,31 @@ bool store_storage_full(store *s)
         return false;
     /* room again (a file deleted, a volume grown): ready, and the next
      * write will tell for sure */
+    const char *file = store_target_file(s->path);
+    if (file == NULL)
+        return true; /* a database server: until a batch commits again */
     char dir[4096];
-    store_dir_of(s->path, dir, sizeof dir);
+    store_dir_of(file, dir, sizeof dir);
     struct statvfs v;
     if (statvfs(dir, &v) == 0 && (uint64_t)v.f_bavail * v.f_frsize >= STORE_FULL_RECOVER_BYTES)
         return false;
     return true;
+}
+
+bool store_ready(store *s)
+{
+    if (s == NULL || store_storage_full(s))
+        return false;
+    if (store_target_file(s->path) != NULL)
+        return true;
+    rd_err err;
+    store_conn *c = store_thread_conn(s, &err);
+    store_dbst *st = NULL;
+    if (c == NULL || store_stmt_get(&c->cache, "SELECT 1", &st) != STORE_DB_OK)
+        return false;
+    bool up = store_db_step(st) == STORE_DB_ROW;
+    store_stmt_put(st);
+    return up;
 }
 
 static _Thread_local bool tl_full;
@@ -349,108 +371,113 @@ bool store_sql_err_took_full(void)
     return full;
 }
 
-rd_code store_sql_err(sqlite3 *db, int rc, rd_err *err)
+rd_code store_sql_err(store_db *db, int rc, rd_err *err)
 {
     int primary = rc & 0xff;
-    if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED)
+    if (primary == STORE_DB_BUSY || primary == STORE_DB_LOCKED)
         return rd_errf(err, RD_UNAVAILABLE, NULL, "the database is busy; retry later");
-    if (primary == SQLITE_FULL) {
+    if (primary == STORE_DB_CANTOPEN)
+        return rd_errf(err, RD_UNAVAILABLE, NULL,
+                       "the database cannot be reached: nothing was written; retry later");
+    if (primary == STORE_DB_FULL) {
         tl_full = true;
         return rd_errf(err, RD_UNAVAILABLE, NULL,
                        "the disk is full: nothing was written; retry once space is freed");
     }
-    if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    if (rc == STORE_DB_CONSTRAINT_UNIQUE || rc == STORE_DB_CONSTRAINT_PRIMARYKEY) {
         char cols[128];
-        unique_columns(db != NULL ? sqlite3_errmsg(db) : "", cols, sizeof cols);
+        unique_columns(db != NULL ? store_db_errmsg(db) : "", cols, sizeof cols);
         if (strcmp(cols, "id") == 0)
             return rd_errf(err, RD_DUPLICATE_RECORD, "id", "a record with this id already exists");
         return rd_errf(err, RD_DUPLICATE_RECORD, cols,
                        "another record already has the same %s (unique constraint on %s)",
                        strchr(cols, ',') ? "values" : "value", cols[0] ? cols : "a field");
     }
-    return rd_errf(err, RD_INTERNAL, NULL, "storage error: %s", sqlite3_errstr(rc));
+    return rd_errf(err, RD_INTERNAL, NULL, "storage error: %s", store_db_errstr(rc));
 }
 
-int store_exec(sqlite3 *db, const char *sql)
+int store_exec(store_db *db, const char *sql)
 {
-    return sqlite3_exec(db, sql, NULL, NULL, NULL);
+    return store_db_exec(db, sql);
 }
 
 /* ---- typed columns <-> JSON ------------------------------------------------- */
 
-int store_bind_value(sqlite3_stmt *st, int idx, const store_field *f, const json_t *v)
+int store_bind_value(store_dbst *st, int idx, const store_field *f, const json_t *v)
 {
     if (v == NULL || json_is_null(v))
-        return sqlite3_bind_null(st, idx);
+        return store_db_bind_null(st, idx);
     switch (f->type) {
     case STORE_T_STRING:
     case STORE_T_ENUM:
         if (!json_is_string(v))
-            return SQLITE_MISMATCH;
-        return sqlite3_bind_text(st, idx, json_string_value(v), (int)json_string_length(v),
-                                 SQLITE_TRANSIENT);
+            return STORE_DB_MISMATCH;
+        return store_db_bind_text(st, idx, json_string_value(v), (int)json_string_length(v),
+                                  STORE_DB_TRANSIENT);
     case STORE_T_INTEGER:
         if (json_is_integer(v))
-            return sqlite3_bind_int64(st, idx, json_integer_value(v));
-        return sqlite3_bind_int64(st, idx, (sqlite3_int64)json_number_value(v));
+            return store_db_bind_int64(st, idx, json_integer_value(v));
+        return store_db_bind_int64(st, idx, (int64_t)json_number_value(v));
     case STORE_T_NUMBER:
-        return sqlite3_bind_double(st, idx, json_number_value(v));
+        return store_db_bind_double(st, idx, json_number_value(v));
     case STORE_T_BOOLEAN:
-        return sqlite3_bind_int(st, idx, json_is_true(v) ? 1 : 0);
+        return store_db_bind_int64(st, idx, json_is_true(v) ? 1 : 0);
     case STORE_T_TIMESTAMP: {
         int64_t t;
         if (!json_is_string(v) || rd_parse_rfc3339(json_string_value(v), &t) != 0)
-            return SQLITE_MISMATCH;
-        return sqlite3_bind_int64(st, idx, t);
+            return STORE_DB_MISMATCH;
+        return store_db_bind_int64(st, idx, t);
     }
     case STORE_T_JSON: {
         char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
         if (text == NULL)
-            return SQLITE_NOMEM;
-        return sqlite3_bind_text(st, idx, text, -1, free);
+            return STORE_DB_NOMEM;
+        int rc = store_db_bind_text(st, idx, text, -1, STORE_DB_TRANSIENT);
+        free(text);
+        return rc;
     }
     }
-    return SQLITE_MISMATCH;
+    return STORE_DB_MISMATCH;
 }
 
 /* The JSON value of column i for field f (NULL for SQL NULL). Falls back to
  * the column's storage class when it does not fit the field's type (a read
  * racing a forced type change). *bad is set when a JSON column does not
  * parse. */
-static json_t *column_json(sqlite3_stmt *st, int i, const store_field *f, bool *bad)
+static json_t *column_json(store_dbst *st, int i, const store_field *f, bool *bad)
 {
-    int ct = sqlite3_column_type(st, i);
-    if (ct == SQLITE_NULL)
+    int ct = store_db_column_type(st, i);
+    if (ct == STORE_DB_NULL)
         return NULL;
     switch (f->type) {
     case STORE_T_STRING:
     case STORE_T_ENUM:
-        if (ct == SQLITE_TEXT)
-            return json_stringn((const char *)sqlite3_column_text(st, i),
-                                (size_t)sqlite3_column_bytes(st, i));
+        if (ct == STORE_DB_TEXT)
+            return json_stringn((const char *)store_db_column_text(st, i),
+                                (size_t)store_db_column_bytes(st, i));
         break;
     case STORE_T_INTEGER:
-        if (ct == SQLITE_INTEGER)
-            return json_integer(sqlite3_column_int64(st, i));
+        if (ct == STORE_DB_INTEGER)
+            return json_integer(store_db_column_int64(st, i));
         break;
     case STORE_T_NUMBER:
-        if (ct == SQLITE_INTEGER || ct == SQLITE_FLOAT)
-            return json_real(sqlite3_column_double(st, i));
+        if (ct == STORE_DB_INTEGER || ct == STORE_DB_FLOAT)
+            return json_real(store_db_column_double(st, i));
         break;
     case STORE_T_BOOLEAN:
-        if (ct == SQLITE_INTEGER)
-            return json_boolean(sqlite3_column_int64(st, i) != 0);
+        if (ct == STORE_DB_INTEGER)
+            return json_boolean(store_db_column_int64(st, i) != 0);
         break;
     case STORE_T_TIMESTAMP:
-        if (ct == SQLITE_INTEGER) {
+        if (ct == STORE_DB_INTEGER) {
             char buf[48];
-            return json_string(rd_rfc3339(sqlite3_column_int64(st, i), buf, sizeof buf));
+            return json_string(rd_rfc3339(store_db_column_int64(st, i), buf, sizeof buf));
         }
         break;
     case STORE_T_JSON:
-        if (ct == SQLITE_TEXT) {
-            json_t *v = json_loadb((const char *)sqlite3_column_text(st, i),
-                                   (size_t)sqlite3_column_bytes(st, i), JSON_DECODE_ANY, NULL);
+        if (ct == STORE_DB_TEXT) {
+            json_t *v = json_loadb((const char *)store_db_column_text(st, i),
+                                   (size_t)store_db_column_bytes(st, i), JSON_DECODE_ANY, NULL);
             if (v == NULL)
                 *bad = true;
             return v;
@@ -458,27 +485,27 @@ static json_t *column_json(sqlite3_stmt *st, int i, const store_field *f, bool *
         break;
     }
     switch (ct) {
-    case SQLITE_INTEGER:
-        return json_integer(sqlite3_column_int64(st, i));
-    case SQLITE_FLOAT:
-        return json_real(sqlite3_column_double(st, i));
-    case SQLITE_TEXT:
-        return json_stringn((const char *)sqlite3_column_text(st, i),
-                            (size_t)sqlite3_column_bytes(st, i));
+    case STORE_DB_INTEGER:
+        return json_integer(store_db_column_int64(st, i));
+    case STORE_DB_FLOAT:
+        return json_real(store_db_column_double(st, i));
+    case STORE_DB_TEXT:
+        return json_stringn((const char *)store_db_column_text(st, i),
+                            (size_t)store_db_column_bytes(st, i));
     default:
         return NULL;
     }
 }
 
-static void copy_text(char *dst, size_t cap, sqlite3_stmt *st, int i)
+static void copy_text(char *dst, size_t cap, store_dbst *st, int i)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
+    const unsigned char *t = store_db_column_text(st, i);
     snprintf(dst, cap, "%s", t ? (const char *)t : "");
 }
 
-rd_code store_row_read(sqlite3_stmt *st, const store_model *m, store_record *out, rd_err *err)
+rd_code store_row_read(store_dbst *st, const store_model *m, store_record *out, rd_err *err)
 {
-    int n = sqlite3_column_count(st);
+    int n = store_db_column_count(st);
     size_t hint = 0;
     bool bad = false;
     memset(out, 0, sizeof *out);
@@ -486,7 +513,7 @@ rd_code store_row_read(sqlite3_stmt *st, const store_model *m, store_record *out
     if (out->data == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     for (int i = 0; i < n; i++) {
-        const char *col = sqlite3_column_name(st, i);
+        const char *col = store_db_column_name(st, i);
         if (col == NULL)
             continue;
         if (col[0] == '_') {
@@ -499,13 +526,13 @@ rd_code store_row_read(sqlite3_stmt *st, const store_model *m, store_record *out
             else if (strcmp(col, "_updated_by") == 0)
                 copy_text(out->updated_by, sizeof out->updated_by, st, i);
             else if (strcmp(col, "_version") == 0)
-                out->version = sqlite3_column_int64(st, i);
+                out->version = store_db_column_int64(st, i);
             else if (strcmp(col, "_sync_id") == 0)
-                out->sync_id = sqlite3_column_int64(st, i);
+                out->sync_id = store_db_column_int64(st, i);
             else if (strcmp(col, "_created_at") == 0)
-                out->created_at_us = sqlite3_column_int64(st, i);
+                out->created_at_us = store_db_column_int64(st, i);
             else if (strcmp(col, "_updated_at") == 0)
-                out->updated_at_us = sqlite3_column_int64(st, i);
+                out->updated_at_us = store_db_column_int64(st, i);
             continue;
         }
         /* columns come in schema order, so the next field is the best guess */
@@ -614,20 +641,22 @@ static const char *const layout_sql[] = {
  * appears in an existing database without a layout version bump. Runs in
  * one IMMEDIATE transaction so two processes opening a new file do not
  * race. */
-static rd_code ensure_layout(sqlite3 *db, rd_err *err)
+static rd_code ensure_layout(store_db *db, rd_err *err)
 {
-    sqlite3_stmt *st = NULL;
+    if (store_db_dialect(db) == STORE_DIALECT_POSTGRES)
+        return store_pg_layout(db, err);
+    store_dbst *st = NULL;
     int rc = store_exec(db, "BEGIN IMMEDIATE");
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         return store_sql_err(db, rc, err);
-    rc = sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL);
-    if (rc != SQLITE_OK)
+    rc = store_db_prepare(db, "PRAGMA user_version", &st);
+    if (rc != STORE_DB_OK)
         goto fail;
-    rc = sqlite3_step(st);
-    if (rc != SQLITE_ROW)
+    rc = store_db_step(st);
+    if (rc != STORE_DB_ROW)
         goto fail;
-    int version = sqlite3_column_int(st, 0);
-    sqlite3_finalize(st);
+    int version = store_db_column_int64(st, 0);
+    store_db_finalize(st);
     st = NULL;
     if (version > STORE_LAYOUT_VERSION) {
         store_exec(db, "ROLLBACK");
@@ -637,73 +666,73 @@ static rd_code ensure_layout(sqlite3 *db, rd_err *err)
     }
     /* _rd_sync_log.data (the change feed's values) came within layout 1:
      * older files gain the column, their rows keep NULL */
-    bool has_log = sqlite3_prepare_v2(db, "SELECT sync_id FROM _rd_sync_log LIMIT 0", -1, &st,
-                                      NULL) == SQLITE_OK;
-    sqlite3_finalize(st);
+    bool has_log =
+        store_db_prepare(db, "SELECT sync_id FROM _rd_sync_log LIMIT 0", &st) == STORE_DB_OK;
+    store_db_finalize(st);
     st = NULL;
-    if (has_log && sqlite3_prepare_v2(db, "SELECT data FROM _rd_sync_log LIMIT 0", -1, &st, NULL) !=
-                       SQLITE_OK) {
+    if (has_log &&
+        store_db_prepare(db, "SELECT data FROM _rd_sync_log LIMIT 0", &st) != STORE_DB_OK) {
         rc = store_exec(db, "ALTER TABLE _rd_sync_log ADD COLUMN data TEXT");
-        if (rc != SQLITE_OK)
+        if (rc != STORE_DB_OK)
             goto fail;
     }
-    sqlite3_finalize(st);
+    store_db_finalize(st);
     st = NULL;
     /* _rd_api_keys.client_id (a key bound to a client certificate) came
      * within layout 2: older files gain the column, their keys unbound */
-    bool has_keys = sqlite3_prepare_v2(db, "SELECT key_id FROM _rd_api_keys LIMIT 0", -1, &st,
-                                       NULL) == SQLITE_OK;
-    sqlite3_finalize(st);
+    bool has_keys =
+        store_db_prepare(db, "SELECT key_id FROM _rd_api_keys LIMIT 0", &st) == STORE_DB_OK;
+    store_db_finalize(st);
     st = NULL;
-    if (has_keys && sqlite3_prepare_v2(db, "SELECT client_id FROM _rd_api_keys LIMIT 0", -1, &st,
-                                       NULL) != SQLITE_OK) {
+    if (has_keys &&
+        store_db_prepare(db, "SELECT client_id FROM _rd_api_keys LIMIT 0", &st) != STORE_DB_OK) {
         rc = store_exec(db, "ALTER TABLE _rd_api_keys ADD COLUMN client_id TEXT");
-        if (rc != SQLITE_OK)
+        if (rc != STORE_DB_OK)
             goto fail;
     }
-    sqlite3_finalize(st);
+    store_db_finalize(st);
     st = NULL;
     if (has_log && version < 2) {
         for (size_t i = 0; i < sizeof migrate_v2_sql / sizeof migrate_v2_sql[0]; i++) {
             rc = store_exec(db, migrate_v2_sql[i]);
-            if (rc != SQLITE_OK)
+            if (rc != STORE_DB_OK)
                 goto fail;
         }
     }
     for (size_t i = 0; i < sizeof layout_sql / sizeof layout_sql[0]; i++) {
         rc = store_exec(db, layout_sql[i]);
-        if (rc != SQLITE_OK)
+        if (rc != STORE_DB_OK)
             goto fail;
     }
     if (version < STORE_LAYOUT_VERSION) {
         char sql[64];
         snprintf(sql, sizeof sql, "PRAGMA user_version = %d", STORE_LAYOUT_VERSION);
         rc = store_exec(db, sql);
-        if (rc != SQLITE_OK)
+        if (rc != STORE_DB_OK)
             goto fail;
     }
     rc = store_exec(db, "COMMIT");
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         goto fail;
     return RD_OK;
 fail:
-    sqlite3_finalize(st);
+    store_db_finalize(st);
     store_sql_err(db, rc, err);
     store_exec(db, "ROLLBACK");
     return err ? err->code : RD_INTERNAL;
 }
 
 /* *out = the one integer sql returns. */
-static rd_code query_int64(sqlite3 *db, const char *sql, int64_t *out, rd_err *err)
+static rd_code query_int64(store_db *db, const char *sql, int64_t *out, rd_err *err)
 {
-    sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(db, sql, -1, &st, NULL);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
-        *out = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return rc == SQLITE_ROW ? RD_OK : store_sql_err(db, rc, err);
+    store_dbst *st = NULL;
+    int rc = store_db_prepare(db, sql, &st);
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
+    if (rc == STORE_DB_ROW)
+        *out = store_db_column_int64(st, 0);
+    store_db_finalize(st);
+    return rc == STORE_DB_ROW ? RD_OK : store_sql_err(db, rc, err);
 }
 
 /* Loads the latest schema of every organisation, the highest sync id and
@@ -713,18 +742,18 @@ static rd_code load_state(store *s, rd_err *err)
     static const char sql[] = "SELECT org, revision, doc FROM _rd_schema AS a"
                               " WHERE revision = (SELECT max(revision) FROM _rd_schema"
                               " WHERE org = a.org)";
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     rd_code code = RD_OK;
-    int rc = sqlite3_prepare_v2(s->wdb, sql, -1, &st, NULL);
-    while (rc == SQLITE_OK) {
-        rc = sqlite3_step(st);
-        if (rc != SQLITE_ROW)
+    int rc = store_db_prepare(s->wdb, sql, &st);
+    while (rc == STORE_DB_OK) {
+        rc = store_db_step(st);
+        if (rc != STORE_DB_ROW)
             break;
-        rc = SQLITE_OK;
-        const char *org = (const char *)sqlite3_column_text(st, 0);
-        const char *text = (const char *)sqlite3_column_text(st, 2);
+        rc = STORE_DB_OK;
+        const char *org = (const char *)store_db_column_text(st, 0);
+        const char *text = (const char *)store_db_column_text(st, 2);
         json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
-        store_schema *sch = doc ? store_schema_from_json(doc, sqlite3_column_int64(st, 1)) : NULL;
+        store_schema *sch = doc ? store_schema_from_json(doc, store_db_column_int64(st, 1)) : NULL;
         json_decref(doc);
         if (sch == NULL || org == NULL) {
             code = rd_errf(err, RD_INTERNAL, NULL, "a stored schema could not be decoded");
@@ -732,7 +761,7 @@ static rd_code load_state(store *s, rd_err *err)
         }
         store_snap_publish(s, org, sch);
     }
-    if (rc != SQLITE_DONE) {
+    if (rc != STORE_DB_DONE) {
         code = store_sql_err(s->wdb, rc, err);
         goto done;
     }
@@ -744,38 +773,15 @@ static rd_code load_state(store *s, rd_err *err)
         code = query_int64(s->wdb, "SELECT coalesce(max(expires_at), 0) FROM _rd_claims",
                            &s->claims_until_us, err);
 done:
-    sqlite3_finalize(st);
+    store_db_finalize(st);
     return code;
-}
-
-void store_create_private(const char *path)
-{
-    if (path == NULL || path[0] == '\0' || path[0] == ':' || strncmp(path, "file:", 5) == 0)
-        return;
-    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        close(fd);
-}
-
-/* Opens a connection with the settings every connection shares. A database
- * it creates is created 0600 (and so are its -wal and -shm files, which
- * SQLite gives the database file's mode). */
-static int open_db(const char *path, int flags, sqlite3 **out)
-{
-    if (flags & SQLITE_OPEN_CREATE)
-        store_create_private(path);
-    int rc = sqlite3_open_v2(path, out, flags | SQLITE_OPEN_NOMUTEX, NULL);
-    if (rc != SQLITE_OK)
-        return rc;
-    sqlite3_extended_result_codes(*out, 1);
-    return sqlite3_busy_timeout(*out, STORE_BUSY_TIMEOUT_MS);
 }
 
 static void store_free(store *s)
 {
     if (s->wdb != NULL) {
         store_stmt_cache_clear(&s->wcache);
-        sqlite3_close(s->wdb);
+        store_db_close(s->wdb);
     }
     store_snaps_free(s);
     for (size_t i = 0; s->org_seqs != NULL && i < s->org_seq_cap; i++)
@@ -824,35 +830,17 @@ rd_code store_open(const store_options *opt, store **out, rd_err *err)
         code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
         goto fail;
     }
-    rc = open_db(s->path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, &s->wdb);
-    if (rc != SQLITE_OK) {
-        code =
-            rd_errf(err, RD_UNAVAILABLE, NULL, "cannot open the database: %s", sqlite3_errstr(rc));
+    char msg[256];
+    store_db_options dbo = {.role = STORE_DB_WRITER, .sync_normal = s->sync_normal};
+    rc = store_db_open(s->path, &dbo, &s->wdb, msg, sizeof msg);
+    if (rc != STORE_DB_OK) {
+        code = rd_errf(err, RD_UNAVAILABLE, NULL, "cannot open the database: %s", msg);
         goto fail;
     }
     s->wcache.db = s->wdb;
-    rc = store_exec(s->wdb, "PRAGMA journal_mode = WAL");
-    if (rc == SQLITE_OK)
-        rc = store_exec(s->wdb, s->sync_normal ? "PRAGMA synchronous = NORMAL"
-                                               : "PRAGMA synchronous = FULL");
-    if (rc == SQLITE_OK)
-        rc = store_exec(s->wdb, "PRAGMA foreign_keys = OFF");
-    /* savepoint (sub-)journals in memory: a bulk nests a savepoint per
-     * operation, and journalling each page it touches to a temporary file
-     * made pwrite the largest cost of a BulkMutate */
-    if (rc == SQLITE_OK)
-        rc = store_exec(s->wdb, "PRAGMA temp_store = MEMORY");
-    /* checkpoint every STORE_WAL_CHECKPOINT_PAGES WAL frames, not SQLite's
-     * 1000: a checkpoint's cost (copy each distinct page, fsync the
-     * database) hardly grows with the WAL's length, and it stalls the
-     * writer (docs/PERFORMANCE.md) */
-    if (rc == SQLITE_OK)
-        rc = sqlite3_wal_autocheckpoint(s->wdb, STORE_WAL_CHECKPOINT_PAGES);
-    if (rc != SQLITE_OK) {
-        code = store_sql_err(s->wdb, rc, err);
-        goto fail;
-    }
     code = ensure_layout(s->wdb, err);
+    if (code == RD_OK && !opt->tool && store_db_dialect(s->wdb) == STORE_DIALECT_POSTGRES)
+        code = store_pg_claim_writer(s->wdb, err);
     if (code == RD_OK)
         code = load_state(s, err);
     if (code != RD_OK)
@@ -887,7 +875,8 @@ void store_close(store *s)
         pthread_join(s->writer, NULL);
     store_completer_stop(s);
     store_stmt_cache_clear(&s->wcache);
-    store_exec(s->wdb, "PRAGMA wal_checkpoint(TRUNCATE)");
+    if (store_db_dialect(s->wdb) == STORE_DIALECT_SQLITE)
+        store_exec(s->wdb, "PRAGMA wal_checkpoint(TRUNCATE)");
     store_free(s);
 }
 
@@ -901,12 +890,11 @@ rd_code store_conn_open(store *s, store_conn **out, rd_err *err)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     c->s = s;
     c->serial = s->serial;
-    int rc = open_db(s->path, SQLITE_OPEN_READONLY, &c->db);
-    if (rc != SQLITE_OK) {
-        rd_errf(err, RD_UNAVAILABLE, NULL, "cannot open a read connection: %s", sqlite3_errstr(rc));
-        sqlite3_close(c->db);
+    char msg[256];
+    store_db_options dbo = {.role = STORE_DB_READER};
+    if (store_db_open(s->path, &dbo, &c->db, msg, sizeof msg) != STORE_DB_OK) {
         free(c);
-        return RD_UNAVAILABLE;
+        return rd_errf(err, RD_UNAVAILABLE, NULL, "cannot open a read connection: %s", msg);
     }
     c->cache.db = c->db;
     *out = c;
@@ -918,7 +906,7 @@ void store_conn_close(store_conn *c)
     if (c == NULL)
         return;
     store_stmt_cache_clear(&c->cache);
-    sqlite3_close(c->db);
+    store_db_close(c->db);
     free(c);
 }
 
@@ -954,27 +942,27 @@ store_conn *store_thread_conn(store *s, rd_err *err)
 /* Runs a cached statement that returns no rows. */
 int store_conn_exec(store_conn *c, const char *sql)
 {
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     int rc = store_stmt_get(&c->cache, sql, &st);
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         return rc;
-    rc = sqlite3_step(st);
+    rc = store_db_step(st);
     store_stmt_put(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    return rc == STORE_DB_DONE ? STORE_DB_OK : rc;
 }
 
 int store_org_head(store_conn *c, const char *org, int64_t *head)
 {
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     int rc = store_stmt_get(&c->cache, STORE_ORG_HEAD_SQL, &st);
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         return rc;
-    rc = sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
-    if (rc == SQLITE_OK)
-        rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-        *head = sqlite3_column_int64(st, 0);
-        rc = SQLITE_OK;
+    rc = store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
+    if (rc == STORE_DB_ROW) {
+        *head = store_db_column_int64(st, 0);
+        rc = STORE_DB_OK;
     }
     store_stmt_put(st);
     return rc;
@@ -983,7 +971,7 @@ int store_org_head(store_conn *c, const char *org, int64_t *head)
 int store_conn_begin(store_conn *c, const char *org, int64_t *read_at)
 {
     int rc = store_conn_exec(c, "BEGIN");
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         return rc;
     return store_org_head(c, org, read_at);
 }
@@ -992,7 +980,7 @@ rd_code store_get(store_conn *c, const char *org, const char *model, const char 
                   store_record *out, int64_t *read_at, rd_err *err)
 {
     store_schema *sch = NULL;
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     store_sbuf sql = {0};
     rd_code code = RD_OK;
     int rc;
@@ -1022,26 +1010,26 @@ rd_code store_get(store_conn *c, const char *org, const char *model, const char 
     }
     int64_t at = 0;
     rc = store_conn_begin(c, org, &at);
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         goto sqlfail;
     rc = store_stmt_get(&c->cache, sql.p, &st);
-    if (rc == SQLITE_ERROR && strncmp(sqlite3_errmsg(c->db), "no such table", 13) == 0) {
+    if (rc == STORE_DB_ERROR && strncmp(store_db_errmsg(c->db), "no such table", 13) == 0) {
         /* the model was dropped after this snapshot of the schema was taken */
         code = rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", model);
         goto done;
     }
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         goto sqlfail;
-    rc = sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (rc != SQLITE_OK)
+    rc = store_db_bind_text(st, 1, id, -1, STORE_DB_STATIC);
+    if (rc != STORE_DB_OK)
         goto sqlfail;
-    rc = sqlite3_step(st);
-    if (rc == SQLITE_DONE) {
+    rc = store_db_step(st);
+    if (rc == STORE_DB_DONE) {
         code =
             rd_errf(err, RD_NOT_FOUND, "id", "record '%.128s' not found in model '%s'", id, model);
         goto done;
     }
-    if (rc != SQLITE_ROW)
+    if (rc != STORE_DB_ROW)
         goto sqlfail;
     code = store_row_read(st, m, out, err);
     if (code != RD_OK)
@@ -1049,7 +1037,7 @@ rd_code store_get(store_conn *c, const char *org, const char *model, const char 
     store_stmt_put(st);
     st = NULL;
     rc = store_conn_exec(c, "COMMIT");
-    if (rc != SQLITE_OK) {
+    if (rc != STORE_DB_OK) {
         store_record_clear(out);
         goto sqlfail;
     }
@@ -1060,7 +1048,7 @@ sqlfail:
     code = store_sql_err(c->db, rc, err);
 done:
     store_stmt_put(st);
-    if (!sqlite3_get_autocommit(c->db))
+    if (!store_db_autocommit(c->db))
         store_conn_exec(c, "ROLLBACK");
     store_sbuf_free(&sql);
     if (sch != NULL)

@@ -136,10 +136,28 @@ void store_record_clear(store_record *rec);
 
 /* ---- opening ------------------------------------------------------------- */
 
+/* A database target: a SQLite file (a path, or "sqlite:PATH") or a
+ * PostgreSQL database ("postgres://..." or "postgresql://...", a libpq URI,
+ * several hosts allowed; the password from the URI, PGPASSWORD or
+ * PGPASSFILE). */
+
+/* The file a target names, or NULL when it names a database server. */
+const char *store_target_file(const char *target);
+/* target with any password in it replaced by "***": for logs, errors and
+ * anything else printed. */
+void store_target_redact(const char *target, char *out, size_t size);
+/* Overwrites any password in s (a target, or a "--db=target" argument)
+ * with '*' in place, so that ps does not show it once the process has
+ * copied its arguments. */
+void store_target_scrub(char *s);
+
 typedef struct store_options {
-    const char *path; /* database file; its directory must exist */
+    const char *path; /* the database target; a file's directory must exist */
     bool sync_normal; /* synchronous=NORMAL instead of FULL */
     int max_batch;    /* most writes per group commit; 0 = default (256) */
+    /* a tool's store (recordctl): on PostgreSQL it does not claim the
+     * database's one writer slot, so it may run beside the server */
+    bool tool;
 } store_options;
 
 rd_code store_open(const store_options *opt, store **out, rd_err *err);
@@ -204,7 +222,7 @@ void store_filter_free(store_filter *f);
 /* Number of comparisons (0 for a blank filter). */
 size_t store_filter_conditions(const store_filter *f);
 /* The compiled WHERE fragment: comparisons joined by AND with one "?" per
- * bound value, identifiers quoted, "1" for no condition. Valid while f
+ * bound value, identifiers quoted, "TRUE" for no condition. Valid while f
  * lives. For tests and for the bulk operations that embed it. */
 const char *store_filter_sql(const store_filter *f);
 
@@ -251,6 +269,11 @@ typedef struct store_page {
  * STORE_FULL_RECOVER_BYTES free. Readiness reports not ready meanwhile. */
 #define STORE_FULL_RECOVER_BYTES ((uint64_t)8 << 20)
 bool store_storage_full(store *s);
+/* Whether the store can take writes: the disk is not full
+ * (store_storage_full) and, for a database server, the calling thread's
+ * read connection reaches it (one round trip; it reconnects with backoff
+ * when it had lost the server). Readiness reports this. */
+bool store_ready(store *s);
 /* The size in bytes of the database file and of its write-ahead log (0
  * when absent), for /metrics. */
 void store_file_sizes(store *s, int64_t *db_bytes, int64_t *wal_bytes);

@@ -7,12 +7,12 @@
 #define STORE_INT_H
 
 #include <pthread.h>
-#include <sqlite3.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include "store/db.h"
 #include "store/store.h"
 
 /* PRAGMA user_version of the layout this code writes. */
@@ -25,6 +25,7 @@
 #define STORE_MAX_UNIQUE_TOGETHER 64 /* uniqueTogether entries of one model */
 #define STORE_MAX_UNIQUE_FIELDS 16   /* fields of one uniqueTogether entry */
 #define STORE_ID_MAX 128
+#define STORE_PG_NAME_MAX 63 /* PostgreSQL's longest identifier (bytes) */
 #define STORE_ORG_MAX 64
 #define STORE_DEFAULT_BATCH 256
 #define STORE_BUSY_TIMEOUT_MS 5000
@@ -78,31 +79,40 @@ typedef struct store_stmt_ent {
     uint64_t hash;
     uint64_t used;
     char *sql;
-    sqlite3_stmt *st;
+    store_dbst *st;
 } store_stmt_ent;
 
 typedef struct store_stmt_cache {
-    sqlite3 *db;
+    store_db *db;
     uint64_t tick;
     store_stmt_ent ent[STORE_STMT_CACHE];
 } store_stmt_cache;
 
 /* *out = the cached (or newly prepared) statement for sql. Returns an
  * SQLite result code. */
-int store_stmt_get(store_stmt_cache *c, const char *sql, sqlite3_stmt **out);
+int store_stmt_get(store_stmt_cache *c, const char *sql, store_dbst **out);
 
-/* sqlite3_step for the writer connection, through the fault injector: when
+/* store_db_step for the writer connection, through the fault injector: when
  * armed and its countdown reaches this step, the step does not run and
- * returns the armed code (SQLITE_BUSY, SQLITE_NOMEM, SQLITE_FULL, …). Every
+ * returns the armed code (STORE_DB_BUSY, STORE_DB_NOMEM, STORE_DB_FULL, …). Every
  * statement the writer runs goes through it (records, sync log, idempotency
  * keys, BEGIN/SAVEPOINT/COMMIT), so tests can fail the Nth one. */
-int store_wstep(store *s, sqlite3_stmt *st);
+int store_wstep(store *s, store_dbst *st);
+/* store_wstep for a statement whose only answer is "done": deferred
+ * (store_db_defer) while the writer's batch defers (PostgreSQL's first
+ * attempt) and no fault is armed. STORE_DB_DONE when sent. */
+int store_wdefer(store *s, store_dbst *st);
 
 /* Tests (SQLite's own style): the nth writer step from now on (1 = the next)
  * fails with rc; with repeat, every step after it too, until
  * store_fault_disarm. */
 void store_fault_arm(store *s, int nth, int rc, bool repeat);
 void store_fault_disarm(store *s);
+/* Tests: the next batch's COMMIT loses its answer, as when the connection
+ * breaks during COMMIT: AFTER runs the COMMIT and then reports the
+ * connection lost, BEFORE rolls back instead and reports the same. */
+enum { STORE_FAULT_COMMIT_LOST_AFTER = 1, STORE_FAULT_COMMIT_LOST_BEFORE = 2 };
+void store_fault_commit(store *s, int mode);
 /* Creates path as an empty file with mode 0600 unless it exists (or is not
  * a plain path: "", ":memory:", a "file:" URI), so that SQLite opening it
  * makes a database nobody else may read. */
@@ -110,7 +120,7 @@ void store_create_private(const char *path);
 /* The directory of path into dir (size bytes): "." for a bare name, "/"
  * for a file at the root. */
 void store_dir_of(const char *path, char *dir, size_t size);
-void store_stmt_put(sqlite3_stmt *st);
+void store_stmt_put(store_dbst *st);
 void store_stmt_cache_clear(store_stmt_cache *c);
 
 /* ---- errors ----------------------------------------------------------------
@@ -119,11 +129,11 @@ void store_stmt_cache_clear(store_stmt_cache *c);
  * err->field naming the column(s) ("id" for the primary key), anything else
  * -> RD_INTERNAL. Messages carry column names and SQLite's generic result
  * text, never data values. */
-rd_code store_sql_err(sqlite3 *db, int rc, rd_err *err);
+rd_code store_sql_err(store_db *db, int rc, rd_err *err);
 
 /* Runs one statement that returns no rows, without caching it (DDL,
  * transaction control). Returns an SQLite result code. */
-int store_exec(sqlite3 *db, const char *sql);
+int store_exec(store_db *db, const char *sql);
 
 /* ---- the store ----------------------------------------------------------- */
 
@@ -156,7 +166,8 @@ struct store {
     _Atomic int fault_countdown;
     _Atomic int fault_rc;
     _Atomic bool fault_repeat;
-    uint64_t serial; /* unique per store_open in this process (store_thread_conn) */
+    _Atomic int fault_commit; /* store_fault_commit */
+    uint64_t serial;          /* unique per store_open in this process (store_thread_conn) */
     /* the last batch failed because the disk is full (writer sets it, any
      * thread reads it: store_storage_full) */
     _Atomic bool full;
@@ -165,7 +176,7 @@ struct store {
 
     /* writer: the write connection and everything below is touched only by
      * the writer thread once it runs (and by open/close around it). */
-    sqlite3 *wdb;
+    store_db *wdb;
     store_stmt_cache wcache;
     /* the sync-id counter of the organisation of the write running now
      * (writer.c swaps it in and out of org_seqs around each write) */
@@ -175,6 +186,11 @@ struct store {
     size_t org_seq_cap, org_seq_n;
     store_org_seq *org_touched; /* organisations the open batch wrote to */
     int64_t commit_gen;         /* batches committed that wrote log rows */
+    int64_t pg_pruned_us;       /* PostgreSQL: when _rd_commits was last pruned */
+    bool pg_reclaim;            /* PostgreSQL: the connection was lost, claim the writer slot */
+    bool defer;                 /* writer: this attempt at the batch defers (store_wdefer) */
+    bool redo;                  /* writer: the attempt must be undone and run again */
+    int64_t wmods;              /* writer: statements store_wdefer ran (run_bare) */
     /* no claim is live from this time on (the latest expiry ever written,
      * kept even when that write rolled back): until then every update,
      * replace and delete looks its record's claim up (claims.c) */
@@ -229,7 +245,7 @@ struct store {
 struct store_conn {
     store *s;
     uint64_t serial; /* s->serial when opened */
-    sqlite3 *db;
+    store_db *db;
     store_stmt_cache cache;
 };
 
@@ -238,13 +254,13 @@ struct store_conn {
 /* 1 when org is a usable organisation id: ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$
  * without "__" (so table names cannot collide across organisations). */
 int store_org_valid(const char *org);
-/* Whether store_sql_err saw SQLITE_FULL on this thread since the last call;
+/* Whether store_sql_err saw STORE_DB_FULL on this thread since the last call;
  * clears the flag. The writer asks once per batch. */
 bool store_sql_err_took_full(void);
 /* Organisation ids are case-insensitive where SQLite names tables after
  * them: 1 (other = its id) when an organisation with a key or a schema
  * differs from org only in case, 0 when none does, -1 on a SQLite error. */
-int store_org_case_variant(sqlite3 *db, const char *org, char *other, size_t other_size);
+int store_org_case_variant(store_db *db, const char *org, char *other, size_t other_size);
 /* 1 when s matches ^[A-Za-z][A-Za-z0-9_]{0,62}$. */
 int store_ident_valid(const char *s);
 /* 1 when s is 1..128 bytes of [A-Za-z0-9._~:-] (record ids and groups). */
@@ -295,20 +311,20 @@ json_t *store_normalize(const store_field *f, const json_t *v);
 
 /* Binds the value of field f (a valid, non-null value) or NULL (v NULL or
  * json null) to parameter idx. Returns an SQLite result code. */
-int store_bind_value(sqlite3_stmt *st, int idx, const store_field *f, const json_t *v);
+int store_bind_value(store_dbst *st, int idx, const store_field *f, const json_t *v);
 /* Fills out from the current row of a "SELECT *" over a model table: system
  * columns and the data object (null columns omitted). Columns without a
  * field in m are ignored. Returns RD_OK or RD_INTERNAL. */
-rd_code store_row_read(sqlite3_stmt *st, const store_model *m, store_record *out, rd_err *err);
+rd_code store_row_read(store_dbst *st, const store_model *m, store_record *out, rd_err *err);
 
 /* ---- filters and order (filter.c), for list.c and bulk writes ----------------- */
 
-/* Binds v to parameter idx (texts SQLITE_STATIC: v must outlive the
+/* Binds v to parameter idx (texts STORE_DB_STATIC: v must outlive the
  * statement's use). Returns an SQLite result code. */
-int store_value_bind(sqlite3_stmt *st, int idx, const store_value *v);
+int store_value_bind(store_dbst *st, int idx, const store_value *v);
 /* Binds f's values, in the order of store_filter_sql's placeholders,
  * starting at *idx (advanced past them). f NULL binds nothing. */
-int store_filter_bind(const store_filter *f, sqlite3_stmt *st, int *idx);
+int store_filter_bind(const store_filter *f, store_dbst *st, int *idx);
 /* Column (unquoted) and direction of sort key i < store_order_terms(o);
  * o NULL is "_id" ascending. */
 const char *store_order_col(const store_order *o, size_t i, bool *desc);
@@ -332,6 +348,15 @@ int store_org_head(store_conn *c, const char *org, int64_t *head);
     "SELECT max(coalesce((SELECT max(sync_id) FROM _rd_sync_log WHERE org = ?1), 0),"              \
     " coalesce((SELECT sync_id FROM _rd_org_seq WHERE org = ?1),"                                  \
     " (SELECT sync_id FROM _rd_org_seq WHERE org = '*'), 0))"
+
+/* pg_layout.c: creates recordd's system tables on a PostgreSQL database
+ * (or checks them), the counterpart of the SQLite layout in store.c. */
+rd_code store_pg_layout(store_db *db, rd_err *err);
+/* Takes the database's one writer slot (a session advisory lock) for the
+ * connection db: a second recordd process on the same database would
+ * hand out the same sync ids. RD_UNAVAILABLE when another process has it.
+ * The writer takes it again after a lost connection. */
+rd_code store_pg_claim_writer(store_db *db, rd_err *err);
 
 void *store_writer_main(void *arg);
 /* The completer thread: runs the done callbacks of finished batches.

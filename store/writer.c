@@ -6,6 +6,7 @@
  * record.c (store_record_apply). */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "store/store_int.h"
 
@@ -123,7 +124,27 @@ rd_code store_submit_wait(store *s, store_write *w)
 /* ---- helpers --------------------------------------------------------------------- */
 
 /* Runs a cached statement on the write connection that returns no rows. */
-int store_wstep(store *s, sqlite3_stmt *st)
+int store_wdefer(store *s, store_dbst *st)
+{
+    s->wmods++;
+    if (!s->defer || atomic_load(&s->fault_countdown) > 0)
+        return store_wstep(s, st);
+    return store_db_defer(st);
+}
+
+/* wexec through store_wdefer. */
+static int wexec_deferred(store *s, const char *sql)
+{
+    store_dbst *st = NULL;
+    int rc = store_stmt_get(&s->wcache, sql, &st);
+    if (rc != STORE_DB_OK)
+        return rc;
+    rc = store_wdefer(s, st);
+    store_stmt_put(st);
+    return rc == STORE_DB_DONE ? STORE_DB_OK : rc;
+}
+
+int store_wstep(store *s, store_dbst *st)
 {
     int left = atomic_load(&s->fault_countdown);
     if (left > 0) {
@@ -132,7 +153,7 @@ int store_wstep(store *s, sqlite3_stmt *st)
         if (left == 1)
             return atomic_load(&s->fault_rc);
     }
-    return sqlite3_step(st);
+    return store_db_step(st);
 }
 
 void store_fault_arm(store *s, int nth, int rc, bool repeat)
@@ -149,13 +170,30 @@ void store_fault_disarm(store *s)
 
 static int wexec(store *s, const char *sql)
 {
-    sqlite3_stmt *st = NULL;
+    store_dbst *st = NULL;
     int rc = store_stmt_get(&s->wcache, sql, &st);
-    if (rc != SQLITE_OK)
+    if (rc != STORE_DB_OK)
         return rc;
     rc = store_wstep(s, st);
     store_stmt_put(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    return rc == STORE_DB_DONE ? STORE_DB_OK : rc;
+}
+
+void store_fault_commit(store *s, int mode)
+{
+    atomic_store(&s->fault_commit, mode);
+}
+
+/* COMMIT, through store_fault_commit's injection. */
+static int commit(store *s)
+{
+    int lost = atomic_exchange(&s->fault_commit, 0);
+    if (lost == STORE_FAULT_COMMIT_LOST_BEFORE) {
+        wexec(s, "ROLLBACK");
+        return STORE_DB_CANTOPEN;
+    }
+    int rc = wexec(s, "COMMIT");
+    return lost == STORE_FAULT_COMMIT_LOST_AFTER && rc == STORE_DB_OK ? STORE_DB_CANTOPEN : rc;
 }
 
 store_schema *store_writer_schema(store *s, const char *org)
@@ -278,6 +316,40 @@ static bool keeps_outputs(rd_code code)
     return code == RD_VERSION_CONFLICT || code == RD_STALE_CONTEXT || code == RD_CLAIMED;
 }
 
+/* A record write on PostgreSQL's deferring attempt at a batch runs without
+ * its savepoint: a subtransaction per write is the dearest part of a batch
+ * there. A write refused before it wrote anything (not found, a version or
+ * claim refusal, a stale context) needs no undoing; one that fails after
+ * writing cannot be undone alone, so the batch is run again the careful
+ * way (s->redo; run_batch). */
+static bool run_bare(store *s, store_write *w)
+{
+    store_schema *published = NULL;
+    rd_code code = store_idem_lookup(s, w);
+    if (code == RD_OK && w->replayed)
+        code = authorize_replay(s, w);
+    s->wmods = 0;
+    if (code == RD_OK && !w->replayed)
+        code = apply(s, w, &published);
+    store_schema_release(published); /* record writes publish nothing */
+    if (code != RD_OK && s->wmods > 0) {
+        s->redo = true;
+        return true;
+    }
+    if (store_idem_storable(w, code) && store_idem_save(s, w) != RD_OK) {
+        code = w->err.code;
+        s->redo = true; /* the write's rows are in, its outcome is not */
+        return true;
+    }
+    if (code == RD_OK) {
+        if (w->last_sync_id > s->sync_id)
+            s->sync_id = w->last_sync_id;
+    } else if (!keeps_outputs(code)) {
+        reset_outputs(w);
+    }
+    return true;
+}
+
 /* Runs one write in its own savepoint: the idempotency lookup (a replay
  * executes nothing), the write, and for an idempotent write with a storable
  * outcome the sealed outcome, stored in the same savepoint (after undoing a
@@ -293,8 +365,10 @@ static bool run_one(store *s, store_write *w)
                 "the deadline passed before the write could be applied");
         return true;
     }
-    rc = wexec(s, "SAVEPOINT w");
-    if (rc != SQLITE_OK) {
+    if (s->defer && w->op >= STORE_OP_CREATE && w->op <= STORE_OP_DELETE)
+        return run_bare(s, w);
+    rc = wexec_deferred(s, "SAVEPOINT w");
+    if (rc != STORE_DB_OK) {
         store_sql_err(s->wdb, rc, &w->err);
         return true;
     }
@@ -305,7 +379,7 @@ static bool run_one(store *s, store_write *w)
         code = apply(s, w, &published);
     if (store_idem_storable(w, code)) {
         if (code != RD_OK) {
-            if (wexec(s, "ROLLBACK TO w") != SQLITE_OK)
+            if (wexec(s, "ROLLBACK TO w") != STORE_DB_OK)
                 goto broken;
             undone = true;
         }
@@ -313,8 +387,8 @@ static bool run_one(store *s, store_write *w)
             code = w->err.code;
     }
     if (code == RD_OK) {
-        rc = wexec(s, "RELEASE w");
-        if (rc == SQLITE_OK) {
+        rc = wexec_deferred(s, "RELEASE w");
+        if (rc == STORE_DB_OK) {
             if (w->last_sync_id > s->sync_id)
                 s->sync_id = w->last_sync_id;
             if (published != NULL && !pending_put(s, w->org, published)) {
@@ -333,10 +407,10 @@ static bool run_one(store *s, store_write *w)
     store_schema_release(published);
     if (!keeps_outputs(code))
         reset_outputs(w);
-    rc = keep_rows ? SQLITE_OK : wexec(s, "ROLLBACK TO w");
-    if (rc == SQLITE_OK)
+    rc = keep_rows ? STORE_DB_OK : wexec(s, "ROLLBACK TO w");
+    if (rc == STORE_DB_OK)
         rc = wexec(s, "RELEASE w");
-    return rc == SQLITE_OK;
+    return rc == STORE_DB_OK;
 broken:
     store_schema_release(published);
     if (!keeps_outputs(code))
@@ -438,17 +512,17 @@ static store_org_seq *org_enter(store *s, const char *org)
     size_t i = org_slot(s, org);
     store_org_seq *e = s->org_seqs[i];
     if (e == NULL) {
-        sqlite3_stmt *st = NULL;
+        store_dbst *st = NULL;
         int64_t v = s->seq_base;
         int rc = store_stmt_get(&s->wcache, STORE_ORG_HEAD_SQL, &st);
-        if (rc == SQLITE_OK) {
-            sqlite3_bind_text(st, 1, org, -1, SQLITE_STATIC);
+        if (rc == STORE_DB_OK) {
+            store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC);
             rc = store_wstep(s, st);
-            if (rc == SQLITE_ROW)
-                v = sqlite3_column_int64(st, 0);
+            if (rc == STORE_DB_ROW)
+                v = store_db_column_int64(st, 0);
         }
         store_stmt_put(st);
-        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        if (rc != STORE_DB_ROW && rc != STORE_DB_DONE)
             return NULL;
         e = calloc(1, sizeof *e);
         if (e == NULL || (e->org = strdup(org)) == NULL) {
@@ -465,6 +539,19 @@ static store_org_seq *org_enter(store *s, const char *org)
         s->org_touched = e;
     }
     return e;
+}
+
+/* Drops every counter: each is read again from the database on its next
+ * use (after a lost connection, another process may have written). */
+static void org_seqs_forget(store *s)
+{
+    for (size_t i = 0; i < s->org_seq_cap; i++)
+        if (s->org_seqs[i] != NULL) {
+            free(s->org_seqs[i]->org);
+            free(s->org_seqs[i]);
+            s->org_seqs[i] = NULL;
+        }
+    s->org_seq_n = 0;
 }
 
 /* Ends the batch for the touched counters: committed or put back. true when
@@ -487,6 +574,100 @@ static bool org_seqs_finish(store *s, bool committed)
     return advanced;
 }
 
+/* ---- PostgreSQL: ordering and the commit's outcome -----------------------------------
+ * The last statements of a batch on PostgreSQL write, for every
+ * organisation it touched, its newest sync id into _rd_org_seq: the row
+ * stays locked until COMMIT, so two transactions can never hand out the
+ * same organisation's ids out of commit order (docs/internals/store.md,
+ * "Sync ids on PostgreSQL"), and organisations do not wait for each other.
+ * Then a row with the batch's token goes into _rd_commits, so that when the
+ * connection breaks during COMMIT the writer can ask, once reconnected,
+ * whether the batch committed: it answers CONFIRMED or a retryable error,
+ * never a guess. Rows older than STORE_PG_COMMITS_KEEP_S are pruned. */
+#define STORE_PG_COMMITS_KEEP_S 600
+#define STORE_PG_RESOLVE_US 2000000 /* the longest the writer asks */
+
+static bool is_pg(const store *s)
+{
+    return store_db_dialect(s->wdb) == STORE_DIALECT_POSTGRES;
+}
+
+static int pg_batch_end(store *s, const char *token)
+{
+    static const char seq_sql[] =
+        "INSERT INTO _rd_org_seq (org, sync_id) VALUES (?1, ?2) ON CONFLICT (org)"
+        " DO UPDATE SET sync_id = max(_rd_org_seq.sync_id, excluded.sync_id)";
+    static const char token_sql[] = "INSERT INTO _rd_commits (token, at) VALUES (?1, ?2)";
+    static const char prune_sql[] = "DELETE FROM _rd_commits WHERE at < ?1";
+    store_dbst *st = NULL;
+    int rc = STORE_DB_DONE;
+    for (store_org_seq *e = s->org_touched; e != NULL && rc == STORE_DB_DONE; e = e->next_touched) {
+        if (e->pending == e->committed)
+            continue;
+        rc = store_stmt_get(&s->wcache, seq_sql, &st);
+        if (rc == STORE_DB_OK) {
+            store_db_bind_text(st, 1, e->org, -1, STORE_DB_STATIC);
+            store_db_bind_int64(st, 2, e->pending);
+            rc = store_wdefer(s, st);
+        }
+        store_stmt_put(st);
+        st = NULL;
+    }
+    int64_t now = rd_now_us();
+    if (rc == STORE_DB_DONE && now - s->pg_pruned_us > 60 * 1000000) {
+        rc = store_stmt_get(&s->wcache, prune_sql, &st);
+        if (rc == STORE_DB_OK) {
+            store_db_bind_int64(st, 1, now - (int64_t)STORE_PG_COMMITS_KEEP_S * 1000000);
+            rc = store_wdefer(s, st);
+        }
+        store_stmt_put(st);
+        st = NULL;
+        s->pg_pruned_us = now;
+    }
+    if (rc == STORE_DB_DONE) {
+        rc = store_stmt_get(&s->wcache, token_sql, &st);
+        if (rc == STORE_DB_OK) {
+            store_db_bind_text(st, 1, token, -1, STORE_DB_STATIC);
+            store_db_bind_int64(st, 2, now);
+            rc = store_wdefer(s, st);
+        }
+        store_stmt_put(st);
+    }
+    return rc == STORE_DB_DONE ? STORE_DB_OK : rc;
+}
+
+/* After a COMMIT whose answer was lost with the connection: reconnects
+ * (the driver does on the next statement) and looks the batch's token up,
+ * every 100 ms for STORE_PG_RESOLVE_US at most, and not past the earliest
+ * deadline of the batch's writes (their callers must hear before it).
+ * STORE_DB_OK when it committed, STORE_DB_DONE when it did not, else the
+ * outcome stays unknown (the database is still unreachable). */
+static int pg_commit_outcome(store *s, store_write *head, const char *token)
+{
+    static const char sql[] = "SELECT 1 FROM _rd_commits WHERE token = ?1";
+    int64_t until = rd_now_us() + STORE_PG_RESOLVE_US;
+    for (store_write *w = head; w != NULL; w = w->next_)
+        if (w->deadline_us != 0 && w->deadline_us - 50000 < until)
+            until = w->deadline_us - 50000;
+    for (int i = 0; i == 0 || rd_now_us() < until; i++) {
+        store_dbst *st = NULL;
+        int rc = store_stmt_get(&s->wcache, sql, &st);
+        if (rc == STORE_DB_OK) {
+            store_db_bind_text(st, 1, token, -1, STORE_DB_STATIC);
+            rc = store_wstep(s, st);
+        }
+        store_stmt_put(st);
+        if (rc == STORE_DB_ROW)
+            return STORE_DB_OK;
+        if (rc == STORE_DB_DONE)
+            return STORE_DB_DONE;
+        if (rd_now_us() + 100000 > until)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 100 * 1000 * 1000}, NULL);
+    }
+    return STORE_DB_CANTOPEN;
+}
+
 /* One group commit: every write in its own savepoint, one COMMIT, then the
  * completions in order. */
 static void run_batch(store *s, store_write *head)
@@ -496,48 +677,103 @@ static void run_batch(store *s, store_write *head)
     rd_err_clear(&err);
     count_batch(s, head);
     store_sql_err_took_full(); /* from here on: did this batch hit a full disk? */
-    int rc = wexec(s, "BEGIN IMMEDIATE");
-    if (rc != SQLITE_OK) {
-        store_sql_err(s->wdb, rc, &err);
+    if (s->pg_reclaim && store_pg_claim_writer(s->wdb, &err) != RD_OK) {
         fail_uncommitted(head, &err);
         goto complete;
     }
-    for (store_write *w = head; w != NULL; w = w->next_) {
-        if (broken) {
-            rd_errf(&w->err, RD_INTERNAL, NULL, "the batch was rolled back");
-            continue;
-        }
-        store_org_seq *e = w->org != NULL && w->org[0] != '\0' ? org_enter(s, w->org) : NULL;
-        if (w->org != NULL && w->org[0] != '\0' && e == NULL) {
-            rd_errf(&w->err, RD_INTERNAL, NULL, "the organisation's sync ids could not be read");
-            continue;
-        }
-        s->sync_id = e != NULL ? e->pending : 0;
-        if (!run_one(s, w))
-            broken = true;
-        if (e != NULL)
-            e->pending = s->sync_id;
-    }
-    if (!broken) {
-        store_idem_prune(s);
-        store_changes_prune(s);
-        int64_t t0 = rd_now_us();
-        rc = wexec(s, "COMMIT");
-        count_commit(s, rd_now_us() - t0);
-        if (rc != SQLITE_OK) {
+    s->pg_reclaim = false;
+    int rc;
+    char token[32] = "";
+    for (int attempt = 0;; attempt++) {
+        /* on PostgreSQL the first attempt defers what it can (pg_db.c); a
+         * batch whose deferred statement failed is undone and runs again,
+         * waiting for every answer, so each write meets its error itself */
+        s->defer = attempt == 0 && is_pg(s);
+        s->redo = false;
+        bool again = false;
+        rc = wexec(s, "BEGIN IMMEDIATE");
+        if (rc != STORE_DB_OK) {
+            s->defer = false;
             store_sql_err(s->wdb, rc, &err);
-            if (err.code != RD_UNAVAILABLE)
-                rd_errf(&err, RD_INTERNAL, NULL, "the commit failed: %s", sqlite3_errstr(rc));
+            fail_uncommitted(head, &err);
+            goto complete;
         }
-    } else {
-        rd_errf(&err, RD_INTERNAL, NULL, "the batch was rolled back");
+        for (store_write *w = head; w != NULL && !again; w = w->next_) {
+            if (broken) {
+                rd_errf(&w->err, RD_INTERNAL, NULL, "the batch was rolled back");
+                continue;
+            }
+            store_org_seq *e = w->org != NULL && w->org[0] != '\0' ? org_enter(s, w->org) : NULL;
+            if (w->org != NULL && w->org[0] != '\0' && e == NULL) {
+                rd_errf(&w->err, RD_INTERNAL, NULL,
+                        "the organisation's sync ids could not be read");
+                continue;
+            }
+            s->sync_id = e != NULL ? e->pending : 0;
+            if (!run_one(s, w))
+                broken = true;
+            if (e != NULL)
+                e->pending = s->sync_id;
+            again = store_db_deferred_failed(s->wdb) || s->redo;
+        }
+        if (!broken && !again) {
+            store_idem_prune(s);
+            store_changes_prune(s);
+            rc = STORE_DB_OK;
+            if (is_pg(s)) {
+                rd_random_id("bt_", token, 20);
+                rc = pg_batch_end(s, token);
+            }
+            int64_t t0 = rd_now_us();
+            if (rc == STORE_DB_OK)
+                rc = commit(s);
+            count_commit(s, rd_now_us() - t0);
+            again = rc == STORE_DB_ABORT && store_db_deferred_failed(s->wdb);
+            if (rc == STORE_DB_CANTOPEN && token[0] != '\0') {
+                /* the connection broke: did the COMMIT reach the server? */
+                rc = pg_commit_outcome(s, head, token);
+                if (rc == STORE_DB_DONE)
+                    rc = STORE_DB_CANTOPEN; /* rolled back: retryable */
+                else if (rc != STORE_DB_OK)
+                    rd_errf(&err, RD_UNAVAILABLE, NULL,
+                            "the connection to the database was lost during COMMIT and the "
+                            "outcome could not be learnt; retry with the same idempotency key");
+            }
+            if (!again && rc != STORE_DB_OK && err.code == RD_OK) {
+                store_sql_err(s->wdb, rc, &err);
+                if (err.code != RD_UNAVAILABLE)
+                    rd_errf(&err, RD_INTERNAL, NULL, "the commit failed: %s", store_db_errstr(rc));
+            }
+        } else if (!again) {
+            rd_errf(&err, RD_INTERNAL, NULL, "the batch was rolled back");
+        }
+        if (!again)
+            break;
+        /* undo the attempt: nothing of it stays */
+        wexec(s, "ROLLBACK");
+        org_seqs_finish(s, false);
+        pending_finish(s, false);
+        for (store_write *w = head; w != NULL; w = w->next_) {
+            reset_outputs(w);
+            init_outputs(w);
+        }
+        broken = false;
+        rd_err_clear(&err);
+        token[0] = '\0';
     }
+    s->defer = false;
     if (broken || err.code != RD_OK) {
-        if (!sqlite3_get_autocommit(s->wdb))
+        if (!store_db_autocommit(s->wdb))
             wexec(s, "ROLLBACK");
         fail_uncommitted(head, &err);
         org_seqs_finish(s, false);
         pending_finish(s, false);
+        /* after a lost connection, what this process remembers of the
+         * database may be stale: read the counters afresh */
+        if (store_db_errcode(s->wdb) == STORE_DB_CANTOPEN || err.code == RD_UNAVAILABLE) {
+            org_seqs_forget(s);
+            s->pg_reclaim = is_pg(s);
+        }
     } else {
         advanced = org_seqs_finish(s, true);
         pending_finish(s, true);

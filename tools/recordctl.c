@@ -100,7 +100,7 @@ static void usage(FILE *out)
         "      the error catalogue as Markdown (docs/errors.md), or the entry of CODE\n\n"
         "Common options (each also read from its RECORDD_* variable):\n"
         "  --dir DIR             where init puts everything [./var]\n"
-        "  --db PATH             [DIR/recordd.db]      (RECORDD_DB)\n"
+        "  --db PATH|URI         [DIR/recordd.db]      (RECORDD_DB; sqlite:PATH, postgres://...)\n"
         "  --pepper-file PATH    [DIR/pepper]          (RECORDD_PEPPER_FILE)\n"
         "  --signing-key PATH    [DIR/signing.key]     (RECORDD_SIGNING_KEY)\n"
         "  --trusted-keys PATH   [DIR/trusted-keys]    (RECORDD_TRUSTED_KEYS)\n"
@@ -172,8 +172,9 @@ static int mkdir_p(const char *dir, mode_t mode)
 
 static rd_code open_store(const ctl *c, store **out, rd_err *err)
 {
-    store_options so = {.path = c->db, .sync_normal = false, .max_batch = 0};
-    if (svc_config_make_db_dir(c->db, err) != RD_OK)
+    store_options so = {.path = c->db, .sync_normal = false, .max_batch = 0, .tool = true};
+    const char *file = store_target_file(c->db);
+    if (file != NULL && svc_config_make_db_dir(file, err) != RD_OK)
         return err->code;
     return store_open(&so, out, err);
 }
@@ -673,19 +674,25 @@ static int cmd_backup(const ctl *c)
         fprintf(stderr, "recordctl: backup needs --out FILE\n");
         return 2;
     }
+    const char *file = store_target_file(c->db);
+    if (file == NULL) {
+        fprintf(stderr, "recordctl: backup copies a SQLite database; for PostgreSQL use its own "
+                        "tools: pg_dump (a logical copy) or pg_basebackup (a physical one)\n");
+        return 2;
+    }
     int64_t t0 = rd_now_us();
-    if (store_backup(c->db, c->out, &pages, &err) != RD_OK)
+    if (store_backup(file, c->out, &pages, &err) != RD_OK)
         return fail("backup failed", &err);
     int64_t ms = (rd_now_us() - t0) / 1000;
     if (c->json) {
-        json_t *o = json_pack("{s:s,s:s,s:I,s:I}", "db", c->db, "out", c->out, "pages",
+        json_t *o = json_pack("{s:s,s:s,s:I,s:I}", "db", file, "out", c->out, "pages",
                               (json_int_t)pages, "ms", (json_int_t)ms);
         char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
         printf("%s\n", s ? s : "{}");
         free(s);
         json_decref(o);
     } else {
-        fprintf(stderr, "backed up %s to %s (%lld pages, %lld ms, integrity ok)\n", c->db, c->out,
+        fprintf(stderr, "backed up %s to %s (%lld pages, %lld ms, integrity ok)\n", file, c->out,
                 (long long)pages, (long long)ms);
     }
     return 0;
@@ -1168,6 +1175,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    for (int i = 2; i < argc; i++) /* the --db password, out of ps's sight */
+        store_target_scrub(argv[i]);
     if (strcmp(cmd, "init") == 0 && c.n_args == 0)
         return cmd_init(&c);
     if (strcmp(cmd, "backup") == 0 && c.n_args == 0)

@@ -6,6 +6,9 @@
 - school           (module)   one server per test module with the students +
                               enrollments schema pushed; tests sharing it use
                               unique ids and emails
+
+The marker sqlite_only(reason) skips a test when the suite runs on
+PostgreSQL (RECORDD_TEST_BACKEND=postgres): it tests the SQLite file itself.
 """
 
 from __future__ import annotations
@@ -24,6 +27,40 @@ def pytest_configure(config):
     # Generate the protobuf modules before collection, so test modules can use
     # the message classes at import time (parametrize lists etc.).
     harness.pb.ensure()
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): tests the SQLite database file itself (its modes, WAL, backups, a "
+        "full disk under it); skipped when RECORDD_TEST_BACKEND=postgres")
+
+
+def _sqlite_only_reason(item) -> "str | None":
+    """The reason of item's sqlite_only marker; a marker without one is a
+    usage error on every backend, so it is caught before a PostgreSQL run."""
+    m = item.get_closest_marker("sqlite_only")
+    if m is None:
+        return None
+    reason = m.kwargs.get("reason") or (m.args[0] if m.args else "")
+    if not reason:
+        raise pytest.UsageError(f"{item.nodeid}: @pytest.mark.sqlite_only needs a reason")
+    return reason
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skips the sqlite_only tests on another backend."""
+    for item in items:
+        reason = _sqlite_only_reason(item)
+        if reason is not None and harness.BACKEND != "sqlite":
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {reason}"))
+
+
+def pytest_report_header(config):
+    if harness.BACKEND != "sqlite":
+        return f"recordd storage backend: {harness.BACKEND}"
+    return None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    # After every fixture's teardown: no server is left using the cluster.
+    harness.stop_backend()
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,10 @@ Everything here talks to the real binary over real gRPC:
                     initialised by ``recordctl init`` (its admin API key is
                     ``Server.admin_key``; every call carries it unless told
                     otherwise, see ``Server.call`` and ``Server.as_``);
+- ``BACKEND``       the database the servers run on: "sqlite" (a file in the
+                    server's temp dir), or with RECORDD_TEST_BACKEND=postgres a
+                    database of its own in a session-wide throw-away cluster
+                    (tests/pg/pgcluster.py); ``Server.sql`` queries either;
 - ``error_details`` / ``expect_error``  decode ``grpc-status-details-bin``;
 - small builders for Structs, schemas and requests.
 
@@ -46,6 +50,12 @@ PY_OUT = BUILD / "py"
 
 GOOGLEAPIS = Path("/usr/share/gocode/src/github.com/gogo/googleapis")
 GRPC_PROTO = Path("/usr/share/grpc-proto")
+
+# The storage backend every harness server runs on: RECORDD_TEST_BACKEND
+# ("sqlite", the default, or "postgres"; `make e2e-pg`).
+BACKEND = os.environ.get("RECORDD_TEST_BACKEND") or "sqlite"
+if BACKEND not in ("sqlite", "postgres"):
+    raise RuntimeError(f"RECORDD_TEST_BACKEND={BACKEND!r}: expected sqlite or postgres")
 
 # Generous guards against a hung server; no assertion depends on them.
 START_TIMEOUT = 30.0
@@ -280,13 +290,107 @@ class CtlError(RuntimeError):
 
 def recordctl(*args: str, check: bool = True, env: Optional[dict] = None) -> subprocess.CompletedProcess:
     """Runs build/recordctl with args; raises CtlError (with its stderr) on a
-    non-zero exit when check is set."""
+    non-zero exit when check is set. env (default: ours) gains what the
+    backend needs, see child_env."""
     if not RECORDCTL.exists():
         pytest.fail(f"recordctl not found at {RECORDCTL} (build it with `make`)")
-    res = subprocess.run([str(RECORDCTL), *args], capture_output=True, text=True, timeout=60, env=env)
+    res = subprocess.run([str(RECORDCTL), *args], capture_output=True, text=True, timeout=60, env=child_env(env))
     if check and res.returncode != 0:
         raise CtlError(f"recordctl {' '.join(args)} exited {res.returncode}:\n{res.stderr}")
     return res
+
+
+# ---------------------------------------------------------------------------
+# Backends: where a server's database lives
+# ---------------------------------------------------------------------------
+
+
+class _PgDatabases:
+    """The session's PostgreSQL cluster, started when the first server needs
+    a database (a run on SQLite never starts one), and the databases handed
+    out: "r1", "r2", ... one per Server, never reused by another, so each
+    server starts as empty as a new SQLite file. They are made BATCH at a
+    time (one psql for several saves about a third of the ~0.16 s each
+    costs) and not dropped: the whole cluster goes at the end of the
+    session (stop(), called by conftest.py; PgCluster's atexit hook covers
+    any other way out)."""
+
+    BATCH = 4
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cluster = None
+        self._count = 0
+        self._ready: list[str] = []  # made, not handed out yet
+
+    def cluster(self):
+        with self._lock:
+            if self._cluster is None:
+                pgcluster = _load_by_path("rd_e2e_pgcluster", REPO / "tests" / "pg" / "pgcluster.py")
+                _stop_on_sigterm()
+                self._cluster = pgcluster.PgCluster().start()
+            return self._cluster
+
+    def new_database(self) -> str:
+        """A database no server has used; returns its URI (no password in it)."""
+        cluster = self.cluster()
+        with self._lock:
+            if not self._ready:
+                names = [f"r{self._count + i}" for i in range(1, self.BATCH + 1)]
+                cluster.create_database(*names)
+                self._count += self.BATCH
+                self._ready = names
+            return cluster.uri(self._ready.pop(0))
+
+    def stop(self) -> None:
+        with self._lock:
+            cluster, self._cluster = self._cluster, None
+        if cluster is not None:
+            cluster.stop()
+
+
+_pg = _PgDatabases()
+
+
+def _stop_on_sigterm() -> None:
+    """Makes SIGTERM (a CI timeout, say) end the session like Ctrl-C does, so
+    fixtures are torn down and the cluster is stopped: the default action
+    would kill us outright, skipping atexit. Only when nobody else handles
+    SIGTERM, and only from the main thread (where signal handlers live)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        def interrupt(signum, _frame):
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+def stop_backend() -> None:
+    """End of session: stops the PostgreSQL cluster if one was started."""
+    _pg.stop()
+
+
+def fresh_db(workdir: Path) -> str:
+    """The --db value of a new, empty database: <workdir>/r.db on SQLite, a
+    new database of the session's cluster on PostgreSQL. For tests that run
+    recordd or recordctl themselves; pass child_env() to them as well."""
+    if BACKEND == "postgres":
+        return _pg.new_database()
+    return str(Path(workdir) / "r.db")
+
+
+def child_env(base: Optional[dict] = None) -> Optional[dict]:
+    """The environment for a recordd or recordctl process: base (default:
+    ours) plus what the backend needs to log in (PGPASSFILE). On SQLite
+    base as given: None (inherit ours) stays None."""
+    if BACKEND != "postgres":
+        return base
+    return {**(os.environ if base is None else base), **_pg.cluster().env()}
+
+
+def _pg_dbname(uri: str) -> str:
+    return uri.rsplit("/", 1)[1]
 
 
 # ---------------------------------------------------------------------------
@@ -319,13 +423,18 @@ class Server:
     """One recordd process: ``build/recordd --grpc-listen 127.0.0.1:0 --db
     <dir>/r.db --workers 2``. ``start()`` waits for the "listening" log line
     (the bound address is its "grpc" member) and for health Check == SERVING.
-    stderr goes to ``<dir>/stderr-N.log`` (one file per start)."""
+    stderr goes to ``<dir>/stderr-N.log`` (one file per start).
+
+    On PostgreSQL ``--db`` is instead the URI of a database made for this
+    Server just before its first start (``db``); restarts reuse it, like
+    the file. ``db_path`` (the SQLite file) then raises: a test that needs
+    the file is marked sqlite_only; ``sql()`` reads either backend."""
 
     def __init__(self, workdir: Path, extra_args: tuple[str, ...] = (), tls: Optional["ClientTLS"] = None) -> None:
         self.tls = tls  # set: the server runs with --tls-*; the harness connects with these
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.db_path = self.dir / "r.db"
+        self._db: Optional[str] = None  # the --db value, see db
         self.var = self.dir / "var"  # recordctl init --dir: pepper, keys, admin.key
         self.admin_key: Optional[str] = None
         self.extra_args = tuple(extra_args)
@@ -339,6 +448,58 @@ class Server:
         self.log_path: Optional[Path] = None
         self.startup: dict = {}
 
+    # -- the database ---------------------------------------------------------
+
+    @property
+    def db(self) -> str:
+        """The --db value this server (and recordctl on its behalf) uses: made
+        on first use (fresh_db), then kept, so a restart finds the same data."""
+        if self._db is None:
+            self._db = fresh_db(self.dir)
+        return self._db
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite database file (on SQLite only)."""
+        if BACKEND != "sqlite":
+            raise RuntimeError(f"db_path is the SQLite file, and this run is on {BACKEND}: mark the test "
+                               "@pytest.mark.sqlite_only(reason) or use Server.sql()")
+        return self.dir / "r.db"
+
+    def sql(self, query: str) -> list[tuple]:
+        """The rows of one read-only query on this server's database, on
+        either backend (the tables are the store's own, e.g. _rd_sync_log):
+        SQLite opens the file read-only beside the running server, PostgreSQL
+        runs the query through psql in a read-only transaction. Plain column
+        values (integers, reals, text) come back alike from both; on
+        PostgreSQL each row goes through JSON, so give columns distinct names."""
+        if BACKEND == "sqlite":
+            import sqlite3
+
+            db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True)
+            try:
+                return db.execute(query).fetchall()
+            finally:
+                db.close()
+        wrapped = f"SELECT coalesce(json_agg(row_to_json(q)), '[]') FROM ({query}) q"
+        out = _pg.cluster().psql(wrapped, dbname=_pg_dbname(self.db), read_only=True)
+        return [tuple(row.values()) for row in json.loads(out)]
+
+    def sql_write(self, statement: str) -> None:
+        """Runs one statement that changes this server's database and commits
+        it (what an operator or a pruner might do behind the server's back)."""
+        if BACKEND == "sqlite":
+            import sqlite3
+
+            db = sqlite3.connect(str(self.db_path), timeout=10)
+            try:
+                db.execute(statement)
+                db.commit()
+            finally:
+                db.close()
+            return
+        _pg.cluster().psql(statement, dbname=_pg_dbname(self.db))
+
     # -- lifecycle --------------------------------------------------------
 
     def start(self) -> "Server":
@@ -350,11 +511,12 @@ class Server:
         self.log_path = self.dir / f"stderr-{self.starts}.log"
         log = open(self.log_path, "wb")
         cmd = [str(BIN), "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
-               "--db", str(self.db_path), "--workers", "2",
+               "--db", self.db, "--workers", "2",
                "--pepper-file", str(self.var / "pepper"), "--signing-key", str(self.var / "signing.key"),
                "--trusted-keys", str(self.var / "trusted-keys"), *self.extra_args]
         try:
-            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir)
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.dir,
+                                         env=child_env())
         finally:
             log.close()
         try:
@@ -423,7 +585,7 @@ class Server:
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """recordctl on this server's database and key files."""
-        return recordctl(*args, "--dir", str(self.var), "--db", str(self.db_path), check=check)
+        return recordctl(*args, "--dir", str(self.var), "--db", self.db, check=check)
 
     def create_key(self, org: str = "default", role: str = "admin", caps: Any = None, test: bool = False) -> dict:
         """`recordctl key create`: {"key_id", "org", "role", "key"}."""

@@ -31,6 +31,8 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
 
+@pytest.mark.sqlite_only("fills a tmpfs holding the SQLite file; a PostgreSQL database lives in the cluster's "
+                         "data directory, which the test cannot fill")
 def test_full_disk_is_unavailable_not_ready_and_recovers(small_disk):
     filler = small_disk / "filler"
     filler.write_bytes(b"\0" * (10 << 20))  # leaves about 6 MB for the database

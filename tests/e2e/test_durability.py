@@ -1,10 +1,10 @@
 """Crash durability (DESIGN.md §4): a CONFIRMED receipt means the commit is
-on disk. Writers run against the server with synchronous=FULL (the default),
-the process is killed with SIGKILL in the middle of the load, a new process
-opens the same file, and every write that was confirmed must be there with
-its sync id. Sync ids are never handed out twice and have no gaps."""
+on disk. Writers run against the server with synchronous=FULL (the default;
+on PostgreSQL a commit is durable when it returns), the process is killed
+with SIGKILL in the middle of the load, a new process opens the same
+database, and every write that was confirmed must be there with its sync
+id. Sync ids are never handed out twice and have no gaps."""
 
-import sqlite3
 import threading
 import time
 
@@ -52,12 +52,8 @@ def _writer(srv, k, confirmed, lock, errors):
         step += 1
 
 
-def _sync_log(db_path):
-    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        return dict(con.execute("SELECT sync_id, record_id FROM _rd_sync_log").fetchall())
-    finally:
-        con.close()
+def _sync_log(srv):
+    return dict(srv.sql("SELECT sync_id, record_id FROM _rd_sync_log"))
 
 
 def test_confirmed_writes_survive_sigkill(tmp_path):
@@ -91,7 +87,7 @@ def test_confirmed_writes_survive_sigkill(tmp_path):
             assert rec.version >= version, (rid, rec.version, version)
             assert rec.sync_id >= sync_id, (rid, rec.sync_id, sync_id)
 
-        log = _sync_log(srv.db_path)
+        log = _sync_log(srv)
         for rid, (sync_id, _) in confirmed.items():
             assert log.get(sync_id) == rid, f"confirmed sync id {sync_id} of {rid} not logged"
         ids = sorted(log)

@@ -36,6 +36,7 @@ def test_init_creates_a_missing_directory_private(tmp_path, loose_umask):
     assert mode(d) == 0o700
 
 
+@pytest.mark.sqlite_only("modes of the SQLite file, its -wal and -shm files and a `recordctl backup` copy")
 def test_database_wal_shm_and_backup_are_0600(tmp_path, loose_umask):
     srv = h.Server(tmp_path / "recordd").start()
     try:

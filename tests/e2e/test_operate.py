@@ -167,10 +167,10 @@ def test_log_level_warn_drops_request_lines_and_bad_levels_are_refused(tmp_path)
     with open(err, "wb") as f:
         proc = subprocess.Popen(
             [str(h.BIN), "--grpc-listen", f"127.0.0.1:{port}", "--http-listen", "127.0.0.1:0", "--db",
-             str(srv.db_path), "--pepper-file",
+             srv.db, "--pepper-file",
              str(srv.var / "pepper"), "--signing-key", str(srv.var / "signing.key"), "--trusted-keys",
              str(srv.var / "trusted-keys")],
-            stdout=f, stderr=f, env={**os.environ, "RECORDD_LOG_LEVEL": "warn"})
+            stdout=f, stderr=f, env=h.child_env({**os.environ, "RECORDD_LOG_LEVEL": "warn"}))
     try:
         ch = grpc.insecure_channel(f"127.0.0.1:{port}")
         check = ch.unary_unary("/grpc.health.v1.Health/Check", request_serializer=lambda m: m.SerializeToString(),
@@ -263,6 +263,8 @@ def test_reflection_describes_every_service_including_health_and_itself(school, 
 # ---- backup ------------------------------------------------------------------------------
 
 
+@pytest.mark.sqlite_only("`recordctl backup` is SQLite's online backup into a file, checked with the sqlite3 "
+                         "module and served again by copying the file")
 def test_online_backup_while_writers_run(server_factory, tmp_path):
     srv = server_factory()
     srv.push_schema([THING])

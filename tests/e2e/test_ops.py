@@ -212,15 +212,17 @@ def test_a_listen_failure_names_its_cause(tmp_path, flag):
     holder.bind(("127.0.0.1", 0))
     holder.listen(1)
     port = holder.getsockname()[1]
-    subprocess.run([str(h.RECORDCTL), "init", "--dir", str(tmp_path / "var"), "--db", str(tmp_path / "r.db")],
-                   capture_output=True, check=True)
-    base = [str(h.BIN), "--db", str(tmp_path / "r.db"), "--pepper-file", str(tmp_path / "var" / "pepper"),
+    db = h.fresh_db(tmp_path)
+    subprocess.run([str(h.RECORDCTL), "init", "--dir", str(tmp_path / "var"), "--db", db],
+                   capture_output=True, check=True, env=h.child_env())
+    base = [str(h.BIN), "--db", db, "--pepper-file", str(tmp_path / "var" / "pepper"),
             "--signing-key", str(tmp_path / "var" / "signing.key"),
             "--trusted-keys", str(tmp_path / "var" / "trusted-keys"),
             "--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"]
     try:
         for addr, cause in ((f"127.0.0.1:{port}", "in use"), ("192.0.2.1:0", "not an address of this machine")):
-            res = subprocess.run(base + [flag, addr], capture_output=True, text=True, timeout=30)
+            res = subprocess.run(base + [flag, addr], capture_output=True, text=True, timeout=30,
+                                 env=h.child_env())
             assert res.returncode == 1, res.stderr
             assert f"cannot listen on {addr}: " in res.stderr and cause in res.stderr, res.stderr
     finally:

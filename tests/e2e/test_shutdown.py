@@ -130,9 +130,10 @@ def test_sigterm_while_16_clients_write_keeps_every_confirmed_write(server_facto
 
     confirmed = [rid for w in writers for rid in w.confirmed]
     assert len(confirmed) >= 50
-    # The database was checkpointed and closed: no WAL content is left.
-    wal = srv.db_path.with_name(srv.db_path.name + "-wal")
-    assert not wal.exists() or wal.stat().st_size == 0, f"WAL left with {wal.stat().st_size} bytes"
+    if h.BACKEND == "sqlite":
+        # The database was checkpointed and closed: no WAL content is left.
+        wal = srv.db_path.with_name(srv.db_path.name + "-wal")
+        assert not wal.exists() or wal.stat().st_size == 0, f"WAL left with {wal.stat().st_size} bytes"
 
     missing = read_back(srv, confirmed)
     assert not missing, f"{len(missing)} of {len(confirmed)} confirmed writes are missing: {missing[:5]}"
@@ -168,11 +169,12 @@ def test_second_signal_forces_exit_without_corrupting_the_database(server_factor
     if rc != 0:
         assert "second signal" in srv.log_path.read_text()
 
-    db = sqlite3.connect(f"file:{srv.db_path}?mode=ro", uri=True)
-    try:
-        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    finally:
-        db.close()
+    if h.BACKEND == "sqlite":  # PostgreSQL keeps its own files whole whatever a client does
+        db = sqlite3.connect(f"file:{srv.db_path}?mode=ro", uri=True)
+        try:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        finally:
+            db.close()
     confirmed = [rid for w in writers for rid in w.confirmed]
     missing = read_back(srv, confirmed)
     assert not missing, f"{len(missing)} of {len(confirmed)} confirmed writes are missing: {missing[:5]}"

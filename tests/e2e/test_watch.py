@@ -5,7 +5,6 @@ filters, a group-scoped token, tenancy, tombstones, a cursor in the future,
 retention (FAILED_PRECONDITION) and a clean end on shutdown."""
 
 import signal
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -260,10 +259,7 @@ def test_retention_failed_precondition(server):
     server.push_schema([TAGS])
     for i in range(5):
         server.create("tags", {"name": str(i)})
-    db = sqlite3.connect(str(server.db_path), timeout=10)
-    db.execute("DELETE FROM _rd_sync_log WHERE sync_id <= 3")  # what a pruner would do
-    db.commit()
-    db.close()
+    server.sql_write("DELETE FROM _rd_sync_log WHERE sync_id <= 3")  # what a pruner would do
     w = Watch(server, since=1)
     assert w.ended.wait(10)
     assert w.error is not None and w.error.code() == grpc.StatusCode.FAILED_PRECONDITION

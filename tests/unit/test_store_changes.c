@@ -6,6 +6,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -253,7 +254,7 @@ static void test_feed_query_uses_the_org_index(void **state)
     (void)state;
     sqlite3_stmt *st = NULL;
     assert_int_equal(
-        sqlite3_prepare_v2(fx->c->db,
+        sqlite3_prepare_v2(store_sqlite_handle(fx->c->db),
                            "EXPLAIN QUERY PLAN SELECT sync_id, server_tx_id, model, record_id, op,"
                            " fields, actor, grp, committed_at, data FROM _rd_sync_log"
                            " WHERE sync_id > ?1 AND sync_id <= ?2 AND org = ?3 ORDER BY sync_id",
