@@ -89,6 +89,7 @@ typedef struct pg_db {
     struct pg_st **owed; /* per result owed: the statement a prepare is for, or NULL */
     int cap_owed;
     bool deferred_failed; /* one failed: the transaction is aborted */
+    bool broken;          /* a pipeline broke off: reset before the next command */
     int64_t retry_at_us;  /* after a failed reconnection: no attempt before */
     int64_t backoff_us;   /* the wait after the last failed attempt */
 } pg_db;
@@ -139,9 +140,11 @@ static pg_st *pgst(store_dbst *st)
     return (pg_st *)st;
 }
 
+/* Lost, or left unusable by a pipeline that broke off (db->broken): the
+ * next command outside a transaction reconnects. */
 static bool conn_bad(pg_db *db)
 {
-    return PQstatus(db->conn) != CONNECTION_OK;
+    return db->broken || PQstatus(db->conn) != CONNECTION_OK;
 }
 
 /* ---- errors ---------------------------------------------------------------- */
@@ -370,6 +373,7 @@ static int before(pg_db *db, pg_kind kind)
     int64_t now = rd_now_us();
     if (now < db->retry_at_us)
         return fail(db, STORE_DB_CANTOPEN, "the database is unreachable; reconnecting");
+    db->broken = false;
     PQreset(db->conn);
     if (conn_bad(db)) {
         char why[512];
@@ -380,8 +384,10 @@ static int before(pg_db *db, pg_kind kind)
         db->retry_at_us = rd_now_us() + db->backoff_us;
         return fail(db, STORE_DB_CANTOPEN, "cannot reconnect to the database: %s", why);
     }
+    if (PQpipelineStatus(db->conn) != PQ_PIPELINE_OFF)
+        PQexitPipelineMode(db->conn);
     db->backoff_us = db->retry_at_us = 0;
-    db->pipe = db->deferred_failed = false;
+    db->pipe = db->deferred_failed = db->broken = false;
     db->npending = 0;
     db->epoch++;
     db->ndead = 0; /* the old session's statements went with it */
@@ -927,8 +933,13 @@ static int pipe_collect(pg_db *db, PGresult **mine)
         if (t == PGRES_PIPELINE_SYNC)
             break;
     }
+    /* a pipeline that broke off (the server went away mid-answer, often
+     * before libpq saw the socket close) leaves libpq in pipeline mode,
+     * where every later command would fail: the connection is reset */
     if (rc == STORE_DB_OK && PQexitPipelineMode(db->conn) != 1)
-        rc = fail(db, STORE_DB_ERROR, "cannot leave pipeline mode");
+        rc = fail(db, STORE_DB_CANTOPEN, "cannot leave pipeline mode");
+    if (rc == STORE_DB_CANTOPEN || PQpipelineStatus(db->conn) != PQ_PIPELINE_OFF)
+        db->broken = true;
     db->pipe = false;
     db->npending = 0;
     if (rc != STORE_DB_OK && mine != NULL) {
