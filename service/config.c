@@ -38,6 +38,9 @@ static const opt opts[] = {
      "in PGPASSFILE or PGPASSWORD, not in the URI) [./var/recordd.db]"},
     {"workers", "RECORDD_WORKERS", INT(workers, 1, 1024),
      "worker threads running handlers [number of CPUs, at least 2]"},
+    {"db-pool-size", "RECORDD_DB_POOL_SIZE", INT(db_pool_size, 0, 10000),
+     "PostgreSQL: the most read connections open at once; calls wait up to 5 s for a free "
+     "one (besides: one writer connection, one for the change feed) [workers + 4]"},
     {"max-message-bytes", "RECORDD_MAX_MESSAGE_BYTES", INT(max_message_bytes, 1024, 1 << 30),
      "largest gRPC message received or sent, in bytes [4194304]"},
     {"sync", "RECORDD_SYNC", OPT_SYNC, offsetof(svc_config, sync_normal), 0, 0, 0,

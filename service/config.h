@@ -15,8 +15,9 @@
 
 typedef struct svc_config {
     char grpc_listen[256];               /* host:port; port 0 picks a free one */
-    char db[1024];                       /* SQLite database file */
+    char db[1024];                       /* the database: a SQLite path or a PostgreSQL URI */
     int workers;                         /* worker threads, 1..1024 */
+    int db_pool_size;                    /* PostgreSQL read connections; 0 = workers + 4 */
     int max_message_bytes;               /* gRPC receive and send limit */
     bool sync_normal;                    /* synchronous=NORMAL instead of FULL */
     int shutdown_grace_s;                /* seconds in-flight calls get on SIGTERM */

@@ -177,7 +177,10 @@ int main(int argc, char **argv)
         log_json("error", err.msg, json_pack("{s:s}", "db", db_shown));
         goto done;
     }
-    store_options so = {.path = cfg.db, .sync_normal = cfg.sync_normal, .max_batch = 0};
+    store_options so = {.path = cfg.db,
+                        .sync_normal = cfg.sync_normal,
+                        .max_batch = 0,
+                        .pool_size = cfg.db_pool_size > 0 ? cfg.db_pool_size : cfg.workers + 4};
     if (store_open(&so, &db, &err) != RD_OK) {
         log_json("error", "cannot open the database",
                  json_pack("{s:s,s:s,s:s}", "db", db_shown, "code", rd_code_str(err.code), "error",

@@ -493,6 +493,8 @@ static void *worker_main(void *arg)
             run_message(c);
         else
             run_request(c);
+        if (s->ctx->db != NULL) /* a pooled database connection serves the next call */
+            store_conn_release(s->ctx->db);
         svc_call_release(c); /* the work reference */
     }
     return NULL;

@@ -348,6 +348,8 @@ char *svc_metrics_render(store *db, size_t *len)
             orgs.p != NULL ? orgs.p : "");
     }
     free(orgs.p);
+    if (conn != NULL)
+        store_conn_release(db);
 
     if (db != NULL) {
         store_batch_stats st;

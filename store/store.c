@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <limits.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
 
@@ -355,10 +356,10 @@ bool store_ready(store *s)
     rd_err err;
     store_conn *c = store_thread_conn(s, &err);
     store_dbst *st = NULL;
-    if (c == NULL || store_stmt_get(&c->cache, "SELECT 1", &st) != STORE_DB_OK)
-        return false;
-    bool up = store_db_step(st) == STORE_DB_ROW;
+    bool up = c != NULL && store_stmt_get(&c->cache, "SELECT 1", &st) == STORE_DB_OK &&
+              store_db_step(st) == STORE_DB_ROW;
     store_stmt_put(st);
+    store_conn_release(s);
     return up;
 }
 
@@ -777,6 +778,8 @@ done:
     return code;
 }
 
+static void pool_close(store *s);
+
 static void store_free(store *s)
 {
     if (s->wdb != NULL) {
@@ -797,6 +800,9 @@ static void store_free(store *s)
     pthread_mutex_destroy(&s->cmu);
     pthread_cond_destroy(&s->ccv);
     pthread_mutex_destroy(&s->smu);
+    pool_close(s);
+    pthread_mutex_destroy(&s->pmu);
+    pthread_cond_destroy(&s->pcv);
     free(s->pending);
     free(s->path);
     free(s);
@@ -822,7 +828,11 @@ rd_code store_open(const store_options *opt, store **out, rd_err *err)
     pthread_mutex_init(&s->cmu, NULL);
     pthread_cond_init(&s->ccv, NULL);
     pthread_mutex_init(&s->smu, NULL);
+    pthread_mutex_init(&s->pmu, NULL);
+    pthread_cond_init(&s->pcv, NULL);
     s->path = strdup(opt->path);
+    if (store_target_file(opt->path) == NULL)
+        s->pool_max = opt->pool_size > 0 ? opt->pool_size : 8;
     s->sync_normal = opt->sync_normal;
     s->max_batch = opt->max_batch > 0 ? opt->max_batch : STORE_DEFAULT_BATCH;
     s->empty = store_schema_new();
@@ -910,14 +920,78 @@ void store_conn_close(store_conn *c)
     free(c);
 }
 
-/* The calling thread's read connection (store_thread_conn), closed by the
- * key's destructor when the thread exits. */
+/* ---- the read connections of a database server: a pool ------------------------------
+ * At most pool_max are open; a thread takes one on its first read of a
+ * call (store_thread_conn) and gives it back when the call ends
+ * (store_conn_release). A thread that finds none free waits up to
+ * STORE_POOL_WAIT_S, then gets RD_UNAVAILABLE. */
+#define STORE_POOL_WAIT_S 5
+
+static store_conn *pool_take(store *s, rd_err *err)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += STORE_POOL_WAIT_S;
+    pthread_mutex_lock(&s->pmu);
+    while (s->idle == NULL && s->pool_open >= s->pool_max)
+        if (pthread_cond_timedwait(&s->pcv, &s->pmu, &until) != 0 && s->idle == NULL &&
+            s->pool_open >= s->pool_max) {
+            pthread_mutex_unlock(&s->pmu);
+            rd_errf(err, RD_UNAVAILABLE, NULL,
+                    "all %d database connections are in use; retry later", s->pool_max);
+            return NULL;
+        }
+    store_conn *c = s->idle;
+    if (c != NULL)
+        s->idle = c->next_idle;
+    else
+        s->pool_open++;
+    pthread_mutex_unlock(&s->pmu);
+    if (c == NULL && store_conn_open(s, &c, err) != RD_OK) {
+        pthread_mutex_lock(&s->pmu);
+        s->pool_open--;
+        pthread_cond_signal(&s->pcv);
+        pthread_mutex_unlock(&s->pmu);
+        return NULL;
+    }
+    c->pooled = true;
+    c->next_idle = NULL;
+    return c;
+}
+
+static void pool_give(store_conn *c)
+{
+    store *s = c->s;
+    if (!store_db_autocommit(c->db))
+        store_conn_exec(c, "ROLLBACK");
+    pthread_mutex_lock(&s->pmu);
+    c->next_idle = s->idle;
+    s->idle = c;
+    pthread_cond_signal(&s->pcv);
+    pthread_mutex_unlock(&s->pmu);
+}
+
+static void pool_close(store *s)
+{
+    for (store_conn *c = s->idle, *next; c != NULL; c = next) {
+        next = c->next_idle;
+        store_conn_close(c);
+    }
+    s->idle = NULL;
+}
+
+/* The calling thread's read connection (store_thread_conn): a pooled one
+ * goes back to its pool when the thread exits, another is closed. */
 static pthread_key_t thread_conn_key;
 static pthread_once_t thread_conn_once = PTHREAD_ONCE_INIT;
 
-static void thread_conn_destroy(void *c)
+static void thread_conn_destroy(void *arg)
 {
-    store_conn_close(c);
+    store_conn *c = arg;
+    if (c->pooled)
+        pool_give(c);
+    else
+        store_conn_close(c);
 }
 
 static void thread_conn_key_init(void)
@@ -930,13 +1004,30 @@ store_conn *store_thread_conn(store *s, rd_err *err)
     pthread_once(&thread_conn_once, thread_conn_key_init);
     store_conn *c = pthread_getspecific(thread_conn_key);
     if (c != NULL && c->serial != s->serial) { /* left by a store closed since */
-        store_conn_close(c);
+        if (!c->pooled)                        /* (a pooled one went with its store) */
+            store_conn_close(c);
         pthread_setspecific(thread_conn_key, NULL);
         c = NULL;
     }
-    if (c == NULL && store_conn_open(s, &c, err) == RD_OK)
+    if (c != NULL)
+        return c;
+    if (s->pool_max > 0)
+        c = pool_take(s, err);
+    else if (store_conn_open(s, &c, err) != RD_OK)
+        c = NULL;
+    if (c != NULL)
         pthread_setspecific(thread_conn_key, c);
     return c;
+}
+
+void store_conn_release(store *s)
+{
+    pthread_once(&thread_conn_once, thread_conn_key_init);
+    store_conn *c = pthread_getspecific(thread_conn_key);
+    if (c == NULL || !c->pooled || c->serial != s->serial)
+        return;
+    pthread_setspecific(thread_conn_key, NULL);
+    pool_give(c);
 }
 
 /* Runs a cached statement that returns no rows. */

@@ -1,4 +1,5 @@
-/* store: recordd's storage on SQLite (DESIGN.md §5). Owns every SQL
+/* store: recordd's storage on SQLite or PostgreSQL (DESIGN.md §5; the
+ * database driver is chosen by the target, store/db.h). Owns every SQL
  * statement and connection: the schema registry (one schema per
  * organisation), a table per (organisation, model), the sync log, and a
  * single writer thread that group-commits queued writes.
@@ -158,6 +159,10 @@ typedef struct store_options {
     /* a tool's store (recordctl): on PostgreSQL it does not claim the
      * database's one writer slot, so it may run beside the server */
     bool tool;
+    /* a database server: the most read connections open at once (threads
+     * borrow one per call, store_thread_conn); 0 = 8. SQLite keeps one
+     * per thread. */
+    int pool_size;
 } store_options;
 
 rd_code store_open(const store_options *opt, store **out, rd_err *err);
@@ -180,6 +185,10 @@ void store_conn_close(store_conn *c);
  * closes: the server's workers do). A connection a thread kept from a store
  * closed since is replaced. NULL with err set when it cannot be opened. */
 store_conn *store_thread_conn(store *s, rd_err *err);
+/* The end of the calling thread's use of its read connection for now (the
+ * end of a call): a pooled one (a database server's) goes back to the
+ * pool; a thread's own SQLite connection stays. */
+void store_conn_release(store *s);
 
 /* Reads one record in one snapshot together with the highest committed sync
  * id (*read_at). RD_NOT_FOUND for an unknown model or id. */

@@ -235,6 +235,13 @@ struct store {
     bool idem_ready;            /* writer: _rd_idempotency exists */
     store_prune_pace idem_pace; /* writer: expired keys' pruning */
 
+    /* a database server's read connections (store.c): at most pool_max
+     * open (0: one per thread, SQLite), the idle ones chained */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv;
+    struct store_conn *idle;
+    int pool_open, pool_max;
+
     /* published schema snapshots */
     pthread_mutex_t smu;
     store_snap *snaps;
@@ -245,6 +252,8 @@ struct store {
 struct store_conn {
     store *s;
     uint64_t serial; /* s->serial when opened */
+    bool pooled;     /* from s's pool (store_thread_conn) */
+    struct store_conn *next_idle;
     store_db *db;
     store_stmt_cache cache;
 };

@@ -21,6 +21,7 @@
  *  - the credential generation's triggers. */
 #include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -569,16 +570,69 @@ static const char u_v3[] = "{\"models\":[{\"name\":\"u\",\"fields\":["
                            "{\"name\":\"v\",\"type\":\"STRING\"},"
                            "{\"name\":\"w\",\"type\":\"STRING\"}]}]}";
 
-static void reopen(void)
+static void reopen_pooled(int pool_size)
 {
     rd_err err;
     store_conn_close(fx->c);
     store_close(fx->s);
-    store_options o = {.path = fx->uri};
+    store_options o = {.path = fx->uri, .pool_size = pool_size};
     if (store_open(&o, &fx->s, &err) != RD_OK)
         fail_msg("store_open: %s", err.msg);
     if (store_conn_open(fx->s, &fx->c, &err) != RD_OK)
         fail_msg("store_conn_open: %s", err.msg);
+}
+
+static void reopen(void)
+{
+    reopen_pooled(0);
+}
+
+/* ---- the read pool ------------------------------------------------------------ */
+
+typedef struct taker {
+    store *s;
+    store_conn *_Atomic got;
+    int64_t waited_us;
+} taker;
+
+static void *take_one(void *arg)
+{
+    taker *t = arg;
+    rd_err err;
+    int64_t t0 = rd_now_us();
+    store_conn *c = store_thread_conn(t->s, &err);
+    t->waited_us = rd_now_us() - t0;
+    atomic_store(&t->got, c);
+    store_conn_release(t->s);
+    return NULL;
+}
+
+/* With a pool of one, a second thread waits for the first to give its
+ * connection back at the end of its call, then reads through the same
+ * connection; a store's reads through a pooled connection work. */
+static void test_read_pool_lends_one_connection_at_a_time(void **state)
+{
+    (void)state;
+    rd_err err;
+    reopen_pooled(1);
+    assert_int_equal(push(notes_schema, false, NULL), RD_OK);
+    create_ok("notes", "n1", "{\"title\":\"a\"}");
+    store_conn *mine = store_thread_conn(fx->s, &err);
+    assert_non_null(mine);
+    assert_ptr_equal(store_thread_conn(fx->s, &err), mine); /* the same, within a call */
+    taker t = {.s = fx->s};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, take_one, &t), 0);
+    usleep(300 * 1000);
+    assert_null(atomic_load(&t.got)); /* waiting: the one connection is lent */
+    store_record rec;
+    int64_t at = 0;
+    assert_int_equal(store_get(mine, ORG, "notes", "n1", &rec, &at, &err), RD_OK);
+    store_record_clear(&rec);
+    store_conn_release(fx->s);
+    pthread_join(th, NULL);
+    assert_ptr_equal(atomic_load(&t.got), mine);
+    assert_true(t.waited_us >= 250 * 1000);
 }
 
 /* The first write of a new writer connection fails on a unique index: the
@@ -1846,6 +1900,7 @@ int main(void)
         L(test_list_values_round_trip),
         L(test_bulk_by_filter),
         T(test_auth_gen_triggers),
+        T(test_read_pool_lends_one_connection_at_a_time),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
