@@ -51,6 +51,23 @@ static void reset_outputs(store_write *w)
     w->replayed = false;
 }
 
+/* Drops what an undone attempt at a batch left in w, and in its bulk
+ * operations (their after-images and conflicts; run_op sets the rest
+ * afresh), so the next attempt starts from the inputs alone. */
+static void reset_attempt(store_write *w)
+{
+    for (size_t i = 0; w->op == STORE_OP_BULK && w->bulk != NULL && i < w->bulk->n_ops; i++) {
+        store_write *ow = &w->bulk->ops[i].w;
+        store_record_clear(&ow->rec.record);
+        json_decref(ow->rec.conflicts);
+        ow->rec.conflicts = NULL;
+        ow->rec.held = false;
+        ow->rec.current_version = 0;
+    }
+    reset_outputs(w);
+    init_outputs(w);
+}
+
 void store_submit(store *s, store_write *w)
 {
     init_outputs(w);
@@ -753,10 +770,8 @@ static void run_batch(store *s, store_write *head)
         wexec(s, "ROLLBACK");
         org_seqs_finish(s, false);
         pending_finish(s, false);
-        for (store_write *w = head; w != NULL; w = w->next_) {
-            reset_outputs(w);
-            init_outputs(w);
-        }
+        for (store_write *w = head; w != NULL; w = w->next_)
+            reset_attempt(w);
         broken = false;
         rd_err_clear(&err);
         token[0] = '\0';
