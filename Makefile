@@ -304,7 +304,8 @@ fuzz: deps $(FUZZ_BIN) $(BUILD)/fuzz/corpus/.seeded $(FUZZ_FILTER_BIN) $(BUILD)/
 $(FUZZ_FILTER_BIN): tests/fuzz/fuzz_filter.c $(wildcard store/*.c store/*.h) common/rd.c common/rd.h
 	@mkdir -p $(dir $@)
 	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -I. \
-	    tests/fuzz/fuzz_filter.c store/*.c common/rd.c -lsqlite3 -lsodium -ljansson -pthread -lm -o $@
+	    $(shell pkg-config --cflags libpq) tests/fuzz/fuzz_filter.c store/*.c common/rd.c \
+	    -lsqlite3 -lpq -lsodium -ljansson -pthread -lm -o $@
 
 $(BUILD)/fuzz/filter-corpus/.seeded:
 	@mkdir -p $(dir $@)
