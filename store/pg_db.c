@@ -793,6 +793,18 @@ static bool stale_plan(const PGresult *res)
            strstr(msg, "cached plan") != NULL;
 }
 
+/* Keeps a row set in st->res for stepping, with room for decoded blobs. */
+static int keep_rows(pg_db *db, pg_st *st, PGresult *res)
+{
+    st->blobs = calloc0((size_t)PQnfields(res), sizeof *st->blobs);
+    if (PQnfields(res) > 0 && st->blobs == NULL) {
+        PQclear(res);
+        return fail(db, STORE_DB_NOMEM, "out of memory");
+    }
+    st->res = res;
+    return STORE_DB_OK;
+}
+
 /* One run of a plain statement, prepared first in a new session or after
  * a schema change; a row set stays in st->res. */
 static int run_prepared(pg_db *db, pg_st *st, bool *stale)
@@ -811,13 +823,7 @@ static int run_prepared(pg_db *db, pg_st *st, bool *stale)
         PQclear(res);
         return rc;
     }
-    st->blobs = calloc0((size_t)PQnfields(res), sizeof *st->blobs);
-    if (PQnfields(res) > 0 && st->blobs == NULL) {
-        PQclear(res);
-        return fail(db, STORE_DB_NOMEM, "out of memory");
-    }
-    st->res = res;
-    return STORE_DB_OK;
+    return keep_rows(db, st, res);
 }
 
 /* A plan made stale by a schema change another process made is prepared
@@ -988,13 +994,7 @@ static int run_piped(pg_db *db, pg_st *st)
         PQclear(res);
         return rc;
     }
-    st->blobs = calloc0((size_t)PQnfields(res), sizeof *st->blobs);
-    if (PQnfields(res) > 0 && st->blobs == NULL) {
-        PQclear(res);
-        return fail(db, STORE_DB_NOMEM, "out of memory");
-    }
-    st->res = res;
-    return STORE_DB_OK;
+    return keep_rows(db, st, res);
 }
 
 static int next_row(pg_st *st)
