@@ -93,6 +93,17 @@ static void *signal_main(void *arg)
     return NULL;
 }
 
+/* store_remote_fn: what another recordd process on the same database did
+ * (PostgreSQL, store/pg_listen.c). */
+static void on_remote(void *arg, store_remote_kind kind, const char *org, const char *model,
+                      const char *id)
+{
+    if (kind == STORE_REMOTE_CLAIM_RELEASED)
+        svc_claims_remote_released(org, model, id);
+    else if (kind == STORE_REMOTE_CREDENTIALS)
+        svc_auth_credentials_changed(arg);
+}
+
 int main(int argc, char **argv)
 {
     svc_config cfg;
@@ -203,6 +214,7 @@ int main(int argc, char **argv)
                  json_pack("{s:s,s:s}", "flag", err.field, "code", rd_code_str(err.code)));
         goto done;
     }
+    store_on_remote(db, on_remote, auth);
     svc_ctx ctx = {.db = db,
                    .server = NULL,
                    .auth = &auth->cfg,

@@ -128,6 +128,13 @@ static rd_code current_gen(svc_auth *a, int64_t *gen, rd_err *err)
     return RD_OK;
 }
 
+void svc_auth_credentials_changed(svc_auth *a)
+{
+    pthread_mutex_lock(&a->cache_mu);
+    a->gen_read_us = 0;
+    pthread_mutex_unlock(&a->cache_mu);
+}
+
 rd_code svc_auth_lookup_key_cached(void *ctx, const unsigned char hash[AUTH_APIKEY_HASH_BYTES],
                                    auth_principal **out, rd_err *err)
 {

@@ -64,6 +64,10 @@ typedef struct svc_auth {
  * (svc_auth_close). */
 rd_code svc_auth_open(const svc_auth_options *o, store *db, svc_auth **out, rd_err *err);
 void svc_auth_close(svc_auth *a);
+/* Keys or revocations changed in another process (store_on_remote): the
+ * next credential check reads the credential generation again instead of
+ * trusting the one read within the last SVC_AUTH_GEN_RECHECK_US. */
+void svc_auth_credentials_changed(svc_auth *a);
 
 /* Reads a pepper file: one line of 64 hex digits or base64 (standard or
  * URL-safe, padded or not) of exactly AUTH_PEPPER_BYTES bytes. The file

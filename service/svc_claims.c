@@ -26,6 +26,7 @@ typedef struct acquire_call {
     svc_call *call;
     store *db;
     int64_t wait_until_us; /* 0: the call does not wait */
+    int64_t submitted_us;  /* when its latest attempt went to the writer */
     /* registered only: */
     int64_t due_us; /* retry at: the blocking claim's expiry; 0 after a release */
     rd_err last;    /* the `claimed` error to finish with when the wait ends */
@@ -40,6 +41,10 @@ static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv; /* CLOCK_REALTIME: due times are rd_now_us() values */
     acquire_call *buckets[BUCKETS];
+    /* per bucket: when another process's release was last announced (a
+     * waiter whose attempt began before it tries again at once: the
+     * announcement may have come between its attempt and its parking) */
+    int64_t released_us[BUCKETS];
     size_t n;
     bool closed;
     bool started;
@@ -133,6 +138,8 @@ static rd_code registry_add(acquire_call *ac, rd_err *err)
         reg.started = true;
     }
     ac->bucket = key_bucket(ac->w.org, ac->w.rec.model, ac->w.rec.id);
+    if (ac->submitted_us <= reg.released_us[ac->bucket])
+        ac->due_us = 0;
     ac->next = NULL;
     acquire_call **tail = &reg.buckets[ac->bucket];
     while (*tail != NULL)
@@ -157,6 +164,27 @@ static void registry_wake(const char *org, const char *model, const char *id)
         }
     if (any)
         pthread_cond_signal(&reg.cv);
+    pthread_mutex_unlock(&reg.mu);
+}
+
+void svc_claims_remote_released(const char *org, const char *model, const char *id)
+{
+    if (org != NULL && model != NULL && id != NULL) {
+        unsigned b = key_bucket(org, model, id);
+        pthread_mutex_lock(&reg.mu);
+        reg.released_us[b] = rd_now_us();
+        pthread_mutex_unlock(&reg.mu);
+        registry_wake(org, model, id);
+        return;
+    }
+    pthread_mutex_lock(&reg.mu); /* anything may have been released */
+    int64_t now = rd_now_us();
+    for (int b = 0; b < BUCKETS; b++) {
+        reg.released_us[b] = now;
+        for (acquire_call *ac = reg.buckets[b]; ac != NULL; ac = ac->next)
+            ac->due_us = 0;
+    }
+    pthread_cond_signal(&reg.cv);
     pthread_mutex_unlock(&reg.mu);
 }
 
@@ -205,6 +233,7 @@ static void retry_or_fail(acquire_call *ac)
         return;
     }
     memset(&ac->w.lease.out, 0, sizeof ac->w.lease.out);
+    ac->submitted_us = rd_now_us();
     store_submit(ac->db, &ac->w); /* acquire_done runs again */
 }
 
@@ -359,6 +388,7 @@ void svc_acquire_claim(svc_call *call, const ProtobufCMessage *msg)
     ac->w.authorize = acquire_authorize;
     ac->w.done = acquire_done;
     ac->w.ctx = ac;
+    ac->submitted_us = rd_now_us();
     store_submit(ctx->db, &ac->w);
     return;
 fail:

@@ -20,4 +20,10 @@
  * Any thread but the store's (writer, completer) and the timer's. */
 void svc_claims_shutdown(void);
 
+/* Another recordd process on the same database released the claim on
+ * (org, model, id) (store_on_remote): its waiters here try again now. All
+ * NULL: any claim may have been released (every waiter tries again).
+ * Called with a store lock held: takes the registry's lock only. */
+void svc_claims_remote_released(const char *org, const char *model, const char *id);
+
 #endif

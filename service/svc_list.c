@@ -245,7 +245,7 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
     if (svc_authz_groups(call, svc_call_method(call)->can, req->model, &all, &groups, &n_groups,
                          &err) != RD_OK)
         goto fail;
-    schema = store_schema_get(ctx->db, org);
+    schema = store_schema_get_model(ctx->db, org, req->model);
     const store_model *m = store_schema_model(schema, req->model);
     if (m == NULL) {
         rd_errf(&err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", req->model);

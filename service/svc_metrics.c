@@ -363,6 +363,19 @@ char *svc_metrics_render(store *db, size_t *len)
                 "# TYPE recordd_commit_duration_seconds histogram\n");
         put_counts(&b, "recordd_commit_duration_seconds", st.commit_counts, STORE_COMMIT_BOUNDS_US,
                    STORE_COMMIT_SLOTS, 1e-6, st.commit_us / 1e6);
+        if (st.org_lock_batches > 0 || store_pg_listening(db))
+            put(&b,
+                "# HELP recordd_org_lock_hold_seconds PostgreSQL: how long batches held their "
+                "organisations' sync-id counter rows (from the lock to the end of COMMIT).\n"
+                "# TYPE recordd_org_lock_hold_seconds summary\n"
+                "recordd_org_lock_hold_seconds_sum %.6f\n"
+                "recordd_org_lock_hold_seconds_count %llu\n"
+                "# HELP recordd_peer_listener_up PostgreSQL: 1 while this process listens to "
+                "the other recordd processes' notifications.\n"
+                "# TYPE recordd_peer_listener_up gauge\n"
+                "recordd_peer_listener_up %d\n",
+                st.org_lock_us / 1e6, (unsigned long long)st.org_lock_batches,
+                store_pg_listening(db) ? 1 : 0);
     }
     if (db != NULL) {
         int64_t db_bytes = 0, wal_bytes = 0;

@@ -75,14 +75,22 @@ static rd_code check_write(svc_call *call, write_call *wc, const store_model **m
                                              [STORE_OP_UPDATE] = STORE_CHECK_PATCH,
                                              [STORE_OP_REPLACE] = STORE_CHECK_REPLACE};
     store_write *w = &wc->w;
-    wc->schema = store_schema_get(svc_call_ctx(call)->db, svc_call_org(call));
-    *m = store_schema_model(wc->schema, w->rec.model);
-    if (*m == NULL)
-        return rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
-                       w->rec.model);
-    if (w->op != STORE_OP_DELETE)
-        return store_check_data(*m, w->rec.data, modes[w->op], err);
-    return RD_OK;
+    store *db = svc_call_ctx(call)->db;
+    wc->schema = store_schema_get(db, svc_call_org(call));
+    for (int pass = 0;; pass++) {
+        *m = store_schema_model(wc->schema, w->rec.model);
+        rd_code code = *m == NULL ? rd_errf(err, RD_NOT_FOUND, "model",
+                                            "model '%.64s' is not in the schema", w->rec.model)
+                       : w->op != STORE_OP_DELETE
+                           ? store_check_data(*m, w->rec.data, modes[w->op], err)
+                           : RD_OK;
+        /* refused by the schema: another process may have pushed a newer one */
+        if (code == RD_OK || pass > 0 || !store_schema_refresh(db, svc_call_org(call), wc->schema))
+            return code;
+        store_schema_release(wc->schema);
+        wc->schema = store_schema_get(db, svc_call_org(call));
+        rd_err_clear(err);
+    }
 }
 
 /* Finishes a write that failed before reaching the store: the error with a

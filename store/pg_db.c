@@ -39,6 +39,7 @@
 
 #include "common/rd.h"
 #include "store/db.h"
+#include "store/pg_int.h"
 
 /* Type OIDs (catalog/pg_type_d.h is not part of libpq's headers). */
 enum {
@@ -1393,6 +1394,18 @@ static PGconn *connect_uri(const char *uri)
     return PQconnectdbParams(keys, vals, 1);
 }
 
+PGconn *store_pg_connect(const char *uri, char *msg, size_t size)
+{
+    PGconn *conn = connect_uri(uri);
+    if (conn == NULL || PQstatus(conn) != CONNECTION_OK) {
+        open_error(conn, uri, msg, size);
+        PQfinish(conn);
+        return NULL;
+    }
+    PQsetNoticeProcessor(conn, discard_notice, NULL);
+    return conn;
+}
+
 int store_pg_open(const char *uri, const store_db_options *opt, store_db **out, char *msg,
                   size_t size)
 {
@@ -1406,14 +1419,11 @@ int store_pg_open(const char *uri, const store_db_options *opt, store_db **out, 
     db->role = opt != NULL ? opt->role : STORE_DB_TOOL;
     db->epoch = 1;
     snprintf(db->errmsg, sizeof db->errmsg, "not an error");
-    db->conn = connect_uri(uri);
-    if (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK) {
-        open_error(db->conn, uri, msg, size);
-        PQfinish(db->conn);
+    db->conn = store_pg_connect(uri, msg, size);
+    if (db->conn == NULL) {
         free(db);
         return STORE_DB_CANTOPEN;
     }
-    PQsetNoticeProcessor(db->conn, discard_notice, NULL);
     *out = &db->base;
     return STORE_DB_OK;
 }

@@ -42,6 +42,9 @@ static const char *const pg_layout_sql[] = {
     " claim_id TEXT NOT NULL, holder TEXT NOT NULL, expires_at BIGINT NOT NULL,"
     " PRIMARY KEY (org, model, record_id))",
     "CREATE UNIQUE INDEX IF NOT EXISTS _rd_claims_by_id ON _rd_claims (org, claim_id)",
+    /* the latest expiry of an organisation's claims, read by each batch
+     * under the organisation's lock (writer.c) */
+    "CREATE INDEX IF NOT EXISTS _rd_claims_by_expiry ON _rd_claims (org, expires_at)",
     "CREATE TABLE IF NOT EXISTS _rd_api_keys ("
     " key_id TEXT PRIMARY KEY, hash BYTEA NOT NULL UNIQUE, org TEXT COLLATE \"C\" NOT NULL,"
     " role TEXT NOT NULL, caps TEXT NOT NULL, created_at BIGINT NOT NULL, revoked_at BIGINT,"
@@ -53,7 +56,8 @@ static const char *const pg_layout_sql[] = {
     " id BIGINT PRIMARY KEY CHECK (id = 1), gen BIGINT NOT NULL)",
     "INSERT INTO _rd_auth_gen (id, gen) VALUES (1, 0) ON CONFLICT DO NOTHING",
     "CREATE OR REPLACE FUNCTION _rd_auth_gen_bump() RETURNS trigger LANGUAGE plpgsql AS"
-    " 'BEGIN UPDATE _rd_auth_gen SET gen = gen + 1 WHERE id = 1; RETURN NULL; END'",
+    " 'BEGIN UPDATE _rd_auth_gen SET gen = gen + 1 WHERE id = 1;"
+    " PERFORM pg_notify(''" STORE_PG_CHANNEL "'', ''a''); RETURN NULL; END'",
     "CREATE OR REPLACE TRIGGER _rd_api_keys_gen AFTER UPDATE OR DELETE ON _rd_api_keys"
     " FOR EACH ROW EXECUTE FUNCTION _rd_auth_gen_bump()",
     "CREATE OR REPLACE TRIGGER _rd_revoked_tokens_gen AFTER INSERT OR DELETE"
@@ -114,25 +118,5 @@ rd_code store_pg_layout(store_db *db, rd_err *err)
         store_exec(db, "ROLLBACK");
         return err->code;
     }
-    return RD_OK;
-}
-
-/* pg_advisory_lock's key for the writer slot: "recordw" in ASCII. */
-#define PG_WRITER_LOCK "32195006284723831"
-
-rd_code store_pg_claim_writer(store_db *db, rd_err *err)
-{
-    store_dbst *st = NULL;
-    int rc = store_db_prepare(db, "SELECT pg_try_advisory_lock(" PG_WRITER_LOCK ")", &st);
-    if (rc == STORE_DB_OK)
-        rc = store_db_step(st);
-    bool mine = rc == STORE_DB_ROW && store_db_column_int64(st, 0) != 0;
-    store_db_finalize(st);
-    if (rc != STORE_DB_ROW)
-        return store_sql_err(db, rc, err);
-    if (!mine)
-        return rd_errf(err, RD_UNAVAILABLE, NULL,
-                       "another recordd process is serving this database: run one recordd per "
-                       "PostgreSQL database");
     return RD_OK;
 }

@@ -538,6 +538,10 @@ void store_snap_publish(store *s, const char *org, store_schema *schema)
     bool found;
     pthread_mutex_lock(&s->smu);
     size_t i = snap_find(s, org, &found);
+    if (found && s->snaps[i].schema->revision > schema->revision) {
+        old = schema; /* a newer one is out already (another process's, pg_listen.c) */
+        goto done;
+    }
     if (found) {
         old = s->snaps[i].schema;
         s->snaps[i].schema = schema;
@@ -588,4 +592,82 @@ void store_snaps_free(store *s)
     free(s->snaps);
     s->snaps = NULL;
     s->n_snaps = s->cap_snaps = 0;
+}
+
+rd_code store_schema_reload(store *s, store_stmt_cache *c, const char *org, rd_err *err)
+{
+    static const char one_sql[] = "SELECT org, revision, doc FROM _rd_schema WHERE org = ?1"
+                                  " ORDER BY revision DESC LIMIT 1";
+    static const char all_sql[] = "SELECT org, revision, doc FROM _rd_schema AS a"
+                                  " WHERE revision = (SELECT max(revision) FROM _rd_schema"
+                                  " WHERE org = a.org)";
+    store_dbst *st = NULL;
+    rd_code code = RD_OK;
+    int rc = store_stmt_get(c, org != NULL ? one_sql : all_sql, &st);
+    if (rc == STORE_DB_OK && org != NULL)
+        rc = store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC);
+    while (rc == STORE_DB_OK || rc == STORE_DB_ROW) {
+        rc = store_db_step(st);
+        if (rc != STORE_DB_ROW)
+            break;
+        const char *name = (const char *)store_db_column_text(st, 0);
+        int64_t revision = store_db_column_int64(st, 1);
+        store_schema *now = store_schema_get(s, name);
+        bool newer = revision > now->revision;
+        store_schema_release(now);
+        if (!newer)
+            continue;
+        const char *text = (const char *)store_db_column_text(st, 2);
+        json_t *doc = text != NULL ? json_loads(text, 0, NULL) : NULL;
+        store_schema *sch = doc != NULL ? store_schema_from_json(doc, revision) : NULL;
+        json_decref(doc);
+        if (sch == NULL || name == NULL) {
+            store_schema_release(sch);
+            code = rd_errf(err, RD_INTERNAL, NULL, "a stored schema could not be decoded");
+            break;
+        }
+        store_snap_publish(s, name, sch);
+    }
+    if (code == RD_OK && rc != STORE_DB_DONE)
+        code = store_sql_err(c->db, rc, err);
+    store_stmt_put(st);
+    return code;
+}
+
+bool store_schema_refresh(store *s, const char *org, const store_schema *seen)
+{
+    if (org == NULL || store_db_dialect(s->wdb) != STORE_DIALECT_POSTGRES)
+        return false;
+    rd_err err;
+    rd_err_clear(&err);
+    store_conn *c = store_thread_conn(s, &err);
+    store_dbst *st = NULL;
+    int64_t newest = 0;
+    if (c == NULL ||
+        store_stmt_get(&c->cache, "SELECT max(revision) FROM _rd_schema WHERE org = ?1", &st) !=
+            STORE_DB_OK)
+        return false;
+    store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC);
+    if (store_db_step(st) == STORE_DB_ROW)
+        newest = store_db_column_int64(st, 0);
+    store_stmt_put(st);
+    /* only a newer revision is fetched whole: a refused call costs one
+     * index lookup */
+    if (newest <= (seen != NULL ? seen->revision : 0) ||
+        store_schema_reload(s, &c->cache, org, &err) != RD_OK)
+        return false;
+    store_schema *now = store_schema_get(s, org);
+    bool newer = now->revision > (seen != NULL ? seen->revision : 0);
+    store_schema_release(now);
+    return newer;
+}
+
+store_schema *store_schema_get_model(store *s, const char *org, const char *model)
+{
+    store_schema *sch = store_schema_get(s, org);
+    if (model == NULL || store_schema_model(sch, model) != NULL ||
+        !store_schema_refresh(s, org, sch))
+        return sch;
+    store_schema_release(sch);
+    return store_schema_get(s, org);
 }

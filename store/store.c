@@ -740,32 +740,9 @@ static rd_code query_int64(store_db *db, const char *sql, int64_t *out, rd_err *
  * the latest claim expiry. */
 static rd_code load_state(store *s, rd_err *err)
 {
-    static const char sql[] = "SELECT org, revision, doc FROM _rd_schema AS a"
-                              " WHERE revision = (SELECT max(revision) FROM _rd_schema"
-                              " WHERE org = a.org)";
-    store_dbst *st = NULL;
-    rd_code code = RD_OK;
-    int rc = store_db_prepare(s->wdb, sql, &st);
-    while (rc == STORE_DB_OK) {
-        rc = store_db_step(st);
-        if (rc != STORE_DB_ROW)
-            break;
-        rc = STORE_DB_OK;
-        const char *org = (const char *)store_db_column_text(st, 0);
-        const char *text = (const char *)store_db_column_text(st, 2);
-        json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
-        store_schema *sch = doc ? store_schema_from_json(doc, store_db_column_int64(st, 1)) : NULL;
-        json_decref(doc);
-        if (sch == NULL || org == NULL) {
-            code = rd_errf(err, RD_INTERNAL, NULL, "a stored schema could not be decoded");
-            goto done;
-        }
-        store_snap_publish(s, org, sch);
-    }
-    if (rc != STORE_DB_DONE) {
-        code = store_sql_err(s->wdb, rc, err);
-        goto done;
-    }
+    rd_code code = store_schema_reload(s, &s->wcache, NULL, err);
+    if (code != RD_OK)
+        return code;
     code =
         query_int64(s->wdb, "SELECT coalesce((SELECT sync_id FROM _rd_org_seq WHERE org = '*'), 0)",
                     &s->seq_base, err);
@@ -773,8 +750,6 @@ static rd_code load_state(store *s, rd_err *err)
     if (code == RD_OK)
         code = query_int64(s->wdb, "SELECT coalesce(max(expires_at), 0) FROM _rd_claims",
                            &s->claims_until_us, err);
-done:
-    store_db_finalize(st);
     return code;
 }
 
@@ -849,10 +824,11 @@ rd_code store_open(const store_options *opt, store **out, rd_err *err)
     }
     s->wcache.db = s->wdb;
     code = ensure_layout(s->wdb, err);
-    if (code == RD_OK && !opt->tool && store_db_dialect(s->wdb) == STORE_DIALECT_POSTGRES)
-        code = store_pg_claim_writer(s->wdb, err);
+    rd_random_id("p_", s->origin, 16);
     if (code == RD_OK)
         code = load_state(s, err);
+    if (code == RD_OK && !opt->tool)
+        code = store_pg_listen_start(s, err);
     if (code != RD_OK)
         goto fail;
     if (pthread_create(&s->completer, NULL, store_completer_main, s) != 0) {
@@ -868,6 +844,7 @@ rd_code store_open(const store_options *opt, store **out, rd_err *err)
     *out = s;
     return RD_OK;
 fail:
+    store_pg_listen_stop(s);
     store_completer_stop(s);
     store_free(s);
     return code;
@@ -877,6 +854,7 @@ void store_close(store *s)
 {
     if (s == NULL)
         return;
+    store_pg_listen_stop(s);
     pthread_mutex_lock(&s->qmu);
     s->closing = true;
     pthread_cond_broadcast(&s->qcv);
@@ -1081,7 +1059,7 @@ rd_code store_get(store_conn *c, const char *org, const char *model, const char 
         return rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
                        model ? model : "");
     }
-    sch = store_schema_get(c->s, org);
+    sch = store_schema_get_model(c->s, org, model);
     const store_model *m = store_schema_model(sch, model);
     if (m == NULL) {
         code = rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", model);

@@ -156,8 +156,8 @@ typedef struct store_options {
     const char *path; /* the database target; a file's directory must exist */
     bool sync_normal; /* synchronous=NORMAL instead of FULL */
     int max_batch;    /* most writes per group commit; 0 = default (256) */
-    /* a tool's store (recordctl): on PostgreSQL it does not claim the
-     * database's one writer slot, so it may run beside the server */
+    /* a tool's store (recordctl): on PostgreSQL it does not listen to the
+     * servers' notifications */
     bool tool;
     /* a database server: the most read connections open at once (threads
      * borrow one per call, store_thread_conn); 0 = 8. SQLite keeps one
@@ -173,6 +173,16 @@ void store_close(store *s);
 /* The current schema of org (never NULL: revision 0 when nothing was pushed).
  * The caller releases it. */
 store_schema *store_schema_get(store *s, const char *org);
+/* Several processes on one database (PostgreSQL): another may have pushed
+ * a schema whose announcement has not arrived yet. Reads org's newest
+ * schema from the database (on the calling thread's read connection) and
+ * publishes it; true when it is newer than seen. For paths that are about
+ * to refuse a call because of the schema (an unknown model, invalid data):
+ * they check again against the new one. Always false on SQLite. */
+bool store_schema_refresh(store *s, const char *org, const store_schema *seen);
+/* store_schema_get, refreshed (store_schema_refresh) when model is not in
+ * the published snapshot. */
+store_schema *store_schema_get_model(store *s, const char *org, const char *model);
 
 /* ---- reads --------------------------------------------------------------- */
 
@@ -763,6 +773,25 @@ typedef void (*store_commit_fn)(void *arg, int64_t generation);
  * earlier hook is no longer running and will not run again. */
 void store_on_commit(store *s, store_commit_fn fn, void *arg);
 
+/* ---- several processes on one database (PostgreSQL; store/pg_listen.c) ------
+ * Commits of other recordd processes on the same database run the commit
+ * hook above; their schema pushes are published by the store itself. What
+ * else they did reaches the remote hook: a claim released (org, model,
+ * id), or keys or revocations changed (names NULL). After the listener
+ * (re)connects, anything may have changed: both kinds run with names NULL
+ * (every claim, every credential). Runs on the listener thread with a
+ * store lock held: must not block. fn NULL clears the hook; once
+ * store_on_remote returns, an earlier hook is not running. */
+typedef enum store_remote_kind {
+    STORE_REMOTE_CLAIM_RELEASED = 1,
+    STORE_REMOTE_CREDENTIALS = 2,
+} store_remote_kind;
+typedef void (*store_remote_fn)(void *arg, store_remote_kind kind, const char *org,
+                                const char *model, const char *id);
+void store_on_remote(store *s, store_remote_fn fn, void *arg);
+/* Whether the listener is connected (false on SQLite, which has none). */
+bool store_pg_listening(store *s);
+
 /* Group-commit batch sizes since open, for /metrics: transactions by the
  * number of writes they carried, counts[i] for sizes up to
  * STORE_BATCH_BOUNDS[i] (the last slot: larger), and the totals. Also how
@@ -778,6 +807,9 @@ typedef struct store_batch_stats {
     uint64_t batches, writes;
     uint64_t commit_counts[STORE_COMMIT_SLOTS];
     uint64_t commit_us; /* sum */
+    /* PostgreSQL: batches that locked their organisations' counter rows,
+     * and how long they held them in all (lock to end of COMMIT) */
+    uint64_t org_lock_batches, org_lock_us;
 } store_batch_stats;
 void store_batch_stats_get(store *s, store_batch_stats *out);
 

@@ -187,7 +187,6 @@ struct store {
     store_org_seq *org_touched; /* organisations the open batch wrote to */
     int64_t commit_gen;         /* batches committed that wrote log rows */
     int64_t pg_pruned_us;       /* PostgreSQL: when _rd_commits was last pruned */
-    bool pg_reclaim;            /* PostgreSQL: the connection was lost, claim the writer slot */
     bool defer;                 /* writer: this attempt at the batch defers (store_wdefer) */
     bool redo;                  /* writer: the attempt must be undone and run again */
     int64_t wmods;              /* writer: statements store_wdefer ran (run_bare) */
@@ -213,6 +212,16 @@ struct store {
      * called with it held */
     store_commit_fn commit_fn;
     void *commit_arg;
+    /* what other processes did (store_on_remote), guarded by cmu */
+    store_remote_fn remote_fn;
+    void *remote_arg;
+    /* PostgreSQL: this process among those on the database (the "o" line
+     * of its notifications), and the thread that listens to the others */
+    char origin[24];
+    struct store_pg_listener *listener;
+    /* PostgreSQL: how long batches held their organisations' counter rows
+     * (from the lock to the end of COMMIT), for /metrics */
+    _Atomic uint64_t org_lock_us, org_lock_batches;
 
     /* queue */
     pthread_mutex_t qmu;
@@ -294,6 +303,10 @@ const char *store_type_name(store_type t);
  * the caller's reference to schema. */
 void store_snap_publish(store *s, const char *org, store_schema *schema);
 void store_snaps_free(store *s);
+/* Reads org's newest schema (org NULL: every organisation's) through c's
+ * connection and publishes each that is newer than its published one: a
+ * push another process made (pg_listen.c, and the writer under its lock). */
+rd_code store_schema_reload(store *s, store_stmt_cache *c, const char *org, rd_err *err);
 
 /* ---- data internals (data.c) ---------------------------------------------- */
 
@@ -361,11 +374,18 @@ int store_org_head(store_conn *c, const char *org, int64_t *head);
 /* pg_layout.c: creates recordd's system tables on a PostgreSQL database
  * (or checks them), the counterpart of the SQLite layout in store.c. */
 rd_code store_pg_layout(store_db *db, rd_err *err);
-/* Takes the database's one writer slot (a session advisory lock) for the
- * connection db: a second recordd process on the same database would
- * hand out the same sync ids. RD_UNAVAILABLE when another process has it.
- * The writer takes it again after a lost connection. */
-rd_code store_pg_claim_writer(store_db *db, rd_err *err);
+/* pg_listen.c: starts the thread that listens to the other recordd
+ * processes on s's PostgreSQL database (a no-op elsewhere), and stops it
+ * (no-op when not started). */
+rd_code store_pg_listen_start(store *s, rd_err *err);
+void store_pg_listen_stop(store *s);
+/* The notification channel, and the longest payload a batch sends (a
+ * longer one becomes "*": PostgreSQL takes up to 8000 bytes). */
+#define STORE_PG_CHANNEL "recordd"
+#define STORE_PG_PAYLOAD_MAX 7900
+/* Runs the commit hook as after a commit of this process's (another
+ * process's commit was announced). */
+void store_commit_signal(store *s);
 
 void *store_writer_main(void *arg);
 /* The completer thread: runs the done callbacks of finished batches.

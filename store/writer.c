@@ -482,6 +482,8 @@ void store_batch_stats_get(store *s, store_batch_stats *out)
     out->commit_us = atomic_load_explicit(&s->commit_us, memory_order_relaxed);
     out->batches = atomic_load_explicit(&s->batches, memory_order_relaxed);
     out->writes = atomic_load_explicit(&s->batch_writes, memory_order_relaxed);
+    out->org_lock_batches = atomic_load_explicit(&s->org_lock_batches, memory_order_relaxed);
+    out->org_lock_us = atomic_load_explicit(&s->org_lock_us, memory_order_relaxed);
 }
 
 /* ---- per-organisation sync ids --------------------------------------------------------
@@ -520,41 +522,57 @@ static bool org_grow(store *s)
     return true;
 }
 
-/* org's counter, loaded on first use (the writer's transaction is open);
- * marked touched by the batch. NULL when out of memory or unreadable. */
-static store_org_seq *org_enter(store *s, const char *org)
+/* org's counter, marked touched by the open batch; *fresh when it was
+ * not known before (its values still to be set). NULL when out of memory. */
+static store_org_seq *org_entry(store *s, const char *org, bool *fresh)
 {
+    *fresh = false;
     if ((s->org_seq_n + 1) * 2 > s->org_seq_cap && !org_grow(s))
         return NULL;
     size_t i = org_slot(s, org);
     store_org_seq *e = s->org_seqs[i];
     if (e == NULL) {
-        store_dbst *st = NULL;
-        int64_t v = s->seq_base;
-        int rc = store_stmt_get(&s->wcache, STORE_ORG_HEAD_SQL, &st);
-        if (rc == STORE_DB_OK) {
-            store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC);
-            rc = store_wstep(s, st);
-            if (rc == STORE_DB_ROW)
-                v = store_db_column_int64(st, 0);
-        }
-        store_stmt_put(st);
-        if (rc != STORE_DB_ROW && rc != STORE_DB_DONE)
-            return NULL;
         e = calloc(1, sizeof *e);
         if (e == NULL || (e->org = strdup(org)) == NULL) {
             free(e);
             return NULL;
         }
-        e->committed = e->pending = v;
         s->org_seqs[i] = e;
         s->org_seq_n++;
+        *fresh = true;
     }
     if (!e->touched) {
         e->touched = true;
         e->next_touched = s->org_touched;
         s->org_touched = e;
     }
+    return e;
+}
+
+/* org's counter, loaded on first use (the writer's transaction is open);
+ * marked touched by the batch. NULL when out of memory or unreadable. */
+static store_org_seq *org_enter(store *s, const char *org)
+{
+    if (s->org_seq_cap > 0 && s->org_seqs[org_slot(s, org)] != NULL) {
+        bool fresh;
+        return org_entry(s, org, &fresh);
+    }
+    store_dbst *st = NULL;
+    int64_t v = s->seq_base;
+    int rc = store_stmt_get(&s->wcache, STORE_ORG_HEAD_SQL, &st);
+    if (rc == STORE_DB_OK) {
+        store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC);
+        rc = store_wstep(s, st);
+        if (rc == STORE_DB_ROW)
+            v = store_db_column_int64(st, 0);
+    }
+    store_stmt_put(st);
+    if (rc != STORE_DB_ROW && rc != STORE_DB_DONE)
+        return NULL;
+    bool fresh;
+    store_org_seq *e = org_entry(s, org, &fresh);
+    if (e != NULL)
+        e->committed = e->pending = v;
     return e;
 }
 
@@ -609,12 +627,136 @@ static bool is_pg(const store *s)
     return store_db_dialect(s->wdb) == STORE_DIALECT_POSTGRES;
 }
 
-static int pg_batch_end(store *s, const char *token)
+/* ---- PostgreSQL: several processes on one database ----------------------------------
+ * Each attempt at a batch first locks the _rd_org_seq row of every
+ * organisation it writes to, in the order of their names (two batches
+ * never wait for each other in a cycle), and only then reads, per
+ * organisation, its newest sync id, its newest schema revision and its
+ * latest claim expiry. A batch of another process that wrote the same
+ * organisation committed before the lock was granted, and every later
+ * statement of this batch (READ COMMITTED: a snapshot per statement) sees
+ * what it wrote: sync ids continue its sequence, a schema it pushed is
+ * published here before any write is checked, a claim it took is looked
+ * up, an idempotency key it stored is found. The lock is held to COMMIT
+ * (docs/internals/store.md, "Several processes"). */
+
+static int cmp_org(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+static int pg_lock_orgs(store *s, store_write *head, rd_err *err)
+{
+    static const char lock_sql[] =
+        "INSERT INTO _rd_org_seq (org, sync_id) VALUES (?1,"
+        " coalesce((SELECT sync_id FROM _rd_org_seq WHERE org = '*'), 0))"
+        " ON CONFLICT (org) DO UPDATE SET sync_id = _rd_org_seq.sync_id";
+    static const char read_sql[] =
+        "SELECT sync_id, coalesce((SELECT max(revision) FROM _rd_schema WHERE org = ?1), 0),"
+        " coalesce((SELECT max(expires_at) FROM _rd_claims WHERE org = ?1), 0)"
+        " FROM _rd_org_seq WHERE org = ?1";
+    size_t n = 0, k = 0;
+    for (store_write *w = head; w != NULL; w = w->next_)
+        n++;
+    const char **orgs = malloc((n ? n : 1) * sizeof *orgs);
+    if (orgs == NULL) {
+        rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+        return STORE_DB_NOMEM;
+    }
+    for (store_write *w = head; w != NULL; w = w->next_)
+        if (w->org != NULL && w->org[0] != '\0')
+            orgs[k++] = w->org;
+    qsort(orgs, k, sizeof *orgs, cmp_org);
+    int rc = STORE_DB_OK;
+    /* the locks first (deferred: one round trip for the lot), then the reads */
+    for (size_t i = 0; i < k && rc == STORE_DB_OK; i++) {
+        if (i > 0 && strcmp(orgs[i], orgs[i - 1]) == 0)
+            continue;
+        store_dbst *st = NULL;
+        rc = store_stmt_get(&s->wcache, lock_sql, &st);
+        if (rc == STORE_DB_OK) {
+            store_db_bind_text(st, 1, orgs[i], -1, STORE_DB_STATIC);
+            rc = store_wdefer(s, st);
+            rc = rc == STORE_DB_DONE ? STORE_DB_OK : rc;
+        }
+        store_stmt_put(st);
+    }
+    for (size_t i = 0; i < k && rc == STORE_DB_OK; i++) {
+        if (i > 0 && strcmp(orgs[i], orgs[i - 1]) == 0)
+            continue;
+        store_dbst *st = NULL;
+        int64_t seq = 0, revision = 0, claims = 0;
+        rc = store_stmt_get(&s->wcache, read_sql, &st);
+        if (rc == STORE_DB_OK) {
+            store_db_bind_text(st, 1, orgs[i], -1, STORE_DB_STATIC);
+            rc = store_wstep(s, st);
+            if (rc == STORE_DB_ROW) {
+                seq = store_db_column_int64(st, 0);
+                revision = store_db_column_int64(st, 1);
+                claims = store_db_column_int64(st, 2);
+                rc = STORE_DB_OK;
+            } else if (rc == STORE_DB_DONE || store_db_deferred_failed(s->wdb)) {
+                rc = STORE_DB_ERROR;
+            }
+        }
+        store_stmt_put(st);
+        if (rc != STORE_DB_OK)
+            break;
+        bool fresh;
+        store_org_seq *e = org_entry(s, orgs[i], &fresh);
+        if (e == NULL) {
+            rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+            rc = STORE_DB_NOMEM;
+            break;
+        }
+        e->committed = e->pending = seq;
+        if (claims > s->claims_until_us)
+            s->claims_until_us = claims;
+        store_schema *now = store_schema_get(s, orgs[i]);
+        bool stale = revision > now->revision;
+        store_schema_release(now);
+        if (stale && store_schema_reload(s, &s->wcache, orgs[i], err) != RD_OK)
+            rc = STORE_DB_ERROR;
+    }
+    free(orgs);
+    return rc;
+}
+
+/* The batch's notification for the other processes (pg_listen.c): what it
+ * changed that they must act on. "" when nothing. */
+static void pg_payload(store *s, store_write *head, store_sbuf *b)
+{
+    store_sbuf_addf(b, "o %s\n", s->origin);
+    size_t empty = b->len;
+    for (store_org_seq *e = s->org_touched; e != NULL; e = e->next_touched)
+        if (e->pending > e->committed)
+            store_sbuf_addf(b, "c %s\n", e->org);
+    for (size_t i = 0; i < s->n_pending; i++)
+        store_sbuf_addf(b, "s %s\n", s->pending[i].org);
+    for (store_write *w = head; w != NULL; w = w->next_)
+        if (w->op == STORE_OP_CLAIM_RELEASE && w->err.code == RD_OK)
+            store_sbuf_addf(b, "r %s %s %s\n", w->org, w->lease.out.model, w->lease.out.id);
+    if (b->len == empty) {
+        b->len = 0;
+    } else if (b->oom || b->len > STORE_PG_PAYLOAD_MAX) {
+        b->len = 0;
+        b->oom = false;
+        store_sbuf_addf(b, "o %s\n*\n", s->origin);
+    }
+    if (b->p != NULL)
+        b->p[b->len] = '\0';
+}
+
+static int pg_batch_end(store *s, store_write *head, const char *token)
 {
     static const char seq_sql[] =
         "INSERT INTO _rd_org_seq (org, sync_id) VALUES (?1, ?2) ON CONFLICT (org)"
         " DO UPDATE SET sync_id = max(_rd_org_seq.sync_id, excluded.sync_id)";
     static const char token_sql[] = "INSERT INTO _rd_commits (token, at) VALUES (?1, ?2)";
+    /* the same, with the batch's notification: sent if and when it commits */
+    static const char notify_sql[] =
+        "INSERT INTO _rd_commits (token, at) SELECT CAST(?1 AS TEXT), CAST(?2 AS BIGINT)"
+        " FROM (SELECT pg_notify('" STORE_PG_CHANNEL "', CAST(?3 AS TEXT))) AS n";
     static const char prune_sql[] = "DELETE FROM _rd_commits WHERE at < ?1";
     store_dbst *st = NULL;
     int rc = STORE_DB_DONE;
@@ -642,13 +784,18 @@ static int pg_batch_end(store *s, const char *token)
         s->pg_pruned_us = now;
     }
     if (rc == STORE_DB_DONE) {
-        rc = store_stmt_get(&s->wcache, token_sql, &st);
+        store_sbuf payload = {0};
+        pg_payload(s, head, &payload);
+        rc = store_stmt_get(&s->wcache, payload.len > 0 ? notify_sql : token_sql, &st);
         if (rc == STORE_DB_OK) {
             store_db_bind_text(st, 1, token, -1, STORE_DB_STATIC);
             store_db_bind_int64(st, 2, now);
+            if (payload.len > 0)
+                store_db_bind_text(st, 3, payload.p, (int)payload.len, STORE_DB_TRANSIENT);
             rc = store_wdefer(s, st);
         }
         store_stmt_put(st);
+        store_sbuf_free(&payload);
     }
     return rc == STORE_DB_DONE ? STORE_DB_OK : rc;
 }
@@ -694,12 +841,8 @@ static void run_batch(store *s, store_write *head)
     rd_err_clear(&err);
     count_batch(s, head);
     store_sql_err_took_full(); /* from here on: did this batch hit a full disk? */
-    if (s->pg_reclaim && store_pg_claim_writer(s->wdb, &err) != RD_OK) {
-        fail_uncommitted(head, &err);
-        goto complete;
-    }
-    s->pg_reclaim = false;
     int rc;
+    int64_t locked_us = 0;
     char token[32] = "";
     for (int attempt = 0;; attempt++) {
         /* on PostgreSQL the first attempt defers what it can (pg_db.c); a
@@ -709,9 +852,17 @@ static void run_batch(store *s, store_write *head)
         s->redo = false;
         bool again = false;
         rc = wexec(s, "BEGIN IMMEDIATE");
+        if (rc == STORE_DB_OK && is_pg(s)) {
+            rc = pg_lock_orgs(s, head, &err);
+            locked_us = rd_now_us();
+        }
         if (rc != STORE_DB_OK) {
             s->defer = false;
-            store_sql_err(s->wdb, rc, &err);
+            if (err.code == RD_OK)
+                store_sql_err(s->wdb, rc, &err);
+            if (!store_db_autocommit(s->wdb))
+                wexec(s, "ROLLBACK");
+            org_seqs_finish(s, false);
             fail_uncommitted(head, &err);
             goto complete;
         }
@@ -739,12 +890,17 @@ static void run_batch(store *s, store_write *head)
             rc = STORE_DB_OK;
             if (is_pg(s)) {
                 rd_random_id("bt_", token, 20);
-                rc = pg_batch_end(s, token);
+                rc = pg_batch_end(s, head, token);
             }
             int64_t t0 = rd_now_us();
             if (rc == STORE_DB_OK)
                 rc = commit(s);
             count_commit(s, rd_now_us() - t0);
+            if (locked_us != 0) {
+                atomic_fetch_add_explicit(&s->org_lock_us, (uint64_t)(rd_now_us() - locked_us),
+                                          memory_order_relaxed);
+                atomic_fetch_add_explicit(&s->org_lock_batches, 1, memory_order_relaxed);
+            }
             again = rc == STORE_DB_ABORT && store_db_deferred_failed(s->wdb);
             if (rc == STORE_DB_CANTOPEN && token[0] != '\0') {
                 /* the connection broke: did the COMMIT reach the server? */
@@ -787,7 +943,6 @@ static void run_batch(store *s, store_write *head)
          * database may be stale: read the counters afresh */
         if (store_db_errcode(s->wdb) == STORE_DB_CANTOPEN || err.code == RD_UNAVAILABLE) {
             org_seqs_forget(s);
-            s->pg_reclaim = is_pg(s);
         }
     } else {
         advanced = org_seqs_finish(s, true);
@@ -818,6 +973,15 @@ complete:
         s->chead = head;
     s->ctail = tail;
     pthread_cond_signal(&s->ccv);
+    pthread_mutex_unlock(&s->cmu);
+}
+
+void store_commit_signal(store *s)
+{
+    pthread_mutex_lock(&s->cmu);
+    s->commit_gen++;
+    if (s->commit_fn != NULL)
+        s->commit_fn(s->commit_arg, s->commit_gen);
     pthread_mutex_unlock(&s->cmu);
 }
 
