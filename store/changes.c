@@ -90,6 +90,14 @@ void store_changes_prune(store *s)
         " WHERE seq <= ?1 GROUP BY org ON CONFLICT (org) DO UPDATE SET"
         " sync_id = max(_rd_org_seq.sync_id, excluded.sync_id)";
     static const char delete_upto[] = "DELETE FROM _rd_sync_log WHERE seq <= ?1";
+    /* PostgreSQL: every batch writes its organisations' heads into
+     * _rd_org_seq already (and only under their locks: writing other
+     * organisations' rows here could deadlock with another process), and
+     * rows another process is pruning are skipped, not waited for */
+    static const char delete_upto_pg[] =
+        "DELETE FROM _rd_sync_log WHERE seq IN (SELECT seq FROM _rd_sync_log WHERE seq <= ?1"
+        " FOR UPDATE SKIP LOCKED)";
+    bool pg = store_db_dialect(s->wdb) == STORE_DIALECT_POSTGRES;
     int64_t keep_s = __atomic_load_n(&s->log_retention_s, __ATOMIC_ACQUIRE);
     int64_t keep_rows = __atomic_load_n(&s->log_max_rows, __ATOMIC_ACQUIRE);
     int64_t now = rd_now_us();
@@ -128,8 +136,12 @@ void store_changes_prune(store *s)
     }
     store_stmt_put(st);
     st = NULL;
-    for (int k = 0; rc == STORE_DB_OK && cut > 0 && k < 2; k++) {
-        rc = store_stmt_get(&s->wcache, k == 0 ? keep_heads : delete_upto, &st);
+    for (int k = pg ? 1 : 0; rc == STORE_DB_OK && cut > 0 && k < 2; k++) {
+        rc = store_stmt_get(&s->wcache,
+                            k == 0 ? keep_heads
+                            : pg   ? delete_upto_pg
+                                   : delete_upto,
+                            &st);
         if (rc == STORE_DB_OK) {
             store_db_bind_int64(st, 1, cut);
             rc = store_wstep(s, st) == STORE_DB_DONE ? STORE_DB_OK : STORE_DB_ERROR;

@@ -213,9 +213,14 @@ int64_t store_prune_budget(store_prune_pace *p, int64_t now_us, int64_t per_seco
 
 void store_idem_prune(store *s)
 {
-    static const char sql[] = "DELETE FROM _rd_idempotency WHERE (org, key) IN (SELECT org, key"
-                              " FROM _rd_idempotency WHERE created_at <= ?1 ORDER BY created_at"
-                              " LIMIT ?2)";
+#define IDEM_PRUNE_SQL                                                                             \
+    "DELETE FROM _rd_idempotency WHERE (org, key) IN (SELECT org, key"                             \
+    " FROM _rd_idempotency WHERE created_at <= ?1 ORDER BY created_at LIMIT ?2"
+    /* PostgreSQL: rows another process's batch holds (pruning them, or
+     * storing a key over an expired one) are left to a later prune */
+    const char *sql = store_db_dialect(s->wdb) == STORE_DIALECT_POSTGRES ? IDEM_PRUNE_SQL
+                          " FOR UPDATE SKIP LOCKED)"
+                                                                         : IDEM_PRUNE_SQL ")";
     store_dbst *st = NULL;
     int64_t now = rd_now_us();
     /* pruning keeps up with any sustained rate of keyed writes (a fixed 128

@@ -1380,7 +1380,10 @@ static void open_error(PGconn *conn, const char *uri, char *msg, size_t size)
 static PGconn *connect_uri(const char *uri)
 {
     /* keepalives and tcp_user_timeout: a server that vanished without a
-     * word (a partition, a dead node) is noticed in seconds, not hours */
+     * word (a partition, a dead node) is noticed in seconds, not hours.
+     * options: a batch waits at most 10 s for a lock another process holds
+     * (then `unavailable`, retryable), and a session idle inside a
+     * transaction for 30 s (a frozen process) loses it, and its locks */
     const char *const keys[] = {"connect_timeout",
                                 "application_name",
                                 "client_encoding",
@@ -1388,9 +1391,13 @@ static PGconn *connect_uri(const char *uri)
                                 "keepalives_interval",
                                 "keepalives_count",
                                 "tcp_user_timeout",
+                                "options",
                                 "dbname",
                                 NULL};
-    const char *const vals[] = {"5", "recordd", "UTF8", "10", "3", "3", "15000", uri, NULL};
+    static const char options[] =
+        "-c lock_timeout=10000 -c idle_in_transaction_session_timeout=30000";
+    const char *const vals[] = {"5", "recordd", "UTF8",  "10", "3",
+                                "3", "15000",   options, uri,  NULL};
     return PQconnectdbParams(keys, vals, 1);
 }
 

@@ -757,7 +757,8 @@ static int pg_batch_end(store *s, store_write *head, const char *token)
     static const char notify_sql[] =
         "INSERT INTO _rd_commits (token, at) SELECT CAST(?1 AS TEXT), CAST(?2 AS BIGINT)"
         " FROM (SELECT pg_notify('" STORE_PG_CHANNEL "', CAST(?3 AS TEXT))) AS n";
-    static const char prune_sql[] = "DELETE FROM _rd_commits WHERE at < ?1";
+    static const char prune_sql[] = "DELETE FROM _rd_commits WHERE token IN (SELECT token"
+                                    " FROM _rd_commits WHERE at < ?1 FOR UPDATE SKIP LOCKED)";
     store_dbst *st = NULL;
     int rc = STORE_DB_DONE;
     for (store_org_seq *e = s->org_touched; e != NULL && rc == STORE_DB_DONE; e = e->next_touched) {
