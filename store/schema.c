@@ -640,21 +640,26 @@ bool store_schema_refresh(store *s, const char *org, const store_schema *seen)
         return false;
     rd_err err;
     rd_err_clear(&err);
-    store_conn *c = store_thread_conn(s, &err);
+    bool borrowed;
+    store_conn *c = store_conn_borrow(s, &borrowed);
     store_dbst *st = NULL;
     int64_t newest = 0;
-    if (c == NULL ||
-        store_stmt_get(&c->cache, "SELECT max(revision) FROM _rd_schema WHERE org = ?1", &st) !=
-            STORE_DB_OK)
+    if (c == NULL)
         return false;
-    store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC);
-    if (store_db_step(st) == STORE_DB_ROW)
-        newest = store_db_column_int64(st, 0);
-    store_stmt_put(st);
+    if (store_stmt_get(&c->cache, "SELECT max(revision) FROM _rd_schema WHERE org = ?1", &st) ==
+        STORE_DB_OK) {
+        store_db_bind_text(st, 1, org, -1, STORE_DB_STATIC);
+        if (store_db_step(st) == STORE_DB_ROW)
+            newest = store_db_column_int64(st, 0);
+        store_stmt_put(st);
+    }
     /* only a newer revision is fetched whole: a refused call costs one
      * index lookup */
-    if (newest <= (seen != NULL ? seen->revision : 0) ||
-        store_schema_reload(s, &c->cache, org, &err) != RD_OK)
+    bool loaded = newest > (seen != NULL ? seen->revision : 0) &&
+                  store_schema_reload(s, &c->cache, org, &err) == RD_OK;
+    if (borrowed)
+        store_conn_give_back(c);
+    if (!loaded)
         return false;
     store_schema *now = store_schema_get(s, org);
     bool newer = now->revision > (seen != NULL ? seen->revision : 0);

@@ -905,15 +905,16 @@ void store_conn_close(store_conn *c)
  * STORE_POOL_WAIT_S, then gets RD_UNAVAILABLE. */
 #define STORE_POOL_WAIT_S 5
 
-static store_conn *pool_take(store *s, rd_err *err)
+/* A pooled connection, waiting up to wait_s seconds for one. */
+static store_conn *pool_take(store *s, int wait_s, rd_err *err)
 {
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += STORE_POOL_WAIT_S;
+    until.tv_sec += wait_s;
     pthread_mutex_lock(&s->pmu);
     while (s->idle == NULL && s->pool_open >= s->pool_max)
-        if (pthread_cond_timedwait(&s->pcv, &s->pmu, &until) != 0 && s->idle == NULL &&
-            s->pool_open >= s->pool_max) {
+        if ((wait_s == 0 || pthread_cond_timedwait(&s->pcv, &s->pmu, &until) != 0) &&
+            s->idle == NULL && s->pool_open >= s->pool_max) {
             pthread_mutex_unlock(&s->pmu);
             rd_errf(err, RD_UNAVAILABLE, NULL,
                     "all %d database connections are in use; retry later", s->pool_max);
@@ -990,12 +991,33 @@ store_conn *store_thread_conn(store *s, rd_err *err)
     if (c != NULL)
         return c;
     if (s->pool_max > 0)
-        c = pool_take(s, err);
+        c = pool_take(s, STORE_POOL_WAIT_S, err);
     else if (store_conn_open(s, &c, err) != RD_OK)
         c = NULL;
     if (c != NULL)
         pthread_setspecific(thread_conn_key, c);
     return c;
+}
+
+store_conn *store_conn_borrow(store *s, bool *borrowed)
+{
+    rd_err err;
+    pthread_once(&thread_conn_once, thread_conn_key_init);
+    store_conn *c = pthread_getspecific(thread_conn_key);
+    *borrowed = false;
+    if (c != NULL && c->serial == s->serial)
+        return c;
+    if (s->pool_max == 0)
+        return store_thread_conn(s, &err);
+    c = pool_take(s, 0, &err);
+    *borrowed = c != NULL;
+    return c;
+}
+
+void store_conn_give_back(store_conn *c)
+{
+    if (c != NULL)
+        pool_give(c);
 }
 
 void store_conn_release(store *s)

@@ -267,6 +267,13 @@ struct store_conn {
     store_stmt_cache cache;
 };
 
+/* A read connection for a moment, never waiting: the calling thread's own
+ * (*borrowed false), else a free one of the pool (*borrowed true: give it
+ * back with store_conn_give_back), else NULL. For the store's own short
+ * reads from threads that may hold none (a transport's thread). */
+store_conn *store_conn_borrow(store *s, bool *borrowed);
+void store_conn_give_back(store_conn *c);
+
 /* ---- names ----------------------------------------------------------------- */
 
 /* 1 when org is a usable organisation id: ^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$
