@@ -528,6 +528,35 @@ def test_signals_reach_the_other_replicas_within_100_ms(trio):
     assert not slow, f"slower than 100 ms (median): {slow}"
 
 
+def test_a_replica_that_lost_its_listener_catches_up(trio):
+    """Every replica's listening connection is cut; a write through A made
+    while they reconnect is announced to nobody, yet C's feed delivers it
+    without any further write (the catch-up read after reconnecting), and a
+    schema pushed meanwhile is what C serves."""
+    a, b, c = trio
+    since = head(a)
+    w = Watch(c, since)
+    w.wait_for(lambda evs: True, timeout=1)
+    a.sql_write("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE query = 'LISTEN " + "recordd'")
+    r = a.create("items", {"s": "while away"})
+    schema = to_dict_schema(a)
+    items = next(m for m in schema if m["name"] == "items")
+    items["fields"].append({"name": "away" + uid("f").replace("-", "")[-6:], "type": "STRING"})
+    rev = a.push_schema(schema).schema.revision
+    w.wait_for(lambda evs: any(ev.sync_id == r.last_sync_id for ev in evs), timeout=10)
+    w.close()
+    _until(lambda: c.get_schema().revision >= rev, timeout=10)
+    for srv in trio:
+        _until(lambda srv=srv: "recordd_peer_listener_up 1" in metrics(srv), timeout=10)
+
+
+def metrics(srv) -> str:
+    import urllib.request
+
+    return urllib.request.urlopen(srv.http_url + "/metrics", timeout=10).read().decode()
+
+
 def test_metrics_show_the_listener_and_the_lock(trio):
     import urllib.request
 

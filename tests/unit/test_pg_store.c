@@ -18,7 +18,10 @@
  *  - the filter and order_by SQL: every operator on every filterable type,
  *    NULL order, keyset pagination with a page size of 2, and bulk writes
  *    by filter;
- *  - the credential generation's triggers. */
+ *  - the credential generation's triggers;
+ *  - two stores on one database: the listener hears the other's commits
+ *    and pushes, catches up after it was away, and sync ids continue
+ *    across both writers. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdatomic.h>
@@ -679,6 +682,101 @@ static void test_a_push_after_a_failed_write_is_committed(void **state)
     assert_int_equal(q_int("SELECT count(*) FROM information_schema.columns"
                            " WHERE table_name = 'r_" ORG "__u' AND column_name = 'w'"),
                      1);
+}
+
+/* ---- several processes on one database ------------------------------------------ */
+
+static atomic_int commits_heard;
+static atomic_int remote_claims, remote_credentials;
+
+static void on_commit_count(void *arg, int64_t generation)
+{
+    (void)arg;
+    (void)generation;
+    atomic_fetch_add(&commits_heard, 1);
+}
+
+static void on_remote_count(void *arg, store_remote_kind kind, const char *org, const char *model,
+                            const char *id)
+{
+    (void)arg;
+    (void)model;
+    (void)id;
+    if (kind == STORE_REMOTE_CLAIM_RELEASED && org == NULL)
+        atomic_fetch_add(&remote_claims, 1);
+    if (kind == STORE_REMOTE_CREDENTIALS)
+        atomic_fetch_add(&remote_credentials, 1);
+}
+
+static int64_t revision_of(store *s)
+{
+    store_schema *sch = store_schema_get(s, ORG);
+    int64_t r = sch->revision;
+    store_schema_release(sch);
+    return r;
+}
+
+/* Waits up to 5 s for cond. */
+#define EVENTUALLY(cond)                                                                           \
+    do {                                                                                           \
+        for (int i_ = 0; i_ < 500 && !(cond); i_++)                                                \
+            usleep(10 * 1000);                                                                     \
+        assert_true(cond);                                                                         \
+    } while (0)
+
+/* Two stores on one database: B's commits and pushes reach A through the
+ * listener; what B did while A's listener was away reaches A by the
+ * catch-up after it reconnects (every hook runs, the schema is read
+ * again); and sync ids continue across the two writers. */
+static void test_a_second_process_is_heard_and_caught_up_with(void **state)
+{
+    (void)state;
+    rd_err err;
+    store *a = fx->s, *b = NULL;
+    store_options o = {.path = fx->uri};
+    assert_int_equal(store_open(&o, &b, &err), RD_OK);
+    store_on_commit(a, on_commit_count, NULL);
+    store_on_remote(a, on_remote_count, NULL);
+    EVENTUALLY(store_pg_listening(a) && store_pg_listening(b));
+
+    /* live: a push and a write through B */
+    fx->s = b;
+    PUSH_OK(notes_schema);
+    int heard = atomic_load(&commits_heard);
+    int64_t s1 = create_ok("notes", "n1", "{\"title\":\"b\"}");
+    fx->s = a;
+    EVENTUALLY(revision_of(a) == 1);
+    EVENTUALLY(atomic_load(&commits_heard) > heard);
+
+    /* away: A's listener stops, B writes and pushes, the listener returns */
+    store_pg_listen_stop(a);
+    assert_false(store_pg_listening(a));
+    fx->s = b;
+    json_t *doc = parse(notes_schema); /* notes gains a field w */
+    json_t *models = json_object_get(doc, "models");
+    for (size_t i = 0; i < json_array_size(models); i++)
+        if (strcmp(json_string_value(json_object_get(json_array_get(models, i), "name")),
+                   "notes") == 0)
+            json_array_append_new(json_object_get(json_array_get(models, i), "fields"),
+                                  parse("{\"name\":\"w\",\"type\":\"STRING\"}"));
+    assert_int_equal(push_doc(doc, false, NULL), RD_OK);
+    json_decref(doc);
+    int64_t s2 = create_ok("notes", "n2", "{\"w\":\"b\"}");
+    fx->s = a;
+    assert_int_equal(revision_of(a), 1);
+    heard = atomic_load(&commits_heard);
+    int claims = atomic_load(&remote_claims), creds = atomic_load(&remote_credentials);
+    assert_int_equal(store_pg_listen_start(a, &err), RD_OK);
+    EVENTUALLY(revision_of(a) == 2);
+    EVENTUALLY(atomic_load(&commits_heard) > heard);
+    EVENTUALLY(atomic_load(&remote_claims) > claims && atomic_load(&remote_credentials) > creds);
+
+    /* the two writers share one sequence: A continues after B */
+    assert_int_equal(s2, s1 + 1);
+    assert_int_equal(create_ok("notes", "n3", "{\"w\":\"a\"}"), s2 + 1);
+    store_on_remote(a, NULL, NULL);
+    store_on_commit(a, NULL, NULL);
+    store_close(b);
 }
 
 /* ---- 2. DDL -------------------------------------------------------------------- */
@@ -1901,6 +1999,7 @@ int main(void)
         L(test_bulk_by_filter),
         T(test_auth_gen_triggers),
         T(test_read_pool_lends_one_connection_at_a_time),
+        T(test_a_second_process_is_heard_and_caught_up_with),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
