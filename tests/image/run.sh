@@ -25,6 +25,19 @@
 #      its exec readiness probe (recordctl health over TLS) inside the
 #      container; gRPC and HTTPS from outside trusting the CA; plaintext
 #      refused; podman stop exits 0.
+#   9. replicas on one PostgreSQL, as docker/k8s-examples/postgres runs them:
+#      a PostgreSQL 15 image built from the same base (tests/image/postgres,
+#      cached like the base) runs as the postgres user with password
+#      authentication on a podman network of the test's own; `recordctl init`
+#      against it makes the keys and the admin key; two recordd containers A
+#      and B run as the Deployment's pod (its ConfigMap variables, uid/gid,
+#      the keys Secret with the trusted public key, RECORDD_DB from the
+#      "Secret" — B with the password in a pgpass file instead — a read-only
+#      root and no /data volume). A write through A is read through B, B's
+#      WatchChanges sees A's writes live, `podman stop` of A under 4 writers
+#      exits 0 and every write A confirmed is read through B and was in B's
+#      feed, gap-free; PostgreSQL stopped turns B's readiness NOT_SERVING
+#      (liveness stays SERVING) and started again SERVING; B stops with 0.
 #
 # Needs root, buildah, podman, runc and debootstrap (make image-deps). Uses a
 # test-owned containers.conf (CONTAINERS_CONF) instead of /etc. Environment:
@@ -71,9 +84,13 @@ CONF
 cleanup() {
     rc=$?
     if [ "${RECORDD_IMAGE_KEEP:-0}" = 1 ]; then
-        log "kept $WORK and containers $NAME-*"
+        log "kept $WORK, containers $NAME-* and network $NAME-net"
     else
-        podman rm -f -t 0 "$NAME-1" "$NAME-2" "$NAME-k8s" "$NAME-tls" >/dev/null 2>&1 || true
+        # --ignore: without it this podman removes nothing when one name is
+        # missing (a run that failed before creating them all)
+        podman rm -f --ignore -t 0 "$NAME-1" "$NAME-2" "$NAME-k8s" "$NAME-tls" "$NAME-init" "$NAME-a" \
+            "$NAME-b" "$NAME-pg" >/dev/null 2>&1 || true
+        podman network rm -f "$NAME-net" >/dev/null 2>&1 || true
         rm -rf "$WORK"
     fi
     exit $rc
@@ -303,6 +320,135 @@ podman logs "$NAME-tls" 2>&1 | grep -q '"tls":"on"' || fail "no \"tls\":\"on\" i
 podman stop -t 30 "$NAME-tls" >/dev/null
 CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-tls")
 [ "$CODE" = 0 ] || { podman logs "$NAME-tls" | tail -n 20; fail "the TLS container exited $CODE after SIGTERM"; }
+
+# ---- 9. replicas on one PostgreSQL ------------------------------------------------------
+log "PostgreSQL: docker/k8s-examples/postgres's pod twice, on one PostgreSQL container"
+PGW="$WORK/pg"
+mkdir -p "$PGW"
+kubectl kustomize "$REPO/docker/k8s-examples/postgres" >"$PGW/rendered.yaml" ||
+    fail "kubectl kustomize docker/k8s-examples/postgres failed"
+"$PYTHON" "$REPO/tests/image/k8s_ts.py" --pod "$PGW/rendered.yaml" "$PGW" || fail "cannot read the Deployment's settings"
+# shellcheck disable=SC1091
+. "$PGW/pod.sh"
+[ "$POD_KIND" = Deployment ] && [ "$SECRET_ENV" = "RECORDD_DB:recordd-db:uri" ] ||
+    fail "docker/k8s-examples/postgres: want a Deployment with RECORDD_DB from recordd-db/uri"
+
+# the PostgreSQL image: tagged with a hash of its directory, cached in podman's
+# store and as a tarball beside the base's
+PG_SRC="$REPO/tests/image/postgres"
+PG_TAG=$(cat "$PG_SRC/Containerfile" "$PG_SRC/entrypoint.sh" | sha256sum | cut -c1-12)
+PG_IMAGE="localhost/recordd-image-test-postgres:$PG_TAG"
+PG_TARBALL="$CACHE/postgres-$PG_TAG.tar"
+if podman image exists "$PG_IMAGE"; then
+    log "$PG_IMAGE: cached in podman's store"
+elif [ -s "$PG_TARBALL" ]; then
+    log "podman load $PG_TARBALL"
+    podman load -i "$PG_TARBALL" >/dev/null || fail "podman load $PG_TARBALL failed"
+else
+    log "buildah bud tests/image/postgres (apt-get install postgresql-15; once, cached in $CACHE)"
+    buildah bud --pull=never --layers --network=host --ulimit "nofile=$NOFILE" --ulimit "nproc=$NPROC" \
+        -f "$PG_SRC/Containerfile" -t "$PG_IMAGE" "$PG_SRC" >"$PGW/build.log" 2>&1 ||
+        { tail -n 40 "$PGW/build.log"; fail "buildah bud tests/image/postgres failed"; }
+    mkdir -p "$CACHE"
+    rm -f "$CACHE"/postgres-*.tar
+    podman save -o "$PG_TARBALL.tmp" "$PG_IMAGE" >"$PGW/save.log" 2>&1 && mv "$PG_TARBALL.tmp" "$PG_TARBALL" ||
+        log "could not cache $PG_IMAGE in $CACHE (continuing)"
+fi
+
+NET="$NAME-net"
+podman network create "$NET" >/dev/null || fail "podman network create $NET failed"
+PG_PASSWORD=$(openssl rand -hex 16)
+(umask 077 && printf 'PG_PASSWORD=%s\n' "$PG_PASSWORD" >"$PGW/postgres.env")
+# (the network's DNS server, started with the first container, logs to stderr)
+podman run -d --name "$NAME-pg" --network "$NET" --env-file "$PGW/postgres.env" "$PG_IMAGE" \
+    >/dev/null 2>"$PGW/pg-run.log" || { cat "$PGW/pg-run.log"; fail "the PostgreSQL container did not start"; }
+ready=0
+for _ in $(seq 1 150); do
+    if podman exec "$NAME-pg" pg_isready -q -h 127.0.0.1 2>/dev/null; then ready=1; break; fi
+    sleep 0.2
+done
+[ "$ready" = 1 ] || { podman logs "$NAME-pg" | tail -n 20; fail "PostgreSQL never became ready"; }
+PG_USER_OF=$(podman exec "$NAME-pg" id -un 2>/dev/null)
+[ "$PG_USER_OF" = postgres ] || fail "PostgreSQL runs as $PG_USER_OF, not postgres"
+# the Secret's value: the URI with the password (the container name resolves on $NET)
+(umask 077 && printf 'RECORDD_DB=postgresql://recordd:%s@%s:5432/recordd\n' "$PG_PASSWORD" "$NAME-pg" \
+    >"$PGW/db-secret.env")
+
+# README: `recordctl init --dir ./keys --db URI` once, against the database; its
+# files become the keys Secret (pepper, signing.key, signing.pub)
+PGKEYS="$PGW/keys" PGSECRET="$PGW/secret"
+mkdir -p "$PGKEYS" "$PGSECRET"
+chown 10001:10001 "$PGKEYS"
+podman run --rm --name "$NAME-init" --network "$NET" --read-only --cap-drop=ALL --security-opt no-new-privileges \
+    --env-file "$PGW/db-secret.env" -v "$PGKEYS:/keys" --entrypoint /usr/local/bin/recordctl "$IMAGE" \
+    init --dir /keys >/dev/null 2>"$PGW/init.log" || { cat "$PGW/init.log"; fail "recordctl init against PostgreSQL failed"; }
+pubs=("$PGKEYS"/trusted-keys/*.pub)
+[ "${#pubs[@]}" = 1 ] && [ -s "${pubs[0]}" ] || fail "recordctl init made no single trusted public key"
+for item in $SECRET_ITEMS; do # key:path; signing.pub is keys/trusted-keys/<kid>.pub
+    key=${item%%:*}
+    src="$PGKEYS/$key"
+    [ "$key" = signing.pub ] && src=${pubs[0]}
+    install -D -o 0 -g "$POD_FSGROUP" -m "$SECRET_MODE" "$src" "$PGSECRET/${item#*:}"
+done
+# B: the URI without the password, which a pgpass file gives libpq (PGPASSFILE):
+# mode 0600 and owned by the pod's user, or libpq ignores it
+(umask 077 && printf 'RECORDD_DB=postgresql://recordd@%s:5432/recordd\nPGPASSFILE=/run/pgpass/pgpass\n' \
+    "$NAME-pg" >"$PGW/db-pgpass.env")
+mkdir -p "$PGW/pgpass"
+printf '%s:5432:recordd:recordd:%s\n' "$NAME-pg" "$PG_PASSWORD" >"$PGW/pgpass/pgpass"
+chown "$POD_UID:$POD_GID" "$PGW/pgpass/pgpass"
+chmod 0600 "$PGW/pgpass/pgpass"
+
+PG_GRPC_A=$(free_port) PG_HTTP_A=$(free_port) PG_GRPC_B=$(free_port) PG_HTTP_B=$(free_port)
+run_replica() { # name grpc-port http-port db-env-file [podman options]
+    local name=$1 grpc=$2 http=$3 dbenv=$4
+    shift 4
+    # as the kubelet runs the pod: no volume for the image's /data (nothing
+    # but /tmp is writable), the ConfigMap's variables, the Secret read-only
+    podman run -d --name "$NAME-$name" --network "$NET" --read-only --image-volume ignore \
+        --cap-drop=ALL --security-opt no-new-privileges \
+        --user "$POD_UID:$POD_GID" --group-add "$POD_FSGROUP" --env-file "$PGW/env" --env-file "$dbenv" \
+        -v "$PGSECRET:$SECRET_MOUNT:ro" "$@" -p "127.0.0.1:$grpc:50051" -p "127.0.0.1:$http:8080" \
+        "$IMAGE" >/dev/null
+}
+run_replica a "$PG_GRPC_A" "$PG_HTTP_A" "$PGW/db-secret.env" || fail "replica A did not start"
+run_replica b "$PG_GRPC_B" "$PG_HTTP_B" "$PGW/db-pgpass.env" -v "$PGW/pgpass:/run/pgpass:ro" ||
+    fail "replica B did not start"
+PG_A=("$PYTHON" "$REPO/tests/image/client.py" --addr "127.0.0.1:$PG_GRPC_A" --key-file "$PGKEYS/admin.key")
+PG_B=("$PYTHON" "$REPO/tests/image/client.py" --addr "127.0.0.1:$PG_GRPC_B" --key-file "$PGKEYS/admin.key")
+"${PG_A[@]}" wait || { podman logs "$NAME-a" | tail -n 20; fail "replica A never became ready"; }
+"${PG_B[@]}" wait || { podman logs "$NAME-b" | tail -n 20; fail "replica B never became ready"; }
+"$PYTHON" - "http://127.0.0.1:$PG_HTTP_A" "http://127.0.0.1:$PG_HTTP_B" <<'PY' || fail "/readyz of a replica is not 200"
+import sys, requests
+for url in sys.argv[1:]:
+    assert requests.get(url + "/readyz", timeout=30).status_code == 200, url
+PY
+
+log "PostgreSQL: a write through A read through B, B's change feed, podman stop of A under writes"
+"${PG_A[@]}" replicas --other "127.0.0.1:$PG_GRPC_B" --stop "podman stop -t 30 $NAME-a" ||
+    { podman logs "$NAME-a" 2>&1 | tail -n 20; podman logs "$NAME-b" 2>&1 | tail -n 10; fail "the replicas check failed"; }
+CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-a")
+podman logs "$NAME-a" >"$PGW/a.log" 2>&1 || true
+[ "$CODE" = 0 ] || { tail -n 20 "$PGW/a.log"; fail "replica A exited $CODE after SIGTERM"; }
+grep -q '"msg":"stopped"' "$PGW/a.log" || fail "no 'stopped' log line from replica A"
+"$PYTHON" -c 'import json, sys; [json.loads(l) for l in open(sys.argv[1]) if l.strip()]' "$PGW/a.log" ||
+    fail "a log line of replica A is not JSON"
+if grep -q "$PG_PASSWORD" "$PGW/a.log"; then fail "the database password is in replica A's log"; fi
+
+log "PostgreSQL stopped: B's readiness NOT_SERVING, liveness SERVING; started again: ready"
+podman stop -t 30 "$NAME-pg" >/dev/null
+"${PG_B[@]}" health --service readiness --want NOT_SERVING --within 30 ||
+    fail "B stayed ready without its database"
+"${PG_B[@]}" health --service liveness --want SERVING --within 5 || fail "B's liveness failed with the database down"
+podman start "$NAME-pg" >/dev/null
+"${PG_B[@]}" health --service readiness --want SERVING --within 60 ||
+    { podman logs "$NAME-b" 2>&1 | tail -n 20; fail "B did not become ready again after PostgreSQL came back"; }
+"${PG_B[@]}" read --id r1 --expect-text "written through A" || fail "B cannot read after PostgreSQL came back"
+podman stop -t 30 "$NAME-b" >/dev/null
+CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-b")
+podman logs "$NAME-b" >"$PGW/b.log" 2>&1 || true
+[ "$CODE" = 0 ] || { tail -n 20 "$PGW/b.log"; fail "replica B exited $CODE after SIGTERM"; }
+if grep -q "$PG_PASSWORD" "$PGW/b.log"; then fail "the database password is in replica B's log"; fi
 
 log "image test passed"
 echo "1 passed, 0 failed"
