@@ -4,6 +4,8 @@
 #   make test       install, build, run unit + e2e tests (e2e on SQLite, then on PostgreSQL)
 #   make run BACKEND=postgres   the same on a local PostgreSQL cluster in ./pgdata
 #   make check      the same tests under ASan + UBSan (separate build dir)
+#   make test-cluster  three recordd processes on one PostgreSQL, and a failover
+#                   to a synchronous standby (tests/cluster/)
 #   make fuzz       libFuzzer runs: token parser/verifier, filter parser (FUZZ_SECONDS each, 25)
 #   make image-test build docker/Dockerfile with buildah, run it with podman, check the
 #                   k8s manifests (tests/image/; needs root; installs IMAGE_PKGS)
@@ -199,6 +201,14 @@ e2e: $(BIN) $(TOOLS)
 e2e-pg: $(BIN) $(TOOLS)
 	RECORDD_TEST_BACKEND=postgres RECORDD_BIN=$(abspath $(BIN)) RECORDD_BUILD=$(abspath $(BUILD)) \
 	  $(PYTHON) -m pytest -q tests/e2e
+
+# Several recordd processes on one PostgreSQL database, and a failover to a
+# synchronous standby under write load (tests/cluster/README.md): each test
+# module starts the clusters it needs.
+.PHONY: test-cluster
+test-cluster: deps $(BIN) $(TOOLS)
+	RECORDD_TEST_BACKEND=postgres RECORDD_BIN=$(abspath $(BIN)) RECORDD_BUILD=$(abspath $(BUILD)) \
+	  $(PYTHON) -m pytest -q -s tests/cluster
 
 # The whole e2e suite runs twice: on SQLite, then on PostgreSQL.
 test: deps node-deps
