@@ -49,6 +49,13 @@ done
 for b in initdb pg_ctl psql; do
     [ -x "$pg_bin/$b" ] || { echo "bench: $pg_bin/$b is missing (Debian: postgresql; or set PG_BIN)" >&2; exit 1; }
 done
+case ${REPLICAS:-} in
+'' | [1-9] | 1[0-6]) ;;
+*)
+    echo "bench: REPLICAS must be a number from 1 to 16, not '$REPLICAS'" >&2
+    exit 1
+    ;;
+esac
 
 # Two temp dirs side by side (so on one disk): $work is ours (recordd's
 # keys, the SQLite database, logs, the pgpass file), $pgdir belongs to the
