@@ -258,6 +258,8 @@ clean:
 # `make bench BACKEND=postgres` runs bench/pg.sh instead: the update
 # scenario on SQLite and on a throw-away durable PostgreSQL cluster, side by
 # side in one run (BENCH_ROUNDS, PG_BIN: see the script).
+# `make bench BACKEND=postgres REPLICAS=3`: update@64 spread over 1, 2 and 3
+# recordd processes on one PostgreSQL database (bench/pg_replicas.sh).
 BENCH_BINS := $(BUILD)/recordd-bench $(BUILD)/sqlite-limit
 
 all: $(BENCH_BINS)
@@ -271,8 +273,9 @@ $(BUILD)/sqlite-limit: $(BUILD)/obj/bench/sqlite_limit.o
 .PHONY: bench soak
 bench: $(BIN) $(TOOLS) $(BENCH_BINS)
 ifeq ($(BACKEND),postgres)
-	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) sh bench/pg.sh $(BUILD)
+	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) REPLICAS=$(REPLICAS) sh bench/pg.sh $(BUILD)
 else
+	@[ -z "$(REPLICAS)" ] || { echo "make bench: REPLICAS needs BACKEND=postgres (processes share a PostgreSQL database)" >&2; exit 1; }
 	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) sh bench/run.sh $(BUILD)
 endif
 
