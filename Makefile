@@ -4,6 +4,8 @@
 #   make test       install, build, run unit + e2e tests (e2e on SQLite, then on PostgreSQL)
 #   make run BACKEND=postgres   the same on a local PostgreSQL cluster in ./pgdata
 #   make check      the same tests under ASan + UBSan (separate build dir)
+#   make test-cluster  three recordd processes on one PostgreSQL, and a failover
+#                   to a synchronous standby (tests/cluster/)
 #   make fuzz       libFuzzer runs: token parser/verifier, filter parser (FUZZ_SECONDS each, 25)
 #   make image-test build docker/Dockerfile with buildah, run it with podman, check the
 #                   k8s manifests (tests/image/; needs root; installs IMAGE_PKGS)
@@ -200,6 +202,14 @@ e2e-pg: $(BIN) $(TOOLS)
 	RECORDD_TEST_BACKEND=postgres RECORDD_BIN=$(abspath $(BIN)) RECORDD_BUILD=$(abspath $(BUILD)) \
 	  $(PYTHON) -m pytest -q tests/e2e
 
+# Several recordd processes on one PostgreSQL database, and a failover to a
+# synchronous standby under write load (tests/cluster/README.md): each test
+# module starts the clusters it needs.
+.PHONY: test-cluster
+test-cluster: deps $(BIN) $(TOOLS)
+	RECORDD_TEST_BACKEND=postgres RECORDD_BIN=$(abspath $(BIN)) RECORDD_BUILD=$(abspath $(BUILD)) \
+	  $(PYTHON) -m pytest -q -s tests/cluster
+
 # The whole e2e suite runs twice: on SQLite, then on PostgreSQL.
 test: deps node-deps
 	$(MAKE) all
@@ -248,6 +258,8 @@ clean:
 # `make bench BACKEND=postgres` runs bench/pg.sh instead: the update
 # scenario on SQLite and on a throw-away durable PostgreSQL cluster, side by
 # side in one run (BENCH_ROUNDS, PG_BIN: see the script).
+# `make bench BACKEND=postgres REPLICAS=3`: update@64 spread over 1, 2 and 3
+# recordd processes on one PostgreSQL database (bench/pg_replicas.sh).
 BENCH_BINS := $(BUILD)/recordd-bench $(BUILD)/sqlite-limit
 
 all: $(BENCH_BINS)
@@ -261,8 +273,9 @@ $(BUILD)/sqlite-limit: $(BUILD)/obj/bench/sqlite_limit.o
 .PHONY: bench soak
 bench: $(BIN) $(TOOLS) $(BENCH_BINS)
 ifeq ($(BACKEND),postgres)
-	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) sh bench/pg.sh $(BUILD)
+	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) REPLICAS=$(REPLICAS) sh bench/pg.sh $(BUILD)
 else
+	@[ -z "$(REPLICAS)" ] || { echo "make bench: REPLICAS needs BACKEND=postgres (processes share a PostgreSQL database)" >&2; exit 1; }
 	BENCH_DURATION=$(or $(BENCH_DURATION),8) PYTHON=$(PYTHON) sh bench/run.sh $(BUILD)
 endif
 

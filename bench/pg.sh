@@ -17,8 +17,13 @@
 # failure or Ctrl-C). Raw results (one JSON object a line) go to
 # $BUILD/bench-pg-results.jsonl.
 #
+# With REPLICAS=N, the same cluster serves bench/pg_replicas.sh instead:
+# update@64 spread over 1, 2, ... N recordd processes on one PostgreSQL
+# database (no SQLite server).
+#
 # Usage: sh bench/pg.sh [BUILD_DIR]
 # Environment:
+#   REPLICAS        run bench/pg_replicas.sh with that many processes [unset]
 #   BENCH_DURATION  measured seconds per scenario [8]
 #   BENCH_RECORDS   record ids the update scenario spreads over [10000]
 #   BENCH_ROUNDS    rounds of every scenario on both backends [2]
@@ -44,6 +49,13 @@ done
 for b in initdb pg_ctl psql; do
     [ -x "$pg_bin/$b" ] || { echo "bench: $pg_bin/$b is missing (Debian: postgresql; or set PG_BIN)" >&2; exit 1; }
 done
+case ${REPLICAS:-} in
+'' | [1-9] | 1[0-6]) ;;
+*)
+    echo "bench: REPLICAS must be a number from 1 to 16, not '$REPLICAS'" >&2
+    exit 1
+    ;;
+esac
 
 # Two temp dirs side by side (so on one disk): $work is ours (recordd's
 # keys, the SQLite database, logs, the pgpass file), $pgdir belongs to the
@@ -51,11 +63,10 @@ done
 parent=${TMPDIR:-/tmp}
 work=$(mktemp -d "$parent/recordd-bench.XXXXXX")
 pgdir=
-sqlite_pid=
-postgres_pid=
+pids= # every recordd we started
 cleanup() {
     set +e
-    for p in $sqlite_pid $postgres_pid; do
+    for p in $pids; do
         if kill -0 "$p" 2>/dev/null; then
             kill -TERM "$p" 2>/dev/null
             wait "$p" 2>/dev/null
@@ -139,15 +150,22 @@ for s in fsync synchronous_commit full_page_writes; do
 done
 
 # --- the two servers ----------------------------------------------------------
-# start_recordd BACKEND DB: recordctl init into $work/var-BACKEND, then
-# recordd on free ports; sets ${BACKEND}_pid, _target and _http.
+# start_recordd NAME DB [FROM]: recordctl init into $work/var-NAME (or, with
+# FROM, a copy of $work/var-FROM: the same organisation and keys, for
+# another process on FROM's database), then recordd on free ports; sets
+# ${NAME}_pid, _target and _http.
 start_recordd() {
-    "$build/recordctl" init --dir "$work/var-$1" --db "$2" >/dev/null 2>"$work/init-$1.log" ||
-        { echo "bench: recordctl init on $1 failed:" >&2; cat "$work/init-$1.log" >&2; exit 1; }
+    if [ -n "${3:-}" ]; then
+        cp -Rp "$work/var-$3" "$work/var-$1"
+    else
+        "$build/recordctl" init --dir "$work/var-$1" --db "$2" >/dev/null 2>"$work/init-$1.log" ||
+            { echo "bench: recordctl init on $1 failed:" >&2; cat "$work/init-$1.log" >&2; exit 1; }
+    fi
     "$build/recordd" --grpc-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 --db "$2" \
         --pepper-file "$work/var-$1/pepper" --signing-key "$work/var-$1/signing.key" \
         --trusted-keys "$work/var-$1/trusted-keys" 2>"$work/$1.log" &
     eval "${1}_pid=\$!"
+    pids="$pids $!"
     t=
     for _ in $(seq 1 100); do
         t=$(sed -n 's/.*"msg":"listening".*"grpc":"\([^"]*\)".*/\1/p' "$work/$1.log" | head -n 1)
@@ -175,19 +193,31 @@ bench() {
 }
 
 # The writer's side, from /metrics: commit groups, the writes they carried
-# and the time their COMMITs took (cumulative counters), as bench/run.sh.
+# and the time their COMMITs took (cumulative counters), as bench/run.sh;
+# on PostgreSQL also how long batches held their organisations' counter
+# rows and how many did (lock_s, lock_batches), and when it was read (at).
 writer_stats() { # BACKEND
     eval "h=\$${1}_http"
     [ -n "$h" ] || { echo '{}'; return; }
     "$python" - "$h" <<'PY'
-import json, sys, urllib.request
+import json, sys, time, urllib.request
 text = urllib.request.urlopen("http://%s/metrics" % sys.argv[1], timeout=5).read().decode()
 want = {"recordd_commit_batch_size_count": "batches", "recordd_commit_batch_size_sum": "writes",
-        "recordd_commit_duration_seconds_sum": "commit_s"}
-print(json.dumps({want[k]: float(v) for k, v in (l.split() for l in text.splitlines()
-                  if l.split()[:1] and l.split()[0] in want)}))
+        "recordd_commit_duration_seconds_sum": "commit_s",
+        "recordd_org_lock_hold_seconds_sum": "lock_s",
+        "recordd_org_lock_hold_seconds_count": "lock_batches"}
+got = {want[k]: float(v) for k, v in (l.split() for l in text.splitlines()
+       if l.split()[:1] and l.split()[0] in want)}
+got["at"] = time.time()
+print(json.dumps(got))
 PY
 }
+
+if [ -n "${REPLICAS:-}" ]; then
+    # shellcheck source=bench/pg_replicas.sh
+    . "$(dirname "$0")/pg_replicas.sh"
+    exit 0
+fi
 
 : >"$results"
 printf '{"run":"pg-settings","version":"%s","settings":%s}\n' "$pg_version" "$pg_settings" >>"$results"

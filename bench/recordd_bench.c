@@ -2,8 +2,10 @@
  * --clients calls stay in flight, spread over --threads threads (one
  * completion queue each) and --connections TCP connections (a local
  * subchannel pool per channel); every completion immediately starts the next
- * call of its slot. Prints throughput, latency percentiles, errors by status
- * code, CPU per call and peak RSS of client and server (docs/PERFORMANCE.md).
+ * call of its slot. --target may name several servers (replicas on one
+ * database): client i then calls target i % n. Prints throughput, latency
+ * percentiles, errors by status code, CPU per call and peak RSS of client
+ * and server (docs/PERFORMANCE.md).
  *
  * A scenario is one row of `scenarios`: the method, whether it needs the
  * bench model and its records, how to encode the next request and how to
@@ -37,6 +39,7 @@
 enum {
     MAX_CLIENTS = 4096,
     MAX_THREADS = 64,
+    MAX_TARGETS = 64,
     MAX_REQ_BYTES = 512,
     MAX_TOKEN_BYTES = 4096,
     N_OUTCOMES = 18,       /* 0 OK, 1..16 gRPC status codes, 17 rejected reply */
@@ -72,7 +75,7 @@ static const char *const outcome_names[N_OUTCOMES] = {
 /* ---- options ------------------------------------------------------------------------ */
 
 typedef struct options {
-    const char *target;
+    const char *target; /* one host:port or a comma-separated list */
     const char *scenario;
     const char *token;
     const char *cacert;
@@ -83,12 +86,12 @@ typedef struct options {
     double warmup_s;
     int records;
     int timeout_ms;
-    long server_pid;
+    const char *server_pid; /* one pid or a comma-separated list */
     bool setup;
     bool json;
 } options;
 
-typedef enum opt_kind { O_STR, O_INT, O_LONG, O_DOUBLE, O_FLAG } opt_kind;
+typedef enum opt_kind { O_STR, O_INT, O_DOUBLE, O_FLAG } opt_kind;
 
 typedef struct opt {
     const char *flag;
@@ -101,18 +104,22 @@ typedef struct opt {
 #define OFF(f) offsetof(options, f)
 
 static const opt opts[] = {
-    {"target", O_STR, OFF(target), 0, 0, "server address host:port [127.0.0.1:50051]"},
+    {"target", O_STR, OFF(target), 0, 0,
+     "server address host:port, or several comma-separated (client i calls target i % n) "
+     "[127.0.0.1:50051]"},
     {"scenario", O_STR, OFF(scenario), 0, 0, "update | bulk | health [update]"},
     {"clients", O_INT, OFF(clients), 1, MAX_CLIENTS, "calls kept in flight [16]"},
     {"threads", O_INT, OFF(threads), 1, MAX_THREADS, "client threads, one CQ each [1]"},
     {"connections", O_INT, OFF(connections), 1, MAX_CLIENTS,
-     "TCP connections, spread over the threads [= threads]"},
+     "TCP connections, spread over the threads; with n targets rounded up to a multiple of n "
+     "[= threads]"},
     {"duration", O_DOUBLE, OFF(duration_s), 0, 86400, "measured seconds [10]"},
     {"warmup", O_DOUBLE, OFF(warmup_s), 0, 3600, "seconds run before measuring [1]"},
     {"records", O_INT, OFF(records), 1, 100000000, "record ids b0..b<K-1> the update uses [10000]"},
     {"timeout-ms", O_INT, OFF(timeout_ms), 1, 3600000, "deadline of each call [30000]"},
-    {"server-pid", O_LONG, OFF(server_pid), 1, 4194304,
-     "server process: report its peak RSS and CPU per call"},
+    {"server-pid", O_STR, OFF(server_pid), 0, 0,
+     "server process, or several comma-separated: report peak RSS and CPU per call "
+     "(summed over them)"},
     {"token", O_STR, OFF(token), 0, 0,
      "credential sent as `authorization: Bearer <token>` on record and schema calls "
      "(env RECORDD_BENCH_TOKEN)"},
@@ -134,6 +141,33 @@ static void usage(FILE *f)
 
 /* The CA of --cacert (NUL-terminated PEM), or NULL for plaintext. */
 static char *ca_pem;
+
+/* --target as a list (client i calls targets[i % n_targets]) and
+ * --server-pid as a list (none: no server figures). */
+static char *targets[MAX_TARGETS];
+static int n_targets;
+static long server_pids[MAX_TARGETS];
+static int n_server_pids;
+
+/* Splits the comma-separated list s into out[] (copies the caller
+ * frees). Returns the number of items, or -1 (nothing kept) when one is
+ * empty, there are more than max or memory ran out. */
+static int split_list(const char *s, char **out, int max)
+{
+    int n = 0;
+    for (const char *p = s;; p = strchr(p, ',') + 1) {
+        const char *end = strchr(p, ',');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (len == 0 || n == max || (out[n] = strndup(p, len)) == NULL)
+            break;
+        n++;
+        if (end == NULL)
+            return n;
+    }
+    while (n > 0)
+        free(out[--n]);
+    return -1;
+}
 
 static char *read_file(const char *path)
 {
@@ -214,8 +248,6 @@ static int parse_options(int argc, char **argv, options *o)
         }
         if (p->kind == O_INT)
             *(int *)(void *)field = (int)v;
-        else if (p->kind == O_LONG)
-            *(long *)(void *)field = (long)v;
         else
             *(double *)(void *)field = v;
     }
@@ -225,6 +257,35 @@ static int parse_options(int argc, char **argv, options *o)
         o->threads = o->clients;
     if (o->connections < o->threads)
         o->connections = o->threads;
+    if ((n_targets = split_list(o->target, targets, MAX_TARGETS)) < 1) {
+        fprintf(stderr,
+                "recordd-bench: --target: expected 1 to %d comma-separated host:port, got "
+                "'%s'\n",
+                MAX_TARGETS, o->target);
+        return EXIT_USAGE;
+    }
+    /* every target gets as many connections */
+    o->connections = (o->connections + n_targets - 1) / n_targets * n_targets;
+    if (o->server_pid != NULL) {
+        char *items[MAX_TARGETS];
+        int n = split_list(o->server_pid, items, MAX_TARGETS);
+        n_server_pids = n;
+        for (int i = 0; i < n; i++) {
+            char *end;
+            errno = 0;
+            server_pids[i] = strtol(items[i], &end, 10);
+            if (errno != 0 || *end != '\0' || server_pids[i] < 1 || server_pids[i] > 4194304)
+                n_server_pids = -1;
+            free(items[i]);
+        }
+        if (n_server_pids < 1) {
+            fprintf(stderr,
+                    "recordd-bench: --server-pid: expected 1 to %d comma-separated process "
+                    "ids, got '%s'\n",
+                    MAX_TARGETS, o->server_pid);
+            return EXIT_USAGE;
+        }
+    }
     if (o->cacert != NULL && (ca_pem = read_file(o->cacert)) == NULL) {
         fprintf(stderr, "recordd-bench: --cacert: cannot read %s\n", o->cacert);
         return EXIT_USAGE;
@@ -317,6 +378,30 @@ static int64_t machine_ticks(int64_t *idle)
     for (int i = 0; i < 8; i++)
         all += (int64_t)v[i];
     return all;
+}
+
+/* The --server-pid processes' CPU (summed), or -1 when there are none or
+ * one is unreadable. */
+static int64_t servers_cpu_us(void)
+{
+    int64_t sum = n_server_pids > 0 ? 0 : -1;
+    for (int i = 0; i < n_server_pids && sum >= 0; i++) {
+        int64_t v = proc_cpu_us(server_pids[i]);
+        sum = v >= 0 ? sum + v : -1;
+    }
+    return sum;
+}
+
+/* A /proc/<pid>/status figure of the --server-pid processes (summed), or
+ * -1 when there are none or one is unreadable. */
+static long servers_status_kb(const char *key)
+{
+    long sum = n_server_pids > 0 ? 0 : -1;
+    for (int i = 0; i < n_server_pids && sum >= 0; i++) {
+        long v = proc_status_kb(server_pids[i], key);
+        sum = v >= 0 ? sum + v : -1;
+    }
+    return sum;
 }
 
 static int64_t self_cpu_us(void)
@@ -774,8 +859,11 @@ static int run_load(const options *o, const scenario *sc, run_result *res)
         sh.n_md = 1;
     }
     for (int i = 0; i < o->connections; i++)
-        chans[i] = open_channel(o->target);
-    /* thread t owns connections t, t+T, t+2T, …; its slots cycle over them */
+        chans[i] = open_channel(targets[i % n_targets]);
+    /* one target: thread t owns connections t, t+T, t+2T, …; its slots
+     * cycle over them. n targets: client g (slots numbered across the
+     * threads) calls target g % n over one of that target's C/n connections
+     * (k, k+n, k+2n, …), whichever thread completes it */
     for (int t = 0, next_slot = 0; t < o->threads; t++) {
         worker *w = &ws[t];
         w->sh = &sh;
@@ -787,8 +875,11 @@ static int run_load(const options *o, const scenario *sc, run_result *res)
         next_slot += w->n_slots;
         w->rng = (0x9E3779B97F4A7C15ULL * (uint64_t)(t + 1)) ^ (uint64_t)now_ns();
         for (int i = 0; i < w->n_slots; i++) {
+            int g = next_slot - w->n_slots + i, per_target = o->connections / n_targets;
             w->slots[i].w = w;
-            w->slots[i].channel = t + (i % w->n_channels) * o->threads;
+            w->slots[i].channel = n_targets == 1
+                                      ? t + (i % w->n_channels) * o->threads
+                                      : g % n_targets + (g / n_targets % per_target) * n_targets;
         }
     }
     int64_t t0 = now_ns();
@@ -809,11 +900,11 @@ static int run_load(const options *o, const scenario *sc, run_result *res)
     if (!sc->bounded) {
         sleep_until_ns(sh.measure_from_ns);
         m0 = now_ns();
-        srv0 = o->server_pid > 0 ? proc_cpu_us(o->server_pid) : -1;
+        srv0 = servers_cpu_us();
         cli0 = self_cpu_us();
         int64_t idle0 = 0, all0 = machine_ticks(&idle0);
         sleep_until_ns(sh.measure_to_ns);
-        int64_t srv1 = o->server_pid > 0 ? proc_cpu_us(o->server_pid) : -1;
+        int64_t srv1 = servers_cpu_us();
         int64_t idle1 = 0, all1 = machine_ticks(&idle1);
         if (all0 >= 0 && all1 > all0)
             res->idle_pct = 100.0 * (double)(idle1 - idle0) / (double)(all1 - all0);
@@ -1035,7 +1126,7 @@ done:
  * closed loop (existing ones count as done). Returns 0 or an exit code. */
 static int setup_records(const options *o)
 {
-    grpc_channel *ch = open_channel(o->target);
+    grpc_channel *ch = open_channel(targets[0]);
     int st = push_bench_model(ch, o);
     grpc_channel_destroy(ch);
     if (st != 0)
@@ -1066,8 +1157,8 @@ static void report(const options *o, const scenario *sc, const run_result *r)
 {
     double rate = r->seconds > 0 ? (double)r->ok / r->seconds : 0;
     double rows_rate = rate * (sc->rows_per_call > 0 ? sc->rows_per_call : 1);
-    long srv_hwm = o->server_pid > 0 ? proc_status_kb(o->server_pid, "VmHWM") : -1;
-    long srv_rss = o->server_pid > 0 ? proc_status_kb(o->server_pid, "VmRSS") : -1;
+    long srv_hwm = servers_status_kb("VmHWM");
+    long srv_rss = servers_status_kb("VmRSS");
     long cli_hwm = proc_status_kb(0, "VmHWM");
     double done = (double)(r->ok + r->failed);
     double srv_cpu = r->server_cpu_us >= 0 && done > 0 ? (double)r->server_cpu_us / done : -1;
@@ -1075,16 +1166,19 @@ static void report(const options *o, const scenario *sc, const run_result *r)
     uint64_t p50 = hist_quantile(&r->lat, 0.50), p99 = hist_quantile(&r->lat, 0.99);
     uint64_t p999 = hist_quantile(&r->lat, 0.999), pmax = hist_max(&r->lat);
     if (o->json) {
-        printf("{\"scenario\":\"%s\",\"clients\":%d,\"threads\":%d,\"connections\":%d,"
-               "\"seconds\":%.3f,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"rate\":%.1f,"
+        printf("{\"scenario\":\"%s\",\"clients\":%d,\"threads\":%d,\"connections\":%d,", sc->name,
+               o->clients, o->threads, o->connections);
+        if (n_targets > 1)
+            printf("\"targets\":%d,", n_targets);
+        printf("\"seconds\":%.3f,\"ok\":%" PRIu64 ",\"failed\":%" PRIu64 ",\"rate\":%.1f,"
                "\"rows_rate\":%.1f,"
                "\"p50_us\":%.1f,\"p99_us\":%.1f,\"p999_us\":%.1f,\"max_us\":%.1f,"
                "\"mean_us\":%.1f,\"server_cpu_us_per_call\":%.2f,"
                "\"client_cpu_us_per_call\":%.2f,\"server_vmhwm_kb\":%ld,\"server_vmrss_kb\":%ld,"
                "\"client_vmhwm_kb\":%ld,\"machine_idle_pct\":%.1f,\"errors\":{",
-               sc->name, o->clients, o->threads, o->connections, r->seconds, r->ok, r->failed, rate,
-               rows_rate, us(p50), us(p99), us(p999), us(pmax), hist_mean(&r->lat) / 1000.0,
-               srv_cpu, cli_cpu, srv_hwm, srv_rss, cli_hwm, r->idle_pct);
+               r->seconds, r->ok, r->failed, rate, rows_rate, us(p50), us(p99), us(p999), us(pmax),
+               hist_mean(&r->lat) / 1000.0, srv_cpu, cli_cpu, srv_hwm, srv_rss, cli_hwm,
+               r->idle_pct);
         const char *sep = "";
         for (int k = 1; k < N_OUTCOMES; k++)
             if (r->outcomes[k] > 0) {
@@ -1094,8 +1188,11 @@ static void report(const options *o, const scenario *sc, const run_result *r)
         printf("}}\n");
         return;
     }
-    printf("scenario %s: %d clients, %d thread(s), %d connection(s), %.2f s measured\n", sc->name,
-           o->clients, o->threads, o->connections, r->seconds);
+    printf("scenario %s: %d clients, %d thread(s), %d connection(s)", sc->name, o->clients,
+           o->threads, o->connections);
+    if (n_targets > 1)
+        printf(" to %d servers", n_targets);
+    printf(", %.2f s measured\n", r->seconds);
     printf("  %-22s %.0f %ss/s (%" PRIu64 " ok, %" PRIu64 " failed)\n", "throughput", rate,
            sc->per_call, r->ok, r->failed);
     if (sc->rows_per_call > 1)

@@ -722,6 +722,45 @@ static int pg_lock_orgs(store *s, store_write *head, rd_err *err)
     return rc;
 }
 
+/* While the batch waited for its organisations' locks (another process's
+ * batch held them), more writes may have queued: those of the organisations
+ * it now holds (and those of none) join it, up to max_batch, in queue
+ * order, so that batches grow with the wait and one organisation's
+ * throughput across processes does not fall with their number. Writes of
+ * other organisations stay queued (locking them now could deadlock). */
+static void pg_grow_batch(store *s, store_write *head)
+{
+    size_t n = 0;
+    store_write *tail = head;
+    for (store_write *w = head; w != NULL; w = w->next_) {
+        n++;
+        tail = w;
+    }
+    pthread_mutex_lock(&s->qmu);
+    store_write **pp = &s->qhead, *last = NULL;
+    while (*pp != NULL && n < (size_t)s->max_batch) {
+        store_write *w = *pp;
+        bool held = w->org == NULL || w->org[0] == '\0';
+        if (!held && s->org_seq_cap > 0) {
+            store_org_seq *e = s->org_seqs[org_slot(s, w->org)];
+            held = e != NULL && e->touched;
+        }
+        if (!held) {
+            last = w;
+            pp = &w->next_;
+            continue;
+        }
+        *pp = w->next_;
+        w->next_ = NULL;
+        tail->next_ = w;
+        tail = w;
+        n++;
+    }
+    if (*pp == NULL)
+        s->qtail = last;
+    pthread_mutex_unlock(&s->qmu);
+}
+
 /* The batch's notification for the other processes (pg_listen.c): what it
  * changed that they must act on. "" when nothing. */
 static void pg_payload(store *s, store_write *head, store_sbuf *b)
@@ -840,7 +879,6 @@ static void run_batch(store *s, store_write *head)
     bool broken = false, advanced = false;
     rd_err err;
     rd_err_clear(&err);
-    count_batch(s, head);
     store_sql_err_took_full(); /* from here on: did this batch hit a full disk? */
     int rc;
     int64_t locked_us = 0;
@@ -856,6 +894,8 @@ static void run_batch(store *s, store_write *head)
         if (rc == STORE_DB_OK && is_pg(s)) {
             rc = pg_lock_orgs(s, head, &err);
             locked_us = rd_now_us();
+            if (rc == STORE_DB_OK && attempt == 0)
+                pg_grow_batch(s, head);
         }
         if (rc != STORE_DB_OK) {
             s->defer = false;
@@ -950,6 +990,7 @@ static void run_batch(store *s, store_write *head)
         pending_finish(s, true);
     }
 complete:
+    count_batch(s, head);
     /* a committed batch proves there is room again; one that hit a full disk
      * makes the store not ready (store_storage_full) until then */
     if (store_sql_err_took_full())

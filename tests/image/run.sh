@@ -144,7 +144,7 @@ podman run --rm --entrypoint /bin/sh "$IMAGE" -c 'command -v sleep >/dev/null' |
     fail "the image has no sleep binary for the preStop hook"
 # --version prints and exits: it creates no keys or database on the volume
 mkdir -p "$WORK/version-data" && chown 10001:10001 "$WORK/version-data"
-podman run --rm --read-only -v "$WORK/version-data:/data" "$IMAGE" --version | grep -q '^recordd ' ||
+podman run --rm --read-only -v "$WORK/version-data:/data" "$IMAGE" --version | grep '^recordd ' >/dev/null ||
     fail "recordd --version through the entrypoint failed"
 [ -z "$(ls -A "$WORK/version-data")" ] || fail "--version initialised the volume: $(ls -A "$WORK/version-data")"
 
@@ -185,7 +185,7 @@ OUT=$("$BUF" curl --protocol grpc --http2-prior-knowledge --timeout 60s \
 "$PYTHON" -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["status"]=="CONFIRMED" and r["success"], r' \
     "$OUT" || fail "unexpected UpdateRecord answer: $OUT"
 "$BUF" curl --protocol grpc --http2-prior-knowledge --timeout 60s -d '{"service":"readiness"}' \
-    "http://127.0.0.1:$GRPC_PORT/grpc.health.v1.Health/Check" | grep -q SERVING ||
+    "http://127.0.0.1:$GRPC_PORT/grpc.health.v1.Health/Check" | grep SERVING >/dev/null ||
     fail "buf curl health check failed"
 
 # ---- 4b. the HTTP/JSON gateway through the published port ---------------------------
@@ -316,7 +316,7 @@ except requests.exceptions.ConnectionError:
     pass
 PY
     { podman logs "$NAME-tls" | tail -n 20; fail "TLS calls from outside the container failed"; }
-podman logs "$NAME-tls" 2>&1 | grep -q '"tls":"on"' || fail "no \"tls\":\"on\" in the listening line"
+podman logs "$NAME-tls" 2>&1 | grep '"tls":"on"' >/dev/null || fail "no \"tls\":\"on\" in the listening line"
 podman stop -t 30 "$NAME-tls" >/dev/null
 CODE=$(podman inspect -f '{{.State.ExitCode}}' "$NAME-tls")
 [ "$CODE" = 0 ] || { podman logs "$NAME-tls" | tail -n 20; fail "the TLS container exited $CODE after SIGTERM"; }

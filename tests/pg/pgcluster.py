@@ -146,6 +146,32 @@ class PgCluster:
         self._running = False
         self.dir = None
 
+    def start_standby_of(self, primary: "PgCluster", name: str) -> "PgCluster":
+        """A streaming standby of primary: pg_basebackup of its data
+        directory, standby.signal, and primary_conninfo naming the standby
+        application name (what synchronous_standby_names matches); then the
+        postmaster on a free port."""
+        assert self.dir is None, "cluster already started"
+        atexit.register(self.stop)
+        try:
+            self._make_dir()
+            env = {"PGPASSWORD": self._password}
+            self._run_pg("pg_basebackup", "-D", str(self.data), "-h", HOST, "-p", str(primary.port), "-U", ROLE,
+                         "-X", "stream", "--no-sync", env=env)
+            conninfo = (f"host={HOST} port={primary.port} user={ROLE} password={self._password}"
+                        f" application_name={name}")
+            with open(self.data / "postgresql.auto.conf", "a") as f:
+                f.write(f"primary_conninfo = '{conninfo}'\n")
+            (self.data / "standby.signal").touch()
+            if os.geteuid() == 0:
+                shutil.chown(self.data / "standby.signal", "postgres", "postgres")
+            self._start_postmaster()
+            self._write_pgpass()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
     def _make_dir(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="pg-"))
         if os.geteuid() == 0:
@@ -210,7 +236,8 @@ class PgCluster:
         if owner_postgres and os.geteuid() == 0:
             shutil.chown(path, "postgres", "postgres")
 
-    def _run_pg(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _run_pg(self, tool: str, *args: str, check: bool = True,
+                env: Optional[dict] = None) -> subprocess.CompletedProcess:
         """Runs a PostgreSQL tool in a process group of its own. When we are
         interrupted meanwhile (Ctrl-C, SIGTERM, a timeout) the whole group
         is killed and reaped before the exception goes on: runuser's child
@@ -219,7 +246,8 @@ class PgCluster:
         can enter (runuser keeps ours)."""
         cmd = [*_as_postgres(), str(PG_BIN / tool), *args]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.dir,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env=dict(os.environ, **env) if env else None)
         try:
             out, err = proc.communicate(timeout=START_TIMEOUT + 30)
         except BaseException:
@@ -285,6 +313,90 @@ class PgCluster:
     def drop_database(self, name: str) -> None:
         """Drops name, ending any session still connected to it."""
         self.psql(f'DROP DATABASE IF EXISTS "{_checked(name)}" WITH (FORCE)')
+
+
+class PgStandbyPair:
+    """A primary and a streaming standby that is synchronous: the primary's
+    synchronous_standby_names names it and synchronous_commit is on, so a
+    COMMIT returns only once the standby has the transaction's WAL. For
+    failover tests: stop_primary() kills the primary's postmaster (an
+    immediate stop: no checkpoint, sessions cut), promote() makes the
+    standby the primary. Both clusters are throw-away ones (PgCluster: temp
+    dirs, free ports, fsync off on both, which a test that never loses the
+    machine does not notice); stop() removes both, also after a failure on
+    the way. uri(db) names both hosts with target_session_attrs=read-write,
+    so libpq connects to whichever is the primary, and env() points libpq
+    at one pgpass file with both."""
+
+    STANDBY_NAME = "standby1"
+
+    def __init__(self) -> None:
+        self.primary = PgCluster()
+        self.primary.settings.update(wal_level="replica", max_wal_senders="4", synchronous_commit="on")
+        self.standby = PgCluster()
+        self.standby.settings.update(hot_standby="on")
+        self.dir: Optional[Path] = None
+        self.pgpass: Optional[Path] = None
+
+    def __enter__(self) -> "PgStandbyPair":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> "PgStandbyPair":
+        atexit.register(self.stop)
+        try:
+            self.primary.start()
+            self.standby._password = self.primary._password  # a copy of the primary: its roles too
+            self.standby.start_standby_of(self.primary, self.STANDBY_NAME)
+            self.primary.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{self.STANDBY_NAME}'",
+                              "SELECT pg_reload_conf()")
+            self._wait(lambda: self.primary.psql(
+                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'sync'").strip() == "1",
+                "the standby never became synchronous")
+            self.dir = Path(tempfile.mkdtemp(prefix="pgpair-"))
+            self.pgpass = self.dir / "pgpass"
+            PgCluster._write_private(self.pgpass, "".join(
+                f"{HOST}:{c.port}:*:{ROLE}:{self.primary._password}\n" for c in (self.primary, self.standby)))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    @staticmethod
+    def _wait(pred, what: str, timeout: float = 60.0) -> None:
+        import time
+
+        end = time.monotonic() + timeout
+        while not pred():
+            if time.monotonic() > end:
+                raise PgClusterError(what)
+            time.sleep(0.1)
+
+    def stop_primary(self) -> None:
+        """The primary goes away as in a crash: pg_ctl stop -m immediate."""
+        self.primary._run_pg("pg_ctl", "-D", str(self.primary.data), "-m", "immediate", "-w", "-t", "30", "stop")
+        self.primary._running = False
+
+    def promote(self) -> None:
+        """pg_ctl promote -w: returns once the standby accepts writes."""
+        self.standby._run_pg("pg_ctl", "-D", str(self.standby.data), "-w", "-t", "60", "promote")
+
+    def uri(self, dbname: str) -> str:
+        return (f"postgresql://{ROLE}@{HOST}:{self.primary.port},{HOST}:{self.standby.port}/{dbname}"
+                "?target_session_attrs=read-write")
+
+    def env(self) -> dict[str, str]:
+        return {"PGPASSFILE": str(self.pgpass)}
+
+    def stop(self) -> None:
+        atexit.unregister(self.stop)
+        self.standby.stop()
+        self.primary.stop()
+        if self.dir is not None:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
 
 
 def _checked(name: str) -> str:
