@@ -343,7 +343,7 @@ if podman image exists "$PG_IMAGE"; then
     log "$PG_IMAGE: cached in podman's store"
 elif [ -s "$PG_TARBALL" ]; then
     log "podman load $PG_TARBALL"
-    podman load -i "$PG_TARBALL" >/dev/null || fail "podman load $PG_TARBALL failed"
+    podman load -i "$PG_TARBALL" >"$PGW/load.log" 2>&1 || { cat "$PGW/load.log"; fail "podman load $PG_TARBALL failed"; }
 else
     log "buildah bud tests/image/postgres (apt-get install postgresql-15; once, cached in $CACHE)"
     buildah bud --pull=never --layers --network=host --ulimit "nofile=$NOFILE" --ulimit "nproc=$NPROC" \
