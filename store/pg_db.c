@@ -20,14 +20,17 @@
  * transaction, or reported busy (retry the transaction) inside one.
  * A lost connection is re-established by the next command, only when the
  * caller has no transaction open, with backoff between failed attempts
- * (from 100 ms to 1 s; a command in between fails at once). Inside one,
- * every command fails with STORE_DB_CANTOPEN until the caller ends it:
- * ROLLBACK then succeeds (nothing is open any more), COMMIT fails but ends
- * it too. Statements the writer does not need an answer from at once are
- * deferred in pipeline mode ("deferred statements" below). */
+ * (from 100 ms to 1 s; a command in between fails at once); one the server
+ * closed while it sat idle is noticed before a command is sent to it
+ * (read_idle). Inside a transaction, every command fails with
+ * STORE_DB_CANTOPEN until the caller ends it: ROLLBACK then succeeds
+ * (nothing is open any more), COMMIT fails but ends it too. Statements the
+ * writer does not need an answer from at once are deferred in pipeline
+ * mode ("deferred statements" below). */
 #include <ctype.h>
 #include <inttypes.h>
 #include <math.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -347,11 +350,31 @@ static void flush_dead(pg_db *db)
     }
 }
 
+/* A connection that sat idle may have been closed by the server meanwhile
+ * (a restart, a failover), which libpq learns only when it next reads. So
+ * before a command on an idle connection, what the server sent is read
+ * without waiting: typically a message saying why it ends the session
+ * (libpq hands it to the notice processor) and then the end of the
+ * stream, which marks the connection lost; the command then goes to a new
+ * session instead of failing on the dead one. One poll() when nothing
+ * came. */
+static void read_idle(pg_db *db)
+{
+    struct pollfd p = {.fd = PQsocket(db->conn), .events = POLLIN};
+    for (int i = 0; i < 4 && poll(&p, 1, 0) == 1; i++) {
+        if (PQconsumeInput(db->conn) != 1)
+            return;               /* the end of the stream: CONNECTION_BAD */
+        (void)PQisBusy(db->conn); /* parses it: a notice, a parameter status */
+    }
+}
+
 /* Before each command: the lost-transaction rule, else one attempt to
  * reconnect, and the deferred DEALLOCATEs. Returns STORE_DB_OK to go on,
  * STORE_DB_DONE when the command is answered already, or an error. */
 static int before(pg_db *db, pg_kind kind)
 {
+    if (!db->txn && !db->pipe && !conn_bad(db) && PQtransactionStatus(db->conn) == PQTRANS_IDLE)
+        read_idle(db);
     if (!conn_bad(db)) {
         /* not inside a transaction: a DEALLOCATE that fails would abort it */
         if (!db->pipe && PQtransactionStatus(db->conn) == PQTRANS_IDLE)
