@@ -106,7 +106,8 @@ static rd_code current_gen(svc_auth *a, int64_t *gen, rd_err *err)
 {
     int64_t started = mono_us();
     pthread_mutex_lock(&a->cache_mu);
-    bool fresh = a->gen_read_us != 0 && started - a->gen_read_us < a->gen_recheck_us;
+    bool fresh = a->gen_read_us != 0 && a->gen_read_us > a->gen_changed_us &&
+                 started - a->gen_read_us < a->gen_recheck_us;
     *gen = a->gen;
     pthread_mutex_unlock(&a->cache_mu);
     if (fresh)
@@ -130,8 +131,9 @@ static rd_code current_gen(svc_auth *a, int64_t *gen, rd_err *err)
 
 void svc_auth_credentials_changed(svc_auth *a)
 {
+    int64_t now = mono_us();
     pthread_mutex_lock(&a->cache_mu);
-    a->gen_read_us = 0;
+    a->gen_changed_us = now; /* a read begun before now may predate the change */
     pthread_mutex_unlock(&a->cache_mu);
 }
 

@@ -55,6 +55,7 @@ typedef struct svc_auth {
     int64_t gen;            /* the last credential generation read */
     int64_t gen_read_us;    /* when that read started (CLOCK_MONOTONIC µs); 0 = never */
     int64_t gen_recheck_us; /* SVC_AUTH_GEN_RECHECK_US (tests set their own) */
+    int64_t gen_changed_us; /* when a change was last announced: older reads are stale */
 } svc_auth;
 
 /* Loads everything o names; the signer's own public key is always added to
@@ -65,8 +66,9 @@ typedef struct svc_auth {
 rd_code svc_auth_open(const svc_auth_options *o, store *db, svc_auth **out, rd_err *err);
 void svc_auth_close(svc_auth *a);
 /* Keys or revocations changed in another process (store_on_remote): the
- * next credential check reads the credential generation again instead of
- * trusting the one read within the last SVC_AUTH_GEN_RECHECK_US. */
+ * next credential check reads the credential generation again; a read
+ * begun before this call is not trusted any more (it may predate the
+ * change). */
 void svc_auth_credentials_changed(svc_auth *a);
 
 /* Reads a pepper file: one line of 64 hex digits or base64 (standard or

@@ -345,6 +345,7 @@ class _PgDatabases:
     def stop(self) -> None:
         with self._lock:
             cluster, self._cluster = self._cluster, None
+            self._ready = []  # made in that cluster
         if cluster is not None:
             cluster.stop()
 
