@@ -29,7 +29,6 @@ pytestmark = pytest.mark.skipif(h.BACKEND != "postgres",
 R = pb.records
 ITEMS = {"name": "items", "fields": [{"name": "n", "type": "INTEGER"}, {"name": "s", "type": "STRING"}]}
 CLAIMS = "/recordd.v1.Claims/"
-WATCH = "/recordd.v1.Records/WatchChanges"
 
 
 def replica(first: h.Server, workdir: Path) -> h.Server:
@@ -122,37 +121,6 @@ def test_no_lost_updates_across_replicas(trio):
 # ---- the change feed -------------------------------------------------------------
 
 
-class Watch:
-    """One WatchChanges stream, read by a thread into events."""
-
-    def __init__(self, srv, since):
-        self.ch, md = channel(srv)
-        fn = self.ch.unary_stream(WATCH, request_serializer=lambda m: m.SerializeToString(),
-                                  response_deserializer=R.ChangeEvent.FromString)
-        self.call = fn(R.WatchChangesRequest(since_sync_id=since, models=["items"]), timeout=120, metadata=md)
-        self.events, self.error = [], None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            for ev in self.call:
-                self.events.append(ev)
-        except grpc.RpcError as e:
-            self.error = e
-
-    def wait_for(self, pred, timeout=60.0):
-        end = time.monotonic() + timeout
-        while not pred(self.events) and time.monotonic() < end and self.thread.is_alive():
-            time.sleep(0.01)
-        assert pred(self.events), f"{len(self.events)} events (error: {self.error})"
-
-    def close(self):
-        self.call.cancel()
-        self.thread.join(10)
-        self.ch.close()
-
-
 def head(srv):
     return srv.create("items", {"s": "marker"}).last_sync_id
 
@@ -160,7 +128,7 @@ def head(srv):
 def test_watch_on_c_sees_every_commit_of_a_and_b_once_in_order(trio):
     a, b, c = trio
     since = head(a)
-    w = Watch(c, since)
+    w = h.Watch(c, since, models=["items"])
     per_writer, written = 150, {}
     lock = threading.Lock()
 
@@ -176,8 +144,8 @@ def test_watch_on_c_sees_every_commit_of_a_and_b_once_in_order(trio):
         for f in futs:
             f.result()
     last = max(written)
-    w.wait_for(lambda evs: evs and evs[-1].sync_id >= last)
-    w.close()
+    w.wait_until(lambda evs: evs and evs[-1].sync_id >= last)
+    w.cancel()
     ids = [ev.sync_id for ev in w.events]
     # exactly once, in order, without gaps: every sync id after since, once
     assert ids == list(range(since + 1, ids[-1] + 1)), "gaps, repeats or disorder in the feed"
@@ -189,7 +157,7 @@ def test_watch_on_c_sees_every_commit_of_a_and_b_once_in_order(trio):
 def test_a_reader_resumes_on_another_replica_without_loss_or_repeats(trio):
     a, b, c = trio
     since = head(a)
-    w1 = Watch(c, since)
+    w1 = h.Watch(c, since, models=["items"])
     stop = threading.Event()
     written = []
 
@@ -200,17 +168,17 @@ def test_a_reader_resumes_on_another_replica_without_loss_or_repeats(trio):
     t = threading.Thread(target=write)
     t.start()
     try:
-        w1.wait_for(lambda evs: len(evs) >= 30)
-        w1.close()
+        w1.wait_until(lambda evs: len(evs) >= 30)
+        w1.cancel()
         seen = [ev.sync_id for ev in w1.events]
-        w2 = Watch(a, seen[-1])  # reconnects elsewhere with its last sync id
+        w2 = h.Watch(a, seen[-1], models=["items"])  # reconnects elsewhere with its last sync id
         time.sleep(0.5)
     finally:
         stop.set()
         t.join()
     last = written[-1]
-    w2.wait_for(lambda evs: evs and evs[-1].sync_id >= last)
-    w2.close()
+    w2.wait_until(lambda evs: evs and evs[-1].sync_id >= last)
+    w2.cancel()
     ids = seen + [ev.sync_id for ev in w2.events]
     assert ids == list(range(since + 1, ids[-1] + 1))
     assert set(written) <= set(ids)
@@ -457,12 +425,12 @@ def test_signals_reach_the_other_replicas_within_100_ms(trio):
 
     # a commit through A reaches a WatchChanges stream on C
     since = head(a)
-    w = Watch(c, since)
+    w = h.Watch(c, since, models=["items"])
     lat = []
     for _ in range(10):
         r = a.create("items", {"s": "latency"})
         lat.append(_until(lambda: any(ev.sync_id == r.last_sync_id for ev in w.events)))
-    w.close()
+    w.cancel()
     figures["commit"] = _median_ms(lat)
 
     # a schema push through A is what C's GetSchema answers
@@ -535,8 +503,8 @@ def test_a_replica_that_lost_its_listener_catches_up(trio):
     schema pushed meanwhile is what C serves."""
     a, b, c = trio
     since = head(a)
-    w = Watch(c, since)
-    w.wait_for(lambda evs: True, timeout=1)
+    w = h.Watch(c, since, models=["items"])
+    w.wait_until(lambda evs: True, timeout=1)
     a.sql_write("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                 " WHERE query = 'LISTEN " + "recordd'")
     r = a.create("items", {"s": "while away"})
@@ -544,8 +512,8 @@ def test_a_replica_that_lost_its_listener_catches_up(trio):
     items = next(m for m in schema if m["name"] == "items")
     items["fields"].append({"name": "away" + uid("f").replace("-", "")[-6:], "type": "STRING"})
     rev = a.push_schema(schema).schema.revision
-    w.wait_for(lambda evs: any(ev.sync_id == r.last_sync_id for ev in evs), timeout=10)
-    w.close()
+    w.wait_until(lambda evs: any(ev.sync_id == r.last_sync_id for ev in evs), timeout=10)
+    w.cancel()
     _until(lambda: c.get_schema().revision >= rev, timeout=10)
     for srv in trio:
         _until(lambda srv=srv: "recordd_peer_listener_up 1" in metrics(srv), timeout=10)

@@ -768,6 +768,59 @@ class Server:
 
 
 # ---------------------------------------------------------------------------
+# WatchChanges
+# ---------------------------------------------------------------------------
+
+WATCH_PATH = "/recordd.v1.Records/WatchChanges"
+
+
+class Watch:
+    """One WatchChanges stream read by a background thread into events."""
+
+    def __init__(self, srv, since=0, models=(), groups=(), auth=None, timeout=120, channel=None):
+        req = pb.records.WatchChangesRequest(since_sync_id=since, models=list(models), groups=list(groups))
+        ch = channel or (srv.raw_channel if auth else srv.channel)
+        fn = ch.unary_stream(WATCH_PATH, request_serializer=lambda m: m.SerializeToString(),
+                             response_deserializer=pb.records.ChangeEvent.FromString)
+        self.call = fn(req, timeout=timeout, metadata=bearer(auth) if auth else None)
+        self.events = []
+        self.error = None
+        self.ended = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            for ev in self.call:
+                self.events.append(ev)
+        except grpc.RpcError as e:
+            self.error = e
+        finally:
+            self.ended.set()
+
+    def wait_for(self, n, timeout=30.0):
+        """Waits for n events."""
+        return self.wait_until(lambda evs: len(evs) >= n, timeout)
+
+    def wait_until(self, pred, timeout=30.0):
+        """Waits until pred(events) holds (or the stream ends)."""
+        end = time.monotonic() + timeout
+        while not pred(self.events) and time.monotonic() < end and not self.ended.is_set():
+            time.sleep(0.01)
+        assert pred(self.events), f"{len(self.events)} events (error: {self.error})"
+        return self.events
+
+    def settle(self, seconds=0.5):
+        """Waits a little so that anything extra would have arrived."""
+        time.sleep(seconds)
+        return list(self.events)
+
+    def cancel(self):
+        self.call.cancel()
+        self.ended.wait(10)
+
+
+# ---------------------------------------------------------------------------
 # Error details
 # ---------------------------------------------------------------------------
 

@@ -25,45 +25,7 @@ def mint(srv, caps):
     return srv.call("MintToken", h.pb.tokens.MintTokenRequest(caps=caps_pb(caps))).token
 
 
-class Watch:
-    """One WatchChanges stream read by a background thread into events."""
-
-    def __init__(self, srv, since=0, models=(), groups=(), auth=None, timeout=120, channel=None):
-        req = h.pb.records.WatchChangesRequest(since_sync_id=since, models=list(models), groups=list(groups))
-        ch = channel or (srv.raw_channel if auth else srv.channel)
-        fn = ch.unary_stream(PATH, request_serializer=lambda m: m.SerializeToString(),
-                             response_deserializer=h.pb.records.ChangeEvent.FromString)
-        self.call = fn(req, timeout=timeout, metadata=h.bearer(auth) if auth else None)
-        self.events = []
-        self.error = None
-        self.ended = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            for ev in self.call:
-                self.events.append(ev)
-        except grpc.RpcError as e:
-            self.error = e
-        finally:
-            self.ended.set()
-
-    def wait_for(self, n, timeout=30.0):
-        end = time.monotonic() + timeout
-        while len(self.events) < n and time.monotonic() < end and not self.ended.is_set():
-            time.sleep(0.01)
-        assert len(self.events) >= n, f"got {len(self.events)} of {n} events (error: {self.error})"
-        return self.events
-
-    def settle(self, seconds=0.5):
-        """Waits a little so that anything extra would have arrived."""
-        time.sleep(seconds)
-        return list(self.events)
-
-    def cancel(self):
-        self.call.cancel()
-        self.ended.wait(10)
+Watch = h.Watch
 
 
 NOTES = {"name": "notes", "fields": [{"name": "title", "type": "STRING"}, {"name": "n", "type": "INTEGER"}]}
