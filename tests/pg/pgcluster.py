@@ -119,11 +119,17 @@ class PgCluster:
     def start(self) -> "PgCluster":
         """initdb, then the postmaster on a free port. Anything left behind by
         a failure on the way is removed before the error propagates."""
+        return self._bring_up(self._initdb)
+
+    def _bring_up(self, make_data) -> "PgCluster":
+        """A temp dir, make_data() filling its data directory, the postmaster
+        on a free port and the pgpass file; on any failure on the way all of
+        it is removed before the error propagates."""
         assert self.dir is None, "cluster already started"
         atexit.register(self.stop)
         try:
             self._make_dir()
-            self._initdb()
+            make_data()
             self._start_postmaster()
             self._write_pgpass()
         except BaseException:
@@ -151,10 +157,8 @@ class PgCluster:
         directory, standby.signal, and primary_conninfo naming the standby
         application name (what synchronous_standby_names matches); then the
         postmaster on a free port."""
-        assert self.dir is None, "cluster already started"
-        atexit.register(self.stop)
-        try:
-            self._make_dir()
+
+        def copy_primary():
             env = {"PGPASSWORD": self._password}
             self._run_pg("pg_basebackup", "-D", str(self.data), "-h", HOST, "-p", str(primary.port), "-U", ROLE,
                          "-X", "stream", "--no-sync", env=env)
@@ -165,12 +169,8 @@ class PgCluster:
             (self.data / "standby.signal").touch()
             if os.geteuid() == 0:
                 shutil.chown(self.data / "standby.signal", "postgres", "postgres")
-            self._start_postmaster()
-            self._write_pgpass()
-        except BaseException:
-            self.stop()
-            raise
-        return self
+
+        return self._bring_up(copy_primary)
 
     def _make_dir(self) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="pg-"))
