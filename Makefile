@@ -34,7 +34,7 @@ PROTO_INC := -Iproto -I/usr/include -I/usr/share/grpc-proto \
 # Our protos plus every import the C code needs; the descriptor set carries
 # their transitive closure for reflection and the HTTP gateway.
 OWN_PROTOS  := $(wildcard proto/recordd/v1/*.proto)
-DEP_PROTOS  := google/protobuf/struct.proto google/protobuf/timestamp.proto \
+DEP_PROTOS  := google/protobuf/struct.proto google/protobuf/timestamp.proto google/protobuf/field_mask.proto \
                google/protobuf/wrappers.proto google/protobuf/descriptor.proto \
                google/protobuf/any.proto google/protobuf/duration.proto \
                google/api/annotations.proto google/api/http.proto \
@@ -156,15 +156,13 @@ $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	$(CC) $(SAN_LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
 
 # JSON codec test messages: tests/unit/gwtest.proto (every field kind and
-# well-known type) plus the two WKTs the server does not use, generated into
+# well-known type) plus the WKT the server does not use, generated into
 # $(GEN)/test and linked into test_gw_json only.
-GWTEST_C   := $(addprefix $(GEN)/test/,gwtest.pb-c.c google/protobuf/field_mask.pb-c.c \
-                google/protobuf/empty.pb-c.c)
+GWTEST_C   := $(addprefix $(GEN)/test/,gwtest.pb-c.c google/protobuf/empty.pb-c.c)
 GWTEST_OBJ := $(GWTEST_C:$(GEN)/%.c=$(BUILD)/obj/gen/%.o)
 $(GEN)/test/.stamp: tests/unit/gwtest.proto $(GEN)/.stamp
 	@mkdir -p $(GEN)/test
-	protoc $(PROTO_INC) -Itests/unit --c_out=$(GEN)/test gwtest.proto \
-	    google/protobuf/field_mask.proto google/protobuf/empty.proto
+	protoc $(PROTO_INC) -Itests/unit --c_out=$(GEN)/test gwtest.proto google/protobuf/empty.proto
 	@touch $@
 $(GWTEST_C): $(GEN)/test/.stamp
 $(BUILD)/obj/gen/test/%.o $(BUILD)/obj/tests/unit/test_gw_json.o: BASE_CFLAGS += -I$(GEN)/test

@@ -145,6 +145,18 @@ static const rd_code_doc code_docs[RD_CODE_COUNT] = {
                       "The client went away, or cancelled the call before its request "
                       "arrived.",
                       "Nothing, unless the client did not mean to: then retry."},
+    [RD_REFERENCE_NOT_FOUND] = {false,
+                                "A REFERENCE field names a record that does not exist in the "
+                                "model it references (or one the caller may not see: the "
+                                "answer is the same); `field` names the field.",
+                                "Create the referenced record first (in a bulk, earlier in the "
+                                "same call), or send an existing id or null."},
+    [RD_REFERENCED] = {false,
+                       "The record cannot be deleted: records refer to it through a REFERENCE "
+                       "field with onDelete RESTRICT; the message gives their number and one "
+                       "of them.",
+                       "Delete or change the referring records first, or make the field "
+                       "CASCADE or SET_NULL."},
 };
 
 static const char *const grpc_names[17] = {

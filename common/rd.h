@@ -41,7 +41,9 @@
     X(RD_BODY_TOO_LARGE, "body_too_large", 3, 413, 0)                                              \
     X(RD_SYNC_ID_EXPIRED, "sync_id_expired", 9, 410, 0)                                            \
     X(RD_TOO_MANY_ROWS, "too_many_rows", 3, 422, 0)                                                \
-    X(RD_CANCELLED, "cancelled", 1, 499, 0)
+    X(RD_CANCELLED, "cancelled", 1, 499, 0)                                                        \
+    X(RD_REFERENCE_NOT_FOUND, "reference_not_found", 3, 422, 0)                                    \
+    X(RD_REFERENCED, "referenced", 9, 409, 0)
 
 typedef enum rd_code {
 #define RD_X_ENUM(name, str, grpc, http, precondition) name,

@@ -212,6 +212,10 @@ static json_t *data_field_schema(const Recordd__V1__Field *f, data_shape shape)
         json_object_set_new(s, "enum", e);
         break;
     }
+    case RECORDD__V1__FIELD_TYPE__REFERENCE:
+        type = "string";
+        json_object_set_new(s, "x-recordd-references", json_string(f->references));
+        break;
     default: /* JSON: any value */
         break;
     }
@@ -233,6 +237,9 @@ static json_t *data_field_schema(const Recordd__V1__Field *f, data_shape shape)
     char doc[512];
     size_t n = 0;
     doc[0] = '\0';
+    if (f->type == RECORDD__V1__FIELD_TYPE__REFERENCE)
+        n += (size_t)snprintf(doc + n, sizeof doc - n,
+                              "The id of a %s record (checked on every write). ", f->references);
     if (f->unique) {
         json_object_set_new(s, "x-recordd-unique", json_true());
         n += (size_t)snprintf(doc + n, sizeof doc - n, "Unique within the model. ");

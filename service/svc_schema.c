@@ -56,7 +56,16 @@ static rd_code field_from_pb(store_field *dst, const Recordd__V1__Field *f, cons
     dst->n_writable_by = f->n_writable_by;
     if (dst->name == NULL || dst->enum_values == NULL || dst->writable_by == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
-    if (f->type < RECORDD__V1__FIELD_TYPE__STRING || f->type > RECORDD__V1__FIELD_TYPE__ENUM)
+    if (f->references != NULL && f->references[0] != '\0' &&
+        (dst->references = strdup(f->references)) == NULL)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    /* unspecified is RESTRICT, for a reference; any other value is checked
+     * by the store's validation */
+    dst->on_delete = f->on_delete == RECORDD__V1__ON_DELETE__ON_DELETE_UNSPECIFIED &&
+                             f->type == RECORDD__V1__FIELD_TYPE__REFERENCE
+                         ? STORE_DEL_RESTRICT
+                         : (store_on_delete)f->on_delete;
+    if (f->type < RECORDD__V1__FIELD_TYPE__STRING || f->type > RECORDD__V1__FIELD_TYPE__REFERENCE)
         return rd_errf(err, RD_VALIDATION_FAILED, path, "%s: type is missing or unknown", path);
     if (f->default_value != NULL &&
         f->default_value->kind_case != GOOGLE__PROTOBUF__VALUE__KIND_NULL_VALUE)
@@ -147,6 +156,11 @@ static Recordd__V1__Schema *schema_to_pb(rd_arena *a, const store_schema *s)
             pf->n_enum_values = f->n_enum_values;
             pf->writable_by = f->writable_by;
             pf->n_writable_by = f->n_writable_by;
+            if (f->type == STORE_T_REFERENCE) {
+                pf->references = f->references;
+                pf->on_delete =
+                    (Recordd__V1__OnDelete)(f->on_delete ? f->on_delete : STORE_DEL_RESTRICT);
+            }
             if (f->has_min) {
                 pf->min = rd_arena_alloc(a, sizeof *pf->min);
                 if (pf->min == NULL)

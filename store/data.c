@@ -155,6 +155,14 @@ rd_code store_check_value(const store_field *f, const json_t *v, rd_err *err)
         return RD_OK;
     case STORE_T_ENUM:
         return check_enum(f, v, err);
+    case STORE_T_REFERENCE:
+        /* whether the record exists is checked where the write runs */
+        if (!json_is_string(v) || !store_id_valid(json_string_value(v)))
+            return rd_errf(err, RD_VALIDATION_FAILED, f->name,
+                           "%s: expected the id of a %s record (1 to %d characters of A-Z a-z "
+                           "0-9 . _ ~ : -)",
+                           f->name, f->references ? f->references : "", STORE_ID_MAX);
+        return RD_OK;
     }
     return rd_errf(err, RD_VALIDATION_FAILED, f->name, "%s: the field has an unknown type",
                    f->name);

@@ -325,11 +325,20 @@ static rd_code drop_model(push *p, const store_model *m)
     return code;
 }
 
-/* 1 when field name survives the push with the same type. */
+/* Whether two definitions of a field keep its values: the same type and,
+ * for a reference, the same target model (ids of one model mean nothing
+ * in another). */
+static bool same_values(const store_field *of, const store_field *nf)
+{
+    return of->type == nf->type &&
+           (of->type != STORE_T_REFERENCE || strcmp(of->references, nf->references) == 0);
+}
+
+/* 1 when field name survives the push with its values (same_values). */
 static int field_kept(const store_model *om, const store_model *nm, const char *name)
 {
     const store_field *of = store_model_field(om, name), *nf = store_model_field(nm, name);
-    return of != NULL && nf != NULL && of->type == nf->type;
+    return of != NULL && nf != NULL && same_values(of, nf);
 }
 
 static int unique_equal(const store_unique *a, const store_unique *b)
@@ -387,7 +396,7 @@ static rd_code check_destructive(push *p, const store_model *om, const store_mod
         const store_field *of = &om->fields[i];
         const store_field *nf = store_model_field(nm, of->name);
         snprintf(path, sizeof path, "%s.%s", om->name, of->name);
-        if (p->w->push.force || (nf != NULL && nf->type == of->type))
+        if (p->w->push.force || (nf != NULL && same_values(of, nf)))
             continue;
         if (nf == NULL)
             return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, path,
@@ -395,11 +404,48 @@ static rd_code check_destructive(push *p, const store_model *om, const store_mod
                            "(GET the schema first), push with merge to add only, or use force "
                            "to drop it",
                            path);
+        if (nf->type == of->type)
+            return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, path,
+                           "would change the model %s references from %s to %s and clear its "
+                           "values; use force",
+                           path, of->references, nf->references);
         return rd_errf(p->err, RD_DESTRUCTIVE_CHANGE, path,
                        "would change the type of %s from %s to %s and drop its values; use force",
                        path, store_type_name(of->type), store_type_name(nf->type));
     }
     return RD_OK;
+}
+
+/* A REFERENCE field added to a model with records gets its default in every
+ * one of them: the default must name an existing record of the target. */
+static rd_code check_default_target(push *p, const store_model *m, const store_field *f)
+{
+    store_sbuf b = {0};
+    store_dbst *st = NULL;
+    rd_code code = RD_OK;
+    store_sbuf_add(&b, "SELECT 1 FROM ");
+    store_sbuf_table(&b, p->org, f->references);
+    store_sbuf_add(&b, " WHERE _id = ?1");
+    if (b.oom) {
+        code = oom(p);
+        goto done;
+    }
+    int rc = store_db_prepare(p->s->wdb, b.p, &st);
+    if (rc == STORE_DB_OK)
+        rc = store_db_bind_text(st, 1, json_string_value(f->default_value), -1, STORE_DB_STATIC);
+    if (rc == STORE_DB_OK)
+        rc = store_db_step(st);
+    if (rc == STORE_DB_DONE)
+        code = rd_errf(p->err, RD_REFERENCE_NOT_FOUND, f->name,
+                       "cannot add %s.%s with default '%.128s': the existing records would get it, "
+                       "and model %s has no record with that id",
+                       m->name, f->name, json_string_value(f->default_value), f->references);
+    else if (rc != STORE_DB_ROW)
+        code = store_sql_err(p->s->wdb, rc, p->err);
+done:
+    store_db_finalize(st);
+    store_sbuf_free(&b);
+    return code;
 }
 
 /* Applies the difference between two versions of one model. */
@@ -445,6 +491,9 @@ static rd_code alter_model(push *p, const store_model *om, const store_model *nm
         code = drop_columns(p, model, of->name);
         if (code == RD_OK && nf == NULL)
             code = change(p, "drop field %s.%s (forced)", model, of->name);
+        else if (code == RD_OK && nf->type == of->type)
+            code = change(p, "change %s.%s to reference %s instead of %s, values cleared (forced)",
+                          model, of->name, nf->references, of->references);
         else if (code == RD_OK)
             code = change(p, "change type of %s.%s from %s to %s (forced)", model, of->name,
                           store_type_name(of->type), store_type_name(nf->type));
@@ -468,6 +517,9 @@ static rd_code alter_model(push *p, const store_model *om, const store_model *nm
                            "cannot add required field %s.%s without a default value: the model "
                            "already has records",
                            model, nf->name);
+        if (nf->type == STORE_T_REFERENCE && has_default && rows > 0 &&
+            (code = check_default_target(p, nm, nf)) != RD_OK)
+            return code;
         code = add_columns(p, model, nf);
         if (code == RD_OK && has_default && rows > 0)
             code = backfill_default(p, model, nf);

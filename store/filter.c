@@ -346,6 +346,8 @@ static const char *type_word(store_type t)
         return "JSON";
     case STORE_T_ENUM:
         return "ENUM";
+    case STORE_T_REFERENCE:
+        return "REFERENCE";
     }
     return "?";
 }
@@ -367,6 +369,7 @@ static rd_code fit_literal(lexer *lx, const char *field, store_type type, filter
     switch (type) {
     case STORE_T_STRING:
     case STORE_T_ENUM:
+    case STORE_T_REFERENCE:
         ok = kind == LIT_STRING;
         break;
     case STORE_T_INTEGER:

@@ -11,19 +11,25 @@
 #include "store/store_int.h"
 
 static const char *const type_names[] = {
-    NULL, "STRING", "INTEGER", "NUMBER", "BOOLEAN", "TIMESTAMP", "JSON", "ENUM",
+    NULL, "STRING", "INTEGER", "NUMBER", "BOOLEAN", "TIMESTAMP", "JSON", "ENUM", "REFERENCE",
 };
+static const char *const on_delete_names[] = {NULL, "RESTRICT", "CASCADE", "SET_NULL"};
 
 const char *store_type_name(store_type t)
 {
-    if (t < STORE_T_STRING || t > STORE_T_ENUM)
+    if (t < STORE_T_STRING || t > STORE_T_REFERENCE)
         return "UNKNOWN";
     return type_names[t];
 }
 
+const char *store_on_delete_name(store_on_delete d)
+{
+    return d >= STORE_DEL_RESTRICT && d <= STORE_DEL_SET_NULL ? on_delete_names[d] : "RESTRICT";
+}
+
 static int type_from_name(const char *name)
 {
-    for (int t = STORE_T_STRING; t <= STORE_T_ENUM; t++)
+    for (int t = STORE_T_STRING; t <= STORE_T_REFERENCE; t++)
         if (name != NULL && strcmp(type_names[t], name) == 0)
             return t;
     return 0;
@@ -64,6 +70,7 @@ static void free_model(store_model *m)
         json_decref(f->default_value);
         free_strings(f->enum_values, f->n_enum_values);
         free_strings(f->writable_by, f->n_writable_by);
+        free(f->references);
     }
     free(m->fields);
     for (size_t j = 0; m->unique_together != NULL && j < m->n_unique_together; j++)
@@ -150,7 +157,7 @@ static rd_code check_field(const store_field *f, const char *path, rd_err *err)
     char p[160];
     bool numeric = f->type == STORE_T_INTEGER || f->type == STORE_T_NUMBER;
     snprintf(p, sizeof p, "%s.type", path);
-    if (f->type < STORE_T_STRING || f->type > STORE_T_ENUM)
+    if (f->type < STORE_T_STRING || f->type > STORE_T_REFERENCE)
         return rd_errf(err, RD_VALIDATION_FAILED, p, "%s: type is missing or unknown", p);
     snprintf(p, sizeof p, "%s.enumValues", path);
     if (f->type == STORE_T_ENUM && (f->n_enum_values == 0 || f->enum_values == NULL))
@@ -192,6 +199,24 @@ static rd_code check_field(const store_field *f, const char *path, rd_err *err)
     for (size_t k = 0; k < f->n_writable_by; k++)
         if (f->writable_by == NULL || f->writable_by[k] == NULL || f->writable_by[k][0] == '\0')
             return rd_errf(err, RD_VALIDATION_FAILED, p, "%s: roles may not be empty", p);
+    snprintf(p, sizeof p, "%s.references", path);
+    if (f->type == STORE_T_REFERENCE && (f->references == NULL || f->references[0] == '\0'))
+        return rd_errf(err, RD_VALIDATION_FAILED, p,
+                       "%s: a REFERENCE field names the model it points at", p);
+    if (f->type != STORE_T_REFERENCE && f->references != NULL && f->references[0] != '\0')
+        return rd_errf(err, RD_VALIDATION_FAILED, p, "%s: only REFERENCE fields take references",
+                       p);
+    snprintf(p, sizeof p, "%s.onDelete", path);
+    if (f->on_delete != 0 && f->type != STORE_T_REFERENCE)
+        return rd_errf(err, RD_VALIDATION_FAILED, p, "%s: only REFERENCE fields take onDelete", p);
+    if (f->on_delete != 0 &&
+        (f->on_delete < STORE_DEL_RESTRICT || f->on_delete > STORE_DEL_SET_NULL))
+        return rd_errf(err, RD_VALIDATION_FAILED, p, "%s: unknown value %d", p, (int)f->on_delete);
+    if (f->on_delete == STORE_DEL_SET_NULL && f->required)
+        return rd_errf(err, RD_VALIDATION_FAILED, p,
+                       "%s: SET_NULL cannot clear a required field; make it optional or use "
+                       "RESTRICT or CASCADE",
+                       p);
     snprintf(p, sizeof p, "%s.defaultValue", path);
     if (f->default_value != NULL && !json_is_null(f->default_value)) {
         rd_err inner;
@@ -300,6 +325,18 @@ rd_code store_schema_validate(const store_schema *s, rd_err *err)
         if (check_model(m, i, err) != RD_OK)
             return err->code;
     }
+    /* references point at a model of the same schema (names exactly) */
+    for (size_t i = 0; i < s->n_models; i++)
+        for (size_t j = 0; j < s->models[i].n_fields; j++) {
+            const store_field *f = &s->models[i].fields[j];
+            if (f->type != STORE_T_REFERENCE || store_schema_model(s, f->references) != NULL)
+                continue;
+            snprintf(path, sizeof path, "models[%zu].fields[%zu].references", i, j);
+            return rd_errf(err, RD_VALIDATION_FAILED, path,
+                           "%s: model '%.64s' is not in the schema (a reference points at a "
+                           "model of the same organisation)",
+                           path, f->references);
+        }
     return RD_OK;
 }
 
@@ -351,6 +388,10 @@ json_t *store_field_to_json(const store_field *f)
         put(o, "immutable", json_true(), &ok);
     if (f->n_writable_by > 0)
         put(o, "writableBy", strings_json(f->writable_by, f->n_writable_by), &ok);
+    if (f->type == STORE_T_REFERENCE) {
+        put(o, "references", json_string(f->references ? f->references : ""), &ok);
+        put(o, "onDelete", json_string(store_on_delete_name(f->on_delete)), &ok);
+    }
     if (!ok) {
         json_decref(o);
         return NULL;
@@ -453,6 +494,13 @@ static bool field_from_json(const json_t *o, store_field *f)
     v = json_object_get(o, "default");
     if (v != NULL)
         f->default_value = json_deep_copy(v);
+    const char *refs = json_string_value(json_object_get(o, "references"));
+    if (refs != NULL && (f->references = strdup(refs)) == NULL)
+        return false;
+    const char *del = json_string_value(json_object_get(o, "onDelete"));
+    for (int k = STORE_DEL_RESTRICT; del != NULL && k <= STORE_DEL_SET_NULL; k++)
+        if (strcmp(on_delete_names[k], del) == 0)
+            f->on_delete = (store_on_delete)k;
     if (!strings_from_json(json_object_get(o, "enumValues"), &f->enum_values, &f->n_enum_values) ||
         !strings_from_json(json_object_get(o, "writableBy"), &f->writable_by, &f->n_writable_by))
         return false;

@@ -411,6 +411,7 @@ int store_bind_value(store_dbst *st, int idx, const store_field *f, const json_t
     switch (f->type) {
     case STORE_T_STRING:
     case STORE_T_ENUM:
+    case STORE_T_REFERENCE:
         if (!json_is_string(v))
             return STORE_DB_MISMATCH;
         return store_db_bind_text(st, idx, json_string_value(v), (int)json_string_length(v),
@@ -453,6 +454,7 @@ static json_t *column_json(store_dbst *st, int i, const store_field *f, bool *ba
     switch (f->type) {
     case STORE_T_STRING:
     case STORE_T_ENUM:
+    case STORE_T_REFERENCE:
         if (ct == STORE_DB_TEXT)
             return json_stringn((const char *)store_db_column_text(st, i),
                                 (size_t)store_db_column_bytes(st, i));

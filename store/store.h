@@ -35,7 +35,16 @@ typedef enum store_type {
     STORE_T_TIMESTAMP = 5, /* RFC 3339 string in data, stored as µs since epoch */
     STORE_T_JSON = 6,      /* any JSON value, stored as text */
     STORE_T_ENUM = 7,      /* one of enum_values */
+    STORE_T_REFERENCE = 8, /* the id of a record of model `references`, stored as text */
 } store_type;
+
+/* What deleting a record does to the records whose REFERENCE fields point
+ * at it; the numbers match recordd.v1.OnDelete (0 = RESTRICT). */
+typedef enum store_on_delete {
+    STORE_DEL_RESTRICT = 1, /* refused (RD_REFERENCED) while referenced */
+    STORE_DEL_CASCADE = 2,  /* the referrers are deleted too, recursively */
+    STORE_DEL_SET_NULL = 3, /* the referrers' field is cleared */
+} store_on_delete;
 
 typedef struct store_field {
     char *name;
@@ -51,6 +60,8 @@ typedef struct store_field {
     bool immutable;
     char **writable_by; /* roles; empty = any writer */
     size_t n_writable_by;
+    char *references;          /* REFERENCE: the target model's name; NULL otherwise */
+    store_on_delete on_delete; /* REFERENCE: RESTRICT (default), CASCADE or SET_NULL */
 } store_field;
 
 typedef struct store_unique {

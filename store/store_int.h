@@ -306,6 +306,8 @@ store_schema *store_schema_from_json(const json_t *doc, int64_t revision);
 /* Canonical JSON of one field (the member of a model's "fields"). */
 json_t *store_field_to_json(const store_field *f);
 const char *store_type_name(store_type t);
+/* "RESTRICT", "CASCADE" or "SET_NULL" (anything else reads as RESTRICT). */
+const char *store_on_delete_name(store_on_delete d);
 /* The published snapshot for org, swapped in under the mutex; takes over
  * the caller's reference to schema. */
 void store_snap_publish(store *s, const char *org, store_schema *schema);

@@ -50,6 +50,8 @@ static void test_error_table_matches_design(void **state)
         {RD_SYNC_ID_EXPIRED, "sync_id_expired", 9, 410},
         {RD_TOO_MANY_ROWS, "too_many_rows", 3, 422},
         {RD_CANCELLED, "cancelled", 1, 499},
+        {RD_REFERENCE_NOT_FOUND, "reference_not_found", 3, 422},
+        {RD_REFERENCED, "referenced", 9, 409},
     };
     assert_int_equal(sizeof rows / sizeof rows[0], RD_CODE_COUNT);
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
