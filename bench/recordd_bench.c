@@ -107,7 +107,8 @@ static const opt opts[] = {
     {"target", O_STR, OFF(target), 0, 0,
      "server address host:port, or several comma-separated (client i calls target i % n) "
      "[127.0.0.1:50051]"},
-    {"scenario", O_STR, OFF(scenario), 0, 0, "update | bulk | health [update]"},
+    {"scenario", O_STR, OFF(scenario), 0, 0,
+     "update | bulk | health | get | get_expand | list | list_expand [update]"},
     {"clients", O_INT, OFF(clients), 1, MAX_CLIENTS, "calls kept in flight [16]"},
     {"threads", O_INT, OFF(threads), 1, MAX_THREADS, "client threads, one CQ each [1]"},
     {"connections", O_INT, OFF(connections), 1, MAX_CLIENTS,
@@ -464,7 +465,8 @@ typedef struct scenario {
     const char *per_call; /* what one successful call is, for the report */
     build_fn build;
     judge_fn judge;
-    int rows_per_call; /* records one successful call writes (0 = 1) */
+    int rows_per_call; /* records one successful call writes or reads (0 = 1) */
+    bool relations;    /* --setup prepares the relation models instead */
 } scenario;
 
 typedef struct run_shared {
@@ -675,18 +677,224 @@ static int judge_health(grpc_status_code st, grpc_byte_buffer *reply)
     return out;
 }
 
+/* ---- relations: get / get_expand / list / list_expand -----------------------------
+ * Four models referring to each other: students (K of them, ids s000000..)
+ * each pointing at a city and a school, cities at a country. get_expand
+ * reads a random student with three relations expanded (city, city.country,
+ * school); list_expand reads a page of 100 students with their cities. get
+ * and list are the same reads without expand, the base of the ratios. */
+enum { REL_COUNTRIES = 50, REL_CITIES = 500, REL_SCHOOLS = 100, REL_PAGE = 100 };
+
+#define REL_STUDENTS "bench_students"
+
+/* The model the relation fill is creating: 0 countries, 1 cities, 2
+ * schools, 3 students (setup runs them one after the other). */
+static int rel_stage;
+
+static Google__Protobuf__Value *string_value(Google__Protobuf__Value *v, const char *str)
+{
+    google__protobuf__value__init(v);
+    v->kind_case = GOOGLE__PROTOBUF__VALUE__KIND_STRING_VALUE;
+    v->string_value = (char *)str;
+    return v;
+}
+
+static grpc_byte_buffer *build_fill_rel(worker *w)
+{
+    static const char *const models[] = {"bench_countries", "bench_cities", "bench_schools",
+                                         REL_STUDENTS};
+    long n[] = {REL_COUNTRIES, REL_CITIES, REL_SCHOOLS, w->sh->o->records};
+    long i = atomic_fetch_add(&w->sh->next_record, 1);
+    if (i >= n[rel_stage])
+        return NULL;
+    char id[24], a[24], b[24];
+    Google__Protobuf__Value v[3];
+    Google__Protobuf__Struct__FieldsEntry e[3], *ep[3];
+    const char *keys[3] = {"name", NULL, NULL};
+    size_t nf = 1;
+    snprintf(id, sizeof id, "%c%06ld", "ctks"[rel_stage], i);
+    if (rel_stage == 1) {
+        keys[1] = "country";
+        snprintf(a, sizeof a, "c%06ld", i % REL_COUNTRIES);
+        nf = 2;
+    } else if (rel_stage == 3) {
+        keys[1] = "city";
+        keys[2] = "school";
+        snprintf(a, sizeof a, "t%06ld", i % REL_CITIES);
+        snprintf(b, sizeof b, "k%06ld", i % REL_SCHOOLS);
+        nf = 3;
+    }
+    const char *vals[3] = {id, a, b};
+    for (size_t k = 0; k < nf; k++) {
+        google__protobuf__struct__fields_entry__init(&e[k]);
+        e[k].key = (char *)keys[k];
+        e[k].value = string_value(&v[k], vals[k]);
+        ep[k] = &e[k];
+    }
+    Google__Protobuf__Struct data = GOOGLE__PROTOBUF__STRUCT__INIT;
+    Recordd__V1__CreateRecordRequest req = RECORDD__V1__CREATE_RECORD_REQUEST__INIT;
+    data.n_fields = nf;
+    data.fields = ep;
+    req.model = (char *)models[rel_stage];
+    req.id = id;
+    req.data = &data;
+    return pack_message(&req.base);
+}
+
+static char *rel_expand_get[] = {"city", "city.country", "school"};
+static char *rel_expand_list[] = {"city"};
+
+static grpc_byte_buffer *build_get_rel(worker *w, bool expand)
+{
+    char id[24];
+    snprintf(id, sizeof id, "s%06" PRIu64, next_rand(w) % (uint64_t)w->sh->o->records);
+    Recordd__V1__GetRecordRequest req = RECORDD__V1__GET_RECORD_REQUEST__INIT;
+    req.model = REL_STUDENTS;
+    req.id = id;
+    if (expand) {
+        req.n_expand = 3;
+        req.expand = rel_expand_get;
+    }
+    return pack_message(&req.base);
+}
+
+static grpc_byte_buffer *build_get(worker *w)
+{
+    return build_get_rel(w, false);
+}
+
+static grpc_byte_buffer *build_get_expand(worker *w)
+{
+    return build_get_rel(w, true);
+}
+
+/* A page of REL_PAGE students from a random one on (ids sort as numbers). */
+static grpc_byte_buffer *build_list_rel(worker *w, bool expand)
+{
+    char filter[48];
+    uint64_t span = w->sh->o->records > REL_PAGE ? (uint64_t)(w->sh->o->records - REL_PAGE) : 1;
+    snprintf(filter, sizeof filter, "id >= \"s%06" PRIu64 "\"", next_rand(w) % span);
+    Recordd__V1__ListRecordsRequest req = RECORDD__V1__LIST_RECORDS_REQUEST__INIT;
+    req.model = REL_STUDENTS;
+    req.filter = filter;
+    req.page_size = REL_PAGE;
+    if (expand) {
+        req.n_expand = 1;
+        req.expand = rel_expand_list;
+    }
+    return pack_message(&req.base);
+}
+
+static grpc_byte_buffer *build_list(worker *w)
+{
+    return build_list_rel(w, false);
+}
+
+static grpc_byte_buffer *build_list_expand(worker *w)
+{
+    return build_list_rel(w, true);
+}
+
+/* Whether r came back with the expansions build_get_expand asked for. */
+static bool rel_expanded(const Recordd__V1__Record *r, bool deep)
+{
+    const Recordd__V1__Record *city = NULL;
+    bool school = false;
+    for (size_t i = 0; i < r->n_expanded; i++) {
+        const Recordd__V1__ExpandedRecord *x = r->expanded[i]->value;
+        if (x == NULL || x->record == NULL)
+            return false;
+        if (strcmp(r->expanded[i]->key, "city") == 0)
+            city = x->record;
+        else if (strcmp(r->expanded[i]->key, "school") == 0)
+            school = true;
+    }
+    if (!deep)
+        return city != NULL;
+    return city != NULL && school && city->n_expanded == 1 &&
+           city->expanded[0]->value->record != NULL;
+}
+
+static int judge_get_rel(grpc_status_code st, grpc_byte_buffer *reply, bool expand)
+{
+    if (st != GRPC_STATUS_OK)
+        return (int)st;
+    ProtobufCMessage *m = unpack_reply(&recordd__v1__record__descriptor, reply);
+    const Recordd__V1__Record *r = (const void *)m;
+    int out =
+        r != NULL && r->data != NULL && (!expand || rel_expanded(r, true)) ? 0 : OUTCOME_REJECTED;
+    if (m != NULL)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return out;
+}
+
+static int judge_get(grpc_status_code st, grpc_byte_buffer *reply)
+{
+    return judge_get_rel(st, reply, false);
+}
+
+static int judge_get_expand(grpc_status_code st, grpc_byte_buffer *reply)
+{
+    return judge_get_rel(st, reply, true);
+}
+
+static int judge_list_rel(grpc_status_code st, grpc_byte_buffer *reply, bool expand)
+{
+    if (st != GRPC_STATUS_OK)
+        return (int)st;
+    ProtobufCMessage *m = unpack_reply(&recordd__v1__list_records_response__descriptor, reply);
+    const Recordd__V1__ListRecordsResponse *r = (const void *)m;
+    int out = r != NULL && r->n_records == REL_PAGE ? 0 : OUTCOME_REJECTED;
+    for (size_t i = 0; out == 0 && expand && i < r->n_records; i++)
+        if (!rel_expanded(r->records[i], false))
+            out = OUTCOME_REJECTED;
+    if (m != NULL)
+        protobuf_c_message_free_unpacked(m, NULL);
+    return out;
+}
+
+static int judge_list(grpc_status_code st, grpc_byte_buffer *reply)
+{
+    return judge_list_rel(st, reply, false);
+}
+
+static int judge_list_expand(grpc_status_code st, grpc_byte_buffer *reply)
+{
+    return judge_list_rel(st, reply, true);
+}
+
 static const scenario scenarios[] = {
     {"update", "/recordd.v1.Records/UpdateRecord", true, true, false, "commit", build_update,
-     judge_receipt, 1},
+     judge_receipt, 1, false},
     {"health", "/grpc.health.v1.Health/Check", false, false, false, "call", build_health,
-     judge_health, 1},
+     judge_health, 1, false},
     {"bulk", "/recordd.v1.Records/BulkMutate", true, true, false, "call", build_bulk, judge_bulk,
-     BULK_OPS},
+     BULK_OPS, false},
+    {"get", "/recordd.v1.Records/GetRecord", true, true, false, "read", build_get, judge_get, 1,
+     true},
+    {"get_expand", "/recordd.v1.Records/GetRecord", true, true, false, "read", build_get_expand,
+     judge_get_expand, 1, true},
+    {"list", "/recordd.v1.Records/ListRecords", true, true, false, "page", build_list, judge_list,
+     REL_PAGE, true},
+    {"list_expand", "/recordd.v1.Records/ListRecords", true, true, false, "page", build_list_expand,
+     judge_list_expand, REL_PAGE, true},
 };
 
-static const scenario fill_scenario = {
-    "fill", "/recordd.v1.Records/CreateRecord", false, true, true, "create", build_fill, judge_fill,
-    1};
+static const scenario fill_scenario = {"fill",     "/recordd.v1.Records/CreateRecord",
+                                       false,      true,
+                                       true,       "create",
+                                       build_fill, judge_fill,
+                                       1,          false};
+static const scenario fill_rel_scenario = {"fill",
+                                           "/recordd.v1.Records/CreateRecord",
+                                           false,
+                                           true,
+                                           true,
+                                           "create",
+                                           build_fill_rel,
+                                           judge_fill,
+                                           1,
+                                           false};
 
 static const scenario *find_scenario(const char *name)
 {
@@ -1122,6 +1330,79 @@ done:
     return rc;
 }
 
+/* Adds the relation models (countries, cities, schools, students) with a
+ * merge push: whatever else the schema holds is kept. Returns 0 or the
+ * failing gRPC status. */
+static int push_relation_models(grpc_channel *ch, const options *o)
+{
+    Recordd__V1__Field f[7];
+    Recordd__V1__Field *country[1], *city[2], *school[1], *student[3];
+    Recordd__V1__Model m[4], *models[4];
+    const char *names[] = {"bench_countries", "bench_cities", "bench_schools", REL_STUDENTS};
+    for (int i = 0; i < 7; i++) {
+        recordd__v1__field__init(&f[i]);
+        f[i].type = RECORDD__V1__FIELD_TYPE__STRING;
+        f[i].name = "name";
+    }
+    f[2].name = "country";
+    f[2].references = "bench_countries";
+    f[5].name = "city";
+    f[5].references = "bench_cities";
+    f[6].name = "school";
+    f[6].references = "bench_schools";
+    for (int i = 2; i < 7; i += i == 2 ? 3 : 1)
+        f[i].type = RECORDD__V1__FIELD_TYPE__REFERENCE;
+    country[0] = &f[0];
+    city[0] = &f[1];
+    city[1] = &f[2];
+    school[0] = &f[3];
+    student[0] = &f[4];
+    student[1] = &f[5];
+    student[2] = &f[6];
+    Recordd__V1__Field **lists[] = {country, city, school, student};
+    size_t counts[] = {1, 2, 1, 3};
+    for (int i = 0; i < 4; i++) {
+        recordd__v1__model__init(&m[i]);
+        m[i].name = (char *)names[i];
+        m[i].fields = lists[i];
+        m[i].n_fields = counts[i];
+        models[i] = &m[i];
+    }
+    Recordd__V1__Schema schema = RECORDD__V1__SCHEMA__INIT;
+    Recordd__V1__PushSchemaRequest pq = RECORDD__V1__PUSH_SCHEMA_REQUEST__INIT;
+    schema.models = models;
+    schema.n_models = 4;
+    pq.schema = &schema;
+    pq.merge = true;
+    return call_unary(ch, o, "/recordd.v1.Schemas/PushSchema", pack_large(&pq.base), NULL, NULL);
+}
+
+/* --setup for the relation scenarios: the models, then each model's records
+ * in turn (countries, cities, schools, students), existing ones counting
+ * as done. Returns 0 or an exit code. */
+static int setup_relations(const options *o)
+{
+    grpc_channel *ch = open_channel(targets[0]);
+    int st = push_relation_models(ch, o);
+    grpc_channel_destroy(ch);
+    if (st != 0) {
+        fprintf(stderr, "recordd-bench: setup: pushing the relation models failed (%s)\n",
+                outcome_names[st < N_OUTCOMES ? st : OUTCOME_REJECTED]);
+        return st == GRPC_STATUS_UNAUTHENTICATED ? EXIT_UNAUTHENTICATED : 1;
+    }
+    for (rel_stage = 0; rel_stage < 4; rel_stage++) {
+        run_result r;
+        if (run_load(o, &fill_rel_scenario, &r) != 0)
+            return 1;
+        if (r.failed > 0) {
+            fprintf(stderr, "recordd-bench: setup: %" PRIu64 " creates failed (first: %s)\n",
+                    r.failed, r.first_error);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* --setup: the bench model, then records b0..b<K-1> created with the same
  * closed loop (existing ones count as done). Returns 0 or an exit code. */
 static int setup_records(const options *o)
@@ -1236,7 +1517,7 @@ int main(int argc, char **argv)
     run_result r;
     rc = 0;
     if (o.setup && sc->needs_records)
-        rc = setup_records(&o);
+        rc = sc->relations ? setup_relations(&o) : setup_records(&o);
     if (rc == 0 && o.duration_s > 0) {
         rc = run_load(&o, sc, &r);
         if (rc == 0) {

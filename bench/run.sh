@@ -4,7 +4,8 @@
 # temporary database, runs sqlite-limit (modes A and B) on the same disk, the
 # health scenario at 64 clients and the update scenario at 1, 16 and 64
 # clients, the bulk scenario (BulkMutate of 100 updates per call) at 1 and 16
-# clients, update at 64 clients once more over TLS (the server restarted with
+# clients, reads with and without expanded relations at 16 clients (get,
+# get_expand, list, list_expand), update at 64 clients once more over TLS (the server restarted with
 # an openssl-made certificate), prints a summary with the ratios against their targets, stops the
 # server. Raw results (one JSON object a line) go to $BUILD/bench-results.jsonl.
 #
@@ -83,6 +84,16 @@ fi
 run bulk 1
 run bulk 16
 
+# Relations: GetRecord of a student with three relations expanded (city,
+# city.country, school) against the plain GetRecord, and a ListRecords page
+# of 100 students with their cities expanded against the plain page.
+echo "bench: setup (relation models, $records students) ..." >&2
+bench --scenario get --setup --duration 0 >/dev/null
+run get 16
+run get_expand 16
+run list 16
+run list_expand 16
+
 # The same update@64 over TLS: the server restarted on the same database
 # with an openssl-made certificate (EC P-256), the clients verifying it.
 if command -v openssl >/dev/null 2>&1; then
@@ -125,7 +136,8 @@ print("%-24s %10.0f %9s %9s %9s %12.1f %12s %8s" % (
 print("%-24s %10.0f %9s %9s %9s %12.1f %12s %8s" % (
     "sqlite B (%d commits/tx)" % sq["batch"], sq["b_commits_per_s"], "-", "-", "-",
     sq["b_cpu_us_per_commit"], "-", "-"))
-for key in [("health", 64), ("update", 1), ("update", 16), ("update", 64), ("bulk", 1), ("bulk", 16)]:
+for key in [("health", 64), ("update", 1), ("update", 16), ("update", 64), ("bulk", 1), ("bulk", 16),
+            ("get", 16), ("get_expand", 16), ("list", 16), ("list_expand", 16)]:
     r = grpc[key]
     print("%-24s %10.0f %9.0f %9.0f %9.0f %12.1f %12.1f %8d %7.0f" % (
         "%s @ %d clients" % key, r["rate"], r["p50_us"], r["p99_us"], r["p999_us"],
@@ -156,6 +168,16 @@ if http is not None:
     checks.append(("http patch@64 / update@64", http["rate"] / u64, 0.6))
 if tls is not None:
     checks.append(("update@64 TLS / plain", tls["rate"] / u64, 0.85))
+# expansion's cost: calls per second of the plain read over the expanding
+# one, at the same concurrency (and the server's CPU per call alike)
+for plain, exp, limit, what in [("get", "get_expand", 2.0, "GetRecord, 3 relations expanded"),
+                                ("list", "list_expand", 1.5, "page of 100, 1 relation expanded")]:
+    a, b = grpc[(plain, 16)], grpc[(exp, 16)]
+    cost = a["rate"] / b["rate"] if b["rate"] > 0 else float("inf")
+    cpu = b["server_cpu_us_per_call"] / a["server_cpu_us_per_call"] if a["server_cpu_us_per_call"] > 0 else -1
+    print("%-24s %6.2f x the time of %s (server CPU per call %.2f x): %s" % (
+        exp + " / " + plain, cost, plain, cpu, what))
+    checks.append(("%s@16 / %s@16" % (exp, plain), 1 / cost if cost > 0 else 0, 1 / limit))
 bulk16 = grpc[("bulk", 16)]["rows_rate"]
 print("%-24s %6.2f   (bulk rows/s over SQLite's batched rows/s; no target)" % (
     "bulk@16 / sqlite-B", bulk16 / sq["b_commits_per_s"]))
