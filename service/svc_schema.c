@@ -266,8 +266,10 @@ void svc_push_schema(svc_call *call, const ProtobufCMessage *msg)
         rd_errf(&err, RD_VALIDATION_FAILED, "schema", "schema is required");
         goto fail;
     }
+    /* a merge is validated once merged, in the store: what it sends may
+     * refer to models and fields it does not send */
     if (schema_from_pb(req->schema, &def, &err) != RD_OK ||
-        store_schema_validate(def, &err) != RD_OK)
+        (!req->merge && store_schema_validate(def, &err) != RD_OK))
         goto fail;
     push_call *pc = rd_arena_calloc(svc_call_arena(call), sizeof *pc);
     if (pc == NULL) {
