@@ -338,3 +338,39 @@ def test_http_list_with_expand_fields_and_page_token(world):
         if not token:
             break
     assert sorted(got) == ["ada", "bob", "p0", "p1", "p2"]
+
+
+# ---- OpenAPI ------------------------------------------------------------------------------
+
+
+def _resolve(doc, obj):
+    ref = obj.get("$ref")
+    if ref is None:
+        return obj
+    for part in ref.removeprefix("#/").split("/"):
+        doc = doc[part]
+    return doc
+
+
+def test_openapi_documents_expand_fields_and_expanded(world):
+    for auth in (None, h.DEFAULT):  # generic and typed from the schema
+        r = world.http("GET", "/v1/openapi.json", auth=auth)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        typed = auth is not None
+        for path in (["/v1/models/students/{id}", "/v1/models/students"] if typed else
+                     ["/v1/models/{model}/{id}", "/v1/models/{model}"]):
+            params = [_resolve(doc, p) for p in doc["paths"][path]["get"]["parameters"]]
+            params = {p.get("name"): p for p in params}
+            assert params["expand"]["in"] == "query" and params["expand"]["schema"]["type"] == "array"
+            assert "comma-separated" in params["expand"]["description"]
+            assert params["fields"]["in"] == "query" and params["fields"]["schema"] == {"type": "string"}
+            assert "readMask" not in params
+        schemas = doc["components"]["schemas"]
+        assert "expanded" in schemas["recordd.v1.Record"]["properties"]
+        assert set(schemas["recordd.v1.ExpandedRecord"]["properties"]) == {"record", "omitted"}
+        if typed:
+            exp = schemas["students.Record"]["properties"]["expanded"]
+            assert exp["properties"] == {"city": {"$ref": "#/components/schemas/cities.ExpandedRecord"}}
+            assert schemas["cities.ExpandedRecord"]["properties"]["record"] == {
+                "$ref": "#/components/schemas/cities.Record"}
