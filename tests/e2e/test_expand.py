@@ -103,6 +103,12 @@ def test_expand_a_null_reference_has_no_entry(world):
     r = get(world, "bob", ["city.country"])
     assert h.to_dict(r.data) == {"firstName": "Bob", "age": 20}
     assert len(r.expanded) == 0
+    # a cleared reference: no entry either, while its neighbour on the page has one
+    world.create("students", {"firstName": "Eve", "city": "berlin"}, id="eve")
+    world.update("students", "eve", {"city": None})
+    by_id = {r.id: r for r in list_(world, ["city"]).records}
+    assert len(by_id["eve"].expanded) == 0 and len(by_id["bob"].expanded) == 0
+    assert by_id["ada"].expanded["city"].record.id == "paris"
 
 
 def test_expand_a_target_that_no_longer_exists_is_omitted(world):
