@@ -205,6 +205,7 @@ def test_read_mask_with_expand(world):
 
 @pytest.mark.parametrize("expand,mask,field,words", [
     ([f"r{i}" for i in range(11)], None, "expand", "at most 10 expanded paths"),
+    ([f"r{i}" for i in range(9)] + ["r9.continent"], None, "expand", "at most 10 expanded paths"),  # prefixes count
     (["city.country.continent.planet"], None, "expand", "at most 3 levels"),
     (["nope"], None, "expand", "'nope'"),
     (["age"], None, "expand", "not a REFERENCE"),
