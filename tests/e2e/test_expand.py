@@ -318,6 +318,11 @@ def test_http_get_with_expand_and_fields(world):
     assert b["expanded"]["city"]["record"]["data"] == {"name": "Paris"}
     assert "expanded" not in b["expanded"]["city"]["record"] or not b["expanded"]["city"]["record"]["expanded"]
     assert b["id"] == "ada" and b["version"] in (1, "1")
+    # readMask / read_mask take the names verbatim too (not the FieldMask JSON camelCase form)
+    for q in ("readMask=firstName,city.name", "read_mask=firstName&read_mask=city.name"):
+        b2 = http_get(world, "ada", q).json()
+        assert b2["data"] == {"firstName": "Ada", "city": "paris"}, q
+        assert b2["expanded"]["city"]["record"]["data"] == {"name": "Paris"}, q
     # without either: the record as before
     b = http_get(world, "ada").json()
     assert b["data"] == {"firstName": "Ada", "age": 36, "city": "paris"} and not b.get("expanded")
