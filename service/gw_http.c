@@ -34,6 +34,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "google/protobuf/field_mask.pb-c.h"
 #include "service/config.h"
 #include "service/gw_json.h"
 #include "service/gw_problem.h"
@@ -429,6 +430,73 @@ static const ProtobufCFieldDescriptor *query_field(const ProtobufCMessageDescrip
     return NULL;
 }
 
+/* The list parameters of the record reads: ?expand=a,b.c (comma-separated
+ * and/or repeated) into the repeated `expand`, and ?fields=a,b.c (also
+ * readMask / read_mask) into read_mask's paths verbatim: they are record
+ * field names, not the lowerCamelCase proto field names the JSON form of a
+ * FieldMask converts. 1 when param was one of them (appended), 0 when not,
+ * -1 on error (err set). */
+static int list_param(ProtobufCMessage *m, const char *param, const char *value, rd_arena *a,
+                      rd_err *err)
+{
+    const ProtobufCMessageDescriptor *d = m->descriptor;
+    const ProtobufCFieldDescriptor *f = NULL;
+    bool mask = false;
+    if (strcmp(param, "expand") == 0) {
+        f = field_of(d, "expand");
+        if (f == NULL || f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_STRING)
+            return 0;
+    } else if (strcmp(param, "fields") == 0 || names(d, param, "read_mask")) {
+        f = field_of(d, "read_mask");
+        if (f == NULL || f->type != PROTOBUF_C_TYPE_MESSAGE ||
+            f->descriptor != &google__protobuf__field_mask__descriptor)
+            return 0;
+        mask = true;
+    } else {
+        return 0;
+    }
+    size_t n = 0;
+    for (const char *p = value; *p != '\0'; p++)
+        n += *p == ',';
+    n += 1;
+    char ***items;
+    size_t *count;
+    if (mask) {
+        Google__Protobuf__FieldMask **fm = (void *)((char *)m + f->offset);
+        if (*fm == NULL) {
+            *fm = rd_arena_alloc(a, sizeof **fm);
+            if (*fm == NULL)
+                goto oom;
+            google__protobuf__field_mask__init(*fm);
+        }
+        items = &(*fm)->paths;
+        count = &(*fm)->n_paths;
+    } else {
+        items = (void *)((char *)m + f->offset);
+        count = (void *)((char *)m + f->quantifier_offset);
+    }
+    char **all = rd_arena_alloc(a, (*count + n) * sizeof *all);
+    if (all == NULL)
+        goto oom;
+    if (*count > 0)
+        memcpy(all, *items, *count * sizeof *all);
+    size_t k = *count;
+    for (const char *p = value;;) {
+        size_t len = strcspn(p, ",");
+        if (len > 0 && (all[k++] = rd_arena_strndup(a, p, len)) == NULL)
+            goto oom;
+        if (p[len] == '\0')
+            break;
+        p += len + 1;
+    }
+    *items = all;
+    *count = k;
+    return 1;
+oom:
+    rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    return -1;
+}
+
 /* svc_transport.decode: on the worker after the auth step. Builds the
  * request message from the body (per the rule's body), the query
  * parameters, the path variables and the headers that map to fields. */
@@ -469,6 +537,11 @@ static ProtobufCMessage *decode_request(void *arg, svc_call *call, rd_err *err)
                 rd_errf(err, RD_INVALID_BODY, k, "%s is the request body", k);
                 goto fail;
             }
+            int lp = list_param(m, k, r->query[i].value, a, err);
+            if (lp < 0)
+                goto fail;
+            if (lp > 0)
+                continue;
             const ProtobufCFieldDescriptor *qf = query_field(d, k);
             for (size_t j = 0; qf != NULL && qf->label != PROTOBUF_C_LABEL_REPEATED && j < i; j++)
                 if (query_field(d, r->query[j].field) == qf) {

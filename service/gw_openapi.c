@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "google/protobuf/field_mask.pb-c.h"
 #include "recordd/v1/records.pb-c.h"
 #include "service/config.h"
 #include "service/gw_json.h"
@@ -325,6 +326,29 @@ static void typed_copy(oa *o, const char *name, const char *generic, const char 
     json_object_set_new(o->schemas, name, s);
 }
 
+/* The typed record's `expanded`: one property per REFERENCE field of m,
+ * the target model's typed ExpandedRecord. */
+static void typed_expanded(oa *o, const char *record, const Recordd__V1__Model *m)
+{
+    json_t *props = json_object();
+    char ref[160];
+    for (size_t i = 0; i < m->n_fields; i++) {
+        const Recordd__V1__Field *f = m->fields[i];
+        if (f->type != RECORDD__V1__FIELD_TYPE__REFERENCE || f->references == NULL ||
+            f->references[0] == '\0')
+            continue;
+        snprintf(ref, sizeof ref, "%s.ExpandedRecord", f->references);
+        json_object_set_new(props, f->name, ref_to(ref));
+    }
+    json_t *rec = json_object_get(json_object_get(o->schemas, record), "properties");
+    json_object_set_new(
+        rec, "expanded",
+        json_pack("{s:s,s:s,s:o,s:b,s:b}", "type", "object", "description",
+                  "The records the REFERENCE fields named in `expand` (or implied by `fields`) "
+                  "point at, keyed by field name; no entry when the field has no value.",
+                  "properties", props, "additionalProperties", 0, "readOnly", 1));
+}
+
 static void model_components(oa *o, const Recordd__V1__Model *m)
 {
     char a[160], b[160];
@@ -334,6 +358,9 @@ static void model_components(oa *o, const Recordd__V1__Model *m)
     }
     snprintf(a, sizeof a, "%s.Record", m->name);
     typed_copy(o, a, "recordd.v1.Record", "data", false, m->name);
+    typed_expanded(o, a, m);
+    snprintf(b, sizeof b, "%s.ExpandedRecord", m->name);
+    typed_copy(o, b, "recordd.v1.ExpandedRecord", "record", false, a);
     snprintf(b, sizeof b, "%s.CommitReceipt", m->name);
     typed_copy(o, b, "recordd.v1.CommitReceipt", "record", false, a);
     snprintf(b, sizeof b, "%s.ListRecordsResponse", m->name);
@@ -419,6 +446,37 @@ static bool query_field(const ProtobufCFieldDescriptor *f)
     return ok;
 }
 
+/* The record reads' list parameters (gw_http.c list_param): `expand`
+ * comma-separated or repeated, and read_mask taken as `fields` with the
+ * record field names verbatim. Rewrites the query parameter p of field f. */
+static void list_param_doc(const ProtobufCFieldDescriptor *f, json_t *p)
+{
+    if (strcmp(f->name, "expand") == 0 && f->label == PROTOBUF_C_LABEL_REPEATED &&
+        f->type == PROTOBUF_C_TYPE_STRING) {
+        json_object_set_new(
+            p, "description",
+            json_string("REFERENCE fields to return inline in `expanded`, as dotted paths "
+                        "(`city`, `city.country`; a path implies its prefixes): comma-separated "
+                        "and/or repeated. At most 3 levels and 10 paths (prefixes counted, "
+                        "together with the paths `fields` implies). A referenced record the "
+                        "caller may not read, or that no longer exists, comes back as "
+                        "`{\"omitted\": true}`."));
+        json_object_set_new(p, "style", json_string("form"));
+        json_object_set_new(p, "explode", json_true());
+    } else if (strcmp(f->name, "read_mask") == 0 && f->type == PROTOBUF_C_TYPE_MESSAGE &&
+               f->descriptor == &google__protobuf__field_mask__descriptor) {
+        json_object_set_new(p, "name", json_string("fields"));
+        json_object_set_new(p, "schema", json_pack("{s:s}", "type", "string"));
+        json_object_set_new(
+            p, "description",
+            json_string("Only these fields of `data`, comma-separated record field names as "
+                        "written (`firstName,city.name`); a dotted path selects the REFERENCE "
+                        "field and that field of the expanded record, and implies expanding "
+                        "it. System fields are always returned; fields left out are absent "
+                        "from `data` even when the model requires them."));
+    }
+}
+
 static json_t *parameters(oa *o, const gw_route_info *r, const char *model)
 {
     const svc_method *m = r->method;
@@ -444,8 +502,10 @@ static json_t *parameters(oa *o, const gw_route_info *r, const char *model)
                 continue;
             char name[128];
             gw_json_name(f->name, name, sizeof name);
-            json_array_append_new(ps, json_pack("{s:s,s:s,s:o}", "name", name, "in", "query",
-                                                "schema", field_schema(o, f)));
+            json_t *p = json_pack("{s:s,s:s,s:o}", "name", name, "in", "query", "schema",
+                                  field_schema(o, f));
+            list_param_doc(f, p);
+            json_array_append_new(ps, p);
         }
     }
     if (field_of(m->req, "idempotency_key") != NULL)

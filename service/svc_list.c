@@ -21,6 +21,7 @@
 #include "service/svc_auth.h"
 #include "service/svc_authz.h"
 #include "service/svc_convert.h"
+#include "service/svc_expand.h"
 #include "service/svc_handlers.h"
 
 #define LIST_DEFAULT_PAGE 50
@@ -224,6 +225,8 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
     store_order *order = NULL;
     store_page page = {0};
     store_value *after = NULL;
+    svc_expand *x = NULL;
+    store_conn *conn = NULL;
     const char **groups = NULL;
     size_t n_groups = 0;
     bool all = false;
@@ -259,15 +262,22 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
     if (req->page_token != NULL && req->page_token[0] != '\0' &&
         token_decode(call, req->page_token, fp, store_order_terms(order), &after, &err) != RD_OK)
         goto fail;
-    store_conn *conn = store_thread_conn(ctx->db, &err);
+    if (svc_expand_parse(a, schema, m, req->expand, req->n_expand, req->read_mask, &x, &err) !=
+        RD_OK)
+        goto fail;
+    conn = store_thread_conn(ctx->db, &err);
     if (conn == NULL)
+        goto fail;
+    /* expand: the page and the records it references from one snapshot */
+    if (svc_expand_paths(x) > 0 && store_read_hold(conn, org, NULL, &err) != RD_OK)
         goto fail;
     /* a page ends by size too, so it fits in one reply: the stored size is
      * counted, and a record's protobuf form can be up to ~3x its stored
-     * JSON (small numbers), hence a quarter of the message limit */
+     * JSON (small numbers), hence a quarter of the message limit, shared
+     * with the records each expanded path may add */
     if (store_list(conn, org, m, filter, order, after, store_order_terms(order), limit,
-                   (size_t)svc_call_max_message_bytes(call) / 4, all ? NULL : groups, n_groups,
-                   &page, &err) != RD_OK)
+                   (size_t)svc_call_max_message_bytes(call) / 4 / (1 + svc_expand_paths(x)),
+                   all ? NULL : groups, n_groups, &page, &err) != RD_OK)
         goto fail;
 
     Recordd__V1__ListRecordsResponse *out = rd_arena_alloc(a, sizeof *out);
@@ -284,6 +294,9 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
         if (out->records[i] == NULL)
             goto oom;
     }
+    if (svc_expand_apply(call, conn, x, page.records, out->records, page.n, page.read_at, &err) !=
+        RD_OK)
+        goto fail;
     if (page.more) {
         out->next_page_token = token_encode(call, fp, page.last, page.n_last);
         if (out->next_page_token == NULL)
@@ -296,6 +309,8 @@ oom:
 fail:
     svc_fail(call, &err);
 done:
+    if (conn != NULL)
+        store_read_release(conn);
     store_page_free(&page);
     store_order_free(order);
     store_filter_free(filter);

@@ -7,6 +7,7 @@
 #include "service/receipt.h"
 #include "service/svc_authz.h"
 #include "service/svc_convert.h"
+#include "service/svc_expand.h"
 #include "service/svc_handlers.h"
 #include "service/svc_idem.h"
 #include "service/svc_write.h"
@@ -214,14 +215,21 @@ void svc_get_record(svc_call *call, const ProtobufCMessage *msg)
     svc_ctx *ctx = svc_call_ctx(call);
     auth_verb can = svc_call_method(call)->can; /* read */
     store_record rec = {0};
+    store_schema *schema = NULL;
+    svc_expand *x = NULL;
+    store_conn *conn = NULL;
     int64_t read_at = 0;
     rd_err err;
     rd_err_clear(&err);
     if (svc_write_require(req->model, "model", &err) != RD_OK ||
         svc_write_require(req->id, "id", &err) != RD_OK)
         goto fail;
-    store_conn *conn = store_thread_conn(ctx->db, &err);
+    conn = store_thread_conn(ctx->db, &err);
     if (conn == NULL)
+        goto fail;
+    /* expand: the record and the ones it references from one snapshot */
+    bool hold = req->n_expand > 0 || (req->read_mask != NULL && req->read_mask->n_paths > 0);
+    if (hold && store_read_hold(conn, svc_call_org(call), NULL, &err) != RD_OK)
         goto fail;
     if (store_get(conn, svc_call_org(call), req->model, req->id, &rec, &read_at, &err) != RD_OK) {
         /* a caller that may read no such model learns nothing about ids */
@@ -233,17 +241,37 @@ void svc_get_record(svc_call *call, const ProtobufCMessage *msg)
     }
     if (svc_authz(call, can, req->model, rec.group, NULL, 0, NULL, &err) != RD_OK)
         goto fail;
+    if (hold) {
+        schema = store_schema_get_model(ctx->db, svc_call_org(call), req->model);
+        const store_model *m = store_schema_model(schema, req->model);
+        if (m == NULL) {
+            rd_errf(&err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", req->model);
+            goto fail;
+        }
+        if (svc_expand_parse(svc_call_arena(call), schema, m, req->expand, req->n_expand,
+                             req->read_mask, &x, &err) != RD_OK)
+            goto fail;
+    }
     Recordd__V1__Record *out =
         svc_record_to_pb(svc_call_arena(call), svc_call_org(call), req->model, &rec, read_at);
-    store_record_clear(&rec);
     if (out == NULL) {
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
         goto fail;
     }
+    if (svc_expand_apply(call, conn, x, &rec, &out, 1, read_at, &err) != RD_OK)
+        goto fail;
+    store_read_release(conn);
+    store_record_clear(&rec);
+    if (schema != NULL)
+        store_schema_release(schema);
     svc_reply(call, &out->base);
     return;
 fail:
+    if (conn != NULL)
+        store_read_release(conn);
     store_record_clear(&rec);
+    if (schema != NULL)
+        store_schema_release(schema);
     svc_fail(call, &err);
 }
 

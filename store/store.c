@@ -943,6 +943,7 @@ static store_conn *pool_take(store *s, int wait_s, rd_err *err)
 static void pool_give(store_conn *c)
 {
     store *s = c->s;
+    c->held = false; /* a hold never outlives the call */
     if (!store_db_autocommit(c->db))
         store_conn_exec(c, "ROLLBACK");
     pthread_mutex_lock(&s->pmu);
@@ -1032,10 +1033,15 @@ void store_conn_release(store *s)
     pool_give(c);
 }
 
-/* Runs a cached statement that returns no rows. */
+/* Runs a cached statement that returns no rows. Inside a hold
+ * (store_read_hold) the transaction statements of the reads are skipped:
+ * they join the held snapshot. */
 int store_conn_exec(store_conn *c, const char *sql)
 {
     store_dbst *st = NULL;
+    if (c->held &&
+        (strcmp(sql, "BEGIN") == 0 || strcmp(sql, "COMMIT") == 0 || strcmp(sql, "ROLLBACK") == 0))
+        return STORE_DB_OK;
     int rc = store_stmt_get(&c->cache, sql, &st);
     if (rc != STORE_DB_OK)
         return rc;
@@ -1063,10 +1069,47 @@ int store_org_head(store_conn *c, const char *org, int64_t *head)
 
 int store_conn_begin(store_conn *c, const char *org, int64_t *read_at)
 {
+    if (c->held && strcmp(org, c->held_org) == 0) {
+        *read_at = c->held_at;
+        return STORE_DB_OK;
+    }
     int rc = store_conn_exec(c, "BEGIN");
     if (rc != STORE_DB_OK)
         return rc;
     return store_org_head(c, org, read_at);
+}
+
+rd_code store_read_hold(store_conn *c, const char *org, int64_t *read_at, rd_err *err)
+{
+    if (c->held)
+        return rd_errf(err, RD_INTERNAL, NULL, "a read snapshot is already held");
+    if (org == NULL || strlen(org) >= sizeof c->held_org)
+        return rd_errf(err, RD_NOT_FOUND, NULL, "no such organisation");
+    int64_t at = 0;
+    int rc = store_conn_exec(c, "BEGIN");
+    if (rc == STORE_DB_OK)
+        rc = store_org_head(c, org, &at); /* SQLite's snapshot starts at this read */
+    if (rc != STORE_DB_OK) {
+        rd_code code = store_sql_err(c->db, rc, err);
+        if (!store_db_autocommit(c->db))
+            store_conn_exec(c, "ROLLBACK");
+        return code;
+    }
+    snprintf(c->held_org, sizeof c->held_org, "%s", org);
+    c->held_at = at;
+    c->held = true;
+    if (read_at != NULL)
+        *read_at = at;
+    return RD_OK;
+}
+
+void store_read_release(store_conn *c)
+{
+    if (c == NULL || !c->held)
+        return;
+    c->held = false;
+    if (!store_db_autocommit(c->db))
+        store_conn_exec(c, "ROLLBACK"); /* it only read */
 }
 
 rd_code store_get(store_conn *c, const char *org, const char *model, const char *id,
@@ -1147,4 +1190,88 @@ done:
     if (sch != NULL)
         store_schema_release(sch);
     return code;
+}
+
+/* ---- several records by id ---------------------------------------------------- */
+
+rd_code store_get_many(store_conn *c, const char *org, const store_model *m, const char *const *ids,
+                       size_t n, store_record *out, size_t *n_out, int64_t *read_at, rd_err *err)
+{
+    store_dbst *st = NULL;
+    store_sbuf sql = {0};
+    rd_code code = RD_OK;
+    int rc = STORE_DB_OK;
+    *n_out = 0;
+    if (org == NULL || m == NULL || !store_org_valid(org) || !store_ident_valid(m->name))
+        return rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
+                       m && m->name ? m->name : "");
+    /* one statement text for every call on this model: the cache reuses it */
+    store_sbuf_add(&sql, "SELECT * FROM ");
+    store_sbuf_table(&sql, org, m->name);
+    store_sbuf_add(&sql, " WHERE _id IN (");
+    for (int i = 1; i <= STORE_GET_MANY_CHUNK; i++)
+        store_sbuf_addf(&sql, "%s?%d", i > 1 ? ", " : "", i);
+    store_sbuf_add(&sql, ")");
+    if (sql.oom)
+        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+    int64_t at = 0;
+    rc = store_conn_begin(c, org, &at);
+    if (rc != STORE_DB_OK)
+        goto sqlfail;
+    for (size_t from = 0; from < n; from += STORE_GET_MANY_CHUNK) {
+        rc = store_stmt_get(&c->cache, sql.p, &st);
+        if (rc == STORE_DB_ERROR && strncmp(store_db_errmsg(c->db), "no such table", 13) == 0) {
+            code =
+                rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", m->name);
+            goto done;
+        }
+        if (rc != STORE_DB_OK)
+            goto sqlfail;
+        for (int i = 0; rc == STORE_DB_OK && i < STORE_GET_MANY_CHUNK; i++) {
+            const char *id = from + (size_t)i < n ? ids[from + (size_t)i] : NULL;
+            /* an id that cannot exist matches nothing, like a NULL slot */
+            rc = id != NULL && store_id_valid(id)
+                     ? store_db_bind_text(st, i + 1, id, -1, STORE_DB_STATIC)
+                     : store_db_bind_null(st, i + 1);
+        }
+        if (rc != STORE_DB_OK)
+            goto sqlfail;
+        c->get_many_queries++;
+        while ((rc = store_db_step(st)) == STORE_DB_ROW) {
+            if (*n_out == n) /* ids repeated: never more rows than slots */
+                break;
+            code = store_row_read(st, m, &out[*n_out], err);
+            if (code != RD_OK)
+                goto done;
+            (*n_out)++;
+        }
+        if (rc != STORE_DB_DONE && rc != STORE_DB_ROW)
+            goto sqlfail;
+        store_stmt_put(st);
+        st = NULL;
+    }
+    rc = store_conn_exec(c, "COMMIT");
+    if (rc != STORE_DB_OK)
+        goto sqlfail;
+    if (read_at != NULL)
+        *read_at = at;
+    goto done;
+sqlfail:
+    code = store_sql_err(c->db, rc, err);
+done:
+    store_stmt_put(st);
+    if (!store_db_autocommit(c->db))
+        store_conn_exec(c, "ROLLBACK");
+    store_sbuf_free(&sql);
+    if (code != RD_OK) {
+        for (size_t i = 0; i < *n_out; i++)
+            store_record_clear(&out[i]);
+        *n_out = 0;
+    }
+    return code;
+}
+
+uint64_t store_conn_get_many_queries(const store_conn *c)
+{
+    return c->get_many_queries;
 }

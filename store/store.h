@@ -216,6 +216,34 @@ void store_conn_release(store *s);
 rd_code store_get(store_conn *c, const char *org, const char *model, const char *id,
                   store_record *out, int64_t *read_at, rd_err *err);
 
+/* A read snapshot spanning several reads: begins a read transaction on c
+ * and takes org's head (*read_at). Until store_read_release, every read on
+ * c (store_get, store_list, store_get_many) joins that transaction instead
+ * of opening its own, so they all see one snapshot and report the same
+ * read_at (for org). Release it before the call ends on every path (a
+ * pooled connection returned to its pool drops it too). Errors:
+ * RD_UNAVAILABLE, RD_INTERNAL (already held). */
+rd_code store_read_hold(store_conn *c, const char *org, int64_t *read_at, rd_err *err);
+/* Ends a hold (nothing when none is held). */
+void store_read_release(store_conn *c);
+
+/* Ids bound per statement by store_get_many: the one statement text per
+ * model, unused slots bound NULL, so the statement cache reuses it. */
+#define STORE_GET_MANY_CHUNK 64
+
+/* Reads the records of model m (from a schema snapshot of org the caller
+ * holds) whose ids are among ids[0..n) (distinct; invalid ids match
+ * nothing) in one snapshot (a held one, else its own), with one
+ * `_id IN (?1..?64)` statement per STORE_GET_MANY_CHUNK ids. out has room
+ * for n; *n_out records are filled, in no particular order (missing ids
+ * are simply absent); the caller clears them (store_record_clear). *read_at
+ * (may be NULL) gets the snapshot's head of org. Errors: RD_NOT_FOUND
+ * (model gone), RD_UNAVAILABLE, RD_INTERNAL. */
+rd_code store_get_many(store_conn *c, const char *org, const store_model *m, const char *const *ids,
+                       size_t n, store_record *out, size_t *n_out, int64_t *read_at, rd_err *err);
+/* How many statements store_get_many has run on c (tests: no N+1). */
+uint64_t store_conn_get_many_queries(const store_conn *c);
+
 /* ---- filters, ordering and listing (store/filter.c, store/list.c) ----------
  * One filter grammar for ListRecords and the by-filter bulk operations
  * (DESIGN.md §4), an AIP-160 subset:

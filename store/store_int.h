@@ -265,6 +265,13 @@ struct store_conn {
     struct store_conn *next_idle;
     store_db *db;
     store_stmt_cache cache;
+    /* store_read_hold: a read transaction is open and the reads on c join
+     * it (BEGIN, COMMIT and ROLLBACK through store_conn_exec are skipped);
+     * held_at is the head of held_org in it */
+    bool held;
+    int64_t held_at;
+    char held_org[72];
+    uint64_t get_many_queries; /* statements store_get_many ran on c */
 };
 
 /* A read connection for a moment, never waiting: the calling thread's own

@@ -638,6 +638,59 @@ static void test_read_pool_lends_one_connection_at_a_time(void **state)
     assert_true(t.waited_us >= 250 * 1000);
 }
 
+/* store_get_many on PostgreSQL: `_id IN ($1..$64)` with NULL in the unused
+ * slots, one statement per 64 ids; inside store_read_hold the reads share
+ * one snapshot (a row committed after the hold is not seen). */
+static void test_get_many_batches_and_holds_a_snapshot(void **state)
+{
+    (void)state;
+    enum { N = 70 };
+    char ids[N][16];
+    const char *idp[N + 1];
+    assert_int_equal(push(notes_schema, false, NULL), RD_OK);
+    for (int i = 0; i < N; i++) {
+        char data[48];
+        snprintf(ids[i], sizeof ids[i], "n%d", i);
+        snprintf(data, sizeof data, "{\"title\":\"t%d\",\"n\":%d}", i, i);
+        create_ok("notes", ids[i], data);
+        idp[i] = ids[i];
+    }
+    idp[N] = "ghost";
+    store_schema *sch = store_schema_get(fx->s, ORG);
+    const store_model *m = store_schema_model(sch, "notes");
+    assert_non_null(m);
+    store_record out[N + 1];
+    size_t n = 0;
+    rd_err err;
+    uint64_t q0 = store_conn_get_many_queries(fx->c);
+    assert_int_equal(store_get_many(fx->c, ORG, m, idp, N + 1, out, &n, NULL, &err), RD_OK);
+    assert_int_equal(store_conn_get_many_queries(fx->c) - q0, 2);
+    assert_int_equal(n, N);
+    long sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        sum += (long)json_integer_value(json_object_get(out[i].data, "n"));
+        store_record_clear(&out[i]);
+    }
+    assert_int_equal(sum, (long)N * (N - 1) / 2);
+    int64_t held = 0, at = 0;
+    assert_int_equal(store_read_hold(fx->c, ORG, &held, &err), RD_OK);
+    assert_int_equal(held, head());
+    create_ok("notes", "late", "{\"title\":\"late\"}");
+    const char *two[] = {"late", "n1"};
+    assert_int_equal(store_get_many(fx->c, ORG, m, two, 2, out, &n, &at, &err), RD_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].id, "n1");
+    assert_int_equal(at, held);
+    store_record_clear(&out[0]);
+    store_read_release(fx->c);
+    assert_int_equal(store_get_many(fx->c, ORG, m, two, 2, out, &n, &at, &err), RD_OK);
+    assert_int_equal(n, 2);
+    assert_true(at > held);
+    for (size_t i = 0; i < n; i++)
+        store_record_clear(&out[i]);
+    store_schema_release(sch);
+}
+
 /* The first write of a new writer connection fails on a unique index: the
  * writes after it must go through. */
 static void test_writes_go_on_after_a_failed_write_on_a_new_connection(void **state)
@@ -1987,6 +2040,7 @@ int main(void)
         T(test_commit_lost_after_confirms_the_whole_batch),
         T(test_commit_lost_before_fails_the_whole_batch),
         T(test_writes_go_on_after_a_failed_write_on_a_new_connection),
+        T(test_get_many_batches_and_holds_a_snapshot),
         T(test_a_push_after_a_failed_write_is_committed),
         T(test_ddl_column_types_and_unique_indexes),
         T(test_ddl_unique_megabyte_values),

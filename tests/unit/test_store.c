@@ -1302,6 +1302,79 @@ static void test_store_reopen_reads_back(void **state)
     assert_int_equal(push(schema_v1, false, NULL), RD_OK); /* still identical */
 }
 
+/* store_get_many: one `_id IN (64 slots)` statement per 64 ids whatever
+ * their number (no query per id), missing and invalid ids simply absent;
+ * inside store_read_hold every read sees the held snapshot and read_at. */
+static void test_store_get_many_batches_and_holds_snapshot(void **state)
+{
+    (void)state;
+    enum { N = 150 };
+    char ids[N + 2][16];
+    const char *idp[N + 2];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "c%d", i);
+        char data[64];
+        snprintf(data, sizeof data, "{\"title\":\"t%d\"}", i);
+        assert_int_equal(quick(STORE_OP_CREATE, "courses", ids[i], data), RD_OK);
+    }
+    snprintf(ids[N], sizeof ids[N], "ghost");
+    snprintf(ids[N + 1], sizeof ids[N + 1], "bad id!");
+    for (int i = 0; i < N + 2; i++)
+        idp[i] = ids[i];
+    store_schema *sch = store_schema_get(fx->s, ORG);
+    const store_model *m = store_schema_model(sch, "courses");
+    assert_non_null(m);
+    store_conn *c = NULL;
+    rd_err err;
+    assert_int_equal(store_conn_open(fx->s, &c, &err), RD_OK);
+    store_record *out = calloc(N + 2, sizeof *out);
+    size_t n = 0;
+    int64_t at = 0;
+    uint64_t q0 = store_conn_get_many_queries(c);
+    assert_int_equal(store_get_many(c, ORG, m, idp, N + 2, out, &n, &at, &err), RD_OK);
+    assert_int_equal(store_conn_get_many_queries(c) - q0, 3); /* ceil(152 / 64) */
+    assert_int_equal(n, N);
+    bool seen[N] = {0};
+    for (size_t i = 0; i < n; i++) {
+        int k = atoi(out[i].id + 1);
+        assert_true(k >= 0 && k < N && !seen[k]);
+        seen[k] = true;
+        char title[16];
+        snprintf(title, sizeof title, "t%d", k);
+        assert_string_equal(json_string_value(json_object_get(out[i].data, "title")), title);
+        store_record_clear(&out[i]);
+    }
+    assert_int_equal(at, q_int("SELECT max(sync_id) FROM _rd_sync_log"));
+
+    /* a hold: a record created after it is invisible to every read on c */
+    int64_t held = 0, at2 = 0;
+    assert_int_equal(store_read_hold(c, ORG, &held, &err), RD_OK);
+    assert_int_equal(held, at);
+    assert_int_equal(store_read_hold(c, ORG, NULL, &err), RD_INTERNAL);
+    assert_int_equal(quick(STORE_OP_CREATE, "courses", "late", "{\"title\":\"late\"}"), RD_OK);
+    const char *two[] = {"late", "c0"};
+    assert_int_equal(store_get_many(c, ORG, m, two, 2, out, &n, &at2, &err), RD_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(out[0].id, "c0");
+    assert_int_equal(at2, held);
+    store_record_clear(&out[0]);
+    store_record rec;
+    assert_int_equal(store_get(c, ORG, "courses", "late", &rec, &at2, &err), RD_NOT_FOUND);
+    assert_int_equal(store_get(c, ORG, "courses", "c1", &rec, &at2, &err), RD_OK);
+    assert_int_equal(at2, held);
+    store_record_clear(&rec);
+    store_read_release(c);
+    store_read_release(c); /* nothing held: nothing to do */
+    assert_int_equal(store_get_many(c, ORG, m, two, 2, out, &n, &at2, &err), RD_OK);
+    assert_int_equal(n, 2);
+    assert_true(at2 > held);
+    for (size_t i = 0; i < n; i++)
+        store_record_clear(&out[i]);
+    free(out);
+    store_conn_close(c);
+    store_schema_release(sch);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1330,6 +1403,7 @@ int main(void)
         T(test_store_timestamps_are_normalised),
         T(test_store_get_returns_record_and_read_at),
         T(test_store_get_not_found),
+        T(test_store_get_many_batches_and_holds_snapshot),
         T(test_store_other_org_sees_nothing),
         T(test_store_update_merges_patch),
         T(test_store_update_json_non_object_replaces),
