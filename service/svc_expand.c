@@ -197,6 +197,64 @@ static rd_code select_nodes(rd_arena *a, svc_expand *x, rd_err *err)
     return RD_OK;
 }
 
+/* The lowerCamelCase form of s[0..n) ("first_name" -> "firstName") into
+ * out (cap bytes); false when it does not fit. */
+static bool camel(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t k = 0;
+    bool up = false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '_') {
+            up = true;
+            continue;
+        }
+        if (k + 1 >= cap)
+            return false;
+        out[k++] = up && s[i] >= 'a' && s[i] <= 'z' ? (char)(s[i] - 'a' + 'A') : s[i];
+        up = false;
+    }
+    out[k] = '\0';
+    return true;
+}
+
+/* A mask path as the proto3 JSON mapping of FieldMask delivers it: JSON
+ * clients (grpcurl, buf curl, json_format) send "firstName" and the
+ * decoder turns it into "first_name". Each segment that names no field of
+ * its model but whose lowerCamelCase form does is taken in that form. The
+ * path in the arena (path itself when nothing changed); NULL when out of
+ * memory. */
+static char *mask_path_fields(rd_arena *a, const store_schema *sch, const store_model *m,
+                              char *path)
+{
+    if (strchr(path, '_') == NULL)
+        return path;
+    size_t len = strlen(path);
+    char *out = rd_arena_alloc(a, len + 1), *w = out;
+    if (out == NULL)
+        return NULL;
+    for (const char *s = path;;) {
+        size_t n = strcspn(s, ".");
+        char alt[72]; /* identifiers have at most 63 characters */
+        const store_field *f = m != NULL ? field_n(m, s, n) : NULL;
+        if (m != NULL && f == NULL && !is_system(s, n) && camel(s, n, alt, sizeof alt) &&
+            ((f = field_n(m, alt, strlen(alt))) != NULL || is_system(alt, strlen(alt)))) {
+            memcpy(w, alt, strlen(alt));
+            w += strlen(alt);
+        } else {
+            memcpy(w, s, n);
+            w += n;
+        }
+        m = f != NULL && f->type == STORE_T_REFERENCE ? store_schema_model(sch, f->references)
+                                                      : NULL;
+        if (s[n] == '\0')
+            break;
+        *w++ = '.';
+        s += n + 1;
+    }
+    *w = '\0';
+    return out;
+}
+
 rd_code svc_expand_parse(rd_arena *a, const store_schema *sch, const store_model *m,
                          char *const *expand, size_t n_expand,
                          const Google__Protobuf__FieldMask *mask, svc_expand **out, rd_err *err)
@@ -221,11 +279,16 @@ rd_code svc_expand_parse(rd_arena *a, const store_schema *sch, const store_model
     }
     if (has_mask) {
         x->has_mask = true;
-        x->mask = mask->paths;
+        x->mask = rd_arena_calloc(a, mask->n_paths * sizeof *x->mask);
         x->n_mask = mask->n_paths;
+        if (x->mask == NULL)
+            return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
         for (size_t i = 0; i < mask->n_paths; i++) {
             int node;
             const char *last = NULL, *p = mask->paths[i] ? mask->paths[i] : "";
+            if ((x->mask[i] = mask_path_fields(a, sch, m, (char *)p)) == NULL)
+                return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+            p = x->mask[i];
             size_t last_n = 0;
             rd_code rc = walk_path(a, sch, x, p, false, "readMask", &node, &last, &last_n, err);
             if (rc != RD_OK)

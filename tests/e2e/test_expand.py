@@ -187,6 +187,23 @@ def test_read_mask_dotted_path_implies_expansion(world):
     assert h.to_dict(city.expanded["country"].record.data) == {"code": "FR"}
 
 
+def test_read_mask_in_its_json_form_names_camel_case_fields(world):
+    """JSON clients (grpcurl, buf curl, json_format) send readMask as
+    "firstName,city.name"; the proto3 JSON mapping turns each path into
+    snake_case ("first_name"), which the server takes back to the field."""
+    from google.protobuf import json_format
+
+    req = json_format.ParseDict({"model": "students", "id": "ada", "readMask": "firstName,city.name"},
+                                h.pb.records.GetRecordRequest())
+    assert list(req.read_mask.paths) == ["first_name", "city.name"]
+    r = world.call("GetRecord", req)
+    assert h.to_dict(r.data) == {"firstName": "Ada", "city": "paris"}
+    assert h.to_dict(r.expanded["city"].record.data) == {"name": "Paris"}
+    # a name that is neither a field nor one in camelCase is still refused
+    expect_error(grpc.StatusCode.INVALID_ARGUMENT, get, world, "ada", mask=["first_nam"],
+                 reason="validation_failed", field="readMask")
+
+
 def test_read_mask_with_expand(world):
     # an expansion none of whose paths the mask selects is left out
     r = get(world, "ada", ["city"], mask=["firstName"])
