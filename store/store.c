@@ -1194,6 +1194,18 @@ done:
 
 /* ---- several records by id ---------------------------------------------------- */
 
+/* "?1, ?2, …, ?64": the placeholder list of store_get_many, made once. */
+static char get_many_params[STORE_GET_MANY_CHUNK * 6];
+static pthread_once_t get_many_once = PTHREAD_ONCE_INIT;
+
+static void get_many_params_init(void)
+{
+    size_t used = 0;
+    for (int i = 1; i <= STORE_GET_MANY_CHUNK; i++)
+        used += (size_t)snprintf(get_many_params + used, sizeof get_many_params - used, "%s?%d",
+                                 i > 1 ? ", " : "", i);
+}
+
 rd_code store_get_many(store_conn *c, const char *org, const store_model *m, const char *const *ids,
                        size_t n, store_record *out, size_t *n_out, int64_t *read_at, rd_err *err)
 {
@@ -1209,8 +1221,8 @@ rd_code store_get_many(store_conn *c, const char *org, const store_model *m, con
     store_sbuf_add(&sql, "SELECT * FROM ");
     store_sbuf_table(&sql, org, m->name);
     store_sbuf_add(&sql, " WHERE _id IN (");
-    for (int i = 1; i <= STORE_GET_MANY_CHUNK; i++)
-        store_sbuf_addf(&sql, "%s?%d", i > 1 ? ", " : "", i);
+    pthread_once(&get_many_once, get_many_params_init);
+    store_sbuf_add(&sql, get_many_params);
     store_sbuf_add(&sql, ")");
     if (sql.oom)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
