@@ -42,14 +42,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rd_err err;
     if (data[0] & 1) {
         store_order *o = NULL;
-        if (store_order_parse(model, text, &o, &err) == RD_OK) {
+        if (store_order_parse(schema, "o", model, text, NULL, &o, &err) == RD_OK) {
             if (store_order_terms(o) < 1 || store_order_terms(o) > STORE_ORDER_MAX_TERMS + 1)
                 abort();
             store_order_free(o);
         }
     } else {
         store_filter *f = NULL;
-        if (store_filter_parse(model, text, &f, &err) == RD_OK) {
+        if (store_filter_parse(schema, "o", model, text, NULL, &f, &err) == RD_OK) {
             size_t marks = 0;
             for (const char *p = store_filter_sql(f); *p; p++)
                 marks += *p == '?';

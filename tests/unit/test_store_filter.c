@@ -56,7 +56,7 @@ static store_filter *parse_ok(const char *text, const char *sql)
     store_filter *f = NULL;
     rd_err err;
     rd_err_clear(&err);
-    rd_code code = store_filter_parse(model, text, &f, &err);
+    rd_code code = store_filter_parse(schema, "o", model, text, NULL, &f, &err);
     if (code != RD_OK)
         fail_msg("'%s': %s", text, err.msg);
     assert_string_equal(store_filter_sql(f), sql);
@@ -70,7 +70,8 @@ static void parse_bad(const char *text, const char *want)
     store_filter *f = NULL;
     rd_err err;
     rd_err_clear(&err);
-    assert_int_equal(store_filter_parse(model, text, &f, &err), RD_VALIDATION_FAILED);
+    assert_int_equal(store_filter_parse(schema, "o", model, text, NULL, &f, &err),
+                     RD_VALIDATION_FAILED);
     assert_null(f);
     assert_string_equal(err.field, "filter");
     if (strstr(err.msg, want) == NULL)
@@ -267,7 +268,7 @@ static void test_filter_caps(void **state)
         strcat(many, i ? " AND age = 1" : "age = 1");
     store_filter *f = NULL;
     rd_err err;
-    assert_int_equal(store_filter_parse(model, many, &f, &err), RD_OK);
+    assert_int_equal(store_filter_parse(schema, "o", model, many, NULL, &f, &err), RD_OK);
     assert_int_equal(store_filter_conditions(f), STORE_FILTER_MAX_CONDS);
     store_filter_free(f);
     strcat(many, " AND age = 1");
@@ -293,7 +294,7 @@ static void expect_order(const char *text, const char *want)
     store_order *o = NULL;
     rd_err err;
     rd_err_clear(&err);
-    if (store_order_parse(model, text, &o, &err) != RD_OK)
+    if (store_order_parse(schema, "o", model, text, NULL, &o, &err) != RD_OK)
         fail_msg("'%s': %s", text ? text : "(null)", err.msg);
     char got[256] = "";
     for (size_t i = 0; i < store_order_terms(o); i++) {
@@ -311,7 +312,8 @@ static void order_bad(const char *text, const char *want)
     store_order *o = NULL;
     rd_err err;
     rd_err_clear(&err);
-    assert_int_equal(store_order_parse(model, text, &o, &err), RD_VALIDATION_FAILED);
+    assert_int_equal(store_order_parse(schema, "o", model, text, NULL, &o, &err),
+                     RD_VALIDATION_FAILED);
     assert_null(o);
     assert_string_equal(err.field, "orderBy");
     if (strstr(err.msg, want) == NULL)
