@@ -346,7 +346,7 @@ static rd_code resolve_path(lexer *lx, const store_schema *s, const store_model 
             return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
                            "%s: field '%.*s' of model '%s' is %s, not a REFERENCE, so '%s' "
                            "cannot go through it (position %zu)",
-                           lx->what, (int)n, name, m->name, type_word(*type), path,
+                           lx->what, (int)n, name, m != NULL ? m->name : "", type_word(*type), path,
                            segs[i].start + 1);
         if (i >= max_hops)
             return rd_errf(lx->err, RD_VALIDATION_FAILED, lx->what,
