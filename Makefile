@@ -310,8 +310,10 @@ fuzz: deps $(FUZZ_BIN) $(BUILD)/fuzz/corpus/.seeded $(FUZZ_FILTER_BIN) $(BUILD)/
 	$(BUILD)/fuzz/fuzz_json -max_total_time=$(GW_FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz/json-corpus
 	$(BUILD)/fuzz/fuzz_route -max_total_time=$(GW_FUZZ_SECONDS) -print_final_stats=1 $(BUILD)/fuzz/route-corpus
 
-# The filter grammar and order_by (store/filter.c) against a fixed model; the
-# first byte picks the parser (even: filter, odd: order_by).
+# The filter grammar and order_by (store/filter.c) against a fixed schema with
+# references; the first byte picks the parser (bit 0: filter or order_by) and
+# whether paths go through a group-restricting access (bit 1). Seeds include
+# dotted paths, valid and not, and injection attempts.
 $(FUZZ_FILTER_BIN): tests/fuzz/fuzz_filter.c $(wildcard store/*.c store/*.h) common/rd.c common/rd.h
 	@mkdir -p $(dir $@)
 	clang -g -O1 -std=c11 -D_GNU_SOURCE -fsanitize=fuzzer,address,undefined -I. \
@@ -323,6 +325,14 @@ $(BUILD)/fuzz/filter-corpus/.seeded:
 	@printf '\000s = "a\\"b" AND i >= -3 AND n < 1.5 AND b != true AND t > "2024-01-01T00:00:00Z"' > $(dir $@)seed-1
 	@printf '\000e = null AND id = "x" AND version <= 2 AND syncId > 0 AND group != "g"' > $(dir $@)seed-2
 	@printf '\001i desc, s asc, createdAt, id' > $(dir $@)seed-3
+	@printf '\000r.s = "a" AND r.r.s != null AND r.r.back.i >= 2 AND self.r.id = "p"' > $(dir $@)seed-4
+	@printf '\002r.s = "a" AND self.self.self.s = "x" AND r.r.back.group = "g"' > $(dir $@)seed-5
+	@printf '\000r.s" OR 1=1 --' > $(dir $@)seed-6
+	@printf '\002r."x" = "a" AND r. s = "b"' > $(dir $@)seed-7
+	@printf '\000r.s = "x\\" OR 1=1 --" AND r.i < 2.5 AND r.j = "x"' > $(dir $@)seed-8
+	@printf '\000self.self.self.self.self.self.self.self.self.self.self.self.s = "deep"' > $(dir $@)seed-9
+	@printf '\003r.s desc, self.i, r.i asc, s' > $(dir $@)seed-10
+	@printf '\001r.r.s, self.self.id' > $(dir $@)seed-11
 	@touch $@
 
 # The gateway's JSON codec and path matcher (service/gw_json.c, gw_route.c):

@@ -194,6 +194,12 @@ rd_code svc_authz_groups(svc_call *call, auth_verb can, const char *model, bool 
     return RD_OK;
 }
 
+rd_code svc_authz_read_groups(void *call, const char *model, bool *all, const char ***groups,
+                              size_t *n, rd_err *err)
+{
+    return svc_authz_groups(call, AUTH_READ, model, all, groups, n, err);
+}
+
 rd_code svc_authz_any(svc_call *call, unsigned verbs, rd_err *err)
 {
     const auth_principal *p = svc_call_principal(call);

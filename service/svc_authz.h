@@ -42,6 +42,14 @@ rd_code svc_authz_any(svc_call *call, unsigned verbs, rd_err *err);
 rd_code svc_authz_groups(svc_call *call, auth_verb can, const char *model, bool *all,
                          const char ***groups, size_t *n, rd_err *err);
 
+/* A store_filter_access callback (ctx: the svc_call): the groups in which
+ * the call's principal may read model, as svc_authz_groups with AUTH_READ;
+ * no read on it at all is RD_PERMISSION_DENIED requiring {read, model,
+ * "*"}. A filter or order_by path through a reference into model matches
+ * only records of those groups (ListRecords, by-filter bulk operations). */
+rd_code svc_authz_read_groups(void *call, const char *model, bool *all, const char ***groups,
+                              size_t *n, rd_err *err);
+
 /* How much of a record in (model, group) a principal may read. */
 typedef enum svc_read_scope {
     SVC_READ_NONE = 0,   /* no read capability on (model, group) */

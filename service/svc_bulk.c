@@ -24,6 +24,7 @@ typedef struct bulk_call {
     /* per operation: its authorisation (svc_write.h), which op->w.ctx
      * points to, and the capability a denial named */
     svc_write_authz *ctx;
+    store_filter_access *access; /* per by-filter operation: paths' read groups */
     const char *client_tx_id;
     store_schema *schema; /* the snapshot the operations were checked against */
     store_sealed sealed;
@@ -45,8 +46,25 @@ static auth_verb verb_of(store_op op)
     }
 }
 
+/* The store_filter_access of a by-filter operation (ctx: its
+ * svc_write_authz), called on the writer while the filter is parsed: a
+ * path through a reference matches only target records in groups the
+ * caller may read, and none at all is that operation's denial. */
+static rd_code where_read_groups(void *ctx, const char *model, bool *all, const char ***groups,
+                                 size_t *n, rd_err *err)
+{
+    svc_write_authz *az = ctx;
+    rd_code code = svc_authz_read_groups(az->call, model, all, groups, n, err);
+    if (code == RD_PERMISSION_DENIED && svc_call_required(az->call) != NULL) {
+        az->required = *svc_call_required(az->call);
+        az->denied = true;
+    }
+    return code;
+}
+
 /* A by-filter operation: only records in groups the caller may write are
- * matched; each one is still authorised with its fields by the writer
+ * matched (and, through a reference, only targets it may read); each one is
+ * still authorised with its fields by the writer
  * (svc_write_authorize_in_writer). */
 static rd_code prepare_where(bulk_call *bc, store_bulk_op *op, svc_write_authz *az,
                              const Recordd__V1__BulkOperation *in, rd_err *err)
@@ -85,6 +103,8 @@ static rd_code prepare_where(bulk_call *bc, store_bulk_op *op, svc_write_authz *
         return code;
     op->groups = all ? NULL : groups;
     op->n_groups = n_groups;
+    bc->access[op - bc->bulk.ops] = (store_filter_access){where_read_groups, az};
+    op->access = &bc->access[op - bc->bulk.ops];
     w->authorize = svc_write_authorize_in_writer;
     return RD_OK;
 }
@@ -345,8 +365,9 @@ void svc_bulk_mutate(svc_call *call, const ProtobufCMessage *msg)
     if (bc != NULL) {
         bc->bulk.ops = rd_arena_calloc(a, n * sizeof *bc->bulk.ops);
         bc->ctx = rd_arena_calloc(a, n * sizeof *bc->ctx);
+        bc->access = rd_arena_calloc(a, n * sizeof *bc->access);
     }
-    if (bc == NULL || bc->bulk.ops == NULL || bc->ctx == NULL ||
+    if (bc == NULL || bc->bulk.ops == NULL || bc->ctx == NULL || bc->access == NULL ||
         !rd_arena_on_release(a, release, bc)) {
         rd_errf(&err, RD_INTERNAL, NULL, "out of memory");
         goto fail;

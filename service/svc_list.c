@@ -254,8 +254,11 @@ void svc_list_records(svc_call *call, const ProtobufCMessage *msg)
         rd_errf(&err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema", req->model);
         goto fail;
     }
-    if (store_filter_parse(m, req->filter, &filter, &err) != RD_OK ||
-        store_order_parse(m, req->order_by, &order, &err) != RD_OK)
+    /* a path through a reference reads the target only in the groups the
+     * principal may read it in (none at all: PERMISSION_DENIED) */
+    store_filter_access access = {svc_authz_read_groups, call};
+    if (store_filter_parse(schema, org, m, req->filter, &access, &filter, &err) != RD_OK ||
+        store_order_parse(schema, org, m, req->order_by, &access, &order, &err) != RD_OK)
         goto fail;
     const char *parts[4] = {org, req->model, req->filter, req->order_by};
     fingerprint(parts, fp);

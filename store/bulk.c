@@ -160,7 +160,7 @@ static rd_code run_where(store *s, const store_write *parent, store_bulk_op *op)
                        w->rec.model);
         goto done;
     }
-    if (store_filter_parse(m, op->filter, &f, &w->err) != RD_OK) {
+    if (store_filter_parse(sch, parent->org, m, op->filter, op->access, &f, &w->err) != RD_OK) {
         code = w->err.code;
         goto done;
     }

@@ -22,6 +22,17 @@ void store_page_free(store_page *p)
     memset(p, 0, sizeof *p);
 }
 
+/* Appends sort key k as the outer query names it: its column, or (keys
+ * selected in a subquery, store_order_has_path) its alias "_k<k>". */
+static void key_ref(store_sbuf *b, const store_order *o, size_t k, bool wrapped)
+{
+    bool desc;
+    if (wrapped)
+        store_sbuf_addf(b, "\"_k%zu\"", k);
+    else
+        store_sbuf_ident(b, store_order_col(o, k, &desc));
+}
+
 /* Appends the keyset condition "row sorts after the cursor" for the sort
  * keys of o and the cursor after[0..n) to b. NULL sorts first in ascending
  * and last in descending order (as SQLite does; the ORDER BY says so for
@@ -30,7 +41,8 @@ void store_page_free(store_page *p)
  *   desc, cursor NULL: (nothing)         desc, cursor v: (k < v OR k IS NULL)
  * and the whole condition is the lexicographic expansion
  *   after(k1) OR (k1 IS NOT DISTINCT FROM v1 AND after(k2)) OR ... */
-static void keyset_sql(store_sbuf *b, const store_order *o, const store_value *after, size_t n)
+static void keyset_sql(store_sbuf *b, const store_order *o, const store_value *after, size_t n,
+                       bool wrapped)
 {
     store_sbuf_add(b, " AND (");
     for (size_t k = 0; k < n; k++) {
@@ -39,24 +51,24 @@ static void keyset_sql(store_sbuf *b, const store_order *o, const store_value *a
             store_sbuf_add(b, " OR ");
         store_sbuf_add(b, "(");
         for (size_t j = 0; j < k; j++) {
-            store_sbuf_ident(b, store_order_col(o, j, &desc));
+            key_ref(b, o, j, wrapped);
             store_sbuf_add(b, " IS NOT DISTINCT FROM ? AND ");
         }
-        const char *col = store_order_col(o, k, &desc);
+        store_order_col(o, k, &desc);
         bool null = after[k].type == STORE_V_NULL;
         if (!desc && null) {
-            store_sbuf_ident(b, col);
+            key_ref(b, o, k, wrapped);
             store_sbuf_add(b, " IS NOT NULL");
         } else if (!desc) {
-            store_sbuf_ident(b, col);
+            key_ref(b, o, k, wrapped);
             store_sbuf_add(b, " > ?");
         } else if (null) {
             store_sbuf_add(b, "FALSE");
         } else {
             store_sbuf_add(b, "(");
-            store_sbuf_ident(b, col);
+            key_ref(b, o, k, wrapped);
             store_sbuf_add(b, " < ? OR ");
-            store_sbuf_ident(b, col);
+            key_ref(b, o, k, wrapped);
             store_sbuf_add(b, " IS NULL)");
         }
         store_sbuf_add(b, ")");
@@ -138,12 +150,16 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
         return rd_errf(err, RD_VALIDATION_FAILED, "pageToken", "pageToken does not match orderBy");
 
     /* SELECT *, <keys> FROM t WHERE (filter) [AND groups] [AND keyset]
-     * ORDER BY <keys> LIMIT ? */
-    store_sbuf_add(&sql, "SELECT *");
+     * ORDER BY <keys> LIMIT ?
+     * or, when a key goes through a reference (a correlated subquery,
+     * selected once and compared by its alias):
+     * SELECT * FROM (SELECT *, <keys> FROM t WHERE (filter) [AND groups])
+     *   AS "_q" WHERE TRUE [AND keyset] ORDER BY "_k0", ... LIMIT ? */
+    bool wrapped = store_order_has_path(o);
+    store_sbuf_add(&sql, wrapped ? "SELECT * FROM (SELECT *" : "SELECT *");
     for (size_t k = 0; k < nk; k++) {
-        bool desc;
         store_sbuf_add(&sql, ", ");
-        store_sbuf_ident(&sql, store_order_col(o, k, &desc));
+        store_order_key_sql(&sql, o, k);
         store_sbuf_addf(&sql, " AS \"_k%zu\"", k);
     }
     store_sbuf_add(&sql, " FROM ");
@@ -157,15 +173,17 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
             store_sbuf_add(&sql, g == 0 ? "?" : ", ?");
         store_sbuf_add(&sql, n_groups == 0 ? "NULL)" : ")");
     }
+    if (wrapped)
+        store_sbuf_add(&sql, ") AS \"_q\" WHERE TRUE");
     if (after != NULL)
-        keyset_sql(&sql, o, after, nk);
+        keyset_sql(&sql, o, after, nk, wrapped);
     store_sbuf_add(&sql, " ORDER BY ");
     for (size_t k = 0; k < nk; k++) {
         bool desc;
-        const char *col = store_order_col(o, k, &desc);
+        store_order_col(o, k, &desc);
         if (k > 0)
             store_sbuf_add(&sql, ", ");
-        store_sbuf_ident(&sql, col);
+        key_ref(&sql, o, k, wrapped);
         /* SQLite's NULL order, spelled out for PostgreSQL (keyset_sql) */
         store_sbuf_add(&sql, desc ? " DESC NULLS LAST" : " ASC NULLS FIRST");
     }
@@ -191,7 +209,11 @@ rd_code store_list(store_conn *c, const char *org, const store_model *m, const s
     }
     if (rc != STORE_DB_OK)
         goto sqlfail;
-    rc = store_filter_bind(f, st, &idx);
+    rc = STORE_DB_OK;
+    for (size_t k = 0; rc == STORE_DB_OK && k < nk; k++)
+        rc = store_order_key_bind(o, k, st, &idx);
+    if (rc == STORE_DB_OK)
+        rc = store_filter_bind(f, st, &idx);
     for (size_t g = 0; rc == STORE_DB_OK && groups != NULL && g < n_groups; g++)
         rc = store_db_bind_text(st, idx++, groups[g], -1, STORE_DB_STATIC);
     if (rc == STORE_DB_OK && after != NULL)

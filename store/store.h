@@ -258,24 +258,61 @@ uint64_t store_conn_get_many_queries(const store_conn *c);
  * AND is case-sensitive (uppercase only). Fields: the model's fields and the
  * system fields id, version, syncId, group, createdAt, updatedAt. JSON
  * fields are not filterable. null goes only with = and != (IS NULL / IS NOT
- * NULL). STRING/ENUM/id/group take strings; INTEGER/NUMBER/version/syncId
- * numbers; BOOLEAN true/false with = and != only; TIMESTAMP/createdAt/
- * updatedAt RFC 3339 strings. Whitespace is space, tab, CR, LF. */
+ * NULL). STRING/ENUM/REFERENCE/id/group take strings; INTEGER/NUMBER/
+ * version/syncId numbers; BOOLEAN true/false with = and != only; TIMESTAMP/
+ * createdAt/updatedAt RFC 3339 strings. Whitespace is space, tab, CR, LF.
+ *
+ * A field may be a path through REFERENCE fields (no whitespace around the
+ * dots):
+ *
+ *   field   := name ( "." name )*      name := [A-Za-z_][A-Za-z0-9_]*
+ *
+ * Every name but the last must be a REFERENCE field of the model reached so
+ * far (the base model first); the last is any filterable field or system
+ * field of the model the path ends in. At most STORE_FILTER_MAX_DEPTH
+ * references are traversed (`a.b.c.field`). `city.name = "x"` matches the
+ * records whose city is a record of the target model (in a group the
+ * caller may read, store_filter_access) with that name: a semi-join
+ * `"city" IN (SELECT _id FROM <cities> WHERE <groups> AND "name" = ?)`,
+ * nested per reference. So `city.name != "x"` means "has a city whose name
+ * is set and is not x", `city.name = null` "has a city whose name is
+ * unset", and a record whose city is unset (or not readable) never
+ * matches a comparison through it. In order_by a path traverses at most one
+ * reference (`city.name desc`): the key is the referenced record's field,
+ * null when the reference is unset or not readable. */
 
 #define STORE_FILTER_MAX_LEN 4096 /* bytes of filter text */
 #define STORE_FILTER_MAX_CONDS 64 /* comparisons per filter */
 #define STORE_ORDER_MAX_TERMS 8   /* order_by terms, before the id tiebreak */
+#define STORE_FILTER_MAX_DEPTH 3  /* references one filter path traverses */
 #define STORE_LIST_MAX_LIMIT 1000 /* rows per store_list call */
 
 typedef struct store_filter store_filter;
 typedef struct store_order store_order;
 
-/* Parses text (NULL or blank = no condition) against model m into *out
- * (the caller's: store_filter_free). The result copies what it needs and
- * does not reference m. Errors: RD_VALIDATION_FAILED with err->field
+/* Which records of the models a path traverses a parse may match: called
+ * once per distinct model a path enters (not for the base model, which the
+ * caller restricts itself), in order of appearance. Sets *all (every
+ * group) or *groups[0..*n) (copied by the parser); any other return fails
+ * the parse with that code and err (e.g. RD_PERMISSION_DENIED). */
+typedef struct store_filter_access {
+    rd_code (*groups)(void *ctx, const char *model, bool *all, const char ***groups, size_t *n,
+                      rd_err *err);
+    void *ctx;
+} store_filter_access;
+
+/* Parses text (NULL or blank = no condition) against model m of schema s
+ * (s supplies the models a path reaches; org names their tables) into *out
+ * (the caller's: store_filter_free). access NULL lets paths match in every
+ * group. The result copies what it needs and references neither s, m nor
+ * the access's groups. Errors: RD_VALIDATION_FAILED with err->field
  * "filter" and a message naming the 1-based byte position, the unknown
- * field or the field whose type does not fit; RD_INTERNAL (out of memory). */
-rd_code store_filter_parse(const store_model *m, const char *text, store_filter **out, rd_err *err);
+ * field or path segment, the non-REFERENCE segment, the path that is too
+ * deep or the field whose type does not fit; access's errors; RD_INTERNAL
+ * (out of memory). */
+rd_code store_filter_parse(const store_schema *s, const char *org, const store_model *m,
+                           const char *text, const store_filter_access *access, store_filter **out,
+                           rd_err *err);
 void store_filter_free(store_filter *f);
 /* Number of comparisons (0 for a blank filter). */
 size_t store_filter_conditions(const store_filter *f);
@@ -286,11 +323,16 @@ const char *store_filter_sql(const store_filter *f);
 
 /* Parses an order_by: "term (, term)*", term := field ws+ ("asc"|"desc")?
  * (direction case-insensitive, default asc). Any field but JSON fields and
- * any of the filter's system fields; a field at most once; at most
- * STORE_ORDER_MAX_TERMS terms. id always ends the order (appended as
- * "id asc" unless given; terms after it are refused). NULL or blank = "id".
- * Errors: RD_VALIDATION_FAILED with err->field "order_by"; RD_INTERNAL. */
-rd_code store_order_parse(const store_model *m, const char *text, store_order **out, rd_err *err);
+ * any of the filter's system fields, or a path through one REFERENCE field
+ * of m to such a field of its target (s, org and access as for
+ * store_filter_parse); a field at most once; at most STORE_ORDER_MAX_TERMS
+ * terms. id always ends the order (appended as "id asc" unless given;
+ * terms after it are refused). NULL or blank = "id". Errors:
+ * RD_VALIDATION_FAILED with err->field "orderBy"; access's errors;
+ * RD_INTERNAL. */
+rd_code store_order_parse(const store_schema *s, const char *org, const store_model *m,
+                          const char *text, const store_filter_access *access, store_order **out,
+                          rd_err *err);
 void store_order_free(store_order *o);
 /* Number of sort keys including the id tiebreak (>= 1). */
 size_t store_order_terms(const store_order *o);
@@ -568,7 +610,9 @@ struct store_write {
  *     A stale write with on_stale NOTIFY sets op->w.held: not applied, not
  *     a failure.
  *   UPDATE_WHERE / DELETE_WHERE: op->filter (the store_filter_parse grammar,
- *     parsed against the writer's schema; no condition -> RD_FILTER_REQUIRED,
+ *     parsed against the writer's schema with op->access for the models a
+ *     path traverses, called on the writer thread; no condition ->
+ *     RD_FILTER_REQUIRED,
  *     field "filter") selects the records of op->w.model, only in groups
  *     [0..n_groups) when groups is not NULL; more than max_affected (or
  *     STORE_BULK_MAX_AFFECTED) of them -> RD_VALIDATION_FAILED, field
@@ -611,6 +655,8 @@ typedef struct store_bulk_op {
     int64_t max_affected;      /* >= 0 */
     const char *const *groups; /* by filter: NULL = every group */
     size_t n_groups;
+    /* by filter: the models a path traverses (NULL = every group of each) */
+    const store_filter_access *access;
     /* input: failed before reaching the store (w.err says why); not run,
      * counts as a failure */
     bool skip;

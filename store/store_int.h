@@ -364,8 +364,18 @@ int store_value_bind(store_dbst *st, int idx, const store_value *v);
  * starting at *idx (advanced past them). f NULL binds nothing. */
 int store_filter_bind(const store_filter *f, store_dbst *st, int *idx);
 /* Column (unquoted) and direction of sort key i < store_order_terms(o);
- * o NULL is "_id" ascending. */
+ * o NULL is "_id" ascending. For a key through a reference, the column of
+ * the referenced model. */
 const char *store_order_col(const store_order *o, size_t i, bool *desc);
+/* Whether some sort key of o goes through a reference (a correlated
+ * subquery: list.c then selects the keys in a subquery and orders by them). */
+bool store_order_has_path(const store_order *o);
+/* Appends sort key i as an SQL expression over the base model's table:
+ * its quoted column, or for a path (SELECT "_o"."col" FROM <target> AS "_o"
+ * WHERE "_o"._id = <table>."ref" [AND "_o"._group IN (?, ...)]). */
+void store_order_key_sql(store_sbuf *b, const store_order *o, size_t i);
+/* Binds the placeholders of store_order_key_sql(o, i) from *idx on. */
+int store_order_key_bind(const store_order *o, size_t i, store_dbst *st, int *idx);
 
 /* ---- writer (writer.c) / DDL (ddl.c) ---------------------------------------- */
 

@@ -1587,9 +1587,9 @@ static rd_code walk(const char *filter, const char *order_text, const char *cons
     rd_code code = RD_OK;
     int64_t newest = head();
     out[0] = '\0';
-    if (store_filter_parse(g_model, filter, &f, &err) != RD_OK)
+    if (store_filter_parse(g_schema, ORG, g_model, filter, NULL, &f, &err) != RD_OK)
         fail_msg("filter '%s': %s", filter, err.msg);
-    if (store_order_parse(g_model, order_text, &o, &err) != RD_OK)
+    if (store_order_parse(g_schema, ORG, g_model, order_text, NULL, &o, &err) != RD_OK)
         fail_msg("order '%s': %s", order_text, err.msg);
     for (int pages = 0;; pages++) {
         store_page page;

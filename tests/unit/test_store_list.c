@@ -101,8 +101,8 @@ static int walk(const char *filter, const char *order, const char *const *groups
     rd_err err;
     int pages = 0;
     out[0] = '\0';
-    assert_int_equal(store_filter_parse(model, filter, &f, &err), RD_OK);
-    assert_int_equal(store_order_parse(model, order, &o, &err), RD_OK);
+    assert_int_equal(store_filter_parse(schema, ORG, model, filter, NULL, &f, &err), RD_OK);
+    assert_int_equal(store_order_parse(schema, ORG, model, order, NULL, &o, &err), RD_OK);
     for (;;) {
         rd_code code = store_list(conn, ORG, model, f, o, after, n_after, limit, 0, groups,
                                   n_groups, &page, &err);
