@@ -44,6 +44,9 @@ struct svc_expand {
 typedef struct xread {
     store_record *recs;
     bool *visible;
+    /* recs[j] as a message, made for the first record referring to it and
+     * shared by the others (with its own expansions attached once) */
+    Recordd__V1__Record **pb;
     size_t n;
 } xread;
 
@@ -388,7 +391,8 @@ static rd_code read_node(svc_call *call, store_conn *c, const svc_expand *x, siz
         return RD_OK;
     r->recs = calloc(u, sizeof *r->recs);
     r->visible = rd_arena_calloc(a, u * sizeof *r->visible);
-    if (r->recs == NULL || r->visible == NULL)
+    r->pb = rd_arena_calloc(a, u * sizeof *r->pb);
+    if (r->recs == NULL || r->visible == NULL || r->pb == NULL)
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     rd_code rc = store_get_many(c, svc_call_org(call), nd->m, ids, u, r->recs, &r->n, NULL, err);
     if (rc == RD_NOT_FOUND) { /* the model went since the schema snapshot: nothing to show */
@@ -401,9 +405,14 @@ static rd_code read_node(svc_call *call, store_conn *c, const svc_expand *x, siz
     qsort(r->recs, r->n, sizeof *r->recs, cmp_rec);
     const auth_principal *p = svc_call_principal(call);
     const auth_caps *caps = p != NULL ? auth_principal_caps(p) : NULL;
+    const char *last_group = NULL; /* records of one group share its scope */
+    svc_read_scope scope = SVC_READ_NONE;
     for (size_t j = 0; j < r->n; j++) {
         store_record *rec = &r->recs[j];
-        svc_read_scope scope = svc_authz_read_scope(caps, nd->m->name, rec->group);
+        if (last_group == NULL || strcmp(last_group, rec->group) != 0) {
+            scope = svc_authz_read_scope(caps, nd->m->name, rec->group);
+            last_group = rec->group;
+        }
         r->visible[j] = scope != SVC_READ_NONE;
         if (scope == SVC_READ_ALL)
             continue;
@@ -451,10 +460,15 @@ static rd_code attach(svc_call *call, const svc_expand *x, size_t i, const json_
             er->omitted = true; /* gone, or not the caller's to read */
             continue;
         }
+        if (reads[k].pb[at] != NULL) { /* referred to before: the same message */
+            er->record = reads[k].pb[at];
+            continue;
+        }
         const store_record *rec = &reads[k].recs[at];
         er->record = svc_record_to_pb(a, svc_call_org(call), nd->m->name, rec, read_at);
         if (er->record == NULL)
             goto oom;
+        reads[k].pb[at] = er->record;
         if (!nd->whole)
             mask_struct(er->record->data, nd->sel, nd->n_sel);
         rd_code rc = attach(call, x, k, rec->data, er->record, reads, read_at, err);

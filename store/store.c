@@ -500,10 +500,17 @@ static json_t *column_json(store_dbst *st, int i, const store_field *f, bool *ba
     }
 }
 
+/* Column i as text into dst (cap bytes, cut to fit). Every row read copies
+ * four such columns: a memcpy, not a formatted print. */
 static void copy_text(char *dst, size_t cap, store_dbst *st, int i)
 {
     const unsigned char *t = store_db_column_text(st, i);
-    snprintf(dst, cap, "%s", t ? (const char *)t : "");
+    size_t n = t != NULL ? (size_t)store_db_column_bytes(st, i) : 0;
+    if (n >= cap)
+        n = cap - 1;
+    if (n > 0)
+        memcpy(dst, t, n);
+    dst[n] = '\0';
 }
 
 rd_code store_row_read(store_dbst *st, const store_model *m, store_record *out, rd_err *err)
