@@ -86,6 +86,8 @@ static rd_code prepare_where(bulk_call *bc, store_bulk_op *op, svc_write_authz *
     op->groups = all ? NULL : groups;
     op->n_groups = n_groups;
     w->authorize = svc_write_authorize_in_writer;
+    if (!update)
+        w->authorize_other = svc_write_authorize_other;
     return RD_OK;
 }
 
@@ -263,7 +265,9 @@ static void release(void *arg)
         json_decref(w->rec.data);
         store_record_clear(&w->rec.record);
         json_decref(w->rec.conflicts);
+        free(w->affected);
     }
+    free(bc->w.affected);
     free(bc->w.replay);
     store_schema_release(bc->schema);
 }
