@@ -531,3 +531,34 @@ def test_concurrent_deletes_and_references_leave_nothing_dangling(srv):
     rows = srv.sql("SELECT count(*) FROM _rd_sync_log WHERE op = 'DELETE'")
     assert rows[0][0] > 0
     srv.assert_healthy()
+
+
+# ---- the index a delete finds referrers by ----------------------------------------------------------------------
+
+
+def ref_indexes(srv):
+    if h.BACKEND == "sqlite":
+        rows = srv.sql("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%:r:%'")
+    else:
+        rows = srv.sql("SELECT indexname AS name FROM pg_indexes WHERE indexname LIKE '%:r:%'")
+    return sorted(r[0].split(":r:")[0].split("__")[-1] + "." + r[0].split(":r:")[1] for r in rows)
+
+
+def test_reference_fields_are_indexed_through_schema_changes(srv):
+    assert ref_indexes(srv) == ["cities.country", "enrollments.course", "enrollments.student", "nodes.parent",
+                                "notes.about", "students.city", "students.mentor"]
+    fr = h.uid("fr")
+    srv.create("countries", {"name": "F"}, id=fr)
+    srv.create("cities", {"name": "C", "country": fr}, id=h.uid("c"))
+    # a field added, one retargeted (forced: values cleared), one dropped (forced)
+    models = [dict(m) for m in MODELS]
+    models[1] = {"name": "cities", "fields": [NAME, ref("country", "courses", "CASCADE"), ref("twin", "cities")]}
+    models[5] = {"name": "notes", "fields": [NAME]}
+    srv.push_schema(models, force=True)
+    assert ref_indexes(srv) == ["cities.country", "cities.twin", "enrollments.course", "enrollments.student",
+                                "nodes.parent", "students.city", "students.mentor"]
+    # a reference retyped to a string loses its index; the model's deletes still work
+    models[1] = {"name": "cities", "fields": [NAME, {"name": "country", "type": "STRING"}, ref("twin", "cities")]}
+    srv.push_schema(models, force=True)
+    assert "cities.country" not in ref_indexes(srv)
+    assert srv.delete("countries", fr).success
