@@ -234,6 +234,13 @@ static rd_code run_where(store *s, const store_write *parent, store_bulk_op *op)
         t.ctx = w->ctx;
         memcpy(t.server_tx_id, parent->server_tx_id, sizeof t.server_tx_id);
         code = store_record_apply(s, &t);
+        /* a record an earlier one of this operation deleted through its
+         * references (onDelete CASCADE): nothing left to do */
+        if (!update && code == RD_NOT_FOUND && strcmp(t.err.field, "id") == 0) {
+            clear_outputs(&t);
+            code = RD_OK;
+            continue;
+        }
         /* a delete that cascaded wrote more records: they count too */
         if (code == RD_OK && t.ops > 1)
             code = take_rows(parent->bulk, w, t.ops - 1);

@@ -562,3 +562,20 @@ def test_reference_fields_are_indexed_through_schema_changes(srv):
     srv.push_schema(models, force=True)
     assert "cities.country" not in ref_indexes(srv)
     assert srv.delete("countries", fr).success
+
+
+def test_delete_where_selecting_records_its_cascade_deletes(srv):
+    """A by-filter delete whose selection includes records that an earlier
+    record of the same selection cascades to: each is deleted once."""
+    t = h.uid("dw")
+    srv.create("nodes", {"name": t}, id=f"{t}-a")
+    srv.create("nodes", {"name": t, "parent": f"{t}-a"}, id=f"{t}-b")
+    srv.create("nodes", {"name": t, "parent": f"{t}-b"}, id=f"{t}-c")
+    srv.create("nodes", {"name": "other", "parent": f"{t}-c"}, id=f"{t}-d")
+    start = head(srv)
+    r = bulk(srv, [op_delete_where("nodes", f'name = "{t}"')])
+    assert r.receipt.success and r.results[0].affected == 4
+    assert r.receipt.ops == 4 and r.receipt.last_sync_id == start + 4
+    assert [(a.id, a.sync_id) for a in r.receipt.affected] == [(f"{t}-b", start + 2), (f"{t}-c", start + 3),
+                                                               (f"{t}-d", start + 4)]
+    assert not any(exists(srv, "nodes", f"{t}-{x}") for x in "abcd")
