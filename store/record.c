@@ -1,7 +1,8 @@
 /* record.c: one record write on the writer's connection — create,
  * merge-patch update, replace and delete — with its checks (version,
  * per-field staleness, claims, authorisation of the stored group,
- * immutable fields) and the sync-log row it appends. The writer
+ * immutable fields, references) and the sync-log row it appends; a delete
+ * also what its onDelete rules do to the records referencing it. The writer
  * (writer.c) calls store_record_apply inside the write's savepoint. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -746,9 +747,9 @@ typedef struct refset {
     size_t cap, n;
 } refset;
 
-static uint64_t fnv_add(uint64_t h, const char *p, const char *end)
+static uint64_t fnv_add(uint64_t h, const char *p)
 {
-    for (; p != end && *p; p++)
+    for (; *p; p++)
         h = (h ^ (unsigned char)*p) * 1099511628211ull;
     return h;
 }
@@ -758,10 +759,10 @@ static uint64_t refset_hash(const char *model, const char *id)
 {
     uint64_t h = 1469598103934665603ull;
     if (model != NULL) {
-        h = fnv_add(h, model, NULL);
+        h = fnv_add(h, model);
         h = (h ^ '/') * 1099511628211ull;
     }
-    return fnv_add(h, id, NULL);
+    return fnv_add(h, id);
 }
 
 static bool refset_match(const char *key, const char *model, const char *id)
