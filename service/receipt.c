@@ -157,6 +157,32 @@ static bool add_notification(svc_call *call, Recordd__V1__CommitReceipt *r, cons
     return true;
 }
 
+/* Appends affected[0..n) to the receipt's affected list, up to
+ * STORE_AFFECTED_MAX in all (the list is allocated for that many). */
+static bool add_affected(rd_arena *a, Recordd__V1__CommitReceipt *r, const store_affected *affected,
+                         size_t n)
+{
+    if (n == 0 || r->n_affected >= STORE_AFFECTED_MAX)
+        return true;
+    if (r->affected == NULL &&
+        (r->affected = rd_arena_alloc(a, STORE_AFFECTED_MAX * sizeof *r->affected)) == NULL)
+        return false;
+    for (size_t i = 0; i < n && r->n_affected < STORE_AFFECTED_MAX; i++) {
+        Recordd__V1__AffectedRecord *x = rd_arena_alloc(a, sizeof *x);
+        if (x == NULL)
+            return false;
+        recordd__v1__affected_record__init(x);
+        x->model = rd_arena_strdup(a, affected[i].model);
+        x->id = rd_arena_strdup(a, affected[i].id);
+        x->op = affected[i].op == STORE_OP_DELETE ? "DELETE" : "UPDATE";
+        x->sync_id = affected[i].sync_id;
+        if (x->model == NULL || x->id == NULL)
+            return false;
+        r->affected[r->n_affected++] = x;
+    }
+    return true;
+}
+
 Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write *w,
                                                const char *client_tx_id, bool with_record,
                                                const char *model)
@@ -172,6 +198,9 @@ Recordd__V1__CommitReceipt *receipt_from_write(svc_call *call, const store_write
     r->success = w->err.code == RD_OK;
     if (r->success) {
         r->status = RECORDD__V1__COMMIT_STATUS__CONFIRMED;
+        /* a delete that cascaded: the other records it changed */
+        if (!add_affected(a, r, w->affected, w->n_affected))
+            return NULL;
         if (w->op != STORE_OP_DELETE && w->rec.record.version > 0) {
             r->id = rd_arena_strdup(a, w->rec.record.id);
             r->version = w->rec.record.version;
@@ -389,6 +418,9 @@ static Recordd__V1__CommitReceipt *bulk_receipt(svc_call *call, const store_writ
         return NULL;
     for (size_t i = 0; i < b->n_ops; i++) {
         const store_write *ow = &b->ops[i].w;
+        /* deletes that cascaded: what they changed, when it is kept */
+        if (b->applied && !b->ops[i].failed && !add_affected(a, r, ow->affected, ow->n_affected))
+            return NULL;
         if (b->ops[i].missing &&
             (r->missing_ids[r->n_missing_ids++] = rd_arena_strdup(a, ow->rec.id)) == NULL)
             return NULL;

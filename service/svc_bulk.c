@@ -106,6 +106,8 @@ static rd_code prepare_where(bulk_call *bc, store_bulk_op *op, svc_write_authz *
     bc->access[op - bc->bulk.ops] = (store_filter_access){where_read_groups, az};
     op->access = &bc->access[op - bc->bulk.ops];
     w->authorize = svc_write_authorize_in_writer;
+    if (!update)
+        w->authorize_other = svc_write_authorize_other;
     return RD_OK;
 }
 
@@ -283,7 +285,9 @@ static void release(void *arg)
         json_decref(w->rec.data);
         store_record_clear(&w->rec.record);
         json_decref(w->rec.conflicts);
+        free(w->affected);
     }
+    free(bc->w.affected);
     free(bc->w.replay);
     store_schema_release(bc->schema);
 }

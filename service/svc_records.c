@@ -112,6 +112,7 @@ static void release_write(void *arg)
     json_decref(w->rec.data);
     store_record_clear(&w->rec.record);
     json_decref(w->rec.conflicts);
+    free(w->affected);
     free(w->replay);
 }
 

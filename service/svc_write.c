@@ -86,6 +86,8 @@ rd_code svc_write_authorize(svc_call *call, svc_write_authz *az, auth_verb can, 
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     if (w->op != STORE_OP_CREATE) {
         w->authorize = svc_write_authorize_in_writer;
+        if (w->op == STORE_OP_DELETE)
+            w->authorize_other = svc_write_authorize_other;
         return RD_OK;
     }
     rd_code code =
@@ -100,6 +102,26 @@ rd_code svc_write_authorize_in_writer(store_write *w, const char *group, rd_err 
     rd_code code = group == NULL ? svc_authz_model(az->call, az->can, w->rec.model, err)
                                  : svc_authz(az->call, az->can, w->rec.model, group, az->fields,
                                              az->n_fields, az->m, err);
+    note_denial(az, code);
+    return code;
+}
+
+rd_code svc_write_authorize_other(store_write *w, const store_model *m, store_op op,
+                                  const char *group, const char *field, rd_err *err)
+{
+    svc_write_authz *az = w->ctx;
+    const char *fields[1] = {field};
+    bool update = op == STORE_OP_UPDATE && field != NULL;
+    rd_code code = svc_authz(az->call, update ? AUTH_UPDATE : AUTH_DELETE, m->name, group,
+                             update ? fields : NULL, update ? 1 : 0, m, err);
+    rd_err why = *err;
+    if (code == RD_PERMISSION_DENIED)
+        rd_errf(err, RD_PERMISSION_DENIED, why.field[0] ? why.field : NULL,
+                "deleting record '%.128s' of %s would %s records of %s in sync group '%.128s' "
+                "(onDelete %s): %s",
+                w->rec.id ? w->rec.id : "", w->rec.model ? w->rec.model : "",
+                update ? "update" : "delete", m->name, group, update ? "SET_NULL" : "CASCADE",
+                why.msg);
     note_denial(az, code);
     return code;
 }

@@ -52,7 +52,8 @@ rd_code svc_write_prepare(const svc_write_req *r, store_write *w, rd_err *err);
  * writes are the data's keys (create, update), every field of m (replace)
  * or none (delete). A create is decided here (RD_PERMISSION_DENIED with
  * the capability noted in az); the others get w->authorize, which the
- * writer runs with the record's sync group. */
+ * writer runs with the record's sync group, and a delete also
+ * w->authorize_other for the records it cascades to. */
 rd_code svc_write_authorize(svc_call *call, svc_write_authz *az, auth_verb can, store_write *w,
                             const store_model *m, rd_err *err);
 
@@ -62,5 +63,14 @@ rd_code svc_write_authorize(svc_call *call, svc_write_authz *az, auth_verb can, 
  * allow the verb on the model (the write reports not_found) or the caller
  * learns nothing about which ids exist. */
 rd_code svc_write_authorize_in_writer(store_write *w, const char *group, rd_err *err);
+
+/* The writer's authorize_other callback of deletes (svc_write_authorize
+ * sets it; BulkMutate's DELETE_WHERE too): a record the delete would
+ * change through REFERENCE fields needs the verb of that change on its own
+ * model and group: delete for a cascaded delete, update of the cleared
+ * field (writableBy rules included) for SET_NULL. A denial is noted in az
+ * like the record's own. */
+rd_code svc_write_authorize_other(store_write *w, const store_model *m, store_op op,
+                                  const char *group, const char *field, rd_err *err);
 
 #endif

@@ -39,6 +39,23 @@ static void clear_outputs(store_write *w)
     w->ops = 0;
     w->rec.held = false;
     w->rec.current_version = 0;
+    free(w->affected);
+    w->affected = NULL;
+    w->n_affected = 0;
+}
+
+/* Appends what t (one record write of a by-filter operation) cascaded to
+ * w's list of affected records, up to STORE_AFFECTED_MAX. */
+static rd_code add_affected(store_write *w, const store_write *t)
+{
+    if (t->n_affected == 0 || w->n_affected >= STORE_AFFECTED_MAX)
+        return RD_OK;
+    if (w->affected == NULL &&
+        (w->affected = calloc(STORE_AFFECTED_MAX, sizeof *w->affected)) == NULL)
+        return rd_errf(&w->err, RD_INTERNAL, NULL, "out of memory");
+    for (size_t i = 0; i < t->n_affected && w->n_affected < STORE_AFFECTED_MAX; i++)
+        w->affected[w->n_affected++] = t->affected[i];
+    return RD_OK;
 }
 
 /* ---- by filter ------------------------------------------------------------------------ */
@@ -213,13 +230,26 @@ static rd_code run_where(store *s, const store_write *parent, store_bulk_op *op)
         t.rec.id = ids[i];
         t.rec.data = w->rec.data;
         t.authorize = w->authorize;
+        t.authorize_other = w->authorize_other;
         t.ctx = w->ctx;
         memcpy(t.server_tx_id, parent->server_tx_id, sizeof t.server_tx_id);
         code = store_record_apply(s, &t);
+        /* a record an earlier one of this operation deleted through its
+         * references (onDelete CASCADE): nothing left to do */
+        if (!update && code == RD_NOT_FOUND && strcmp(t.err.field, "id") == 0) {
+            clear_outputs(&t);
+            code = RD_OK;
+            continue;
+        }
+        /* a delete that cascaded wrote more records: they count too */
+        if (code == RD_OK && t.ops > 1)
+            code = take_rows(parent->bulk, w, t.ops - 1);
+        if (code == RD_OK)
+            code = add_affected(w, &t);
         if (code == RD_OK) {
             s->sync_id = t.last_sync_id;
-            op->affected++;
-        } else {
+            op->affected += t.ops;
+        } else if (t.err.code != RD_OK) {
             /* the record's error, naming it */
             rd_errf(&w->err, code, t.err.field[0] ? t.err.field : NULL, "record '%.128s': %s",
                     ids[i], t.err.msg);
@@ -275,6 +305,9 @@ static bool run_op(store *s, const store_write *parent, store_bulk_op *op)
             code = check_time(parent, w);
         if (code == RD_OK)
             code = store_record_apply(s, w);
+        /* a delete that cascaded wrote more records: they count too */
+        if (code == RD_OK && w->ops > 1)
+            code = take_rows(parent->bulk, w, w->ops - 1);
         if (code == RD_OK) {
             s->sync_id = w->last_sync_id;
             op->affected = w->ops;
@@ -303,6 +336,9 @@ static bool run_op(store *s, const store_write *parent, store_bulk_op *op)
     s->sync_id = before;
     w->last_sync_id = 0;
     w->ops = 0;
+    free(w->affected);
+    w->affected = NULL;
+    w->n_affected = 0;
     int rc = store_wexec(s, "ROLLBACK TO op");
     if (rc == STORE_DB_OK)
         rc = store_wexec(s, "RELEASE op");

@@ -92,16 +92,16 @@ static void join_names(char *const *names, size_t n, char *out, size_t cap, cons
     }
 }
 
-/* Appends the quoted name of a unique index: "r_<org>__<model>:u:<field>"
- * for a single field, ":ut:<a>,<b>" for a composite. The separators cannot
- * occur in identifiers, so names never collide. */
+/* Appends the quoted name of an index: "r_<org>__<model>:u:<field>" for a
+ * unique field, ":ut:<a>,<b>" for a composite unique, ":r:<field>" for the
+ * (non-unique) index of a REFERENCE field. The separators cannot occur in
+ * identifiers, so names never collide. */
 static void index_name(store_sbuf *b, const push *p, const char *model, char *const *fields,
-                       size_t n, bool composite)
+                       size_t n, const char *kind)
 {
     char list[STORE_MAX_FIELDS * 65], name[sizeof list + 160];
     join_names(fields, n, list, sizeof list, ",");
-    int len =
-        snprintf(name, sizeof name, "r_%s__%s:%s:%s", p->org, model, composite ? "ut" : "u", list);
+    int len = snprintf(name, sizeof name, "r_%s__%s:%s:%s", p->org, model, kind, list);
     /* PostgreSQL cuts names at 63 bytes, and two cut names could meet: a
      * long one keeps its first 44 bytes and ends in a hash of the whole */
     if (store_db_dialect(p->s->wdb) == STORE_DIALECT_POSTGRES && len > STORE_PG_NAME_MAX) {
@@ -154,7 +154,7 @@ static rd_code create_unique(push *p, const store_model *m, char *const *fields,
     const char *model = m->name;
     bool pg = store_db_dialect(p->s->wdb) == STORE_DIALECT_POSTGRES;
     store_sbuf_add(&b, "CREATE UNIQUE INDEX ");
-    index_name(&b, p, model, fields, n, composite);
+    index_name(&b, p, model, fields, n, composite ? "ut" : "u");
     store_sbuf_add(&b, " ON ");
     store_sbuf_table(&b, p->org, model);
     store_sbuf_add(&b, " (");
@@ -184,7 +184,32 @@ static rd_code drop_unique(push *p, const char *model, char *const *fields, size
 {
     store_sbuf b = {0};
     store_sbuf_add(&b, "DROP INDEX IF EXISTS ");
-    index_name(&b, p, model, fields, n, composite);
+    index_name(&b, p, model, fields, n, composite ? "ut" : "u");
+    return run(p, &b);
+}
+
+/* The index of a REFERENCE field: a delete finds the records referencing
+ * the deleted one by it (record.c, "references"). */
+static rd_code create_ref_index(push *p, const char *model, const store_field *f)
+{
+    store_sbuf b = {0};
+    char *const name[1] = {f->name};
+    store_sbuf_add(&b, "CREATE INDEX ");
+    index_name(&b, p, model, name, 1, "r");
+    store_sbuf_add(&b, " ON ");
+    store_sbuf_table(&b, p->org, model);
+    store_sbuf_add(&b, " (");
+    store_sbuf_ident(&b, f->name);
+    store_sbuf_add(&b, ")");
+    return run(p, &b);
+}
+
+static rd_code drop_ref_index(push *p, const char *model, const store_field *f)
+{
+    store_sbuf b = {0};
+    char *const name[1] = {f->name};
+    store_sbuf_add(&b, "DROP INDEX IF EXISTS ");
+    index_name(&b, p, model, name, 1, "r");
     return run(p, &b);
 }
 
@@ -309,6 +334,9 @@ static rd_code create_model(push *p, const store_model *m)
     for (size_t i = 0; code == RD_OK && i < m->n_unique_together; i++)
         code =
             create_unique(p, m, m->unique_together[i].fields, m->unique_together[i].n_fields, true);
+    for (size_t i = 0; code == RD_OK && i < m->n_fields; i++)
+        if (m->fields[i].type == STORE_T_REFERENCE)
+            code = create_ref_index(p, m->name, &m->fields[i]);
     if (code == RD_OK)
         code = change(p, "create model %s", m->name);
     return code;
@@ -488,7 +516,9 @@ static rd_code alter_model(push *p, const store_model *om, const store_model *nm
         const store_field *nf = store_model_field(nm, of->name);
         if (field_kept(om, nm, of->name))
             continue;
-        code = drop_columns(p, model, of->name);
+        code = of->type == STORE_T_REFERENCE ? drop_ref_index(p, model, of) : RD_OK;
+        if (code == RD_OK)
+            code = drop_columns(p, model, of->name);
         if (code == RD_OK && nf == NULL)
             code = change(p, "drop field %s.%s (forced)", model, of->name);
         else if (code == RD_OK && nf->type == of->type)
@@ -521,6 +551,8 @@ static rd_code alter_model(push *p, const store_model *om, const store_model *nm
             (code = check_default_target(p, nm, nf)) != RD_OK)
             return code;
         code = add_columns(p, model, nf);
+        if (code == RD_OK && nf->type == STORE_T_REFERENCE)
+            code = create_ref_index(p, model, nf);
         if (code == RD_OK && has_default && rows > 0)
             code = backfill_default(p, model, nf);
         if (code == RD_OK && of == NULL)

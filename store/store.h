@@ -444,6 +444,20 @@ typedef struct store_claim {
 
 typedef struct store_write store_write;
 typedef void (*store_done_fn)(store_write *w);
+
+/* A record a delete changed besides the one it named: a referrer deleted
+ * by an onDelete CASCADE field (op STORE_OP_DELETE) or cleared by a
+ * SET_NULL one (op STORE_OP_UPDATE), with the sync id its change took. */
+typedef struct store_affected {
+    char model[64];
+    char id[129];
+    store_op op;
+    int64_t sync_id;
+} store_affected;
+
+/* The most affected records a write (or a bulk's receipt) lists; ops
+ * counts them all. */
+#define STORE_AFFECTED_MAX 100
 typedef struct store_bulk store_bulk;
 
 /* What a write does when a field it writes changed after its read_at
@@ -567,6 +581,14 @@ struct store_write {
      * group, or NULL when the record does not exist; a code other than RD_OK
      * (with err filled) rejects the write. NULL = no check. */
     rd_code (*authorize)(store_write *w, const char *group, rd_err *err);
+    /* DELETE (also by filter): runs on the writer thread for each record the
+     * delete would change besides its own (REFERENCE fields, store/record.c
+     * "references"), before anything is written: m and group are the
+     * record's, op STORE_OP_DELETE (onDelete CASCADE, field NULL) or
+     * STORE_OP_UPDATE (SET_NULL, field the one cleared). A code other than
+     * RD_OK (with err filled) refuses the whole delete. NULL = allowed. */
+    rd_code (*authorize_other)(store_write *w, const store_model *m, store_op op, const char *group,
+                               const char *field, rd_err *err);
     store_done_fn done;
     void *ctx; /* for the caller */
 
@@ -575,6 +597,11 @@ struct store_write {
     char server_tx_id[40]; /* unique per write */
     int64_t last_sync_id;  /* sync id of this write; 0 when nothing written */
     int ops;               /* rows written */
+    /* a delete that cascaded: the first STORE_AFFECTED_MAX of the other
+     * records it changed, in the order written (malloc'd; the caller frees
+     * it; the writer frees it when the write fails); ops counts them all */
+    store_affected *affected;
+    size_t n_affected;
     /* Idempotency: idem_stored = the sealed outcome was committed with the
      * write; replayed = an earlier outcome was found and nothing executed:
      * replay (malloc'd, caller frees) holds its bytes, replay_status its

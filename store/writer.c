@@ -18,6 +18,8 @@ static void init_outputs(store_write *w)
     rd_random_id("tx_", w->server_tx_id, 20);
     w->last_sync_id = 0;
     w->ops = 0;
+    w->affected = NULL;
+    w->n_affected = 0;
     memset(&w->rec.record, 0, sizeof w->rec.record);
     w->push.revision = 0;
     w->push.changes = NULL;
@@ -35,6 +37,9 @@ static void init_outputs(store_write *w)
 static void reset_outputs(store_write *w)
 {
     store_record_clear(&w->rec.record);
+    free(w->affected);
+    w->affected = NULL;
+    w->n_affected = 0;
     json_decref(w->push.changes);
     w->push.changes = NULL;
     w->last_sync_id = 0;
@@ -63,6 +68,9 @@ static void reset_attempt(store_write *w)
         ow->rec.conflicts = NULL;
         ow->rec.held = false;
         ow->rec.current_version = 0;
+        free(ow->affected);
+        ow->affected = NULL;
+        ow->n_affected = 0;
     }
     reset_outputs(w);
     init_outputs(w);

@@ -415,6 +415,172 @@ static void test_store_faults_fail_whole_writes_and_leave_nothing(void **state)
     assert_true(fired >= 3 * 8); /* the faults hit every kind of step of both writes */
 }
 
+/* ---- references: a cascade that fails half-way ------------------------------------ */
+
+static const char refs_schema[] =
+    "{\"models\":["
+    "{\"name\":\"parents\",\"fields\":[{\"name\":\"title\",\"type\":\"STRING\"}]},"
+    "{\"name\":\"kids\",\"fields\":[{\"name\":\"parent\",\"type\":\"REFERENCE\","
+    "\"references\":\"parents\",\"onDelete\":\"CASCADE\"}]},"
+    "{\"name\":\"tags\",\"fields\":[{\"name\":\"parent\",\"type\":\"REFERENCE\","
+    "\"references\":\"parents\",\"onDelete\":\"SET_NULL\"}]}]}";
+
+/* Pushes refs_schema through the canonical JSON reader (it knows
+ * references and onDelete). */
+static void push_refs_schema(void)
+{
+    json_t *doc = parse(refs_schema);
+    store_write w;
+    memset(&w, 0, sizeof w);
+    w.op = STORE_OP_PUSH_SCHEMA;
+    w.org = ORG;
+    w.actor = "tester";
+    w.push.schema = store_schema_from_json(doc, 0);
+    w.push.force = true; /* the fixture's models go */
+    assert_non_null(w.push.schema);
+    if (store_submit_wait(fx->s, &w) != RD_OK)
+        fail_msg("push: %s", w.err.msg);
+    store_schema_release(w.push.schema);
+    json_decref(w.push.changes);
+    json_decref(doc);
+}
+
+/* The Nth step of the writer fails while a delete cascades to two kids and
+ * clears a tag, for every N the delete takes: it either happened whole
+ * (4 rows, 4 sync ids) or not at all (everything as it was), and the
+ * change log stays gap-free. */
+static void test_store_cascade_faults_undo_the_whole_delete(void **state)
+{
+    (void)state;
+    push_refs_schema();
+    int done = 0, fired = 0;
+    for (int nth = 1; nth <= 40; nth++) {
+        char p[16], k1[16], k2[16], t[16], pdata[48];
+        snprintf(p, sizeof p, "p%d", nth);
+        snprintf(k1, sizeof k1, "k%da", nth);
+        snprintf(k2, sizeof k2, "k%db", nth);
+        snprintf(t, sizeof t, "t%d", nth);
+        snprintf(pdata, sizeof pdata, "{\"parent\":\"%s\"}", p);
+        assert_int_equal(quick(STORE_OP_CREATE, "parents", p, "{\"title\":\"x\"}"), RD_OK);
+        assert_int_equal(quick(STORE_OP_CREATE, "kids", k1, pdata), RD_OK);
+        assert_int_equal(quick(STORE_OP_CREATE, "kids", k2, pdata), RD_OK);
+        assert_int_equal(quick(STORE_OP_CREATE, "tags", t, pdata), RD_OK);
+        int64_t before = q_int("SELECT max(sync_id) FROM _rd_sync_log WHERE org = 'org_acme'");
+
+        store_write w;
+        store_fault_arm(fx->s, nth, SQLITE_BUSY, false);
+        rd_code code = write_rec(STORE_OP_DELETE, "parents", p, NULL, &w);
+        store_fault_disarm(fx->s);
+        store_record rec = {0};
+        int64_t after = q_int("SELECT max(sync_id) FROM _rd_sync_log WHERE org = 'org_acme'");
+        if (code == RD_OK) {
+            done++;
+            assert_int_equal(w.ops, 4);
+            assert_int_equal(w.last_sync_id, before + 4);
+            assert_int_equal(after, before + 4);
+            assert_int_equal(w.n_affected, 3);
+            assert_int_equal(w.affected[2].op, STORE_OP_UPDATE);
+            assert_int_equal(w.affected[2].sync_id, before + 4);
+            assert_int_equal(get("kids", k1, &rec), RD_NOT_FOUND);
+            assert_int_equal(get("kids", k2, &rec), RD_NOT_FOUND);
+            assert_int_equal(get("tags", t, &rec), RD_OK);
+            assert_null(json_object_get(rec.data, "parent"));
+            assert_int_equal(rec.version, 2);
+        } else {
+            fired++;
+            if (code != RD_UNAVAILABLE && code != RD_INTERNAL)
+                fail_msg("delete, step %d failing: %s (%s)", nth, rd_code_str(code), last.msg);
+            assert_int_equal(w.ops, 0);
+            assert_null(w.affected);
+            assert_int_equal(after, before);
+            assert_int_equal(get("parents", p, &rec), RD_OK);
+            store_record_clear(&rec);
+            assert_int_equal(get("kids", k1, &rec), RD_OK);
+            store_record_clear(&rec);
+            assert_int_equal(get("kids", k2, &rec), RD_OK);
+            store_record_clear(&rec);
+            assert_int_equal(get("tags", t, &rec), RD_OK);
+            assert_string_equal(json_string_value(json_object_get(rec.data, "parent")), p);
+        }
+        store_record_clear(&rec);
+        store_record_clear(&w.rec.record);
+        free(w.affected);
+        assert_log_gap_free();
+    }
+    /* the fault hit every step of the delete, and past them it went through */
+    assert_true(fired >= 13); /* up to the last change-feed row */
+    assert_true(done > 0);
+}
+
+/* A delete changes at most STORE_BULK_MAX_AFFECTED records, the named one
+ * included: one more and it is refused whole (too_many_rows, nothing
+ * written); at the bound it goes through, its affected list cut at
+ * STORE_AFFECTED_MAX. */
+static void test_store_cascade_is_bounded(void **state)
+{
+    (void)state;
+    static store_bulk_op ops[1000];
+    static char ids[1000][16];
+    push_refs_schema();
+    assert_int_equal(quick(STORE_OP_CREATE, "parents", "big", "{\"title\":\"x\"}"), RD_OK);
+    json_t *data = parse("{\"parent\":\"big\"}");
+    int kids = STORE_BULK_MAX_AFFECTED - 1;
+    for (int made = 0; made < kids;) {
+        size_t n = kids - made < 1000 ? (size_t)(kids - made) : 1000;
+        for (size_t i = 0; i < n; i++) {
+            memset(&ops[i], 0, sizeof ops[i]);
+            snprintf(ids[i], sizeof ids[i], "k%05d", made + (int)i);
+            ops[i].w.op = STORE_OP_CREATE;
+            ops[i].w.rec.model = "kids";
+            ops[i].w.rec.id = ids[i];
+            ops[i].w.rec.data = data;
+        }
+        store_write w;
+        store_bulk b;
+        memset(&w, 0, sizeof w);
+        memset(&b, 0, sizeof b);
+        b.ops = ops;
+        b.n_ops = n;
+        w.op = STORE_OP_BULK;
+        w.org = ORG;
+        w.actor = "tester";
+        w.bulk = &b;
+        if (store_submit_wait(fx->s, &w) != RD_OK)
+            fail_msg("bulk: %s", w.err.msg);
+        for (size_t i = 0; i < n; i++)
+            store_record_clear(&ops[i].w.rec.record);
+        made += (int)n;
+    }
+    json_decref(data);
+    assert_int_equal(quick(STORE_OP_CREATE, "tags", "tag", "{\"parent\":\"big\"}"), RD_OK);
+
+    /* the parent, its kids and the tag: one record too many */
+    int64_t before = q_int("SELECT max(sync_id) FROM _rd_sync_log WHERE org = 'org_acme'");
+    store_write w;
+    assert_int_equal(write_rec(STORE_OP_DELETE, "parents", "big", NULL, &w), RD_TOO_MANY_ROWS);
+    assert_non_null(strstr(last.msg, "more than 10000 records"));
+    assert_int_equal(w.ops, 0);
+    assert_null(w.affected);
+    assert_int_equal(q_int("SELECT max(sync_id) FROM _rd_sync_log WHERE org = 'org_acme'"), before);
+    assert_int_equal(q_int("SELECT count(*) FROM r_org_acme__kids"), kids);
+    store_record rec = {0};
+    assert_int_equal(get("parents", "big", &rec), RD_OK);
+    store_record_clear(&rec);
+
+    /* without the tag it is exactly the bound */
+    assert_int_equal(quick(STORE_OP_DELETE, "tags", "tag", NULL), RD_OK);
+    assert_int_equal(write_rec(STORE_OP_DELETE, "parents", "big", NULL, &w), RD_OK);
+    assert_int_equal(w.ops, STORE_BULK_MAX_AFFECTED);
+    assert_int_equal(w.last_sync_id, before + 1 + STORE_BULK_MAX_AFFECTED);
+    assert_int_equal(w.n_affected, STORE_AFFECTED_MAX);
+    assert_string_equal(w.affected[0].id, "k00000");
+    assert_int_equal(w.affected[0].sync_id, before + 3);
+    assert_int_equal(q_int("SELECT count(*) FROM r_org_acme__kids"), 0);
+    store_record_clear(&w.rec.record);
+    free(w.affected);
+    assert_log_gap_free();
+}
+
 /* ---- schema pushes ---------------------------------------------------------------- */
 
 static void test_store_push_creates_models_and_tables(void **state)
@@ -1400,6 +1566,8 @@ int main(void)
         T(test_store_create_group),
         T(test_store_thread_conn_is_one_per_thread_and_store),
         T(test_store_faults_fail_whole_writes_and_leave_nothing),
+        T(test_store_cascade_faults_undo_the_whole_delete),
+        T(test_store_cascade_is_bounded),
         T(test_store_timestamps_are_normalised),
         T(test_store_get_returns_record_and_read_at),
         T(test_store_get_not_found),
