@@ -106,8 +106,10 @@ static rd_code prepare_where(bulk_call *bc, store_bulk_op *op, svc_write_authz *
     bc->access[op - bc->bulk.ops] = (store_filter_access){where_read_groups, az};
     op->access = &bc->access[op - bc->bulk.ops];
     w->authorize = svc_write_authorize_in_writer;
-    if (!update)
+    if (!update) {
         w->authorize_other = svc_write_authorize_other;
+        w->may_read = svc_write_may_read;
+    }
     return RD_OK;
 }
 

@@ -86,8 +86,10 @@ rd_code svc_write_authorize(svc_call *call, svc_write_authz *az, auth_verb can, 
         return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     if (w->op != STORE_OP_CREATE) {
         w->authorize = svc_write_authorize_in_writer;
-        if (w->op == STORE_OP_DELETE)
+        if (w->op == STORE_OP_DELETE) {
             w->authorize_other = svc_write_authorize_other;
+            w->may_read = svc_write_may_read;
+        }
         return RD_OK;
     }
     rd_code code =
@@ -124,4 +126,12 @@ rd_code svc_write_authorize_other(store_write *w, const store_model *m, store_op
                 why.msg);
     note_denial(az, code);
     return code;
+}
+
+bool svc_write_may_read(store_write *w, const store_model *m, const char *group)
+{
+    svc_write_authz *az = w->ctx;
+    const auth_principal *p = svc_call_principal(az->call);
+    return p != NULL &&
+           svc_authz_read_scope(auth_principal_caps(p), m->name, group) != SVC_READ_NONE;
 }

@@ -73,4 +73,8 @@ rd_code svc_write_authorize_in_writer(store_write *w, const char *group, rd_err 
 rd_code svc_write_authorize_other(store_write *w, const store_model *m, store_op op,
                                   const char *group, const char *field, rd_err *err);
 
+/* The writer's may_read callback of deletes: whether the caller may read
+ * a record of m in group (a RESTRICT refusal names only such a record). */
+bool svc_write_may_read(store_write *w, const store_model *m, const char *group);
+
 #endif

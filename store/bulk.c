@@ -231,6 +231,7 @@ static rd_code run_where(store *s, const store_write *parent, store_bulk_op *op)
         t.rec.data = w->rec.data;
         t.authorize = w->authorize;
         t.authorize_other = w->authorize_other;
+        t.may_read = w->may_read;
         t.ctx = w->ctx;
         memcpy(t.server_tx_id, parent->server_tx_id, sizeof t.server_tx_id);
         code = store_record_apply(s, &t);

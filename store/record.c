@@ -1012,13 +1012,15 @@ static rd_code check_restrict(wctx *c, cascade *cs)
             first = i;
     if (first == SIZE_MAX)
         return cs->rst_more ? too_many(c) : RD_OK;
-    const casc_rec *ex = &cs->rst.v[first];
-    const casc_rec *target = &cs->del.v[ex->target];
+    const casc_rec *first_rec = &cs->rst.v[first], *ex = NULL;
+    const casc_rec *target = &cs->del.v[first_rec->target];
+    store_write *w = c->w;
     refset seen = {0};
     size_t n = 0;
     for (size_t i = first; i < cs->rst.n; i++) {
         const casc_rec *r = &cs->rst.v[i];
-        if (r->target != ex->target || refset_get(&cs->deleted, r->m->name, r->id) != SIZE_MAX ||
+        if (r->target != first_rec->target ||
+            refset_get(&cs->deleted, r->m->name, r->id) != SIZE_MAX ||
             refset_get(&seen, r->m->name, r->id) != SIZE_MAX)
             continue;
         if (!refset_put(&seen, r->m->name, r->id, 0)) {
@@ -1026,9 +1028,18 @@ static rd_code check_restrict(wctx *c, cascade *cs)
             return oom(c);
         }
         n++;
+        /* the example: a referrer the caller may read, never another */
+        if (ex == NULL && (w->may_read == NULL || w->may_read(w, r->m, r->group)))
+            ex = r;
     }
     refset_free(&seen);
-    return rd_errf(&c->w->err, RD_REFERENCED, NULL,
+    if (ex == NULL)
+        return rd_errf(&w->err, RD_REFERENCED, NULL,
+                       "record '%.128s' of %s is referenced by %s%zu record%s (none of them one "
+                       "you may read) through %s.%s; they must be deleted or changed first",
+                       target->id, target->m->name, cs->rst_more ? "at least " : "", n,
+                       n == 1 ? "" : "s", first_rec->m->name, first_rec->f->name);
+    return rd_errf(&w->err, RD_REFERENCED, NULL,
                    "record '%.128s' of %s is referenced by %s%zu record%s (e.g. %s '%.128s' "
                    "through %s); delete or change them first",
                    target->id, target->m->name, cs->rst_more ? "at least " : "", n,

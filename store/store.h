@@ -589,6 +589,10 @@ struct store_write {
      * RD_OK (with err filled) refuses the whole delete. NULL = allowed. */
     rd_code (*authorize_other)(store_write *w, const store_model *m, store_op op, const char *group,
                                const char *field, rd_err *err);
+    /* DELETE refused because records refer to it (RD_REFERENCED): whether
+     * the caller may read a record of m in group, so that the refusal
+     * names as its example only a record the caller may see. NULL = any. */
+    bool (*may_read)(store_write *w, const store_model *m, const char *group);
     store_done_fn done;
     void *ctx; /* for the caller */
 

@@ -267,6 +267,24 @@ def test_restrict_refuses_the_delete(srv):
     assert srv.delete("courses", w["course"]).success
 
 
+def test_restrict_names_no_referrer_the_caller_may_not_read(srv):
+    """The refusal's example is a record the caller may read; a caller who
+    may read none of the referrers learns their number, never an id."""
+    w = world(srv)
+    key = srv.create_key(role="coursedeleter", caps=[
+        {"can": ["read", "delete"], "model": "courses", "group": "*"}])
+    d = expect_error(PRECONDITION, srv.as_(key["key"]).delete, "courses", w["course"], reason="referenced")
+    assert "referenced by 2 records (none of them one you may read) through enrollments.course" in d.message, d
+    assert not any(e in d.message for e in w["enrollments"]), d
+    # with read on the referrers, one of them is named
+    key = srv.create_key(role="coursereader", caps=[
+        {"can": ["read", "delete"], "model": "courses", "group": "*"},
+        {"can": ["read"], "model": "enrollments", "group": "*"}])
+    d = expect_error(PRECONDITION, srv.as_(key["key"]).delete, "courses", w["course"], reason="referenced")
+    assert any(f"(e.g. enrollments '{e}' through course)" in d.message for e in w["enrollments"]), d
+    assert exists(srv, "courses", w["course"])
+
+
 def test_restrict_deep_in_a_cascade_refuses_all_of_it(srv):
     """A cascade reaching a record that something RESTRICTs refuses the whole
     delete: nothing is written."""
