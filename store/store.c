@@ -54,6 +54,15 @@ void store_sbuf_add(store_sbuf *b, const char *s)
     b->len += n;
 }
 
+void store_sbuf_addn(store_sbuf *b, const char *s, size_t n)
+{
+    if (!sbuf_grow(b, n))
+        return;
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
 void store_sbuf_addf(store_sbuf *b, const char *fmt, ...)
 {
     va_list ap;
@@ -527,6 +536,8 @@ rd_code store_row_read(store_dbst *st, const store_model *m, store_record *out, 
         if (col == NULL)
             continue;
         if (col[0] == '_') {
+            if (col[1] == 's' && col[2] == '_')
+                continue; /* a field's sync id ("_s_<field>"): not part of a record */
             if (strcmp(col, "_id") == 0)
                 copy_text(out->id, sizeof out->id, st, i);
             else if (strcmp(col, "_group") == 0)
@@ -1201,16 +1212,31 @@ done:
 
 /* ---- several records by id ---------------------------------------------------- */
 
-/* "?1, ?2, …, ?64": the placeholder list of store_get_many, made once. */
+/* "?1, ?2, …, ?64": the placeholder list of store_get_many, made once;
+ * get_many_len[k] is the length of its first k placeholders. */
 static char get_many_params[STORE_GET_MANY_CHUNK * 6];
+static size_t get_many_len[STORE_GET_MANY_CHUNK + 1];
 static pthread_once_t get_many_once = PTHREAD_ONCE_INIT;
 
 static void get_many_params_init(void)
 {
     size_t used = 0;
-    for (int i = 1; i <= STORE_GET_MANY_CHUNK; i++)
+    for (int i = 1; i <= STORE_GET_MANY_CHUNK; i++) {
         used += (size_t)snprintf(get_many_params + used, sizeof get_many_params - used, "%s?%d",
                                  i > 1 ? ", " : "", i);
+        get_many_len[i] = used;
+    }
+}
+
+/* The statement text for k ids: "SELECT * FROM <table> WHERE _id IN (?1..?k)". */
+static void get_many_sql(store_sbuf *sql, const char *org, const store_model *m, int k)
+{
+    sql->len = 0;
+    store_sbuf_add(sql, "SELECT * FROM ");
+    store_sbuf_table(sql, org, m->name);
+    store_sbuf_add(sql, " WHERE _id IN (");
+    store_sbuf_addn(sql, get_many_params, get_many_len[k]);
+    store_sbuf_add(sql, ")");
 }
 
 rd_code store_get_many(store_conn *c, const char *org, const store_model *m, const char *const *ids,
@@ -1224,20 +1250,21 @@ rd_code store_get_many(store_conn *c, const char *org, const store_model *m, con
     if (org == NULL || m == NULL || !store_org_valid(org) || !store_ident_valid(m->name))
         return rd_errf(err, RD_NOT_FOUND, "model", "model '%.64s' is not in the schema",
                        m && m->name ? m->name : "");
-    /* one statement text for every call on this model: the cache reuses it */
-    store_sbuf_add(&sql, "SELECT * FROM ");
-    store_sbuf_table(&sql, org, m->name);
-    store_sbuf_add(&sql, " WHERE _id IN (");
     pthread_once(&get_many_once, get_many_params_init);
-    store_sbuf_add(&sql, get_many_params);
-    store_sbuf_add(&sql, ")");
-    if (sql.oom)
-        return rd_errf(err, RD_INTERNAL, NULL, "out of memory");
     int64_t at = 0;
     rc = store_conn_begin(c, org, &at);
     if (rc != STORE_DB_OK)
         goto sqlfail;
     for (size_t from = 0; from < n; from += STORE_GET_MANY_CHUNK) {
+        /* three statement texts per model (1, 8 or 64 ids), each cached: a
+         * single lookup (a GetRecord's expansion) binds one id, not 64 */
+        size_t left = n - from;
+        int k = left <= 1 ? 1 : left <= 8 ? 8 : STORE_GET_MANY_CHUNK;
+        get_many_sql(&sql, org, m, k);
+        if (sql.oom) {
+            code = rd_errf(err, RD_INTERNAL, NULL, "out of memory");
+            goto done;
+        }
         rc = store_stmt_get(&c->cache, sql.p, &st);
         if (rc == STORE_DB_ERROR && strncmp(store_db_errmsg(c->db), "no such table", 13) == 0) {
             code =
@@ -1246,7 +1273,7 @@ rd_code store_get_many(store_conn *c, const char *org, const store_model *m, con
         }
         if (rc != STORE_DB_OK)
             goto sqlfail;
-        for (int i = 0; rc == STORE_DB_OK && i < STORE_GET_MANY_CHUNK; i++) {
+        for (int i = 0; rc == STORE_DB_OK && i < k; i++) {
             const char *id = from + (size_t)i < n ? ids[from + (size_t)i] : NULL;
             /* an id that cannot exist matches nothing, like a NULL slot */
             rc = id != NULL && store_id_valid(id)

@@ -227,18 +227,19 @@ rd_code store_read_hold(store_conn *c, const char *org, int64_t *read_at, rd_err
 /* Ends a hold (nothing when none is held). */
 void store_read_release(store_conn *c);
 
-/* Ids bound per statement by store_get_many: the one statement text per
- * model, unused slots bound NULL, so the statement cache reuses it. */
+/* Most ids bound per statement by store_get_many: three statement texts
+ * per model (1, 8 or 64 ids, unused slots bound NULL), so the statement
+ * cache reuses them. */
 #define STORE_GET_MANY_CHUNK 64
 
 /* Reads the records of model m (from a schema snapshot of org the caller
  * holds) whose ids are among ids[0..n) (distinct; invalid ids match
  * nothing) in one snapshot (a held one, else its own), with one
- * `_id IN (?1..?64)` statement per STORE_GET_MANY_CHUNK ids. out has room
- * for n; *n_out records are filled, in no particular order (missing ids
- * are simply absent); the caller clears them (store_record_clear). *read_at
- * (may be NULL) gets the snapshot's head of org. Errors: RD_NOT_FOUND
- * (model gone), RD_UNAVAILABLE, RD_INTERNAL. */
+ * `_id IN (?1..?k)` statement per STORE_GET_MANY_CHUNK ids (k = 1, 8 or
+ * 64, the fewest that hold what is left). out has room for n; *n_out records are filled, in no
+ * particular order (missing ids are simply absent); the caller clears them (store_record_clear).
+ * *read_at (may be NULL) gets the snapshot's head of org. Errors: RD_NOT_FOUND (model gone),
+ * RD_UNAVAILABLE, RD_INTERNAL. */
 rd_code store_get_many(store_conn *c, const char *org, const store_model *m, const char *const *ids,
                        size_t n, store_record *out, size_t *n_out, int64_t *read_at, rd_err *err);
 /* How many statements store_get_many has run on c (tests: no N+1). */

@@ -62,6 +62,8 @@ typedef struct store_sbuf {
 #define STORE_SBUF_MAX (1u << 20)
 
 void store_sbuf_add(store_sbuf *b, const char *s);
+/* Appends s[0..n). */
+void store_sbuf_addn(store_sbuf *b, const char *s, size_t n);
 void store_sbuf_addf(store_sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends name as a double-quoted SQL identifier ('"' doubled). */
 void store_sbuf_ident(store_sbuf *b, const char *name);
