@@ -675,7 +675,7 @@ static void hop_alias(char *out, size_t cap, size_t h)
  * (each table aliased, so every column names its table). */
 static void cond_sql(store_sbuf *b, const store_filter *f, const filter_cond *c)
 {
-    char alias[16];
+    char alias[24]; /* "_r" and any size_t */
     for (size_t h = 0; h < c->n_hops; h++) {
         if (h > 0) {
             hop_alias(alias, sizeof alias, h);
